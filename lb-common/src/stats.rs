@@ -1,0 +1,115 @@
+//! Global data-plane counters: one per-CPU `u64` slot per [`Counter`].
+
+/// What the XDP program counts. The discriminant is the slot index in the
+/// stats map; append new counters at the end so old agents keep reading the
+/// right slots.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Every frame the program saw.
+    RxPackets = 0,
+    /// Bytes of every frame the program saw (Ethernet header included).
+    RxBytes,
+    /// Frames carrying one or two 802.1Q / 802.1ad tags.
+    Vlan,
+    Arp,
+    /// Ethertypes other than IPv4, IPv6 and ARP.
+    OtherEthertype,
+    Ipv4,
+    Ipv6,
+    /// IPv4 with options or IPv6 with extension headers that were skipped.
+    IpOptions,
+    /// Non-first IP fragments: no transport header to parse.
+    Fragment,
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    /// VRRP adverts (IP protocol 112).
+    Vrrp,
+    /// Other transport protocols, and IPv6 extension chains too long to follow.
+    OtherProto,
+    /// A header ran past the end of the frame.
+    Truncated,
+    /// A header had impossible field values (version, header length).
+    Malformed,
+    /// Frames handed to the kernel stack unchanged.
+    Pass,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 18] = [
+        Counter::RxPackets,
+        Counter::RxBytes,
+        Counter::Vlan,
+        Counter::Arp,
+        Counter::OtherEthertype,
+        Counter::Ipv4,
+        Counter::Ipv6,
+        Counter::IpOptions,
+        Counter::Fragment,
+        Counter::Tcp,
+        Counter::Udp,
+        Counter::Icmp,
+        Counter::Icmpv6,
+        Counter::Vrrp,
+        Counter::OtherProto,
+        Counter::Truncated,
+        Counter::Malformed,
+        Counter::Pass,
+    ];
+
+    /// Number of slots in the stats map.
+    pub const COUNT: u32 = Counter::ALL.len() as u32;
+
+    /// The stable name used in CLI output, JSON and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::RxPackets => "rx_packets",
+            Counter::RxBytes => "rx_bytes",
+            Counter::Vlan => "vlan",
+            Counter::Arp => "arp",
+            Counter::OtherEthertype => "other_ethertype",
+            Counter::Ipv4 => "ipv4",
+            Counter::Ipv6 => "ipv6",
+            Counter::IpOptions => "ip_options",
+            Counter::Fragment => "fragment",
+            Counter::Tcp => "tcp",
+            Counter::Udp => "udp",
+            Counter::Icmp => "icmp",
+            Counter::Icmpv6 => "icmpv6",
+            Counter::Vrrp => "vrrp",
+            Counter::OtherProto => "other_proto",
+            Counter::Truncated => "truncated",
+            Counter::Malformed => "malformed",
+            Counter::Pass => "pass",
+        }
+    }
+
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counter;
+
+    #[test]
+    fn all_lists_every_slot_in_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index() as usize, i, "{} is out of order", c.name());
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for a in Counter::ALL {
+            for b in Counter::ALL {
+                if a != b {
+                    assert_ne!(a.name(), b.name());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Bounds-checked parsing of Ethernet, VLAN, IPv4, IPv6 (with extension
+//! headers), TCP, UDP, ICMP, ICMPv6 and VRRP.
+//!
+//! Every read goes through [`ptr_at`], which checks the header lies inside
+//! the frame; nothing here writes to the packet.
+
+use core::mem;
+
+use aya_ebpf::programs::XdpContext;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+use crate::consts::*;
+
+#[derive(Clone, Copy)]
+pub enum ParseError {
+    /// A header runs past the end of the frame.
+    Truncated,
+    /// A header holds values no valid packet has.
+    Malformed,
+}
+
+/// What [`parse`] found. Plain fields and fieldless enums only: data-carrying
+/// enums get packed into registers with undefined bits, which the verifier
+/// rejects when those bits come from a packet pointer.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    pub vlan_tagged: bool,
+    pub l3: L3,
+    /// IPv4 options or IPv6 extension headers were present and skipped.
+    pub ip_options: bool,
+    pub l4: L4,
+    /// IP protocol (after IPv6 extension headers); 0 when not IP.
+    pub proto: u8,
+    /// TCP/UDP ports in host byte order; 0 for other protocols.
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Packet {
+    pub const fn new() -> Self {
+        Packet {
+            vlan_tagged: false,
+            l3: L3::Other,
+            ip_options: false,
+            l4: L4::None,
+            proto: 0,
+            sport: 0,
+            dport: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum L3 {
+    Arp,
+    Other,
+    Ipv4,
+    Ipv6,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    /// Not an IP packet.
+    None,
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    Vrrp,
+    /// A non-first fragment: the transport header is in another packet.
+    Fragment,
+    /// Any other protocol, or an IPv6 extension chain too long to follow.
+    Other,
+}
+
+/// Returns a pointer to a `T` at `offset`, or `Truncated` if it would end
+/// past the frame.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ParseError> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + mem::size_of::<T>() > end {
+        return Err(ParseError::Truncated);
+    }
+    Ok((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+#[inline(always)]
+fn be16(bytes: [u8; 2]) -> u16 {
+    u16::from_be_bytes(bytes)
+}
+
+/// Fills `packet` from the frame in `ctx`.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext, packet: &mut Packet) -> Result<(), ParseError> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut off = EthHdr::LEN;
+
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        // TCI (2 bytes) then the encapsulated ethertype.
+        let tag: *const [u8; 4] = ptr_at(ctx, off)?;
+        let tag = unsafe { *tag };
+        ether_type = be16([tag[2], tag[3]]);
+        off += 4;
+        packet.vlan_tagged = true;
+    }
+
+    match ether_type {
+        ETH_P_IP => {
+            packet.l3 = L3::Ipv4;
+            parse_ipv4(ctx, off, packet)
+        }
+        ETH_P_IPV6 => {
+            packet.l3 = L3::Ipv6;
+            parse_ipv6(ctx, off, packet)
+        }
+        ETH_P_ARP => {
+            packet.l3 = L3::Arp;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<(), ParseError> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
+    let (vihl, tot_len, frags, proto) =
+        unsafe { ((*ip).vihl, be16((*ip).tot_len), be16((*ip).frags), (*ip).proto) };
+    if vihl >> 4 != 4 {
+        return Err(ParseError::Malformed);
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < Ipv4Hdr::LEN || (tot_len as usize) < ihl {
+        return Err(ParseError::Malformed);
+    }
+    // Frames may carry Ethernet padding after the packet, never less than it.
+    if l3_off + tot_len as usize > frame_len(ctx) {
+        return Err(ParseError::Truncated);
+    }
+    packet.ip_options = ihl > Ipv4Hdr::LEN;
+    packet.proto = proto;
+    if frags & IPV4_OFFSET_MASK != 0 {
+        packet.l4 = L4::Fragment;
+        return Ok(());
+    }
+    parse_l4(ctx, l3_off + ihl, packet)
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<(), ParseError> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, l3_off)?;
+    let (version, payload_len, mut next) =
+        unsafe { ((*ip).vcf[0] >> 4, be16((*ip).payload_len), (*ip).next_hdr) };
+    if version != 6 {
+        return Err(ParseError::Malformed);
+    }
+    // A zero payload length announces a jumbogram; its real length is in a
+    // hop-by-hop option, so only non-zero lengths are checked here.
+    if payload_len != 0 && l3_off + Ipv6Hdr::LEN + payload_len as usize > frame_len(ctx) {
+        return Err(ParseError::Truncated);
+    }
+
+    let mut off = l3_off + Ipv6Hdr::LEN;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let ext_len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
+                let hdr: *const [u8; 2] = ptr_at(ctx, off)?;
+                let hdr = unsafe { *hdr };
+                next = hdr[0];
+                (hdr[1] as usize + 1) * 8
+            }
+            IPPROTO_AH => {
+                let hdr: *const [u8; 2] = ptr_at(ctx, off)?;
+                let hdr = unsafe { *hdr };
+                next = hdr[0];
+                (hdr[1] as usize + 2) * 4
+            }
+            IPPROTO_FRAGMENT => {
+                let hdr: *const [u8; 8] = ptr_at(ctx, off)?;
+                let hdr = unsafe { *hdr };
+                next = hdr[0];
+                if be16([hdr[2], hdr[3]]) & IPV6_FRAG_OFFSET_MASK != 0 {
+                    packet.ip_options = true;
+                    packet.proto = next;
+                    packet.l4 = L4::Fragment;
+                    return Ok(());
+                }
+                8
+            }
+            _ => {
+                packet.proto = next;
+                return parse_l4(ctx, off, packet);
+            }
+        };
+        off += ext_len;
+        packet.ip_options = true;
+    }
+    // Chain longer than we follow: pass it on without a transport header.
+    packet.proto = next;
+    packet.l4 = L4::Other;
+    Ok(())
+}
+
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), ParseError> {
+    match packet.proto {
+        IPPROTO_TCP => {
+            let tcp: *const TcpHdr = ptr_at(ctx, off)?;
+            let (sport, dport, doff_flags) =
+                unsafe { (be16((*tcp).source), be16((*tcp).dest), *(tcp as *const u8).add(12)) };
+            let doff = ((doff_flags >> 4) as usize) * 4;
+            if doff < TcpHdr::LEN {
+                return Err(ParseError::Malformed);
+            }
+            if off + doff > frame_len(ctx) {
+                return Err(ParseError::Truncated);
+            }
+            packet.l4 = L4::Tcp;
+            packet.sport = sport;
+            packet.dport = dport;
+        }
+        IPPROTO_UDP => {
+            let udp: *const UdpHdr = ptr_at(ctx, off)?;
+            let (sport, dport, len) =
+                unsafe { (be16((*udp).src), be16((*udp).dst), be16((*udp).len)) };
+            if (len as usize) < UdpHdr::LEN {
+                return Err(ParseError::Malformed);
+            }
+            packet.l4 = L4::Udp;
+            packet.sport = sport;
+            packet.dport = dport;
+        }
+        IPPROTO_ICMP => {
+            // Type, code, checksum and the 4-byte rest-of-header every message has.
+            ptr_at::<[u8; 8]>(ctx, off)?;
+            packet.l4 = L4::Icmp;
+        }
+        IPPROTO_ICMPV6 => {
+            ptr_at::<[u8; 4]>(ctx, off)?;
+            packet.l4 = L4::Icmpv6;
+        }
+        IPPROTO_VRRP => {
+            ptr_at::<[u8; 8]>(ctx, off)?;
+            packet.l4 = L4::Vrrp;
+        }
+        _ => packet.l4 = L4::Other,
+    }
+    Ok(())
+}

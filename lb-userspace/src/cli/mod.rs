@@ -1,0 +1,47 @@
+//! The `xlb` command line.
+
+mod attach;
+
+use clap::{Parser, Subcommand};
+use log::LevelFilter;
+
+pub use attach::AttachArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xlb",
+    version,
+    about = "An XDP layer-4 load balancer: direct routing, IP-in-IP and NAT at driver speed",
+    long_about = "xlb forwards packets for virtual IPs to real servers from an XDP program, \
+                  before the kernel allocates a socket buffer. The xlb agent loads that program, \
+                  health-checks the real servers, keeps the program's maps current and fails \
+                  virtual IPs over between directors.\n\n\
+                  Loading and attaching XDP programs needs root, or CAP_BPF and CAP_NET_ADMIN."
+)]
+pub struct Cli {
+    /// Most verbose log level shown, for the agent and for its XDP program
+    /// (whose records above this level are dropped in the kernel).
+    #[arg(long, global = true, env = "XLB_LOG", default_value = "info", value_name = "LEVEL")]
+    pub log_level: LevelFilter,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the XDP program to an interface and print what it sees.
+    ///
+    /// The program parses every frame (Ethernet, VLAN, IPv4, IPv6 with
+    /// extension headers, TCP, UDP, ICMP, ICMPv6, VRRP), counts it and passes
+    /// it to the kernel unchanged. Counters print every interval until
+    /// SIGINT or SIGTERM, then xlb detaches and prints the totals.
+    Attach(AttachArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Attach(args) => attach::run(args, cli.log_level),
+    }
+}

@@ -1,0 +1,5 @@
+//! The xlb agent: loads the XDP data plane, keeps its maps current and
+//! serves the operator's tools.
+
+pub mod cli;
+pub mod dataplane;

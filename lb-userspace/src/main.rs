@@ -1,0 +1,19 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use xlb::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .format_target(false)
+        .init();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xlb: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
