@@ -176,7 +176,8 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<()
     }
 
     let mut off = l3_off + Ipv6Hdr::LEN;
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
+    // One pass per extension header, plus the one that finds the transport.
+    for _ in 0..=MAX_IPV6_EXT_HEADERS {
         let ext_len = match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH => {
                 let hdr: *const [u8; 2] = ptr_at(ctx, off)?;

@@ -1,0 +1,34 @@
+//! xlb's test harness, shared by the integration tests, `cargo xtask demo`
+//! and the benchmarks.
+//!
+//! - [`packet`]: test frames with correct checksums, and a checksum verifier.
+//! - [`testrun`]: one frame through an XDP program via `BPF_PROG_TEST_RUN`.
+//! - [`netns`]: namespaces, veth links and processes that clean up after themselves.
+//! - [`privileged`]: run-or-skip (or fail, under `XLB_REQUIRE_PRIVILEGED=1`).
+//! - [`traffic`]: bounded UDP and TCP sources inside a namespace.
+
+pub mod netns;
+pub mod packet;
+pub mod privileged;
+pub mod testrun;
+pub mod traffic;
+
+use std::path::PathBuf;
+
+/// The `xlb` binary under test: `$XLB_BIN` (set by `cargo xtask test`), else
+/// the one beside this test executable in the target directory.
+pub fn xlb_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("XLB_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/<profile>/xlb
+    let candidate = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("xlb"))
+        .filter(|p| p.is_file());
+    candidate.ok_or_else(|| {
+        anyhow::anyhow!("no xlb binary found: run `cargo xtask test` or set XLB_BIN")
+    })
+}

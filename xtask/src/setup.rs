@@ -1,0 +1,104 @@
+//! `cargo xtask setup`: everything a fresh machine needs to build and test
+//! xlb, installed once and skipped when present.
+
+use std::{env, path::PathBuf, process::Command};
+
+use anyhow::{bail, Context};
+
+use crate::shell;
+
+/// Debian's rustc 1.96 built on LLVM 22, with the `core` source needed by
+/// `-Z build-std=core`; the LLVM that bpf-linker links against.
+const COMPILER_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
+const LLVM_PACKAGE: &str = "llvm-22-dev";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+/// Network namespaces, veth links and `ip -j` for the tests and the demo.
+const TEST_PACKAGES: &[&str] = &["iproute2"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> anyhow::Result<()> {
+    shell::step("checking the BPF toolchain");
+    let mut wanted: Vec<&str> = Vec::new();
+    if nightly_has_rust_src() {
+        println!("    compiler: rustup nightly with rust-src");
+    } else {
+        wanted.extend(COMPILER_PACKAGES);
+    }
+    let linker_ok = bpf_linker_version().as_deref() == Some(BPF_LINKER_VERSION);
+    if !linker_ok {
+        wanted.push(LLVM_PACKAGE);
+    }
+    wanted.extend(TEST_PACKAGES);
+    install_packages(&wanted)?;
+
+    if linker_ok {
+        println!("    bpf-linker {BPF_LINKER_VERSION}: present");
+    } else {
+        shell::step(&format!("installing bpf-linker {BPF_LINKER_VERSION} (about a minute)"));
+        let path = env::join_paths(
+            std::iter::once(PathBuf::from(LLVM_BIN))
+                .chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
+        )?;
+        shell::run(
+            Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+                .args(["--no-default-features", "--features", "llvm-22", "--force"])
+                .env("PATH", path),
+        )?;
+    }
+    println!("    toolchain ready");
+    Ok(())
+}
+
+fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        println!("    packages present: {}", wanted.join(" "));
+        return Ok(());
+    }
+    if shell::output(Command::new("apt-get").arg("--version")).is_none() {
+        bail!(
+            "missing {} and apt-get is not available: install a nightly Rust with rust-src, \
+             LLVM 22 and bpf-linker {BPF_LINKER_VERSION} by hand (see README.md, \"Building\")",
+            missing.join(", ")
+        );
+    }
+    if !shell::is_root() {
+        bail!("installing {} needs root: run `sudo cargo xtask setup`", missing.join(", "));
+    }
+    shell::step(&format!("installing {}", missing.join(" ")));
+    shell::run(Command::new("apt-get").args(["update", "-q"]))?;
+    shell::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get install")
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    shell::output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", package]))
+        .is_some_and(|status| status == "installed")
+}
+
+fn nightly_has_rust_src() -> bool {
+    shell::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .is_some_and(|sysroot| {
+            PathBuf::from(sysroot)
+                .join("lib/rustlib/src/rust/library/core")
+                .is_dir()
+        })
+}
+
+/// The installed bpf-linker's version, looked up on PATH and in ~/.cargo/bin.
+fn bpf_linker_version() -> Option<String> {
+    let cargo_bin = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?
+        .join("bin/bpf-linker");
+    [PathBuf::from("bpf-linker"), cargo_bin]
+        .iter()
+        .find_map(|bin| shell::output(Command::new(bin).arg("--version")))
+        .and_then(|v| v.strip_prefix("bpf-linker ").map(str::to_string))
+}
