@@ -71,7 +71,14 @@ fn main() {
 
     let mut cmd = Command::new(&toolchain.cargo);
     cmd.current_dir(&ebpf_dir)
-        .args(["build", "--release", "--target", BPF_TARGET, "-Z", "build-std=core"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            BPF_TARGET,
+            "-Z",
+            "build-std=core",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer cargo's settings are for the host build, not this one.
@@ -91,9 +98,9 @@ fn main() {
     }
     cmd.env("PATH", prepend_path(&linker_dir));
 
-    let output = cmd.output().unwrap_or_else(|e| {
-        fail(&format!("could not run {}: {e}", toolchain.cargo.display()))
-    });
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| fail(&format!("could not run {}: {e}", toolchain.cargo.display())));
     if !output.status.success() {
         fail(&format!(
             "building lb-ebpf failed ({}):\n{}",
@@ -143,9 +150,11 @@ fn find_toolchain() -> Result<Toolchain, String> {
             });
         }
     }
-    Err("neither Debian's rustc-web with rust-web-src nor a rustup nightly with rust-src \
+    Err(
+        "neither Debian's rustc-web with rust-web-src nor a rustup nightly with rust-src \
          is installed"
-        .into())
+            .into(),
+    )
 }
 
 fn cargo_home_bin() -> Option<PathBuf> {

@@ -139,8 +139,14 @@ pub fn parse(ctx: &XdpContext, packet: &mut Packet) -> Result<(), ParseError> {
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<(), ParseError> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
-    let (vihl, tot_len, frags, proto) =
-        unsafe { ((*ip).vihl, be16((*ip).tot_len), be16((*ip).frags), (*ip).proto) };
+    let (vihl, tot_len, frags, proto) = unsafe {
+        (
+            (*ip).vihl,
+            be16((*ip).tot_len),
+            be16((*ip).frags),
+            (*ip).proto,
+        )
+    };
     if vihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
@@ -222,8 +228,13 @@ fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), Par
     match packet.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, off)?;
-            let (sport, dport, doff_flags) =
-                unsafe { (be16((*tcp).source), be16((*tcp).dest), *(tcp as *const u8).add(12)) };
+            let (sport, dport, doff_flags) = unsafe {
+                (
+                    be16((*tcp).source),
+                    be16((*tcp).dest),
+                    *(tcp as *const u8).add(12),
+                )
+            };
             let doff = ((doff_flags >> 4) as usize) * 4;
             if doff < TcpHdr::LEN {
                 return Err(ParseError::Malformed);

@@ -129,7 +129,9 @@ impl Frame {
         match self.vlans[..] {
             [] => eth.ip(self.ip.clone()),
             [id] => eth.single_vlan(vlan(id)).ip(self.ip.clone()),
-            [outer, inner] => eth.double_vlan(vlan(outer), vlan(inner)).ip(self.ip.clone()),
+            [outer, inner] => eth
+                .double_vlan(vlan(outer), vlan(inner))
+                .ip(self.ip.clone()),
             _ => unreachable!("vlan() allows two tags"),
         }
     }
@@ -137,7 +139,8 @@ impl Frame {
     pub fn udp(self, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let step = self.ip_step().udp(sport, dport);
-        step.write_to_vec(&mut out, payload).expect("UDP frame fits");
+        step.write_to_vec(&mut out, payload)
+            .expect("UDP frame fits");
         out
     }
 
@@ -153,7 +156,8 @@ impl Frame {
     pub fn tcp_data(self, sport: u16, dport: u16, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let step = self.ip_step().tcp(sport, dport, seq, 64240).ack(ack).psh();
-        step.write_to_vec(&mut out, payload).expect("TCP frame fits");
+        step.write_to_vec(&mut out, payload)
+            .expect("TCP frame fits");
         out
     }
 
@@ -185,7 +189,7 @@ impl Frame {
 }
 
 fn padded_ext_header(len: usize) -> Ipv6RawExtHeader {
-    assert!(len >= 8 && len % 8 == 0, "extension headers are 8n bytes");
+    assert!(len >= 8 && len.is_multiple_of(8), "extension headers are 8n bytes");
     // PadN option filling the header after next-header and length.
     let mut options = vec![0u8; len - 2];
     options[0] = 1;
@@ -250,7 +254,10 @@ pub fn verify_checksums(frame: &[u8]) -> anyhow::Result<()> {
         Some(NetSlice::Ipv4(ip)) => {
             let header = ip.header();
             if ones_complement_sum(&[header.slice()]) != 0xffff {
-                bail!("IPv4 header checksum {:#06x} is wrong", header.header_checksum());
+                bail!(
+                    "IPv4 header checksum {:#06x} is wrong",
+                    header.header_checksum()
+                );
             }
             let payload = ip.payload();
             let mut pseudo = Vec::with_capacity(12);
@@ -322,12 +329,17 @@ mod tests {
         let frames = [
             Frame::ipv4(SRC4, DST4).udp(1000, 53, b"query"),
             Frame::ipv4(SRC4, DST4).tcp_syn(1000, 80),
-            Frame::ipv4(SRC4, DST4).ipv4_options(&[1, 1, 1, 0]).tcp_data(1, 2, 3, 4, b"x"),
+            Frame::ipv4(SRC4, DST4)
+                .ipv4_options(&[1, 1, 1, 0])
+                .tcp_data(1, 2, 3, 4, b"x"),
             Frame::ipv4(SRC4, DST4).echo_request(7, 1, b"ping"),
             Frame::ipv6(SRC6, DST6).udp(1000, 53, b"query"),
             Frame::ipv6(SRC6, DST6).hop_by_hop(8).tcp_syn(1000, 80),
             Frame::ipv6(SRC6, DST6).echo_request(7, 1, b"ping"),
-            Frame::ipv4(SRC4, DST4).vlan(10).vlan(20).udp(1, 2, b"tagged"),
+            Frame::ipv4(SRC4, DST4)
+                .vlan(10)
+                .vlan(20)
+                .udp(1, 2, b"tagged"),
         ];
         for frame in frames {
             verify_checksums(&frame).unwrap();
@@ -337,11 +349,31 @@ mod tests {
     #[test]
     fn detects_corruption_in_each_checksum() {
         let cases = [
-            (Frame::ipv4(SRC4, DST4).udp(1000, 53, b"query"), 14 + 10, "IPv4 header"),
-            (Frame::ipv4(SRC4, DST4).udp(1000, 53, b"query"), 14 + 20 + 8, "UDP"),
-            (Frame::ipv4(SRC4, DST4).tcp_syn(1000, 80), 14 + 20 + 4, "TCP"),
-            (Frame::ipv4(SRC4, DST4).echo_request(1, 1, b"p"), 14 + 20 + 8, "ICMP"),
-            (Frame::ipv6(SRC6, DST6).echo_request(1, 1, b"p"), 14 + 40 + 8, "ICMPv6"),
+            (
+                Frame::ipv4(SRC4, DST4).udp(1000, 53, b"query"),
+                14 + 10,
+                "IPv4 header",
+            ),
+            (
+                Frame::ipv4(SRC4, DST4).udp(1000, 53, b"query"),
+                14 + 20 + 8,
+                "UDP",
+            ),
+            (
+                Frame::ipv4(SRC4, DST4).tcp_syn(1000, 80),
+                14 + 20 + 4,
+                "TCP",
+            ),
+            (
+                Frame::ipv4(SRC4, DST4).echo_request(1, 1, b"p"),
+                14 + 20 + 8,
+                "ICMP",
+            ),
+            (
+                Frame::ipv6(SRC6, DST6).echo_request(1, 1, b"p"),
+                14 + 40 + 8,
+                "ICMPv6",
+            ),
             (Frame::ipv6(SRC6, DST6).udp(1, 2, b"p"), 14 + 8, "UDP"),
         ];
         for (mut frame, at, what) in cases {
@@ -353,11 +385,17 @@ mod tests {
 
     #[test]
     fn ipv4_header_layout() {
-        let frame = Frame::ipv4(SRC4, DST4).ttl(9).fragment(1480, true).proto(112, &[0; 8]);
+        let frame = Frame::ipv4(SRC4, DST4)
+            .ttl(9)
+            .fragment(1480, true)
+            .proto(112, &[0; 8]);
         assert_eq!(&frame[12..14], &[0x08, 0x00]);
         assert_eq!(frame[14], 0x45);
         assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 20 + 8);
-        assert_eq!(u16::from_be_bytes([frame[20], frame[21]]), 0x2000 | 1480 / 8);
+        assert_eq!(
+            u16::from_be_bytes([frame[20], frame[21]]),
+            0x2000 | (1480 / 8)
+        );
         assert_eq!(frame[22], 9);
         assert_eq!(frame[23], 112);
         assert_eq!(&frame[26..30], &SRC4.octets());

@@ -88,7 +88,10 @@ pub fn check(program: &Xdp, fixture: &Fixture) -> anyhow::Result<Result<(), Mism
         })
     };
     if action != fixture.action {
-        return Ok(mismatch(format!("action {action:?}, expected {:?}", fixture.action)));
+        return Ok(mismatch(format!(
+            "action {action:?}, expected {:?}",
+            fixture.action
+        )));
     }
     if output != fixture.output {
         return Ok(mismatch(format!(

@@ -37,7 +37,11 @@ fn lab(tag: &str) -> anyhow::Result<Lab> {
     client.add_addr("eth0", "fd00:18::1/64")?;
     director.add_addr("eth0", &format!("{DIRECTOR_V4}/24"))?;
     director.add_addr("eth0", &format!("{DIRECTOR_V6}/64"))?;
-    Ok(Lab { topology, client, director })
+    Ok(Lab {
+        topology,
+        client,
+        director,
+    })
 }
 
 fn xlb(args: &[&str]) -> anyhow::Result<Command> {
@@ -54,7 +58,10 @@ fn wait_attached(ns: &Netns, iface: &str, xlb: &ChildHandle) -> anyhow::Result<u
             return Ok(id);
         }
         if let Some(out) = xlb.wait_timeout(Duration::from_millis(50))? {
-            bail!("xlb exited before attaching: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "xlb exited before attaching: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     bail!("no XDP program on {iface} after 10 s")
@@ -86,23 +93,54 @@ fn total(totals: &Value, name: &str) -> u64 {
 
 fn counts_traffic(mode: &str) -> anyhow::Result<()> {
     let mut lab = lab(mode)?;
-    let cmd = xlb(&["attach", "--iface", "eth0", "--mode", mode, "--json", "--interval", "0.2"])?;
+    let cmd = xlb(&[
+        "attach",
+        "--iface",
+        "eth0",
+        "--mode",
+        mode,
+        "--json",
+        "--interval",
+        "0.2",
+    ])?;
     let xlb = lab.topology.spawn(&lab.director, cmd)?;
     wait_attached(&lab.director, "eth0", &xlb)?;
 
-    let load = Load { count: 300, per_second: 2000, max_duration: Duration::from_secs(10) };
-    let udp4 = traffic::udp(&lab.client, format!("{DIRECTOR_V4}:9999").parse()?, 64, load)?;
-    let udp6 = traffic::udp(&lab.client, format!("[{DIRECTOR_V6}]:9999").parse()?, 64, load)?;
+    let load = Load {
+        count: 300,
+        per_second: 2000,
+        max_duration: Duration::from_secs(10),
+    };
+    let udp4 = traffic::udp(
+        &lab.client,
+        format!("{DIRECTOR_V4}:9999").parse()?,
+        64,
+        load,
+    )?;
+    let udp6 = traffic::udp(
+        &lab.client,
+        format!("[{DIRECTOR_V6}]:9999").parse()?,
+        64,
+        load,
+    )?;
     let syn_load = Load { count: 20, ..load };
     let tcp4 = traffic::tcp_connects(&lab.client, format!("{DIRECTOR_V4}:80").parse()?, syn_load)?;
     let tcp6_addr: SocketAddr = format!("[{DIRECTOR_V6}]:80").parse()?;
     let tcp6 = traffic::tcp_connects(&lab.client, tcp6_addr, syn_load)?;
-    assert_eq!((udp4, udp6, tcp4, tcp6), (300, 300, 20, 20), "the senders stopped early");
+    assert_eq!(
+        (udp4, udp6, tcp4, tcp6),
+        (300, 300, 20, 20),
+        "the senders stopped early"
+    );
     // Let the last interval line come out.
     std::thread::sleep(Duration::from_millis(400));
 
     let out = stop(&xlb, Signal::SIGINT)?;
-    assert!(out.status.success(), "xlb failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "xlb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (intervals, totals) = json_lines(&out)?;
 
     assert_eq!(totals["detached"], "eth0");
@@ -113,18 +151,36 @@ fn counts_traffic(mode: &str) -> anyhow::Result<()> {
     // and MLD add packets of their own.
     assert_eq!(total(&totals, "ipv4"), udp4 + tcp4, "{totals}");
     assert!(total(&totals, "ipv6") >= udp6 + tcp6, "{totals}");
-    assert_eq!(total(&totals, "pass"), total(&totals, "rx_packets"), "{totals}");
-    assert_eq!(total(&totals, "truncated") + total(&totals, "malformed"), 0, "{totals}");
-    assert!(total(&totals, "rx_bytes") >= (udp4 + udp6) * (14 + 8 + 64), "{totals}");
+    assert_eq!(
+        total(&totals, "pass"),
+        total(&totals, "rx_packets"),
+        "{totals}"
+    );
+    assert_eq!(
+        total(&totals, "truncated") + total(&totals, "malformed"),
+        0,
+        "{totals}"
+    );
+    assert!(
+        total(&totals, "rx_bytes") >= (udp4 + udp6) * (14 + 8 + 64),
+        "{totals}"
+    );
 
     assert!(!intervals.is_empty(), "no interval lines");
     let peak_udp_rate = intervals
         .iter()
         .filter_map(|line| line["rates"]["udp"].as_f64())
         .fold(0.0, f64::max);
-    assert!(peak_udp_rate > 0.0, "no interval showed a UDP rate: {intervals:?}");
+    assert!(
+        peak_udp_rate > 0.0,
+        "no interval showed a UDP rate: {intervals:?}"
+    );
 
-    assert_eq!(lab.director.xdp_prog_id("eth0")?, None, "still attached after SIGINT");
+    assert_eq!(
+        lab.director.xdp_prog_id("eth0")?,
+        None,
+        "still attached after SIGINT"
+    );
     Ok(())
 }
 
@@ -144,13 +200,22 @@ fn attach_generic_counts_traffic_from_peer_namespace() -> anyhow::Result<()> {
 fn attach_detaches_on_sigterm() -> anyhow::Result<()> {
     require_privileged!();
     let mut lab = lab("sigterm")?;
-    let xlb_run = lab.topology.spawn(&lab.director, xlb(&["attach", "--iface", "eth0"])?)?;
+    let xlb_run = lab
+        .topology
+        .spawn(&lab.director, xlb(&["attach", "--iface", "eth0"])?)?;
     let id = wait_attached(&lab.director, "eth0", &xlb_run)?;
     assert!(id > 0);
     let out = stop(&xlb_run, Signal::SIGTERM)?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("totals on eth0"), "no totals table: {stdout}");
+    assert!(
+        stdout.contains("totals on eth0"),
+        "no totals table: {stdout}"
+    );
     assert_eq!(lab.director.xdp_prog_id("eth0")?, None);
     Ok(())
 }
@@ -161,7 +226,10 @@ fn run_xlb(lab: &mut Lab, args: &[&str]) -> anyhow::Result<(i32, String)> {
     let out = child
         .wait_timeout(Duration::from_secs(10))?
         .context("xlb did not exit")?;
-    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 #[test]
@@ -175,21 +243,36 @@ fn attach_errors_name_the_problem_and_change_nothing() -> anyhow::Result<()> {
 
     let (code, err) = run_xlb(&mut lab, &["attach", "--iface", "lo", "--mode", "native"])?;
     assert_eq!(code, 1);
-    assert!(err.contains("lo does not support native XDP; try --mode generic"), "{err}");
+    assert!(
+        err.contains("lo does not support native XDP; try --mode generic"),
+        "{err}"
+    );
     assert_eq!(lab.director.xdp_prog_id("lo")?, None);
 
     // A program already on the interface is left alone.
-    let first = lab.topology.spawn(&lab.director, xlb(&["attach", "--iface", "eth0"])?)?;
+    let first = lab
+        .topology
+        .spawn(&lab.director, xlb(&["attach", "--iface", "eth0"])?)?;
     let id = wait_attached(&lab.director, "eth0", &first)?;
     let (code, err) = run_xlb(&mut lab, &["attach", "--iface", "eth0"])?;
     assert_eq!(code, 1);
-    assert!(err.contains("an XDP program is already attached to eth0"), "{err}");
-    assert_eq!(lab.director.xdp_prog_id("eth0")?, Some(id), "the first program was replaced");
+    assert!(
+        err.contains("an XDP program is already attached to eth0"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.director.xdp_prog_id("eth0")?,
+        Some(id),
+        "the first program was replaced"
+    );
     stop(&first, Signal::SIGINT)?;
 
     let (code, err) = run_xlb(&mut lab, &["attach", "--iface", "eth0", "--interval", "0"])?;
     assert_eq!(code, 2, "usage errors exit 2");
-    assert!(err.contains("`0` is not a positive number of seconds"), "{err}");
+    assert!(
+        err.contains("`0` is not a positive number of seconds"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -198,16 +281,27 @@ fn attach_without_privileges_says_which_are_missing() -> anyhow::Result<()> {
     require_privileged!();
     let mut lab = lab("unpriv")?;
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
-        .arg(xlb_bin()?)
-        .args(["attach", "--iface", "eth0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+    ])
+    .arg(xlb_bin()?)
+    .args(["attach", "--iface", "eth0"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let child = lab.topology.spawn(&lab.director, cmd)?;
-    let out = child.wait_timeout(Duration::from_secs(10))?.context("xlb did not exit")?;
+    let out = child
+        .wait_timeout(Duration::from_secs(10))?
+        .context("xlb did not exit")?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("needs root, or CAP_BPF and CAP_NET_ADMIN"), "{err}");
+    assert!(
+        err.contains("needs root, or CAP_BPF and CAP_NET_ADMIN"),
+        "{err}"
+    );
     assert!(err.contains("lacks CAP_BPF and CAP_NET_ADMIN"), "{err}");
     assert_eq!(lab.director.xdp_prog_id("eth0")?, None);
     Ok(())

@@ -45,7 +45,11 @@ fn ipv6_ext_chain(n: usize) -> Vec<u8> {
     udp[6..8].copy_from_slice(&(!sum).to_be_bytes());
     let mut payload = Vec::new();
     for i in 0..n {
-        let next = if i + 1 == n { IPPROTO_UDP } else { IPPROTO_DSTOPTS };
+        let next = if i + 1 == n {
+            IPPROTO_UDP
+        } else {
+            IPPROTO_DSTOPTS
+        };
         payload.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
     }
     payload.extend_from_slice(&udp);
@@ -100,10 +104,20 @@ fn assert_cases(cases: Vec<(&str, Vec<u8>, &[Counter])>) {
             failures.push(format!("{description}: {wrong}"));
         }
     }
-    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
-fn counter_mismatch(before: &Counters, after: &Counters, len: usize, counted: &[Counter]) -> Option<String> {
+fn counter_mismatch(
+    before: &Counters,
+    after: &Counters,
+    len: usize,
+    counted: &[Counter],
+) -> Option<String> {
     let wrong: Vec<String> = Counter::ALL
         .iter()
         .filter_map(|&c| {
@@ -114,7 +128,8 @@ fn counter_mismatch(before: &Counters, after: &Counters, len: usize, counted: &[
                 c if counted.contains(&c) => 1,
                 _ => 0,
             };
-            (delta != expected).then(|| format!("{} moved by {delta}, expected {expected}", c.name()))
+            (delta != expected)
+                .then(|| format!("{} moved by {delta}, expected {expected}", c.name()))
         })
         .collect();
     (!wrong.is_empty()).then(|| wrong.join(", "))
@@ -126,27 +141,99 @@ fn bpf_parse_well_formed_frames_pass_unchanged() {
     let cases: Vec<(&str, Vec<u8>, &[Counter])> = vec![
         ("IPv4 UDP", v4().udp(40000, 53, b"query"), &[Ipv4, Udp]),
         ("IPv4 TCP SYN", v4().tcp_syn(40000, 80), &[Ipv4, Tcp]),
-        ("IPv4 TCP data", v4().tcp_data(40000, 80, 1, 1, b"GET / HTTP/1.0\r\n\r\n"), &[Ipv4, Tcp]),
-        ("IPv4 ICMP echo", v4().echo_request(1, 1, b"ping"), &[Ipv4, Icmp]),
-        ("IPv4 options + UDP", v4().ipv4_options(&[0x94, 0x04, 0, 0]).udp(1, 2, b"ra"), &[Ipv4, IpOptions, Udp]),
-        ("IPv4 VRRP", v4().ttl(255).proto(IPPROTO_VRRP, &vrrp_advert()), &[Ipv4, Vrrp]),
-        ("IPv4 GRE", v4().proto(IPPROTO_GRE, &[0, 0, 0x08, 0x00]), &[Ipv4, OtherProto]),
-        ("IPv4 first fragment", v4().fragment(0, true).udp(1, 2, &[7; 64]), &[Ipv4, Udp]),
-        ("IPv4 later fragment", v4().fragment(1480, false).proto(IPPROTO_UDP, &[7; 64]), &[Ipv4, Fragment]),
-        ("IPv4 with Ethernet padding", edit(v4().udp(1, 2, b""), |f| f.extend([0; 18])), &[Ipv4, Udp]),
+        (
+            "IPv4 TCP data",
+            v4().tcp_data(40000, 80, 1, 1, b"GET / HTTP/1.0\r\n\r\n"),
+            &[Ipv4, Tcp],
+        ),
+        (
+            "IPv4 ICMP echo",
+            v4().echo_request(1, 1, b"ping"),
+            &[Ipv4, Icmp],
+        ),
+        (
+            "IPv4 options + UDP",
+            v4().ipv4_options(&[0x94, 0x04, 0, 0]).udp(1, 2, b"ra"),
+            &[Ipv4, IpOptions, Udp],
+        ),
+        (
+            "IPv4 VRRP",
+            v4().ttl(255).proto(IPPROTO_VRRP, &vrrp_advert()),
+            &[Ipv4, Vrrp],
+        ),
+        (
+            "IPv4 GRE",
+            v4().proto(IPPROTO_GRE, &[0, 0, 0x08, 0x00]),
+            &[Ipv4, OtherProto],
+        ),
+        (
+            "IPv4 first fragment",
+            v4().fragment(0, true).udp(1, 2, &[7; 64]),
+            &[Ipv4, Udp],
+        ),
+        (
+            "IPv4 later fragment",
+            v4().fragment(1480, false).proto(IPPROTO_UDP, &[7; 64]),
+            &[Ipv4, Fragment],
+        ),
+        (
+            "IPv4 with Ethernet padding",
+            edit(v4().udp(1, 2, b""), |f| f.extend([0; 18])),
+            &[Ipv4, Udp],
+        ),
         ("IPv6 UDP", v6().udp(40000, 53, b"query"), &[Ipv6, Udp]),
         ("IPv6 TCP SYN", v6().tcp_syn(40000, 443), &[Ipv6, Tcp]),
-        ("IPv6 ICMPv6 echo", v6().echo_request(1, 1, b"ping"), &[Ipv6, Icmpv6]),
-        ("IPv6 VRRP", v6().ttl(255).proto(IPPROTO_VRRP, &vrrp_advert()), &[Ipv6, Vrrp]),
-        ("IPv6 hop-by-hop + dest opts + UDP", v6().hop_by_hop(8).destination_options(16).udp(1, 2, b"x"), &[Ipv6, IpOptions, Udp]),
-        ("IPv6 first fragment", v6().fragment(0, true).udp(1, 2, &[7; 64]), &[Ipv6, IpOptions, Udp]),
-        ("IPv6 later fragment", v6().fragment(1448, false).proto(IPPROTO_UDP, &[7; 64]), &[Ipv6, IpOptions, Fragment]),
-        ("IPv6 six extension headers", ipv6_ext_chain(6), &[Ipv6, IpOptions, Udp]),
-        ("IPv6 seven extension headers (not followed)", ipv6_ext_chain(7), &[Ipv6, IpOptions, OtherProto]),
-        ("802.1Q IPv4 UDP", v4().vlan(10).udp(1, 2, b"x"), &[Vlan, Ipv4, Udp]),
-        ("802.1ad+802.1Q IPv6 TCP", v6().vlan(100).vlan(200).tcp_syn(1, 2), &[Vlan, Ipv6, Tcp]),
+        (
+            "IPv6 ICMPv6 echo",
+            v6().echo_request(1, 1, b"ping"),
+            &[Ipv6, Icmpv6],
+        ),
+        (
+            "IPv6 VRRP",
+            v6().ttl(255).proto(IPPROTO_VRRP, &vrrp_advert()),
+            &[Ipv6, Vrrp],
+        ),
+        (
+            "IPv6 hop-by-hop + dest opts + UDP",
+            v6().hop_by_hop(8).destination_options(16).udp(1, 2, b"x"),
+            &[Ipv6, IpOptions, Udp],
+        ),
+        (
+            "IPv6 first fragment",
+            v6().fragment(0, true).udp(1, 2, &[7; 64]),
+            &[Ipv6, IpOptions, Udp],
+        ),
+        (
+            "IPv6 later fragment",
+            v6().fragment(1448, false).proto(IPPROTO_UDP, &[7; 64]),
+            &[Ipv6, IpOptions, Fragment],
+        ),
+        (
+            "IPv6 six extension headers",
+            ipv6_ext_chain(6),
+            &[Ipv6, IpOptions, Udp],
+        ),
+        (
+            "IPv6 seven extension headers (not followed)",
+            ipv6_ext_chain(7),
+            &[Ipv6, IpOptions, OtherProto],
+        ),
+        (
+            "802.1Q IPv4 UDP",
+            v4().vlan(10).udp(1, 2, b"x"),
+            &[Vlan, Ipv4, Udp],
+        ),
+        (
+            "802.1ad+802.1Q IPv6 TCP",
+            v6().vlan(100).vlan(200).tcp_syn(1, 2),
+            &[Vlan, Ipv6, Tcp],
+        ),
         ("ARP request", arp_request(CLIENT_MAC, C4, D4), &[Arp]),
-        ("LLDP", ethertype_frame(0x88cc, &[0x02, 0x07, 0x04, 0, 0, 0, 0, 0, 1]), &[OtherEthertype]),
+        (
+            "LLDP",
+            ethertype_frame(0x88cc, &[0x02, 0x07, 0x04, 0, 0, 0, 0, 0, 1]),
+            &[OtherEthertype],
+        ),
     ];
     for (description, frame, _) in &cases {
         verify_checksums(frame).unwrap_or_else(|e| panic!("{description}: bad input: {e}"));
@@ -164,28 +251,68 @@ fn bpf_parse_truncated_frames_pass_unchanged() {
         // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header,
         // so the shortest frame tested is the header alone.
         ("Ethernet header only", udp4[..14].to_vec(), &[Truncated]),
-        ("VLAN tag cut", v4().vlan(10).udp(1, 2, b"")[..16].to_vec(), &[Truncated]),
+        (
+            "VLAN tag cut",
+            v4().vlan(10).udp(1, 2, b"")[..16].to_vec(),
+            &[Truncated],
+        ),
         ("IPv4 header cut", udp4[..14 + 12].to_vec(), &[Truncated]),
-        ("IPv4 total length past the frame", udp4[..udp4.len() - 2].to_vec(), &[Truncated]),
-        ("IPv4 options cut", v4().ipv4_options(&[1; 8]).udp(1, 2, b"")[..14 + 24].to_vec(), &[Truncated]),
-        ("TCP header cut", ipv4_with_l4_len(tcp4.clone(), 12), &[Truncated]),
+        (
+            "IPv4 total length past the frame",
+            udp4[..udp4.len() - 2].to_vec(),
+            &[Truncated],
+        ),
+        (
+            "IPv4 options cut",
+            v4().ipv4_options(&[1; 8]).udp(1, 2, b"")[..14 + 24].to_vec(),
+            &[Truncated],
+        ),
+        (
+            "TCP header cut",
+            ipv4_with_l4_len(tcp4.clone(), 12),
+            &[Truncated],
+        ),
         (
             "TCP data offset past the frame",
             ipv4_with_l4_len(edit(tcp4, |f| f[14 + 20 + 12] = 0xf0), 20),
             &[Truncated],
         ),
-        ("UDP header cut", ipv4_with_l4_len(udp4.clone(), 6), &[Truncated]),
-        ("ICMP header cut", ipv4_with_l4_len(v4().echo_request(1, 1, b""), 4), &[Truncated]),
-        ("VRRP header cut", ipv4_with_l4_len(v4().proto(IPPROTO_VRRP, &vrrp_advert()), 6), &[Truncated]),
+        (
+            "UDP header cut",
+            ipv4_with_l4_len(udp4.clone(), 6),
+            &[Truncated],
+        ),
+        (
+            "ICMP header cut",
+            ipv4_with_l4_len(v4().echo_request(1, 1, b""), 4),
+            &[Truncated],
+        ),
+        (
+            "VRRP header cut",
+            ipv4_with_l4_len(v4().proto(IPPROTO_VRRP, &vrrp_advert()), 6),
+            &[Truncated],
+        ),
         ("IPv6 header cut", udp6[..14 + 30].to_vec(), &[Truncated]),
-        ("IPv6 payload length past the frame", udp6[..udp6.len() - 1].to_vec(), &[Truncated]),
-        ("IPv6 UDP header cut", ipv6_with_payload_len(udp6, 4), &[Truncated]),
+        (
+            "IPv6 payload length past the frame",
+            udp6[..udp6.len() - 1].to_vec(),
+            &[Truncated],
+        ),
+        (
+            "IPv6 UDP header cut",
+            ipv6_with_payload_len(udp6, 4),
+            &[Truncated],
+        ),
         (
             "IPv6 extension header longer than the frame",
             ipv6_with_payload_len(v6().hop_by_hop(16).udp(1, 2, b""), 8),
             &[Truncated],
         ),
-        ("ICMPv6 header cut", ipv6_with_payload_len(v6().echo_request(1, 1, b""), 2), &[Truncated]),
+        (
+            "ICMPv6 header cut",
+            ipv6_with_payload_len(v6().echo_request(1, 1, b""), 2),
+            &[Truncated],
+        ),
     ];
     assert_cases(cases);
 }
@@ -199,12 +326,38 @@ fn bpf_parse_malformed_frames_pass_unchanged() {
     };
     let udp4 = v4().udp(40000, 53, b"query");
     let cases: Vec<(&str, Vec<u8>, &[Counter])> = vec![
-        ("IPv4 ethertype, version 6", edit(udp4.clone(), |f| f[14] = 0x65), &[Malformed]),
-        ("IPv4 header length 16", with_checksum(edit(udp4.clone(), |f| f[14] = 0x44)), &[Malformed]),
-        ("IPv4 total length below header", with_checksum(edit(udp4.clone(), |f| f[16..18].copy_from_slice(&[0, 19]))), &[Malformed]),
-        ("IPv6 ethertype, version 4", edit(v6().udp(1, 2, b""), |f| f[14] = 0x40), &[Malformed]),
-        ("TCP data offset 16 bytes", edit(v4().tcp_syn(1, 2), |f| f[14 + 20 + 12] = 0x40), &[Malformed]),
-        ("UDP length 4", edit(udp4, |f| f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&[0, 4])), &[Malformed]),
+        (
+            "IPv4 ethertype, version 6",
+            edit(udp4.clone(), |f| f[14] = 0x65),
+            &[Malformed],
+        ),
+        (
+            "IPv4 header length 16",
+            with_checksum(edit(udp4.clone(), |f| f[14] = 0x44)),
+            &[Malformed],
+        ),
+        (
+            "IPv4 total length below header",
+            with_checksum(edit(udp4.clone(), |f| f[16..18].copy_from_slice(&[0, 19]))),
+            &[Malformed],
+        ),
+        (
+            "IPv6 ethertype, version 4",
+            edit(v6().udp(1, 2, b""), |f| f[14] = 0x40),
+            &[Malformed],
+        ),
+        (
+            "TCP data offset 16 bytes",
+            edit(v4().tcp_syn(1, 2), |f| f[14 + 20 + 12] = 0x40),
+            &[Malformed],
+        ),
+        (
+            "UDP length 4",
+            edit(udp4, |f| {
+                f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&[0, 4])
+            }),
+            &[Malformed],
+        ),
     ];
     assert_cases(cases);
 }

@@ -39,14 +39,32 @@ pub fn run(xlb: &Path, seconds: u64) -> anyhow::Result<()> {
             ns.add_addr("eth0", addr)?;
         }
     }
-    println!("    {:<9} eth0 {}  (sends traffic)", "client", CLIENT.join(" "));
-    println!("    {:<9} eth0 {}  (xlb attached, native XDP)", "director", DIRECTOR.join(" "));
+    println!(
+        "    {:<9} eth0 {}  (sends traffic)",
+        "client",
+        CLIENT.join(" ")
+    );
+    println!(
+        "    {:<9} eth0 {}  (xlb attached, native XDP)",
+        "director",
+        DIRECTOR.join(" ")
+    );
 
-    shell::step(&format!("xlb attach --iface eth0, {seconds} s of traffic from the client"));
+    shell::step(&format!(
+        "xlb attach --iface eth0, {seconds} s of traffic from the client"
+    ));
     let mut cmd = Command::new(xlb);
-    cmd.args(["attach", "--iface", "eth0", "--mode", "native", "--interval", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "attach",
+        "--iface",
+        "eth0",
+        "--mode",
+        "native",
+        "--interval",
+        "1",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     let xlb_run = topology.spawn(&director, cmd)?;
     wait_attached(&director, &xlb_run)?;
 
@@ -104,8 +122,16 @@ pub fn run(xlb: &Path, seconds: u64) -> anyhow::Result<()> {
 
     shell::step("sent by the client vs counted by xlb");
     let rows = [
-        ("UDP datagrams (IPv4 + IPv6)", udp4 + udp6, counted[Counter::Udp.name()]),
-        ("TCP SYNs (IPv4 + IPv6)", syn4 + syn6, counted[Counter::Tcp.name()]),
+        (
+            "UDP datagrams (IPv4 + IPv6)",
+            udp4 + udp6,
+            counted[Counter::Udp.name()],
+        ),
+        (
+            "TCP SYNs (IPv4 + IPv6)",
+            syn4 + syn6,
+            counted[Counter::Tcp.name()],
+        ),
         ("IPv4 packets", udp4 + syn4, counted[Counter::Ipv4.name()]),
     ];
     println!("    {:<28} {:>8} {:>8}", "", "sent", "counted");
@@ -141,7 +167,10 @@ fn wait_attached(director: &xlb_tests::netns::Netns, xlb: &ChildHandle) -> anyho
 /// Prints complete stdout lines after byte `from`; returns the new offset.
 fn echo_new_lines(xlb: &ChildHandle, from: usize) -> usize {
     let stdout = xlb.stdout_snapshot();
-    let end = stdout.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let end = stdout
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
     if end > from {
         print!("{}", String::from_utf8_lossy(&stdout[from..end]));
     }

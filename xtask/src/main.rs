@@ -4,8 +4,13 @@ mod demo;
 mod setup;
 mod shell;
 
-use std::path::PathBuf;
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{self, Stdio},
+};
 
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -50,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             let xlb = build_xlb(false)?;
             shell::step("running every test");
-            shell::run(
+            run_tests(
                 shell::cargo()
                     .args(["test", "--workspace", "--no-fail-fast"])
                     .args(&cargo_test_args)
@@ -65,6 +70,41 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Runs `cargo test`, echoing its output, and closes with the sum of every
+/// test binary's result line, so one line tells the whole run.
+fn run_tests(cmd: &mut process::Command) -> anyhow::Result<()> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start {}", shell::describe(cmd)))?;
+    let mut totals = [0u64; 3];
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            for (total, word) in totals.iter_mut().zip(["passed", "failed", "ignored"]) {
+                *total += count_before(result, word);
+            }
+        }
+    }
+    let status = child.wait()?;
+    let [passed, failed, ignored] = totals;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
+
+/// The number before `word` in a line like `ok. 5 passed; 0 failed; 1 ignored`.
+fn count_before(result: &str, word: &str) -> u64 {
+    result
+        .split(';')
+        .filter_map(|part| part.trim().strip_suffix(word))
+        .filter_map(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Builds the `xlb` binary and returns its path.
 fn build_xlb(release: bool) -> anyhow::Result<PathBuf> {
     shell::step("building xlb (with its XDP object)");
@@ -76,4 +116,22 @@ fn build_xlb(release: bool) -> anyhow::Result<PathBuf> {
     shell::run(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
     Ok(shell::target_dir().join(profile).join("xlb"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn sums_cargo_test_result_lines() {
+        let line =
+            "ok. 10 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.29s";
+        assert_eq!(count_before(line, "passed"), 10);
+        assert_eq!(count_before(line, "failed"), 2);
+        assert_eq!(count_before(line, "ignored"), 1);
+        assert_eq!(
+            count_before("FAILED. 3 passed; 1 failed; 0 ignored", "passed"),
+            3
+        );
+    }
 }

@@ -34,14 +34,22 @@ pub fn run() -> anyhow::Result<()> {
     if linker_ok {
         println!("    bpf-linker {BPF_LINKER_VERSION}: present");
     } else {
-        shell::step(&format!("installing bpf-linker {BPF_LINKER_VERSION} (about a minute)"));
+        shell::step(&format!(
+            "installing bpf-linker {BPF_LINKER_VERSION} (about a minute)"
+        ));
         let path = env::join_paths(
             std::iter::once(PathBuf::from(LLVM_BIN))
                 .chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
         )?;
         shell::run(
             Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--locked",
+                ])
                 .args(["--no-default-features", "--features", "llvm-22", "--force"])
                 .env("PATH", path),
         )?;
@@ -51,7 +59,11 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = wanted.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         println!("    packages present: {}", wanted.join(" "));
         return Ok(());
@@ -64,7 +76,10 @@ fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
         );
     }
     if !shell::is_root() {
-        bail!("installing {} needs root: run `sudo cargo xtask setup`", missing.join(", "));
+        bail!(
+            "installing {} needs root: run `sudo cargo xtask setup`",
+            missing.join(", ")
+        );
     }
     shell::step(&format!("installing {}", missing.join(" ")));
     shell::run(Command::new("apt-get").args(["update", "-q"]))?;
@@ -83,12 +98,13 @@ fn dpkg_installed(package: &str) -> bool {
 }
 
 fn nightly_has_rust_src() -> bool {
-    shell::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .is_some_and(|sysroot| {
+    shell::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).is_some_and(
+        |sysroot| {
             PathBuf::from(sysroot)
                 .join("lib/rustlib/src/rust/library/core")
                 .is_dir()
-        })
+        },
+    )
 }
 
 /// The installed bpf-linker's version, looked up on PATH and in ~/.cargo/bin.

@@ -101,7 +101,11 @@ async fn attach(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> 
     dataplane.detach()?;
     log_forwarder.abort();
     let totals = dataplane.counters()?;
-    log::info!("detached from {} after {:.1}s", attachment.iface, started.elapsed().as_secs_f64());
+    log::info!(
+        "detached from {} after {:.1}s",
+        attachment.iface,
+        started.elapsed().as_secs_f64()
+    );
     out.totals(&attachment.iface, started.elapsed(), &totals)?;
     Ok(())
 }
@@ -122,7 +126,14 @@ const COLUMNS: [(&str, &[Counter]); 9] = [
     ("icmp/s", &[Counter::Icmp, Counter::Icmpv6]),
     ("arp/s", &[Counter::Arp]),
     ("vrrp/s", &[Counter::Vrrp]),
-    ("other/s", &[Counter::OtherEthertype, Counter::OtherProto, Counter::Fragment]),
+    (
+        "other/s",
+        &[
+            Counter::OtherEthertype,
+            Counter::OtherProto,
+            Counter::Fragment,
+        ],
+    ),
     ("bad/s", &[Counter::Truncated, Counter::Malformed]),
 ];
 
@@ -130,7 +141,11 @@ const HEADER_EVERY: usize = 20;
 
 impl Output {
     fn new(json: bool) -> Self {
-        Output { json, lines: 0, stdout: std::io::stdout() }
+        Output {
+            json,
+            lines: 0,
+            stdout: std::io::stdout(),
+        }
     }
 
     fn interval(
@@ -146,7 +161,7 @@ impl Output {
             let line = json!({ "elapsed_s": elapsed.as_secs_f64(), "rates": rates, "totals": now });
             return writeln!(out, "{line}");
         }
-        if self.lines % HEADER_EVERY == 0 {
+        if self.lines.is_multiple_of(HEADER_EVERY) {
             write!(out, "{:>8} {:>10} {:>9}", "time", "pkt/s", "Mbit/s")?;
             for (heading, _) in COLUMNS {
                 write!(out, " {heading:>9}")?;
@@ -174,7 +189,8 @@ impl Output {
     fn totals(&mut self, iface: &str, elapsed: Duration, totals: &Counters) -> std::io::Result<()> {
         let mut out = self.stdout.lock();
         if self.json {
-            let line = json!({ "detached": iface, "elapsed_s": elapsed.as_secs_f64(), "totals": totals });
+            let line =
+                json!({ "detached": iface, "elapsed_s": elapsed.as_secs_f64(), "totals": totals });
             return writeln!(out, "{line}");
         }
         writeln!(out, "totals on {iface} over {:.1}s:", elapsed.as_secs_f64())?;

@@ -21,7 +21,13 @@ pub use attach::AttachArgs;
 pub struct Cli {
     /// Most verbose log level shown, for the agent and for its XDP program
     /// (whose records above this level are dropped in the kernel).
-    #[arg(long, global = true, env = "XLB_LOG", default_value = "info", value_name = "LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        env = "XLB_LOG",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
     pub log_level: LevelFilter,
 
     #[command(subcommand)]

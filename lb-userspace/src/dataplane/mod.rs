@@ -73,7 +73,10 @@ pub enum DataplaneError {
         source: ProgramError,
     },
     #[error("the BPF object has no {kind} named {name}")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("reading map {map}: {source}")]
     Map {
         map: &'static str,
@@ -171,10 +174,13 @@ impl Dataplane {
 
     /// Sums the per-CPU counters.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let map = self.ebpf.map(maps::MAP_STATS).ok_or(DataplaneError::Missing {
-            kind: "map",
-            name: maps::MAP_STATS,
-        })?;
+        let map = self
+            .ebpf
+            .map(maps::MAP_STATS)
+            .ok_or(DataplaneError::Missing {
+                kind: "map",
+                name: maps::MAP_STATS,
+            })?;
         let map_err = |source| DataplaneError::Map {
             map: maps::MAP_STATS,
             source,
@@ -235,6 +241,9 @@ fn raise_memlock_limit() {
         rlim_max: libc::RLIM_INFINITY,
     };
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        log::debug!("could not raise RLIMIT_MEMLOCK: {}", io::Error::last_os_error());
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
     }
 }
