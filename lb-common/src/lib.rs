@@ -4,5 +4,11 @@
 //! defined here once, so both sides agree on layout and numbering.
 #![no_std]
 
+#[cfg(feature = "user")]
+extern crate std;
+
+pub mod flow;
+#[cfg(feature = "user")]
+pub mod maglev;
 pub mod maps;
 pub mod stats;

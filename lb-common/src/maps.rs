@@ -1,7 +1,243 @@
-//! Names of the BPF maps and programs, as the loader looks them up.
+//! Names, keys and values of the BPF maps, shared by the XDP program and
+//! the agent. Addresses are packet bytes held as four native `u32` words
+//! (IPv4 in the first word, the rest zero); ports are in host byte order.
 
 /// The load balancer's XDP entry point.
 pub const PROG_XLB: &str = "xlb";
+/// The real-server side of IP-in-IP: strips the outer header.
+pub const PROG_DECAP: &str = "xlb_decap";
 
 /// Per-CPU array of `u64`, indexed by [`crate::stats::Counter`].
 pub const MAP_STATS: &str = "XLB_STATS";
+/// Hash: [`ServiceKey`] -> [`Service`].
+pub const MAP_SERVICES: &str = "XLB_SERVICES";
+/// Array: backend id -> [`Backend`]. Id 0 is never used.
+pub const MAP_BACKENDS: &str = "XLB_BACKENDS";
+/// Array of backend ids: `ring slot * RING_SIZE + hash % RING_SIZE`.
+pub const MAP_RINGS: &str = "XLB_RINGS";
+/// Per-CPU LRU hash: [`crate::flow::FlowKey`] -> [`Flow`].
+pub const MAP_FLOWS: &str = "XLB_FLOWS";
+/// LRU hash: [`AffinityKey`] -> [`Affinity`], shared by all CPUs.
+pub const MAP_AFFINITY: &str = "XLB_AFFINITY";
+/// Hash: [`NatKey`] (a backend's address and port) -> [`NatTarget`] (its VIP).
+pub const MAP_NAT_REVERSE: &str = "XLB_NAT_REVERSE";
+/// Per-CPU array: service id -> [`TrafficStats`].
+pub const MAP_SERVICE_STATS: &str = "XLB_SERVICE_STATS";
+/// Per-CPU array: backend id -> [`TrafficStats`].
+pub const MAP_BACKEND_STATS: &str = "XLB_BACKEND_STATS";
+/// Array with one [`Settings`] at index 0.
+pub const MAP_SETTINGS: &str = "XLB_SETTINGS";
+/// Hash: [`VipKey`] -> `u8` 1 for every VIP served, so that fragments
+/// (which may carry no ports) for a VIP are recognised.
+pub const MAP_VIPS: &str = "XLB_VIPS";
+/// Hash: a local VIP's address ([`VipKey`]) -> `u8` 1, for `xlb_decap`.
+pub const MAP_DECAP_VIPS: &str = "XLB_DECAP_VIPS";
+
+/// Global set at load time: slots in each Maglev ring (a prime).
+pub const GLOBAL_RING_SIZE: &str = "RING_SIZE";
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Default Maglev ring size: 65537 slots of 4 bytes, 256 KiB per ring.
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Default capacity: services (each has two rings, for flipping).
+pub const DEFAULT_MAX_SERVICES: u32 = 64;
+pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+pub const DEFAULT_FLOW_ENTRIES: u32 = 262_144;
+pub const DEFAULT_AFFINITY_ENTRIES: u32 = 65_536;
+pub const DEFAULT_UDP_TIMEOUT_S: u32 = 30;
+
+/// A backend id that names no backend: an empty ring slot.
+pub const NO_BACKEND: u32 = 0;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub addr: [u32; 4],
+    /// 0 matches any port.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Direct routing: rewrite MACs, send on the same segment.
+    Dr = 1,
+    /// Encapsulate in IPv4 or IPv6 to the backend.
+    Ipip = 2,
+    /// Rewrite the destination to backend:port; replies come back through us.
+    Nat = 3,
+}
+
+impl Mode {
+    pub const fn from_u8(v: u8) -> Option<Mode> {
+        match v {
+            1 => Some(Mode::Dr),
+            2 => Some(Mode::Ipip),
+            3 => Some(Mode::Nat),
+            _ => None,
+        }
+    }
+}
+
+/// [`Service::flags`]: pick backends by source address only, and remember
+/// the choice for `affinity_timeout_s` (IPVS `-p`, HAProxy `stick on src`).
+pub const SERVICE_AFFINITY: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Service {
+    /// Index into the per-service stats; unique among live services.
+    pub id: u32,
+    /// Which ring (of `MAX_SERVICES * 2`) this service reads.
+    pub ring: u32,
+    /// A [`Mode`].
+    pub mode: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    pub affinity_timeout_s: u32,
+    /// Source address bits kept for affinity (IPVS `-M`), as packet words:
+    /// a /24 mask groups a client's /24 on one backend.
+    pub affinity_mask: [u32; 4],
+}
+
+/// [`Backend::flags`]: weight 0 or admin drain: no new flows, existing stay.
+pub const BACKEND_DRAIN: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub flags: u8,
+    /// NAT: the port to rewrite the destination to.
+    pub port: u16,
+    /// Next hop's MAC (the backend itself on a shared segment).
+    pub mac: [u8; 6],
+    /// Our MAC on `ifindex`; unused when the frame leaves by the ingress interface.
+    pub src_mac: [u8; 6],
+    /// Interface toward the next hop; 0 sends back out the ingress interface.
+    pub ifindex: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub backend: u32,
+    /// Service id, for per-service accounting on flow-table hits.
+    pub service: u32,
+    /// Monotonic nanoseconds of the last packet (refreshed about once a second).
+    pub last_seen_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub service: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub src: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Affinity {
+    pub backend: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
+}
+
+/// A NAT backend as its replies show it: source address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NatKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// What a NAT backend's reply source becomes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatTarget {
+    pub vip: [u32; 4],
+    pub vport: u16,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Director-wide settings, at index 0 of [`MAP_SETTINGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Outer source addresses for IP-in-IP.
+    pub tunnel_src_v4: [u32; 4],
+    pub tunnel_src_v6: [u32; 4],
+    /// Largest IP packet the path to backends carries; an encapsulated
+    /// packet above it gets an ICMP "too big" back instead.
+    pub mtu: u32,
+    pub udp_timeout_s: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    use crate::flow::FlowKey;
+
+    // SAFETY: all are repr(C) plain data with explicit padding fields.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for Affinity {}
+    unsafe impl aya::Pod for NatKey {}
+    unsafe impl aya::Pod for NatTarget {}
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for Settings {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 20);
+        assert_eq!(size_of::<Service>(), 32);
+        assert_eq!(size_of::<Backend>(), 36);
+        assert_eq!(size_of::<crate::flow::FlowKey>(), 40);
+        assert_eq!(size_of::<Flow>(), 16);
+        assert_eq!(size_of::<AffinityKey>(), 24);
+        assert_eq!(size_of::<Affinity>(), 16);
+        assert_eq!(size_of::<NatKey>(), 20);
+        assert_eq!(size_of::<NatTarget>(), 20);
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<Settings>(), 40);
+    }
+}

@@ -35,10 +35,34 @@ pub enum Counter {
     Malformed,
     /// Frames handed to the kernel stack unchanged.
     Pass,
+    /// Packets for a VIP whose flow was in this CPU's flow table.
+    FlowHit,
+    /// Packets for a VIP that started (or restarted) a flow.
+    FlowMiss,
+    /// Frames sent back out the interface they came in on.
+    Tx,
+    /// Frames sent out another interface.
+    Redirect,
+    /// ICMP "fragmentation needed" / "packet too big" sent to clients.
+    IcmpTooBig,
+    /// NAT replies whose source was rewritten back to the VIP.
+    NatReply,
+    /// Dropped: the service has no backend that takes new flows.
+    DropNoBackend,
+    /// Dropped: an IP fragment for a VIP (xlb does not reassemble).
+    DropFragment,
+    /// Dropped: the frame could not be grown for encapsulation.
+    DropEncap,
+    /// NAT replies passed to the kernel: no route or neighbour entry yet.
+    FibPass,
+    /// IP-in-IP packets for a local VIP, outer header stripped (`xlb_decap`).
+    Decap,
+    /// Dropped: IPv4 options or IPv6 extension headers on a packet for a VIP.
+    DropIpOptions,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 30] = [
         Counter::RxPackets,
         Counter::RxBytes,
         Counter::Vlan,
@@ -57,6 +81,18 @@ impl Counter {
         Counter::Truncated,
         Counter::Malformed,
         Counter::Pass,
+        Counter::FlowHit,
+        Counter::FlowMiss,
+        Counter::Tx,
+        Counter::Redirect,
+        Counter::IcmpTooBig,
+        Counter::NatReply,
+        Counter::DropNoBackend,
+        Counter::DropFragment,
+        Counter::DropEncap,
+        Counter::FibPass,
+        Counter::Decap,
+        Counter::DropIpOptions,
     ];
 
     /// Number of slots in the stats map.
@@ -83,6 +119,18 @@ impl Counter {
             Counter::Truncated => "truncated",
             Counter::Malformed => "malformed",
             Counter::Pass => "pass",
+            Counter::FlowHit => "flow_hit",
+            Counter::FlowMiss => "flow_miss",
+            Counter::Tx => "tx",
+            Counter::Redirect => "redirect",
+            Counter::IcmpTooBig => "icmp_too_big",
+            Counter::NatReply => "nat_reply",
+            Counter::DropNoBackend => "drop_no_backend",
+            Counter::DropFragment => "drop_fragment",
+            Counter::DropEncap => "drop_encap",
+            Counter::FibPass => "fib_pass",
+            Counter::Decap => "decap",
+            Counter::DropIpOptions => "drop_ip_options",
         }
     }
 

@@ -24,4 +24,9 @@ pub const MAX_VLAN_TAGS: usize = 2;
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 
 pub const IPV4_OFFSET_MASK: u16 = 0x1fff;
+pub const IPV4_MF_OFFSET_MASK: u16 = 0x3fff;
+pub const IPV4_DF: u16 = 0x4000;
 pub const IPV6_FRAG_OFFSET_MASK: u16 = 0xfff8;
+
+/// No header we read starts further into a frame than this.
+pub const MAX_HEADER_OFFSET: usize = 0x3fff;

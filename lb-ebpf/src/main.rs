@@ -1,9 +1,20 @@
-//! xlb's XDP program: parse every frame, count it, pass it on.
+//! xlb's XDP programs: `xlb`, the load balancer, and `xlb_decap`, its
+//! real-server side for IP-in-IP.
 #![no_std]
 #![no_main]
 
+mod balancer;
 mod consts;
+mod csum;
+mod decap;
+mod icmp;
+mod ipip;
+mod l2;
+mod maps;
+mod nat;
+mod output;
 mod parse;
+mod select;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -19,23 +30,31 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     stats::add(Counter::RxBytes, len);
 
     let mut packet = Packet::new();
-    match parse::parse(&ctx, &mut packet) {
+    let action = match parse::parse(&ctx, &mut packet) {
         Ok(()) => {
             stats::count_packet(&packet);
             log_packet(&ctx, &packet);
+            match packet.l3 {
+                L3::Ipv4 => balancer::balance_v4(&ctx, &packet),
+                L3::Ipv6 => balancer::balance_v6(&ctx, &packet),
+                L3::Arp | L3::Other => xdp_action::XDP_PASS,
+            }
         }
         Err(ParseError::Truncated) => {
             stats::inc(Counter::Truncated);
             debug!(&ctx, "truncated frame of {} bytes", len);
+            xdp_action::XDP_PASS
         }
         Err(ParseError::Malformed) => {
             stats::inc(Counter::Malformed);
             debug!(&ctx, "malformed frame of {} bytes", len);
+            xdp_action::XDP_PASS
         }
+    };
+    if action == xdp_action::XDP_PASS {
+        stats::inc(Counter::Pass);
     }
-
-    stats::inc(Counter::Pass);
-    xdp_action::XDP_PASS
+    action
 }
 
 /// One trace line per frame; costs a single load while trace is off.

@@ -14,6 +14,8 @@ use network_types::{
     udp::UdpHdr,
 };
 
+use lb_common::maps::{FAMILY_V4, FAMILY_V6};
+
 use crate::consts::*;
 
 #[derive(Clone, Copy)]
@@ -33,12 +35,24 @@ pub struct Packet {
     pub l3: L3,
     /// IPv4 options or IPv6 extension headers were present and skipped.
     pub ip_options: bool,
+    /// Any fragment, first or later (IPv4 MF or offset, IPv6 fragment header).
+    pub fragment: bool,
     pub l4: L4,
     /// IP protocol (after IPv6 extension headers); 0 when not IP.
     pub proto: u8,
     /// TCP/UDP ports in host byte order; 0 for other protocols.
     pub sport: u16,
     pub dport: u16,
+    /// ICMP or ICMPv6 message type.
+    pub icmp_type: u8,
+    /// Offsets from the frame start of the IP and transport headers.
+    pub l3_off: usize,
+    pub l4_off: usize,
+    /// The IP packet's length from its header (IPv6: 40 + payload length).
+    pub ip_len: usize,
+    /// Addresses as packet words, IPv4 in the first word.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
 }
 
 impl Packet {
@@ -47,10 +61,24 @@ impl Packet {
             vlan_tagged: false,
             l3: L3::Other,
             ip_options: false,
+            fragment: false,
             l4: L4::None,
             proto: 0,
             sport: 0,
             dport: 0,
+            icmp_type: 0,
+            l3_off: 0,
+            l4_off: 0,
+            ip_len: 0,
+            src: [0; 4],
+            dst: [0; 4],
+        }
+    }
+
+    pub fn family(&self) -> u8 {
+        match self.l3 {
+            L3::Ipv6 => FAMILY_V6,
+            _ => FAMILY_V4,
         }
     }
 }
@@ -84,14 +112,22 @@ pub enum L4 {
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ParseError> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + mem::size_of::<T>() > end {
+    // An explicit bound: offsets passed between functions reach the
+    // verifier as unknown scalars, and it refuses unbounded packet math.
+    if offset > MAX_HEADER_OFFSET || start + offset + mem::size_of::<T>() > end {
         return Err(ParseError::Truncated);
     }
     Ok((start + offset) as *const T)
 }
 
+/// Like [`ptr_at`], for writing.
 #[inline(always)]
-fn frame_len(ctx: &XdpContext) -> usize {
+pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ParseError> {
+    ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
+}
+
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
 
@@ -160,6 +196,11 @@ fn parse_ipv4(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<()
     }
     packet.ip_options = ihl > Ipv4Hdr::LEN;
     packet.proto = proto;
+    packet.l3_off = l3_off;
+    packet.ip_len = tot_len as usize;
+    packet.src[0] = unsafe { u32::from_ne_bytes((*ip).src_addr) };
+    packet.dst[0] = unsafe { u32::from_ne_bytes((*ip).dst_addr) };
+    packet.fragment = frags & IPV4_MF_OFFSET_MASK != 0;
     if frags & IPV4_OFFSET_MASK != 0 {
         packet.l4 = L4::Fragment;
         return Ok(());
@@ -181,6 +222,11 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<()
         return Err(ParseError::Truncated);
     }
 
+    packet.l3_off = l3_off;
+    packet.ip_len = Ipv6Hdr::LEN + payload_len as usize;
+    packet.src = unsafe { words((*ip).src_addr) };
+    packet.dst = unsafe { words((*ip).dst_addr) };
+
     let mut off = l3_off + Ipv6Hdr::LEN;
     // One pass per extension header, plus the one that finds the transport.
     for _ in 0..=MAX_IPV6_EXT_HEADERS {
@@ -201,6 +247,7 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<()
                 let hdr: *const [u8; 8] = ptr_at(ctx, off)?;
                 let hdr = unsafe { *hdr };
                 next = hdr[0];
+                packet.fragment = true;
                 if be16([hdr[2], hdr[3]]) & IPV6_FRAG_OFFSET_MASK != 0 {
                     packet.ip_options = true;
                     packet.proto = next;
@@ -224,7 +271,18 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<()
 }
 
 #[inline(always)]
+fn words(addr: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ]
+}
+
+#[inline(always)]
 fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), ParseError> {
+    packet.l4_off = off;
     match packet.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, off)?;
@@ -259,11 +317,13 @@ fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), Par
         }
         IPPROTO_ICMP => {
             // Type, code, checksum and the 4-byte rest-of-header every message has.
-            ptr_at::<[u8; 8]>(ctx, off)?;
+            let icmp: *const [u8; 8] = ptr_at(ctx, off)?;
+            packet.icmp_type = unsafe { (*icmp)[0] };
             packet.l4 = L4::Icmp;
         }
         IPPROTO_ICMPV6 => {
-            ptr_at::<[u8; 4]>(ctx, off)?;
+            let icmp: *const [u8; 4] = ptr_at(ctx, off)?;
+            packet.icmp_type = unsafe { (*icmp)[0] };
             packet.l4 = L4::Icmpv6;
         }
         IPPROTO_VRRP => {

@@ -1,12 +1,31 @@
 //! Per-CPU counters, read and summed by the agent.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use lb_common::stats::Counter;
+use lb_common::{maps::TrafficStats, stats::Counter};
 
-use crate::parse::{Packet, L3, L4};
+use crate::{
+    maps::{BACKEND_STATS, SERVICE_STATS},
+    parse::{Packet, L3, L4},
+};
 
 #[map(name = "XLB_STATS")]
 static XLB_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Counts a forwarded packet of `bytes` for its service and backend.
+#[inline(always)]
+pub fn account(service: u32, backend: u32, bytes: u64, new_flow: bool) {
+    for slot in [
+        SERVICE_STATS.get_ptr_mut(service),
+        BACKEND_STATS.get_ptr_mut(backend),
+    ] {
+        if let Some(stats) = slot {
+            let stats: &mut TrafficStats = unsafe { &mut *stats };
+            stats.packets += 1;
+            stats.bytes += bytes;
+            stats.new_flows += new_flow as u64;
+        }
+    }
+}
 
 #[inline(always)]
 pub fn add(counter: Counter, value: u64) {

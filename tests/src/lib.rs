@@ -6,10 +6,12 @@
 //! - [`netns`]: namespaces, veth links and processes that clean up after themselves.
 //! - [`privileged`]: run-or-skip (or fail, under `XLB_REQUIRE_PRIVILEGED=1`).
 //! - [`traffic`]: bounded UDP and TCP sources inside a namespace.
+//! - [`servers`]: backends that answer with their name, and clients that tally who answered.
 
 pub mod netns;
 pub mod packet;
 pub mod privileged;
+pub mod servers;
 pub mod testrun;
 pub mod traffic;
 

@@ -10,6 +10,9 @@
 //! - SIGKILL: `Topology::new` deletes namespaces left by processes that no longer run, found by
 //!   the pid in their names (`xlbt-{tag}-{pid}-{n}-{role}`).
 //!
+//! A [`Switch`] is a namespace whose bridge joins the hosts connected to it into one Ethernet
+//! segment; it goes with its topology like any other namespace.
+//!
 //! Nothing is created in the caller's own network namespace.
 
 use std::{
@@ -53,6 +56,10 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 /// Polling interval while waiting for processes.
 const POLL: Duration = Duration::from_millis(10);
+/// The bridge in a namespace made by [`Topology::add_switch`].
+const BRIDGE: &str = "br0";
+/// Interface names are at most this long, including the terminating NUL.
+const IFNAMSIZ: usize = 16;
 
 /// Namespaces and child pids that exist right now, for the Ctrl-C handler.
 static LIVE: Mutex<Live> = Mutex::new(Live {
@@ -145,6 +152,37 @@ impl Topology {
         a.ip(&["link", "set", "dev", a_if, "up"])?;
         b.ip(&["link", "set", "dev", b_if, "up"])?;
         Ok(())
+    }
+
+    /// Creates the namespace `{prefix}-{role}` holding a Linux bridge `br0` that acts as an
+    /// Ethernet switch: up, no STP, forward delay 0, no multicast snooping (so IPv6 neighbour
+    /// discovery is simply flooded) and no IP address (IPv6 is disabled in the namespace, so not
+    /// even a link-local one). Connect hosts with [`Switch::connect`].
+    pub fn add_switch(&mut self, role: &str) -> anyhow::Result<Switch> {
+        let ns = self.add_ns(role)?;
+        ns.set_sysctls(&[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ])?;
+        ns.ip(&[
+            "link",
+            "add",
+            "name",
+            BRIDGE,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+            "mcast_snooping",
+            "0",
+        ])?;
+        ns.ip(&["link", "set", "dev", BRIDGE, "up"])?;
+        Ok(Switch {
+            ns,
+            ports: Vec::new(),
+        })
     }
 
     /// Spawns `cmd` inside `ns`, keeping everything configured on it (stdio, environment, working
@@ -241,6 +279,67 @@ impl Netns {
             args.push("nodad");
         }
         self.ip(&args).map(drop)
+    }
+
+    /// Puts an address on `lo`, as a direct-routing real server holds its VIP (`198.18.2.1/32`,
+    /// `fd00:2::1/128`). For an IPv4 address it also sets `net.ipv4.conf.all.arp_ignore=1` and
+    /// `arp_announce=2`, so the namespace neither answers ARP for the VIP on its other interfaces
+    /// nor uses it as the source of its own ARP requests: otherwise every real server on the
+    /// segment would claim the VIP. (IPv6 neighbour discovery only answers for addresses on the
+    /// interface asked, so IPv6 needs no such setting.)
+    pub fn add_lo_addr(&self, cidr: &str) -> anyhow::Result<()> {
+        if !cidr.contains(':') {
+            self.set_sysctls(&[
+                ("net.ipv4.conf.all.arp_ignore", "1"),
+                ("net.ipv4.conf.all.arp_announce", "2"),
+            ])?;
+        }
+        self.add_addr("lo", cidr)
+    }
+
+    /// Adds a route, `ip route add DEST via VIA` (`198.18.2.0/24` via `198.18.1.2`; IPv6 alike).
+    pub fn add_route(&self, dest_cidr: &str, via: &str) -> anyhow::Result<()> {
+        self.ip(&["route", "add", dest_cidr, "via", via]).map(drop)
+    }
+
+    /// Sets several sysctls in order, as [`Netns::sysctl`] does; stops at the first failure.
+    pub fn set_sysctls(&self, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+        settings
+            .iter()
+            .try_for_each(|(key, value)| self.sysctl(key, value))
+    }
+
+    /// Runs `ethtool ARGS` inside the namespace and returns its stdout; fails unless it exits
+    /// with status 0 (also when ethtool is not installed).
+    pub fn ethtool(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.exec("ethtool", args)?;
+        if !out.status.success() {
+            bail!(
+                "`ethtool {}` in {} failed ({}; is ethtool installed?): {}",
+                args.join(" "),
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        String::from_utf8(out.stdout).context("ethtool printed non-UTF-8")
+    }
+
+    /// Whether generic receive offload is on for the interface (`ethtool -k`).
+    pub fn gro_enabled(&self, ifname: &str) -> anyhow::Result<bool> {
+        let out = self.ethtool(&["-k", ifname])?;
+        let state = out
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("generic-receive-offload:"))
+            .with_context(|| {
+                format!("no generic-receive-offload in `ethtool -k {ifname}`: {out}")
+            })?;
+        Ok(state.trim_start().starts_with("on"))
+    }
+
+    /// The role this namespace was created with (the last part of its name).
+    fn role(&self) -> &str {
+        self.name.rsplit('-').next().unwrap_or(&self.name)
     }
 
     /// Sets a sysctl of this namespace; `key` is dotted (`net.ipv4.ip_forward`).
@@ -355,6 +454,54 @@ impl Netns {
             );
         }
         Ok(links.remove(0))
+    }
+}
+
+/// A namespace made by [`Topology::add_switch`], whose bridge `br0` joins the hosts connected
+/// to it into one Ethernet segment. It lives as long as its topology.
+#[derive(Debug)]
+pub struct Switch {
+    ns: Netns,
+    /// The switch-side ports, in the order they were connected.
+    ports: Vec<String>,
+}
+
+impl Switch {
+    /// The switch's namespace, where `br0` and the switch-side veth ends live.
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
+    /// The switch-side port names, in the order they were connected.
+    pub fn ports(&self) -> &[String] {
+        &self.ports
+    }
+
+    /// Connects `host` to the switch with a veth pair: `host_if` in `host`, and a port
+    /// `p-{role}` (the host's role, cut to 15 characters; `p{n}-{role}` if that name is taken)
+    /// enslaved to `br0` in the switch. Both ends are brought up and get GRO enabled
+    /// (`ethtool -K IF gro on`): a veth only receives frames that an XDP program on its peer
+    /// sends with `XDP_TX` or `XDP_REDIRECT` when its NAPI is on, which GRO (or an XDP program
+    /// of its own) turns on. Returns the switch-side port name.
+    pub fn connect(
+        &mut self,
+        topology: &mut Topology,
+        host: &Netns,
+        host_if: &str,
+    ) -> anyhow::Result<String> {
+        let role = host.role();
+        let port = std::iter::once(format!("p-{role}"))
+            .chain((self.ports.len()..).map(|n| format!("p{n}-{role}")))
+            .map(|name| name.chars().take(IFNAMSIZ - 1).collect::<String>())
+            .find(|name| !self.ports.contains(name))
+            .context("no free port name")?;
+        topology.link(host, host_if, &self.ns, &port)?;
+        self.ns
+            .ip(&["link", "set", "dev", &port, "master", BRIDGE])?;
+        host.ethtool(&["-K", host_if, "gro", "on"])?;
+        self.ns.ethtool(&["-K", &port, "gro", "on"])?;
+        self.ports.push(port.clone());
+        Ok(port)
     }
 }
 

@@ -189,7 +189,10 @@ impl Frame {
 }
 
 fn padded_ext_header(len: usize) -> Ipv6RawExtHeader {
-    assert!(len >= 8 && len.is_multiple_of(8), "extension headers are 8n bytes");
+    assert!(
+        len >= 8 && len.is_multiple_of(8),
+        "extension headers are 8n bytes"
+    );
     // PadN option filling the header after next-header and length.
     let mut options = vec![0u8; len - 2];
     options[0] = 1;

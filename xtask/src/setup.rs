@@ -12,8 +12,9 @@ use crate::shell;
 const COMPILER_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
 const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
-/// Network namespaces, veth links and `ip -j` for the tests and the demo.
-const TEST_PACKAGES: &[&str] = &["iproute2"];
+/// Network namespaces, veth links and `ip -j` for the tests and the demo;
+/// ethtool turns on GRO on veth peers, which XDP_TX into a veth needs.
+const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {

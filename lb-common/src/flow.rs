@@ -1,0 +1,119 @@
+//! The flow key and the one hash both sides use, so userspace (and tests)
+//! can predict which Maglev slot, and so which backend, a packet gets.
+
+/// A transport 5-tuple. Addresses are the packet's bytes as four native
+/// `u32` words (IPv4 in the first word, the rest zero); ports are in host
+/// byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// [`crate::maps::FAMILY_V4`] or [`crate::maps::FAMILY_V6`].
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+const PRIME_1: u32 = 0x9e37_79b1;
+const PRIME_2: u32 = 0x85eb_ca77;
+const PRIME_3: u32 = 0xc2b2_ae3d;
+
+/// Mixes one word into the running hash.
+#[inline(always)]
+const fn mix(h: u32, word: u32) -> u32 {
+    (h ^ word.wrapping_mul(PRIME_2))
+        .rotate_left(13)
+        .wrapping_mul(PRIME_1)
+}
+
+/// Final avalanche (MurmurHash3's fmix32).
+#[inline(always)]
+const fn finish(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(PRIME_2);
+    h ^= h >> 13;
+    h = h.wrapping_mul(PRIME_3);
+    h ^ (h >> 16)
+}
+
+/// Hashes `words` with `seed`. Word-at-a-time, so it stays cheap in BPF.
+#[inline(always)]
+pub fn hash_words(seed: u32, words: &[u32]) -> u32 {
+    let mut h = seed ^ PRIME_3;
+    let mut i = 0;
+    while i < words.len() {
+        h = mix(h, words[i]);
+        i += 1;
+    }
+    finish(h ^ words.len() as u32)
+}
+
+/// The hash that picks a Maglev slot for a new flow.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u32 {
+    let ports = (key.sport as u32) << 16 | key.dport as u32;
+    let tail = (key.proto as u32) << 8 | key.family as u32;
+    let s = key.src;
+    let d = key.dst;
+    hash_words(
+        0,
+        &[s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], ports, tail],
+    )
+}
+
+/// The hash for source-IP affinity: only the (masked) source address, so
+/// every connection of one client lands on one backend.
+#[inline(always)]
+pub fn source_hash(masked_src: &[u32; 4], family: u8) -> u32 {
+    let s = masked_src;
+    hash_words(1, &[s[0], s[1], s[2], s[3], family as u32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sport: u16) -> FlowKey {
+        FlowKey {
+            src: [u32::from_ne_bytes([198, 18, 0, 1]), 0, 0, 0],
+            dst: [u32::from_ne_bytes([198, 18, 0, 100]), 0, 0, 0],
+            sport,
+            dport: 80,
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        }
+    }
+
+    #[test]
+    fn stable_values() {
+        // Pinned: every director (and the BPF side) must compute these, so
+        // a change here moves flows between backends during an upgrade.
+        assert_eq!(flow_hash(&key(40000)), GOLDEN[0]);
+        assert_eq!(flow_hash(&key(40001)), GOLDEN[1]);
+        assert_eq!(source_hash(&key(1).src, 4), GOLDEN[2]);
+    }
+
+    const GOLDEN: [u32; 3] = [0x4f59_7f6d, 0x4287_069c, 0x7039_a90d];
+
+    #[test]
+    fn spreads_ports_evenly() {
+        let buckets = 16u32;
+        let mut counts = [0u32; 16];
+        for port in 0..16_000u16 {
+            counts[(flow_hash(&key(port)) % buckets) as usize] += 1;
+        }
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*max as f64 / *min as f64 <= 1.15, "{counts:?}");
+    }
+
+    #[test]
+    fn source_hash_ignores_ports() {
+        let a = key(1);
+        assert_eq!(source_hash(&a.src, 4), source_hash(&key(2).src, 4));
+        assert_ne!(source_hash(&a.src, 4), source_hash(&a.dst, 4));
+    }
+}

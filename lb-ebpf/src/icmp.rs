@@ -1,0 +1,220 @@
+//! ICMP the balancer sends (too big) and ICMP errors it forwards: an error
+//! about a VIP flow goes to that flow's backend, found from the quoted header.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    programs::XdpContext,
+};
+use lb_common::{
+    flow::FlowKey,
+    maps::{Service, FAMILY_V4, FAMILY_V6},
+    stats::Counter,
+};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
+
+use crate::{
+    consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
+    csum, l2,
+    parse::{ptr_at, ptr_at_mut, Packet, ParseError, L4},
+    select, stats,
+};
+
+/// Bytes of the offending packet quoted back: IPv4 asks for the header and
+/// 8 bytes at least; IPv6 for as much as fits in 1280.
+const QUOTE_V4: usize = 64;
+const QUOTE_V6: usize = 128;
+const ICMP_HDR: usize = 8;
+
+/// Turns the packet into an ICMP "fragmentation needed" (IPv4) or "packet
+/// too big" (IPv6) to its sender, announcing `mtu`, and sends it back.
+#[inline(never)]
+pub fn too_big<const V6: bool>(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> u32 {
+    let (quote, ip_hdr) = if V6 {
+        (QUOTE_V6, Ipv6Hdr::LEN)
+    } else {
+        (QUOTE_V4, Ipv4Hdr::LEN)
+    };
+    if pkt.ip_len < quote {
+        stats::inc(Counter::DropEncap);
+        return xdp_action::XDP_DROP;
+    }
+    let l2_len = pkt.l3_off;
+    // From a helper: LLVM would turn `end - data` arithmetic into math on
+    // the end pointer, which the verifier refuses.
+    let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i32;
+    let cut = (l2_len + quote) as i32 - frame_len;
+    let grow = (ip_hdr + ICMP_HDR) as i32;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0
+        || unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0
+    {
+        stats::inc(Counter::DropEncap);
+        return xdp_action::XDP_DROP;
+    }
+    let built = if V6 {
+        l2::move_to_front(ctx, grow as usize, l2_len, ETH_P_IPV6)
+            .and_then(|()| write_v6(ctx, l2_len, pkt, mtu))
+    } else {
+        l2::move_to_front(ctx, grow as usize, l2_len, ETH_P_IP)
+            .and_then(|()| write_v4(ctx, l2_len, pkt, mtu))
+    };
+    if built.and_then(|()| l2::swap_macs(ctx)).is_err() {
+        return xdp_action::XDP_ABORTED;
+    }
+    stats::inc(Counter::IcmpTooBig);
+    stats::inc(Counter::Tx);
+    xdp_action::XDP_TX
+}
+
+#[inline(always)]
+fn write_v4(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), ParseError> {
+    const LEN: usize = Ipv4Hdr::LEN + ICMP_HDR + QUOTE_V4;
+    let [t0, t1] = (LEN as u16).to_be_bytes();
+    let [s0, s1, s2, s3] = pkt.dst[0].to_ne_bytes();
+    let [d0, d1, d2, d3] = pkt.src[0].to_ne_bytes();
+    let mut ip = [
+        0x45,
+        0,
+        t0,
+        t1,
+        0,
+        0,
+        0,
+        0,
+        64,
+        IPPROTO_ICMP,
+        0,
+        0,
+        s0,
+        s1,
+        s2,
+        s3,
+        d0,
+        d1,
+        d2,
+        d3,
+    ];
+    let check = !csum::fold(sum_bytes(&ip));
+    ip[10..12].copy_from_slice(&check.to_ne_bytes());
+    unsafe { *ptr_at_mut::<[u8; 20]>(ctx, off)? = ip };
+
+    let [m0, m1] = (mtu as u16).to_be_bytes();
+    let header = [3u8, 4, 0, 0, 0, 0, m0, m1];
+    let icmp_off = off + Ipv4Hdr::LEN;
+    unsafe { *ptr_at_mut::<[u8; ICMP_HDR]>(ctx, icmp_off)? = header };
+    let check = !csum::fold(sum_packet::<{ ICMP_HDR + QUOTE_V4 }>(ctx, icmp_off)?);
+    unsafe { ptr_at_mut::<u16>(ctx, icmp_off + 2)?.write_unaligned(check) };
+    Ok(())
+}
+
+#[inline(always)]
+fn write_v6(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), ParseError> {
+    const PAYLOAD: usize = ICMP_HDR + QUOTE_V6;
+    let [l0, l1] = (PAYLOAD as u16).to_be_bytes();
+    let (src, dst) = (pkt.dst, pkt.src);
+    let hdr = [
+        u32::from_ne_bytes([0x60, 0, 0, 0]),
+        u32::from_ne_bytes([l0, l1, IPPROTO_ICMPV6, 255]),
+        src[0],
+        src[1],
+        src[2],
+        src[3],
+        dst[0],
+        dst[1],
+        dst[2],
+        dst[3],
+    ];
+    unsafe { ptr_at_mut::<[u32; 10]>(ctx, off)?.write_unaligned(hdr) };
+
+    let [m0, m1, m2, m3] = mtu.to_be_bytes();
+    let header = [2u8, 0, 0, 0, m0, m1, m2, m3];
+    let icmp_off = off + Ipv6Hdr::LEN;
+    unsafe { *ptr_at_mut::<[u8; ICMP_HDR]>(ctx, icmp_off)? = header };
+    let mut sum = csum::sum_v6(csum::sum_v6(0, &src), &dst);
+    sum += (PAYLOAD as u16).to_be() as u64 + (IPPROTO_ICMPV6 as u16).to_be() as u64;
+    let check = !csum::fold(sum + sum_packet::<PAYLOAD>(ctx, icmp_off)?);
+    unsafe { ptr_at_mut::<u16>(ctx, icmp_off + 2)?.write_unaligned(check) };
+    Ok(())
+}
+
+/// Ones' complement sum of the `N` packet bytes at `off` (`N` a multiple
+/// of 4), by the kernel: a loop here would be walked by the verifier once
+/// for every state that reaches it.
+#[inline(always)]
+fn sum_packet<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u64, ParseError> {
+    let bytes = ptr_at_mut::<[u8; N]>(ctx, off)?;
+    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, bytes as *mut u32, N as u32, 0) };
+    if sum < 0 {
+        return Err(ParseError::Malformed);
+    }
+    Ok(sum as u64)
+}
+
+#[inline(always)]
+fn sum_bytes<const N: usize>(bytes: &[u8; N]) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u16::from_ne_bytes([bytes[i], bytes[i + 1]]) as u64;
+        i += 2;
+    }
+    sum
+}
+
+/// For an ICMP error about a packet a VIP sent (quoted inside it): the
+/// service and the flow key of the client's side of that flow.
+#[inline(always)]
+pub fn error_flow(ctx: &XdpContext, pkt: &Packet) -> Option<(&'static Service, FlowKey)> {
+    let v6 = pkt.l4 == L4::Icmpv6;
+    let is_error = if v6 {
+        (1..=4).contains(&pkt.icmp_type)
+    } else {
+        matches!(pkt.icmp_type, 3 | 11 | 12)
+    };
+    if !is_error {
+        return None;
+    }
+    let inner = pkt.l4_off + ICMP_HDR;
+    let (family, proto, src, dst, ports_off) = if v6 {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, inner).ok()?;
+        let (proto, src, dst) = unsafe { ((*ip).next_hdr, (*ip).src_addr, (*ip).dst_addr) };
+        (
+            FAMILY_V6,
+            proto,
+            words(src),
+            words(dst),
+            inner + Ipv6Hdr::LEN,
+        )
+    } else {
+        let ip = ptr_at::<Ipv4Hdr>(ctx, inner).ok()?;
+        let (vihl, proto, src, dst) =
+            unsafe { ((*ip).vihl, (*ip).proto, (*ip).src_addr, (*ip).dst_addr) };
+        let ihl = ((vihl & 0x0f) as usize) * 4;
+        if ihl < Ipv4Hdr::LEN {
+            return None;
+        }
+        let w = |a: [u8; 4]| [u32::from_ne_bytes(a), 0, 0, 0];
+        (FAMILY_V4, proto, w(src), w(dst), inner + ihl)
+    };
+    let ports = unsafe { *ptr_at::<[u8; 4]>(ctx, ports_off).ok()? };
+    let sport = u16::from_be_bytes([ports[0], ports[1]]);
+    let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    // The quoted packet went VIP:vport -> client; the flow is its reverse.
+    let service = select::service(&src, sport, proto, family)?;
+    let key = FlowKey {
+        src: dst,
+        dst: src,
+        sport: dport,
+        dport: sport,
+        proto,
+        family,
+        _pad: [0; 2],
+    };
+    Some((service, key))
+}
+
+#[inline(always)]
+fn words(a: [u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}

@@ -1,0 +1,73 @@
+//! Moving the Ethernet header (and up to two VLAN tags) when the frame's
+//! start moves for encapsulation, decapsulation or an ICMP reply.
+
+use aya_ebpf::programs::XdpContext;
+
+use crate::parse::{ptr_at, ptr_at_mut, ParseError};
+
+/// The longest link header handled: Ethernet and two VLAN tags.
+pub const MAX_L2: usize = 22;
+
+/// After the frame grew by `grown` bytes at the front: moves the link
+/// header (`l2_len` bytes, now at `grown`) back to the start and sets its
+/// ethertype. It copies [`MAX_L2`] bytes whatever `l2_len` is, so the
+/// verifier sees one path; the bytes past the header land where the caller
+/// writes its new header next (`grown` >= 20 >= MAX_L2 - 14).
+#[inline(always)]
+pub fn move_to_front(
+    ctx: &XdpContext,
+    grown: usize,
+    l2_len: usize,
+    ether_type: u16,
+) -> Result<(), ParseError> {
+    let header = unsafe { *ptr_at::<[u8; MAX_L2]>(ctx, grown)? };
+    unsafe { *ptr_at_mut::<[u8; MAX_L2]>(ctx, 0)? = header };
+    set_ether_type(ctx, l2_len, ether_type)
+}
+
+/// Moves the `l2_len`-byte link header from the start to `to`, ahead of
+/// the bytes about to be cut off the front, and sets its ethertype.
+#[inline(always)]
+pub fn move_forward(
+    ctx: &XdpContext,
+    to: usize,
+    l2_len: usize,
+    ether_type: u16,
+) -> Result<(), ParseError> {
+    match l2_len {
+        14 => copy::<14>(ctx, to),
+        18 => copy::<18>(ctx, to),
+        22 => copy::<22>(ctx, to),
+        _ => return Err(ParseError::Malformed),
+    }?;
+    set_ether_type(ctx, to + l2_len, ether_type)
+}
+
+#[inline(always)]
+fn copy<const N: usize>(ctx: &XdpContext, to: usize) -> Result<(), ParseError> {
+    let header = unsafe { *ptr_at::<[u8; N]>(ctx, 0)? };
+    unsafe { *ptr_at_mut::<[u8; N]>(ctx, to)? = header };
+    Ok(())
+}
+
+/// Writes the ethertype that ends a link header of `end` bytes.
+#[inline(always)]
+fn set_ether_type(ctx: &XdpContext, end: usize, ether_type: u16) -> Result<(), ParseError> {
+    let field = ptr_at_mut::<[u8; 2]>(ctx, end - 2)?;
+    unsafe { *field = ether_type.to_be_bytes() };
+    Ok(())
+}
+
+/// Swaps source and destination MACs, to answer the sender.
+#[inline(always)]
+pub fn swap_macs(ctx: &XdpContext) -> Result<(), ParseError> {
+    let macs = ptr_at_mut::<[u8; 12]>(ctx, 0)?;
+    unsafe {
+        let m = *macs;
+        let mut swapped = [0u8; 12];
+        swapped[..6].copy_from_slice(&m[6..]);
+        swapped[6..].copy_from_slice(&m[..6]);
+        *macs = swapped;
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The program's maps. Sizes here are defaults; the loader resizes them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    Global,
+};
+use lb_common::{
+    flow::FlowKey,
+    maps::{
+        Affinity, AffinityKey, Backend, Flow, NatKey, NatTarget, Service, ServiceKey, Settings,
+        TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS,
+        DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+    },
+};
+
+/// Slots per Maglev ring; set by the loader.
+#[no_mangle]
+pub static RING_SIZE: Global<u32> = Global::new(DEFAULT_RING_SIZE);
+
+#[map(name = "XLB_SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, Service> =
+    HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+#[map(name = "XLB_BACKENDS")]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Two rings per service, so the agent can fill one while packets read the other.
+#[map(name = "XLB_RINGS")]
+pub static RINGS: Array<u32> =
+    Array::with_max_entries(DEFAULT_MAX_SERVICES * 2 * DEFAULT_RING_SIZE, 0);
+
+#[map(name = "XLB_FLOWS")]
+pub static FLOWS: LruPerCpuHashMap<FlowKey, Flow> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
+#[map(name = "XLB_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, Affinity> =
+    LruHashMap::with_max_entries(DEFAULT_AFFINITY_ENTRIES, 0);
+
+#[map(name = "XLB_NAT_REVERSE")]
+pub static NAT_REVERSE: HashMap<NatKey, NatTarget> =
+    HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+#[map(name = "XLB_SERVICE_STATS")]
+pub static SERVICE_STATS: PerCpuArray<TrafficStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+#[map(name = "XLB_BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<TrafficStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+#[map(name = "XLB_SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+#[map(name = "XLB_VIPS")]
+pub static VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(DEFAULT_MAX_SERVICES, 0);
+
+#[map(name = "XLB_DECAP_VIPS")]
+pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(256, 0);

@@ -1,0 +1,165 @@
+//! NAT with port translation: client -> VIP:vport becomes client ->
+//! backend:port; the backend's reply, routed back through the director,
+//! becomes VIP:vport -> client. The reverse needs no per-flow state: each
+//! NAT backend address:port belongs to one VIP:port (the agent enforces it).
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::bpf_fib_lookup,
+    programs::XdpContext,
+};
+use lb_common::{
+    maps::{Backend, NatKey, FAMILY_V4, FAMILY_V6},
+    stats::Counter,
+};
+
+use crate::{
+    csum,
+    maps::NAT_REVERSE,
+    output,
+    parse::{ptr_at_mut, Packet, ParseError, L4},
+    stats,
+};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Rewrites the destination to `backend`'s address and port.
+#[inline(always)]
+pub fn forward<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    backend: &Backend,
+) -> Result<(), ParseError> {
+    rewrite::<V6, false>(ctx, pkt, &pkt.dst, &backend.addr, pkt.dport, backend.port)
+}
+
+/// Translates a NAT backend's reply back to its VIP and routes it to the
+/// client; `None` if the packet is no NAT reply.
+#[inline(always)]
+pub fn reply<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+    let family = if V6 { FAMILY_V6 } else { FAMILY_V4 };
+    let key = NatKey {
+        addr: pkt.src,
+        port: pkt.sport,
+        proto: pkt.proto,
+        family,
+    };
+    let target = unsafe { NAT_REVERSE.get(&key) }?;
+    if rewrite::<V6, true>(ctx, pkt, &pkt.src, &target.vip, pkt.sport, target.vport).is_err() {
+        return Some(xdp_action::XDP_ABORTED);
+    }
+    stats::inc(Counter::NatReply);
+
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.family = if V6 { AF_INET6 } else { AF_INET };
+    fib.l4_protocol = pkt.proto;
+    fib.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    fib.__bindgen_anon_1.tot_len = pkt.ip_len as u16;
+    if V6 {
+        fib.__bindgen_anon_3.ipv6_src = target.vip;
+        fib.__bindgen_anon_4.ipv6_dst = pkt.dst;
+    } else {
+        fib.__bindgen_anon_3.ipv4_src = target.vip[0];
+        fib.__bindgen_anon_4.ipv4_dst = pkt.dst[0];
+    }
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    // No route or no neighbour entry yet: the kernel forwards this one
+    // (already translated) and resolves the neighbour for the next.
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || decrement_ttl::<V6>(ctx, pkt).is_err() {
+        stats::inc(Counter::FibPass);
+        return None;
+    }
+    Some(output::send(ctx, fib.dmac, fib.smac, fib.ifindex))
+}
+
+/// Replaces the source (`SRC`) or destination address and port, updating
+/// the IPv4 header and the transport checksums incrementally.
+#[inline(always)]
+fn rewrite<const V6: bool, const SRC: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    old_addr: &[u32; 4],
+    new_addr: &[u32; 4],
+    old_port: u16,
+    new_port: u16,
+) -> Result<(), ParseError> {
+    let l3 = pkt.l3_off;
+    if V6 {
+        let addr = ptr_at_mut::<[u32; 4]>(ctx, l3 + if SRC { 8 } else { 24 })?;
+        unsafe { addr.write_unaligned(*new_addr) };
+    } else {
+        let check = ptr_at_mut::<u16>(ctx, l3 + 10)?;
+        let addr = ptr_at_mut::<u32>(ctx, l3 + if SRC { 12 } else { 16 })?;
+        unsafe {
+            check.write_unaligned(csum::replace_v4(
+                check.read_unaligned(),
+                old_addr[0],
+                new_addr[0],
+            ));
+            addr.write_unaligned(new_addr[0]);
+        }
+    }
+
+    let (old_be, new_be) = (old_port.to_be(), new_port.to_be());
+    let udp = pkt.l4 != L4::Tcp;
+    let check_off = pkt.l4_off + if udp { 6 } else { 16 };
+    let check = ptr_at_mut::<u16>(ctx, check_off)?;
+    let port = ptr_at_mut::<u16>(ctx, pkt.l4_off + if SRC { 0 } else { 2 })?;
+    unsafe {
+        let old_check = check.read_unaligned();
+        // An IPv4 UDP checksum of 0 means "none" and stays so.
+        if V6 || !udp || old_check != 0 {
+            let mut c = if V6 {
+                csum::replace_v6(old_check, old_addr, new_addr)
+            } else {
+                csum::replace_v4(old_check, old_addr[0], new_addr[0])
+            };
+            c = csum::replace16(c, old_be, new_be);
+            if udp && c == 0 {
+                c = 0xffff;
+            }
+            check.write_unaligned(c);
+        }
+        port.write_unaligned(new_be);
+    }
+    Ok(())
+}
+
+/// Forwarding hop: IPv4 TTL (with its checksum) or IPv6 hop limit minus
+/// one. Fails, leaving the packet to the kernel, when it would reach 0.
+#[inline(always)]
+pub fn decrement_ttl<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Result<(), ParseError> {
+    let l3 = pkt.l3_off;
+    if V6 {
+        let hop = ptr_at_mut::<u8>(ctx, l3 + 7)?;
+        unsafe {
+            if *hop <= 1 {
+                return Err(ParseError::Malformed);
+            }
+            *hop -= 1;
+        }
+        return Ok(());
+    }
+    let ttl_proto = ptr_at_mut::<u16>(ctx, l3 + 8)?;
+    let check = ptr_at_mut::<u16>(ctx, l3 + 10)?;
+    unsafe {
+        let old = ttl_proto.read_unaligned();
+        let mut bytes = old.to_ne_bytes();
+        if bytes[0] <= 1 {
+            return Err(ParseError::Malformed);
+        }
+        bytes[0] -= 1;
+        let new = u16::from_ne_bytes(bytes);
+        ttl_proto.write_unaligned(new);
+        check.write_unaligned(csum::replace16(check.read_unaligned(), old, new));
+    }
+    Ok(())
+}
