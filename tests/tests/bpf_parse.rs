@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lb_common::stats::Counter::{self, *};
-use xlb::dataplane::{Counters, Dataplane};
+use xlb::dataplane::{Counters, Dataplane, LoadOptions};
 use xlb_tests::{
     packet::{arp_request, ethertype_frame, verify_checksums, Frame, CLIENT_MAC},
     require_privileged,
@@ -90,7 +90,11 @@ fn edit(mut frame: Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 /// PASS and byte-identical, and the counters must move by exactly one in
 /// the listed slots (plus rx_packets, pass, and rx_bytes by the length).
 fn assert_cases(cases: Vec<(&str, Vec<u8>, &[Counter])>) {
-    let mut dataplane = Dataplane::load(log::LevelFilter::Off).expect("loading the XDP program");
+    let options = LoadOptions {
+        bpf_log: log::LevelFilter::Off,
+        ..LoadOptions::default()
+    };
+    let mut dataplane = Dataplane::load(&options).expect("loading the XDP program");
     let mut failures = Vec::new();
     for (description, frame, counted) in cases {
         let before = dataplane.counters().unwrap();

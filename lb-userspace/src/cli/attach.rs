@@ -12,7 +12,7 @@ use log::LevelFilter;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::dataplane::{AttachMode, Counters, Dataplane};
+use crate::dataplane::{AttachMode, Counters, Dataplane, LoadOptions};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -57,7 +57,10 @@ pub fn run(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> {
 }
 
 async fn attach(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    let mut dataplane = Dataplane::load(log_level)?;
+    let mut dataplane = Dataplane::load(&LoadOptions {
+        bpf_log: log_level,
+        ..LoadOptions::default()
+    })?;
     let log_forwarder = dataplane
         .spawn_log_forwarder()
         .context("forwarding the XDP program's log")?;

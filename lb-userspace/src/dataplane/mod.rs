@@ -1,22 +1,32 @@
 //! Loading the XDP object, attaching it to interfaces and reading its maps.
 
 mod caps;
+pub mod services;
 mod stats;
 
-use std::{fmt, io};
+use std::{collections::BTreeMap, fmt, io, net::IpAddr};
 
 use aya::{
-    maps::PerCpuArray,
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
-use lb_common::{maps, stats::Counter};
+use lb_common::{
+    maglev::is_prime,
+    maps::{self, Backend, TrafficStats, VipKey},
+    stats::Counter,
+};
 use log::LevelFilter;
 use tokio::io::unix::AsyncFd;
 
 pub use caps::check_privileges;
+pub use services::{
+    AffinitySpec, BackendSpec, DirectorSettings, NextHop, Protocol, ServiceSpec, SpecError,
+};
 pub use stats::Counters;
+
+use services::{Installed, InstalledService};
 
 /// The compiled `lb-ebpf` object, built by this crate's build script.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -77,12 +87,96 @@ pub enum DataplaneError {
         kind: &'static str,
         name: &'static str,
     },
-    #[error("reading map {map}: {source}")]
+    #[error("map {map}: {source}")]
     Map {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Which of the object's programs to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Program {
+    /// `xlb`, the load balancer.
+    #[default]
+    Balancer,
+    /// `xlb_decap`, for real servers behind IP-in-IP.
+    Decap,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Balancer => maps::PROG_XLB,
+            Program::Decap => maps::PROG_DECAP,
+        }
+    }
+}
+
+/// What to load and how large to make the maps.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub program: Program,
+    /// The most verbose level the BPF side logs at; records above it are
+    /// filtered in the kernel and cost one load each.
+    pub bpf_log: LevelFilter,
+    /// Slots per Maglev ring, a prime: 4 bytes each, two rings per service.
+    pub ring_size: u32,
+    pub max_services: u32,
+    pub max_backends: u32,
+    pub flow_entries: u32,
+    pub affinity_entries: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            program: Program::Balancer,
+            bpf_log: LevelFilter::Info,
+            ring_size: maps::DEFAULT_RING_SIZE,
+            max_services: maps::DEFAULT_MAX_SERVICES,
+            max_backends: maps::DEFAULT_MAX_BACKENDS,
+            flow_entries: maps::DEFAULT_FLOW_ENTRIES,
+            affinity_entries: maps::DEFAULT_AFFINITY_ENTRIES,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// A decapsulator: no rings or flow tables worth the memory.
+    pub fn decap(bpf_log: LevelFilter) -> Self {
+        LoadOptions {
+            program: Program::Decap,
+            bpf_log,
+            ring_size: 2,
+            max_services: 1,
+            max_backends: 2,
+            flow_entries: 1,
+            affinity_entries: 1,
+        }
+    }
+
+    fn check(&self) -> Result<(), DataplaneError> {
+        if !is_prime(self.ring_size) {
+            return Err(DataplaneError::Options(format!(
+                "Maglev ring size {} is not prime",
+                self.ring_size
+            )));
+        }
+        let ring_entries = self.max_services as u64 * 2 * self.ring_size as u64;
+        if ring_entries > u32::MAX as u64 || self.max_services == 0 || self.max_backends < 2 {
+            return Err(DataplaneError::Options(format!(
+                "{} services of {} slots do not fit one map",
+                self.max_services, self.ring_size
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// An attached program, detached by [`Dataplane::detach`] or on drop.
@@ -96,32 +190,46 @@ pub struct Attachment {
 /// The loaded XDP object and, once attached, where it runs.
 pub struct Dataplane {
     ebpf: Ebpf,
+    options: LoadOptions,
     attachment: Option<(Attachment, aya::programs::xdp::XdpLinkId)>,
+    installed: Installed,
 }
 
 impl Dataplane {
-    /// Loads the embedded object and the `xlb` program into the kernel.
-    /// `bpf_log` is the most verbose level the BPF side emits; records above
-    /// it are filtered in the kernel and cost one load each.
-    pub fn load(bpf_log: LevelFilter) -> Result<Self, DataplaneError> {
+    /// Loads the embedded object, sized by `options`, and its program.
+    pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
+        options.check()?;
         check_privileges()?;
         raise_memlock_limit();
-        let level = bpf_log as u8;
+        let level = options.bpf_log as u8;
+        let rings = options.max_services * 2 * options.ring_size;
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, true)
+            .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
+            .map_max_entries(maps::MAP_RINGS, rings)
+            .map_max_entries(maps::MAP_SERVICES, options.max_services)
+            .map_max_entries(maps::MAP_VIPS, options.max_services)
+            .map_max_entries(maps::MAP_SERVICE_STATS, options.max_services)
+            .map_max_entries(maps::MAP_BACKENDS, options.max_backends)
+            .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
+            .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
+            .map_max_entries(maps::MAP_FLOWS, options.flow_entries)
+            .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
             .load(BPF_OBJECT)
             .map_err(|e| load_error(Box::new(e)))?;
-        let program = xdp_program(&mut ebpf)?;
+        let program = xdp_program(&mut ebpf, options.program)?;
         program.load().map_err(|e| load_error(Box::new(e)))?;
         Ok(Dataplane {
             ebpf,
+            options: options.clone(),
             attachment: None,
+            installed: Installed::default(),
         })
     }
 
-    /// The `xlb` XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    /// The loaded XDP program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn program(&mut self) -> &mut Xdp {
-        xdp_program(&mut self.ebpf).expect("checked by Dataplane::load")
+        xdp_program(&mut self.ebpf, self.options.program).expect("checked by Dataplane::load")
     }
 
     /// Forwards the program's aya-log records to the `log` crate until the
@@ -195,12 +303,219 @@ impl Dataplane {
     }
 }
 
-fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+/// Map access for [`Dataplane::apply`] and the stats readers.
+impl Dataplane {
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })
+    }
+
+    fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, DataplaneError> {
+        Array::try_from(self.map_mut(name)?).map_err(|source| DataplaneError::Map { map: name, source })
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>, DataplaneError> {
+        HashMap::try_from(self.map_mut(name)?).map_err(|source| DataplaneError::Map { map: name, source })
+    }
+
+    /// Makes the maps serve exactly `services`, after checking all of them:
+    /// a rejected set changes nothing. Unchanged rings are not rewritten.
+    pub fn apply(
+        &mut self,
+        services: &[ServiceSpec],
+        settings: &DirectorSettings,
+    ) -> Result<(), DataplaneError> {
+        let opts = self.options.clone();
+        services::validate(services, settings, opts.max_services, opts.max_backends)?;
+        let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
+
+        self.array::<maps::Settings>(maps::MAP_SETTINGS)?
+            .set(0, services::settings_entry(settings), 0)
+            .map_err(map_err(maps::MAP_SETTINGS))?;
+
+        // Backends: keep the ids of those that stay, number the new ones.
+        let mut ids: BTreeMap<(IpAddr, u16), u32> = BTreeMap::new();
+        let wanted: BTreeMap<(IpAddr, u16), &BackendSpec> = services
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .map(|b| ((b.addr, b.port), b))
+            .collect();
+        let mut free = (1..opts.max_backends).filter(|id| {
+            !self.installed.backends.values().any(|used| used == id)
+        });
+        let mut fresh = Vec::new();
+        for key in wanted.keys() {
+            let id = match self.installed.backends.get(key) {
+                Some(&id) => id,
+                None => {
+                    let id = free.next().expect("validate checked the capacity");
+                    fresh.push(id);
+                    id
+                }
+            };
+            ids.insert(*key, id);
+        }
+        drop(free);
+        let mut backends = self.array::<Backend>(maps::MAP_BACKENDS)?;
+        for (key, spec) in &wanted {
+            backends
+                .set(ids[key], services::backend_entry(spec), 0)
+                .map_err(map_err(maps::MAP_BACKENDS))?;
+        }
+
+        // Services: ring first (the idle slot), then the entry that flips.
+        let mut installed_services = std::collections::HashMap::new();
+        let mut used_ids: Vec<u32> = Vec::new();
+        for spec in services {
+            let key = services::service_key(spec);
+            let previous = self.installed.services.remove(&key);
+            let id = match &previous {
+                Some(p) => p.id,
+                None => (0..opts.max_services)
+                    .find(|id| {
+                        !used_ids.contains(id)
+                            && !self.installed.services.values().any(|s| s.id == *id)
+                    })
+                    .expect("validate checked the capacity"),
+            };
+            used_ids.push(id);
+            let table = services::table_for(spec, &ids, opts.ring_size);
+            // Slots 2*id and 2*id+1 belong to the service; write the idle one.
+            let ring = match &previous {
+                Some(p) if p.table == table => p.ring,
+                Some(p) => 4 * id + 1 - p.ring,
+                None => 2 * id,
+            };
+            if previous.as_ref().is_none_or(|p| p.table != table) {
+                let mut rings = self.array::<u32>(maps::MAP_RINGS)?;
+                let base = ring * opts.ring_size;
+                for (slot, backend) in table.iter().enumerate() {
+                    rings
+                        .set(base + slot as u32, *backend, 0)
+                        .map_err(map_err(maps::MAP_RINGS))?;
+                }
+            }
+            let entry = services::service_entry(spec, id, ring);
+            if previous.as_ref().is_none_or(|p| p.entry != entry) {
+                self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?
+                    .insert(key, entry, 0)
+                    .map_err(map_err(maps::MAP_SERVICES))?;
+            }
+            installed_services.insert(key, InstalledService { id, ring, table, entry });
+        }
+        // Whatever is left in `installed.services` was removed.
+        let removed: Vec<_> = self.installed.services.keys().copied().collect();
+        let mut service_map = self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?;
+        for key in &removed {
+            service_map.remove(key).map_err(map_err(maps::MAP_SERVICES))?;
+        }
+
+        let nat: std::collections::HashMap<_, _> =
+            services.iter().flat_map(services::nat_entries).collect();
+        let stale_nat: Vec<_> =
+            self.installed.nat.iter().filter(|k| !nat.contains_key(k)).copied().collect();
+        let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
+        for (key, target) in &nat {
+            nat_map.insert(key, target, 0).map_err(map_err(maps::MAP_NAT_REVERSE))?;
+        }
+        for stale in &stale_nat {
+            nat_map.remove(stale).map_err(map_err(maps::MAP_NAT_REVERSE))?;
+        }
+
+        let vips: std::collections::HashSet<VipKey> = services
+            .iter()
+            .map(|s| VipKey {
+                addr: services::words(s.vip),
+                family: services::family(s.vip),
+                _pad: [0; 3],
+            })
+            .collect();
+        let stale_vips: Vec<_> =
+            self.installed.vips.iter().filter(|v| !vips.contains(v)).copied().collect();
+        let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
+        for vip in &vips {
+            vip_map.insert(vip, 1, 0).map_err(map_err(maps::MAP_VIPS))?;
+        }
+        for stale in &stale_vips {
+            vip_map.remove(stale).map_err(map_err(maps::MAP_VIPS))?;
+        }
+
+        // Backends no service uses any more: zeroed, so flows on them re-pick.
+        let gone: Vec<u32> = self
+            .installed
+            .backends
+            .iter()
+            .filter(|(key, _)| !ids.contains_key(key))
+            .map(|(_, id)| *id)
+            .collect();
+        let mut backends = self.array::<Backend>(maps::MAP_BACKENDS)?;
+        for id in gone {
+            backends
+                .set(id, Backend::default(), 0)
+                .map_err(map_err(maps::MAP_BACKENDS))?;
+        }
+        log::debug!("applied {} services, {} new backends", services.len(), fresh.len());
+        self.installed = Installed {
+            services: installed_services,
+            backends: ids,
+            nat: nat.into_keys().collect(),
+            vips,
+        };
+        Ok(())
+    }
+
+    /// The VIPs `xlb_decap` strips IP-in-IP for.
+    pub fn set_decap_vips(&mut self, vips: &[IpAddr]) -> Result<(), DataplaneError> {
+        let mut map = self.hash::<VipKey, u8>(maps::MAP_DECAP_VIPS)?;
+        for vip in vips {
+            let key = VipKey {
+                addr: services::words(*vip),
+                family: services::family(*vip),
+                _pad: [0; 3],
+            };
+            map.insert(key, 1, 0)
+                .map_err(|source| DataplaneError::Map { map: maps::MAP_DECAP_VIPS, source })?;
+        }
+        Ok(())
+    }
+
+    /// Traffic of a service in the last applied set, summed over CPUs.
+    pub fn service_stats(&self, spec: &ServiceSpec) -> Result<TrafficStats, DataplaneError> {
+        let key = services::service_key(spec);
+        let id = self.installed.services.get(&key).map(|s| s.id);
+        self.traffic(maps::MAP_SERVICE_STATS, id)
+    }
+
+    /// Traffic to a backend (address, port) in the last applied set.
+    pub fn backend_stats(&self, addr: IpAddr, port: u16) -> Result<TrafficStats, DataplaneError> {
+        let id = self.installed.backends.get(&(addr, port)).copied();
+        self.traffic(maps::MAP_BACKEND_STATS, id)
+    }
+
+    fn traffic(&self, name: &'static str, id: Option<u32>) -> Result<TrafficStats, DataplaneError> {
+        let Some(id) = id else {
+            return Ok(TrafficStats::default());
+        };
+        let map = self.ebpf.map(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let map_err = |source| DataplaneError::Map { map: name, source };
+        let per_cpu = PerCpuArray::<_, TrafficStats>::try_from(map).map_err(map_err)?;
+        let values = per_cpu.get(&id, 0).map_err(map_err)?;
+        Ok(values.iter().fold(TrafficStats::default(), |acc, v| TrafficStats {
+            packets: acc.packets + v.packets,
+            bytes: acc.bytes + v.bytes,
+            new_flows: acc.new_flows + v.new_flows,
+        }))
+    }
+}
+
+fn xdp_program(ebpf: &mut Ebpf, which: Program) -> Result<&mut Xdp, DataplaneError> {
     let missing = DataplaneError::Missing {
         kind: "program",
-        name: maps::PROG_XLB,
+        name: which.name(),
     };
-    let program = ebpf.program_mut(maps::PROG_XLB).ok_or(missing)?;
+    let program = ebpf.program_mut(which.name()).ok_or(missing)?;
     program.try_into().map_err(|e| load_error(Box::new(e)))
 }
 
