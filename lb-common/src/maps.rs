@@ -6,6 +6,8 @@
 pub const PROG_XLB: &str = "xlb";
 /// The real-server side of IP-in-IP: strips the outer header.
 pub const PROG_DECAP: &str = "xlb_decap";
+/// A bare XDP_TX, the floor that benchmarks compare against.
+pub const PROG_TX_FLOOR: &str = "xlb_tx_floor";
 
 /// Per-CPU array of `u64`, indexed by [`crate::stats::Counter`].
 pub const MAP_STATS: &str = "XLB_STATS";

@@ -1,11 +1,13 @@
 //! The `xlb` command line.
 
 mod attach;
+mod decap;
 
 use clap::{Parser, Subcommand};
 use log::LevelFilter;
 
 pub use attach::AttachArgs;
+pub use decap::DecapArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,11 +45,19 @@ pub enum Command {
     /// it to the kernel unchanged. Counters print every interval until
     /// SIGINT or SIGTERM, then xlb detaches and prints the totals.
     Attach(AttachArgs),
+    /// Strip IP-in-IP for this real server's VIPs (the real-server side of `mode = ipip`).
+    ///
+    /// An XDP program that removes the outer IPv4 or IPv6 header from
+    /// packets whose inner destination is one of the given VIPs and hands
+    /// the inner packet to the kernel, so no ipip or ip6_tunnel module is
+    /// needed. Everything else passes untouched.
+    Decap(DecapArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Attach(args) => attach::run(args, cli.log_level),
+        Command::Decap(args) => decap::run(args, cli.log_level),
     }
 }

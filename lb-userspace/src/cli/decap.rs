@@ -1,0 +1,60 @@
+//! `xlb decap`: the real-server side of IP-in-IP.
+
+use std::net::IpAddr;
+
+use anyhow::Context;
+use clap::Args;
+use log::LevelFilter;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::dataplane::{AttachMode, Dataplane, LoadOptions};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Real-server setup for IP-in-IP (the VIP on lo, not answering ARP for it):\n  \
+    ip addr add 198.18.0.100/32 dev lo\n  \
+    sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2\n  \
+    xlb decap --iface eth0 --vip 198.18.0.100")]
+pub struct DecapArgs {
+    /// Interface the tunnelled packets arrive on.
+    #[arg(short, long, value_name = "IFACE")]
+    pub iface: String,
+
+    /// A VIP this server answers for (repeat for several).
+    #[arg(long = "vip", value_name = "ADDR", required = true)]
+    pub vips: Vec<IpAddr>,
+
+    /// Where the program runs: in the driver (native) or in the kernel stack (generic).
+    #[arg(short, long, value_enum, default_value_t = AttachMode::Native)]
+    pub mode: AttachMode,
+}
+
+pub fn run(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(decap(args, log_level))
+}
+
+async fn decap(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
+    let mut dataplane = Dataplane::load(&LoadOptions::decap(log_level))?;
+    dataplane.set_decap_vips(&args.vips)?;
+    let attachment = dataplane.attach(&args.iface, args.mode)?.clone();
+    let vips: Vec<String> = args.vips.iter().map(IpAddr::to_string).collect();
+    log::info!(
+        "decapsulating IP-in-IP for {} on {} ({} mode); Ctrl-C detaches",
+        vips.join(", "),
+        attachment.iface,
+        attachment.mode
+    );
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    dataplane.detach()?;
+    let decapsulated = dataplane.counters()?.get(lb_common::stats::Counter::Decap);
+    log::info!("detached from {}; {decapsulated} packets decapsulated", attachment.iface);
+    Ok(())
+}
