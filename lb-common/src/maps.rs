@@ -9,6 +9,28 @@ pub const PROG_DECAP: &str = "xlb_decap";
 /// A bare XDP_TX, the floor that benchmarks compare against.
 pub const PROG_TX_FLOOR: &str = "xlb_tx_floor";
 
+/// The forwarding programs `xlb` tail-calls once it has chosen a backend,
+/// at these indices of [`MAP_JUMPS`]. Split so the verifier checks each on
+/// its own instead of every path of every mode from every parse outcome.
+pub const JUMP_DR: u32 = 0;
+pub const JUMP_IPIP_V4: u32 = 1;
+pub const JUMP_IPIP_V6: u32 = 2;
+pub const JUMP_NAT_V4: u32 = 3;
+pub const JUMP_NAT_V6: u32 = 4;
+pub const JUMP_NAT_REPLY_V4: u32 = 5;
+pub const JUMP_NAT_REPLY_V6: u32 = 6;
+pub const FORWARDERS: [(u32, &str); 7] = [
+    (JUMP_DR, "xlb_fwd_dr"),
+    (JUMP_IPIP_V4, "xlb_fwd_ipip4"),
+    (JUMP_IPIP_V6, "xlb_fwd_ipip6"),
+    (JUMP_NAT_V4, "xlb_fwd_nat4"),
+    (JUMP_NAT_V6, "xlb_fwd_nat6"),
+    (JUMP_NAT_REPLY_V4, "xlb_nat_reply4"),
+    (JUMP_NAT_REPLY_V6, "xlb_nat_reply6"),
+];
+/// Program array of the forwarders, indexed by the `JUMP_*` constants.
+pub const MAP_JUMPS: &str = "XLB_JUMPS";
+
 /// Per-CPU array of `u64`, indexed by [`crate::stats::Counter`].
 pub const MAP_STATS: &str = "XLB_STATS";
 /// Hash: [`ServiceKey`] -> [`Service`].
@@ -29,9 +51,12 @@ pub const MAP_SERVICE_STATS: &str = "XLB_SERVICE_STATS";
 pub const MAP_BACKEND_STATS: &str = "XLB_BACKEND_STATS";
 /// Array with one [`Settings`] at index 0.
 pub const MAP_SETTINGS: &str = "XLB_SETTINGS";
-/// Hash: [`VipKey`] -> `u8` 1 for every VIP served, so that fragments
-/// (which may carry no ports) for a VIP are recognised.
+/// Hash: [`VipKey`] -> `u8` [`VIP_ANY_PORT_TCP`] | [`VIP_ANY_PORT_UDP`] for
+/// every VIP served: one lookup tells VIP traffic (fragments included)
+/// from the rest, and whether a port-0 service may match.
 pub const MAP_VIPS: &str = "XLB_VIPS";
+pub const VIP_ANY_PORT_TCP: u8 = 1;
+pub const VIP_ANY_PORT_UDP: u8 = 2;
 /// Hash: a local VIP's address ([`VipKey`]) -> `u8` 1, for `xlb_decap`.
 pub const MAP_DECAP_VIPS: &str = "XLB_DECAP_VIPS";
 
@@ -201,6 +226,8 @@ pub struct Settings {
     /// packet above it gets an ICMP "too big" back instead.
     pub mtu: u32,
     pub udp_timeout_s: u32,
+    /// NAT backends configured; 0 skips the reply lookup for other traffic.
+    pub nat_backends: u32,
 }
 
 #[cfg(feature = "user")]
@@ -240,6 +267,6 @@ mod tests {
         assert_eq!(size_of::<NatKey>(), 20);
         assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<VipKey>(), 20);
-        assert_eq!(size_of::<Settings>(), 40);
+        assert_eq!(size_of::<Settings>(), 44);
     }
 }

@@ -4,18 +4,24 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     flow::FlowKey,
-    maps::{Mode, Service, VipKey, FAMILY_V4, FAMILY_V6},
+    maps::{
+        Mode, Service, VipKey, FAMILY_V4, FAMILY_V6, JUMP_DR, JUMP_IPIP_V4, JUMP_IPIP_V6,
+        JUMP_NAT_REPLY_V4, JUMP_NAT_REPLY_V6, JUMP_NAT_V4, JUMP_NAT_V6, VIP_ANY_PORT_TCP,
+        VIP_ANY_PORT_UDP,
+    },
     stats::Counter,
 };
 
 use crate::{
     icmp, ipip,
-    maps::{SETTINGS, VIPS},
-    nat, output,
+    maps::{HANDOFF, SETTINGS, VIPS},
     parse::{Packet, L4},
     select::{self, Chosen},
     stats,
 };
+
+/// Verdicts from here up are "tail-call forwarder `verdict - JUMP_VERDICT`".
+pub const JUMP_VERDICT: u32 = 0x100;
 
 /// The action for an IPv4 packet; XDP_PASS hands it to the kernel.
 #[inline(never)]
@@ -33,16 +39,33 @@ pub fn balance_v6(ctx: &XdpContext, pkt: &Packet) -> u32 {
 #[inline(always)]
 fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let family = family_of::<V6>();
-    // Fragments carry no ports past the first, and options or extension
-    // headers would shift every offset: for a VIP, both are dropped and
-    // counted (as Katran does); anything else is the kernel's.
-    if pkt.fragment || pkt.ip_options || pkt.l4 == L4::Fragment {
-        let vip = VipKey {
-            addr: pkt.dst,
-            family,
-            _pad: [0; 3],
+    let vip = VipKey {
+        addr: pkt.dst,
+        family,
+        _pad: [0; 3],
+    };
+    let Some(&vip_flags) = (unsafe { VIPS.get(&vip) }) else {
+        return match SETTINGS.get(0) {
+            // Replies with IP options are left to the kernel.
+            Some(s)
+                if s.nat_backends != 0
+                    && !pkt.ip_options
+                    && matches!(pkt.l4, L4::Tcp | L4::Udp) =>
+            {
+                let jump = if V6 {
+                    JUMP_NAT_REPLY_V6
+                } else {
+                    JUMP_NAT_REPLY_V4
+                };
+                Some(hand_off(pkt, 0, jump))
+            }
+            _ => None,
         };
-        unsafe { VIPS.get(&vip) }?;
+    };
+    // Fragments carry no ports past the first, and options or extension
+    // headers would shift every offset: for a VIP both are dropped and
+    // counted (as Katran does).
+    if pkt.fragment || pkt.ip_options || pkt.l4 == L4::Fragment {
         let counter = if pkt.ip_options && !pkt.fragment {
             Counter::DropIpOptions
         } else {
@@ -51,14 +74,13 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         stats::inc(counter);
         return Some(xdp_action::XDP_DROP);
     }
-    match pkt.l4 {
-        L4::Tcp | L4::Udp => {}
+    let any_port = match pkt.l4 {
+        L4::Tcp => vip_flags & VIP_ANY_PORT_TCP != 0,
+        L4::Udp => vip_flags & VIP_ANY_PORT_UDP != 0,
         L4::Icmp | L4::Icmpv6 => return icmp_error::<V6>(ctx, pkt),
         _ => return None,
-    }
-    let Some(service) = select::service(&pkt.dst, pkt.dport, pkt.proto, family) else {
-        return nat::reply::<V6>(ctx, pkt);
     };
+    let service = select::service(&pkt.dst, pkt.dport, pkt.proto, family, any_port)?;
     let key = FlowKey {
         src: pkt.src,
         dst: pkt.dst,
@@ -73,35 +95,40 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         return Some(xdp_action::XDP_DROP);
     };
     stats::account(service.id, chosen.id, pkt.ip_len as u64, chosen.new_flow);
-    forward::<V6>(ctx, pkt, service, &chosen)
+    forward::<V6>(pkt, service, &chosen)
 }
 
+/// Hands the packet to the forwarder of the service's mode.
 #[inline(always)]
-fn forward<const V6: bool>(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    service: &Service,
-    chosen: &Chosen,
-) -> Option<u32> {
-    let b = chosen.backend;
-    match Mode::from_u8(service.mode)? {
-        Mode::Dr => Some(output::send(ctx, b.mac, b.src_mac, b.ifindex)),
-        Mode::Ipip => {
-            if !ipip::supported(family_of::<V6>(), b.family) {
-                stats::inc(Counter::DropEncap);
-                return Some(xdp_action::XDP_DROP);
-            }
-            let settings = SETTINGS.get(0)?;
-            Some(ipip::encap::<V6>(ctx, pkt, b, settings))
+fn forward<const V6: bool>(pkt: &Packet, service: &Service, chosen: &Chosen) -> Option<u32> {
+    let jump = match Mode::from_u8(service.mode)? {
+        Mode::Dr => JUMP_DR,
+        Mode::Ipip if !ipip::supported(family_of::<V6>(), chosen.backend.family) => {
+            stats::inc(Counter::DropEncap);
+            return Some(xdp_action::XDP_DROP);
         }
-        Mode::Nat => {
-            // An expiring TTL goes to the kernel, which answers it.
-            nat::decrement_ttl::<V6>(ctx, pkt).ok()?;
-            if nat::forward::<V6>(ctx, pkt, b).is_err() {
-                return Some(xdp_action::XDP_ABORTED);
+        Mode::Ipip if V6 => JUMP_IPIP_V6,
+        Mode::Ipip => JUMP_IPIP_V4,
+        Mode::Nat if V6 => JUMP_NAT_V6,
+        Mode::Nat => JUMP_NAT_V4,
+    };
+    Some(hand_off(pkt, chosen.id, jump))
+}
+
+/// Leaves the packet's facts and `backend` for forwarder `jump` and
+/// returns the verdict that makes the entry program tail-call it (tail
+/// calls from a subprogram would need BTF).
+#[inline(always)]
+fn hand_off(pkt: &Packet, backend: u32, jump: u32) -> u32 {
+    match HANDOFF.get_ptr_mut(0) {
+        Some(slot) => {
+            unsafe {
+                (*slot).pkt = *pkt;
+                (*slot).backend = backend;
             }
-            Some(output::send(ctx, b.mac, b.src_mac, b.ifindex))
+            JUMP_VERDICT + jump
         }
+        None => xdp_action::XDP_ABORTED,
     }
 }
 
@@ -116,7 +143,7 @@ fn icmp_error<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     }
     let chosen = select::choose(&service, &key, false)?;
     stats::account(service.id, chosen.id, pkt.ip_len as u64, false);
-    forward::<V6>(ctx, pkt, service, &chosen)
+    forward::<V6>(pkt, service, &chosen)
 }
 
 #[inline(always)]

@@ -1,6 +1,10 @@
 //! `xlb_decap`, for real servers behind IP-in-IP: strips the outer header
 //! of packets whose inner destination is one of this host's VIPs and hands
 //! the inner packet to the kernel, which needs no ipip module for it.
+//!
+//! Outer headers are the director's: no IPv4 options or IPv6 extension
+//! headers, so offsets are constants per link-header length (as in
+//! [`crate::forward`]); anything else passes untouched.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
@@ -12,7 +16,7 @@ use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6},
     l2,
     maps::DECAP_VIPS,
-    parse::{ptr_at, Packet, L4},
+    parse::{ptr_at, Packet, L3, L4},
     stats,
 };
 
@@ -22,24 +26,28 @@ const IPPROTO_IPV6: u8 = 41;
 /// XDP_PASS in every case: decapsulated, or untouched if not for us.
 #[inline(always)]
 pub fn decap(ctx: &XdpContext, pkt: &Packet) -> u32 {
-    if pkt.l4 != L4::Other || (pkt.proto != IPPROTO_IPIP && pkt.proto != IPPROTO_IPV6) {
+    if pkt.l4 != L4::Other
+        || pkt.ip_options
+        || (pkt.proto != IPPROTO_IPIP && pkt.proto != IPPROTO_IPV6)
+    {
         return xdp_action::XDP_PASS;
     }
-    let inner = pkt.l4_off;
-    let key = if pkt.proto == IPPROTO_IPIP {
-        match ptr_at::<[u8; 20]>(ctx, inner) {
-            Ok(ip) => {
-                let ip = unsafe { *ip };
-                let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
-                VipKey {
-                    addr: [dst, 0, 0, 0],
-                    family: FAMILY_V4,
-                    _pad: [0; 3],
-                }
-            }
-            Err(_) => return xdp_action::XDP_PASS,
-        }
-    } else {
+    let inner_v6 = pkt.proto == IPPROTO_IPV6;
+    match (pkt.l3_off, pkt.l3 == L3::Ipv6) {
+        (14, false) => strip::<14, 20>(ctx, inner_v6),
+        (18, false) => strip::<18, 20>(ctx, inner_v6),
+        (22, false) => strip::<22, 20>(ctx, inner_v6),
+        (14, true) => strip::<14, 40>(ctx, inner_v6),
+        (18, true) => strip::<18, 40>(ctx, inner_v6),
+        (22, true) => strip::<22, 40>(ctx, inner_v6),
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn strip<const L2: usize, const OUTER: usize>(ctx: &XdpContext, inner_v6: bool) -> u32 {
+    let inner = L2 + OUTER;
+    let key = if inner_v6 {
         match ptr_at::<[u32; 10]>(ctx, inner) {
             Ok(ip) => {
                 let ip = unsafe { ip.read_unaligned() };
@@ -51,18 +59,25 @@ pub fn decap(ctx: &XdpContext, pkt: &Packet) -> u32 {
             }
             Err(_) => return xdp_action::XDP_PASS,
         }
+    } else {
+        match ptr_at::<[u32; 5]>(ctx, inner) {
+            Ok(ip) => {
+                let dst = unsafe { ip.read_unaligned() }[4];
+                VipKey {
+                    addr: [dst, 0, 0, 0],
+                    family: FAMILY_V4,
+                    _pad: [0; 3],
+                }
+            }
+            Err(_) => return xdp_action::XDP_PASS,
+        }
     };
     if unsafe { DECAP_VIPS.get(&key) }.is_none() {
         return xdp_action::XDP_PASS;
     }
-    let outer = inner - pkt.l3_off;
-    let ether_type = if key.family == FAMILY_V6 {
-        ETH_P_IPV6
-    } else {
-        ETH_P_IP
-    };
-    if l2::move_forward(ctx, outer, pkt.l3_off, ether_type).is_err()
-        || unsafe { bpf_xdp_adjust_head(ctx.ctx, outer as i32) } != 0
+    let ether_type = if inner_v6 { ETH_P_IPV6 } else { ETH_P_IP };
+    if l2::move_forward::<L2>(ctx, OUTER, ether_type).is_err()
+        || unsafe { bpf_xdp_adjust_head(ctx.ctx, OUTER as i32) } != 0
     {
         return xdp_action::XDP_PASS;
     }

@@ -29,7 +29,7 @@ const ICMP_HDR: usize = 8;
 /// Turns the packet into an ICMP "fragmentation needed" (IPv4) or "packet
 /// too big" (IPv6) to its sender, announcing `mtu`, and sends it back.
 #[inline(never)]
-pub fn too_big<const V6: bool>(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> u32 {
+pub fn too_big<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> u32 {
     let (quote, ip_hdr) = if V6 {
         (QUOTE_V6, Ipv6Hdr::LEN)
     } else {
@@ -39,7 +39,7 @@ pub fn too_big<const V6: bool>(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> u32 
         stats::inc(Counter::DropEncap);
         return xdp_action::XDP_DROP;
     }
-    let l2_len = pkt.l3_off;
+    let l2_len = L3;
     // From a helper: LLVM would turn `end - data` arithmetic into math on
     // the end pointer, which the verifier refuses.
     let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i32;
@@ -200,7 +200,7 @@ pub fn error_flow(ctx: &XdpContext, pkt: &Packet) -> Option<(&'static Service, F
     let sport = u16::from_be_bytes([ports[0], ports[1]]);
     let dport = u16::from_be_bytes([ports[2], ports[3]]);
     // The quoted packet went VIP:vport -> client; the flow is its reverse.
-    let service = select::service(&src, sport, proto, family)?;
+    let service = select::service(&src, sport, proto, family, true)?;
     let key = FlowKey {
         src: dst,
         dst: src,

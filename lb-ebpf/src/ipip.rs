@@ -22,7 +22,7 @@ pub const OUTER_V6: usize = 40;
 const OUTER_TTL: u8 = 64;
 
 #[inline(always)]
-pub fn encap<const INNER_V6: bool>(
+pub fn encap<const INNER_V6: bool, const L3: usize>(
     ctx: &XdpContext,
     pkt: &Packet,
     backend: &Backend,
@@ -37,10 +37,10 @@ pub fn encap<const INNER_V6: bool>(
     }
     let outer = if outer_v6 { OUTER_V6 } else { OUTER_V4 };
     if pkt.ip_len + outer > settings.mtu as usize {
-        return icmp::too_big::<INNER_V6>(ctx, pkt, settings.mtu - outer as u32);
+        return icmp::too_big::<INNER_V6, L3>(ctx, pkt, settings.mtu - outer as u32);
     }
-    let l2_len = pkt.l3_off;
-    let tos = if INNER_V6 { 0 } else { ipv4_tos(ctx, pkt) };
+    let l2_len = L3;
+    let tos = if INNER_V6 { 0 } else { ipv4_tos::<L3>(ctx) };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer as i32)) } != 0 {
         stats::inc(Counter::DropEncap);
         return xdp_action::XDP_DROP;
@@ -76,8 +76,10 @@ pub fn encap<const INNER_V6: bool>(
 }
 
 #[inline(always)]
-fn ipv4_tos(ctx: &XdpContext, pkt: &Packet) -> u8 {
-    ptr_at::<u8>(ctx, pkt.l3_off + 1).map_or(0, |tos| unsafe { *tos })
+fn ipv4_tos<const L3: usize>(ctx: &XdpContext) -> u8 {
+    // Two bytes (version/IHL, TOS): a one-byte read at a variable offset
+    // gets a bounds check the verifier cannot use.
+    ptr_at::<u16>(ctx, L3).map_or(0, |w| unsafe { w.read_unaligned().to_ne_bytes()[1] })
 }
 
 #[inline(always)]

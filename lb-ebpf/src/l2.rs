@@ -25,29 +25,17 @@ pub fn move_to_front(
     set_ether_type(ctx, l2_len, ether_type)
 }
 
-/// Moves the `l2_len`-byte link header from the start to `to`, ahead of
-/// the bytes about to be cut off the front, and sets its ethertype.
+/// Moves the `L2`-byte link header from the start to `to`, ahead of the
+/// bytes about to be cut off the front, and sets its ethertype.
 #[inline(always)]
-pub fn move_forward(
+pub fn move_forward<const L2: usize>(
     ctx: &XdpContext,
     to: usize,
-    l2_len: usize,
     ether_type: u16,
 ) -> Result<(), ParseError> {
-    match l2_len {
-        14 => copy::<14>(ctx, to),
-        18 => copy::<18>(ctx, to),
-        22 => copy::<22>(ctx, to),
-        _ => return Err(ParseError::Malformed),
-    }?;
-    set_ether_type(ctx, to + l2_len, ether_type)
-}
-
-#[inline(always)]
-fn copy<const N: usize>(ctx: &XdpContext, to: usize) -> Result<(), ParseError> {
-    let header = unsafe { *ptr_at::<[u8; N]>(ctx, 0)? };
-    unsafe { *ptr_at_mut::<[u8; N]>(ctx, to)? = header };
-    Ok(())
+    let header = unsafe { *ptr_at::<[u8; L2]>(ctx, 0)? };
+    unsafe { *ptr_at_mut::<[u8; L2]>(ctx, to)? = header };
+    set_ether_type(ctx, to + L2, ether_type)
 }
 
 /// Writes the ethertype that ends a link header of `end` bytes.

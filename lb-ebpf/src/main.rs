@@ -1,5 +1,6 @@
-//! xlb's XDP programs: `xlb`, the load balancer, and `xlb_decap`, its
-//! real-server side for IP-in-IP.
+//! xlb's XDP programs: `xlb`, the load balancer, with the forwarders it
+//! tail-calls ([`forward`]), and `xlb_decap`, its real-server side for
+//! IP-in-IP.
 #![no_std]
 #![no_main]
 
@@ -7,6 +8,7 @@ mod balancer;
 mod consts;
 mod csum;
 mod decap;
+mod forward;
 mod icmp;
 mod ipip;
 mod l2;
@@ -51,6 +53,11 @@ pub fn xlb(ctx: XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     };
+    if action >= balancer::JUMP_VERDICT {
+        // Returns only if the forwarder is missing.
+        unsafe { maps::JUMPS.tail_call(&ctx, action - balancer::JUMP_VERDICT) };
+        return xdp_action::XDP_ABORTED;
+    }
     if action == xdp_action::XDP_PASS {
         stats::inc(Counter::Pass);
     }
@@ -71,6 +78,22 @@ fn log_packet(ctx: &XdpContext, packet: &Packet) {
         L4::Fragment => trace!(ctx, "non-first fragment, protocol {}", packet.proto),
         _ => trace!(ctx, "ip protocol {}", packet.proto),
     }
+}
+
+/// Real-server side of IP-in-IP: see [`decap`].
+#[xdp]
+pub fn xlb_decap(ctx: XdpContext) -> u32 {
+    let mut packet = Packet::new();
+    if parse::parse(&ctx, &mut packet).is_err() {
+        return xdp_action::XDP_PASS;
+    }
+    decap::decap(&ctx, &packet)
+}
+
+/// The cost floor for benchmarks: bounce the frame untouched.
+#[xdp]
+pub fn xlb_tx_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
 }
 
 #[cfg(not(test))]

@@ -1,8 +1,9 @@
 //! The program's maps. Sizes here are defaults; the loader resizes them.
 
+use crate::parse::Packet;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
     Global,
 };
 use lb_common::{
@@ -58,3 +59,16 @@ pub static VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(DEFAULT_MAX_SER
 
 #[map(name = "XLB_DECAP_VIPS")]
 pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(256, 0);
+
+/// What the entry program hands its tail-called forwarder.
+#[derive(Clone, Copy)]
+pub struct Handoff {
+    pub pkt: Packet,
+    pub backend: u32,
+}
+
+#[map(name = "XLB_HANDOFF")]
+pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "XLB_JUMPS")]
+pub static JUMPS: ProgramArray = ProgramArray::with_max_entries(8, 0);

@@ -1,4 +1,5 @@
-//! NAT with port translation: client -> VIP:vport becomes client ->
+//! NAT with port translation (for packets without IP options or
+//! extension headers, whose IP header starts at `L3`): client -> VIP:vport becomes client ->
 //! backend:port; the backend's reply, routed back through the director,
 //! becomes VIP:vport -> client. The reverse needs no per-flow state: each
 //! NAT backend address:port belongs to one VIP:port (the agent enforces it).
@@ -26,18 +27,18 @@ const AF_INET6: u8 = 10;
 
 /// Rewrites the destination to `backend`'s address and port.
 #[inline(always)]
-pub fn forward<const V6: bool>(
+pub fn forward<const V6: bool, const L3: usize>(
     ctx: &XdpContext,
     pkt: &Packet,
     backend: &Backend,
 ) -> Result<(), ParseError> {
-    rewrite::<V6, false>(ctx, pkt, &pkt.dst, &backend.addr, pkt.dport, backend.port)
+    rewrite::<V6, L3, false>(ctx, pkt, &pkt.dst, &backend.addr, pkt.dport, backend.port)
 }
 
 /// Translates a NAT backend's reply back to its VIP and routes it to the
 /// client; `None` if the packet is no NAT reply.
 #[inline(always)]
-pub fn reply<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
+pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let family = if V6 { FAMILY_V6 } else { FAMILY_V4 };
     let key = NatKey {
         addr: pkt.src,
@@ -46,7 +47,7 @@ pub fn reply<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         family,
     };
     let target = unsafe { NAT_REVERSE.get(&key) }?;
-    if rewrite::<V6, true>(ctx, pkt, &pkt.src, &target.vip, pkt.sport, target.vport).is_err() {
+    if rewrite::<V6, L3, true>(ctx, pkt, &pkt.src, &target.vip, pkt.sport, target.vport).is_err() {
         return Some(xdp_action::XDP_ABORTED);
     }
     stats::inc(Counter::NatReply);
@@ -73,7 +74,7 @@ pub fn reply<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     };
     // No route or no neighbour entry yet: the kernel forwards this one
     // (already translated) and resolves the neighbour for the next.
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || decrement_ttl::<V6>(ctx, pkt).is_err() {
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || decrement_ttl::<V6, L3>(ctx).is_err() {
         stats::inc(Counter::FibPass);
         return None;
     }
@@ -83,7 +84,7 @@ pub fn reply<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 /// Replaces the source (`SRC`) or destination address and port, updating
 /// the IPv4 header and the transport checksums incrementally.
 #[inline(always)]
-fn rewrite<const V6: bool, const SRC: bool>(
+fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
     ctx: &XdpContext,
     pkt: &Packet,
     old_addr: &[u32; 4],
@@ -91,7 +92,7 @@ fn rewrite<const V6: bool, const SRC: bool>(
     old_port: u16,
     new_port: u16,
 ) -> Result<(), ParseError> {
-    let l3 = pkt.l3_off;
+    let l3 = L3;
     if V6 {
         let addr = ptr_at_mut::<[u32; 4]>(ctx, l3 + if SRC { 8 } else { 24 })?;
         unsafe { addr.write_unaligned(*new_addr) };
@@ -110,9 +111,10 @@ fn rewrite<const V6: bool, const SRC: bool>(
 
     let (old_be, new_be) = (old_port.to_be(), new_port.to_be());
     let udp = pkt.l4 != L4::Tcp;
-    let check_off = pkt.l4_off + if udp { 6 } else { 16 };
+    let l4 = L3 + if V6 { 40 } else { 20 };
+    let check_off = l4 + if udp { 6 } else { 16 };
     let check = ptr_at_mut::<u16>(ctx, check_off)?;
-    let port = ptr_at_mut::<u16>(ctx, pkt.l4_off + if SRC { 0 } else { 2 })?;
+    let port = ptr_at_mut::<u16>(ctx, l4 + if SRC { 0 } else { 2 })?;
     unsafe {
         let old_check = check.read_unaligned();
         // An IPv4 UDP checksum of 0 means "none" and stays so.
@@ -136,15 +138,19 @@ fn rewrite<const V6: bool, const SRC: bool>(
 /// Forwarding hop: IPv4 TTL (with its checksum) or IPv6 hop limit minus
 /// one. Fails, leaving the packet to the kernel, when it would reach 0.
 #[inline(always)]
-pub fn decrement_ttl<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Result<(), ParseError> {
-    let l3 = pkt.l3_off;
+pub fn decrement_ttl<const V6: bool, const L3: usize>(ctx: &XdpContext) -> Result<(), ParseError> {
+    let l3 = L3;
     if V6 {
-        let hop = ptr_at_mut::<u8>(ctx, l3 + 7)?;
+        // Next header and hop limit as one word: byte accesses at a variable
+        // offset get bounds checks the verifier cannot use.
+        let field = ptr_at_mut::<u16>(ctx, l3 + 6)?;
         unsafe {
-            if *hop <= 1 {
+            let mut bytes = field.read_unaligned().to_ne_bytes();
+            if bytes[1] <= 1 {
                 return Err(ParseError::Malformed);
             }
-            *hop -= 1;
+            bytes[1] -= 1;
+            field.write_unaligned(u16::from_ne_bytes(bytes));
         }
         return Ok(());
     }

@@ -14,8 +14,6 @@ use network_types::{
     udp::UdpHdr,
 };
 
-use lb_common::maps::{FAMILY_V4, FAMILY_V6};
-
 use crate::consts::*;
 
 #[derive(Clone, Copy)]
@@ -72,13 +70,6 @@ impl Packet {
             ip_len: 0,
             src: [0; 4],
             dst: [0; 4],
-        }
-    }
-
-    pub fn family(&self) -> u8 {
-        match self.l3 {
-            L3::Ipv6 => FAMILY_V6,
-            _ => FAMILY_V4,
         }
     }
 }

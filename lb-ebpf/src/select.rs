@@ -1,7 +1,7 @@
 //! Service lookup and backend selection: the flow table first, then
 //! source affinity, then the service's Maglev ring.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     flow::{flow_hash, source_hash, FlowKey},
     maps::{
@@ -20,9 +20,16 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// Flow entries refresh their last-seen time at most this often.
 const REFRESH_NS: u64 = NS_PER_S;
 
-/// The service for `dst:port/proto`, or the VIP's any-port service.
+/// The service for `dst:port/proto`, or with `any_port` the VIP's port-0
+/// service when the port has none.
 #[inline(always)]
-pub fn service(dst: &[u32; 4], port: u16, proto: u8, family: u8) -> Option<&'static Service> {
+pub fn service(
+    dst: &[u32; 4],
+    port: u16,
+    proto: u8,
+    family: u8,
+    any_port: bool,
+) -> Option<&'static Service> {
     let mut key = ServiceKey {
         addr: *dst,
         port,
@@ -31,6 +38,9 @@ pub fn service(dst: &[u32; 4], port: u16, proto: u8, family: u8) -> Option<&'sta
     };
     if let Some(service) = unsafe { SERVICES.get(&key) } {
         return Some(service);
+    }
+    if !any_port {
+        return None;
     }
     key.port = 0;
     unsafe { SERVICES.get(&key) }
@@ -56,7 +66,8 @@ fn backend(id: u32) -> Option<&'static Backend> {
 /// look up without recording.
 #[inline(always)]
 pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> {
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Coarse (a tick or so) is plenty for 1 s refreshes and 30 s timeouts.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         let flow = unsafe { &mut *flow };
         let udp_expired = key.proto == PROTO_UDP && now - flow.last_seen_ns > udp_timeout_ns();

@@ -10,10 +10,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::dataplane::{AttachMode, Dataplane, LoadOptions};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Real-server setup for IP-in-IP (the VIP on lo, not answering ARP for it):\n  \
+#[command(
+    after_help = "Real-server setup for IP-in-IP (the VIP on lo, not answering ARP for it):\n  \
     ip addr add 198.18.0.100/32 dev lo\n  \
     sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2\n  \
-    xlb decap --iface eth0 --vip 198.18.0.100")]
+    xlb decap --iface eth0 --vip 198.18.0.100"
+)]
 pub struct DecapArgs {
     /// Interface the tunnelled packets arrive on.
     #[arg(short, long, value_name = "IFACE")]
@@ -55,6 +57,9 @@ async fn decap(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
     }
     dataplane.detach()?;
     let decapsulated = dataplane.counters()?.get(lb_common::stats::Counter::Decap);
-    log::info!("detached from {}; {decapsulated} packets decapsulated", attachment.iface);
+    log::info!(
+        "detached from {}; {decapsulated} packets decapsulated",
+        attachment.iface
+    );
     Ok(())
 }

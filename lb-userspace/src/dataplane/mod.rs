@@ -222,6 +222,9 @@ impl Dataplane {
             .map_err(|e| load_error(Box::new(e)))?;
         let program = xdp_program(&mut ebpf, options.program)?;
         program.load().map_err(|e| load_error(Box::new(e)))?;
+        if options.program == Program::Balancer {
+            load_forwarders(&mut ebpf)?;
+        }
         Ok(Dataplane {
             ebpf,
             options: options.clone(),
@@ -309,18 +312,25 @@ impl Dataplane {
 /// Map access for [`Dataplane::apply`] and the stats readers.
 impl Dataplane {
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
-        self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })
     }
 
-    fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, DataplaneError> {
-        Array::try_from(self.map_mut(name)?).map_err(|source| DataplaneError::Map { map: name, source })
+    fn array<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Array<&mut MapData, V>, DataplaneError> {
+        Array::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { map: name, source })
     }
 
     fn hash<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
     ) -> Result<HashMap<&mut MapData, K, V>, DataplaneError> {
-        HashMap::try_from(self.map_mut(name)?).map_err(|source| DataplaneError::Map { map: name, source })
+        HashMap::try_from(self.map_mut(name)?)
+            .map_err(|source| DataplaneError::Map { map: name, source })
     }
 
     /// Makes the maps serve exactly `services`, after checking all of them:
@@ -334,8 +344,10 @@ impl Dataplane {
         services::validate(services, settings, opts.max_services, opts.max_backends)?;
         let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
 
+        let nat: std::collections::HashMap<_, _> =
+            services.iter().flat_map(services::nat_entries).collect();
         self.array::<maps::Settings>(maps::MAP_SETTINGS)?
-            .set(0, services::settings_entry(settings), 0)
+            .set(0, services::settings_entry(settings, nat.len() as u32), 0)
             .map_err(map_err(maps::MAP_SETTINGS))?;
 
         // Backends: keep the ids of those that stay, number the new ones.
@@ -345,22 +357,28 @@ impl Dataplane {
             .flat_map(|s| s.backends.iter())
             .map(|b| ((b.addr, b.port), b))
             .collect();
-        let mut free = (1..opts.max_backends).filter(|id| {
-            !self.installed.backends.values().any(|used| used == id)
-        });
+        let used: std::collections::HashSet<u32> =
+            self.installed.backends.values().copied().collect();
+        let mut cursor = self.installed.last_backend_id;
         let mut fresh = Vec::new();
         for key in wanted.keys() {
             let id = match self.installed.backends.get(key) {
                 Some(&id) => id,
                 None => {
-                    let id = free.next().expect("validate checked the capacity");
-                    fresh.push(id);
-                    id
+                    // Ids 1..max_backends, round from the last one given.
+                    loop {
+                        cursor = cursor % (opts.max_backends - 1) + 1;
+                        if !used.contains(&cursor) && !fresh.contains(&cursor) {
+                            break;
+                        }
+                    }
+                    fresh.push(cursor);
+                    cursor
                 }
             };
             ids.insert(*key, id);
         }
-        drop(free);
+        self.zero_traffic(maps::MAP_BACKEND_STATS, &fresh)?;
         let mut backends = self.array::<Backend>(maps::MAP_BACKENDS)?;
         for (key, spec) in &wanted {
             backends
@@ -376,12 +394,16 @@ impl Dataplane {
             let previous = self.installed.services.remove(&key);
             let id = match &previous {
                 Some(p) => p.id,
-                None => (0..opts.max_services)
-                    .find(|id| {
-                        !used_ids.contains(id)
-                            && !self.installed.services.values().any(|s| s.id == *id)
-                    })
-                    .expect("validate checked the capacity"),
+                None => {
+                    let id = (0..opts.max_services)
+                        .find(|id| {
+                            !used_ids.contains(id)
+                                && !self.installed.services.values().any(|s| s.id == *id)
+                        })
+                        .expect("validate checked the capacity");
+                    self.zero_traffic(maps::MAP_SERVICE_STATS, &[id])?;
+                    id
+                }
             };
             used_ids.push(id);
             let table = services::table_for(spec, &ids, opts.ring_size);
@@ -406,40 +428,57 @@ impl Dataplane {
                     .insert(key, entry, 0)
                     .map_err(map_err(maps::MAP_SERVICES))?;
             }
-            installed_services.insert(key, InstalledService { id, ring, table, entry });
+            installed_services.insert(
+                key,
+                InstalledService {
+                    id,
+                    ring,
+                    table,
+                    entry,
+                },
+            );
         }
         // Whatever is left in `installed.services` was removed.
         let removed: Vec<_> = self.installed.services.keys().copied().collect();
         let mut service_map = self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?;
         for key in &removed {
-            service_map.remove(key).map_err(map_err(maps::MAP_SERVICES))?;
+            service_map
+                .remove(key)
+                .map_err(map_err(maps::MAP_SERVICES))?;
         }
 
-        let nat: std::collections::HashMap<_, _> =
-            services.iter().flat_map(services::nat_entries).collect();
-        let stale_nat: Vec<_> =
-            self.installed.nat.iter().filter(|k| !nat.contains_key(k)).copied().collect();
+        let stale_nat: Vec<_> = self
+            .installed
+            .nat
+            .iter()
+            .filter(|k| !nat.contains_key(k))
+            .copied()
+            .collect();
         let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
         for (key, target) in &nat {
-            nat_map.insert(key, target, 0).map_err(map_err(maps::MAP_NAT_REVERSE))?;
+            nat_map
+                .insert(key, target, 0)
+                .map_err(map_err(maps::MAP_NAT_REVERSE))?;
         }
         for stale in &stale_nat {
-            nat_map.remove(stale).map_err(map_err(maps::MAP_NAT_REVERSE))?;
+            nat_map
+                .remove(stale)
+                .map_err(map_err(maps::MAP_NAT_REVERSE))?;
         }
 
-        let vips: std::collections::HashSet<VipKey> = services
+        let vips = services::vip_entries(services);
+        let stale_vips: Vec<_> = self
+            .installed
+            .vips
             .iter()
-            .map(|s| VipKey {
-                addr: services::words(s.vip),
-                family: services::family(s.vip),
-                _pad: [0; 3],
-            })
+            .filter(|v| !vips.contains_key(v))
+            .copied()
             .collect();
-        let stale_vips: Vec<_> =
-            self.installed.vips.iter().filter(|v| !vips.contains(v)).copied().collect();
         let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
-        for vip in &vips {
-            vip_map.insert(vip, 1, 0).map_err(map_err(maps::MAP_VIPS))?;
+        for (vip, flags) in &vips {
+            vip_map
+                .insert(vip, flags, 0)
+                .map_err(map_err(maps::MAP_VIPS))?;
         }
         for stale in &stale_vips {
             vip_map.remove(stale).map_err(map_err(maps::MAP_VIPS))?;
@@ -459,13 +498,32 @@ impl Dataplane {
                 .set(id, Backend::default(), 0)
                 .map_err(map_err(maps::MAP_BACKENDS))?;
         }
-        log::debug!("applied {} services, {} new backends", services.len(), fresh.len());
+        log::debug!(
+            "applied {} services, {} new backends",
+            services.len(),
+            fresh.len()
+        );
         self.installed = Installed {
             services: installed_services,
             backends: ids,
             nat: nat.into_keys().collect(),
-            vips,
+            vips: vips.into_keys().collect(),
+            last_backend_id: cursor,
         };
+        Ok(())
+    }
+
+    /// Clears the per-CPU traffic counters of ids being given to new owners.
+    fn zero_traffic(&mut self, name: &'static str, ids: &[u32]) -> Result<(), DataplaneError> {
+        let map_err = |source| DataplaneError::Map { map: name, source };
+        let mut map =
+            PerCpuArray::<_, TrafficStats>::try_from(self.map_mut(name)?).map_err(map_err)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Options(e.to_string()))?;
+        for id in ids {
+            let zeros = aya::maps::PerCpuValues::try_from(vec![TrafficStats::default(); cpus])
+                .map_err(|e| DataplaneError::Options(e.to_string()))?;
+            map.set(*id, zeros, 0).map_err(map_err)?;
+        }
         Ok(())
     }
 
@@ -479,7 +537,10 @@ impl Dataplane {
                 _pad: [0; 3],
             };
             map.insert(key, 1, 0)
-                .map_err(|source| DataplaneError::Map { map: maps::MAP_DECAP_VIPS, source })?;
+                .map_err(|source| DataplaneError::Map {
+                    map: maps::MAP_DECAP_VIPS,
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -501,16 +562,58 @@ impl Dataplane {
         let Some(id) = id else {
             return Ok(TrafficStats::default());
         };
-        let map = self.ebpf.map(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })?;
         let map_err = |source| DataplaneError::Map { map: name, source };
         let per_cpu = PerCpuArray::<_, TrafficStats>::try_from(map).map_err(map_err)?;
         let values = per_cpu.get(&id, 0).map_err(map_err)?;
-        Ok(values.iter().fold(TrafficStats::default(), |acc, v| TrafficStats {
-            packets: acc.packets + v.packets,
-            bytes: acc.bytes + v.bytes,
-            new_flows: acc.new_flows + v.new_flows,
-        }))
+        Ok(values
+            .iter()
+            .fold(TrafficStats::default(), |acc, v| TrafficStats {
+                packets: acc.packets + v.packets,
+                bytes: acc.bytes + v.bytes,
+                new_flows: acc.new_flows + v.new_flows,
+            }))
     }
+}
+
+/// Loads the forwarders and puts them in the program array `xlb` jumps through.
+fn load_forwarders(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let mut fds = Vec::new();
+    for (index, name) in maps::FORWARDERS {
+        let missing = DataplaneError::Missing {
+            kind: "program",
+            name,
+        };
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(missing)?
+            .try_into()
+            .map_err(|e| load_error(Box::new(e)))?;
+        program.load().map_err(|e| load_error(Box::new(e)))?;
+        let fd = program
+            .fd()
+            .map_err(|e| load_error(Box::new(e)))?
+            .try_clone();
+        fds.push((index, fd.map_err(|e| load_error(Box::new(e)))?));
+    }
+    let map_err = |source| DataplaneError::Map {
+        map: maps::MAP_JUMPS,
+        source,
+    };
+    let map = ebpf
+        .map_mut(maps::MAP_JUMPS)
+        .ok_or(DataplaneError::Missing {
+            kind: "map",
+            name: maps::MAP_JUMPS,
+        })?;
+    let mut jumps = aya::maps::ProgramArray::try_from(map).map_err(map_err)?;
+    for (index, fd) in &fds {
+        jumps.set(*index, fd, 0).map_err(map_err)?;
+    }
+    Ok(())
 }
 
 fn xdp_program(ebpf: &mut Ebpf, which: Program) -> Result<&mut Xdp, DataplaneError> {

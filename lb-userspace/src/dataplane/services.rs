@@ -13,7 +13,8 @@ use lb_common::{
     maglev::{build_table, MaglevBackend},
     maps::{
         Backend, Mode, NatKey, NatTarget, Service, ServiceKey, Settings, VipKey, BACKEND_DRAIN,
-        FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY,
+        FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY, VIP_ANY_PORT_TCP,
+        VIP_ANY_PORT_UDP,
     },
 };
 
@@ -177,7 +178,10 @@ pub fn validate(
     if services.len() > max_services as usize {
         return Err(SpecError {
             service: "*".into(),
-            problem: format!("{} services, the data plane holds {max_services}", services.len()),
+            problem: format!(
+                "{} services, the data plane holds {max_services}",
+                services.len()
+            ),
         });
     }
     let mut keys = HashSet::new();
@@ -193,7 +197,10 @@ pub fn validate(
             if affinity.prefix_len == 0 || affinity.prefix_len > bits {
                 return Err(fail(
                     spec,
-                    format!("affinity prefix /{} is not in 1..={bits}", affinity.prefix_len),
+                    format!(
+                        "affinity prefix /{} is not in 1..={bits}",
+                        affinity.prefix_len
+                    ),
                 ));
             }
             if affinity.timeout.is_zero() || affinity.timeout.as_secs() > u32::MAX as u64 {
@@ -203,7 +210,10 @@ pub fn validate(
         let mut seen = BTreeSet::new();
         for b in &spec.backends {
             if !seen.insert((b.addr, b.port)) {
-                return Err(fail(spec, format!("backend {}:{} listed twice", b.addr, b.port)));
+                return Err(fail(
+                    spec,
+                    format!("backend {}:{} listed twice", b.addr, b.port),
+                ));
             }
             distinct_backends.insert((b.addr, b.port));
             let b_family = family(b.addr);
@@ -262,7 +272,10 @@ pub fn validate(
                 if !has_src {
                     return Err(fail(
                         spec,
-                        format!("IP-in-IP to {} needs a tunnel source address of its family", b.addr),
+                        format!(
+                            "IP-in-IP to {} needs a tunnel source address of its family",
+                            b.addr
+                        ),
                     ));
                 }
             }
@@ -294,6 +307,10 @@ pub struct Installed {
     pub services: HashMap<ServiceKey, InstalledService>,
     /// (address, port) -> backend id.
     pub backends: BTreeMap<(IpAddr, u16), u32>,
+    /// The last backend id handed out: new ids go round from here, so a
+    /// freed id (which stale flow or affinity entries may still name) is
+    /// reused as late as possible.
+    pub last_backend_id: u32,
     pub nat: HashSet<NatKey>,
     pub vips: HashSet<VipKey>,
 }
@@ -309,7 +326,11 @@ pub fn backend_entry(spec: &BackendSpec) -> Backend {
     Backend {
         addr: words(spec.addr),
         family: family(spec.addr),
-        flags: if spec.drain || spec.weight == 0 { BACKEND_DRAIN } else { 0 },
+        flags: if spec.drain || spec.weight == 0 {
+            BACKEND_DRAIN
+        } else {
+            0
+        },
         port: spec.port,
         mac: spec.next_hop.mac,
         src_mac: spec.next_hop.src_mac,
@@ -354,31 +375,55 @@ pub fn service_entry(spec: &ServiceSpec, id: u32, ring: u32) -> Service {
     }
 }
 
-pub fn settings_entry(s: &DirectorSettings) -> Settings {
+pub fn settings_entry(s: &DirectorSettings, nat_backends: u32) -> Settings {
     Settings {
         tunnel_src_v4: s.tunnel_src_v4.map_or([0; 4], |a| words(IpAddr::V4(a))),
         tunnel_src_v6: s.tunnel_src_v6.map_or([0; 4], |a| words(IpAddr::V6(a))),
         mtu: s.mtu,
         udp_timeout_s: s.udp_timeout.as_secs() as u32,
+        nat_backends,
     }
 }
 
+/// Every VIP with its flags (which protocols have a port-0 service).
+pub fn vip_entries(services: &[ServiceSpec]) -> HashMap<VipKey, u8> {
+    let mut vips = HashMap::new();
+    for s in services {
+        let key = VipKey {
+            addr: words(s.vip),
+            family: family(s.vip),
+            _pad: [0; 3],
+        };
+        let flags = vips.entry(key).or_insert(0u8);
+        if s.port == 0 {
+            *flags |= match s.protocol {
+                Protocol::Tcp => VIP_ANY_PORT_TCP,
+                Protocol::Udp => VIP_ANY_PORT_UDP,
+            };
+        }
+    }
+    vips
+}
+
 pub fn nat_entries(spec: &ServiceSpec) -> impl Iterator<Item = (NatKey, NatTarget)> + '_ {
-    spec.backends.iter().filter(|_| spec.mode == Mode::Nat).map(|b| {
-        (
-            NatKey {
-                addr: words(b.addr),
-                port: b.port,
-                proto: spec.protocol.number(),
-                family: family(b.addr),
-            },
-            NatTarget {
-                vip: words(spec.vip),
-                vport: spec.port,
-                _pad: [0; 2],
-            },
-        )
-    })
+    spec.backends
+        .iter()
+        .filter(|_| spec.mode == Mode::Nat)
+        .map(|b| {
+            (
+                NatKey {
+                    addr: words(b.addr),
+                    port: b.port,
+                    proto: spec.protocol.number(),
+                    family: family(b.addr),
+                },
+                NatTarget {
+                    vip: words(spec.vip),
+                    vport: spec.port,
+                    _pad: [0; 2],
+                },
+            )
+        })
 }
 
 #[cfg(test)]
@@ -419,9 +464,24 @@ mod tests {
     #[test]
     fn accepts_each_mode() {
         let services = [
-            service("198.18.0.100", 80, Mode::Dr, vec![backend("198.18.1.10", 80)]),
-            service("198.18.0.100", 9000, Mode::Nat, vec![backend("198.18.1.10", 20000)]),
-            service("198.18.0.101", 0, Mode::Ipip, vec![backend("198.18.1.10", 0)]),
+            service(
+                "198.18.0.100",
+                80,
+                Mode::Dr,
+                vec![backend("198.18.1.10", 80)],
+            ),
+            service(
+                "198.18.0.100",
+                9000,
+                Mode::Nat,
+                vec![backend("198.18.1.10", 20000)],
+            ),
+            service(
+                "198.18.0.101",
+                0,
+                Mode::Ipip,
+                vec![backend("198.18.1.10", 0)],
+            ),
         ];
         check(&services).unwrap();
     }
@@ -430,23 +490,48 @@ mod tests {
     fn refuses_with_the_reason() {
         let cases = [
             (
-                vec![service("198.18.0.100", 80, Mode::Dr, vec![backend("198.18.1.10", 8080)])],
+                vec![service(
+                    "198.18.0.100",
+                    80,
+                    Mode::Dr,
+                    vec![backend("198.18.1.10", 8080)],
+                )],
                 "only NAT translates ports",
             ),
             (
-                vec![service("198.18.0.100", 80, Mode::Dr, vec![backend("fd00::10", 80)])],
+                vec![service(
+                    "198.18.0.100",
+                    80,
+                    Mode::Dr,
+                    vec![backend("fd00::10", 80)],
+                )],
                 "not of the VIP's address family",
             ),
             (
-                vec![service("fd00::100", 80, Mode::Ipip, vec![backend("198.18.1.10", 80)])],
+                vec![service(
+                    "fd00::100",
+                    80,
+                    Mode::Ipip,
+                    vec![backend("198.18.1.10", 80)],
+                )],
                 "IPv6 cannot be tunnelled in IPv4",
             ),
             (
-                vec![service("fd00::100", 80, Mode::Ipip, vec![backend("fd00::10", 80)])],
+                vec![service(
+                    "fd00::100",
+                    80,
+                    Mode::Ipip,
+                    vec![backend("fd00::10", 80)],
+                )],
                 "needs a tunnel source address",
             ),
             (
-                vec![service("198.18.0.100", 80, Mode::Nat, vec![backend("198.18.1.10", 0)])],
+                vec![service(
+                    "198.18.0.100",
+                    80,
+                    Mode::Nat,
+                    vec![backend("198.18.1.10", 0)],
+                )],
                 "needs a port",
             ),
             (
@@ -460,8 +545,18 @@ mod tests {
             ),
             (
                 vec![
-                    service("198.18.0.100", 80, Mode::Nat, vec![backend("198.18.1.10", 8080)]),
-                    service("198.18.0.101", 80, Mode::Nat, vec![backend("198.18.1.10", 8080)]),
+                    service(
+                        "198.18.0.100",
+                        80,
+                        Mode::Nat,
+                        vec![backend("198.18.1.10", 8080)],
+                    ),
+                    service(
+                        "198.18.0.101",
+                        80,
+                        Mode::Nat,
+                        vec![backend("198.18.1.10", 8080)],
+                    ),
                 ],
                 "already serves 198.18.0.100:80/tcp",
             ),
@@ -482,10 +577,19 @@ mod tests {
     #[test]
     fn refuses_bad_affinity_and_capacity() {
         let mut s = service("198.18.0.100", 80, Mode::Dr, vec![]);
-        s.affinity = Some(AffinitySpec { timeout: Duration::from_secs(300), prefix_len: 33 });
-        assert!(check(&[s.clone()]).unwrap_err().contains("/33 is not in 1..=32"));
-        let many: Vec<_> = (0..9).map(|p| service("198.18.0.100", p + 1, Mode::Dr, vec![])).collect();
-        assert!(check(&many).unwrap_err().contains("9 services, the data plane holds 8"));
+        s.affinity = Some(AffinitySpec {
+            timeout: Duration::from_secs(300),
+            prefix_len: 33,
+        });
+        assert!(check(&[s.clone()])
+            .unwrap_err()
+            .contains("/33 is not in 1..=32"));
+        let many: Vec<_> = (0..9)
+            .map(|p| service("198.18.0.100", p + 1, Mode::Dr, vec![]))
+            .collect();
+        assert!(check(&many)
+            .unwrap_err()
+            .contains("9 services, the data plane holds 8"));
     }
 
     #[test]
