@@ -3,11 +3,13 @@
 //!
 //! - [`packet`]: test frames with correct checksums, and a checksum verifier.
 //! - [`testrun`]: one frame through an XDP program via `BPF_PROG_TEST_RUN`.
+//! - [`lab`]: a director, backends and a client in namespaces, balancing for real.
 //! - [`netns`]: namespaces, veth links and processes that clean up after themselves.
 //! - [`privileged`]: run-or-skip (or fail, under `XLB_REQUIRE_PRIVILEGED=1`).
 //! - [`traffic`]: bounded UDP and TCP sources inside a namespace.
 //! - [`servers`]: backends that answer with their name, and clients that tally who answered.
 
+pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod privileged;

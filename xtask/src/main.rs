@@ -1,6 +1,6 @@
 //! `cargo xtask`: installs the toolchain, builds, tests and demonstrates xlb.
 
-mod demo;
+mod bench;
 mod setup;
 mod shell;
 
@@ -35,12 +35,18 @@ enum Command {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Set up, build, then attach xlb in a namespace topology, send traffic
-    /// through it and compare what it counted with what was sent (needs root).
+    /// Set up, then balance real connections through xlb in each forwarding
+    /// mode on a namespace topology and show where they went (needs root).
     Demo {
-        /// Seconds of traffic.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
+        /// Print the summary as one JSON object on stdout (logs on stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set up, then run a benchmark (needs root): a table on stdout, JSON
+    /// and markdown in --out.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
     },
 }
 
@@ -62,11 +68,17 @@ fn main() -> anyhow::Result<()> {
                     .env("XLB_BIN", &xlb),
             )
         }
-        Command::Demo { seconds } => {
+        Command::Demo { json } => {
             setup::run()?;
-            let xlb = build_xlb(false)?;
-            demo::run(&xlb, seconds)
+            shell::step("running the demo");
+            let mut cmd = shell::cargo();
+            cmd.args(["run", "--quiet", "--package", "xlb-tests", "--bin", "xlb-demo", "--"]);
+            if json {
+                cmd.arg("--json");
+            }
+            shell::run_foreground(&mut cmd)
         }
+        Command::Bench { bench } => bench::run(bench),
     }
 }
 

@@ -21,7 +21,7 @@ pub fn run() -> anyhow::Result<()> {
     shell::step("checking the BPF toolchain");
     let mut wanted: Vec<&str> = Vec::new();
     if nightly_has_rust_src() {
-        println!("    compiler: rustup nightly with rust-src");
+        eprintln!("    compiler: rustup nightly with rust-src");
     } else {
         wanted.extend(COMPILER_PACKAGES);
     }
@@ -33,7 +33,7 @@ pub fn run() -> anyhow::Result<()> {
     install_packages(&wanted)?;
 
     if linker_ok {
-        println!("    bpf-linker {BPF_LINKER_VERSION}: present");
+        eprintln!("    bpf-linker {BPF_LINKER_VERSION}: present");
     } else {
         shell::step(&format!(
             "installing bpf-linker {BPF_LINKER_VERSION} (about a minute)"
@@ -55,7 +55,7 @@ pub fn run() -> anyhow::Result<()> {
                 .env("PATH", path),
         )?;
     }
-    println!("    toolchain ready");
+    eprintln!("    toolchain ready");
     Ok(())
 }
 
@@ -66,7 +66,7 @@ fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        println!("    packages present: {}", wanted.join(" "));
+        eprintln!("    packages present: {}", wanted.join(" "));
         return Ok(());
     }
     if shell::output(Command::new("apt-get").arg("--version")).is_none() {

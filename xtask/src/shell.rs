@@ -8,8 +8,9 @@ use std::{
 
 use anyhow::{bail, Context};
 
+/// Progress goes to stderr, so that stdout carries only results (JSON).
 pub fn step(what: &str) {
-    println!("==> {what}");
+    eprintln!("==> {what}");
 }
 
 /// The workspace root.
@@ -33,8 +34,13 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// Runs `cmd` with inherited output; fails naming the command.
+/// Runs a preparation step, its output on stderr; fails naming the command.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    run_foreground(cmd.stdout(std::io::stderr()))
+}
+
+/// Runs the command whose output is the result, stdout and all.
+pub fn run_foreground(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("could not start {}", describe(cmd)))?;

@@ -1,0 +1,593 @@
+//! `micro`: what one packet costs on each path through `xlb`, set against a
+//! bare XDP_TX, timed by the kernel with BPF_PROG_TEST_RUN. Nothing is
+//! attached and nothing is sent.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use anyhow::{ensure, Context};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use indicatif::{ProgressBar, ProgressStyle};
+use lb_common::{maps::Mode, stats::Counter};
+use nix::{
+    sched::{sched_getaffinity, sched_setaffinity, CpuSet},
+    unistd::Pid,
+};
+use serde_json::json;
+use xlb::dataplane::{
+    BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Program, Protocol, ServiceSpec,
+};
+use xlb_tests::{
+    packet::Frame,
+    testrun::{self, XdpAction},
+};
+
+use crate::report::{Machine, Report, Table};
+
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const DIRECTOR4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const VIP_DR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const VIP_IPIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+const VIP_NAT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 102);
+const NOT_A_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 1);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, 0x100);
+/// New flows come from 10.0.0.0/8, one source address each.
+const NEW_FLOW_NET: u32 = 0x0a00_0000;
+const NEW_FLOW_LIMIT: u32 = 1 << 24;
+
+const DR_TCP: &str = "DR, IPv4 TCP";
+const NEW_FLOW_PATH: &str = "DR, IPv4 TCP SYN, full flow table";
+/// (case, path, most allowed multiple of the floor).
+const GOALS: [(&str, &str, f64); 2] = [
+    ("flow-table hit", DR_TCP, 2.0),
+    ("new flow", NEW_FLOW_PATH, 3.0),
+];
+
+struct Size {
+    runs: u32,
+    batches: usize,
+}
+
+/// How a case's runs reach the kernel.
+#[derive(Clone)]
+enum Runs {
+    /// One call runs the frame `runs` times; the kernel reports the mean.
+    /// The program runs again on the frame it left, so only for frames it
+    /// leaves on the same path (checked).
+    Repeat(Vec<u8>),
+    /// One call per run, each with this frame.
+    OneShot(Vec<u8>),
+    /// One call per run, each a flow never seen.
+    NewFlows,
+}
+
+#[derive(Clone)]
+struct Case {
+    name: &'static str,
+    path: &'static str,
+    runs: Runs,
+    action: XdpAction,
+    /// Moves by one per run, checked for every batch (the floor counts nothing).
+    counter: Option<Counter>,
+}
+
+impl Case {
+    fn method(&self) -> &'static str {
+        match self.runs {
+            Runs::Repeat(_) => "repeat",
+            Runs::OneShot(_) | Runs::NewFlows => "one-shot",
+        }
+    }
+
+    /// The same case timed one call per run.
+    fn one_shot(&self) -> Case {
+        let runs = match &self.runs {
+            Runs::Repeat(frame) => Runs::OneShot(frame.clone()),
+            other => other.clone(),
+        };
+        Case {
+            runs,
+            ..self.clone()
+        }
+    }
+}
+
+/// A case's result: the kernel's mean ns per run of each batch.
+struct Measured {
+    case: Case,
+    batches: Vec<f64>,
+}
+
+impl Measured {
+    fn median(&self) -> f64 {
+        median(&self.batches)
+    }
+}
+
+/// Frames of flows never seen: one source address each.
+struct NewFlows {
+    next: u32,
+    /// The flow table's size: filled before new flows are timed.
+    table: u32,
+}
+
+impl NewFlows {
+    fn frame(&mut self) -> anyhow::Result<Vec<u8>> {
+        ensure!(
+            self.next < NEW_FLOW_LIMIT,
+            "out of new-flow source addresses"
+        );
+        let src = Ipv4Addr::from(NEW_FLOW_NET + self.next);
+        self.next += 1;
+        Ok(Frame::ipv4(src, VIP_DR).tcp_syn(40000, 80))
+    }
+}
+
+/// The DR IPv4 TCP hit timed both ways: one-shot figures are reported
+/// relative to it.
+#[derive(Clone, Copy)]
+struct Reference {
+    repeat: f64,
+    one_shot: f64,
+}
+
+pub fn run(quick: bool) -> anyhow::Result<Report> {
+    let size = match quick {
+        true => Size {
+            runs: 10_000,
+            batches: 3,
+        },
+        false => Size {
+            runs: 1_000_000,
+            batches: 5,
+        },
+    };
+    let cpu = pin_to_one_cpu()?;
+    let options = LoadOptions {
+        bpf_log: log::LevelFilter::Off,
+        ring_size: 65537,
+        ..Default::default()
+    };
+    let mut flows = NewFlows {
+        next: 0,
+        table: options.flow_entries,
+    };
+
+    let floor = {
+        let mut dataplane = Dataplane::load(&LoadOptions {
+            program: Program::TxFloor,
+            ..options.clone()
+        })
+        .context("loading xlb_tx_floor")?;
+        let floor = Case {
+            name: "floor",
+            path: "bare XDP_TX (xlb_tx_floor)",
+            runs: Runs::Repeat(frame_to(VIP_DR, Protocol::Tcp)),
+            action: XdpAction::Tx,
+            counter: None,
+        };
+        measure(&mut dataplane, floor, &size, &mut flows)?
+    };
+
+    let mut dataplane = Dataplane::load(&options).context("loading xlb")?;
+    let settings = DirectorSettings {
+        tunnel_src_v4: Some(DIRECTOR4),
+        ..Default::default()
+    };
+    dataplane
+        .apply(&services(), &settings)
+        .context("installing the services")?;
+    let mut results = vec![floor];
+    let mut dr_one_shot = None;
+    for case in balancer_cases() {
+        if case.path == DR_TCP {
+            dr_one_shot = Some(measure(&mut dataplane, case.one_shot(), &size, &mut flows)?);
+        }
+        results.push(measure(&mut dataplane, case, &size, &mut flows)?);
+    }
+
+    let reference = Reference {
+        repeat: find(&results, "flow-table hit", DR_TCP).median(),
+        one_shot: dr_one_shot.expect("the cases include the DR hit").median(),
+    };
+    Ok(report(quick, &size, cpu, &results, reference, flows.table))
+}
+
+fn balancer_cases() -> Vec<Case> {
+    let hit = |path, runs| Case {
+        name: "flow-table hit",
+        path,
+        runs,
+        action: XdpAction::Tx,
+        counter: Some(Counter::FlowHit),
+    };
+    vec![
+        Case {
+            name: "parse only",
+            path: "UDP to no VIP: parsed, looked up, XDP_PASS",
+            runs: Runs::Repeat(Frame::ipv4(CLIENT4, NOT_A_VIP).udp(40000, 53, b"xlb")),
+            action: XdpAction::Pass,
+            counter: Some(Counter::Pass),
+        },
+        hit(DR_TCP, Runs::Repeat(frame_to(VIP_DR, Protocol::Tcp))),
+        hit(
+            "DR, IPv4 UDP",
+            Runs::Repeat(frame_to(VIP_DR, Protocol::Udp)),
+        ),
+        hit(
+            "DR, IPv6 TCP",
+            Runs::Repeat(Frame::ipv6(CLIENT6, VIP6).tcp_data(40000, 80, 1, 1, b"xlb")),
+        ),
+        hit(
+            "IP-in-IP, IPv4 in IPv4 TCP",
+            Runs::OneShot(frame_to(VIP_IPIP, Protocol::Tcp)),
+        ),
+        hit(
+            "NAT, IPv4 TCP",
+            Runs::OneShot(frame_to(VIP_NAT, Protocol::Tcp)),
+        ),
+        Case {
+            name: "new flow",
+            path: NEW_FLOW_PATH,
+            runs: Runs::NewFlows,
+            action: XdpAction::Tx,
+            counter: Some(Counter::FlowMiss),
+        },
+    ]
+}
+
+fn frame_to(vip: Ipv4Addr, protocol: Protocol) -> Vec<u8> {
+    let frame = Frame::ipv4(CLIENT4, vip);
+    match protocol {
+        Protocol::Tcp => frame.tcp_data(40000, 80, 1, 1, b"xlb"),
+        Protocol::Udp => frame.udp(40000, 53, b"xlb"),
+    }
+}
+
+/// DR (TCP, UDP, IPv6), IP-in-IP and NAT services of three backends each.
+fn services() -> Vec<ServiceSpec> {
+    let service = |vip: IpAddr, port, protocol, mode, backends: [IpAddr; 3], backend_port| {
+        let backends = backends
+            .iter()
+            .zip(1u8..)
+            .map(|(&addr, i)| BackendSpec {
+                addr,
+                port: backend_port,
+                weight: 100,
+                drain: false,
+                next_hop: NextHop {
+                    mac: [0x02, 0, 0, 0, 0x10, i],
+                    ifindex: 0,
+                    src_mac: [0; 6],
+                },
+            })
+            .collect();
+        ServiceSpec {
+            vip,
+            port,
+            protocol,
+            mode,
+            affinity: None,
+            backends,
+        }
+    };
+    let v4 =
+        |c: u8| -> [IpAddr; 3] { [10, 11, 12].map(|d| IpAddr::V4(Ipv4Addr::new(198, 18, c, d))) };
+    let v6: [IpAddr; 3] =
+        [0x10, 0x11, 0x12].map(|d| IpAddr::V6(Ipv6Addr::new(0xfd00, 0x18, 1, 0, 0, 0, 0, d)));
+    vec![
+        service(VIP_DR.into(), 80, Protocol::Tcp, Mode::Dr, v4(1), 80),
+        service(VIP_DR.into(), 53, Protocol::Udp, Mode::Dr, v4(1), 53),
+        service(VIP6.into(), 80, Protocol::Tcp, Mode::Dr, v6, 80),
+        service(VIP_IPIP.into(), 80, Protocol::Tcp, Mode::Ipip, v4(2), 80),
+        service(VIP_NAT.into(), 80, Protocol::Tcp, Mode::Nat, v4(3), 8080),
+    ]
+}
+
+/// Times `case` in batches; the flow table is per CPU, so the caller is
+/// pinned to one.
+fn measure(
+    dataplane: &mut Dataplane,
+    case: Case,
+    size: &Size,
+    flows: &mut NewFlows,
+) -> anyhow::Result<Measured> {
+    let label = format!("{} ({}, {})", case.name, case.path, case.method());
+    prepare(dataplane, &case, flows).with_context(|| label.clone())?;
+
+    let bar = progress(&label, u64::from(size.runs) * size.batches as u64);
+    let mut batches = Vec::with_capacity(size.batches);
+    for _ in 0..size.batches {
+        let before = dataplane.counters()?;
+        let program = dataplane.program();
+        let ns = match &case.runs {
+            Runs::Repeat(frame) => {
+                let ns = repeated(program, frame, size.runs, case.action)?;
+                bar.inc(u64::from(size.runs));
+                ns
+            }
+            Runs::OneShot(_) | Runs::NewFlows => {
+                let mut total = Duration::ZERO;
+                for _ in 0..size.runs {
+                    let fresh;
+                    let frame = match &case.runs {
+                        Runs::OneShot(frame) => frame,
+                        _ => {
+                            fresh = flows.frame()?;
+                            &fresh
+                        }
+                    };
+                    total += one_shot(program, frame, case.action)?;
+                    bar.inc(1);
+                }
+                total.as_nanos() as f64 / f64::from(size.runs)
+            }
+        };
+        if let Some(counter) = case.counter {
+            let moved = dataplane.counters()?.get(counter) - before.get(counter);
+            ensure!(
+                moved == u64::from(size.runs),
+                "{label}: {} moved by {moved} in {} runs: not the path meant",
+                counter.name(),
+                size.runs
+            );
+        }
+        batches.push(ns);
+    }
+    let measured = Measured { case, batches };
+    bar.finish_with_message(format!("{:.1} ns raw", measured.median()));
+    Ok(measured)
+}
+
+/// Checks the case's verdict once (which also records its flow) and, for
+/// new flows, fills the flow table.
+fn prepare(dataplane: &mut Dataplane, case: &Case, flows: &mut NewFlows) -> anyhow::Result<()> {
+    match &case.runs {
+        Runs::Repeat(frame) => check_repeatable(dataplane.program(), frame, case.action),
+        Runs::OneShot(frame) => expect(testrun::run(dataplane.program(), frame)?.0, case.action),
+        Runs::NewFlows => {
+            // Timed against a full table, as on a busy director: every new
+            // flow also evicts the least recently used one.
+            let entries = u64::from(flows.table);
+            let bar = progress("filling the flow table", entries);
+            for _ in 0..entries {
+                one_shot(dataplane.program(), &flows.frame()?, case.action)?;
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            expect(
+                testrun::run(dataplane.program(), &flows.frame()?)?.0,
+                case.action,
+            )
+        }
+    }
+}
+
+/// The kernel's mean ns per run over `repeat` runs of `frame` in one call.
+fn repeated(program: &Xdp, frame: &[u8], repeat: u32, action: XdpAction) -> anyhow::Result<f64> {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    expect(XdpAction::from_return(result.return_value)?, action)?;
+    Ok(result.duration.as_nanos() as f64)
+}
+
+/// One run of `frame`, as the kernel timed it.
+fn one_shot(program: &Xdp, frame: &[u8], action: XdpAction) -> anyhow::Result<Duration> {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    expect(XdpAction::from_return(result.return_value)?, action)?;
+    Ok(result.duration)
+}
+
+fn expect(got: XdpAction, action: XdpAction) -> anyhow::Result<()> {
+    ensure!(
+        got == action,
+        "the program returned {got:?}, not {action:?}"
+    );
+    Ok(())
+}
+
+/// A repeated run sees the frame the previous run left: sound only if that
+/// frame takes the same path, with the same verdict and the same bytes past
+/// the MAC addresses (which a forward rewrites).
+fn check_repeatable(program: &Xdp, frame: &[u8], action: XdpAction) -> anyhow::Result<()> {
+    let (first, once) = testrun::run(program, frame)?;
+    expect(first, action)?;
+    let (second, twice) = testrun::run(program, &once)?;
+    ensure!(
+        second == first && twice.get(12..) == once.get(12..),
+        "the program changes the frame so that a repeat takes another path; time it one-shot"
+    );
+    Ok(())
+}
+
+fn find<'a>(results: &'a [Measured], name: &str, path: &str) -> &'a Measured {
+    results
+        .iter()
+        .find(|m| m.case.name == name && m.case.path == path)
+        .expect("every named case is measured")
+}
+
+fn report(
+    quick: bool,
+    size: &Size,
+    cpu: usize,
+    results: &[Measured],
+    reference: Reference,
+    flow_table: u32,
+) -> Report {
+    let floor = results[0].median();
+    // A one-shot case: the DR hit repeated, plus what the case takes over
+    // the DR hit when both are timed one-shot.
+    let shift = reference.one_shot - reference.repeat;
+    let net = |m: &Measured, ns: f64| match m.case.runs {
+        Runs::Repeat(_) => ns,
+        Runs::OneShot(_) | Runs::NewFlows => ns - shift,
+    };
+    let machine = Machine::probe();
+
+    let mut rows = Vec::new();
+    let mut cases = Vec::new();
+    for m in results {
+        let ns = net(m, m.median());
+        let batches: Vec<f64> = m.batches.iter().map(|&b| net(m, b)).collect();
+        let low = batches.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = batches.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        rows.push(vec![
+            m.case.name.to_string(),
+            m.case.path.to_string(),
+            m.case.method().to_string(),
+            format!("{ns:.1}"),
+            format!("{:.2}", ns / floor),
+            format!("{low:.1}-{high:.1}"),
+        ]);
+        cases.push(json!({
+            "case": m.case.name,
+            "path": m.case.path,
+            "method": m.case.method(),
+            "ns_per_packet": ns,
+            "ratio_to_floor": ns / floor,
+            "batches_ns": batches,
+        }));
+    }
+
+    let mut goal_lines = Vec::new();
+    let mut goals = Vec::new();
+    for (name, path, limit) in GOALS {
+        let m = find(results, name, path);
+        let ns = net(m, m.median());
+        let ratio = ns / floor;
+        let met = ratio <= limit;
+        goal_lines.push(format!(
+            "{name} <= {limit}x floor: {}, {ns:.1} ns = {ratio:.2}x the {floor:.1} ns floor ({path})",
+            if met { "MET" } else { "MISSED" },
+        ));
+        goals.push(json!({
+            "goal": format!("{name} <= {limit}x floor"),
+            "path": path,
+            "ns_per_packet": ns,
+            "ratio_to_floor": ratio,
+            "limit": limit,
+            "met": met,
+        }));
+    }
+
+    let method = vec![
+        "repeat: one BPF_PROG_TEST_RUN call runs the frame N times and the kernel reports \
+         the mean, in whole ns. The program runs again on the frame it left behind, so \
+         this is used only where that frame takes the same path (checked before timing)."
+            .to_string(),
+        format!(
+            "one-shot: one call per run, each timed by the kernel on its own (the syscall \
+             excluded). A lone run costs more than one of many in a row (clock reads, no \
+             XDP dispatcher, caches and branch predictors the syscall has disturbed), so \
+             the DR IPv4 TCP hit is timed both ways ({:.1} ns repeated, {:.1} ns one-shot) \
+             and a one-shot case is shown as the repeated hit plus what the case takes \
+             over the one-shot hit: its extra work, timed under the same conditions. This \
+             errs high, as the extra work also runs cold.",
+            reference.repeat, reference.one_shot
+        ),
+        format!(
+            "new flow: each run is a TCP SYN from a source address not seen before, into a \
+             flow table already full ({flow_table} entries), so each new flow also evicts \
+             the least recently used one, as on a busy director."
+        ),
+        "IP-in-IP and NAT rewrite the frame a repeat would run again, so they are \
+         timed one-shot too."
+            .to_string(),
+        "every batch is checked against the program's counters: each run took the path \
+         meant (hits hit the flow table, new flows missed it, parse-only passed)."
+            .to_string(),
+    ];
+
+    let about = vec![
+        format!("machine: {}; timed on CPU {cpu}", machine.summary()),
+        format!(
+            "{} batches of {} runs per case{}; the median batch is shown",
+            size.batches,
+            size.runs,
+            if quick { " (--quick)" } else { "" }
+        ),
+    ];
+    let json = json!({
+        "benchmark": "micro",
+        "quick": quick,
+        "machine": machine.json(),
+        "cpu_timed_on": cpu,
+        "batches": size.batches,
+        "runs_per_batch": size.runs,
+        "floor_ns": floor,
+        "one_shot_reference": {
+            "path": DR_TCP,
+            "repeat_ns": reference.repeat,
+            "one_shot_ns": reference.one_shot,
+        },
+        "flow_table_entries": flow_table,
+        "cases": cases,
+        "goals": goals,
+        "method": method,
+    });
+    Report {
+        title: "xlb micro benchmark: ns per packet, timed by the kernel (BPF_PROG_TEST_RUN)".into(),
+        about,
+        table: Table {
+            headers: vec![
+                "case",
+                "path",
+                "method",
+                "ns/packet",
+                "x floor",
+                "batch range",
+            ],
+            right: vec![false, false, false, true, true, true],
+            rows,
+        },
+        sections: vec![("goals", goal_lines), ("method", method)],
+        json,
+    }
+}
+
+fn progress(label: &str, runs: u64) -> ProgressBar {
+    let bar = ProgressBar::new(runs).with_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {human_pos}/{human_len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Pins this thread to the last CPU it may use, and returns that CPU.
+fn pin_to_one_cpu() -> anyhow::Result<usize> {
+    let allowed = sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
+    let cpu = (0..CpuSet::count())
+        .rev()
+        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .context("no CPU to run on")?;
+    let mut only = CpuSet::new();
+    only.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &only).context("sched_setaffinity")?;
+    Ok(cpu)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() % 2 {
+        1 => sorted[mid],
+        _ => (sorted[mid - 1] + sorted[mid]) / 2.0,
+    }
+}

@@ -1,0 +1,157 @@
+//! A benchmark's results: a table and notes, as plain text for stdout and
+//! as markdown, beside the JSON the benchmark builds; and the machine.
+
+use std::{ffi::CStr, fs};
+
+use serde_json::{json, Value};
+
+/// The machine a benchmark ran on.
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn probe() -> Self {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |line: &str, name: &str| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_string())
+        };
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| field(line, "model name"))
+            .unwrap_or_else(|| "unknown CPU".into());
+        let cpus = cpuinfo
+            .lines()
+            .filter(|line| field(line, "processor").is_some())
+            .count();
+        Machine {
+            cpu,
+            cpus,
+            kernel: uname(),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!("{}, {} logical CPUs, {}", self.cpu, self.cpus, self.kernel)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({ "cpu": self.cpu, "logical_cpus": self.cpus, "kernel": self.kernel })
+    }
+}
+
+/// `uname -srm`.
+fn uname() -> String {
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return "unknown kernel".into();
+    }
+    let field = |f: &[libc::c_char]| {
+        unsafe { CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    format!(
+        "{} {} {}",
+        field(&name.sysname),
+        field(&name.release),
+        field(&name.machine)
+    )
+}
+
+pub struct Table {
+    pub headers: Vec<&'static str>,
+    /// Columns aligned right (numbers).
+    pub right: Vec<bool>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn text(&self) -> String {
+        let widths: Vec<usize> = (0..self.headers.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r[c].len())
+                    .chain([self.headers[c].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<&str>| {
+            let padded: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| match self.right[c] {
+                    true => format!("{cell:>w$}", w = widths[c]),
+                    false => format!("{cell:<w$}", w = widths[c]),
+                })
+                .collect();
+            padded.join("  ").trim_end().to_string() + "\n"
+        };
+        let mut out = line(self.headers.clone());
+        for row in &self.rows {
+            out += &line(row.iter().map(String::as_str).collect());
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let line = |cells: Vec<&str>| format!("| {} |\n", cells.join(" | "));
+        let rule: Vec<&str> = self
+            .right
+            .iter()
+            .map(|&r| if r { "---:" } else { "---" })
+            .collect();
+        let mut out = line(self.headers.clone()) + &line(rule);
+        for row in &self.rows {
+            out += &line(row.iter().map(String::as_str).collect());
+        }
+        out
+    }
+}
+
+pub struct Report {
+    pub title: String,
+    /// Lines under the title: machine, run sizes.
+    pub about: Vec<String>,
+    pub table: Table,
+    /// Headed lists after the table.
+    pub sections: Vec<(&'static str, Vec<String>)>,
+    pub json: Value,
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut out = format!("{}\n", self.title);
+        for line in &self.about {
+            out += &format!("{line}\n");
+        }
+        out += &format!("\n{}", self.table.text());
+        for (heading, lines) in &self.sections {
+            out += &format!("\n{heading}\n");
+            for line in lines {
+                out += &format!("  {line}\n");
+            }
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = format!("# {}\n\n", self.title);
+        for line in &self.about {
+            out += &format!("- {line}\n");
+        }
+        out += &format!("\n{}", self.table.markdown());
+        for (heading, lines) in &self.sections {
+            out += &format!("\n## {heading}\n\n");
+            for line in lines {
+                out += &format!("- {line}\n");
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,328 @@
+//! A load-balancing lab in network namespaces, shared by the end-to-end
+//! tests and `cargo xtask demo`: a client, a director running xlb on its
+//! `eth0`, and backends b1, b2, … running identity servers, all on one
+//! switch.
+//!
+//! Addresses (`eth0` everywhere):
+//!
+//! - client: 198.18.0.1/24, fd00::1/64;
+//! - director: 198.18.0.2/24, 198.18.1.2/24, fd00::2/64, fd00:1::2/64, and the VIPs 198.18.0.100
+//!   and fd00::100, as a VRRP master holds them, so it answers ARP and neighbour discovery for
+//!   them; it forwards IPv4 and IPv6;
+//! - backend b{n}: 198.18.1.{9+n}/24, fd00:1::{9+n}/64. For direct routing and IP-in-IP it holds
+//!   the VIPs on `lo` and reaches the client's subnet on-link, so it answers the client directly;
+//!   for IP-in-IP it also runs `xlb_decap` on `eth0`. For NAT it routes the client's subnet via
+//!   the director, which translates the replies back to the VIP.
+//!
+//! The services are VIP:80 over TCP and over UDP. Backends listen on port 80, or on 8080 for NAT
+//! so that the port translation shows.
+//!
+//! [`Lab::new`] pins the calling thread to CPU 0 first. The flow table is per CPU (as in Katran:
+//! in production the NIC's RSS keeps a flow on one CPU), and on veth the XDP program runs on the
+//! CPU that sends the frame. A connection whose packets left from different CPUs could miss its
+//! flow entry on one of them, and after a ring change such a miss picks from the new ring, so it
+//! can land on another backend. The threads started afterwards inherit the pin.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use anyhow::{ensure, Context};
+use lb_common::maps::Mode;
+use log::LevelFilter;
+use nix::{
+    sched::{sched_setaffinity, CpuSet},
+    unistd::Pid,
+};
+use xlb::dataplane::{
+    AttachMode, BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Program, Protocol,
+    ServiceSpec,
+};
+
+use crate::{
+    netns::{Netns, Topology},
+    servers::{tcp_spread, udp_spread, IdentityServer},
+};
+
+/// Exchanges of each protocol that [`Lab::probe`] makes.
+const PROBES: u64 = 5;
+
+/// The services' port, for TCP and UDP alike.
+pub const VIP_PORT: u16 = 80;
+/// Where NAT backends listen.
+pub const NAT_PORT: u16 = 8080;
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+/// The director's addresses on the backends' subnet: their NAT gateway and the tunnels' source.
+pub const DIRECTOR_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+pub const DIRECTOR_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+
+#[derive(Clone, Copy, Debug)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn vip(self) -> IpAddr {
+        match self {
+            Family::V4 => VIP_V4.into(),
+            Family::V6 => VIP_V6.into(),
+        }
+    }
+
+    /// Backend `n` (0 for b1).
+    pub fn backend(self, n: usize) -> IpAddr {
+        match self {
+            Family::V4 => Ipv4Addr::new(198, 18, 1, 10 + n as u8).into(),
+            Family::V6 => Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x10 + n as u16).into(),
+        }
+    }
+}
+
+/// A backend in a service set: its index (0 for b1), weight, and whether it is drained.
+pub type Member = (usize, u16, bool);
+
+/// The topology, with the director's program attached and an identity server on every backend.
+pub struct Lab {
+    // Fields drop in order: the servers stop, the programs detach, then the namespaces go.
+    pub servers: Vec<IdentityServer>,
+    pub decaps: Vec<Dataplane>,
+    pub director: Dataplane,
+    _port_pass: Dataplane,
+    pub client: Netns,
+    macs: Vec<[u8; 6]>,
+    pub mode: Mode,
+    pub family: Family,
+    _topology: Topology,
+}
+
+/// Pins the calling thread, and so every thread it starts afterwards, to CPU 0 (see the module
+/// docs for why).
+pub fn pin_to_cpu0() -> anyhow::Result<()> {
+    let mut cpus = CpuSet::new();
+    cpus.set(0)?;
+    sched_setaffinity(Pid::from_raw(0), &cpus).context("pinning the test thread to CPU 0")
+}
+
+impl Lab {
+    /// Builds the topology with `backends` backends (b1, b2, …) and serves `members` in `mode`
+    /// over `family`.
+    pub fn new(
+        tag: &str,
+        mode: Mode,
+        family: Family,
+        backends: usize,
+        members: &[Member],
+    ) -> anyhow::Result<Lab> {
+        // Verifying the balancer takes about a second of CPU, so it happens before the pin, on
+        // whichever CPU is free.
+        let director = Dataplane::load(&LoadOptions {
+            bpf_log: LevelFilter::Off,
+            max_services: 4,
+            max_backends: 8,
+            ..LoadOptions::default()
+        })
+        .context("loading the director's program")?;
+        let mut port_pass = pass_through()?;
+        pin_to_cpu0()?;
+        let mut topology = Topology::new(tag)?;
+        let mut switch = topology.add_switch("sw")?;
+        let client = topology.add_ns("client")?;
+        let director_ns = topology.add_ns("director")?;
+        switch.connect(&mut topology, &client, "eth0")?;
+        full_checksums(&client)?;
+        let director_port = switch.connect(&mut topology, &director_ns, "eth0")?;
+        switch
+            .netns()
+            .run(|| {
+                port_pass
+                    .attach(&director_port, AttachMode::Native)
+                    .map(|_| ())
+            })?
+            .context("attaching the switch port's pass-through program")?;
+        client.add_addr("eth0", &format!("{CLIENT_V4}/24"))?;
+        client.add_addr("eth0", &format!("{CLIENT_V6}/64"))?;
+        // No delayed ACKs toward the VIP (see the module docs).
+        client.ip(&[
+            "route",
+            "add",
+            &format!("{VIP_V4}/32"),
+            "dev",
+            "eth0",
+            "quickack",
+            "1",
+        ])?;
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{VIP_V6}/128"),
+            "dev",
+            "eth0",
+            "quickack",
+            "1",
+        ])?;
+        for cidr in [
+            "198.18.0.2/24",
+            &format!("{DIRECTOR_V4}/24"),
+            "fd00::2/64",
+            &format!("{DIRECTOR_V6}/64"),
+            &format!("{VIP_V4}/32"),
+            &format!("{VIP_V6}/128"),
+        ] {
+            director_ns.add_addr("eth0", cidr)?;
+        }
+        director_ns.set_sysctls(&[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ])?;
+        // NAT replies are routed to the client with bpf_fib_lookup, which needs the director to
+        // know the client's MAC already.
+        let client_mac = client.mac("eth0")?;
+        director_ns.add_neigh("eth0", &CLIENT_V4.to_string(), client_mac)?;
+        director_ns.add_neigh("eth0", &CLIENT_V6.to_string(), client_mac)?;
+
+        let port = backend_port(mode);
+        let mut servers = Vec::new();
+        let mut decaps = Vec::new();
+        let mut macs = Vec::new();
+        for n in 0..backends {
+            let name = format!("b{}", n + 1);
+            let ns = topology.add_ns(&name)?;
+            switch.connect(&mut topology, &ns, "eth0")?;
+            full_checksums(&ns)?;
+            ns.add_addr("eth0", &format!("{}/24", Family::V4.backend(n)))?;
+            ns.add_addr("eth0", &format!("{}/64", Family::V6.backend(n)))?;
+            if mode == Mode::Nat {
+                ns.add_route("198.18.0.0/24", &DIRECTOR_V4.to_string())?;
+                ns.add_route("fd00::/64", &DIRECTOR_V6.to_string())?;
+            } else {
+                ns.add_lo_addr(&format!("{VIP_V4}/32"))?;
+                ns.add_lo_addr(&format!("{VIP_V6}/128"))?;
+                ns.ip(&["route", "add", "198.18.0.0/24", "dev", "eth0"])?;
+                ns.ip(&["-6", "route", "add", "fd00::/64", "dev", "eth0"])?;
+            }
+            if mode == Mode::Ipip {
+                decaps.push(decapsulator(&ns).with_context(|| format!("decap on {name}"))?);
+            }
+            macs.push(ns.mac("eth0")?);
+            servers.push(IdentityServer::start(
+                &ns,
+                SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+                &name,
+            )?);
+        }
+
+        let mut lab = Lab {
+            servers,
+            decaps,
+            director,
+            _port_pass: port_pass,
+            client,
+            macs,
+            mode,
+            family,
+            _topology: topology,
+        };
+        lab.apply(members)?;
+        director_ns
+            .run(|| lab.director.attach("eth0", AttachMode::Native).map(|_| ()))?
+            .context("attaching the director's program")?;
+        Ok(lab)
+    }
+
+    /// Makes the director serve exactly `members`, over TCP and UDP.
+    pub fn apply(&mut self, members: &[Member]) -> anyhow::Result<()> {
+        let backends: Vec<BackendSpec> = members
+            .iter()
+            .map(|&(n, weight, drain)| BackendSpec {
+                addr: self.family.backend(n),
+                port: backend_port(self.mode),
+                weight,
+                drain,
+                next_hop: NextHop {
+                    mac: self.macs[n],
+                    ifindex: 0,
+                    src_mac: [0; 6],
+                },
+            })
+            .collect();
+        let services: Vec<ServiceSpec> = [Protocol::Tcp, Protocol::Udp]
+            .into_iter()
+            .map(|protocol| ServiceSpec {
+                vip: self.family.vip(),
+                port: VIP_PORT,
+                protocol,
+                mode: self.mode,
+                affinity: None,
+                backends: backends.clone(),
+            })
+            .collect();
+        let settings = DirectorSettings {
+            tunnel_src_v4: Some(DIRECTOR_V4),
+            tunnel_src_v6: Some(DIRECTOR_V6),
+            mtu: 1500,
+            ..DirectorSettings::default()
+        };
+        self.director
+            .apply(&services, &settings)
+            .context("applying the services")
+    }
+
+    pub fn vip(&self) -> SocketAddr {
+        SocketAddr::new(self.family.vip(), VIP_PORT)
+    }
+
+    /// A few exchanges of each protocol, which must all be answered: fails fast when the VIP
+    /// does not answer at all, rather than after a whole spread's time budget.
+    pub fn probe(&self) -> anyhow::Result<()> {
+        let tcp = tcp_spread(&self.client, self.vip(), PROBES)?;
+        let udp = udp_spread(&self.client, self.vip(), PROBES)?;
+        ensure!(
+            tcp.failed == 0 && udp.failed == 0,
+            "the VIP does not answer: TCP {tcp:?}, UDP {udp:?}"
+        );
+        Ok(())
+    }
+}
+
+/// Turns off transmit checksum offload on `ns`'s `eth0`, so its packets leave with complete
+/// checksums, as from a real NIC. A veth otherwise hands on a partial checksum with a note to
+/// finish it, and a frame the director sends back out with XDP_TX loses that note, so its
+/// receiver would find the checksum wrong and drop it.
+pub fn full_checksums(ns: &Netns) -> anyhow::Result<()> {
+    ns.ethtool(&["-K", "eth0", "tx", "off"]).map(|_| ())
+}
+
+pub fn backend_port(mode: Mode) -> u16 {
+    match mode {
+        Mode::Nat => NAT_PORT,
+        Mode::Dr | Mode::Ipip => VIP_PORT,
+    }
+}
+
+/// A program that passes every frame, for the director's port on the switch: xlb with no
+/// services.
+///
+/// The director sends its frames back out with XDP_TX, which puts them in the ring of its veth's
+/// peer, the switch port. The port's NAPI (on thanks to GRO) drains that ring, but the veth driver
+/// (`veth_xdp_flush`) only schedules it after XDP_TX when the peer has an XDP program of its own:
+/// without one, the frames wait in the ring until some other frame happens to wake it, which
+/// nothing on this switch port does.
+pub fn pass_through() -> anyhow::Result<Dataplane> {
+    Dataplane::load(&LoadOptions {
+        program: Program::Balancer,
+        ..LoadOptions::decap(LevelFilter::Off)
+    })
+    .context("loading the switch port's pass-through program")
+}
+
+/// Loads `xlb_decap` for both VIPs and attaches it to `ns`'s `eth0`.
+pub fn decapsulator(ns: &Netns) -> anyhow::Result<Dataplane> {
+    let mut decap = Dataplane::load(&LoadOptions::decap(LevelFilter::Off))?;
+    decap.set_decap_vips(&[Family::V4.vip(), Family::V6.vip()])?;
+    ns.run(|| decap.attach("eth0", AttachMode::Native).map(|_| ()))??;
+    Ok(decap)
+}
+

@@ -1,0 +1,47 @@
+//! `cargo xtask bench`: the benchmarks live in `xlb-bench`, a binary of the
+//! test harness, because they need the `xlb` crate and its BPF build,
+//! which xtask itself must not depend on.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::{setup, shell};
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Nanoseconds per packet on each path through the XDP program, timed
+    /// by the kernel with BPF_PROG_TEST_RUN (no traffic).
+    Micro(Options),
+}
+
+#[derive(Args)]
+pub struct Options {
+    /// Fewer and shorter batches: a smoke run, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write <benchmark>.json and <benchmark>.md [default: target/bench]
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    let (name, options) = match bench {
+        Bench::Micro(options) => ("micro", options),
+    };
+    setup::run()?;
+    // Absolute, as cargo runs the benchmark from the workspace root.
+    let out = match options.out {
+        Some(out) => std::path::absolute(out)?,
+        None => shell::root().join("target").join("bench"),
+    };
+    shell::step(&format!("running the {name} benchmark"));
+    let mut cmd = shell::cargo();
+    cmd.args(["run", "--package", "xlb-tests"])
+        .args(["--bin", "xlb-bench", "--", name, "--out"])
+        .arg(&out);
+    if options.quick {
+        cmd.arg("--quick");
+    }
+    shell::run_foreground(&mut cmd)
+}
