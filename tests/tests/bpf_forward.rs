@@ -1,0 +1,1470 @@
+//! The load balancer's forwarding, one frame at a time through
+//! BPF_PROG_TEST_RUN: for every case the verdict, the exact frame that
+//! leaves (built here independently of the program), valid checksums on
+//! any frame the program rewrote, and the outcome counters that moved.
+
+use std::{
+    fmt::Debug,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use lb_common::{
+    maps::{Mode, TrafficStats},
+    stats::Counter::{self, *},
+};
+use nix::{
+    sched::{sched_getcpu, sched_setaffinity, unshare, CloneFlags, CpuSet},
+    unistd::Pid,
+};
+use xlb::dataplane::{
+    AffinitySpec, BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Protocol,
+    ServiceSpec,
+};
+use xlb_tests::{
+    packet::{arp_request, ones_complement_sum, verify_checksums, Frame, CLIENT_MAC, DIRECTOR_MAC},
+    require_privileged,
+    testrun::{check, hex, run, Fixture, XdpAction},
+};
+
+const CLIENT4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+const CLIENT6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
+const CLIENT_PORT: u16 = 40000;
+const TUNNEL_SRC4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const TUNNEL_SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+/// The path MTU toward backends: an IPv4 packet over 1300 bytes (an IPv6
+/// one over 1280) does not fit once wrapped in an outer header.
+const TUNNEL_MTU: u32 = 1320;
+/// Our MAC on the interface a redirecting backend is behind.
+const EGRESS_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xee, 0x01];
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_GRE: u8 = 47;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_VRRP: u8 = 112;
+const IPV4_DF: u16 = 0x4000;
+
+/// The counters that tell what became of a frame. Each case names those
+/// that move (by one); the others must stay. `pass` moves with every
+/// XDP_PASS without being named.
+const OUTCOMES: &[Counter] = &[
+    Pass,
+    FlowHit,
+    FlowMiss,
+    Tx,
+    Redirect,
+    IcmpTooBig,
+    NatReply,
+    DropNoBackend,
+    DropFragment,
+    DropEncap,
+    FibPass,
+    Decap,
+    DropIpOptions,
+    Truncated,
+    Malformed,
+];
+
+/// A frame, what must become of it, and the outcome counters it moves.
+struct Case {
+    fixture: Fixture,
+    counted: &'static [Counter],
+}
+
+fn case(
+    description: impl Into<String>,
+    input: Vec<u8>,
+    action: XdpAction,
+    output: Vec<u8>,
+    counted: &'static [Counter],
+) -> Case {
+    Case {
+        fixture: Fixture {
+            description: description.into(),
+            input,
+            action,
+            output,
+        },
+        counted,
+    }
+}
+
+fn sent(
+    description: impl Into<String>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    counted: &'static [Counter],
+) -> Case {
+    case(description, input, XdpAction::Tx, output, counted)
+}
+
+fn passed(
+    description: impl Into<String>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    counted: &'static [Counter],
+) -> Case {
+    case(description, input, XdpAction::Pass, output, counted)
+}
+
+fn unchanged(description: impl Into<String>, input: Vec<u8>, counted: &'static [Counter]) -> Case {
+    let output = input.clone();
+    passed(description, input, output, counted)
+}
+
+fn dropped(description: impl Into<String>, input: Vec<u8>, counted: &'static [Counter]) -> Case {
+    let output = input.clone();
+    case(description, input, XdpAction::Drop, output, counted)
+}
+
+/// A loaded program and the failures seen so far, all reported at the end.
+struct Lab {
+    dataplane: Dataplane,
+    /// The counters every case pins.
+    watched: &'static [Counter],
+    checks: usize,
+    failures: Vec<String>,
+}
+
+impl Lab {
+    fn load(options: &LoadOptions, watched: &'static [Counter]) -> Lab {
+        isolate_thread();
+        Lab {
+            dataplane: Dataplane::load(options).expect("loading the XDP program"),
+            watched,
+            checks: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// The load balancer, serving `services`.
+    fn balancer(services: &[ServiceSpec]) -> Lab {
+        let options = LoadOptions {
+            bpf_log: log::LevelFilter::Off,
+            ring_size: 1009,
+            ..LoadOptions::default()
+        };
+        let mut lab = Lab::load(&options, OUTCOMES);
+        lab.apply(services);
+        lab
+    }
+
+    fn apply(&mut self, services: &[ServiceSpec]) {
+        let settings = DirectorSettings {
+            tunnel_src_v4: Some(TUNNEL_SRC4),
+            tunnel_src_v6: Some(TUNNEL_SRC6),
+            mtu: TUNNEL_MTU,
+            ..DirectorSettings::default()
+        };
+        self.dataplane
+            .apply(services, &settings)
+            .expect("applying the services");
+    }
+
+    /// Sends `frame`, which must go out again, and says which of `macs` it
+    /// went to.
+    fn backend_of(&mut self, frame: &[u8], macs: &[[u8; 6]]) -> usize {
+        let (action, out) = run(self.dataplane.program(), frame).expect("test run");
+        assert_eq!(action, XdpAction::Tx, "probe {}", hex(frame));
+        macs.iter()
+            .position(|mac| out[..6] == mac[..])
+            .unwrap_or_else(|| panic!("probe {} went to {}", hex(frame), hex(&out[..6])))
+    }
+
+    fn check(&mut self, cases: Vec<Case>) {
+        for case in cases {
+            self.check_case(case);
+        }
+    }
+
+    fn check_case(&mut self, case: Case) {
+        let Case { fixture, counted } = case;
+        self.checks += 1;
+        let before = self.dataplane.counters().expect("reading the counters");
+        let outcome = check(self.dataplane.program(), &fixture).expect("test run");
+        let after = self.dataplane.counters().expect("reading the counters");
+        let mut problems = Vec::new();
+        match outcome {
+            Err(mismatch) => problems.push(mismatch.detail),
+            // The output matched: these are the bytes the program wrote.
+            Ok(()) if fixture.action != XdpAction::Drop && fixture.output != fixture.input => {
+                if let Err(e) = verify_checksums(&fixture.output) {
+                    problems.push(format!("output checksums: {e:#}"));
+                }
+            }
+            Ok(()) => {}
+        }
+        for &counter in self.watched {
+            let named = counted.contains(&counter)
+                || (counter == Pass && fixture.action == XdpAction::Pass);
+            let expected = u64::from(named);
+            let delta = after.get(counter) - before.get(counter);
+            if delta != expected {
+                problems.push(format!(
+                    "{} moved by {delta}, expected {expected}",
+                    counter.name()
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            let problems = problems.join("; ");
+            self.failures
+                .push(format!("{}: {problems}", fixture.description));
+        }
+    }
+
+    fn expect_eq<T: PartialEq + Debug>(&mut self, what: String, got: T, expected: T) {
+        self.checks += 1;
+        if got != expected {
+            self.failures
+                .push(format!("{what}: {got:?}, expected {expected:?}"));
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} checks failed:\n{}",
+            self.failures.len(),
+            self.checks,
+            self.failures.join("\n")
+        );
+    }
+}
+
+/// Keeps the calling test's thread on one CPU, so that the per-CPU flow
+/// table a first frame fills is the one the next frames read, and in a
+/// network namespace of its own, where a NAT reply's route lookup fails
+/// whatever the host's routes.
+fn isolate_thread() {
+    let mut cpus = CpuSet::new();
+    cpus.set(sched_getcpu().expect("sched_getcpu"))
+        .expect("a CPU number");
+    sched_setaffinity(Pid::from_raw(0), &cpus).expect("pinning the test thread");
+    unshare(CloneFlags::CLONE_NEWNET).expect("a network namespace for the test thread");
+}
+
+fn ip(addr: &str) -> IpAddr {
+    addr.parse().expect("an IP address")
+}
+
+const fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x10, n]
+}
+
+fn client_of(vip: IpAddr) -> IpAddr {
+    if vip.is_ipv4() {
+        CLIENT4
+    } else {
+        CLIENT6
+    }
+}
+
+fn backend(addr: IpAddr, port: u16, mac: [u8; 6]) -> BackendSpec {
+    BackendSpec {
+        addr,
+        port,
+        weight: 100,
+        drain: false,
+        next_hop: NextHop {
+            mac,
+            ..NextHop::default()
+        },
+    }
+}
+
+/// Four DR backends on port 80: `prefix` 1 to 4, MACs `mac(first)` on.
+fn pool(prefix: &str, first: u8) -> Vec<BackendSpec> {
+    (0..4)
+        .map(|i| backend(ip(&format!("{prefix}{}", i + 1)), 80, mac(first + i)))
+        .collect()
+}
+
+fn macs(backends: &[BackendSpec]) -> Vec<[u8; 6]> {
+    backends.iter().map(|b| b.next_hop.mac).collect()
+}
+
+fn service(
+    vip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    mode: Mode,
+    backends: Vec<BackendSpec>,
+) -> ServiceSpec {
+    ServiceSpec {
+        vip,
+        port,
+        protocol,
+        mode,
+        affinity: None,
+        backends,
+    }
+}
+
+fn with_affinity(mut spec: ServiceSpec, prefix_len: u8) -> ServiceSpec {
+    spec.affinity = Some(AffinitySpec {
+        timeout: Duration::from_secs(300),
+        prefix_len,
+    });
+    spec
+}
+
+fn frame(src: IpAddr, dst: IpAddr) -> Frame {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Frame::ipv4(s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Frame::ipv6(s, d),
+        _ => panic!("{src} and {dst} are of different families"),
+    }
+}
+
+/// A TCP data segment or a UDP datagram.
+fn segment(frame: Frame, protocol: Protocol, sport: u16, dport: u16) -> Vec<u8> {
+    match protocol {
+        Protocol::Tcp => frame.tcp_data(sport, dport, 1000, 2000, b"GET / HTTP/1.1\r\n\r\n"),
+        Protocol::Udp => frame.udp(sport, dport, b"query"),
+    }
+}
+
+/// A TCP segment from `client` to `vip`:80 of `ip_len` bytes of IP packet.
+fn sized(client: IpAddr, vip: IpAddr, sport: u16, ip_len: usize) -> Vec<u8> {
+    let headers = if vip.is_ipv4() { 40 } else { 60 };
+    frame(client, vip).tcp_data(sport, 80, 1, 1, &vec![b'x'; ip_len - headers])
+}
+
+/// The Ethernet header plus VLAN tags.
+fn l2_len(frame: &[u8]) -> usize {
+    let mut len = 14;
+    while matches!(frame[len - 2..len], [0x81, 0x00] | [0x88, 0xa8]) {
+        len += 4;
+    }
+    len
+}
+
+fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    [&dst[..], &src, &frame[12..]].concat()
+}
+
+/// `frame` as DR sends it: the same bytes, to `mac`, from the director.
+fn dr(frame: &[u8], mac: [u8; 6]) -> Vec<u8> {
+    with_macs(frame, mac, DIRECTOR_MAC)
+}
+
+/// An IPv4 header without options: id 0, TTL 64, its checksum.
+fn ipv4_header(
+    tos: u8,
+    flags: u16,
+    payload_len: usize,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> Vec<u8> {
+    let total = ((20 + payload_len) as u16).to_be_bytes();
+    let flags = flags.to_be_bytes();
+    let mut header = [
+        &[
+            0x45, tos, total[0], total[1], 0, 0, flags[0], flags[1], 64, proto, 0, 0,
+        ][..],
+        &src.octets(),
+        &dst.octets(),
+    ]
+    .concat();
+    let sum = !ones_complement_sum(&[&header]);
+    header[10..12].copy_from_slice(&sum.to_be_bytes());
+    header
+}
+
+/// An IPv6 header, traffic class and flow label 0.
+fn ipv6_header(
+    payload_len: usize,
+    next: u8,
+    hop_limit: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) -> Vec<u8> {
+    let [l0, l1] = (payload_len as u16).to_be_bytes();
+    let fixed = [0x60, 0, 0, 0, l0, l1, next, hop_limit];
+    [&fixed[..], &src.octets(), &dst.octets()].concat()
+}
+
+/// `frame` as the director tunnels it to `backend` behind `mac`: its link
+/// header with the outer family's ethertype, the outer header, then the
+/// untouched IP packet.
+fn ipip(frame: &[u8], backend: IpAddr, mac: [u8; 6]) -> Vec<u8> {
+    let l2 = l2_len(frame);
+    let inner = &frame[l2..];
+    let next = if inner[0] >> 4 == 6 {
+        IPPROTO_IPV6
+    } else {
+        IPPROTO_IPIP
+    };
+    let (ether_type, outer) = match backend {
+        IpAddr::V4(dst) => {
+            // The inner packet is IPv4: IPv6 is never tunnelled in IPv4.
+            let tos = inner[1];
+            let header = ipv4_header(tos, IPV4_DF, inner.len(), next, TUNNEL_SRC4, dst);
+            (0x0800u16, header)
+        }
+        IpAddr::V6(dst) => {
+            let header = ipv6_header(inner.len(), next, 64, TUNNEL_SRC6, dst);
+            (0x86dd, header)
+        }
+    };
+    [
+        &mac[..],
+        &DIRECTOR_MAC,
+        &frame[12..l2 - 2],
+        &ether_type.to_be_bytes(),
+        &outer,
+        inner,
+    ]
+    .concat()
+}
+
+/// An ICMP (IPv4) or ICMPv6 message with its checksum: type, code, the
+/// rest of the header, then `data`.
+fn icmp(src: IpAddr, dst: IpAddr, kind: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut message = [&[kind, code, 0, 0][..], &rest, data].concat();
+    let sum = match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => ones_complement_sum(&[&message]),
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let len = (message.len() as u32).to_be_bytes();
+            let next = [0, 0, 0, IPPROTO_ICMPV6];
+            ones_complement_sum(&[&s.octets(), &d.octets(), &len, &next, &message])
+        }
+        _ => panic!("{src} and {dst} are of different families"),
+    };
+    message[2..4].copy_from_slice(&(!sum).to_be_bytes());
+    message
+}
+
+/// An ICMP error's type, code and rest of header.
+type ErrorKind = (u8, u8, [u8; 4]);
+/// IPv4 "fragmentation needed", next-hop MTU 1280.
+const FRAG_NEEDED: ErrorKind = (3, 4, [0, 0, 0x05, 0x00]);
+/// ICMPv6 "packet too big", MTU 1280.
+const PACKET_TOO_BIG: ErrorKind = (2, 0, [0, 0, 0x05, 0x00]);
+const TIME_EXCEEDED: ErrorKind = (11, 0, [0; 4]);
+const PORT_UNREACHABLE: ErrorKind = (3, 3, [0; 4]);
+
+/// An ICMP error from a router to `vip` about `quoted`, an IP packet the
+/// VIP sent.
+fn icmp_error(vip: IpAddr, (kind, code, rest): ErrorKind, quoted: &[u8]) -> Vec<u8> {
+    let (router, proto) = if vip.is_ipv4() {
+        (ip("198.18.9.1"), IPPROTO_ICMP)
+    } else {
+        (ip("fd00:9::1"), IPPROTO_ICMPV6)
+    };
+    frame(router, vip).proto(proto, &icmp(router, vip, kind, code, rest, quoted))
+}
+
+/// The director's answer to `input`, too big to tunnel: "fragmentation
+/// needed" (IPv4) or "packet too big" (IPv6) from the VIP to the client,
+/// announcing `mtu` and quoting the first 64 (128) bytes of the packet,
+/// back where the frame came from.
+fn too_big(input: &[u8], client: IpAddr, vip: IpAddr, mtu: u16) -> Vec<u8> {
+    let l2 = l2_len(input);
+    let packet = &input[l2..];
+    let (header, message) = match (vip, client) {
+        (IpAddr::V4(v), IpAddr::V4(c)) => {
+            let [m0, m1] = mtu.to_be_bytes();
+            let message = icmp(vip, client, 3, 4, [0, 0, m0, m1], &packet[..64]);
+            let header = ipv4_header(0, 0, message.len(), IPPROTO_ICMP, v, c);
+            (header, message)
+        }
+        (IpAddr::V6(v), IpAddr::V6(c)) => {
+            let rest = u32::from(mtu).to_be_bytes();
+            let message = icmp(vip, client, 2, 0, rest, &packet[..128]);
+            let header = ipv6_header(message.len(), IPPROTO_ICMPV6, 255, v, c);
+            (header, message)
+        }
+        _ => panic!("{vip} and {client} are of different families"),
+    };
+    // The link header (tags and ethertype) stays; the MACs swap.
+    [
+        &CLIENT_MAC[..],
+        &DIRECTOR_MAC,
+        &input[12..l2],
+        &header,
+        &message,
+    ]
+    .concat()
+}
+
+/// An untagged IPv4 frame (no options) with its TOS set.
+fn with_tos(mut frame: Vec<u8>, tos: u8) -> Vec<u8> {
+    frame[15] = tos;
+    frame[24..26].fill(0);
+    let sum = !ones_complement_sum(&[&frame[14..34]]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    frame
+}
+
+/// An IPv4 UDP frame (no options) with "no checksum".
+fn without_udp_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[14 + 20 + 6..14 + 20 + 8].fill(0);
+    frame
+}
+
+#[test]
+fn bpf_forward_modes() {
+    require_privileged!();
+    // One single-backend service per mode, family and protocol.
+    let lanes = [
+        (Mode::Dr, "198.18.0.100", "198.18.1.10"),
+        (Mode::Dr, "fd00::100", "fd00:1::10"),
+        (Mode::Ipip, "198.18.0.101", "198.18.2.10"),
+        (Mode::Ipip, "fd00::101", "fd00:2::10"),
+        (Mode::Nat, "198.18.0.102", "198.18.3.10"),
+        (Mode::Nat, "fd00::102", "fd00:3::10"),
+    ];
+    let mut services = Vec::new();
+    let mut cases = Vec::new();
+    let mut traffic = Vec::new();
+    for (n, (mode, vip, addr)) in (1..).zip(lanes) {
+        let (vip, addr, mac) = (ip(vip), ip(addr), mac(n));
+        let client = client_of(vip);
+        for (protocol, vport, nat_port) in [(Protocol::Tcp, 80, 8080), (Protocol::Udp, 53, 5353)] {
+            let port = if mode == Mode::Nat { nat_port } else { vport };
+            let spec = service(vip, vport, protocol, mode, vec![backend(addr, port, mac)]);
+            let input = segment(frame(client, vip), protocol, CLIENT_PORT, vport);
+            let output = match mode {
+                Mode::Dr => dr(&input, mac),
+                Mode::Ipip => ipip(&input, addr, mac),
+                Mode::Nat => {
+                    let translated = frame(client, addr).ttl(63).macs(DIRECTOR_MAC, mac);
+                    segment(translated, protocol, CLIENT_PORT, port)
+                }
+            };
+            let name = format!("{mode:?} {}", spec.name());
+            cases.push(sent(
+                format!("{name}: new flow"),
+                input.clone(),
+                output.clone(),
+                &[FlowMiss, Tx],
+            ));
+            cases.push(sent(
+                format!("{name}: flow-table hit"),
+                input.clone(),
+                output,
+                &[FlowHit, Tx],
+            ));
+            traffic.push((spec.clone(), port, input.len() as u64 - 14));
+            services.push(spec);
+        }
+    }
+
+    let (dr4, dr6, ipip4) = (ip("198.18.0.100"), ip("fd00::100"), ip("198.18.0.101"));
+    let (nat4, nat6) = (ip("198.18.0.102"), ip("fd00::102"));
+    let (ipip4_backend, nat4_backend) = (ip("198.18.2.10"), ip("198.18.3.10"));
+    let (v4_over_v6, v6_backend) = (ip("198.18.0.103"), ip("fd00:2::20"));
+    services.push(service(
+        v4_over_v6,
+        80,
+        Protocol::Tcp,
+        Mode::Ipip,
+        vec![backend(v6_backend, 80, mac(7))],
+    ));
+    let redirecting = ip("198.18.0.104");
+    let mut elsewhere = backend(ip("198.18.1.40"), 80, mac(8));
+    elsewhere.next_hop.ifindex = 7;
+    elsewhere.next_hop.src_mac = EGRESS_MAC;
+    services.push(service(
+        redirecting,
+        80,
+        Protocol::Tcp,
+        Mode::Dr,
+        vec![elsewhere],
+    ));
+
+    let mut lab = Lab::balancer(&services);
+    lab.check(cases);
+    for (spec, port, ip_len) in &traffic {
+        let two_packets_one_flow = TrafficStats {
+            packets: 2,
+            bytes: 2 * ip_len,
+            new_flows: 1,
+        };
+        let of_service = lab.dataplane.service_stats(spec).expect("service stats");
+        let of_backend = lab
+            .dataplane
+            .backend_stats(spec.backends[0].addr, *port)
+            .expect("backend stats");
+        let name = spec.name();
+        lab.expect_eq(
+            format!("{name}: service stats"),
+            of_service,
+            two_packets_one_flow,
+        );
+        lab.expect_eq(
+            format!("{name}: backend stats"),
+            of_backend,
+            two_packets_one_flow,
+        );
+    }
+
+    let tcp = |frame: Frame, sport: u16| segment(frame, Protocol::Tcp, sport, 80);
+    let over_v6 = tcp(frame(CLIENT4, v4_over_v6), CLIENT_PORT);
+    let dscp_ef = with_tos(tcp(frame(CLIENT4, ipip4), 40001), 0xb8);
+    let tagged4 = tcp(frame(CLIENT4, dr4).vlan(10), 40002);
+    let tagged6 = tcp(frame(CLIENT6, dr6).vlan(100).vlan(200), 40002);
+    let tagged_ipip = tcp(frame(CLIENT4, ipip4).vlan(10), 40003);
+    let redirected = tcp(frame(CLIENT4, redirecting), CLIENT_PORT);
+    let udp_nat = |frame: Frame, dport: u16| segment(frame, Protocol::Udp, 40005, dport);
+    let cases = vec![
+        sent(
+            "IP-in-IP: an IPv4 VIP to an IPv6 backend (IPv4-in-IPv6)",
+            over_v6.clone(),
+            ipip(&over_v6, v6_backend, mac(7)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "IP-in-IP: the outer IPv4 header copies the inner TOS",
+            dscp_ef.clone(),
+            ipip(&dscp_ef, ipip4_backend, mac(3)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "DR: an 802.1Q frame keeps its tag",
+            tagged4.clone(),
+            dr(&tagged4, mac(1)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "DR: an 802.1ad+802.1Q IPv6 frame keeps both tags",
+            tagged6.clone(),
+            dr(&tagged6, mac(2)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "IP-in-IP: an 802.1Q frame keeps its tag before the outer header",
+            tagged_ipip.clone(),
+            ipip(&tagged_ipip, ipip4_backend, mac(3)),
+            &[FlowMiss, Tx],
+        ),
+        case(
+            "DR: a backend behind another interface is redirected there, from our MAC on it",
+            redirected.clone(),
+            XdpAction::Redirect,
+            with_macs(&redirected, mac(8), EGRESS_MAC),
+            &[FlowMiss, Redirect],
+        ),
+        unchanged(
+            "NAT: TTL 1 is left to the kernel, untranslated",
+            tcp(frame(CLIENT4, nat4).ttl(1), 40004),
+            &[FlowMiss],
+        ),
+        unchanged(
+            "NAT: hop limit 1 is left to the kernel, untranslated",
+            tcp(frame(CLIENT6, nat6).ttl(1), 40004),
+            &[FlowMiss],
+        ),
+        sent(
+            "NAT: an IPv4 UDP datagram without checksum keeps none",
+            without_udp_checksum(udp_nat(frame(CLIENT4, nat4), 53)),
+            without_udp_checksum(udp_nat(
+                frame(CLIENT4, nat4_backend)
+                    .ttl(63)
+                    .macs(DIRECTOR_MAC, mac(5)),
+                5353,
+            )),
+            &[FlowMiss, Tx],
+        ),
+    ];
+    lab.check(cases);
+    lab.finish();
+}
+
+#[test]
+fn bpf_forward_backend_choice() {
+    require_privileged!();
+    let two = ip("198.18.0.110");
+    let solo = ip("198.18.0.111");
+    let (empty4, empty6) = (ip("198.18.0.112"), ip("fd00::112"));
+    let (affinity32, affinity24, affinity64) =
+        (ip("198.18.0.113"), ip("198.18.0.114"), ip("fd00::114"));
+    let (any4, split, any6) = (ip("198.18.0.115"), ip("198.18.0.116"), ip("fd00::115"));
+    let a = backend(ip("198.18.1.1"), 80, mac(1));
+    let b = backend(ip("198.18.1.2"), 80, mac(2));
+    let c = backend(ip("198.18.1.3"), 80, mac(3));
+    let pool4 = pool("198.18.4.", 40);
+    let pool6 = pool("fd00:4::", 50);
+    let services = |a: BackendSpec, c: BackendSpec| {
+        let dr_service =
+            |vip, port, protocol, backends| service(vip, port, protocol, Mode::Dr, backends);
+        vec![
+            dr_service(two, 80, Protocol::Tcp, vec![a, b.clone()]),
+            dr_service(solo, 80, Protocol::Tcp, vec![c]),
+            dr_service(empty4, 80, Protocol::Tcp, vec![]),
+            dr_service(empty6, 53, Protocol::Udp, vec![]),
+            with_affinity(dr_service(affinity32, 80, Protocol::Tcp, pool4.clone()), 32),
+            with_affinity(dr_service(affinity24, 80, Protocol::Tcp, pool4.clone()), 24),
+            with_affinity(dr_service(affinity64, 80, Protocol::Tcp, pool6.clone()), 64),
+            dr_service(
+                any4,
+                0,
+                Protocol::Tcp,
+                vec![backend(ip("198.18.1.20"), 0, mac(20))],
+            ),
+            dr_service(
+                split,
+                80,
+                Protocol::Tcp,
+                vec![backend(ip("198.18.1.21"), 80, mac(21))],
+            ),
+            dr_service(
+                split,
+                0,
+                Protocol::Tcp,
+                vec![backend(ip("198.18.1.22"), 0, mac(22))],
+            ),
+            dr_service(
+                any6,
+                0,
+                Protocol::Udp,
+                vec![backend(ip("fd00:1::20"), 0, mac(23))],
+            ),
+        ]
+    };
+    // No new flows for the backend: by the drain flag, or by weight 0.
+    let drain = |mut spec: BackendSpec, by_flag: bool| {
+        if by_flag {
+            spec.drain = true;
+        } else {
+            spec.weight = 0;
+        }
+        spec
+    };
+    let tcp = |client: IpAddr, vip: IpAddr, sport: u16| {
+        segment(frame(client, vip), Protocol::Tcp, sport, 80)
+    };
+    let mut lab = Lab::balancer(&services(a.clone(), c.clone()));
+
+    let to_any = |client: IpAddr, vip: IpAddr, protocol: Protocol, dport: u16| {
+        segment(frame(client, vip), protocol, CLIENT_PORT, dport)
+    };
+    let mut cases = vec![
+        sent(
+            "a single backend takes a new flow",
+            tcp(CLIENT4, solo, CLIENT_PORT),
+            dr(&tcp(CLIENT4, solo, CLIENT_PORT), mac(3)),
+            &[FlowMiss, Tx],
+        ),
+        dropped(
+            "no backends: IPv4 TCP dropped",
+            tcp(CLIENT4, empty4, CLIENT_PORT),
+            &[FlowMiss, DropNoBackend],
+        ),
+        dropped(
+            "no backends: IPv6 UDP dropped",
+            to_any(CLIENT6, empty6, Protocol::Udp, 53),
+            &[FlowMiss, DropNoBackend],
+        ),
+        unchanged(
+            "a port-0 TCP service: UDP to its VIP passes",
+            to_any(CLIENT4, any4, Protocol::Udp, 53),
+            &[],
+        ),
+        sent(
+            "port 80 and port 0 services: port 80 has its own",
+            to_any(CLIENT4, split, Protocol::Tcp, 80),
+            dr(&to_any(CLIENT4, split, Protocol::Tcp, 80), mac(21)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "port 80 and port 0 services: port 8080 goes to port 0's",
+            to_any(CLIENT4, split, Protocol::Tcp, 8080),
+            dr(&to_any(CLIENT4, split, Protocol::Tcp, 8080), mac(22)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "an IPv6 port-0 UDP service takes port 5000",
+            to_any(CLIENT6, any6, Protocol::Udp, 5000),
+            dr(&to_any(CLIENT6, any6, Protocol::Udp, 5000), mac(23)),
+            &[FlowMiss, Tx],
+        ),
+    ];
+    for dport in [1, 443, 65535] {
+        let input = to_any(CLIENT4, any4, Protocol::Tcp, dport);
+        cases.push(sent(
+            format!("a port-0 TCP service takes port {dport}"),
+            input.clone(),
+            dr(&input, mac(20)),
+            &[FlowMiss, Tx],
+        ));
+    }
+    // Affinity: the first flow's backend, then other flows of the client
+    // (or of its prefix) must all go there too.
+    let pool4_macs = macs(&pool4);
+    let pool6_macs = macs(&pool6);
+    let first = lab.backend_of(&tcp(CLIENT4, affinity32, CLIENT_PORT), &pool4_macs);
+    for sport in 40001..=40006 {
+        let input = tcp(CLIENT4, affinity32, sport);
+        cases.push(sent(
+            format!("affinity /32: the client's flow from port {sport} joins its first"),
+            input.clone(),
+            dr(&input, pool4_macs[first]),
+            &[FlowMiss, Tx],
+        ));
+    }
+    let first = lab.backend_of(&tcp(CLIENT4, affinity24, CLIENT_PORT), &pool4_macs);
+    for (sport, client) in (40001..).zip(["198.18.0.77", "198.18.0.200", "198.18.0.254"]) {
+        let input = tcp(ip(client), affinity24, sport);
+        cases.push(sent(
+            format!("affinity /24: {client} joins 198.18.0.1"),
+            input.clone(),
+            dr(&input, pool4_macs[first]),
+            &[FlowMiss, Tx],
+        ));
+    }
+    let first = lab.backend_of(&tcp(CLIENT6, affinity64, CLIENT_PORT), &pool6_macs);
+    for (sport, client) in (40001..).zip(["fd00::abcd:1", "fd00::ffff:ffff:ffff:fffe"]) {
+        let input = tcp(ip(client), affinity64, sport);
+        cases.push(sent(
+            format!("affinity /64: {client} joins fd00::1"),
+            input.clone(),
+            dr(&input, pool6_macs[first]),
+            &[FlowMiss, Tx],
+        ));
+    }
+    lab.check(cases);
+
+    // Drain, by the flag and by weight 0: a flow already on the backend
+    // stays there, new flows never go to it.
+    let ab = [a.next_hop.mac, b.next_hop.mac];
+    for (how, ports, by_flag) in [("drain=true", 41000, true), ("weight 0", 42000, false)] {
+        lab.apply(&services(a.clone(), c.clone()));
+        let on = |lab: &mut Lab, which| {
+            (ports..ports + 100)
+                .find(|&port| lab.backend_of(&tcp(CLIENT4, two, port), &ab) == which)
+                .expect("a flow for each backend")
+        };
+        let (on_a, on_b) = (on(&mut lab, 0), on(&mut lab, 1));
+        lab.apply(&services(
+            drain(a.clone(), by_flag),
+            drain(c.clone(), by_flag),
+        ));
+        let mut cases = vec![
+            sent(
+                format!("{how}: a flow already on the drained backend stays"),
+                tcp(CLIENT4, two, on_a),
+                dr(&tcp(CLIENT4, two, on_a), ab[0]),
+                &[FlowHit, Tx],
+            ),
+            sent(
+                format!("{how}: a flow on the other backend stays"),
+                tcp(CLIENT4, two, on_b),
+                dr(&tcp(CLIENT4, two, on_b), ab[1]),
+                &[FlowHit, Tx],
+            ),
+            sent(
+                format!("{how}: a drained sole backend keeps its flow"),
+                tcp(CLIENT4, solo, CLIENT_PORT),
+                dr(&tcp(CLIENT4, solo, CLIENT_PORT), mac(3)),
+                &[FlowHit, Tx],
+            ),
+            dropped(
+                format!("{how}: a drained sole backend takes no new flow"),
+                tcp(CLIENT4, solo, ports),
+                &[FlowMiss, DropNoBackend],
+            ),
+        ];
+        for port in ports + 500..ports + 508 {
+            let input = tcp(CLIENT4, two, port);
+            cases.push(sent(
+                format!("{how}: new flow from port {port} goes to the other backend"),
+                input.clone(),
+                dr(&input, ab[1]),
+                &[FlowMiss, Tx],
+            ));
+        }
+        lab.check(cases);
+    }
+    lab.finish();
+}
+
+/// The IP packet `vip`:`vport` sent to the client's `cport`, as an ICMP
+/// error quotes it.
+fn from_vip(vip: IpAddr, protocol: Protocol, vport: u16, cport: u16) -> Vec<u8> {
+    segment(frame(vip, client_of(vip)), protocol, vport, cport)[14..].to_vec()
+}
+
+#[test]
+fn bpf_forward_icmp() {
+    require_privileged!();
+    let (dr4, dr6, dr_udp) = (ip("198.18.0.120"), ip("fd00::120"), ip("198.18.0.124"));
+    let (ipip4, ipip6, v4_over_v6) = (ip("198.18.0.121"), ip("fd00::121"), ip("198.18.0.123"));
+    let (ipip4_backend, ipip6_backend, v6_backend) =
+        (ip("198.18.2.10"), ip("fd00:2::10"), ip("fd00:2::20"));
+    let nat4 = ip("198.18.0.122");
+    let pool4 = pool("198.18.4.", 40);
+    let pool6 = pool("fd00:4::", 50);
+    let tcp80 = |vip, mode, backends| service(vip, 80, Protocol::Tcp, mode, backends);
+    let mut lab = Lab::balancer(&[
+        tcp80(dr4, Mode::Dr, pool4.clone()),
+        tcp80(dr6, Mode::Dr, pool6.clone()),
+        service(
+            dr_udp,
+            53,
+            Protocol::Udp,
+            Mode::Dr,
+            vec![backend(ip("198.18.1.24"), 53, mac(24))],
+        ),
+        tcp80(ipip4, Mode::Ipip, vec![backend(ipip4_backend, 80, mac(3))]),
+        tcp80(ipip6, Mode::Ipip, vec![backend(ipip6_backend, 80, mac(4))]),
+        tcp80(
+            v4_over_v6,
+            Mode::Ipip,
+            vec![backend(v6_backend, 80, mac(7))],
+        ),
+        tcp80(
+            nat4,
+            Mode::Nat,
+            vec![backend(ip("198.18.3.10"), 8080, mac(5))],
+        ),
+    ]);
+    let tcp = |client, vip, sport| segment(frame(client, vip), Protocol::Tcp, sport, 80);
+    let mut cases = Vec::new();
+
+    // DR to several backends: each error goes to the backend of its flow.
+    let v4_error = ("frag needed", FRAG_NEEDED);
+    let v6_error = ("packet too big", PACKET_TOO_BIG);
+    for (vip, backends, (what, kind)) in [(dr4, &pool4, v4_error), (dr6, &pool6, v6_error)] {
+        let macs = macs(backends);
+        for cport in 40000..40004 {
+            let owner = lab.backend_of(&tcp(client_of(vip), vip, cport), &macs);
+            let error = icmp_error(vip, kind, &from_vip(vip, Protocol::Tcp, 80, cport));
+            cases.push(sent(
+                format!("DR {vip}: {what} about the flow from port {cport} goes to its backend"),
+                error.clone(),
+                dr(&error, macs[owner]),
+                &[FlowHit, Tx],
+            ));
+        }
+    }
+    let pool4_macs = macs(&pool4);
+    let owner = lab.backend_of(&tcp(CLIENT4, dr4, CLIENT_PORT), &pool4_macs);
+    let error = icmp_error(
+        dr4,
+        TIME_EXCEEDED,
+        &from_vip(dr4, Protocol::Tcp, 80, CLIENT_PORT),
+    );
+    cases.push(sent(
+        "DR: time exceeded about a flow goes to its backend",
+        error.clone(),
+        dr(&error, pool4_macs[owner]),
+        &[FlowHit, Tx],
+    ));
+    let query = segment(frame(CLIENT4, dr_udp), Protocol::Udp, CLIENT_PORT, 53);
+    let error = icmp_error(
+        dr_udp,
+        PORT_UNREACHABLE,
+        &from_vip(dr_udp, Protocol::Udp, 53, CLIENT_PORT),
+    );
+    cases.push(sent(
+        "DR UDP: new flow",
+        query.clone(),
+        dr(&query, mac(24)),
+        &[FlowMiss, Tx],
+    ));
+    cases.push(sent(
+        "DR UDP: port unreachable about the flow goes to its backend",
+        error.clone(),
+        dr(&error, mac(24)),
+        &[FlowHit, Tx],
+    ));
+
+    // IP-in-IP: the error is tunnelled like the flow's packets.
+    for (vip, addr, mac, (what, kind)) in [
+        (ipip4, ipip4_backend, mac(3), v4_error),
+        (ipip6, ipip6_backend, mac(4), v6_error),
+    ] {
+        let syn = tcp(client_of(vip), vip, CLIENT_PORT);
+        let error = icmp_error(vip, kind, &from_vip(vip, Protocol::Tcp, 80, CLIENT_PORT));
+        cases.push(sent(
+            format!("IP-in-IP {vip}: new flow"),
+            syn.clone(),
+            ipip(&syn, addr, mac),
+            &[FlowMiss, Tx],
+        ));
+        cases.push(sent(
+            format!("IP-in-IP {vip}: {what} about the flow is tunnelled to its backend"),
+            error.clone(),
+            ipip(&error, addr, mac),
+            &[FlowHit, Tx],
+        ));
+    }
+
+    let elsewhere = ip("198.18.0.200");
+    cases.extend([
+        unchanged(
+            "NAT: an error about a NAT flow is the kernel's",
+            icmp_error(
+                nat4,
+                FRAG_NEEDED,
+                &from_vip(nat4, Protocol::Tcp, 80, CLIENT_PORT),
+            ),
+            &[],
+        ),
+        unchanged(
+            "an error about a packet of no VIP passes",
+            icmp_error(
+                elsewhere,
+                FRAG_NEEDED,
+                &from_vip(elsewhere, Protocol::Tcp, 80, CLIENT_PORT),
+            ),
+            &[],
+        ),
+        unchanged(
+            "an ICMP echo request to a VIP passes",
+            frame(CLIENT4, dr4).echo_request(1, 1, b"ping"),
+            &[],
+        ),
+        unchanged(
+            "an ICMPv6 echo request to a VIP passes",
+            frame(CLIENT6, dr6).echo_request(1, 1, b"ping"),
+            &[],
+        ),
+    ]);
+
+    // Too big to tunnel at MTU 1320: the client is told the MTU inside.
+    for (vip, addr, mac, mtu) in [
+        (ipip4, ipip4_backend, mac(3), 1300),
+        (ipip6, ipip6_backend, mac(4), 1280),
+        (v4_over_v6, v6_backend, mac(7), 1280),
+    ] {
+        let client = client_of(vip);
+        let fits = sized(client, vip, 40001, usize::from(mtu));
+        let over = sized(client, vip, 40002, usize::from(mtu) + 1);
+        cases.push(sent(
+            format!("IP-in-IP {vip} to {addr}: a {mtu}-byte packet fits the tunnel"),
+            fits.clone(),
+            ipip(&fits, addr, mac),
+            &[FlowMiss, Tx],
+        ));
+        cases.push(sent(
+            format!(
+                "IP-in-IP {vip} to {addr}: a {}-byte packet is answered 'too big', MTU {mtu}",
+                mtu + 1
+            ),
+            over.clone(),
+            too_big(&over, client, vip, mtu),
+            &[FlowMiss, IcmpTooBig, Tx],
+        ));
+    }
+    let tagged = frame(CLIENT4, ipip4)
+        .vlan(10)
+        .tcp_data(40003, 80, 1, 1, &[b'x'; 1301 - 40]);
+    cases.push(sent(
+        "IP-in-IP: an 802.1Q frame too big is answered with its tag",
+        tagged.clone(),
+        too_big(&tagged, CLIENT4, ipip4, 1300),
+        &[FlowMiss, IcmpTooBig, Tx],
+    ));
+    lab.check(cases);
+    lab.finish();
+}
+
+#[test]
+fn bpf_forward_nat_replies() {
+    require_privileged!();
+    let (vip4, vip6) = (ip("198.18.0.102"), ip("fd00::102"));
+    let (real4, real6) = (ip("198.18.3.10"), ip("fd00:3::10"));
+    let dr_backend = ip("198.18.1.10");
+    let nat = |vip, protocol, vport, addr, port| {
+        service(
+            vip,
+            vport,
+            protocol,
+            Mode::Nat,
+            vec![backend(addr, port, mac(5))],
+        )
+    };
+    let tcp4 = nat(vip4, Protocol::Tcp, 80, real4, 8080);
+    let others = vec![
+        nat(vip4, Protocol::Udp, 53, real4, 5353),
+        nat(vip6, Protocol::Tcp, 80, real6, 8080),
+        nat(vip6, Protocol::Udp, 53, real6, 5353),
+        service(
+            ip("198.18.0.100"),
+            80,
+            Protocol::Tcp,
+            Mode::Dr,
+            vec![backend(dr_backend, 80, mac(1))],
+        ),
+    ];
+    let mut lab = Lab::balancer(&[vec![tcp4], others.clone()].concat());
+    // A reply from `src`:`sport` to the client, as it reaches the director.
+    let reply = |src: IpAddr, protocol, sport| {
+        let frame = frame(src, client_of(src)).macs(mac(5), DIRECTOR_MAC);
+        segment(frame, protocol, sport, CLIENT_PORT)
+    };
+    let translated = |vip, real, protocol, vport, port| {
+        passed(
+            format!("NAT reply {real}:{port} becomes {vip}:{vport}, routed by the kernel"),
+            reply(real, protocol, port),
+            reply(vip, protocol, vport),
+            &[NatReply, FibPass],
+        )
+    };
+    let mut cases = Vec::new();
+    for (vip, real) in [(vip4, real4), (vip6, real6)] {
+        cases.push(translated(vip, real, Protocol::Tcp, 80, 8080));
+        cases.push(translated(vip, real, Protocol::Udp, 53, 5353));
+    }
+    cases.extend([
+        passed(
+            "NAT reply: IPv4 UDP without checksum keeps none",
+            without_udp_checksum(reply(real4, Protocol::Udp, 5353)),
+            without_udp_checksum(reply(vip4, Protocol::Udp, 53)),
+            &[NatReply, FibPass],
+        ),
+        unchanged(
+            "a NAT backend's other port sends no NAT reply",
+            reply(real4, Protocol::Tcp, 8081),
+            &[],
+        ),
+        unchanged(
+            "a NAT backend's port in the other protocol sends no NAT reply",
+            reply(real4, Protocol::Udp, 8080),
+            &[],
+        ),
+        unchanged(
+            "a DR backend's reply passes",
+            reply(dr_backend, Protocol::Tcp, 80),
+            &[],
+        ),
+    ]);
+    lab.check(cases);
+
+    lab.apply(&others);
+    lab.check(vec![
+        unchanged(
+            "once its service is removed, the backend's reply passes",
+            reply(real4, Protocol::Tcp, 8080),
+            &[],
+        ),
+        translated(vip4, real4, Protocol::Udp, 53, 5353),
+    ]);
+    lab.finish();
+}
+
+/// `frame` with `bytes` written at `at`.
+fn edited(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+    frame[at..at + bytes.len()].copy_from_slice(bytes);
+    frame
+}
+
+#[test]
+fn bpf_forward_drops_and_passes() {
+    require_privileged!();
+    let (vip4, vip6) = (ip("198.18.0.100"), ip("fd00::100"));
+    let (other4, other6) = (ip("198.18.0.200"), ip("fd00::200"));
+    let mut services = Vec::new();
+    for (vip, addr) in [(vip4, ip("198.18.1.10")), (vip6, ip("fd00:1::10"))] {
+        for (protocol, port) in [(Protocol::Tcp, 80), (Protocol::Udp, 53)] {
+            let backends = vec![backend(addr, port, mac(1))];
+            services.push(service(vip, port, protocol, Mode::Dr, backends));
+        }
+    }
+    let mut lab = Lab::balancer(&services);
+    let first_fragment = |frame: Frame| frame.fragment(0, true).udp(CLIENT_PORT, 53, &[7; 64]);
+    let later_fragment =
+        |frame: Frame, offset| frame.fragment(offset, false).proto(IPPROTO_UDP, &[7; 64]);
+    let tcp = |frame: Frame, dport| segment(frame, Protocol::Tcp, CLIENT_PORT, dport);
+    let udp = |frame: Frame, dport| segment(frame, Protocol::Udp, CLIENT_PORT, dport);
+    let tcp4 = tcp(frame(CLIENT4, vip4), 80);
+    let udp6 = udp(frame(CLIENT6, vip6), 53);
+    let mut vrrp = vec![0x31, 51, 150, 1, 0x00, 100, 0, 0];
+    vrrp.extend_from_slice(&[198, 18, 0, 100]);
+    let cases = vec![
+        dropped(
+            "IPv4 first fragment to a VIP",
+            first_fragment(frame(CLIENT4, vip4)),
+            &[DropFragment],
+        ),
+        dropped(
+            "IPv4 later fragment to a VIP",
+            later_fragment(frame(CLIENT4, vip4), 1480),
+            &[DropFragment],
+        ),
+        dropped(
+            "IPv6 first fragment to a VIP",
+            first_fragment(frame(CLIENT6, vip6)),
+            &[DropFragment],
+        ),
+        dropped(
+            "IPv6 later fragment to a VIP",
+            later_fragment(frame(CLIENT6, vip6), 1448),
+            &[DropFragment],
+        ),
+        unchanged(
+            "IPv4 first fragment to another address",
+            first_fragment(frame(CLIENT4, other4)),
+            &[],
+        ),
+        unchanged(
+            "IPv6 later fragment to another address",
+            later_fragment(frame(CLIENT6, other6), 1448),
+            &[],
+        ),
+        dropped(
+            "IPv4 options to a VIP",
+            tcp(frame(CLIENT4, vip4).ipv4_options(&[0x94, 0x04, 0, 0]), 80),
+            &[DropIpOptions],
+        ),
+        dropped(
+            "IPv6 hop-by-hop options to a VIP",
+            udp(frame(CLIENT6, vip6).hop_by_hop(8), 53),
+            &[DropIpOptions],
+        ),
+        dropped(
+            "IPv6 destination options to a VIP",
+            udp(frame(CLIENT6, vip6).destination_options(16), 53),
+            &[DropIpOptions],
+        ),
+        unchanged(
+            "IPv4 options to another address",
+            tcp(frame(CLIENT4, other4).ipv4_options(&[0x94, 0x04, 0, 0]), 80),
+            &[],
+        ),
+        unchanged(
+            "IPv4 TCP to a VIP, cut short of its total length",
+            tcp4[..tcp4.len() - 2].to_vec(),
+            &[Truncated],
+        ),
+        unchanged(
+            "IPv4 to a VIP, cut inside the IP header",
+            tcp4[..14 + 12].to_vec(),
+            &[Truncated],
+        ),
+        unchanged(
+            "IPv6 UDP to a VIP, cut short of its payload length",
+            udp6[..udp6.len() - 1].to_vec(),
+            &[Truncated],
+        ),
+        unchanged(
+            "TCP to a VIP with a 16-byte data offset",
+            edited(tcp4.clone(), 14 + 20 + 12, &[0x40]),
+            &[Malformed],
+        ),
+        unchanged(
+            "UDP to a VIP with UDP length 4",
+            edited(udp(frame(CLIENT4, vip4), 53), 14 + 20 + 4, &[0, 4]),
+            &[Malformed],
+        ),
+        unchanged(
+            "IPv4 TCP to another address",
+            tcp(frame(CLIENT4, other4), 80),
+            &[],
+        ),
+        unchanged(
+            "IPv6 UDP to another address",
+            udp(frame(CLIENT6, other6), 53),
+            &[],
+        ),
+        unchanged(
+            "TCP to a VIP port without a service",
+            tcp(frame(CLIENT4, vip4), 8080),
+            &[],
+        ),
+        unchanged(
+            "UDP to a VIP's TCP-only port",
+            udp(frame(CLIENT4, vip4), 80),
+            &[],
+        ),
+        unchanged(
+            "IPv6 TCP to a VIP port without a service",
+            tcp(frame(CLIENT6, vip6), 443),
+            &[],
+        ),
+        unchanged(
+            "ARP request for a VIP",
+            arp_request(
+                CLIENT_MAC,
+                Ipv4Addr::new(198, 18, 0, 1),
+                Ipv4Addr::new(198, 18, 0, 100),
+            ),
+            &[],
+        ),
+        unchanged(
+            "VRRP advert to 224.0.0.18",
+            frame(ip("198.18.0.3"), ip("224.0.0.18"))
+                .ttl(255)
+                .proto(IPPROTO_VRRP, &vrrp),
+            &[],
+        ),
+        unchanged(
+            "VRRP to a VIP",
+            frame(ip("198.18.0.3"), vip4)
+                .ttl(255)
+                .proto(IPPROTO_VRRP, &vrrp),
+            &[],
+        ),
+        unchanged(
+            "GRE to a VIP",
+            frame(CLIENT4, vip4).proto(IPPROTO_GRE, &[0, 0, 0x08, 0x00]),
+            &[],
+        ),
+    ];
+    lab.check(cases);
+    lab.finish();
+}
+
+#[test]
+fn bpf_forward_decap() {
+    require_privileged!();
+    let (vip4, vip6) = (ip("198.18.0.100"), ip("fd00::100"));
+    let (other4, other6) = (ip("198.18.0.200"), ip("fd00::200"));
+    let (real4, real6) = (ip("198.18.2.10"), ip("fd00:2::10"));
+    let mut lab = Lab::load(&LoadOptions::decap(log::LevelFilter::Off), &[Decap]);
+    lab.dataplane
+        .set_decap_vips(&[vip4, vip6])
+        .expect("setting the decap VIPs");
+    let tcp = |frame: Frame| segment(frame, Protocol::Tcp, CLIENT_PORT, 80);
+    let ours4 = tcp(frame(CLIENT4, vip4));
+    let ours6 = tcp(frame(CLIENT6, vip6));
+    let tagged = tcp(frame(CLIENT4, vip4).vlan(10));
+    let stripped = |what: &str, inner: &[u8], outer: IpAddr| {
+        passed(
+            format!("{what} for a local VIP: the inner packet"),
+            ipip(inner, outer, mac(3)),
+            dr(inner, mac(3)),
+            &[Decap],
+        )
+    };
+    let cases = vec![
+        stripped("IPv4-in-IPv4", &ours4, real4),
+        stripped("IPv4-in-IPv6", &ours4, real6),
+        stripped("IPv6-in-IPv6", &ours6, real6),
+        stripped("802.1Q IPv4-in-IPv4", &tagged, real4),
+        unchanged(
+            "IPv4-in-IPv4 for another address",
+            ipip(&tcp(frame(CLIENT4, other4)), real4, mac(3)),
+            &[],
+        ),
+        unchanged(
+            "IPv4-in-IPv6 for another address",
+            ipip(&tcp(frame(CLIENT4, other4)), real6, mac(3)),
+            &[],
+        ),
+        unchanged(
+            "IPv6-in-IPv6 for another address",
+            ipip(&tcp(frame(CLIENT6, other6)), real6, mac(3)),
+            &[],
+        ),
+        unchanged("plain TCP to a local VIP", ours4, &[]),
+    ];
+    lab.check(cases);
+    lab.finish();
+}
+
+#[test]
+fn bpf_forward_map_sync() {
+    require_privileged!();
+    let (two, sticky) = (ip("198.18.0.130"), ip("198.18.0.131"));
+    let (gone, newcomer) = (ip("198.18.0.132"), ip("198.18.0.133"));
+    let a = backend(ip("198.18.1.1"), 80, mac(1));
+    let b = backend(ip("198.18.1.2"), 80, mac(2));
+    let c = backend(ip("198.18.1.3"), 80, mac(3));
+    let sticky_a = backend(ip("198.18.1.4"), 80, mac(4));
+    let sticky_b = backend(ip("198.18.1.5"), 80, mac(5));
+    let dr_service = |vip, backends| service(vip, 80, Protocol::Tcp, Mode::Dr, backends);
+    let tcp = |client, vip, sport| segment(frame(client, vip), Protocol::Tcp, sport, 80);
+    let mut lab = Lab::balancer(&[
+        dr_service(two, vec![a.clone(), b.clone()]),
+        with_affinity(
+            dr_service(sticky, vec![sticky_a.clone(), sticky_b.clone()]),
+            32,
+        ),
+        dr_service(gone, vec![c]),
+    ]);
+    let ab = [a.next_hop.mac, b.next_hop.mac];
+    let mut flows_on_a = (CLIENT_PORT..CLIENT_PORT + 200)
+        .filter(|&port| lab.backend_of(&tcp(CLIENT4, two, port), &ab) == 0);
+    let (moved, idle) = (
+        flows_on_a.next().expect("a flow on A"),
+        flows_on_a.next().expect("a second flow on A"),
+    );
+    let sticky_ab = [sticky_a.next_hop.mac, sticky_b.next_hop.mac];
+    let client_on_a = (10..100)
+        .map(|n| IpAddr::V4(Ipv4Addr::new(198, 18, 0, n)))
+        .find(|&client| lab.backend_of(&tcp(client, sticky, CLIENT_PORT), &sticky_ab) == 0)
+        .expect("a client with affinity to A");
+    lab.check(vec![sent(
+        "the service about to go: new flow",
+        tcp(CLIENT4, gone, CLIENT_PORT),
+        dr(&tcp(CLIENT4, gone, CLIENT_PORT), mac(3)),
+        &[FlowMiss, Tx],
+    )]);
+
+    // Both A backends removed from their services, the third service removed.
+    let remaining = [
+        dr_service(two, vec![b]),
+        with_affinity(dr_service(sticky, vec![sticky_b]), 32),
+    ];
+    lab.apply(&remaining);
+    lab.check(vec![
+        sent(
+            "a flow on a removed backend picks again",
+            tcp(CLIENT4, two, moved),
+            dr(&tcp(CLIENT4, two, moved), mac(2)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "then keeps its new backend",
+            tcp(CLIENT4, two, moved),
+            dr(&tcp(CLIENT4, two, moved), mac(2)),
+            &[FlowHit, Tx],
+        ),
+        unchanged(
+            "a removed service's VIP: TCP passes",
+            tcp(CLIENT4, gone, CLIENT_PORT),
+            &[],
+        ),
+        unchanged(
+            "a removed service's VIP: fragments pass",
+            frame(CLIENT4, gone)
+                .fragment(1480, false)
+                .proto(IPPROTO_UDP, &[7; 64]),
+            &[],
+        ),
+    ]);
+
+    // A new service whose backends are as many as were freed: whatever
+    // slots they take, they start with no traffic, and no flow or client
+    // of the other services is sent to them.
+    let fresh = dr_service(newcomer, pool("198.18.5.", 50)[..3].to_vec());
+    lab.apply(&[remaining.to_vec(), vec![fresh.clone()]].concat());
+    let none = TrafficStats::default();
+    let of_service = lab.dataplane.service_stats(&fresh).expect("service stats");
+    lab.expect_eq("a new service's stats".into(), of_service, none);
+    for new in &fresh.backends {
+        let of_backend = lab
+            .dataplane
+            .backend_stats(new.addr, new.port)
+            .expect("backend stats");
+        lab.expect_eq(
+            format!("new backend {}'s stats", new.addr),
+            of_backend,
+            none,
+        );
+    }
+    lab.check(vec![
+        sent(
+            "a flow idle since its backend was removed picks again among its service's",
+            tcp(CLIENT4, two, idle),
+            dr(&tcp(CLIENT4, two, idle), mac(2)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "a client whose affinity backend was removed picks again among its service's",
+            tcp(client_on_a, sticky, CLIENT_PORT + 1),
+            dr(&tcp(client_on_a, sticky, CLIENT_PORT + 1), mac(5)),
+            &[FlowMiss, Tx],
+        ),
+    ]);
+    lab.finish();
+}
