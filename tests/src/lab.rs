@@ -1,6 +1,6 @@
 //! A load-balancing lab in network namespaces, shared by the end-to-end
 //! tests and `cargo xtask demo`: a client, a director running xlb on its
-//! `eth0`, and backends b1, b2, … running identity servers, all on one
+//! `eth0`, and real servers b1, b2, … running identity servers, all on one
 //! switch.
 //!
 //! Addresses (`eth0` everywhere):
@@ -17,16 +17,30 @@
 //! The services are VIP:80 over TCP and over UDP. Backends listen on port 80, or on 8080 for NAT
 //! so that the port translation shows.
 //!
-//! [`Lab::new`] pins the calling thread to CPU 0 first. The flow table is per CPU (as in Katran:
-//! in production the NIC's RSS keeps a flow on one CPU), and on veth the XDP program runs on the
-//! CPU that sends the frame. A connection whose packets left from different CPUs could miss its
-//! flow entry on one of them, and after a ring change such a miss picks from the new ring, so it
-//! can land on another backend. The threads started afterwards inherit the pin.
+//! Two adjustments make the veths behave like wires: the director's port on the switch runs a
+//! pass-through XDP program, without which the frames the director sends with XDP_TX are never
+//! delivered ([`pass_through`]), and the client and backends send complete checksums
+//! ([`full_checksums`]).
+//!
+//! [`Lab::new`] pins the calling thread to CPU 0 once the programs are loaded. The flow table is per CPU (as in Katran: in
+//! production the NIC's RSS keeps a flow on one CPU), and on veth the XDP program runs on the CPU
+//! that sends the frame. A connection whose packets left from different CPUs could miss its flow
+//! entry on one of them, and after a ring change such a miss picks from the new ring, so it can
+//! land on another backend. The threads a test starts inherit the pin: the identity servers'
+//! threads, and the namespace threads the client drivers run on. So the client's packets, and the
+//! ACKs its kernel sends on the CPU the replies arrive on, all meet the director on CPU 0. Timers
+//! are not pinned, though: an idle CPU's timers may fire on another one. The client's route to
+//! the VIP therefore has `quickack`, so its ACKs leave at once rather than from a delayed-ACK
+//! timer; otherwise the ACK of the last answer before a ring change could leave from another CPU
+//! after the change, pick from the new ring, and have the connection reset by a new backend.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
-use anyhow::{ensure, Context};
-use lb_common::maps::Mode;
+use anyhow::{anyhow, ensure, Context};
+use lb_common::{maps::Mode, stats::Counter};
 use log::LevelFilter;
 use nix::{
     sched::{sched_setaffinity, CpuSet},
@@ -39,16 +53,18 @@ use xlb::dataplane::{
 
 use crate::{
     netns::{Netns, Topology},
-    servers::{tcp_spread, udp_spread, IdentityServer},
+    servers::{tcp_spread, udp_spread, within, IdentityServer, Spread},
 };
-
-/// Exchanges of each protocol that [`Lab::probe`] makes.
-const PROBES: u64 = 5;
 
 /// The services' port, for TCP and UDP alike.
 pub const VIP_PORT: u16 = 80;
 /// Where NAT backends listen.
 pub const NAT_PORT: u16 = 8080;
+/// How far each backend's share may be from its weight's share, relatively.
+pub const TOLERANCE: f64 = 0.15;
+/// Exchanges of each protocol that [`Lab::probe`] makes.
+const PROBES: u64 = 5;
+
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 /// The director's addresses on the backends' subnet: their NAT gateway and the tunnels' source.
@@ -176,6 +192,11 @@ impl Lab {
         director_ns.set_sysctls(&[
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv6.conf.all.forwarding", "1"),
+            // A NAT reply xlb leaves to the kernel (no neighbour yet) already
+            // has the VIP, a local address, as source: without this IPv4
+            // drops it as a martian.
+            ("net.ipv4.conf.all.accept_local", "1"),
+            ("net.ipv4.conf.eth0.accept_local", "1"),
         ])?;
         // NAT replies are routed to the client with bpf_fib_lookup, which needs the director to
         // know the client's MAC already.
@@ -285,6 +306,92 @@ impl Lab {
         );
         Ok(())
     }
+
+    /// Checks the director's counters after traffic went through it: frames sent back out, flow
+    /// table hits, NAT replies exactly in NAT mode, and nothing dropped, redirected or handed to
+    /// the kernel for lack of a neighbour. With IP-in-IP, every decapsulator must have worked.
+    pub fn check_counters(&self) -> anyhow::Result<()> {
+        let counters = self.director.counters()?;
+        let mut wrong = Vec::new();
+        let mut expect = |counter: Counter, ok: fn(u64) -> bool, what: &str| {
+            let value = counters.get(counter);
+            if !ok(value) {
+                wrong.push(format!("{} is {value}, expected {what}", counter.name()));
+            }
+        };
+        let positive: fn(u64) -> bool = |v| v > 0;
+        let zero: fn(u64) -> bool = |v| v == 0;
+        expect(Counter::Tx, positive, "> 0");
+        expect(Counter::FlowHit, positive, "> 0");
+        let nat = if self.mode == Mode::Nat {
+            positive
+        } else {
+            zero
+        };
+        expect(Counter::NatReply, nat, "> 0 exactly in NAT mode");
+        for counter in [
+            Counter::DropNoBackend,
+            Counter::DropFragment,
+            Counter::DropEncap,
+            Counter::DropIpOptions,
+            Counter::Truncated,
+            Counter::Malformed,
+            Counter::IcmpTooBig,
+            Counter::Redirect,
+            Counter::FibPass,
+        ] {
+            expect(counter, zero, "0");
+        }
+        ensure!(
+            wrong.is_empty(),
+            "director counters: {}\nall: {}",
+            wrong.join("; "),
+            serde_json::to_string(&counters)?
+        );
+        for (n, decap) in self.decaps.iter().enumerate() {
+            let decapsulated = decap.counters()?.get(Counter::Decap);
+            ensure!(decapsulated > 0, "b{} decapsulated nothing", n + 1);
+        }
+        Ok(())
+    }
+
+    /// Checks that every one of `count` exchanges was answered, by the backends in proportion
+    /// to `weights`, and that the director counted at least that many new flows per backend.
+    pub fn check_spread(
+        &self,
+        what: &str,
+        spread: &Spread,
+        count: u64,
+        weights: &[u16],
+    ) -> anyhow::Result<()> {
+        ensure!(
+            spread.failed == 0 && spread.answered() == count,
+            "{what}: {} of {count} exchanges answered, {} failed; errors: {:?}",
+            spread.answered(),
+            spread.failed,
+            spread.errors
+        );
+        let weights: BTreeMap<String, u64> = weights
+            .iter()
+            .enumerate()
+            .map(|(n, &w)| (self.servers[n].name().to_owned(), w.into()))
+            .collect();
+        within(spread, &weights, TOLERANCE).map_err(|e| anyhow!("{what}: {e}"))?;
+        for (n, server) in self.servers.iter().enumerate() {
+            let answered = spread.by_backend.get(server.name()).copied().unwrap_or(0);
+            let stats = self
+                .director
+                .backend_stats(self.family.backend(n), backend_port(self.mode))?;
+            ensure!(
+                stats.new_flows >= answered,
+                "{what}: {} answered {answered} exchanges, but the director counted {} new flows \
+                 to it",
+                server.name(),
+                stats.new_flows
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Turns off transmit checksum offload on `ns`'s `eth0`, so its packets leave with complete
@@ -325,4 +432,3 @@ pub fn decapsulator(ns: &Netns) -> anyhow::Result<Dataplane> {
     ns.run(|| decap.attach("eth0", AttachMode::Native).map(|_| ()))??;
     Ok(decap)
 }
-

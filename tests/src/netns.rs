@@ -480,9 +480,10 @@ impl Switch {
     /// Connects `host` to the switch with a veth pair: `host_if` in `host`, and a port
     /// `p-{role}` (the host's role, cut to 15 characters; `p{n}-{role}` if that name is taken)
     /// enslaved to `br0` in the switch. Both ends are brought up and get GRO enabled
-    /// (`ethtool -K IF gro on`): a veth only receives frames that an XDP program on its peer
-    /// sends with `XDP_TX` or `XDP_REDIRECT` when its NAPI is on, which GRO (or an XDP program
-    /// of its own) turns on. Returns the switch-side port name.
+    /// (`ethtool -K IF gro on`), which turns on the NAPI a veth needs to take frames its peer's
+    /// XDP program sends with `XDP_TX`. That is not enough on its own: the driver only wakes
+    /// that NAPI when the port has an XDP program too (see [`crate::lab::pass_through`]).
+    /// Returns the switch-side port name.
     pub fn connect(
         &mut self,
         topology: &mut Topology,

@@ -25,9 +25,21 @@ struct Args {
 }
 
 const MODES: [(&str, Mode, &str); 3] = [
-    ("dr", Mode::Dr, "direct routing: MAC rewrite, backends answer the client directly"),
-    ("ipip", Mode::Ipip, "IP-in-IP: tunnelled to backends running xlb decap"),
-    ("nat", Mode::Nat, "NAT: VIP:80 to backend:8080, replies translated back"),
+    (
+        "dr",
+        Mode::Dr,
+        "direct routing: MAC rewrite, backends answer the client directly",
+    ),
+    (
+        "ipip",
+        Mode::Ipip,
+        "IP-in-IP: tunnelled to backends running xlb decap",
+    ),
+    (
+        "nat",
+        Mode::Nat,
+        "NAT: VIP:80 to backend:8080, replies translated back",
+    ),
 ];
 const EQUAL: [Member; 3] = [(0, 1, false), (1, 1, false), (2, 1, false)];
 
@@ -40,8 +52,14 @@ fn main() -> anyhow::Result<()> {
     let mut failed = 0;
     for (name, mode, what) in MODES {
         eprintln!("==> {what}");
-        let lab = Lab::new(&format!("demo_{name}"), mode, Family::V4, EQUAL.len(), &EQUAL)
-            .with_context(|| format!("building the {name} lab"))?;
+        let lab = Lab::new(
+            &format!("demo_{name}"),
+            mode,
+            Family::V4,
+            EQUAL.len(),
+            &EQUAL,
+        )
+        .with_context(|| format!("building the {name} lab"))?;
         let spread = tcp_spread(&lab.client, lab.vip(), args.connections)?;
         let backends: BTreeMap<String, u64> = lab
             .servers
