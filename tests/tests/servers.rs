@@ -77,6 +77,21 @@ fn only(name: &str, count: u64) -> Spread {
     }
 }
 
+/// `read`'s value once it has stopped changing (servers count on their own threads), or after 2 s.
+fn settle<T: PartialEq + Copy>(read: impl Fn() -> T) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut last = read();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Every backend answers every TCP connection and UDP exchange sent to its own address.
 fn each_backend_answers(tag: &str, addr: fn(usize, u16) -> SocketAddr) -> anyhow::Result<()> {
     let lab = lab(tag)?;
@@ -86,8 +101,8 @@ fn each_backend_answers(tag: &str, addr: fn(usize, u16) -> SocketAddr) -> anyhow
         assert_eq!(tcp, only(name, 50), "TCP to {}", addr(i, 8080));
         let udp = udp_spread(&lab.client, addr(i, 8080), 50)?;
         assert_eq!(udp, only(name, 50), "UDP to {}", addr(i, 8080));
-        assert_eq!(servers[i].tcp_connections(), 50);
-        assert_eq!(servers[i].udp_datagrams(), 50);
+        let counted = settle(|| (servers[i].tcp_connections(), servers[i].udp_datagrams()));
+        assert_eq!(counted, (50, 50), "{name}: connections and datagrams it counted");
     }
     Ok(())
 }
