@@ -108,6 +108,14 @@ fn main() {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
+    // Surface the BPF side's warnings, which the nested build would hide.
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        if let Some(warning) = line.strip_prefix("warning: ") {
+            if !warning.contains("generated") {
+                println!("cargo:warning=lb-ebpf: {warning}");
+            }
+        }
+    }
     let built = target_dir.join(BPF_TARGET).join("release").join("lb-ebpf");
     if let Err(e) = fs::copy(&built, &object) {
         fail(&format!("copying {}: {e}", built.display()));

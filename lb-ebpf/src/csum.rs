@@ -40,18 +40,6 @@ pub fn replace_v6(check: u16, old: &[u32; 4], new: &[u32; 4]) -> u16 {
     !fold(sum)
 }
 
-/// Ones' complement sum of `words` (not inverted), for building headers.
-#[inline(always)]
-pub fn sum16(words: &[u16]) -> u64 {
-    let mut sum = 0u64;
-    let mut i = 0;
-    while i < words.len() {
-        sum += words[i] as u64;
-        i += 1;
-    }
-    sum
-}
-
 /// Adds an IPv6 address to a running sum.
 #[inline(always)]
 pub fn sum_v6(sum: u64, addr: &[u32; 4]) -> u64 {

@@ -15,7 +15,7 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
-    csum, l2,
+    csum, ip, l2,
     parse::{ptr_at, ptr_at_mut, Packet, ParseError, L4},
     select, stats,
 };
@@ -69,34 +69,17 @@ pub fn too_big<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet, 
 #[inline(always)]
 fn write_v4(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), ParseError> {
     const LEN: usize = Ipv4Hdr::LEN + ICMP_HDR + QUOTE_V4;
-    let [t0, t1] = (LEN as u16).to_be_bytes();
-    let [s0, s1, s2, s3] = pkt.dst[0].to_ne_bytes();
-    let [d0, d1, d2, d3] = pkt.src[0].to_ne_bytes();
-    let mut ip = [
-        0x45,
-        0,
-        t0,
-        t1,
-        0,
-        0,
+    ip::write_v4(
+        ctx,
+        off,
+        LEN,
         0,
         0,
         64,
         IPPROTO_ICMP,
-        0,
-        0,
-        s0,
-        s1,
-        s2,
-        s3,
-        d0,
-        d1,
-        d2,
-        d3,
-    ];
-    let check = !csum::fold(sum_bytes(&ip));
-    ip[10..12].copy_from_slice(&check.to_ne_bytes());
-    unsafe { *ptr_at_mut::<[u8; 20]>(ctx, off)? = ip };
+        pkt.dst[0],
+        pkt.src[0],
+    )?;
 
     let [m0, m1] = (mtu as u16).to_be_bytes();
     let header = [3u8, 4, 0, 0, 0, 0, m0, m1];
@@ -110,21 +93,8 @@ fn write_v4(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), 
 #[inline(always)]
 fn write_v6(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), ParseError> {
     const PAYLOAD: usize = ICMP_HDR + QUOTE_V6;
-    let [l0, l1] = (PAYLOAD as u16).to_be_bytes();
     let (src, dst) = (pkt.dst, pkt.src);
-    let hdr = [
-        u32::from_ne_bytes([0x60, 0, 0, 0]),
-        u32::from_ne_bytes([l0, l1, IPPROTO_ICMPV6, 255]),
-        src[0],
-        src[1],
-        src[2],
-        src[3],
-        dst[0],
-        dst[1],
-        dst[2],
-        dst[3],
-    ];
-    unsafe { ptr_at_mut::<[u32; 10]>(ctx, off)?.write_unaligned(hdr) };
+    ip::write_v6(ctx, off, PAYLOAD, IPPROTO_ICMPV6, 255, &src, &dst)?;
 
     let [m0, m1, m2, m3] = mtu.to_be_bytes();
     let header = [2u8, 0, 0, 0, m0, m1, m2, m3];
@@ -148,17 +118,6 @@ fn sum_packet<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u64, Parse
         return Err(ParseError::Malformed);
     }
     Ok(sum as u64)
-}
-
-#[inline(always)]
-fn sum_bytes<const N: usize>(bytes: &[u8; N]) -> u64 {
-    let mut sum = 0u64;
-    let mut i = 0;
-    while i + 1 < N {
-        sum += u16::from_ne_bytes([bytes[i], bytes[i + 1]]) as u64;
-        i += 2;
-    }
-    sum
 }
 
 /// For an ICMP error about a packet a VIP sent (quoted inside it): the

@@ -10,8 +10,8 @@ use lb_common::{
 
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPV4_DF},
-    csum, icmp, l2, output,
-    parse::{ptr_at, ptr_at_mut, Packet},
+    icmp, ip, l2, output,
+    parse::{ptr_at, Packet},
     stats,
 };
 
@@ -49,21 +49,24 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
     let inner_proto = if inner_v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
     let written = l2::move_to_front(ctx, outer, l2_len, ether_type).and_then(|()| {
         if outer_v6 {
-            write_outer_v6(
+            ip::write_v6(
                 ctx,
                 l2_len,
                 pkt.ip_len,
                 inner_proto,
+                OUTER_TTL,
                 &settings.tunnel_src_v6,
                 &backend.addr,
             )
         } else {
-            write_outer_v4(
+            ip::write_v4(
                 ctx,
                 l2_len,
-                pkt.ip_len,
-                inner_proto,
+                pkt.ip_len + OUTER_V4,
                 tos,
+                IPV4_DF,
+                OUTER_TTL,
+                inner_proto,
                 settings.tunnel_src_v4[0],
                 backend.addr[0],
             )
@@ -80,63 +83,6 @@ fn ipv4_tos<const L3: usize>(ctx: &XdpContext) -> u8 {
     // Two bytes (version/IHL, TOS): a one-byte read at a variable offset
     // gets a bounds check the verifier cannot use.
     ptr_at::<u16>(ctx, L3).map_or(0, |w| unsafe { w.read_unaligned().to_ne_bytes()[1] })
-}
-
-#[inline(always)]
-fn write_outer_v4(
-    ctx: &XdpContext,
-    off: usize,
-    inner_len: usize,
-    proto: u8,
-    tos: u8,
-    src: u32,
-    dst: u32,
-) -> Result<(), crate::parse::ParseError> {
-    let total = (inner_len + OUTER_V4) as u16;
-    let [s0, s1, s2, s3] = src.to_ne_bytes();
-    let [d0, d1, d2, d3] = dst.to_ne_bytes();
-    let [t0, t1] = total.to_be_bytes();
-    let [f0, f1] = IPV4_DF.to_be_bytes();
-    let mut header: [u8; OUTER_V4] = [
-        0x45, tos, t0, t1, 0, 0, f0, f1, OUTER_TTL, proto, 0, 0, s0, s1, s2, s3, d0, d1, d2, d3,
-    ];
-    let mut words = [0u16; 10];
-    let mut i = 0;
-    while i < 10 {
-        words[i] = u16::from_ne_bytes([header[2 * i], header[2 * i + 1]]);
-        i += 1;
-    }
-    let check = !csum::fold(csum::sum16(&words));
-    header[10..12].copy_from_slice(&check.to_ne_bytes());
-    unsafe { *ptr_at_mut::<[u8; OUTER_V4]>(ctx, off)? = header };
-    Ok(())
-}
-
-#[inline(always)]
-fn write_outer_v6(
-    ctx: &XdpContext,
-    off: usize,
-    inner_len: usize,
-    next: u8,
-    src: &[u32; 4],
-    dst: &[u32; 4],
-) -> Result<(), crate::parse::ParseError> {
-    let hdr = ptr_at_mut::<[u32; 10]>(ctx, off)?;
-    let [l0, l1] = (inner_len as u16).to_be_bytes();
-    let words = [
-        u32::from_ne_bytes([0x60, 0, 0, 0]),
-        u32::from_ne_bytes([l0, l1, next, OUTER_TTL]),
-        src[0],
-        src[1],
-        src[2],
-        src[3],
-        dst[0],
-        dst[1],
-        dst[2],
-        dst[3],
-    ];
-    unsafe { hdr.write_unaligned(words) };
-    Ok(())
 }
 
 /// Whether the backend's family can carry this packet.

@@ -10,6 +10,7 @@ mod csum;
 mod decap;
 mod forward;
 mod icmp;
+mod ip;
 mod ipip;
 mod l2;
 mod maps;

@@ -72,7 +72,15 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             shell::step("running the demo");
             let mut cmd = shell::cargo();
-            cmd.args(["run", "--quiet", "--package", "xlb-tests", "--bin", "xlb-demo", "--"]);
+            cmd.args([
+                "run",
+                "--quiet",
+                "--package",
+                "xlb-tests",
+                "--bin",
+                "xlb-demo",
+                "--",
+            ]);
             if json {
                 cmd.arg("--json");
             }

@@ -1,0 +1,69 @@
+//! Writing the IP headers the balancer builds: tunnels' outer headers and
+//! the ICMP errors it sends.
+
+use aya_ebpf::programs::XdpContext;
+
+use crate::{
+    csum,
+    parse::{ptr_at_mut, ParseError},
+};
+
+/// An IPv4 header (no options) with its checksum, at `off`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn write_v4(
+    ctx: &XdpContext,
+    off: usize,
+    total_len: usize,
+    tos: u8,
+    flags: u16,
+    ttl: u8,
+    proto: u8,
+    src: u32,
+    dst: u32,
+) -> Result<(), ParseError> {
+    let [s0, s1, s2, s3] = src.to_ne_bytes();
+    let [d0, d1, d2, d3] = dst.to_ne_bytes();
+    let [t0, t1] = (total_len as u16).to_be_bytes();
+    let [f0, f1] = flags.to_be_bytes();
+    let mut header = [
+        0x45, tos, t0, t1, 0, 0, f0, f1, ttl, proto, 0, 0, s0, s1, s2, s3, d0, d1, d2, d3,
+    ];
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < header.len() {
+        sum += u16::from_ne_bytes([header[i], header[i + 1]]) as u64;
+        i += 2;
+    }
+    header[10..12].copy_from_slice(&(!csum::fold(sum)).to_ne_bytes());
+    unsafe { *ptr_at_mut::<[u8; 20]>(ctx, off)? = header };
+    Ok(())
+}
+
+/// An IPv6 header (no extension headers), at `off`.
+#[inline(always)]
+pub fn write_v6(
+    ctx: &XdpContext,
+    off: usize,
+    payload_len: usize,
+    next: u8,
+    hop_limit: u8,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+) -> Result<(), ParseError> {
+    let [l0, l1] = (payload_len as u16).to_be_bytes();
+    let words = [
+        u32::from_ne_bytes([0x60, 0, 0, 0]),
+        u32::from_ne_bytes([l0, l1, next, hop_limit]),
+        src[0],
+        src[1],
+        src[2],
+        src[3],
+        dst[0],
+        dst[1],
+        dst[2],
+        dst[3],
+    ];
+    unsafe { ptr_at_mut::<[u32; 10]>(ctx, off)?.write_unaligned(words) };
+    Ok(())
+}
