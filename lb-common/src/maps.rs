@@ -12,15 +12,14 @@ pub const PROG_TX_FLOOR: &str = "xlb_tx_floor";
 /// The forwarding programs `xlb` tail-calls once it has chosen a backend,
 /// at these indices of [`MAP_JUMPS`]. Split so the verifier checks each on
 /// its own instead of every path of every mode from every parse outcome.
-pub const JUMP_DR: u32 = 0;
-pub const JUMP_IPIP_V4: u32 = 1;
-pub const JUMP_IPIP_V6: u32 = 2;
-pub const JUMP_NAT_V4: u32 = 3;
-pub const JUMP_NAT_V6: u32 = 4;
-pub const JUMP_NAT_REPLY_V4: u32 = 5;
-pub const JUMP_NAT_REPLY_V6: u32 = 6;
-pub const FORWARDERS: [(u32, &str); 7] = [
-    (JUMP_DR, "xlb_fwd_dr"),
+/// (Direct routing, a MAC rewrite, stays in `xlb`.)
+pub const JUMP_IPIP_V4: u32 = 0;
+pub const JUMP_IPIP_V6: u32 = 1;
+pub const JUMP_NAT_V4: u32 = 2;
+pub const JUMP_NAT_V6: u32 = 3;
+pub const JUMP_NAT_REPLY_V4: u32 = 4;
+pub const JUMP_NAT_REPLY_V6: u32 = 5;
+pub const FORWARDERS: [(u32, &str); 6] = [
     (JUMP_IPIP_V4, "xlb_fwd_ipip4"),
     (JUMP_IPIP_V6, "xlb_fwd_ipip6"),
     (JUMP_NAT_V4, "xlb_fwd_nat4"),

@@ -5,9 +5,8 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     flow::FlowKey,
     maps::{
-        Mode, Service, VipKey, FAMILY_V4, FAMILY_V6, JUMP_DR, JUMP_IPIP_V4, JUMP_IPIP_V6,
-        JUMP_NAT_REPLY_V4, JUMP_NAT_REPLY_V6, JUMP_NAT_V4, JUMP_NAT_V6, VIP_ANY_PORT_TCP,
-        VIP_ANY_PORT_UDP,
+        Mode, Service, VipKey, FAMILY_V4, FAMILY_V6, JUMP_IPIP_V4, JUMP_IPIP_V6, JUMP_NAT_REPLY_V4,
+        JUMP_NAT_REPLY_V6, JUMP_NAT_V4, JUMP_NAT_V6, VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
     },
     stats::Counter,
 };
@@ -15,6 +14,7 @@ use lb_common::{
 use crate::{
     icmp, ipip,
     maps::{HANDOFF, SETTINGS, VIPS},
+    output,
     parse::{Packet, L4},
     select::{self, Chosen},
     stats,
@@ -44,28 +44,11 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         family,
         _pad: [0; 3],
     };
-    let Some(&vip_flags) = (unsafe { VIPS.get(&vip) }) else {
-        return match SETTINGS.get(0) {
-            // Replies with IP options are left to the kernel.
-            Some(s)
-                if s.nat_backends != 0
-                    && !pkt.ip_options
-                    && matches!(pkt.l4, L4::Tcp | L4::Udp) =>
-            {
-                let jump = if V6 {
-                    JUMP_NAT_REPLY_V6
-                } else {
-                    JUMP_NAT_REPLY_V4
-                };
-                Some(hand_off(pkt, 0, jump))
-            }
-            _ => None,
-        };
-    };
     // Fragments carry no ports past the first, and options or extension
     // headers would shift every offset: for a VIP both are dropped and
     // counted (as Katran does).
     if pkt.fragment || pkt.ip_options || pkt.l4 == L4::Fragment {
+        unsafe { VIPS.get(&vip) }?;
         let counter = if pkt.ip_options && !pkt.fragment {
             Counter::DropIpOptions
         } else {
@@ -75,12 +58,23 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         return Some(xdp_action::XDP_DROP);
     }
     let any_port = match pkt.l4 {
-        L4::Tcp => vip_flags & VIP_ANY_PORT_TCP != 0,
-        L4::Udp => vip_flags & VIP_ANY_PORT_UDP != 0,
+        L4::Tcp => VIP_ANY_PORT_TCP,
+        L4::Udp => VIP_ANY_PORT_UDP,
         L4::Icmp | L4::Icmpv6 => return icmp_error::<V6>(ctx, pkt),
         _ => return None,
     };
-    let service = select::service(&pkt.dst, pkt.dport, pkt.proto, family, any_port)?;
+    // The exact service first: one lookup on the hot path. The VIP set is
+    // consulted only when that misses.
+    let service = match select::service(&pkt.dst, pkt.dport, pkt.proto, family) {
+        Some(service) => service,
+        None => match unsafe { VIPS.get(&vip) } {
+            Some(flags) if flags & any_port != 0 => {
+                select::service(&pkt.dst, 0, pkt.proto, family)?
+            }
+            Some(_) => return None,
+            None => return nat_reply::<V6>(pkt),
+        },
+    };
     let key = FlowKey {
         src: pkt.src,
         dst: pkt.dst,
@@ -95,15 +89,22 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         return Some(xdp_action::XDP_DROP);
     };
     stats::account(service.id, chosen.id, pkt.ip_len as u64, chosen.new_flow);
-    forward::<V6>(pkt, service, &chosen)
+    forward::<V6>(ctx, pkt, service, &chosen)
 }
 
 /// Hands the packet to the forwarder of the service's mode.
 #[inline(always)]
-fn forward<const V6: bool>(pkt: &Packet, service: &Service, chosen: &Chosen) -> Option<u32> {
+fn forward<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    service: &Service,
+    chosen: &Chosen,
+) -> Option<u32> {
+    let b = chosen.backend;
     let jump = match Mode::from_u8(service.mode)? {
-        Mode::Dr => JUMP_DR,
-        Mode::Ipip if !ipip::supported(family_of::<V6>(), chosen.backend.family) => {
+        // A MAC rewrite needs no handoff.
+        Mode::Dr => return Some(output::send(ctx, b.mac, b.src_mac, b.ifindex)),
+        Mode::Ipip if !ipip::supported(family_of::<V6>(), b.family) => {
             stats::inc(Counter::DropEncap);
             return Some(xdp_action::XDP_DROP);
         }
@@ -113,6 +114,23 @@ fn forward<const V6: bool>(pkt: &Packet, service: &Service, chosen: &Chosen) -> 
         Mode::Nat => JUMP_NAT_V4,
     };
     Some(hand_off(pkt, chosen.id, jump))
+}
+
+/// A NAT backend's reply (no VIP is its destination) goes to the NAT reply
+/// forwarder when NAT services exist; replies with IP options go to the
+/// kernel.
+#[inline(always)]
+fn nat_reply<const V6: bool>(pkt: &Packet) -> Option<u32> {
+    let settings = SETTINGS.get(0)?;
+    if settings.nat_backends == 0 || pkt.ip_options {
+        return None;
+    }
+    let jump = if V6 {
+        JUMP_NAT_REPLY_V6
+    } else {
+        JUMP_NAT_REPLY_V4
+    };
+    Some(hand_off(pkt, 0, jump))
 }
 
 /// Leaves the packet's facts and `backend` for forwarder `jump` and
@@ -143,7 +161,7 @@ fn icmp_error<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     }
     let chosen = select::choose(&service, &key, false)?;
     stats::account(service.id, chosen.id, pkt.ip_len as u64, false);
-    forward::<V6>(pkt, service, &chosen)
+    forward::<V6>(ctx, pkt, service, &chosen)
 }
 
 #[inline(always)]

@@ -1,5 +1,6 @@
 //! The forwarders `xlb` tail-calls with the packet's facts in `HANDOFF`:
-//! one small program per mode and family, each verified on its own.
+//! one small program per mode and family (but direct routing, which `xlb`
+//! does itself), each verified on its own.
 //!
 //! Packets reaching them carry no IP options or extension headers, so every
 //! header sits at a fixed distance from the IP header, which starts after
@@ -24,14 +25,6 @@ fn handoff() -> Option<(&'static Handoff, &'static Backend)> {
     let handoff = unsafe { &*HANDOFF.get_ptr(0)? };
     let backend = BACKENDS.get(handoff.backend)?;
     Some((handoff, backend))
-}
-
-#[xdp]
-pub fn xlb_fwd_dr(ctx: XdpContext) -> u32 {
-    match handoff() {
-        Some((_, b)) => output::send(&ctx, b.mac, b.src_mac, b.ifindex),
-        None => xdp_action::XDP_ABORTED,
-    }
 }
 
 #[xdp]

@@ -159,7 +159,8 @@ pub fn error_flow(ctx: &XdpContext, pkt: &Packet) -> Option<(&'static Service, F
     let sport = u16::from_be_bytes([ports[0], ports[1]]);
     let dport = u16::from_be_bytes([ports[2], ports[3]]);
     // The quoted packet went VIP:vport -> client; the flow is its reverse.
-    let service = select::service(&src, sport, proto, family, true)?;
+    let service = select::service(&src, sport, proto, family)
+        .or_else(|| select::service(&src, 0, proto, family))?;
     let key = FlowKey {
         src: dst,
         dst: src,

@@ -20,29 +20,15 @@ const NS_PER_S: u64 = 1_000_000_000;
 /// Flow entries refresh their last-seen time at most this often.
 const REFRESH_NS: u64 = NS_PER_S;
 
-/// The service for `dst:port/proto`, or with `any_port` the VIP's port-0
-/// service when the port has none.
+/// The service for exactly `dst:port/proto` (port 0: the any-port service).
 #[inline(always)]
-pub fn service(
-    dst: &[u32; 4],
-    port: u16,
-    proto: u8,
-    family: u8,
-    any_port: bool,
-) -> Option<&'static Service> {
-    let mut key = ServiceKey {
+pub fn service(dst: &[u32; 4], port: u16, proto: u8, family: u8) -> Option<&'static Service> {
+    let key = ServiceKey {
         addr: *dst,
         port,
         proto,
         family,
     };
-    if let Some(service) = unsafe { SERVICES.get(&key) } {
-        return Some(service);
-    }
-    if !any_port {
-        return None;
-    }
-    key.port = 0;
     unsafe { SERVICES.get(&key) }
 }
 
