@@ -150,14 +150,20 @@ pub struct Backend {
     pub src_mac: [u8; 6],
     /// Interface toward the next hop; 0 sends back out the ingress interface.
     pub ifindex: u32,
+    /// Changes whenever the id is given to another backend, so that flow and
+    /// affinity entries made for the old one stop matching.
+    pub generation: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
     pub backend: u32,
+    /// The backend's [`Backend::generation`] when the flow was made.
+    pub generation: u32,
     /// Service id, for per-service accounting on flow-table hits.
     pub service: u32,
+    pub _pad: u32,
     /// Monotonic nanoseconds of the last packet (refreshed about once a second).
     pub last_seen_ns: u64,
 }
@@ -175,7 +181,8 @@ pub struct AffinityKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Affinity {
     pub backend: u32,
-    pub _pad: u32,
+    /// The backend's [`Backend::generation`] when the entry was made.
+    pub generation: u32,
     pub last_seen_ns: u64,
 }
 
@@ -258,9 +265,9 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 32);
-        assert_eq!(size_of::<Backend>(), 36);
+        assert_eq!(size_of::<Backend>(), 40);
         assert_eq!(size_of::<crate::flow::FlowKey>(), 40);
-        assert_eq!(size_of::<Flow>(), 16);
+        assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<AffinityKey>(), 24);
         assert_eq!(size_of::<Affinity>(), 16);
         assert_eq!(size_of::<NatKey>(), 20);

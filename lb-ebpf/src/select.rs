@@ -40,11 +40,12 @@ pub struct Chosen {
     pub new_flow: bool,
 }
 
+/// Backend `id` if it is still the one of `generation` (ids are reused; a
+/// removed backend's slot is zeroed).
 #[inline(always)]
-fn backend(id: u32) -> Option<&'static Backend> {
+fn backend(id: u32, generation: u32) -> Option<&'static Backend> {
     let backend = BACKENDS.get(id)?;
-    // A removed backend's slot is zeroed.
-    (backend.family != 0).then_some(backend)
+    (backend.family != 0 && backend.generation == generation).then_some(backend)
 }
 
 /// Picks the backend for `key` of `service`. With `record`, a new choice
@@ -58,7 +59,7 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
         let flow = unsafe { &mut *flow };
         let udp_expired = key.proto == PROTO_UDP && now - flow.last_seen_ns > udp_timeout_ns();
         if !udp_expired && flow.service == service.id {
-            if let Some(backend) = backend(flow.backend) {
+            if let Some(backend) = backend(flow.backend, flow.generation) {
                 if now - flow.last_seen_ns > REFRESH_NS {
                     flow.last_seen_ns = now;
                 }
@@ -78,11 +79,13 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
     } else {
         from_ring(service, flow_hash(key))?
     };
-    let backend = backend(id)?;
+    let backend = BACKENDS.get(id).filter(|b| b.family != 0)?;
     if record {
         let flow = Flow {
             backend: id,
+            generation: backend.generation,
             service: service.id,
+            _pad: 0,
             last_seen_ns: now,
         };
         // A full LRU evicts its oldest entry; insert fails only on a bad map.
@@ -128,7 +131,7 @@ fn by_affinity(service: &Service, key: &FlowKey, now: u64, record: bool) -> Opti
     if let Some(entry) = AFFINITY.get_ptr_mut(&akey) {
         let entry = unsafe { &mut *entry };
         if now - entry.last_seen_ns <= timeout {
-            if let Some(b) = backend(entry.backend) {
+            if let Some(b) = backend(entry.backend, entry.generation) {
                 if b.flags & BACKEND_DRAIN == 0 {
                     if record {
                         entry.last_seen_ns = now;
@@ -140,9 +143,10 @@ fn by_affinity(service: &Service, key: &FlowKey, now: u64, record: bool) -> Opti
     }
     let id = from_ring(service, source_hash(&src, key.family))?;
     if record {
+        let generation = BACKENDS.get(id).map_or(0, |b| b.generation);
         let entry = Affinity {
             backend: id,
-            _pad: 0,
+            generation,
             last_seen_ns: now,
         };
         let _ = AFFINITY.insert(&akey, &entry, 0);

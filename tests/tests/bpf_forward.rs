@@ -1468,3 +1468,49 @@ fn bpf_forward_map_sync() {
     ]);
     lab.finish();
 }
+
+/// Backend ids are reused once every id has been handed out. A flow made
+/// for the id's earlier backend must not count as a flow-table hit on the
+/// backend that holds the id now (it is a new flow, picked from the ring).
+#[test]
+fn bpf_forward_reused_backend_ids_start_new_flows() {
+    require_privileged!();
+    let vip = ip("198.18.0.140");
+    let first = backend(ip("198.18.1.40"), 80, mac(40));
+    let second = backend(ip("198.18.1.41"), 80, mac(41));
+    let third = backend(ip("198.18.1.42"), 80, mac(42));
+    let dr_service = |b: &BackendSpec| service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b.clone()]);
+    // Two backend ids in all, so the third backend gets the first's id.
+    let options = LoadOptions {
+        bpf_log: log::LevelFilter::Off,
+        ring_size: 1009,
+        max_backends: 3,
+        ..LoadOptions::default()
+    };
+    let mut lab = Lab::load(&options, OUTCOMES);
+    let syn = segment(frame(CLIENT4, vip), Protocol::Tcp, CLIENT_PORT, 80);
+    lab.apply(&[dr_service(&first)]);
+    lab.check(vec![sent(
+        "the flow starts on the first backend",
+        syn.clone(),
+        dr(&syn, mac(40)),
+        &[FlowMiss, Tx],
+    )]);
+    lab.apply(&[dr_service(&second)]);
+    lab.apply(&[dr_service(&third)]);
+    lab.check(vec![
+        sent(
+            "its id now belongs to the third backend: a new flow there",
+            syn.clone(),
+            dr(&syn, mac(42)),
+            &[FlowMiss, Tx],
+        ),
+        sent(
+            "then a flow-table hit",
+            syn.clone(),
+            dr(&syn, mac(42)),
+            &[FlowHit, Tx],
+        ),
+    ]);
+    lab.finish();
+}

@@ -102,7 +102,11 @@ fn each_backend_answers(tag: &str, addr: fn(usize, u16) -> SocketAddr) -> anyhow
         let udp = udp_spread(&lab.client, addr(i, 8080), 50)?;
         assert_eq!(udp, only(name, 50), "UDP to {}", addr(i, 8080));
         let counted = settle(|| (servers[i].tcp_connections(), servers[i].udp_datagrams()));
-        assert_eq!(counted, (50, 50), "{name}: connections and datagrams it counted");
+        assert_eq!(
+            counted,
+            (50, 50),
+            "{name}: connections and datagrams it counted"
+        );
     }
     Ok(())
 }

@@ -379,10 +379,25 @@ impl Dataplane {
             ids.insert(*key, id);
         }
         self.zero_traffic(maps::MAP_BACKEND_STATS, &fresh)?;
+        let mut generation = self.installed.last_generation;
+        let generations: BTreeMap<u32, u32> = ids
+            .values()
+            .map(|id| match self.installed.generations.get(id) {
+                Some(&g) if !fresh.contains(id) => (*id, g),
+                _ => {
+                    generation = generation.wrapping_add(1).max(1);
+                    (*id, generation)
+                }
+            })
+            .collect();
         let mut backends = self.array::<Backend>(maps::MAP_BACKENDS)?;
         for (key, spec) in &wanted {
             backends
-                .set(ids[key], services::backend_entry(spec), 0)
+                .set(
+                    ids[key],
+                    services::backend_entry(spec, generations[&ids[key]]),
+                    0,
+                )
                 .map_err(map_err(maps::MAP_BACKENDS))?;
         }
 
@@ -509,6 +524,8 @@ impl Dataplane {
             nat: nat.into_keys().collect(),
             vips: vips.into_keys().collect(),
             last_backend_id: cursor,
+            generations,
+            last_generation: generation,
         };
         Ok(())
     }

@@ -311,6 +311,10 @@ pub struct Installed {
     /// freed id (which stale flow or affinity entries may still name) is
     /// reused as late as possible.
     pub last_backend_id: u32,
+    /// Backend id -> the generation written with it.
+    pub generations: BTreeMap<u32, u32>,
+    /// The last generation handed out.
+    pub last_generation: u32,
     pub nat: HashSet<NatKey>,
     pub vips: HashSet<VipKey>,
 }
@@ -322,7 +326,7 @@ pub struct InstalledService {
     pub entry: Service,
 }
 
-pub fn backend_entry(spec: &BackendSpec) -> Backend {
+pub fn backend_entry(spec: &BackendSpec, generation: u32) -> Backend {
     Backend {
         addr: words(spec.addr),
         family: family(spec.addr),
@@ -335,6 +339,7 @@ pub fn backend_entry(spec: &BackendSpec) -> Backend {
         mac: spec.next_hop.mac,
         src_mac: spec.next_hop.src_mac,
         ifindex: spec.next_hop.ifindex,
+        generation,
     }
 }
 
