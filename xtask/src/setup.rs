@@ -13,7 +13,8 @@ const COMPILER_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
 const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Network namespaces, veth links and `ip -j` for the tests and the demo;
-/// ethtool turns on GRO on veth peers, which XDP_TX into a veth needs.
+/// ethtool sets the test veths' offloads (GRO for XDP_TX into a veth,
+/// checksums completed by the sender).
 const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
