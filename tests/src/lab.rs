@@ -136,7 +136,7 @@ impl Lab {
         let director = Dataplane::load(&LoadOptions {
             bpf_log: LevelFilter::Off,
             max_services: 4,
-            max_backends: 8,
+            max_backends: 16,
             ..LoadOptions::default()
         })
         .context("loading the director's program")?;

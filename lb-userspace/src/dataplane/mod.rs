@@ -4,7 +4,7 @@ mod caps;
 pub mod services;
 mod stats;
 
-use std::{collections::BTreeMap, fmt, io, net::IpAddr};
+use std::{fmt, io, net::IpAddr};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -26,7 +26,7 @@ pub use services::{
 };
 pub use stats::Counters;
 
-use services::{Installed, InstalledService};
+use services::Installed;
 
 /// The compiled `lb-ebpf` object, built by this crate's build script.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -342,191 +342,118 @@ impl Dataplane {
     ) -> Result<(), DataplaneError> {
         let opts = self.options.clone();
         services::validate(services, settings, opts.max_services, opts.max_backends)?;
-        let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
+        let plan = services::plan(
+            services,
+            &self.installed,
+            opts.max_services,
+            opts.max_backends,
+            opts.ring_size,
+        );
+        // Never hand out a generation twice, even if a write below fails.
+        self.installed.last_generation = plan.installed.last_generation;
+        self.write(services, settings, &plan)?;
+        log::debug!(
+            "applied {} services, {} new backends",
+            services.len(),
+            plan.fresh_backends.len()
+        );
+        self.installed = plan.installed;
+        Ok(())
+    }
 
-        let nat: std::collections::HashMap<_, _> =
-            services.iter().flat_map(services::nat_entries).collect();
+    /// Writes `plan`: removals first (freeing capacity, and nothing reads
+    /// what they free), then backends, NAT replies and VIPs, then each
+    /// service's idle ring and last its entry, which flips to that ring.
+    fn write(
+        &mut self,
+        services: &[ServiceSpec],
+        settings: &DirectorSettings,
+        plan: &services::Plan,
+    ) -> Result<(), DataplaneError> {
+        let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
+        let new = &plan.installed;
+        let old_services: Vec<_> = self.installed.services.keys().copied().collect();
+        let old_nat: Vec<_> = self.installed.nat.iter().copied().collect();
+        let old_vips: Vec<_> = self.installed.vips.iter().copied().collect();
+        let old_backends: Vec<_> = self.installed.backends.values().copied().collect();
+
         self.array::<maps::Settings>(maps::MAP_SETTINGS)?
-            .set(0, services::settings_entry(settings, nat.len() as u32), 0)
+            .set(
+                0,
+                services::settings_entry(settings, new.nat.len() as u32),
+                0,
+            )
             .map_err(map_err(maps::MAP_SETTINGS))?;
 
-        // Backends: keep the ids of those that stay, number the new ones.
-        let mut ids: BTreeMap<(IpAddr, u16), u32> = BTreeMap::new();
-        let wanted: BTreeMap<(IpAddr, u16), &BackendSpec> = services
+        let mut service_map = self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?;
+        for key in old_services
             .iter()
-            .flat_map(|s| s.backends.iter())
-            .map(|b| ((b.addr, b.port), b))
-            .collect();
-        let used: std::collections::HashSet<u32> =
-            self.installed.backends.values().copied().collect();
-        let mut cursor = self.installed.last_backend_id;
-        let mut fresh = Vec::new();
-        for key in wanted.keys() {
-            let id = match self.installed.backends.get(key) {
-                Some(&id) => id,
-                None => {
-                    // Ids 1..max_backends, round from the last one given.
-                    loop {
-                        cursor = cursor % (opts.max_backends - 1) + 1;
-                        if !used.contains(&cursor) && !fresh.contains(&cursor) {
-                            break;
-                        }
-                    }
-                    fresh.push(cursor);
-                    cursor
-                }
-            };
-            ids.insert(*key, id);
+            .filter(|k| !new.services.contains_key(k))
+        {
+            service_map
+                .remove(key)
+                .map_err(map_err(maps::MAP_SERVICES))?;
         }
-        self.zero_traffic(maps::MAP_BACKEND_STATS, &fresh)?;
-        let mut generation = self.installed.last_generation;
-        let generations: BTreeMap<u32, u32> = ids
-            .values()
-            .map(|id| match self.installed.generations.get(id) {
-                Some(&g) if !fresh.contains(id) => (*id, g),
-                _ => {
-                    generation = generation.wrapping_add(1).max(1);
-                    (*id, generation)
-                }
-            })
-            .collect();
-        let mut backends = self.array::<Backend>(maps::MAP_BACKENDS)?;
-        for (key, spec) in &wanted {
-            backends
-                .set(
-                    ids[key],
-                    services::backend_entry(spec, generations[&ids[key]]),
-                    0,
-                )
+        let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
+        for key in old_nat.iter().filter(|k| !new.nat.contains(k)) {
+            nat_map
+                .remove(key)
+                .map_err(map_err(maps::MAP_NAT_REVERSE))?;
+        }
+        let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
+        for vip in old_vips.iter().filter(|v| !new.vips.contains(v)) {
+            vip_map.remove(vip).map_err(map_err(maps::MAP_VIPS))?;
+        }
+        // Zeroed, so flows and affinities on them pick again.
+        let kept: std::collections::HashSet<u32> = new.backends.values().copied().collect();
+        let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
+        for id in old_backends.iter().filter(|id| !kept.contains(id)) {
+            backend_map
+                .set(*id, Backend::default(), 0)
                 .map_err(map_err(maps::MAP_BACKENDS))?;
         }
 
-        // Services: ring first (the idle slot), then the entry that flips.
-        let mut installed_services = std::collections::HashMap::new();
-        let mut used_ids: Vec<u32> = Vec::new();
-        for spec in services {
-            let key = services::service_key(spec);
-            let previous = self.installed.services.remove(&key);
-            let id = match &previous {
-                Some(p) => p.id,
-                None => {
-                    let id = (0..opts.max_services)
-                        .find(|id| {
-                            !used_ids.contains(id)
-                                && !self.installed.services.values().any(|s| s.id == *id)
-                        })
-                        .expect("validate checked the capacity");
-                    self.zero_traffic(maps::MAP_SERVICE_STATS, &[id])?;
-                    id
-                }
-            };
-            used_ids.push(id);
-            let table = services::table_for(spec, &ids, opts.ring_size);
-            // Slots 2*id and 2*id+1 belong to the service; write the idle one.
-            let ring = match &previous {
-                Some(p) if p.table == table => p.ring,
-                Some(p) => 4 * id + 1 - p.ring,
-                None => 2 * id,
-            };
-            if previous.as_ref().is_none_or(|p| p.table != table) {
+        self.zero_traffic(maps::MAP_BACKEND_STATS, &plan.fresh_backends)?;
+        let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
+        for (id, entry) in &plan.backend_entries {
+            backend_map
+                .set(*id, entry, 0)
+                .map_err(map_err(maps::MAP_BACKENDS))?;
+        }
+        let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
+        for (key, target) in services.iter().flat_map(services::nat_entries) {
+            nat_map
+                .insert(key, target, 0)
+                .map_err(map_err(maps::MAP_NAT_REVERSE))?;
+        }
+        let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
+        for (vip, flags) in services::vip_entries(services) {
+            vip_map
+                .insert(vip, flags, 0)
+                .map_err(map_err(maps::MAP_VIPS))?;
+        }
+
+        let ring_size = self.options.ring_size;
+        for (key, service) in &new.services {
+            let previous = self.installed.services.get(key).cloned();
+            if previous.is_none() {
+                self.zero_traffic(maps::MAP_SERVICE_STATS, &[service.id])?;
+            }
+            if previous.as_ref().is_none_or(|p| p.table != service.table) {
                 let mut rings = self.array::<u32>(maps::MAP_RINGS)?;
-                let base = ring * opts.ring_size;
-                for (slot, backend) in table.iter().enumerate() {
+                let base = service.ring * ring_size;
+                for (slot, backend) in service.table.iter().enumerate() {
                     rings
                         .set(base + slot as u32, *backend, 0)
                         .map_err(map_err(maps::MAP_RINGS))?;
                 }
             }
-            let entry = services::service_entry(spec, id, ring);
-            if previous.as_ref().is_none_or(|p| p.entry != entry) {
+            if previous.as_ref().is_none_or(|p| p.entry != service.entry) {
                 self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?
-                    .insert(key, entry, 0)
+                    .insert(key, service.entry, 0)
                     .map_err(map_err(maps::MAP_SERVICES))?;
             }
-            installed_services.insert(
-                key,
-                InstalledService {
-                    id,
-                    ring,
-                    table,
-                    entry,
-                },
-            );
         }
-        // Whatever is left in `installed.services` was removed.
-        let removed: Vec<_> = self.installed.services.keys().copied().collect();
-        let mut service_map = self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?;
-        for key in &removed {
-            service_map
-                .remove(key)
-                .map_err(map_err(maps::MAP_SERVICES))?;
-        }
-
-        let stale_nat: Vec<_> = self
-            .installed
-            .nat
-            .iter()
-            .filter(|k| !nat.contains_key(k))
-            .copied()
-            .collect();
-        let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
-        for (key, target) in &nat {
-            nat_map
-                .insert(key, target, 0)
-                .map_err(map_err(maps::MAP_NAT_REVERSE))?;
-        }
-        for stale in &stale_nat {
-            nat_map
-                .remove(stale)
-                .map_err(map_err(maps::MAP_NAT_REVERSE))?;
-        }
-
-        let vips = services::vip_entries(services);
-        let stale_vips: Vec<_> = self
-            .installed
-            .vips
-            .iter()
-            .filter(|v| !vips.contains_key(v))
-            .copied()
-            .collect();
-        let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
-        for (vip, flags) in &vips {
-            vip_map
-                .insert(vip, flags, 0)
-                .map_err(map_err(maps::MAP_VIPS))?;
-        }
-        for stale in &stale_vips {
-            vip_map.remove(stale).map_err(map_err(maps::MAP_VIPS))?;
-        }
-
-        // Backends no service uses any more: zeroed, so flows on them re-pick.
-        let gone: Vec<u32> = self
-            .installed
-            .backends
-            .iter()
-            .filter(|(key, _)| !ids.contains_key(key))
-            .map(|(_, id)| *id)
-            .collect();
-        let mut backends = self.array::<Backend>(maps::MAP_BACKENDS)?;
-        for id in gone {
-            backends
-                .set(id, Backend::default(), 0)
-                .map_err(map_err(maps::MAP_BACKENDS))?;
-        }
-        log::debug!(
-            "applied {} services, {} new backends",
-            services.len(),
-            fresh.len()
-        );
-        self.installed = Installed {
-            services: installed_services,
-            backends: ids,
-            nat: nat.into_keys().collect(),
-            vips: vips.into_keys().collect(),
-            last_backend_id: cursor,
-            generations,
-            last_generation: generation,
-        };
         Ok(())
     }
 
@@ -569,10 +496,19 @@ impl Dataplane {
         self.traffic(maps::MAP_SERVICE_STATS, id)
     }
 
-    /// Traffic to a backend (address, port) in the last applied set.
+    /// Traffic to a backend (address, port) in the last applied set, over
+    /// all the services it serves.
     pub fn backend_stats(&self, addr: IpAddr, port: u16) -> Result<TrafficStats, DataplaneError> {
-        let id = self.installed.backends.get(&(addr, port)).copied();
-        self.traffic(maps::MAP_BACKEND_STATS, id)
+        let mut total = TrafficStats::default();
+        for (&(_, a, p), &id) in &self.installed.backends {
+            if (a, p) == (addr, port) {
+                let t = self.traffic(maps::MAP_BACKEND_STATS, Some(id))?;
+                total.packets += t.packets;
+                total.bytes += t.bytes;
+                total.new_flows += t.new_flows;
+            }
+        }
+        Ok(total)
     }
 
     fn traffic(&self, name: &'static str, id: Option<u32>) -> Result<TrafficStats, DataplaneError> {

@@ -4,7 +4,7 @@
 //! then the service entry that flips to it, and last the removals.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
     time::Duration,
 };
@@ -18,8 +18,10 @@ use lb_common::{
     },
 };
 
-/// The smallest MTU xlb accepts: IPv6's minimum plus room for an outer header.
-pub const MIN_MTU: u32 = 1280 + 40;
+/// The smallest MTUs xlb tunnels over: IPv4's and IPv6's minimum packet
+/// plus the largest outer header.
+pub const MIN_MTU_V4: u32 = 576 + 40;
+pub const MIN_MTU_V6: u32 = 1280 + 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {
@@ -186,7 +188,6 @@ pub fn validate(
     }
     let mut keys = HashSet::new();
     let mut nat_owners: HashMap<(IpAddr, u16, Protocol), String> = HashMap::new();
-    let mut distinct_backends = BTreeSet::new();
     for spec in services {
         if !keys.insert(service_key(spec)) {
             return Err(fail(spec, "defined twice".into()));
@@ -215,7 +216,6 @@ pub fn validate(
                     format!("backend {}:{} listed twice", b.addr, b.port),
                 ));
             }
-            distinct_backends.insert((b.addr, b.port));
             let b_family = family(b.addr);
             match spec.mode {
                 Mode::Dr | Mode::Nat if b_family != vip_family => {
@@ -281,49 +281,177 @@ pub fn validate(
             }
         }
     }
-    if distinct_backends.len() >= max_backends as usize {
+    let pairs: usize = services.iter().map(|s| s.backends.len()).sum();
+    if pairs >= max_backends as usize {
         return Err(SpecError {
             service: "*".into(),
             problem: format!(
-                "{} backends, the data plane holds {}",
-                distinct_backends.len(),
+                "{pairs} backends over all services, the data plane holds {}",
                 max_backends - 1
             ),
         });
     }
-    if settings.mtu < MIN_MTU {
+    let tunnels: Vec<&ServiceSpec> = services.iter().filter(|s| s.mode == Mode::Ipip).collect();
+    if let Some(spec) = tunnels.iter().find(|s| family(s.vip) == FAMILY_V6) {
+        if settings.mtu < MIN_MTU_V6 {
+            return Err(fail(
+                spec,
+                format!(
+                    "MTU {} is below {MIN_MTU_V6}, too small to tunnel IPv6",
+                    settings.mtu
+                ),
+            ));
+        }
+    } else if let Some(spec) = tunnels.first() {
+        if settings.mtu < MIN_MTU_V4 {
+            return Err(fail(
+                spec,
+                format!(
+                    "MTU {} is below {MIN_MTU_V4}, too small to tunnel IPv4",
+                    settings.mtu
+                ),
+            ));
+        }
+    }
+    let timeout = settings.udp_timeout;
+    if timeout.as_secs() == 0 || timeout.as_secs() > u32::MAX as u64 || timeout.subsec_nanos() != 0
+    {
         return Err(SpecError {
             service: "*".into(),
-            problem: format!("MTU {} is below {MIN_MTU}", settings.mtu),
+            problem: format!("UDP timeout {timeout:?} is not a whole number of seconds from 1"),
         });
     }
     Ok(())
 }
 
+/// A backend as one service has it. Each (service, backend) pair has its
+/// own id, as an IPVS real server belongs to one virtual service: its drain
+/// flag, next hop and stats are that service's, and removing it from one
+/// service leaves the others alone.
+pub type BackendKey = (ServiceKey, IpAddr, u16);
+
 /// What the agent last wrote, to write only differences next time.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Installed {
-    /// Service key -> (id, active ring slot, table written there).
     pub services: HashMap<ServiceKey, InstalledService>,
-    /// (address, port) -> backend id.
-    pub backends: BTreeMap<(IpAddr, u16), u32>,
-    /// The last backend id handed out: new ids go round from here, so a
-    /// freed id (which stale flow or affinity entries may still name) is
-    /// reused as late as possible.
-    pub last_backend_id: u32,
-    /// Backend id -> the generation written with it.
-    pub generations: BTreeMap<u32, u32>,
-    /// The last generation handed out.
-    pub last_generation: u32,
+    pub backends: HashMap<BackendKey, u32>,
     pub nat: HashSet<NatKey>,
     pub vips: HashSet<VipKey>,
+    /// The last backend id handed out: new ids go round from here, so a
+    /// freed id is reused late.
+    pub last_backend_id: u32,
+    /// Backend id -> the generation written with it.
+    pub generations: HashMap<u32, u32>,
+    /// The last generation handed out.
+    pub last_generation: u32,
 }
 
+#[derive(Clone)]
 pub struct InstalledService {
     pub id: u32,
     pub ring: u32,
     pub table: Vec<u32>,
     pub entry: Service,
+}
+
+/// What [`plan`] decided: the state to install and what to write for it.
+pub struct Plan {
+    pub installed: Installed,
+    pub backend_entries: Vec<(u32, Backend)>,
+    /// Backend ids given to a new owner (their stats start at zero).
+    pub fresh_backends: Vec<u32>,
+}
+
+/// Ids, generations, rings and entries for `services` (already
+/// validated), keeping what `installed` has for what stays.
+pub fn plan(
+    services: &[ServiceSpec],
+    installed: &Installed,
+    max_services: u32,
+    max_backends: u32,
+    ring_size: u32,
+) -> Plan {
+    let wanted: Vec<(BackendKey, &BackendSpec)> = services
+        .iter()
+        .flat_map(|s| {
+            let key = service_key(s);
+            s.backends.iter().map(move |b| ((key, b.addr, b.port), b))
+        })
+        .collect();
+    let kept: HashSet<u32> = wanted
+        .iter()
+        .filter_map(|(key, _)| installed.backends.get(key).copied())
+        .collect();
+    let mut next = Installed {
+        last_backend_id: installed.last_backend_id,
+        last_generation: installed.last_generation,
+        ..Installed::default()
+    };
+    let mut fresh = Vec::new();
+    let mut backend_entries = Vec::new();
+    for (key, spec) in &wanted {
+        let (id, generation) = match installed.backends.get(key) {
+            Some(&id) => (id, installed.generations[&id]),
+            None => {
+                // Round from the last id given; validate left room.
+                let id = (0..max_backends - 1)
+                    .map(|step| (next.last_backend_id + step) % (max_backends - 1) + 1)
+                    .find(|id| !kept.contains(id) && !fresh.contains(id))
+                    .expect("validate checked the backend capacity");
+                next.last_backend_id = id;
+                next.last_generation = next.last_generation.wrapping_add(1).max(1);
+                fresh.push(id);
+                (id, next.last_generation)
+            }
+        };
+        next.backends.insert(*key, id);
+        next.generations.insert(id, generation);
+        backend_entries.push((id, backend_entry(spec, generation)));
+    }
+    let kept_services: HashSet<u32> = services
+        .iter()
+        .filter_map(|s| installed.services.get(&service_key(s)).map(|i| i.id))
+        .collect();
+    for spec in services {
+        let key = service_key(spec);
+        let previous = installed.services.get(&key);
+        let id = match previous {
+            Some(p) => p.id,
+            None => (0..max_services)
+                .find(|id| {
+                    !kept_services.contains(id) && !next.services.values().any(|s| s.id == *id)
+                })
+                .expect("validate checked the service capacity"),
+        };
+        let table = table_for(spec, &next.backends, ring_size);
+        // Slots 2*id and 2*id+1 belong to the service: write the idle one.
+        let ring = match previous {
+            Some(p) if p.table == table => p.ring,
+            Some(p) => 4 * id + 1 - p.ring,
+            None => 2 * id,
+        };
+        let entry = service_entry(spec, id, ring);
+        next.services.insert(
+            key,
+            InstalledService {
+                id,
+                ring,
+                table,
+                entry,
+            },
+        );
+    }
+    next.nat = services
+        .iter()
+        .flat_map(nat_entries)
+        .map(|(k, _)| k)
+        .collect();
+    next.vips = vip_entries(services).into_keys().collect();
+    Plan {
+        installed: next,
+        backend_entries,
+        fresh_backends: fresh,
+    }
 }
 
 pub fn backend_entry(spec: &BackendSpec, generation: u32) -> Backend {
@@ -344,14 +472,15 @@ pub fn backend_entry(spec: &BackendSpec, generation: u32) -> Backend {
 }
 
 /// The Maglev table for a service, given the backend ids assigned.
-pub fn table_for(spec: &ServiceSpec, ids: &BTreeMap<(IpAddr, u16), u32>, size: u32) -> Vec<u32> {
+pub fn table_for(spec: &ServiceSpec, ids: &HashMap<BackendKey, u32>, size: u32) -> Vec<u32> {
+    let service = service_key(spec);
     let backends: Vec<MaglevBackend> = spec
         .backends
         .iter()
         .map(|b| {
             let w = words(b.addr);
             MaglevBackend {
-                id: ids[&(b.addr, b.port)],
+                id: ids[&(service, b.addr, b.port)],
                 key: [w[0], w[1], w[2], w[3], b.port as u32],
                 weight: if b.drain { 0 } else { b.weight },
             }
@@ -595,6 +724,106 @@ mod tests {
         assert!(check(&many)
             .unwrap_err()
             .contains("9 services, the data plane holds 8"));
+    }
+
+    /// `plan` as `Dataplane::apply` runs it, then installs the result.
+    fn replan(
+        installed: &mut Installed,
+        services: &[ServiceSpec],
+        max_services: u32,
+        max_backends: u32,
+    ) -> Plan {
+        check(services).unwrap();
+        let plan = plan(services, installed, max_services, max_backends, 7);
+        *installed = plan.installed.clone();
+        plan
+    }
+
+    #[test]
+    fn replacing_at_full_capacity_reuses_what_was_freed() {
+        let mut installed = Installed::default();
+        let (b1, b2, b3) = (
+            backend("198.18.1.1", 80),
+            backend("198.18.1.2", 80),
+            backend("198.18.1.3", 80),
+        );
+        // Three backend slots hold two backends (id 0 is never used).
+        replan(
+            &mut installed,
+            &[service("198.18.0.100", 80, Mode::Dr, vec![b1.clone(), b2])],
+            2,
+            3,
+        );
+        let plan = replan(
+            &mut installed,
+            &[service("198.18.0.100", 80, Mode::Dr, vec![b1, b3])],
+            2,
+            3,
+        );
+        assert_eq!(plan.fresh_backends.len(), 1);
+        let ids: HashSet<u32> = installed.backends.values().copied().collect();
+        assert_eq!(ids, HashSet::from([1, 2]));
+
+        let one = |vip: &str| service(vip, 80, Mode::Dr, vec![]);
+        replan(
+            &mut installed,
+            &[one("198.18.0.100"), one("198.18.0.101")],
+            2,
+            3,
+        );
+        replan(
+            &mut installed,
+            &[one("198.18.0.100"), one("198.18.0.102")],
+            2,
+            3,
+        );
+        let ids: HashSet<u32> = installed.services.values().map(|s| s.id).collect();
+        assert_eq!(ids, HashSet::from([0, 1]));
+    }
+
+    #[test]
+    fn each_service_has_its_own_backend_ids() {
+        let mut installed = Installed::default();
+        let shared = backend("198.18.1.1", 80);
+        let drained = BackendSpec {
+            drain: true,
+            ..shared.clone()
+        };
+        let plan = replan(
+            &mut installed,
+            &[
+                service("198.18.0.100", 80, Mode::Dr, vec![shared]),
+                service("198.18.0.101", 80, Mode::Dr, vec![drained]),
+            ],
+            8,
+            16,
+        );
+        assert_eq!(installed.backends.len(), 2, "one id per service");
+        let flags: Vec<u8> = plan.backend_entries.iter().map(|(_, b)| b.flags).collect();
+        assert!(
+            flags.contains(&0) && flags.contains(&BACKEND_DRAIN),
+            "{flags:?}"
+        );
+    }
+
+    #[test]
+    fn generations_never_repeat() {
+        let mut installed = Installed::default();
+        let mut seen = HashSet::new();
+        for round in 0..10u8 {
+            let b = backend(&format!("198.18.1.{}", round + 1), 80);
+            replan(
+                &mut installed,
+                &[service("198.18.0.100", 80, Mode::Dr, vec![b])],
+                2,
+                3,
+            );
+            let generation = installed.generations.values().copied().next().unwrap();
+            assert!(
+                seen.insert(generation),
+                "generation {generation} handed out twice"
+            );
+        }
     }
 
     #[test]
