@@ -51,7 +51,8 @@ pub enum Counter {
     DropNoBackend,
     /// Dropped: an IP fragment for a VIP (xlb does not reassemble).
     DropFragment,
-    /// Dropped: the frame could not be grown for encapsulation.
+    /// Dropped: IP-in-IP could not be built (the frame could not be grown,
+    /// or the backend's family cannot carry the packet's).
     DropEncap,
     /// NAT replies passed to the kernel: no route or neighbour entry yet.
     FibPass,

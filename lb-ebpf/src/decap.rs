@@ -13,15 +13,12 @@ use lb_common::{
 };
 
 use crate::{
-    consts::{ETH_P_IP, ETH_P_IPV6},
+    consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6},
     l2,
     maps::DECAP_VIPS,
     parse::{ptr_at, Packet, L3, L4},
     stats,
 };
-
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
 
 /// XDP_PASS in every case: decapsulated, or untouched if not for us.
 #[inline(always)]

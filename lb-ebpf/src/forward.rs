@@ -23,7 +23,8 @@ use crate::{
 #[inline(always)]
 fn handoff() -> Option<(&'static Handoff, &'static Backend)> {
     let handoff = unsafe { &*HANDOFF.get_ptr(0)? };
-    let backend = BACKENDS.get(handoff.backend)?;
+    // A slot the agent zeroed since the backend was chosen names nobody.
+    let backend = BACKENDS.get(handoff.backend).filter(|b| b.family != 0)?;
     Some((handoff, backend))
 }
 

@@ -16,7 +16,7 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
     csum, ip, l2,
-    parse::{ptr_at, ptr_at_mut, Packet, ParseError, L4},
+    parse::{ptr_at, ptr_at_mut, words, Packet, ParseError, L4},
     select, stats,
 };
 
@@ -171,10 +171,4 @@ pub fn error_flow(ctx: &XdpContext, pkt: &Packet) -> Option<(&'static Service, F
         _pad: [0; 2],
     };
     Some((service, key))
-}
-
-#[inline(always)]
-fn words(a: [u8; 16]) -> [u32; 4] {
-    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-    [w(0), w(4), w(8), w(12)]
 }

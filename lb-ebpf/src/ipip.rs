@@ -9,14 +9,12 @@ use lb_common::{
 };
 
 use crate::{
-    consts::{ETH_P_IP, ETH_P_IPV6, IPV4_DF},
+    consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_DF},
     icmp, ip, l2, output,
     parse::{ptr_at, Packet},
     stats,
 };
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
 pub const OUTER_V4: usize = 20;
 pub const OUTER_V6: usize = 40;
 const OUTER_TTL: u8 = 64;

@@ -110,7 +110,7 @@ fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
     }
 
     let (old_be, new_be) = (old_port.to_be(), new_port.to_be());
-    let udp = pkt.l4 != L4::Tcp;
+    let udp = pkt.l4 == L4::Udp;
     let l4 = L3 + if V6 { 40 } else { 20 };
     let check_off = l4 + if udp { 6 } else { 16 };
     let check = ptr_at_mut::<u16>(ctx, check_off)?;

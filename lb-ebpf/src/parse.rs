@@ -261,8 +261,9 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<()
     Ok(())
 }
 
+/// An IPv6 address as packet words.
 #[inline(always)]
-fn words(addr: [u8; 16]) -> [u32; 4] {
+pub fn words(addr: [u8; 16]) -> [u32; 4] {
     [
         u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
         u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),

@@ -172,10 +172,16 @@ impl LoadOptions {
             )));
         }
         let ring_entries = self.max_services as u64 * 2 * self.ring_size as u64;
-        if ring_entries > u32::MAX as u64 || self.max_services == 0 || self.max_backends < 2 {
+        if ring_entries > u32::MAX as u64 || self.max_services == 0 {
             return Err(DataplaneError::Options(format!(
-                "{} services of {} slots do not fit one map",
+                "{} services with rings of {} slots do not fit one map",
                 self.max_services, self.ring_size
+            )));
+        }
+        if self.max_backends < 2 {
+            return Err(DataplaneError::Options(format!(
+                "room for {} backends leaves none (id 0 is never used)",
+                self.max_backends
             )));
         }
         Ok(())
