@@ -35,9 +35,11 @@ pub enum Counter {
     Malformed,
     /// Frames handed to the kernel stack unchanged.
     Pass,
-    /// Packets for a VIP whose flow was in this CPU's flow table.
+    /// Packets for a VIP (or ICMP errors about a VIP flow) whose flow was
+    /// in this CPU's flow table.
     FlowHit,
-    /// Packets for a VIP that started (or restarted) a flow.
+    /// Packets for a VIP (or ICMP errors about a VIP flow) whose flow was
+    /// not: new flows, expired ones, and flows whose backend went away.
     FlowMiss,
     /// Frames sent back out the interface they came in on.
     Tx,

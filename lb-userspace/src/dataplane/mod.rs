@@ -477,7 +477,7 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The VIPs `xlb_decap` strips IP-in-IP for.
+    /// Adds VIPs that `xlb_decap` strips IP-in-IP for.
     pub fn set_decap_vips(&mut self, vips: &[IpAddr]) -> Result<(), DataplaneError> {
         let mut map = self.hash::<VipKey, u8>(maps::MAP_DECAP_VIPS)?;
         for vip in vips {
