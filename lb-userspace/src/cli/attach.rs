@@ -57,6 +57,9 @@ pub fn run(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> {
 }
 
 async fn attach(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> {
+    // First, so that a signal during start-up still ends in a clean detach.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut dataplane = Dataplane::load(&LoadOptions {
         bpf_log: log_level,
         ..LoadOptions::default()
@@ -72,8 +75,6 @@ async fn attach(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> 
         attachment.mode
     );
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));

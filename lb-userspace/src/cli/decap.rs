@@ -39,6 +39,9 @@ pub fn run(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
 }
 
 async fn decap(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
+    // First, so that a signal during start-up still ends in a clean detach.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut dataplane = Dataplane::load(&LoadOptions::decap(log_level))?;
     dataplane.set_decap_vips(&args.vips)?;
     let attachment = dataplane.attach(&args.iface, args.mode)?.clone();
@@ -49,8 +52,6 @@ async fn decap(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
         attachment.iface,
         attachment.mode
     );
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
