@@ -233,16 +233,7 @@ fn serve_connection(mut stream: TcpStream, line: &[u8], shared: &Shared) {
         match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => pending.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if is_transient(&e) => continue,
             Err(_) => return,
         }
         let complete = pending.iter().filter(|&&b| b == b'\n').count();
@@ -273,13 +264,7 @@ fn udp_loop(socket: &UdpSocket, reply: &[u8], shared: &Shared) {
                 }
                 Err(e) => log::warn!("identity server: answering {peer}: {e}"),
             },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if is_transient(&e) => {}
             Err(e) => {
                 log::warn!("identity server: receiving: {e}");
                 thread::sleep(ERROR_PAUSE);
@@ -818,4 +803,12 @@ pub fn within(
         spread.failed,
         lines.join("\n")
     ))
+}
+
+/// A read that timed out or was interrupted: try again.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }

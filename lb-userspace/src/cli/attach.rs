@@ -10,7 +10,6 @@ use clap::Args;
 use lb_common::stats::Counter;
 use log::LevelFilter;
 use serde_json::json;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::dataplane::{AttachMode, Counters, Dataplane, LoadOptions};
 
@@ -49,17 +48,11 @@ fn positive_secs(s: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(attach(args, log_level))
+    super::block_on(attach(args, log_level))
 }
 
 async fn attach(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    // First, so that a signal during start-up still ends in a clean detach.
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut shutdown = super::Shutdown::new()?;
     let mut dataplane = Dataplane::load(&LoadOptions {
         bpf_log: log_level,
         ..LoadOptions::default()
@@ -96,8 +89,7 @@ async fn attach(args: AttachArgs, log_level: LevelFilter) -> anyhow::Result<()> 
                 out.interval(started.elapsed(), &counters, &previous.1, now - previous.0)?;
                 previous = (now, counters);
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = shutdown.recv() => break,
             _ = until_deadline => break,
         }
     }

@@ -2,10 +2,8 @@
 
 use std::net::IpAddr;
 
-use anyhow::Context;
 use clap::Args;
 use log::LevelFilter;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::dataplane::{AttachMode, Dataplane, LoadOptions};
 
@@ -31,17 +29,11 @@ pub struct DecapArgs {
 }
 
 pub fn run(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(decap(args, log_level))
+    super::block_on(decap(args, log_level))
 }
 
 async fn decap(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    // First, so that a signal during start-up still ends in a clean detach.
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut shutdown = super::Shutdown::new()?;
     let mut dataplane = Dataplane::load(&LoadOptions::decap(log_level))?;
     dataplane.set_decap_vips(&args.vips)?;
     let attachment = dataplane.attach(&args.iface, args.mode)?.clone();
@@ -52,10 +44,7 @@ async fn decap(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
         attachment.iface,
         attachment.mode
     );
-    tokio::select! {
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
-    }
+    shutdown.recv().await;
     dataplane.detach()?;
     let decapsulated = dataplane.counters()?.get(lb_common::stats::Counter::Decap);
     log::info!(
