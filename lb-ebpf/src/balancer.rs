@@ -1,5 +1,6 @@
 //! The load balancer's flow for an IP packet: a VIP's service, a backend
-//! for the flow, then the service's forwarding mode.
+//! for the flow, then the service's forwarding mode (direct routing here,
+//! the others by tail call to a forwarder).
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
@@ -92,7 +93,8 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     forward::<V6>(ctx, pkt, service, &chosen)
 }
 
-/// Hands the packet to the forwarder of the service's mode.
+/// Sends the packet on by the service's mode: direct routing here, the
+/// other modes through their forwarder.
 #[inline(always)]
 fn forward<const V6: bool>(
     ctx: &XdpContext,
@@ -117,12 +119,12 @@ fn forward<const V6: bool>(
 }
 
 /// A NAT backend's reply (no VIP is its destination) goes to the NAT reply
-/// forwarder when NAT services exist; replies with IP options go to the
-/// kernel.
+/// forwarder when NAT services exist. (Fragments and packets with options
+/// never get here: `balance` passes those to the kernel first.)
 #[inline(always)]
 fn nat_reply<const V6: bool>(pkt: &Packet) -> Option<u32> {
     let settings = SETTINGS.get(0)?;
-    if settings.nat_backends == 0 || pkt.ip_options {
+    if settings.nat_backends == 0 {
         return None;
     }
     let jump = if V6 {
