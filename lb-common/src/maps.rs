@@ -221,6 +221,14 @@ pub struct TrafficStats {
     pub new_flows: u64,
 }
 
+impl core::ops::AddAssign for TrafficStats {
+    fn add_assign(&mut self, other: Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
+    }
+}
+
 /// Director-wide settings, at index 0 of [`MAP_SETTINGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

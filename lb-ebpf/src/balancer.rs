@@ -13,7 +13,7 @@ use lb_common::{
 };
 
 use crate::{
-    icmp, ipip,
+    icmp,
     maps::{HANDOFF, SETTINGS, VIPS},
     output,
     parse::{Packet, L4},
@@ -106,10 +106,6 @@ fn forward<const V6: bool>(
     let jump = match Mode::from_u8(service.mode)? {
         // A MAC rewrite needs no handoff.
         Mode::Dr => return Some(output::send(ctx, b.mac, b.src_mac, b.ifindex)),
-        Mode::Ipip if !ipip::supported(family_of::<V6>(), b.family) => {
-            stats::inc(Counter::DropEncap);
-            return Some(xdp_action::XDP_DROP);
-        }
         Mode::Ipip if V6 => JUMP_IPIP_V6,
         Mode::Ipip => JUMP_IPIP_V4,
         Mode::Nat if V6 => JUMP_NAT_V6,

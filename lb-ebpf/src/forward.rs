@@ -20,10 +20,29 @@ use crate::{
     stats,
 };
 
+/// Calls `$f::<$v6, L3>($args)` with the packet's link-header length as
+/// the constant `L3`, or yields `$other` for a length the parser never gives.
+macro_rules! at_l3 {
+    ($l3:expr, $($f:ident)::+, $v6:ident, ($($arg:expr),*), $other:expr) => {
+        match $l3 {
+            14 => $($f)::+::<$v6, 14>($($arg),*),
+            18 => $($f)::+::<$v6, 18>($($arg),*),
+            22 => $($f)::+::<$v6, 22>($($arg),*),
+            _ => $other,
+        }
+    };
+}
+
 #[inline(always)]
-fn handoff() -> Option<(&'static Handoff, &'static Backend)> {
-    let handoff = unsafe { &*HANDOFF.get_ptr(0)? };
-    // A slot the agent zeroed since the backend was chosen names nobody.
+fn handoff() -> Option<&'static Handoff> {
+    HANDOFF.get_ptr(0).map(|h| unsafe { &*h })
+}
+
+/// The handoff and its backend, unless the agent zeroed the backend's slot
+/// since it was chosen.
+#[inline(always)]
+fn handoff_to_backend() -> Option<(&'static Handoff, &'static Backend)> {
+    let handoff = handoff()?;
     let backend = BACKENDS.get(handoff.backend).filter(|b| b.family != 0)?;
     Some((handoff, backend))
 }
@@ -40,15 +59,16 @@ pub fn xlb_fwd_ipip6(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn encap<const V6: bool>(ctx: &XdpContext) -> u32 {
-    let (Some((h, b)), Some(s)) = (handoff(), SETTINGS.get(0)) else {
+    let (Some((h, b)), Some(s)) = (handoff_to_backend(), SETTINGS.get(0)) else {
         return xdp_action::XDP_ABORTED;
     };
-    match h.pkt.l3_off {
-        14 => ipip::encap::<V6, 14>(ctx, &h.pkt, b, s),
-        18 => ipip::encap::<V6, 18>(ctx, &h.pkt, b, s),
-        22 => ipip::encap::<V6, 22>(ctx, &h.pkt, b, s),
-        _ => xdp_action::XDP_ABORTED,
-    }
+    at_l3!(
+        h.pkt.l3_off,
+        ipip::encap,
+        V6,
+        (ctx, &h.pkt, b, s),
+        xdp_action::XDP_ABORTED
+    )
 }
 
 #[xdp]
@@ -63,15 +83,16 @@ pub fn xlb_fwd_nat6(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn nat_forward<const V6: bool>(ctx: &XdpContext) -> u32 {
-    let Some((h, b)) = handoff() else {
+    let Some((h, b)) = handoff_to_backend() else {
         return xdp_action::XDP_ABORTED;
     };
-    match h.pkt.l3_off {
-        14 => nat_forward_at::<V6, 14>(ctx, &h.pkt, b),
-        18 => nat_forward_at::<V6, 18>(ctx, &h.pkt, b),
-        22 => nat_forward_at::<V6, 22>(ctx, &h.pkt, b),
-        _ => xdp_action::XDP_ABORTED,
-    }
+    at_l3!(
+        h.pkt.l3_off,
+        nat_forward_at,
+        V6,
+        (ctx, &h.pkt, b),
+        xdp_action::XDP_ABORTED
+    )
 }
 
 #[inline(always)]
@@ -102,17 +123,10 @@ pub fn xlb_nat_reply6(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn nat_reply<const V6: bool>(ctx: &XdpContext) -> u32 {
-    let Some(handoff) = HANDOFF.get_ptr(0) else {
+    let Some(h) = handoff() else {
         return xdp_action::XDP_ABORTED;
     };
-    let pkt = unsafe { &(*handoff).pkt };
-    let translated = match pkt.l3_off {
-        14 => nat::reply::<V6, 14>(ctx, pkt),
-        18 => nat::reply::<V6, 18>(ctx, pkt),
-        22 => nat::reply::<V6, 22>(ctx, pkt),
-        _ => None,
-    };
-    translated.unwrap_or_else(pass)
+    at_l3!(h.pkt.l3_off, nat::reply, V6, (ctx, &h.pkt), None).unwrap_or_else(pass)
 }
 
 /// To the kernel, counted as the entry program counts its own passes.

@@ -35,15 +35,15 @@ pub fn too_big<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet, 
     } else {
         (QUOTE_V4, Ipv4Hdr::LEN)
     };
+    // Only below the MTU the agent accepts could a packet be this short.
     if pkt.ip_len < quote {
         stats::inc(Counter::DropEncap);
         return xdp_action::XDP_DROP;
     }
-    let l2_len = L3;
     // From a helper: LLVM would turn `end - data` arithmetic into math on
     // the end pointer, which the verifier refuses.
     let frame_len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as i32;
-    let cut = (l2_len + quote) as i32 - frame_len;
+    let cut = (L3 + quote) as i32 - frame_len;
     let grow = (ip_hdr + ICMP_HDR) as i32;
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut) } != 0
         || unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0
@@ -52,11 +52,11 @@ pub fn too_big<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet, 
         return xdp_action::XDP_DROP;
     }
     let built = if V6 {
-        l2::move_to_front(ctx, grow as usize, l2_len, ETH_P_IPV6)
-            .and_then(|()| write_v6(ctx, l2_len, pkt, mtu))
+        l2::move_to_front(ctx, grow as usize, L3, ETH_P_IPV6)
+            .and_then(|()| write_v6(ctx, L3, pkt, mtu))
     } else {
-        l2::move_to_front(ctx, grow as usize, l2_len, ETH_P_IP)
-            .and_then(|()| write_v4(ctx, l2_len, pkt, mtu))
+        l2::move_to_front(ctx, grow as usize, L3, ETH_P_IP)
+            .and_then(|()| write_v4(ctx, L3, pkt, mtu))
     };
     if built.and_then(|()| l2::swap_macs(ctx)).is_err() {
         return xdp_action::XDP_ABORTED;

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
-    maps::{Backend, Settings, FAMILY_V4, FAMILY_V6},
+    maps::{Backend, Settings, FAMILY_V6},
     stats::Counter,
 };
 
@@ -26,9 +26,8 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
     backend: &Backend,
     settings: &Settings,
 ) -> u32 {
-    let inner_v6 = INNER_V6;
     let outer_v6 = backend.family == FAMILY_V6;
-    if inner_v6 && !outer_v6 {
+    if INNER_V6 && !outer_v6 {
         // IPv6 inside IPv4 is refused by the agent; never send it.
         stats::inc(Counter::DropEncap);
         return xdp_action::XDP_DROP;
@@ -37,19 +36,18 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
     if pkt.ip_len + outer > settings.mtu as usize {
         return icmp::too_big::<INNER_V6, L3>(ctx, pkt, settings.mtu - outer as u32);
     }
-    let l2_len = L3;
     let tos = if INNER_V6 { 0 } else { ipv4_tos::<L3>(ctx) };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer as i32)) } != 0 {
         stats::inc(Counter::DropEncap);
         return xdp_action::XDP_DROP;
     }
     let ether_type = if outer_v6 { ETH_P_IPV6 } else { ETH_P_IP };
-    let inner_proto = if inner_v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
-    let written = l2::move_to_front(ctx, outer, l2_len, ether_type).and_then(|()| {
+    let inner_proto = if INNER_V6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
+    let written = l2::move_to_front(ctx, outer, L3, ether_type).and_then(|()| {
         if outer_v6 {
             ip::write_v6(
                 ctx,
-                l2_len,
+                L3,
                 pkt.ip_len,
                 inner_proto,
                 OUTER_TTL,
@@ -59,7 +57,7 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
         } else {
             ip::write_v4(
                 ctx,
-                l2_len,
+                L3,
                 pkt.ip_len + OUTER_V4,
                 tos,
                 IPV4_DF,
@@ -78,13 +76,6 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
 
 #[inline(always)]
 fn ipv4_tos<const L3: usize>(ctx: &XdpContext) -> u8 {
-    // Two bytes (version/IHL, TOS): a one-byte read at a variable offset
-    // gets a bounds check the verifier cannot use.
+    // Read with the version/IHL byte before it, as one word.
     ptr_at::<u16>(ctx, L3).map_or(0, |w| unsafe { w.read_unaligned().to_ne_bytes()[1] })
-}
-
-/// Whether the backend's family can carry this packet.
-#[inline(always)]
-pub fn supported(inner: u8, outer: u8) -> bool {
-    inner == outer || (inner == FAMILY_V4 && outer == FAMILY_V6)
 }

@@ -13,11 +13,16 @@ use lb_common::{
         TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS,
         DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
     },
+    stats::Counter,
 };
 
 /// Slots per Maglev ring; set by the loader.
 #[no_mangle]
 pub static RING_SIZE: Global<u32> = Global::new(DEFAULT_RING_SIZE);
+
+/// Global counters, one per [`lb_common::stats::Counter`].
+#[map(name = "XLB_STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[map(name = "XLB_SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, Service> =

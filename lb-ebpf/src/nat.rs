@@ -1,6 +1,6 @@
 //! NAT with port translation (for packets without IP options or
-//! extension headers, whose IP header starts at `L3`): client -> VIP:vport becomes client ->
-//! backend:port; the backend's reply, routed back through the director,
+//! extension headers, whose IP header starts at `L3`): client -> VIP:vport
+//! becomes client -> backend:port; the backend's reply, routed back through the director,
 //! becomes VIP:vport -> client. The reverse needs no per-flow state: each
 //! NAT backend address:port belongs to one VIP:port (the agent enforces it).
 
@@ -92,13 +92,12 @@ fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
     old_port: u16,
     new_port: u16,
 ) -> Result<(), ParseError> {
-    let l3 = L3;
     if V6 {
-        let addr = ptr_at_mut::<[u32; 4]>(ctx, l3 + if SRC { 8 } else { 24 })?;
+        let addr = ptr_at_mut::<[u32; 4]>(ctx, L3 + if SRC { 8 } else { 24 })?;
         unsafe { addr.write_unaligned(*new_addr) };
     } else {
-        let check = ptr_at_mut::<u16>(ctx, l3 + 10)?;
-        let addr = ptr_at_mut::<u32>(ctx, l3 + if SRC { 12 } else { 16 })?;
+        let check = ptr_at_mut::<u16>(ctx, L3 + 10)?;
+        let addr = ptr_at_mut::<u32>(ctx, L3 + if SRC { 12 } else { 16 })?;
         unsafe {
             check.write_unaligned(csum::replace_v4(
                 check.read_unaligned(),
@@ -139,11 +138,9 @@ fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
 /// one. Fails, leaving the packet to the kernel, when it would reach 0.
 #[inline(always)]
 pub fn decrement_ttl<const V6: bool, const L3: usize>(ctx: &XdpContext) -> Result<(), ParseError> {
-    let l3 = L3;
     if V6 {
-        // Next header and hop limit as one word: byte accesses at a variable
-        // offset get bounds checks the verifier cannot use.
-        let field = ptr_at_mut::<u16>(ctx, l3 + 6)?;
+        // Next header and hop limit, as one word like IPv4's TTL and protocol.
+        let field = ptr_at_mut::<u16>(ctx, L3 + 6)?;
         unsafe {
             let mut bytes = field.read_unaligned().to_ne_bytes();
             if bytes[1] <= 1 {
@@ -154,8 +151,8 @@ pub fn decrement_ttl<const V6: bool, const L3: usize>(ctx: &XdpContext) -> Resul
         }
         return Ok(());
     }
-    let ttl_proto = ptr_at_mut::<u16>(ctx, l3 + 8)?;
-    let check = ptr_at_mut::<u16>(ctx, l3 + 10)?;
+    let ttl_proto = ptr_at_mut::<u16>(ctx, L3 + 8)?;
+    let check = ptr_at_mut::<u16>(ctx, L3 + 10)?;
     unsafe {
         let old = ttl_proto.read_unaligned();
         let mut bytes = old.to_ne_bytes();

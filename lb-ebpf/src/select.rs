@@ -74,10 +74,16 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
     }
     stats::inc(Counter::FlowMiss);
 
-    let id = if service.flags & SERVICE_AFFINITY != 0 {
-        by_affinity(service, key, now, record)?
-    } else {
-        from_ring(service, flow_hash(key))?
+    // With affinity, a fresh entry names the backend; else the ring picks
+    // (by the client's masked address with affinity, by the flow without).
+    let affinity = (service.flags & SERVICE_AFFINITY != 0).then(|| affinity_key(service, key));
+    let remembered = affinity
+        .as_ref()
+        .and_then(|akey| remembered(service, akey, now, record));
+    let id = match (remembered, &affinity) {
+        (Some(id), _) => id,
+        (None, Some(akey)) => from_ring(service, source_hash(&akey.src, key.family))?,
+        (None, None) => from_ring(service, flow_hash(key))?,
     };
     let backend = BACKENDS.get(id).filter(|b| b.family != 0)?;
     if record {
@@ -90,6 +96,14 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
         };
         // A full LRU evicts its oldest entry; insert fails only on a bad map.
         let _ = FLOWS.insert(key, &flow, 0);
+        if let (None, Some(akey)) = (remembered, &affinity) {
+            let entry = Affinity {
+                backend: id,
+                generation: backend.generation,
+                last_seen_ns: now,
+            };
+            let _ = AFFINITY.insert(akey, &entry, 0);
+        }
     }
     Some(Chosen {
         id,
@@ -100,10 +114,8 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
 
 #[inline(always)]
 fn udp_timeout_ns() -> u64 {
-    match SETTINGS.get(0) {
-        Some(s) if s.udp_timeout_s != 0 => s.udp_timeout_s as u64 * NS_PER_S,
-        _ => lb_common::maps::DEFAULT_UDP_TIMEOUT_S as u64 * NS_PER_S,
-    }
+    // The agent always sets it (1 s at least) before any service exists.
+    SETTINGS.get(0).map_or(0, |s| s.udp_timeout_s) as u64 * NS_PER_S
 }
 
 #[inline(always)]
@@ -116,42 +128,35 @@ fn from_ring(service: &Service, hash: u32) -> Option<u32> {
     }
 }
 
-/// Source affinity: the client's last backend while it is fresh and still
-/// takes new flows, else the ring's choice for the client's masked address.
+/// The affinity table's key for the client of `key`: its address under the
+/// service's mask (IPVS `-M`).
 #[inline(always)]
-fn by_affinity(service: &Service, key: &FlowKey, now: u64, record: bool) -> Option<u32> {
-    let src = masked(&key.src, &service.affinity_mask);
-    let akey = AffinityKey {
+fn affinity_key(service: &Service, key: &FlowKey) -> AffinityKey {
+    AffinityKey {
         service: service.id,
         family: key.family,
         _pad: [0; 3],
-        src,
-    };
+        src: masked(&key.src, &service.affinity_mask),
+    }
+}
+
+/// The client's remembered backend while the entry is fresh and the
+/// backend still takes new flows (refreshing it with `record`).
+#[inline(always)]
+fn remembered(service: &Service, akey: &AffinityKey, now: u64, record: bool) -> Option<u32> {
+    let entry = unsafe { &mut *AFFINITY.get_ptr_mut(akey)? };
     let timeout = service.affinity_timeout_s as u64 * NS_PER_S;
-    if let Some(entry) = AFFINITY.get_ptr_mut(&akey) {
-        let entry = unsafe { &mut *entry };
-        if now - entry.last_seen_ns <= timeout {
-            if let Some(b) = backend(entry.backend, entry.generation) {
-                if b.flags & BACKEND_DRAIN == 0 {
-                    if record {
-                        entry.last_seen_ns = now;
-                    }
-                    return Some(entry.backend);
-                }
-            }
-        }
+    if now - entry.last_seen_ns > timeout {
+        return None;
     }
-    let id = from_ring(service, source_hash(&src, key.family))?;
+    let backend = backend(entry.backend, entry.generation)?;
+    if backend.flags & BACKEND_DRAIN != 0 {
+        return None;
+    }
     if record {
-        let generation = BACKENDS.get(id).map_or(0, |b| b.generation);
-        let entry = Affinity {
-            backend: id,
-            generation,
-            last_seen_ns: now,
-        };
-        let _ = AFFINITY.insert(&akey, &entry, 0);
+        entry.last_seen_ns = now;
     }
-    Some(id)
+    Some(entry.backend)
 }
 
 #[inline(always)]

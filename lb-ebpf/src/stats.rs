@@ -1,15 +1,11 @@
 //! Per-CPU counters, read and summed by the agent.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
 use lb_common::{maps::TrafficStats, stats::Counter};
 
 use crate::{
-    maps::{BACKEND_STATS, SERVICE_STATS},
+    maps::{BACKEND_STATS, SERVICE_STATS, STATS},
     parse::{Packet, L3, L4},
 };
-
-#[map(name = "XLB_STATS")]
-static XLB_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 /// Counts a forwarded packet of `bytes` for its service and backend.
 #[inline(always)]
@@ -29,7 +25,7 @@ pub fn account(service: u32, backend: u32, bytes: u64, new_flow: bool) {
 
 #[inline(always)]
 pub fn add(counter: Counter, value: u64) {
-    if let Some(slot) = XLB_STATS.get_ptr_mut(counter.index()) {
+    if let Some(slot) = STATS.get_ptr_mut(counter.index()) {
         // Per-CPU slot: no other writer while this program runs here.
         unsafe { *slot += value }
     }

@@ -1514,3 +1514,28 @@ fn bpf_forward_reused_backend_ids_start_new_flows() {
     ]);
     lab.finish();
 }
+
+/// Ring updates write only the slots that differ from what the idle ring
+/// holds: after three tables in a row (the third written over the first),
+/// every new flow must land on a backend of the latest set.
+#[test]
+fn bpf_forward_successive_rings_hold_the_latest_table() {
+    require_privileged!();
+    let vip = ip("198.18.0.150");
+    let [b1, b2, b3] = [50, 51, 52].map(|n| backend(ip(&format!("198.18.1.{n}")), 80, mac(n)));
+    let dr_service = |backends: &[&BackendSpec]| {
+        let backends = backends.iter().map(|b| (*b).clone()).collect();
+        service(vip, 80, Protocol::Tcp, Mode::Dr, backends)
+    };
+    let mut lab = Lab::balancer(&[dr_service(&[&b1, &b2])]);
+    lab.apply(&[dr_service(&[&b1, &b2, &b3])]);
+    lab.apply(&[dr_service(&[&b1, &b3])]);
+    let latest = [b1.next_hop.mac, b3.next_hop.mac];
+    let mut on = [0; 2];
+    for port in CLIENT_PORT..CLIENT_PORT + 300 {
+        let syn = segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
+        on[lab.backend_of(&syn, &latest)] += 1;
+    }
+    assert!(on[0] > 0 && on[1] > 0, "new flows per backend: {on:?}");
+    lab.finish();
+}

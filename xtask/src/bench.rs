@@ -36,10 +36,8 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         None => shell::root().join("target").join("bench"),
     };
     shell::step(&format!("running the {name} benchmark"));
-    let mut cmd = shell::cargo();
-    cmd.args(["run", "--package", "xlb-tests"])
-        .args(["--bin", "xlb-bench", "--", name, "--out"])
-        .arg(&out);
+    let mut cmd = shell::harness_bin("xlb-bench");
+    cmd.args([name, "--out"]).arg(&out);
     if options.quick {
         cmd.arg("--quick");
     }

@@ -71,16 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { json } => {
             setup::run()?;
             shell::step("running the demo");
-            let mut cmd = shell::cargo();
-            cmd.args([
-                "run",
-                "--quiet",
-                "--package",
-                "xlb-tests",
-                "--bin",
-                "xlb-demo",
-                "--",
-            ]);
+            let mut cmd = shell::harness_bin("xlb-demo");
             if json {
                 cmd.arg("--json");
             }

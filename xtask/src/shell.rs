@@ -34,6 +34,23 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// `cargo run` of one of the harness's binaries (the demo, the benchmarks),
+/// which need the BPF build that xtask itself must not link; its own
+/// arguments follow.
+pub fn harness_bin(name: &str) -> Command {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--package",
+        "xlb-tests",
+        "--bin",
+        name,
+        "--",
+    ]);
+    cmd
+}
+
 /// Runs a preparation step, its output on stderr; fails naming the command.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     run_foreground(cmd.stdout(std::io::stderr()))

@@ -357,7 +357,7 @@ impl Dataplane {
         );
         // Never hand out a generation twice, even if a write below fails.
         self.installed.last_generation = plan.installed.last_generation;
-        self.write(services, settings, &plan)?;
+        self.write(settings, &plan)?;
         log::debug!(
             "applied {} services, {} new backends",
             services.len(),
@@ -372,16 +372,36 @@ impl Dataplane {
     /// service's idle ring and last its entry, which flips to that ring.
     fn write(
         &mut self,
-        services: &[ServiceSpec],
         settings: &DirectorSettings,
         plan: &services::Plan,
     ) -> Result<(), DataplaneError> {
         let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
-        let new = &plan.installed;
-        let old_services: Vec<_> = self.installed.services.keys().copied().collect();
-        let old_nat: Vec<_> = self.installed.nat.iter().copied().collect();
-        let old_vips: Vec<_> = self.installed.vips.iter().copied().collect();
-        let old_backends: Vec<_> = self.installed.backends.values().copied().collect();
+        let (old, new) = (&self.installed, &plan.installed);
+        let gone_services: Vec<_> = old
+            .services
+            .keys()
+            .filter(|k| !new.services.contains_key(k))
+            .copied()
+            .collect();
+        let gone_nat: Vec<_> = old
+            .nat
+            .keys()
+            .filter(|k| !new.nat.contains_key(k))
+            .copied()
+            .collect();
+        let gone_vips: Vec<_> = old
+            .vips
+            .keys()
+            .filter(|v| !new.vips.contains_key(v))
+            .copied()
+            .collect();
+        let kept: std::collections::HashSet<u32> = new.backends.values().map(|s| s.id).collect();
+        let gone_backends: Vec<u32> = old
+            .backends
+            .values()
+            .map(|s| s.id)
+            .filter(|id| !kept.contains(id))
+            .collect();
 
         self.array::<maps::Settings>(maps::MAP_SETTINGS)?
             .set(
@@ -392,28 +412,24 @@ impl Dataplane {
             .map_err(map_err(maps::MAP_SETTINGS))?;
 
         let mut service_map = self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?;
-        for key in old_services
-            .iter()
-            .filter(|k| !new.services.contains_key(k))
-        {
+        for key in &gone_services {
             service_map
                 .remove(key)
                 .map_err(map_err(maps::MAP_SERVICES))?;
         }
         let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
-        for key in old_nat.iter().filter(|k| !new.nat.contains(k)) {
+        for key in &gone_nat {
             nat_map
                 .remove(key)
                 .map_err(map_err(maps::MAP_NAT_REVERSE))?;
         }
         let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
-        for vip in old_vips.iter().filter(|v| !new.vips.contains(v)) {
+        for vip in &gone_vips {
             vip_map.remove(vip).map_err(map_err(maps::MAP_VIPS))?;
         }
         // Zeroed, so flows and affinities on them pick again.
-        let kept: std::collections::HashSet<u32> = new.backends.values().copied().collect();
         let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
-        for id in old_backends.iter().filter(|id| !kept.contains(id)) {
+        for id in &gone_backends {
             backend_map
                 .set(*id, Backend::default(), 0)
                 .map_err(map_err(maps::MAP_BACKENDS))?;
@@ -427,13 +443,13 @@ impl Dataplane {
                 .map_err(map_err(maps::MAP_BACKENDS))?;
         }
         let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
-        for (key, target) in services.iter().flat_map(services::nat_entries) {
+        for (key, target) in &new.nat {
             nat_map
                 .insert(key, target, 0)
                 .map_err(map_err(maps::MAP_NAT_REVERSE))?;
         }
         let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
-        for (vip, flags) in services::vip_entries(services) {
+        for (vip, flags) in &new.vips {
             vip_map
                 .insert(vip, flags, 0)
                 .map_err(map_err(maps::MAP_VIPS))?;
@@ -446,15 +462,20 @@ impl Dataplane {
                 self.zero_traffic(maps::MAP_SERVICE_STATS, &[service.id])?;
             }
             if previous.as_ref().is_none_or(|p| p.table != service.table) {
+                // The slot being written is the one that was idle: only the
+                // slots where its table differs from the new one change.
+                let written = previous.as_ref().map_or(&[][..], |p| &p.idle_table[..]);
                 let mut rings = self.array::<u32>(maps::MAP_RINGS)?;
                 let base = service.ring * ring_size;
                 for (slot, backend) in service.table.iter().enumerate() {
-                    rings
-                        .set(base + slot as u32, *backend, 0)
-                        .map_err(map_err(maps::MAP_RINGS))?;
+                    if written.get(slot) != Some(backend) {
+                        rings
+                            .set(base + slot as u32, *backend, 0)
+                            .map_err(map_err(maps::MAP_RINGS))?;
+                    }
                 }
             }
-            if previous.as_ref().is_none_or(|p| p.entry != service.entry) {
+            if previous.is_none_or(|p| p.entry != service.entry) {
                 self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?
                     .insert(key, service.entry, 0)
                     .map_err(map_err(maps::MAP_SERVICES))?;
@@ -469,10 +490,11 @@ impl Dataplane {
         let mut map =
             PerCpuArray::<_, TrafficStats>::try_from(self.map_mut(name)?).map_err(map_err)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Options(e.to_string()))?;
+        let zeros = vec![TrafficStats::default(); cpus];
         for id in ids {
-            let zeros = aya::maps::PerCpuValues::try_from(vec![TrafficStats::default(); cpus])
+            let values = aya::maps::PerCpuValues::try_from(zeros.clone())
                 .map_err(|e| DataplaneError::Options(e.to_string()))?;
-            map.set(*id, zeros, 0).map_err(map_err)?;
+            map.set(*id, values, 0).map_err(map_err)?;
         }
         Ok(())
     }
@@ -481,12 +503,7 @@ impl Dataplane {
     pub fn set_decap_vips(&mut self, vips: &[IpAddr]) -> Result<(), DataplaneError> {
         let mut map = self.hash::<VipKey, u8>(maps::MAP_DECAP_VIPS)?;
         for vip in vips {
-            let key = VipKey {
-                addr: services::words(*vip),
-                family: services::family(*vip),
-                _pad: [0; 3],
-            };
-            map.insert(key, 1, 0)
+            map.insert(services::vip_key(*vip), 1, 0)
                 .map_err(|source| DataplaneError::Map {
                     map: maps::MAP_DECAP_VIPS,
                     source,
@@ -506,12 +523,9 @@ impl Dataplane {
     /// all the services it serves.
     pub fn backend_stats(&self, addr: IpAddr, port: u16) -> Result<TrafficStats, DataplaneError> {
         let mut total = TrafficStats::default();
-        for (&(_, a, p), &id) in &self.installed.backends {
+        for (&(_, a, p), slot) in &self.installed.backends {
             if (a, p) == (addr, port) {
-                let t = self.traffic(maps::MAP_BACKEND_STATS, Some(id))?;
-                total.packets += t.packets;
-                total.bytes += t.bytes;
-                total.new_flows += t.new_flows;
+                total += self.traffic(maps::MAP_BACKEND_STATS, Some(slot.id))?;
             }
         }
         Ok(total)
@@ -528,13 +542,11 @@ impl Dataplane {
         let map_err = |source| DataplaneError::Map { map: name, source };
         let per_cpu = PerCpuArray::<_, TrafficStats>::try_from(map).map_err(map_err)?;
         let values = per_cpu.get(&id, 0).map_err(map_err)?;
-        Ok(values
-            .iter()
-            .fold(TrafficStats::default(), |acc, v| TrafficStats {
-                packets: acc.packets + v.packets,
-                bytes: acc.bytes + v.bytes,
-                new_flows: acc.new_flows + v.new_flows,
-            }))
+        let mut total = TrafficStats::default();
+        for value in values.iter() {
+            total += *value;
+        }
+        Ok(total)
     }
 }
 
@@ -542,15 +554,7 @@ impl Dataplane {
 fn load_forwarders(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
     let mut fds = Vec::new();
     for (index, name) in maps::FORWARDERS {
-        let missing = DataplaneError::Missing {
-            kind: "program",
-            name,
-        };
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(missing)?
-            .try_into()
-            .map_err(|e| load_error(Box::new(e)))?;
+        let program = xdp_by_name(ebpf, name)?;
         program.load().map_err(|e| load_error(Box::new(e)))?;
         let fd = program
             .fd()
@@ -576,11 +580,15 @@ fn load_forwarders(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
 }
 
 fn xdp_program(ebpf: &mut Ebpf, which: Program) -> Result<&mut Xdp, DataplaneError> {
+    xdp_by_name(ebpf, which.name())
+}
+
+fn xdp_by_name<'e>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut Xdp, DataplaneError> {
     let missing = DataplaneError::Missing {
         kind: "program",
-        name: which.name(),
+        name,
     };
-    let program = ebpf.program_mut(which.name()).ok_or(missing)?;
+    let program = ebpf.program_mut(name).ok_or(missing)?;
     program.try_into().map_err(|e| load_error(Box::new(e)))
 }
 

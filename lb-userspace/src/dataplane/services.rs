@@ -1,7 +1,6 @@
-//! Desired services and backends, checked as a whole and then written to
-//! the maps so that a packet never sees a half-built service: backends
-//! first, then each changed Maglev ring into the service's idle ring slot,
-//! then the service entry that flips to it, and last the removals.
+//! Desired services and backends: checked as a whole ([`validate`]), then
+//! turned into ids, rings and map entries ([`plan`]) for the data plane to
+//! write in an order that never shows a packet a half-built service.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -138,8 +137,7 @@ pub fn words(addr: IpAddr) -> [u32; 4] {
         }
         IpAddr::V6(a) => a.octets(),
     };
-    let w = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-    [w(0), w(4), w(8), w(12)]
+    bytes_to_words(bytes)
 }
 
 /// Packet words of an address with only its first `prefix_len` bits.
@@ -153,8 +151,20 @@ pub fn mask_words(addr_family: u8, prefix_len: u8) -> [u32; 4] {
             *byte = (0xff00u16 >> keep) as u8;
         }
     }
+    bytes_to_words(bytes)
+}
+
+fn bytes_to_words(bytes: [u8; 16]) -> [u32; 4] {
     let w = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     [w(0), w(4), w(8), w(12)]
+}
+
+pub fn vip_key(addr: IpAddr) -> VipKey {
+    VipKey {
+        addr: words(addr),
+        family: family(addr),
+        _pad: [0; 3],
+    }
 }
 
 pub fn service_key(spec: &ServiceSpec) -> ServiceKey {
@@ -330,18 +340,23 @@ pub fn validate(
 /// service leaves the others alone.
 pub type BackendKey = (ServiceKey, IpAddr, u16);
 
+/// A backend id and the generation written with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub id: u32,
+    pub generation: u32,
+}
+
 /// What the agent last wrote, to write only differences next time.
 #[derive(Default, Clone)]
 pub struct Installed {
     pub services: HashMap<ServiceKey, InstalledService>,
-    pub backends: HashMap<BackendKey, u32>,
-    pub nat: HashSet<NatKey>,
-    pub vips: HashSet<VipKey>,
+    pub backends: HashMap<BackendKey, Slot>,
+    pub nat: HashMap<NatKey, NatTarget>,
+    pub vips: HashMap<VipKey, u8>,
     /// The last backend id handed out: new ids go round from here, so a
     /// freed id is reused late.
     pub last_backend_id: u32,
-    /// Backend id -> the generation written with it.
-    pub generations: HashMap<u32, u32>,
     /// The last generation handed out.
     pub last_generation: u32,
 }
@@ -349,8 +364,12 @@ pub struct Installed {
 #[derive(Clone)]
 pub struct InstalledService {
     pub id: u32,
+    /// The ring slot packets read, holding `table`.
     pub ring: u32,
     pub table: Vec<u32>,
+    /// What the other ring slot holds (empty if unknown): the next changed
+    /// table is written there, only where the two differ.
+    pub idle_table: Vec<u32>,
     pub entry: Service,
 }
 
@@ -380,7 +399,7 @@ pub fn plan(
         .collect();
     let kept: HashSet<u32> = wanted
         .iter()
-        .filter_map(|(key, _)| installed.backends.get(key).copied())
+        .filter_map(|(key, _)| installed.backends.get(key).map(|slot| slot.id))
         .collect();
     let mut next = Installed {
         last_backend_id: installed.last_backend_id,
@@ -390,8 +409,8 @@ pub fn plan(
     let mut fresh = Vec::new();
     let mut backend_entries = Vec::new();
     for (key, spec) in &wanted {
-        let (id, generation) = match installed.backends.get(key) {
-            Some(&id) => (id, installed.generations[&id]),
+        let slot = match installed.backends.get(key) {
+            Some(&slot) => slot,
             None => {
                 // Round from the last id given; validate left room.
                 let id = (0..max_backends - 1)
@@ -401,12 +420,14 @@ pub fn plan(
                 next.last_backend_id = id;
                 next.last_generation = next.last_generation.wrapping_add(1).max(1);
                 fresh.push(id);
-                (id, next.last_generation)
+                Slot {
+                    id,
+                    generation: next.last_generation,
+                }
             }
         };
-        next.backends.insert(*key, id);
-        next.generations.insert(id, generation);
-        backend_entries.push((id, backend_entry(spec, generation)));
+        next.backends.insert(*key, slot);
+        backend_entries.push((slot.id, backend_entry(spec, slot.generation)));
     }
     let kept_services: HashSet<u32> = services
         .iter()
@@ -424,11 +445,12 @@ pub fn plan(
                 .expect("validate checked the service capacity"),
         };
         let table = table_for(spec, &next.backends, ring_size);
-        // Slots 2*id and 2*id+1 belong to the service: write the idle one.
-        let ring = match previous {
-            Some(p) if p.table == table => p.ring,
-            Some(p) => 4 * id + 1 - p.ring,
-            None => 2 * id,
+        // Slots 2*id and 2*id+1 belong to the service: a changed table goes
+        // in the idle one.
+        let (ring, idle_table) = match previous {
+            Some(p) if p.table == table => (p.ring, p.idle_table.clone()),
+            Some(p) => (4 * id + 1 - p.ring, p.table.clone()),
+            None => (2 * id, Vec::new()),
         };
         let entry = service_entry(spec, id, ring);
         next.services.insert(
@@ -437,16 +459,13 @@ pub fn plan(
                 id,
                 ring,
                 table,
+                idle_table,
                 entry,
             },
         );
     }
-    next.nat = services
-        .iter()
-        .flat_map(nat_entries)
-        .map(|(k, _)| k)
-        .collect();
-    next.vips = vip_entries(services).into_keys().collect();
+    next.nat = services.iter().flat_map(nat_entries).collect();
+    next.vips = vip_entries(services);
     Plan {
         installed: next,
         backend_entries,
@@ -472,7 +491,7 @@ pub fn backend_entry(spec: &BackendSpec, generation: u32) -> Backend {
 }
 
 /// The Maglev table for a service, given the backend ids assigned.
-pub fn table_for(spec: &ServiceSpec, ids: &HashMap<BackendKey, u32>, size: u32) -> Vec<u32> {
+pub fn table_for(spec: &ServiceSpec, ids: &HashMap<BackendKey, Slot>, size: u32) -> Vec<u32> {
     let service = service_key(spec);
     let backends: Vec<MaglevBackend> = spec
         .backends
@@ -480,7 +499,7 @@ pub fn table_for(spec: &ServiceSpec, ids: &HashMap<BackendKey, u32>, size: u32) 
         .map(|b| {
             let w = words(b.addr);
             MaglevBackend {
-                id: ids[&(service, b.addr, b.port)],
+                id: ids[&(service, b.addr, b.port)].id,
                 key: [w[0], w[1], w[2], w[3], b.port as u32],
                 weight: if b.drain { 0 } else { b.weight },
             }
@@ -523,12 +542,7 @@ pub fn settings_entry(s: &DirectorSettings, nat_backends: u32) -> Settings {
 pub fn vip_entries(services: &[ServiceSpec]) -> HashMap<VipKey, u8> {
     let mut vips = HashMap::new();
     for s in services {
-        let key = VipKey {
-            addr: words(s.vip),
-            family: family(s.vip),
-            _pad: [0; 3],
-        };
-        let flags = vips.entry(key).or_insert(0u8);
+        let flags = vips.entry(vip_key(s.vip)).or_insert(0u8);
         if s.port == 0 {
             *flags |= match s.protocol {
                 Protocol::Tcp => VIP_ANY_PORT_TCP,
@@ -761,7 +775,7 @@ mod tests {
             3,
         );
         assert_eq!(plan.fresh_backends.len(), 1);
-        let ids: HashSet<u32> = installed.backends.values().copied().collect();
+        let ids: HashSet<u32> = installed.backends.values().map(|slot| slot.id).collect();
         assert_eq!(ids, HashSet::from([1, 2]));
 
         let one = |vip: &str| service(vip, 80, Mode::Dr, vec![]);
@@ -818,7 +832,7 @@ mod tests {
                 2,
                 3,
             );
-            let generation = installed.generations.values().copied().next().unwrap();
+            let generation = installed.backends.values().next().unwrap().generation;
             assert!(
                 seen.insert(generation),
                 "generation {generation} handed out twice"
