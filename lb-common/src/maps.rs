@@ -40,6 +40,11 @@ pub const MAP_BACKENDS: &str = "XLB_BACKENDS";
 pub const MAP_RINGS: &str = "XLB_RINGS";
 /// Per-CPU LRU hash: [`crate::flow::FlowKey`] -> [`Flow`].
 pub const MAP_FLOWS: &str = "XLB_FLOWS";
+/// LRU hash: [`crate::flow::FlowKey`] -> [`Flow`], shared by all CPUs: a
+/// flow's packet that reaches a CPU whose own table lacks the flow (RSS
+/// changed, or a virtual NIC) finds its backend here, so a ring change does
+/// not move it.
+pub const MAP_FLOWS_SHARED: &str = "XLB_FLOWS_SHARED";
 /// LRU hash: [`AffinityKey`] -> [`Affinity`], shared by all CPUs.
 pub const MAP_AFFINITY: &str = "XLB_AFFINITY";
 /// Hash: [`NatKey`] (a backend's address and port) -> [`NatTarget`] (its VIP).

@@ -40,6 +40,11 @@ pub static RINGS: Array<u32> =
 pub static FLOWS: LruPerCpuHashMap<FlowKey, Flow> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
 
+/// Where a flow's packet on another CPU than its first finds its backend.
+#[map(name = "XLB_FLOWS_SHARED")]
+pub static FLOWS_SHARED: LruHashMap<FlowKey, Flow> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
 #[map(name = "XLB_AFFINITY")]
 pub static AFFINITY: LruHashMap<AffinityKey, Affinity> =
     LruHashMap::with_max_entries(DEFAULT_AFFINITY_ENTRIES, 0);

@@ -1,5 +1,5 @@
-//! Service lookup and backend selection: the flow table first, then
-//! source affinity, then the service's Maglev ring.
+//! Service lookup and backend selection: this CPU's flow table, then the
+//! shared one, then source affinity, then the service's Maglev ring.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
@@ -12,7 +12,7 @@ use lb_common::{
 };
 
 use crate::{
-    maps::{AFFINITY, BACKENDS, FLOWS, RINGS, RING_SIZE, SERVICES, SETTINGS},
+    maps::{AFFINITY, BACKENDS, FLOWS, FLOWS_SHARED, RINGS, RING_SIZE, SERVICES, SETTINGS},
     stats,
 };
 
@@ -48,6 +48,17 @@ fn backend(id: u32, generation: u32) -> Option<&'static Backend> {
     (backend.family != 0 && backend.generation == generation).then_some(backend)
 }
 
+/// The backend of a flow-table entry, if the entry still holds: same
+/// service, backend unchanged, and (UDP) not idle past the timeout.
+#[inline(always)]
+fn live(flow: &Flow, service: &Service, key: &FlowKey, now: u64) -> Option<&'static Backend> {
+    let udp_expired = key.proto == PROTO_UDP && now - flow.last_seen_ns > udp_timeout_ns();
+    if udp_expired || flow.service != service.id {
+        return None;
+    }
+    backend(flow.backend, flow.generation)
+}
+
 /// Picks the backend for `key` of `service`. With `record`, a new choice
 /// is remembered in the flow table (and the affinity table); ICMP errors
 /// look up without recording.
@@ -57,19 +68,34 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         let flow = unsafe { &mut *flow };
-        let udp_expired = key.proto == PROTO_UDP && now - flow.last_seen_ns > udp_timeout_ns();
-        if !udp_expired && flow.service == service.id {
-            if let Some(backend) = backend(flow.backend, flow.generation) {
-                if now - flow.last_seen_ns > REFRESH_NS {
-                    flow.last_seen_ns = now;
+        if let Some(backend) = live(flow, service, key, now) {
+            if now - flow.last_seen_ns > REFRESH_NS {
+                flow.last_seen_ns = now;
+                // Keep the shared entry fresh too, for UDP timeouts.
+                if let Some(shared) = FLOWS_SHARED.get_ptr_mut(key) {
+                    unsafe { (*shared).last_seen_ns = now };
                 }
-                stats::inc(Counter::FlowHit);
-                return Some(Chosen {
-                    id: flow.backend,
-                    backend,
-                    new_flow: false,
-                });
             }
+            stats::inc(Counter::FlowHit);
+            return Some(Chosen {
+                id: flow.backend,
+                backend,
+                new_flow: false,
+            });
+        }
+    }
+    // Not in this CPU's table: the flow may have started on another CPU.
+    if let Some(&flow) = unsafe { FLOWS_SHARED.get(key) } {
+        if let Some(backend) = live(&flow, service, key, now) {
+            if record {
+                let _ = FLOWS.insert(key, &flow, 0);
+            }
+            stats::inc(Counter::FlowHit);
+            return Some(Chosen {
+                id: flow.backend,
+                backend,
+                new_flow: false,
+            });
         }
     }
     stats::inc(Counter::FlowMiss);
@@ -96,6 +122,7 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
         };
         // A full LRU evicts its oldest entry; insert fails only on a bad map.
         let _ = FLOWS.insert(key, &flow, 0);
+        let _ = FLOWS_SHARED.insert(key, &flow, 0);
         if let (None, Some(akey)) = (remembered, &affinity) {
             let entry = Affinity {
                 backend: id,

@@ -1539,3 +1539,49 @@ fn bpf_forward_successive_rings_hold_the_latest_table() {
     assert!(on[0] > 0 && on[1] > 0, "new flows per backend: {on:?}");
     lab.finish();
 }
+
+/// Runs the rest of the calling thread on `cpu` only.
+fn move_to_cpu(cpu: usize) {
+    let mut cpus = CpuSet::new();
+    cpus.set(cpu).expect("a CPU number");
+    sched_setaffinity(Pid::from_raw(0), &cpus).expect("moving the test thread");
+}
+
+/// The flow table is per CPU, with a shared table behind it: a flow that
+/// started on one CPU and then shows up on another keeps its backend even
+/// after the ring changed (here: its backend drained).
+#[test]
+fn bpf_forward_flows_keep_their_backend_on_another_cpu() {
+    require_privileged!();
+    let vip = ip("198.18.0.160");
+    let [b1, b2] = [60, 61].map(|n| backend(ip(&format!("198.18.1.{n}")), 80, mac(n)));
+    let mut lab = Lab::balancer(&[service(
+        vip,
+        80,
+        Protocol::Tcp,
+        Mode::Dr,
+        vec![b1.clone(), b2.clone()],
+    )]);
+    let (first, other) = (
+        sched_getcpu().expect("sched_getcpu"),
+        1 - sched_getcpu().unwrap().min(1),
+    );
+    let tcp = |port| segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
+    let macs = [b1.next_hop.mac, b2.next_hop.mac];
+    let port = (CLIENT_PORT..CLIENT_PORT + 200)
+        .find(|&port| lab.backend_of(&tcp(port), &macs) == 0)
+        .expect("a flow on b1");
+    let drained = BackendSpec {
+        drain: true,
+        ..b1.clone()
+    };
+    lab.apply(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![drained, b2])]);
+    move_to_cpu(other);
+    lab.check(vec![sent(
+        format!("the flow, first seen on CPU {first}, now on CPU {other}: still b1"),
+        tcp(port),
+        dr(&tcp(port), mac(60)),
+        &[FlowHit, Tx],
+    )]);
+    lab.finish();
+}

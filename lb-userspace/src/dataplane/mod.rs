@@ -223,6 +223,7 @@ impl Dataplane {
             .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
             .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
             .map_max_entries(maps::MAP_FLOWS, options.flow_entries)
+            .map_max_entries(maps::MAP_FLOWS_SHARED, options.flow_entries)
             .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
             .load(BPF_OBJECT)
             .map_err(|e| load_error(Box::new(e)))?;
