@@ -2,4 +2,5 @@
 //! serves the operator's tools.
 
 pub mod cli;
+pub mod config;
 pub mod dataplane;

@@ -1,0 +1,3 @@
+//! The agent's TOML configuration.
+
+pub mod model;

@@ -1,0 +1,226 @@
+//! The configuration once validated: what the agent runs from. Built by
+//! [`super::Config::validate`] from the file, or from API requests; turned
+//! back into the file's form by [`super::Config::from_model`].
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    ops::RangeInclusive,
+    path::PathBuf,
+    time::Duration,
+};
+
+use lb_common::maps::Mode;
+
+use crate::dataplane::{
+    AffinitySpec, AttachMode, BackendSpec, DirectorSettings, LoadOptions, NextHop, Protocol,
+    ServiceSpec,
+};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub agent: Agent,
+    pub tables: Tables,
+    /// In file order; names are unique.
+    pub services: Vec<Service>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agent {
+    /// Interfaces the XDP program is attached to (at least one).
+    pub interfaces: Vec<String>,
+    pub xdp_mode: AttachMode,
+    pub api_listen: SocketAddr,
+    /// The bearer token's file; required when `api_listen` is not loopback.
+    pub api_token_file: Option<PathBuf>,
+    /// The directory on a bpffs where maps, programs and links are pinned.
+    pub pin_path: PathBuf,
+    /// Outer source addresses for IP-in-IP.
+    pub tunnel_source_v4: Option<Ipv4Addr>,
+    pub tunnel_source_v6: Option<Ipv6Addr>,
+    /// The largest packet the backends' link carries (IP-in-IP too-big).
+    pub mtu: u32,
+    /// Idle time after which a UDP flow picks its backend again.
+    pub udp_timeout: Duration,
+}
+
+/// Data-plane sizes, fixed when the program is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tables {
+    /// Maglev ring slots per service: a prime.
+    pub maglev_size: u32,
+    pub max_services: u32,
+    pub max_backends: u32,
+    pub flow_entries: u32,
+    pub affinity_entries: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// Unique; the API's handle for the service.
+    pub name: String,
+    pub vip: IpAddr,
+    /// 0: every port of the VIP (DR and IP-in-IP only).
+    pub port: u16,
+    pub protocol: Protocol,
+    pub mode: Mode,
+    pub affinity: Option<Affinity>,
+    /// Takes the traffic while no backend is up (the "sorry server").
+    pub fallback: Option<SocketAddr>,
+    pub health: Option<HealthCheck>,
+    /// Unique by (address, port).
+    pub backends: Vec<Backend>,
+}
+
+/// Source-address affinity (IPVS `-p TIMEOUT -M NETMASK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    pub timeout: Duration,
+    /// Source bits that identify a client: 32 / 128 for one address.
+    pub prefix_len: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: IpAddr,
+    /// NAT: where the backend listens. DR and IP-in-IP: the service's port.
+    pub port: u16,
+    /// 0..=65535, like `ipvsadm -w`; 0 takes no new flows.
+    pub weight: u16,
+    pub admin: AdminState,
+}
+
+impl Backend {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+}
+
+/// What the operator asked of a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Takes new flows by its weight.
+    #[default]
+    Ready,
+    /// No new flows; established flows stay until they end.
+    Drain,
+    /// Out of service: no traffic, established flows move to other backends.
+    Maint,
+}
+
+/// What the health checks found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperState {
+    #[default]
+    Up,
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+    /// Probe this address instead of the backend's.
+    pub address: Option<IpAddr>,
+    /// Probe this port instead of the backend's.
+    pub port: Option<u16>,
+    /// The state before the first verdict.
+    pub initial: OperState,
+}
+
+impl HealthCheck {
+    /// Where a probe of `backend` goes.
+    pub fn target(&self, backend: &Backend) -> SocketAddr {
+        SocketAddr::new(
+            self.address.unwrap_or(backend.addr),
+            self.port.unwrap_or(backend.port),
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP handshake completes.
+    Tcp,
+    /// `GET path` answers with a status in `status`, and `body` in the body if set.
+    Http {
+        path: String,
+        /// The Host header; the target address if unset.
+        host: Option<String>,
+        status: RangeInclusive<u16>,
+        body: Option<String>,
+    },
+    /// `payload` sent gets a reply (that contains `expect`, if set).
+    Udp {
+        payload: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
+    /// A query for `name` of type `qtype` is answered with NOERROR.
+    Dns { name: String, qtype: u16 },
+    /// The command exits 0. Run with XLB_BACKEND_ADDR and XLB_BACKEND_PORT set.
+    Exec { command: Vec<String> },
+}
+
+impl Agent {
+    pub fn director_settings(&self) -> DirectorSettings {
+        DirectorSettings {
+            tunnel_src_v4: self.tunnel_source_v4,
+            tunnel_src_v6: self.tunnel_source_v6,
+            mtu: self.mtu,
+            udp_timeout: self.udp_timeout,
+        }
+    }
+}
+
+impl Tables {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            ring_size: self.maglev_size,
+            max_services: self.max_services,
+            max_backends: self.max_backends,
+            flow_entries: self.flow_entries,
+            affinity_entries: self.affinity_entries,
+            ..LoadOptions::default()
+        }
+    }
+}
+
+impl Service {
+    /// The data plane's view of this service, serving `backends`.
+    pub fn spec(&self, backends: Vec<BackendSpec>) -> ServiceSpec {
+        ServiceSpec {
+            vip: self.vip,
+            port: self.port,
+            protocol: self.protocol,
+            mode: self.mode,
+            affinity: self.affinity.map(|a| AffinitySpec {
+                timeout: a.timeout,
+                prefix_len: a.prefix_len,
+            }),
+            backends,
+        }
+    }
+
+    pub fn backend(&self, addr: SocketAddr) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.socket_addr() == addr)
+    }
+}
+
+impl Backend {
+    /// The data plane's view of this backend (which must not be in maintenance).
+    pub fn spec(&self, next_hop: NextHop) -> BackendSpec {
+        BackendSpec {
+            addr: self.addr,
+            port: self.port,
+            weight: self.weight,
+            drain: self.admin == AdminState::Drain,
+            next_hop,
+        }
+    }
+}
