@@ -158,6 +158,9 @@ pub struct Backend {
     /// Changes whenever the id is given to another backend, so that flow and
     /// affinity entries made for the old one stop matching.
     pub generation: u32,
+    /// The id of the service this entry belongs to, for an agent that
+    /// restarts and adopts the maps.
+    pub service: u32,
 }
 
 #[repr(C)]

@@ -2,6 +2,7 @@
 
 use crate::parse::Packet;
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
     Global,
@@ -31,10 +32,11 @@ pub static SERVICES: HashMap<ServiceKey, Service> =
 #[map(name = "XLB_BACKENDS")]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
-/// Two rings per service, so the agent can fill one while packets read the other.
+/// Two rings per service, so the agent can fill one while packets read the
+/// other. Memory-mapped by the agent, which writes a ring in one pass.
 #[map(name = "XLB_RINGS")]
 pub static RINGS: Array<u32> =
-    Array::with_max_entries(DEFAULT_MAX_SERVICES * 2 * DEFAULT_RING_SIZE, 0);
+    Array::with_max_entries(DEFAULT_MAX_SERVICES * 2 * DEFAULT_RING_SIZE, BPF_F_MMAPABLE);
 
 #[map(name = "XLB_FLOWS")]
 pub static FLOWS: LruPerCpuHashMap<FlowKey, Flow> =

@@ -1,6 +1,10 @@
 //! The xlb agent: loads the XDP data plane, keeps its maps current and
 //! serves the operator's tools.
 
+pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod neigh;
+pub mod health;

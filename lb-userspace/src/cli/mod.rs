@@ -2,12 +2,14 @@
 
 mod attach;
 mod decap;
+mod run;
 
 use clap::{Parser, Subcommand};
 use log::LevelFilter;
 
 pub use attach::AttachArgs;
 pub use decap::DecapArgs;
+pub use run::{CheckArgs, RunArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +40,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: load (or adopt) the data plane, health-check the
+    /// backends, keep the maps current and serve the HTTP API.
+    ///
+    /// SIGHUP reloads the file and applies only what changed; SIGTERM
+    /// detaches and removes the pins (unless --keep-dataplane). If the agent
+    /// dies, forwarding goes on, and the next `xlb run` adopts the pinned
+    /// data plane without moving a flow.
+    Run(RunArgs),
+    /// Validate a configuration file without touching the kernel.
+    Check(CheckArgs),
     /// Attach the XDP program to an interface and print what it sees.
     ///
     /// The program parses every frame (Ethernet, VLAN, IPv4, IPv6 with
@@ -92,6 +104,8 @@ impl Shutdown {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run::run(args, cli.log_level),
+        Command::Check(args) => run::check(args),
         Command::Attach(args) => attach::run(args, cli.log_level),
         Command::Decap(args) => decap::run(args, cli.log_level),
     }

@@ -1,17 +1,29 @@
 //! Loading the XDP object, attaching it to interfaces and reading its maps.
 
 mod caps;
+mod flows;
+mod pins;
+mod rings;
 pub mod services;
 mod stats;
 
-use std::{fmt, io, net::IpAddr};
+use std::{
+    fmt, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, Xdp, XdpMode},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLinkId,
+        ProgramError, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use aya_log::EbpfLogger;
+use aya_obj::programs::XdpAttachType;
 use lb_common::{
     maglev::is_prime,
     maps::{self, Backend, TrafficStats, VipKey},
@@ -26,7 +38,10 @@ pub use services::{
 };
 pub use stats::Counters;
 
+use rings::Rings;
 use services::Installed;
+
+pub use flows::FlowEntry;
 
 /// The compiled `lb-ebpf` object, built by this crate's build script.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -97,6 +112,8 @@ pub enum DataplaneError {
     Spec(#[from] SpecError),
     #[error("{0}")]
     Options(String),
+    #[error("{0}")]
+    Pins(String),
 }
 
 /// Which of the object's programs to load.
@@ -196,12 +213,45 @@ pub struct Attachment {
     pub mode: AttachMode,
 }
 
-/// The loaded XDP object and, once attached, where it runs.
+/// The maps the agent reads and writes, and pins.
+const AGENT_MAPS: [&str; 14] = [
+    maps::MAP_STATS,
+    maps::MAP_SERVICES,
+    maps::MAP_BACKENDS,
+    maps::MAP_RINGS,
+    maps::MAP_FLOWS,
+    maps::MAP_FLOWS_SHARED,
+    maps::MAP_AFFINITY,
+    maps::MAP_NAT_REVERSE,
+    maps::MAP_SERVICE_STATS,
+    maps::MAP_BACKEND_STATS,
+    maps::MAP_SETTINGS,
+    maps::MAP_VIPS,
+    maps::MAP_DECAP_VIPS,
+    maps::MAP_JUMPS,
+];
+
+/// The XDP program and its maps, loaded by this process or adopted from
+/// pins a previous agent left, and where the program is attached.
 pub struct Dataplane {
-    ebpf: Ebpf,
+    /// The object as loaded; `None` when adopted.
+    ebpf: Option<Ebpf>,
+    /// The program when adopted (a loaded one lives in `ebpf`).
+    adopted: Option<Xdp>,
+    maps: std::collections::HashMap<&'static str, Map>,
+    rings: Option<Rings>,
     options: LoadOptions,
-    attachment: Option<(Attachment, aya::programs::xdp::XdpLinkId)>,
+    attachments: Vec<(Attachment, Link)>,
     installed: Installed,
+    pinned: Option<PathBuf>,
+}
+
+/// How an attachment is held: dropping an owned or unpinned link detaches;
+/// a pinned one stays until its pin is removed.
+enum Link {
+    Owned(XdpLinkId),
+    Pinned(PinnedLink),
+    Unpinned { _held: FdLink },
 }
 
 impl Dataplane {
@@ -232,23 +282,193 @@ impl Dataplane {
         if options.program == Program::Balancer {
             load_forwarders(&mut ebpf)?;
         }
-        Ok(Dataplane {
-            ebpf,
+        let mut map_table = std::collections::HashMap::new();
+        for name in AGENT_MAPS {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(DataplaneError::Missing { kind: "map", name })?;
+            map_table.insert(name, map);
+        }
+        let mut dataplane = Dataplane {
+            ebpf: Some(ebpf),
+            adopted: None,
+            maps: map_table,
+            rings: None,
             options: options.clone(),
-            attachment: None,
+            attachments: Vec::new(),
             installed: Installed::default(),
-        })
+            pinned: None,
+        };
+        dataplane.map_rings(rings)?;
+        Ok(dataplane)
+    }
+
+    /// Takes over the program, maps and links pinned under `dir` by an
+    /// agent that is gone, with the bookkeeping that wrote the maps, so that
+    /// the next [`Dataplane::apply`] keeps every flow. `None` if nothing is
+    /// pinned there.
+    pub fn adopt(dir: &Path) -> Result<Option<Self>, DataplaneError> {
+        if !dir.join(maps::MAP_SERVICES).exists() {
+            return Ok(None);
+        }
+        check_privileges()?;
+        raise_memlock_limit();
+        let pin_err = |what: &Path, e: &dyn fmt::Display| {
+            DataplaneError::Pins(format!("adopting {}: {e}", what.display()))
+        };
+        let mut map_table = std::collections::HashMap::new();
+        let mut sizes = std::collections::HashMap::new();
+        for name in AGENT_MAPS {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| pin_err(&path, &e))?;
+            let info = data.info().map_err(|e| pin_err(&path, &e))?;
+            sizes.insert(name, info.max_entries());
+            map_table.insert(name, Map::from_map_data(data).map_err(|e| pin_err(&path, &e))?);
+        }
+        let path = dir.join(maps::PROG_XLB);
+        let program =
+            Xdp::from_pin(&path, XdpAttachType::Interface).map_err(|e| pin_err(&path, &e))?;
+        let max_services = sizes[maps::MAP_SERVICES];
+        let options = LoadOptions {
+            ring_size: sizes[maps::MAP_RINGS] / (2 * max_services),
+            max_services,
+            max_backends: sizes[maps::MAP_BACKENDS],
+            flow_entries: sizes[maps::MAP_FLOWS],
+            affinity_entries: sizes[maps::MAP_AFFINITY],
+            ..LoadOptions::default()
+        };
+        let mut attachments = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| pin_err(dir, &e))? {
+            let entry = entry.map_err(|e| pin_err(dir, &e))?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some((mode, iface)) = link_pin_name(&file) else {
+                continue;
+            };
+            let link = PinnedLink::from_pin(entry.path()).map_err(|e| pin_err(&entry.path(), &e))?;
+            let attachment = Attachment {
+                ifindex: ifindex(&iface).unwrap_or(0),
+                iface,
+                mode,
+            };
+            attachments.push((attachment, Link::Pinned(link)));
+        }
+        let mut dataplane = Dataplane {
+            ebpf: None,
+            adopted: Some(program),
+            maps: map_table,
+            rings: None,
+            options,
+            attachments,
+            installed: Installed::default(),
+            pinned: Some(dir.to_path_buf()),
+        };
+        dataplane.map_rings(sizes[maps::MAP_RINGS])?;
+        dataplane.installed = services::recover(dataplane.read_contents()?);
+        Ok(Some(dataplane))
+    }
+
+    fn map_rings(&mut self, entries: u32) -> Result<(), DataplaneError> {
+        let Some(Map::Array(data)) = self.maps.get(maps::MAP_RINGS) else {
+            return Err(DataplaneError::Missing {
+                kind: "array map",
+                name: maps::MAP_RINGS,
+            });
+        };
+        let rings = Rings::map(data, entries)
+            .map_err(|e| DataplaneError::Options(format!("mapping {}: {e}", maps::MAP_RINGS)))?;
+        self.rings = Some(rings);
+        Ok(())
+    }
+
+    /// Pins the maps, the program and its links under `dir` (a bpffs,
+    /// mounted at /sys/fs/bpf if it is not yet), so that they outlive this
+    /// process until [`Dataplane::unpin`].
+    pub fn pin(&mut self, dir: &Path) -> Result<(), DataplaneError> {
+        pins::prepare(dir)?;
+        let pin_err =
+            |what: &str, e: &dyn fmt::Display| DataplaneError::Pins(format!("pinning {what}: {e}"));
+        for (name, map) in &self.maps {
+            map.pin(dir.join(name)).map_err(|e| pin_err(name, &e))?;
+        }
+        self.program()
+            .pin(dir.join(maps::PROG_XLB))
+            .map_err(|e| pin_err(maps::PROG_XLB, &e))?;
+        let attachments = std::mem::take(&mut self.attachments);
+        for (attachment, link) in attachments {
+            let link = match link {
+                Link::Owned(id) => {
+                    let name = link_pin_file(&attachment);
+                    let link = self
+                        .program()
+                        .take_link(id)
+                        .map_err(|e| pin_err(&name, &e))?;
+                    let link = FdLink::try_from(link).map_err(|e| pin_err(&name, &e))?;
+                    Link::Pinned(link.pin(dir.join(&name)).map_err(|e| pin_err(&name, &e))?)
+                }
+                held => held,
+            };
+            self.attachments.push((attachment, link));
+        }
+        self.pinned = Some(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Removes the pins: the program detaches when this value drops or
+    /// [`Dataplane::detach`] runs, and the maps go with it.
+    pub fn unpin(&mut self) -> Result<(), DataplaneError> {
+        let Some(dir) = self.pinned.take() else {
+            return Ok(());
+        };
+        let unpin_err = |e: &dyn fmt::Display| {
+            DataplaneError::Pins(format!("removing the pins in {}: {e}", dir.display()))
+        };
+        let mut first_error = None;
+        for (attachment, link) in std::mem::take(&mut self.attachments) {
+            let link = match link {
+                Link::Pinned(pinned) => match pinned.unpin() {
+                    Ok(fd_link) => Link::Unpinned { _held: fd_link },
+                    Err(e) => {
+                        first_error.get_or_insert(unpin_err(&e));
+                        continue;
+                    }
+                },
+                held => held,
+            };
+            self.attachments.push((attachment, link));
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        pins::remove(&dir).map_err(|e| unpin_err(&e))
+    }
+
+    /// Where the maps are pinned, if they are.
+    pub fn pinned(&self) -> Option<&Path> {
+        self.pinned.as_deref()
     }
 
     /// The loaded XDP program, e.g. for `BPF_PROG_TEST_RUN`.
     pub fn program(&mut self) -> &mut Xdp {
-        xdp_program(&mut self.ebpf, self.options.program).expect("checked by Dataplane::load")
+        match (&mut self.ebpf, &mut self.adopted) {
+            (Some(ebpf), _) => {
+                xdp_program(ebpf, self.options.program).expect("checked by Dataplane::load")
+            }
+            (None, Some(program)) => program,
+            (None, None) => unreachable!("a data plane is loaded or adopted"),
+        }
     }
 
     /// Forwards the program's aya-log records to the `log` crate until the
     /// returned task is aborted. Needs a running tokio runtime.
     pub fn spawn_log_forwarder(&mut self) -> io::Result<tokio::task::JoinHandle<()>> {
-        let logger = EbpfLogger::init(&mut self.ebpf).map_err(io::Error::other)?;
+        let logger = match &mut self.ebpf {
+            Some(ebpf) => EbpfLogger::init(ebpf),
+            None => {
+                let id = self.program().info().map_err(io::Error::other)?.id();
+                EbpfLogger::init_from_id(id)
+            }
+        }
+        .map_err(io::Error::other)?;
         // SAFETY: the logger owns its ring buffer fd for its whole life and
         // always returns that fd.
         let mut logger =
@@ -265,6 +485,8 @@ impl Dataplane {
         }))
     }
 
+    /// Attaches the program to `iface` (pinning the link if the data plane
+    /// is pinned).
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&Attachment, DataplaneError> {
         let ifindex = ifindex(iface)?;
         let link = self
@@ -276,37 +498,59 @@ impl Dataplane {
             ifindex,
             mode,
         };
-        Ok(&self.attachment.insert((attachment, link)).0)
+        self.attachments.push((attachment, Link::Owned(link)));
+        if let Some(dir) = self.pinned.clone() {
+            self.pin(&dir)?;
+        }
+        Ok(&self.attachments.last().expect("just pushed").0)
     }
 
-    /// Removes the program from its interface; a no-op when not attached.
-    pub fn detach(&mut self) -> Result<Option<Attachment>, DataplaneError> {
-        let Some((attachment, link)) = self.attachment.take() else {
+    pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
+        self.attachments.iter().map(|(a, _)| a)
+    }
+
+    /// Removes the program from `iface`; a no-op when not attached there.
+    pub fn detach_from(&mut self, iface: &str) -> Result<Option<Attachment>, DataplaneError> {
+        let Some(at) = self.attachments.iter().position(|(a, _)| a.iface == iface) else {
             return Ok(None);
         };
-        self.program()
-            .detach(link)
-            .map_err(|source| DataplaneError::Attach {
-                iface: attachment.iface.clone(),
-                source,
-            })?;
+        let (attachment, link) = self.attachments.remove(at);
+        match link {
+            Link::Owned(id) => {
+                self.program()
+                    .detach(id)
+                    .map_err(|source| DataplaneError::Attach {
+                        iface: attachment.iface.clone(),
+                        source,
+                    })?;
+            }
+            Link::Pinned(pinned) => {
+                pinned.unpin().map_err(|e| {
+                    DataplaneError::Pins(format!("unpinning the link on {iface}: {e}"))
+                })?;
+            }
+            Link::Unpinned { .. } => {}
+        }
         Ok(Some(attachment))
+    }
+
+    /// Removes the program from every interface it is attached to.
+    pub fn detach(&mut self) -> Result<Vec<Attachment>, DataplaneError> {
+        let ifaces: Vec<String> = self.attachments().map(|a| a.iface.clone()).collect();
+        let mut detached = Vec::new();
+        for iface in ifaces {
+            detached.extend(self.detach_from(&iface)?);
+        }
+        Ok(detached)
     }
 
     /// Sums the per-CPU counters.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(maps::MAP_STATS)
-            .ok_or(DataplaneError::Missing {
-                kind: "map",
-                name: maps::MAP_STATS,
-            })?;
         let map_err = |source| DataplaneError::Map {
             map: maps::MAP_STATS,
             source,
         };
-        let stats = PerCpuArray::<_, u64>::try_from(map).map_err(map_err)?;
+        let stats = PerCpuArray::<_, u64>::try_from(self.map(maps::MAP_STATS)?).map_err(map_err)?;
         let mut counters = Counters::default();
         for counter in Counter::ALL {
             let per_cpu = stats.get(&counter.index(), 0).map_err(map_err)?;
@@ -318,9 +562,15 @@ impl Dataplane {
 
 /// Map access for [`Dataplane::apply`] and the stats readers.
 impl Dataplane {
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
-        self.ebpf
-            .map_mut(name)
+    fn map(&self, name: &'static str) -> Result<&Map, DataplaneError> {
+        self.maps
+            .get(name)
+            .ok_or(DataplaneError::Missing { kind: "map", name })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DataplaneError> {
+        self.maps
+            .get_mut(name)
             .ok_or(DataplaneError::Missing { kind: "map", name })
     }
 
@@ -466,15 +716,8 @@ impl Dataplane {
                 // The slot being written is the one that was idle: only the
                 // slots where its table differs from the new one change.
                 let written = previous.as_ref().map_or(&[][..], |p| &p.idle_table[..]);
-                let mut rings = self.array::<u32>(maps::MAP_RINGS)?;
-                let base = service.ring * ring_size;
-                for (slot, backend) in service.table.iter().enumerate() {
-                    if written.get(slot) != Some(backend) {
-                        rings
-                            .set(base + slot as u32, *backend, 0)
-                            .map_err(map_err(maps::MAP_RINGS))?;
-                    }
-                }
+                self.rings_mut()?
+                    .write(service.ring * ring_size, &service.table, written);
             }
             if previous.is_none_or(|p| p.entry != service.entry) {
                 self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?
@@ -483,6 +726,144 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    fn rings_mut(&mut self) -> Result<&mut Rings, DataplaneError> {
+        self.rings.as_mut().ok_or(DataplaneError::Missing {
+            kind: "array map",
+            name: maps::MAP_RINGS,
+        })
+    }
+
+    /// Everything [`services::recover`] needs, read from the maps.
+    fn read_contents(&self) -> Result<services::MapContents, DataplaneError> {
+        let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
+        let service_map = HashMap::<_, maps::ServiceKey, maps::Service>::try_from(
+            self.map(maps::MAP_SERVICES)?,
+        )
+        .map_err(map_err(maps::MAP_SERVICES))?;
+        let services = service_map
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(maps::MAP_SERVICES))?;
+        let backend_map = Array::<_, Backend>::try_from(self.map(maps::MAP_BACKENDS)?)
+            .map_err(map_err(maps::MAP_BACKENDS))?;
+        let mut backends = Vec::new();
+        for id in 1..self.options.max_backends {
+            let backend = backend_map.get(&id, 0).map_err(map_err(maps::MAP_BACKENDS))?;
+            if backend.family != 0 {
+                backends.push((id, backend));
+            }
+        }
+        let rings = self.rings.as_ref().ok_or(DataplaneError::Missing {
+            kind: "array map",
+            name: maps::MAP_RINGS,
+        })?;
+        let size = self.options.ring_size;
+        let rings = services
+            .iter()
+            .map(|(_, s)| (s.ring, rings.read(s.ring * size, size)))
+            .collect();
+        let nat = HashMap::<_, maps::NatKey, maps::NatTarget>::try_from(
+            self.map(maps::MAP_NAT_REVERSE)?,
+        )
+        .map_err(map_err(maps::MAP_NAT_REVERSE))?
+        .iter()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(maps::MAP_NAT_REVERSE))?;
+        let vips = HashMap::<_, VipKey, u8>::try_from(self.map(maps::MAP_VIPS)?)
+            .map_err(map_err(maps::MAP_VIPS))?
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(maps::MAP_VIPS))?;
+        Ok(services::MapContents {
+            services,
+            backends,
+            rings,
+            nat,
+            vips,
+        })
+    }
+
+    /// Up to `limit` live flows, of `service` only if given.
+    pub fn flows(
+        &self,
+        limit: usize,
+        service: Option<maps::ServiceKey>,
+    ) -> Result<Vec<FlowEntry>, DataplaneError> {
+        let map_err = |source| DataplaneError::Map {
+            map: maps::MAP_FLOWS_SHARED,
+            source,
+        };
+        let by_id: std::collections::HashMap<(u32, u32), (maps::ServiceKey, std::net::SocketAddr)> =
+            self.installed
+                .backends
+                .iter()
+                .map(|(&(service, addr, port), slot)| {
+                    ((slot.id, slot.generation), (service, (addr, port).into()))
+                })
+                .collect();
+        let table = HashMap::<_, lb_common::flow::FlowKey, maps::Flow>::try_from(
+            self.map(maps::MAP_FLOWS_SHARED)?,
+        )
+        .map_err(map_err)?;
+        let now = flows::monotonic_ns();
+        let mut entries = Vec::new();
+        for item in table.iter() {
+            if entries.len() >= limit {
+                break;
+            }
+            // An entry evicted while we walk is skipped, not an error.
+            let Ok((key, flow)) = item else { continue };
+            let found = flows::entry(&key, &flow, now, |id, generation| {
+                by_id.get(&(id, generation)).copied()
+            });
+            if let Some(entry) = found.filter(|e| service.is_none_or(|s| s == e.service)) {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
+    pub fn installed_service_count(&self) -> usize {
+        self.installed.services.len()
+    }
+
+    /// The backends (address, port) of a service in the last applied set.
+    pub fn installed_backends(&self, spec: &ServiceSpec) -> std::collections::HashSet<(IpAddr, u16)> {
+        let key = services::service_key(spec);
+        self.installed
+            .backends
+            .keys()
+            .filter(|(s, _, _)| *s == key)
+            .map(|&(_, addr, port)| (addr, port))
+            .collect()
+    }
+
+    /// How many of a service's ring slots each of its backends holds.
+    pub fn ring_shares(&self, spec: &ServiceSpec) -> std::collections::HashMap<(IpAddr, u16), u32> {
+        let key = services::service_key(spec);
+        let mut shares = std::collections::HashMap::new();
+        let Some(service) = self.installed.services.get(&key) else {
+            return shares;
+        };
+        let by_id: std::collections::HashMap<u32, (IpAddr, u16)> = self
+            .installed
+            .backends
+            .iter()
+            .filter(|((s, _, _), _)| *s == key)
+            .map(|(&(_, addr, port), slot)| (slot.id, (addr, port)))
+            .collect();
+        for id in &service.table {
+            if let Some(backend) = by_id.get(id) {
+                *shares.entry(*backend).or_insert(0) += 1;
+            }
+        }
+        shares
     }
 
     /// Clears the per-CPU traffic counters of ids being given to new owners.
@@ -520,6 +901,18 @@ impl Dataplane {
         self.traffic(maps::MAP_SERVICE_STATS, id)
     }
 
+    /// Traffic of one service's backend in the last applied set.
+    pub fn service_backend_stats(
+        &self,
+        spec: &ServiceSpec,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<TrafficStats, DataplaneError> {
+        let key = (services::service_key(spec), addr, port);
+        let id = self.installed.backends.get(&key).map(|slot| slot.id);
+        self.traffic(maps::MAP_BACKEND_STATS, id)
+    }
+
     /// Traffic to a backend (address, port) in the last applied set, over
     /// all the services it serves.
     pub fn backend_stats(&self, addr: IpAddr, port: u16) -> Result<TrafficStats, DataplaneError> {
@@ -536,12 +929,8 @@ impl Dataplane {
         let Some(id) = id else {
             return Ok(TrafficStats::default());
         };
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DataplaneError::Missing { kind: "map", name })?;
         let map_err = |source| DataplaneError::Map { map: name, source };
-        let per_cpu = PerCpuArray::<_, TrafficStats>::try_from(map).map_err(map_err)?;
+        let per_cpu = PerCpuArray::<_, TrafficStats>::try_from(self.map(name)?).map_err(map_err)?;
         let values = per_cpu.get(&id, 0).map_err(map_err)?;
         let mut total = TrafficStats::default();
         for value in values.iter() {
@@ -621,6 +1010,22 @@ fn attach_error(iface: &str, mode: AttachMode, source: ProgramError) -> Dataplan
         },
         _ => DataplaneError::Attach { iface, source },
     }
+}
+
+/// A link's pin file: `link-MODE-IFACE`.
+fn link_pin_file(attachment: &Attachment) -> String {
+    format!("link-{}-{}", attachment.mode, attachment.iface)
+}
+
+/// The mode and interface a link pin file names.
+fn link_pin_name(file: &str) -> Option<(AttachMode, String)> {
+    let (mode, iface) = file.strip_prefix("link-")?.split_once('-')?;
+    let mode = match mode {
+        "native" => AttachMode::Native,
+        "generic" => AttachMode::Generic,
+        _ => return None,
+    };
+    Some((mode, iface.to_string()))
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.

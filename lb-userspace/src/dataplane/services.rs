@@ -154,6 +154,19 @@ pub fn mask_words(addr_family: u8, prefix_len: u8) -> [u32; 4] {
     bytes_to_words(bytes)
 }
 
+/// The address that packet words of `addr_family` hold.
+pub fn addr_from_words(words: [u32; 4], addr_family: u8) -> IpAddr {
+    let mut bytes = [0u8; 16];
+    for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    if addr_family == FAMILY_V6 {
+        IpAddr::from(bytes)
+    } else {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+}
+
 fn bytes_to_words(bytes: [u8; 16]) -> [u32; 4] {
     let w = |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
     [w(0), w(4), w(8), w(12)]
@@ -373,6 +386,59 @@ pub struct InstalledService {
     pub entry: Service,
 }
 
+/// What the maps of a running data plane hold, read back by an agent that
+/// adopts them.
+pub struct MapContents {
+    pub services: Vec<(ServiceKey, Service)>,
+    /// The backend slots in use (family not 0).
+    pub backends: Vec<(u32, Backend)>,
+    /// The ring each service reads, by ring slot.
+    pub rings: HashMap<u32, Vec<u32>>,
+    pub nat: HashMap<NatKey, NatTarget>,
+    pub vips: HashMap<VipKey, u8>,
+}
+
+/// The bookkeeping that wrote `maps`, so that the next [`plan`] keeps every
+/// id and generation flows were made with. The idle rings are unknown and
+/// will be written whole.
+pub fn recover(maps: MapContents) -> Installed {
+    let service_keys: HashMap<u32, ServiceKey> =
+        maps.services.iter().map(|(key, s)| (s.id, *key)).collect();
+    let mut installed = Installed {
+        nat: maps.nat,
+        vips: maps.vips,
+        ..Installed::default()
+    };
+    for (id, backend) in &maps.backends {
+        installed.last_backend_id = installed.last_backend_id.max(*id);
+        installed.last_generation = installed.last_generation.max(backend.generation);
+        if let Some(service) = service_keys.get(&backend.service) {
+            let addr = addr_from_words(backend.addr, backend.family);
+            installed.backends.insert(
+                (*service, addr, backend.port),
+                Slot {
+                    id: *id,
+                    generation: backend.generation,
+                },
+            );
+        }
+    }
+    for (key, entry) in maps.services {
+        let table = maps.rings.get(&entry.ring).cloned().unwrap_or_default();
+        installed.services.insert(
+            key,
+            InstalledService {
+                id: entry.id,
+                ring: entry.ring,
+                table,
+                idle_table: Vec::new(),
+                entry,
+            },
+        );
+    }
+    installed
+}
+
 /// What [`plan`] decided: the state to install and what to write for it.
 pub struct Plan {
     pub installed: Installed,
@@ -401,6 +467,21 @@ pub fn plan(
         .iter()
         .filter_map(|(key, _)| installed.backends.get(key).map(|slot| slot.id))
         .collect();
+    let kept_services: HashSet<u32> = services
+        .iter()
+        .filter_map(|s| installed.services.get(&service_key(s)).map(|i| i.id))
+        .collect();
+    let mut service_ids: HashMap<ServiceKey, u32> = HashMap::new();
+    for spec in services {
+        let key = service_key(spec);
+        let id = match installed.services.get(&key) {
+            Some(p) => p.id,
+            None => (0..max_services)
+                .find(|id| !kept_services.contains(id) && !service_ids.values().any(|v| v == id))
+                .expect("validate checked the service capacity"),
+        };
+        service_ids.insert(key, id);
+    }
     let mut next = Installed {
         last_backend_id: installed.last_backend_id,
         last_generation: installed.last_generation,
@@ -427,23 +508,12 @@ pub fn plan(
             }
         };
         next.backends.insert(*key, slot);
-        backend_entries.push((slot.id, backend_entry(spec, slot.generation)));
+        backend_entries.push((slot.id, backend_entry(spec, slot.generation, service_ids[&key.0])));
     }
-    let kept_services: HashSet<u32> = services
-        .iter()
-        .filter_map(|s| installed.services.get(&service_key(s)).map(|i| i.id))
-        .collect();
     for spec in services {
         let key = service_key(spec);
         let previous = installed.services.get(&key);
-        let id = match previous {
-            Some(p) => p.id,
-            None => (0..max_services)
-                .find(|id| {
-                    !kept_services.contains(id) && !next.services.values().any(|s| s.id == *id)
-                })
-                .expect("validate checked the service capacity"),
-        };
+        let id = service_ids[&key];
         let table = table_for(spec, &next.backends, ring_size);
         // Slots 2*id and 2*id+1 belong to the service: a changed table goes
         // in the idle one.
@@ -473,7 +543,7 @@ pub fn plan(
     }
 }
 
-pub fn backend_entry(spec: &BackendSpec, generation: u32) -> Backend {
+pub fn backend_entry(spec: &BackendSpec, generation: u32, service: u32) -> Backend {
     Backend {
         addr: words(spec.addr),
         family: family(spec.addr),
@@ -487,6 +557,7 @@ pub fn backend_entry(spec: &BackendSpec, generation: u32) -> Backend {
         src_mac: spec.next_hop.src_mac,
         ifindex: spec.next_hop.ifindex,
         generation,
+        service,
     }
 }
 
@@ -837,6 +908,70 @@ mod tests {
                 seen.insert(generation),
                 "generation {generation} handed out twice"
             );
+        }
+    }
+
+    /// What the maps hold after `plan` was written.
+    fn written(plan: &Plan) -> MapContents {
+        let services = &plan.installed.services;
+        MapContents {
+            services: services.iter().map(|(k, s)| (*k, s.entry)).collect(),
+            backends: plan.backend_entries.clone(),
+            rings: services.values().map(|s| (s.ring, s.table.clone())).collect(),
+            nat: plan.installed.nat.clone(),
+            vips: plan.installed.vips.clone(),
+        }
+    }
+
+    #[test]
+    fn an_adopting_agent_keeps_ids_generations_and_rings() {
+        let mut installed = Installed::default();
+        let web = service(
+            "198.18.0.100",
+            80,
+            Mode::Dr,
+            vec![backend("198.18.1.1", 80), backend("198.18.1.2", 80)],
+        );
+        let mut dns = service("fd00::53", 53, Mode::Nat, vec![backend("fd00:1::1", 5353)]);
+        dns.protocol = Protocol::Udp;
+        dns.backends[0].drain = true;
+        // Some churn first, so ids and generations are not the first ones.
+        replan(&mut installed, std::slice::from_ref(&web), 8, 16);
+        replan(&mut installed, &[], 8, 16);
+        let services = [dns.clone(), web.clone()];
+        let plan = replan(&mut installed, &services, 8, 16);
+
+        let recovered = recover(written(&plan));
+        assert_eq!(recovered.backends, installed.backends);
+        assert_eq!(recovered.nat, installed.nat);
+        assert_eq!(recovered.vips, installed.vips);
+        assert!(recovered.last_generation >= installed.last_generation);
+        for (key, service) in &installed.services {
+            let again = &recovered.services[key];
+            assert_eq!(
+                (again.id, again.ring, &again.table, again.entry),
+                (service.id, service.ring, &service.table, service.entry)
+            );
+            assert!(again.idle_table.is_empty(), "the idle ring is unknown");
+        }
+
+        let again = plan_for(&services, &recovered);
+        assert!(again.fresh_backends.is_empty(), "no backend got a new id");
+        assert_eq!(again.installed.backends, installed.backends);
+        for (key, service) in &installed.services {
+            assert_eq!(again.installed.services[key].ring, service.ring, "no flip");
+        }
+    }
+
+    fn plan_for(services: &[ServiceSpec], installed: &Installed) -> Plan {
+        plan(services, installed, 8, 16, 7)
+    }
+
+    #[test]
+    fn addresses_round_trip_through_words() {
+        for addr in ["198.18.0.1", "fd00::1:2", "::ffff:198.18.0.1"] {
+            let addr: IpAddr = addr.parse().unwrap();
+            assert_eq!(addr_from_words(words(addr), family(addr)), addr);
         }
     }
 

@@ -1,0 +1,406 @@
+//! The agent's state: the running configuration, what the health checks
+//! found, the backends' next hops, and the data plane made to match them.
+//! Every change goes through [`Agent::install`]: validated as a whole
+//! first, so a rejected change leaves everything as it was.
+
+mod run;
+mod view;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    config::{
+        model::{AdminState, Backend, Model, OperState, Service},
+        Config, ConfigError,
+    },
+    dataplane::{BackendSpec, Dataplane, DataplaneError, NextHop, ServiceSpec},
+    health::{CheckId, Monitor, Transition},
+    neigh,
+};
+
+pub use run::{run, RunOptions};
+pub use view::{BackendView, FlowView, ServiceView, StatsView, TrafficView};
+
+/// How long a next-hop resolution may take before the backend is left out.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A request the agent refused, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct ApiError {
+    /// An HTTP status: 400, 404 or 500.
+    pub status: u16,
+    pub error: String,
+    /// The configuration field at fault, if one is.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError {
+            status: 404,
+            error: what.into(),
+            field: None,
+        }
+    }
+
+    pub fn bad_request(error: impl Into<String>, field: Option<String>) -> Self {
+        ApiError {
+            status: 400,
+            error: error.into(),
+            field,
+        }
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        ApiError::bad_request(e.message, Some(e.field))
+    }
+}
+
+impl From<DataplaneError> for ApiError {
+    fn from(e: DataplaneError) -> Self {
+        ApiError {
+            status: 500,
+            error: format!("the data plane refused the change: {e}"),
+            field: None,
+        }
+    }
+}
+
+pub struct Agent {
+    model: Model,
+    dataplane: Dataplane,
+    monitor: Monitor,
+    /// Resolved next hops, or why resolution failed, by backend address.
+    next_hops: HashMap<IpAddr, Result<NextHop, String>>,
+    /// States to start checks in instead of their configured `initial`:
+    /// after adopting a data plane, what it was serving.
+    initial_states: HashMap<CheckId, OperState>,
+    config_path: Option<PathBuf>,
+    started: Instant,
+    health_transitions: u64,
+    applies: u64,
+}
+
+impl Agent {
+    pub fn new(
+        model: Model,
+        dataplane: Dataplane,
+        monitor: Monitor,
+        config_path: Option<PathBuf>,
+    ) -> Self {
+        Agent {
+            model,
+            dataplane,
+            monitor,
+            next_hops: HashMap::new(),
+            initial_states: HashMap::new(),
+            config_path,
+            started: Instant::now(),
+            health_transitions: 0,
+            applies: 0,
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn dataplane(&mut self) -> &mut Dataplane {
+        &mut self.dataplane
+    }
+
+    /// Starts each check of a backend the adopted data plane serves as up,
+    /// and of any other as down, so that a restart moves no flow.
+    pub fn start_from_adopted(&mut self) {
+        for service in &self.model.services {
+            if service.health.is_none() {
+                continue;
+            }
+            let installed = self.dataplane.installed_backends(&service.spec(Vec::new()));
+            for backend in &service.backends {
+                let state = if installed.contains(&(backend.addr, backend.port)) {
+                    OperState::Up
+                } else {
+                    OperState::Down
+                };
+                self.initial_states
+                    .insert(check_id(service, backend), state);
+            }
+        }
+    }
+
+    /// Makes `model` the running configuration: next hops resolved, the
+    /// data plane written, the health checks reconciled. On error nothing
+    /// changed.
+    pub async fn install(&mut self, model: Model) -> Result<(), ApiError> {
+        self.resolve(&model, false).await;
+        let specs = self.specs(&model);
+        self.dataplane
+            .apply(&specs, &model.agent.director_settings())?;
+        self.applies += 1;
+        self.monitor.reconcile(self.checks(&model));
+        self.initial_states.clear();
+        self.model = model;
+        Ok(())
+    }
+
+    /// Applies the running configuration again, after health or next hops
+    /// changed.
+    pub async fn refresh(&mut self) -> Result<(), ApiError> {
+        let model = self.model.clone();
+        self.install(model).await
+    }
+
+    /// Health checks changed state.
+    pub async fn on_transitions(&mut self, transitions: &[Transition]) {
+        self.health_transitions += transitions.len() as u64;
+        if let Err(e) = self.refresh().await {
+            for t in transitions {
+                log::error!(
+                    "service {}: applying {} going {:?}: {e}",
+                    t.id.service,
+                    t.id.backend,
+                    t.state
+                );
+            }
+        }
+    }
+
+    /// Resolves the next hops of `model`'s backends: those not known yet,
+    /// or all of them with `again`. Applies nothing.
+    async fn resolve(&mut self, model: &Model, again: bool) -> bool {
+        let wanted: HashSet<IpAddr> = model
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(|b| b.addr)
+                    .chain(s.fallback.map(|f| f.ip()))
+            })
+            .collect();
+        self.next_hops.retain(|addr, _| wanted.contains(addr));
+        let todo: Vec<IpAddr> = wanted
+            .into_iter()
+            .filter(|a| again || !matches!(self.next_hops.get(a), Some(Ok(_))))
+            .collect();
+        if todo.is_empty() {
+            return false;
+        }
+        let mut changed = false;
+        for (addr, result) in neigh::resolve_all(&todo, RESOLVE_TIMEOUT).await {
+            let result = result
+                .map(|r| r.next_hop)
+                .map_err(|e| e.to_string());
+            match (&result, self.next_hops.get(&addr)) {
+                (Err(e), Some(Ok(_)) | None) => log::warn!("backend {addr}: {e}"),
+                (Ok(hop), Some(Err(_)) | None) => {
+                    log::info!("backend {addr}: next hop {} on ifindex {}", mac(&hop.mac), hop.ifindex)
+                }
+                _ => {}
+            }
+            changed |= self.next_hops.get(&addr) != Some(&result);
+            self.next_hops.insert(addr, result);
+        }
+        changed
+    }
+
+    /// Resolves every next hop again and re-applies if one changed (a
+    /// backend's MAC moved, or one that failed now resolves).
+    pub async fn refresh_next_hops(&mut self, all: bool) {
+        let model = self.model.clone();
+        if self.resolve(&model, all).await {
+            if let Err(e) = self.refresh().await {
+                log::error!("applying changed next hops: {e}");
+            }
+        }
+    }
+
+    fn checks(&self, model: &Model) -> Vec<(CheckId, crate::config::model::HealthCheck)> {
+        let mut checks = Vec::new();
+        for service in &model.services {
+            let Some(check) = &service.health else { continue };
+            for backend in service.backends.iter().filter(|b| b.admin != AdminState::Maint) {
+                let id = check_id(service, backend);
+                let mut check = check.clone();
+                if let Some(state) = self.initial_states.get(&id) {
+                    check.initial = *state;
+                }
+                checks.push((id, check));
+            }
+        }
+        checks
+    }
+
+    /// What the health checks say of `backend` (up when it has none).
+    pub fn oper_state(&self, service: &Service, backend: &Backend) -> OperState {
+        let Some(check) = &service.health else {
+            return OperState::Up;
+        };
+        let id = check_id(service, backend);
+        self.monitor
+            .state(&id)
+            .or_else(|| self.initial_states.get(&id).copied())
+            .unwrap_or(check.initial)
+    }
+
+    fn next_hop(&self, addr: IpAddr) -> Option<NextHop> {
+        self.next_hops.get(&addr).and_then(|r| r.as_ref().ok()).copied()
+    }
+
+    /// The backends `service` serves now: neither in maintenance nor down,
+    /// with a next hop; or the fallback when none takes new flows.
+    fn serving(&self, service: &Service) -> Vec<BackendSpec> {
+        let backends: Vec<BackendSpec> = service
+            .backends
+            .iter()
+            .filter(|b| b.admin != AdminState::Maint)
+            .filter(|b| self.oper_state(service, b) == OperState::Up)
+            .filter_map(|b| Some(b.spec(self.next_hop(b.addr)?)))
+            .collect();
+        let takes_new_flows = backends.iter().any(|b| !b.drain && b.weight > 0);
+        match service.fallback {
+            Some(fallback) if !takes_new_flows => {
+                let Some(next_hop) = self.next_hop(fallback.ip()) else {
+                    return backends;
+                };
+                vec![BackendSpec {
+                    addr: fallback.ip(),
+                    port: fallback.port(),
+                    weight: 1,
+                    drain: false,
+                    next_hop,
+                }]
+            }
+            _ => backends,
+        }
+    }
+
+    fn specs(&self, model: &Model) -> Vec<ServiceSpec> {
+        model
+            .services
+            .iter()
+            .map(|s| s.spec(self.serving(s)))
+            .collect()
+    }
+
+    /// Changes the running configuration through its file form, so that
+    /// every change meets the same validation as the file.
+    pub async fn edit<T>(
+        &mut self,
+        change: impl FnOnce(&mut Config) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut config = Config::from_model(&self.model);
+        let outcome = change(&mut config)?;
+        let model = config.validate()?;
+        if model.agent != self.model.agent || model.tables != self.model.tables {
+            return Err(ApiError::bad_request(
+                "the agent and tables sections change only by editing the file and reloading \
+                 (tables: restarting)",
+                Some("agent".into()),
+            ));
+        }
+        self.install(model).await?;
+        Ok(outcome)
+    }
+
+    /// Reads the configuration file again and applies what changed.
+    pub async fn reload(&mut self) -> Result<String, ApiError> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(ApiError::bad_request("the agent runs without a file", None));
+        };
+        let model = Config::load(&path)?;
+        restart_only(&self.model, &model)?;
+        self.attach_interfaces(&model)?;
+        let before = self.model.clone();
+        self.install(model).await?;
+        let summary = summarize(&before, &self.model);
+        log::info!("reloaded {}: {summary}", path.display());
+        Ok(summary)
+    }
+
+    /// Attaches to the interfaces `model` lists and detaches from the rest.
+    pub fn attach_interfaces(&mut self, model: &Model) -> Result<(), ApiError> {
+        let wanted = &model.agent.interfaces;
+        let attached: Vec<String> = self
+            .dataplane
+            .attachments()
+            .map(|a| a.iface.clone())
+            .collect();
+        for iface in wanted.iter().filter(|i| !attached.contains(i)) {
+            self.dataplane.attach(iface, model.agent.xdp_mode)?;
+            log::info!("attached to {iface} ({} mode)", model.agent.xdp_mode);
+        }
+        for iface in attached.iter().filter(|i| !wanted.contains(i)) {
+            self.dataplane.detach_from(iface)?;
+            log::info!("detached from {iface}");
+        }
+        Ok(())
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn stop_checks(&mut self) {
+        self.monitor.stop_all();
+    }
+}
+
+pub fn check_id(service: &Service, backend: &Backend) -> CheckId {
+    CheckId {
+        service: service.name.clone(),
+        backend: SocketAddr::new(backend.addr, backend.port),
+    }
+}
+
+/// Refuses a reload that changes what only a restart can.
+fn restart_only(running: &Model, next: &Model) -> Result<(), ApiError> {
+    let (a, b) = (&running.agent, &next.agent);
+    let fixed = [
+        ("tables", running.tables != next.tables),
+        ("agent.api_listen", a.api_listen != b.api_listen),
+        ("agent.api_token_file", a.api_token_file != b.api_token_file),
+        ("agent.pin_path", a.pin_path != b.pin_path),
+        ("agent.xdp_mode", a.xdp_mode != b.xdp_mode),
+    ];
+    match fixed.iter().find(|(_, changed)| *changed) {
+        Some((field, _)) => Err(ApiError::bad_request(
+            format!("{field} changed: it takes effect only on restart; nothing was reloaded"),
+            Some(field.to_string()),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What a reload changed, for the log and the API.
+fn summarize(before: &Model, after: &Model) -> String {
+    let names = |m: &Model| -> HashMap<String, Service> {
+        m.services.iter().map(|s| (s.name.clone(), s.clone())).collect()
+    };
+    let (old, new) = (names(before), names(after));
+    let added = new.keys().filter(|n| !old.contains_key(*n)).count();
+    let removed = old.keys().filter(|n| !new.contains_key(*n)).count();
+    let changed = new
+        .iter()
+        .filter(|(n, s)| old.get(*n).is_some_and(|o| o != *s))
+        .count();
+    let unchanged = new.len() - added - changed;
+    format!("{added} services added, {removed} removed, {changed} changed, {unchanged} unchanged")
+}
+
+pub fn mac(bytes: &[u8; 6]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,247 @@
+//! `xlb run`: start (or adopt) the data plane, serve the API, follow the
+//! health checks, reload on SIGHUP, and stop cleanly on SIGTERM.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use log::LevelFilter;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, Mutex},
+};
+
+use super::Agent;
+use crate::{
+    api::{self, ApiState},
+    config::{model::Model, Config},
+    dataplane::{Dataplane, LoadOptions},
+    health::{Monitor, Transition},
+};
+
+/// How often next hops that failed to resolve are tried again.
+const RETRY_NEXT_HOPS: Duration = Duration::from_secs(5);
+/// How often every next hop is resolved again, to follow MAC changes.
+const REFRESH_NEXT_HOPS: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// On SIGTERM, leave the program attached and the maps pinned, for the
+    /// next agent to adopt.
+    pub keep_dataplane: bool,
+    pub bpf_log: LevelFilter,
+}
+
+pub fn run(options: RunOptions) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(options))
+}
+
+/// The API token from its file, required off loopback.
+fn read_token(model: &Model) -> anyhow::Result<Option<Arc<str>>> {
+    let Some(path) = &model.agent.api_token_file else {
+        if !model.agent.api_listen.ip().is_loopback() {
+            bail!(
+                "the API listens on {} and so needs a token: set agent.api_token_file",
+                model.agent.api_listen
+            );
+        }
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the API token from {}", path.display()))?;
+    let token = token.trim();
+    if token.len() < 16 {
+        bail!(
+            "the API token in {} is {} characters; use at least 16",
+            path.display(),
+            token.len()
+        );
+    }
+    Ok(Some(token.into()))
+}
+
+/// The pinned data plane if there is one (checked against the config's
+/// tables), else a new one.
+fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane, bool)> {
+    let pins = &model.agent.pin_path;
+    if let Some(dataplane) = Dataplane::adopt(pins)? {
+        let found = dataplane.options();
+        let wanted = model.tables.load_options();
+        let sizes = |o: &LoadOptions| {
+            (o.ring_size, o.max_services, o.max_backends, o.flow_entries, o.affinity_entries)
+        };
+        if sizes(found) != sizes(&wanted) {
+            bail!(
+                "the data plane pinned at {} has other table sizes than [tables] asks for: \
+                 restore them, or remove the pins to start afresh (which drops established flows)",
+                pins.display()
+            );
+        }
+        log::info!(
+            "adopted the data plane pinned at {} ({} services, attached to {})",
+            pins.display(),
+            dataplane.installed_service_count(),
+            dataplane
+                .attachments()
+                .map(|a| a.iface.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok((dataplane, true));
+    }
+    let options = LoadOptions {
+        bpf_log,
+        ..model.tables.load_options()
+    };
+    Ok((Dataplane::load(&options)?, false))
+}
+
+async fn serve(options: RunOptions) -> anyhow::Result<()> {
+    let model = Config::load(&options.config)?;
+    let token = read_token(&model)?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let listener = tokio::net::TcpListener::bind(model.agent.api_listen)
+        .await
+        .with_context(|| format!("listening on {} for the API", model.agent.api_listen))?;
+
+    let (mut dataplane, adopted) = data_plane(&model, options.bpf_log)?;
+    let log_forwarder = dataplane
+        .spawn_log_forwarder()
+        .map_err(|e| log::warn!("not forwarding the XDP program's log: {e}"))
+        .ok();
+    let (events, transitions) = mpsc::unbounded_channel();
+    let mut agent = Agent::new(
+        model.clone(),
+        dataplane,
+        Monitor::new(events),
+        Some(options.config.clone()),
+    );
+    if adopted {
+        agent.start_from_adopted();
+    }
+    let started = start(&mut agent, &model, adopted).await;
+    if let Err(e) = started {
+        stop(&mut agent, false, adopted);
+        return Err(e);
+    }
+    log::info!(
+        "serving {} services; API on http://{}",
+        model.services.len(),
+        model.agent.api_listen
+    );
+
+    let agent = Arc::new(Mutex::new(agent));
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = ApiState {
+        agent: agent.clone(),
+        token,
+        ready,
+    };
+    let api = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, api::router(state)).await {
+            log::error!("the API server stopped: {e}");
+        }
+    });
+    let follower = tokio::spawn(follow_health(agent.clone(), transitions));
+    let resolver = tokio::spawn(follow_next_hops(agent.clone()));
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                if let Err(e) = agent.lock().await.reload().await {
+                    log::error!("reload refused, nothing changed: {e}{}",
+                        e.field.as_ref().map(|f| format!(" ({f})")).unwrap_or_default());
+                }
+            }
+        }
+    }
+    for task in [api, follower, resolver].into_iter().chain(log_forwarder) {
+        task.abort();
+    }
+    let mut agent = agent.lock().await;
+    stop(&mut agent, options.keep_dataplane, true);
+    Ok(())
+}
+
+/// The first apply, then attaching and pinning; on a new data plane the
+/// services are in place before the first packet arrives.
+async fn start(agent: &mut Agent, model: &Model, adopted: bool) -> anyhow::Result<()> {
+    agent
+        .install(model.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("applying the configuration: {e}"))?;
+    agent
+        .attach_interfaces(model)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !adopted {
+        agent.dataplane().pin(&model.agent.pin_path)?;
+    }
+    Ok(())
+}
+
+/// Stops the checks, and unless `keep`, detaches and removes the pins.
+fn stop(agent: &mut Agent, keep: bool, pinned: bool) {
+    agent.stop_checks();
+    let pins = agent.model().agent.pin_path.clone();
+    if keep && pinned {
+        log::info!(
+            "leaving the data plane running, pinned at {}; the next `xlb run` adopts it",
+            pins.display()
+        );
+        return;
+    }
+    stop_dataplane(agent.dataplane(), &pins);
+}
+
+fn stop_dataplane(dataplane: &mut Dataplane, pins: &Path) {
+    if let Err(e) = dataplane.unpin() {
+        log::error!("removing the pins in {}: {e}", pins.display());
+    }
+    match dataplane.detach() {
+        Ok(detached) => {
+            for attachment in detached {
+                log::info!("detached from {}", attachment.iface);
+            }
+        }
+        Err(e) => log::error!("detaching: {e}"),
+    }
+}
+
+/// Applies health transitions as they come, several at once when they
+/// arrive together.
+async fn follow_health(agent: Arc<Mutex<Agent>>, mut transitions: mpsc::UnboundedReceiver<Transition>) {
+    while let Some(first) = transitions.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = transitions.try_recv() {
+            batch.push(next);
+        }
+        agent.lock().await.on_transitions(&batch).await;
+    }
+}
+
+async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
+    let mut retry = tokio::time::interval(RETRY_NEXT_HOPS);
+    let mut refresh = tokio::time::interval(REFRESH_NEXT_HOPS);
+    retry.tick().await;
+    refresh.tick().await;
+    loop {
+        let all = tokio::select! {
+            _ = retry.tick() => false,
+            _ = refresh.tick() => true,
+        };
+        agent.lock().await.refresh_next_hops(all).await;
+    }
+}

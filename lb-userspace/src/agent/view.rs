@@ -1,0 +1,307 @@
+//! What the API shows: services, backends, flows and counters, read from
+//! the running configuration, the health checks and the data plane.
+
+use std::net::{IpAddr, SocketAddr};
+
+use lb_common::maps::{Mode, TrafficStats};
+use serde::Serialize;
+
+use super::{check_id, mac, Agent, ApiError};
+use crate::{
+    config::{
+        model::{AdminState, Backend, OperState, Service},
+        HealthConfig, PersistenceConfig, ServiceConfig,
+    },
+    dataplane::{Counters, Protocol},
+    health::CheckStatus,
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TrafficView {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl From<TrafficStats> for TrafficView {
+    fn from(s: TrafficStats) -> Self {
+        TrafficView {
+            packets: s.packets,
+            bytes: s.bytes,
+            new_flows: s.new_flows,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub mode: &'static str,
+    pub scheduler: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<PersistenceConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<SocketAddr>,
+    /// The fallback takes the traffic: no backend takes new flows.
+    pub fallback_active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthConfig>,
+    pub backends: Vec<BackendView>,
+    pub stats: TrafficView,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendView {
+    pub address: IpAddr,
+    pub port: u16,
+    pub weight: u16,
+    pub admin_state: AdminState,
+    pub oper_state: OperState,
+    /// In the data plane: takes new flows by its weight, or (drained) keeps
+    /// its established ones.
+    pub serving: bool,
+    /// Its share of the Maglev ring, 0 to 1.
+    pub ring_share: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<NextHopView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hop_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckStatus>,
+    pub stats: TrafficView,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NextHopView {
+    pub mac: String,
+    pub ifindex: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowView {
+    pub service: String,
+    pub protocol: &'static str,
+    pub client: SocketAddr,
+    pub vip: SocketAddr,
+    pub backend: SocketAddr,
+    pub idle_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatsView {
+    pub version: &'static str,
+    pub uptime_s: f64,
+    pub interfaces: Vec<String>,
+    pub health_transitions: u64,
+    pub applies: u64,
+    pub counters: Counters,
+    pub services: Vec<ServiceStatsView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceStatsView {
+    pub name: String,
+    pub stats: TrafficView,
+    pub backends: Vec<BackendStatsView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendStatsView {
+    pub address: SocketAddr,
+    pub stats: TrafficView,
+}
+
+pub fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Dr => "dr",
+        Mode::Ipip => "ipip",
+        Mode::Nat => "nat",
+    }
+}
+
+impl Agent {
+    pub fn service(&self, name: &str) -> Result<&Service, ApiError> {
+        self.model
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")))
+    }
+
+    pub fn backend<'a>(
+        &self,
+        service: &'a Service,
+        addr: SocketAddr,
+    ) -> Result<&'a Backend, ApiError> {
+        service.backend(addr).ok_or_else(|| {
+            ApiError::not_found(format!("service {:?} has no backend {addr}", service.name))
+        })
+    }
+
+    pub fn services_view(&self) -> Vec<ServiceView> {
+        self.model
+            .services
+            .iter()
+            .map(|s| self.service_view(s))
+            .collect()
+    }
+
+    pub fn service_view(&self, service: &Service) -> ServiceView {
+        let config = ServiceConfig::from_model(service);
+        let key = service.spec(Vec::new());
+        let serving = self.serving(service);
+        let fallback_active = service.fallback.is_some_and(|f| {
+            serving.len() == 1 && (serving[0].addr, serving[0].port) == (f.ip(), f.port())
+        });
+        ServiceView {
+            name: service.name.clone(),
+            vip: service.vip,
+            port: service.port,
+            protocol: protocol_name(service.protocol),
+            mode: mode_name(service.mode),
+            scheduler: "maglev",
+            persistence: config.persistence,
+            fallback: service.fallback,
+            fallback_active,
+            health: config.health,
+            backends: service
+                .backends
+                .iter()
+                .map(|b| self.backend_view(service, b))
+                .collect(),
+            stats: self
+                .dataplane
+                .service_stats(&key)
+                .map(TrafficView::from)
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn backend_view(&self, service: &Service, backend: &Backend) -> BackendView {
+        let key = service.spec(Vec::new());
+        let shares = self.dataplane.ring_shares(&key);
+        let slots: u32 = shares.values().sum();
+        let share = shares.get(&(backend.addr, backend.port)).copied().unwrap_or(0);
+        let installed = self.dataplane.installed_backends(&key);
+        let (next_hop, next_hop_error) = match self.next_hops.get(&backend.addr) {
+            Some(Ok(hop)) => (
+                Some(NextHopView {
+                    mac: mac(&hop.mac),
+                    ifindex: hop.ifindex,
+                }),
+                None,
+            ),
+            Some(Err(e)) => (None, Some(e.clone())),
+            None => (None, None),
+        };
+        BackendView {
+            address: backend.addr,
+            port: backend.port,
+            weight: backend.weight,
+            admin_state: backend.admin,
+            oper_state: self.oper_state(service, backend),
+            serving: installed.contains(&(backend.addr, backend.port)),
+            ring_share: if slots == 0 {
+                0.0
+            } else {
+                share as f64 / slots as f64
+            },
+            next_hop,
+            next_hop_error,
+            check: self.monitor.status(&check_id(service, backend)),
+            stats: self
+                .dataplane
+                .service_backend_stats(&key, backend.addr, backend.port)
+                .map(TrafficView::from)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Up to `limit` live flows, of the named service only if given.
+    pub fn flows_view(
+        &self,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FlowView>, ApiError> {
+        let key = match service {
+            Some(name) => Some(crate::dataplane::services::service_key(
+                &self.service(name)?.spec(Vec::new()),
+            )),
+            None => None,
+        };
+        let names: std::collections::HashMap<_, _> = self
+            .model
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    crate::dataplane::services::service_key(&s.spec(Vec::new())),
+                    s.name.clone(),
+                )
+            })
+            .collect();
+        Ok(self
+            .dataplane
+            .flows(limit, key)?
+            .into_iter()
+            .map(|f| FlowView {
+                service: names.get(&f.service).cloned().unwrap_or_default(),
+                protocol: protocol_name(f.protocol),
+                client: f.client,
+                vip: f.vip,
+                backend: f.backend,
+                idle_ms: f.idle.as_millis() as u64,
+            })
+            .collect())
+    }
+
+    pub fn stats_view(&self) -> Result<StatsView, ApiError> {
+        let services = self
+            .model
+            .services
+            .iter()
+            .map(|s| {
+                let key = s.spec(Vec::new());
+                ServiceStatsView {
+                    name: s.name.clone(),
+                    stats: self
+                        .dataplane
+                        .service_stats(&key)
+                        .map(TrafficView::from)
+                        .unwrap_or_default(),
+                    backends: s
+                        .backends
+                        .iter()
+                        .map(|b| BackendStatsView {
+                            address: b.socket_addr(),
+                            stats: self
+                                .dataplane
+                                .service_backend_stats(&key, b.addr, b.port)
+                                .map(TrafficView::from)
+                                .unwrap_or_default(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(StatsView {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.uptime().as_secs_f64(),
+            interfaces: self.dataplane.attachments().map(|a| a.iface.clone()).collect(),
+            health_transitions: self.health_transitions,
+            applies: self.applies,
+            counters: self.dataplane.counters()?,
+            services,
+        })
+    }
+}

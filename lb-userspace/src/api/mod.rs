@@ -1,0 +1,422 @@
+//! The HTTP API: JSON in and out, errors as `{"error": ..., "field": ...}`
+//! with a 4xx status, and a rejected request changes nothing.
+//!
+//! With a token configured, every request that changes something needs
+//! `Authorization: Bearer TOKEN`; reads stay open, like HAProxy's stats
+//! page beside its admin actions.
+
+mod metrics;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, Method, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::{
+    agent::{Agent, ApiError},
+    config::{model::AdminState, BackendConfig, Config, ServiceConfig},
+};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub agent: Arc<Mutex<Agent>>,
+    /// The bearer token changes need, if one is configured.
+    pub token: Option<Arc<str>>,
+    /// Set once the data plane serves the configuration.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/services", get(list_services).post(add_service))
+        .route(
+            "/api/v1/services/{name}",
+            get(show_service).patch(patch_service).delete(delete_service),
+        )
+        .route(
+            "/api/v1/services/{name}/backends",
+            get(list_backends).post(add_backend),
+        )
+        .route(
+            "/api/v1/services/{name}/backends/{addr}",
+            get(show_backend).patch(patch_backend).delete(delete_backend),
+        )
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/config", get(config))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            field: Option<String>,
+        }
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = Body {
+            error: self.error,
+            field: self.field,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn authorize(
+    State(state): State<ApiState>,
+    method: Method,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let changes = !matches!(method, Method::GET | Method::HEAD);
+    if let (true, Some(token)) = (changes, &state.token) {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_none_or(|g| !constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let mut response = ApiError {
+                status: 401,
+                error: "this request changes the configuration and needs the API token \
+                        (Authorization: Bearer TOKEN)"
+                    .into(),
+                field: None,
+            }
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A JSON body, or a 400 that says what is wrong with it.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed request body: {e}"), None))
+}
+
+fn backend_addr(text: &str) -> ApiResult<SocketAddr> {
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            format!("{text:?} is not a backend address:port (e.g. 198.18.1.10:80, [fd00::1]:80)"),
+            Some("addr".into()),
+        )
+    })
+}
+
+async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
+    if state.ready.load(std::sync::atomic::Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn list_services(State(state): State<ApiState>) -> impl IntoResponse {
+    Json(state.agent.lock().await.services_view())
+}
+
+async fn show_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let agent = state.agent.lock().await;
+    Ok(Json(agent.service_view(agent.service(&name)?)))
+}
+
+async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<impl IntoResponse> {
+    let service: ServiceConfig = parse(&body)?;
+    let name = service.name.clone();
+    let mut agent = state.agent.lock().await;
+    agent
+        .edit(|config| {
+            if config.services.iter().any(|s| s.name == name) {
+                return Err(ApiError {
+                    status: 409,
+                    error: format!("a service named {name:?} exists; PATCH it instead"),
+                    field: Some("name".into()),
+                });
+            }
+            config.services.push(service);
+            Ok(())
+        })
+        .await?;
+    log::info!("API: added service {name}");
+    Ok((
+        StatusCode::CREATED,
+        Json(agent.service_view(agent.service(&name)?)),
+    ))
+}
+
+/// `PATCH` of a service: a JSON merge patch (RFC 7396) over its
+/// configuration form, e.g. `{"mode": "nat"}` or `{"health": null}`.
+async fn patch_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let patch: serde_json::Value = parse(&body)?;
+    let mut agent = state.agent.lock().await;
+    let renamed = agent
+        .edit(|config| {
+            let service = service_config(config, &name)?;
+            let mut value = serde_json::to_value(&*service).expect("serializable");
+            merge(&mut value, patch);
+            *service = serde_json::from_value(value)
+                .map_err(|e| ApiError::bad_request(format!("malformed service: {e}"), None))?;
+            Ok(service.name.clone())
+        })
+        .await?;
+    log::info!("API: changed service {name}");
+    Ok(Json(agent.service_view(agent.service(&renamed)?)))
+}
+
+async fn delete_service(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let mut agent = state.agent.lock().await;
+    agent
+        .edit(|config| {
+            service_config(config, &name)?;
+            config.services.retain(|s| s.name != name);
+            Ok(())
+        })
+        .await?;
+    log::info!("API: deleted service {name}");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_backends(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let agent = state.agent.lock().await;
+    Ok(Json(agent.service_view(agent.service(&name)?).backends))
+}
+
+async fn show_backend(
+    State(state): State<ApiState>,
+    Path((name, addr)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let addr = backend_addr(&addr)?;
+    let agent = state.agent.lock().await;
+    let service = agent.service(&name)?;
+    Ok(Json(agent.backend_view(service, agent.backend(service, addr)?)))
+}
+
+async fn add_backend(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let backend: BackendConfig = parse(&body)?;
+    let mut agent = state.agent.lock().await;
+    let index = agent
+        .edit(|config| {
+            let service = service_config(config, &name)?;
+            service.backends.push(backend);
+            Ok(service.backends.len() - 1)
+        })
+        .await?;
+    let service = agent.service(&name)?;
+    let added = &service.backends[index];
+    log::info!("API: added backend {} to {name}", added.socket_addr());
+    Ok((StatusCode::CREATED, Json(agent.backend_view(service, added))))
+}
+
+/// What `PATCH` may change of a backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendPatch {
+    weight: Option<i64>,
+    admin_state: Option<AdminState>,
+}
+
+async fn patch_backend(
+    State(state): State<ApiState>,
+    Path((name, addr)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let addr = backend_addr(&addr)?;
+    let patch: BackendPatch = parse(&body)?;
+    let mut agent = state.agent.lock().await;
+    agent
+        .edit(|config| {
+            let backend = backend_config(config, &name, addr)?;
+            if let Some(weight) = patch.weight {
+                backend.weight = Some(weight);
+            }
+            if let Some(admin) = patch.admin_state {
+                let text = serde_json::to_value(admin).expect("serializable");
+                backend.state = text.as_str().map(str::to_string);
+            }
+            Ok(())
+        })
+        .await?;
+    log::info!("API: changed backend {addr} of {name}: {patch:?}");
+    let service = agent.service(&name)?;
+    Ok(Json(agent.backend_view(service, agent.backend(service, addr)?)))
+}
+
+async fn delete_backend(
+    State(state): State<ApiState>,
+    Path((name, addr)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let addr = backend_addr(&addr)?;
+    let mut agent = state.agent.lock().await;
+    agent
+        .edit(|config| {
+            backend_config(config, &name, addr)?;
+            let service = service_config(config, &name)?;
+            let port = service.port;
+            service
+                .backends
+                .retain(|b| !config_backend_is(b, port, addr));
+            Ok(())
+        })
+        .await?;
+    log::info!("API: deleted backend {addr} of {name}");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowQuery {
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn flows(
+    State(state): State<ApiState>,
+    query: Result<Query<FlowQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query: {e}"), None))?;
+    let agent = state.agent.lock().await;
+    let flows = agent.flows_view(query.service.as_deref(), query.limit.unwrap_or(1000))?;
+    Ok(Json(flows))
+}
+
+async fn stats(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(state.agent.lock().await.stats_view()?))
+}
+
+async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
+    let summary = state.agent.lock().await.reload().await?;
+    Ok(Json(serde_json::json!({ "reloaded": summary })))
+}
+
+async fn config(State(state): State<ApiState>) -> impl IntoResponse {
+    let text = Config::from_model(state.agent.lock().await.model()).to_toml();
+    ([(header::CONTENT_TYPE, "application/toml")], text)
+}
+
+fn service_config<'c>(config: &'c mut Config, name: &str) -> ApiResult<&'c mut ServiceConfig> {
+    config
+        .services
+        .iter_mut()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")))
+}
+
+fn config_backend_is(backend: &BackendConfig, service_port: i64, addr: SocketAddr) -> bool {
+    let port = backend.port.unwrap_or(service_port);
+    backend.address.parse() == Ok(addr.ip()) && port == addr.port() as i64
+}
+
+fn backend_config<'c>(
+    config: &'c mut Config,
+    name: &str,
+    addr: SocketAddr,
+) -> ApiResult<&'c mut BackendConfig> {
+    let service = service_config(config, name)?;
+    let port = service.port;
+    service
+        .backends
+        .iter_mut()
+        .find(|b| config_backend_is(b, port, addr))
+        .ok_or_else(|| ApiError::not_found(format!("service {name:?} has no backend {addr}")))
+}
+
+/// RFC 7396: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match patch {
+        serde_json::Value::Object(fields) => {
+            if !target.is_object() {
+                *target = serde_json::Value::Object(Default::default());
+            }
+            let object = target.as_object_mut().expect("made an object");
+            for (key, value) in fields {
+                if value.is_null() {
+                    object.remove(&key);
+                } else {
+                    merge(object.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge(&mut doc, json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+        let mut doc = json!({"a": [1, 2]});
+        merge(&mut doc, json!({"a": [3], "b": {"c": 1}}));
+        assert_eq!(doc, json!({"a": [3], "b": {"c": 1}}));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn backend_addresses_parse_or_say_why() {
+        assert_eq!(
+            backend_addr("[fd00::1]:80").unwrap(),
+            "[fd00::1]:80".parse().unwrap()
+        );
+        let e = backend_addr("198.18.1.10").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.error.contains("is not a backend address:port"), "{}", e.error);
+    }
+}

@@ -1,0 +1,49 @@
+//! `xlb run` and `xlb check`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use log::LevelFilter;
+
+use crate::{
+    agent::{self, RunOptions},
+    config::Config,
+};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file (see xlb.example.toml).
+    #[arg(long, short, value_name = "FILE", default_value = "/etc/xlb/xlb.toml")]
+    pub config: PathBuf,
+    /// On SIGTERM, leave the program attached and its maps pinned, so
+    /// traffic flows on and the next `xlb run` adopts them.
+    #[arg(long)]
+    pub keep_dataplane: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file to validate.
+    #[arg(long, short, value_name = "FILE", default_value = "/etc/xlb/xlb.toml")]
+    pub config: PathBuf,
+}
+
+pub fn run(args: RunArgs, log_level: LevelFilter) -> anyhow::Result<()> {
+    agent::run(RunOptions {
+        config: args.config,
+        keep_dataplane: args.keep_dataplane,
+        bpf_log: log_level,
+    })
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let model = Config::load(&args.config)?;
+    let backends: usize = model.services.iter().map(|s| s.backends.len()).sum();
+    println!(
+        "{}: valid ({} services, {} backends)",
+        args.config.display(),
+        model.services.len(),
+        backends
+    );
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Names the key a TOML error points at, like `service[web].backend[0].weigth`.
+//!
+//! `toml` reports where an error is (a byte span) but not under which key,
+//! so the text is read again as a tree of values with their spans, and the
+//! path to the span is looked up in it.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
+
+use super::{validate::is_service_name, ConfigError};
+
+/// A parse error as a [`ConfigError`]: the key path (`config` if unknown)
+/// and the message with its line number.
+pub(super) fn error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().lines().collect::<Vec<_>>().join("; ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start].matches('\n').count() + 1;
+            ConfigError::new(
+                key_path(text, &text[span.clone()], span.start)
+                    .unwrap_or_else(|| "config".into()),
+                format!("line {line}: {message}"),
+            )
+        }
+        None => ConfigError::new("config", message),
+    }
+}
+
+/// The keys down to the value holding byte `at`, then `key` if that value
+/// is a table with this key (an unknown key's error spans the key).
+fn key_path(text: &str, key: &str, at: usize) -> Option<String> {
+    let root: Node = toml::from_str(text).ok()?;
+    let mut path = String::new();
+    let mut node = &root;
+    loop {
+        match node {
+            Node::Table(entries) => {
+                if let Some((name, value)) = entries.iter().find(|(_, v)| v.span().contains(&at)) {
+                    push_key(&mut path, name);
+                    node = value.get_ref();
+                } else {
+                    if entries.iter().any(|(name, _)| name == key) {
+                        push_key(&mut path, key);
+                    }
+                    break;
+                }
+            }
+            // The span of a `[[table]]` covers its header and own keys, not
+            // its sub-tables: the item is the last one starting before `at`.
+            Node::Array(items) => {
+                let Some((index, item)) = items
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .find(|(_, item)| item.span().start <= at)
+                else {
+                    break;
+                };
+                match item.get_ref().name() {
+                    Some(name) => path.push_str(&format!("[{name}]")),
+                    None => path.push_str(&format!("[{index}]")),
+                }
+                node = item.get_ref();
+            }
+            Node::Text(_) | Node::Other => break,
+        }
+    }
+    (!path.is_empty()).then_some(path)
+}
+
+fn push_key(path: &mut String, key: &str) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+}
+
+/// A TOML value with the spans of what it holds.
+enum Node {
+    Table(Vec<(String, Spanned<Node>)>),
+    Array(Vec<Spanned<Node>>),
+    Text(String),
+    Other,
+}
+
+impl Node {
+    /// The `name` of a table, if a valid service name.
+    fn name(&self) -> Option<&str> {
+        let Node::Table(entries) = self else {
+            return None;
+        };
+        entries.iter().find_map(|(key, value)| match value.get_ref() {
+            Node::Text(name) if key == "name" && is_service_name(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TOML value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Other)
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Node, E> {
+        Ok(Node::Text(text.to_owned()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(Node::Table(entries))
+    }
+}

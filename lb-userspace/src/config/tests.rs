@@ -1,0 +1,1008 @@
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lb_common::maps::Mode;
+
+use super::{
+    model::{AdminState, CheckKind, OperState},
+    Config, ConfigError,
+};
+use crate::dataplane::{AttachMode, Protocol};
+
+/// The error `toml` gets from parsing and validation.
+fn err(toml: &str) -> ConfigError {
+    Config::parse(toml)
+        .and_then(|c| c.validate())
+        .expect_err("the config is rejected")
+}
+
+fn error(field: &str, message: &str) -> ConfigError {
+    ConfigError::new(field, message)
+}
+
+/// An `[agent]` section with one interface and `lines`.
+fn agent(lines: &str) -> String {
+    format!("[agent]\ninterfaces = [\"eth0\"]\n{lines}\n")
+}
+
+fn tables(lines: &str) -> String {
+    format!("{}[tables]\n{lines}\n", agent(""))
+}
+
+/// A file with the service `web` (198.18.0.100:80/tcp) and `lines` after its
+/// port; the agent has an IPv4 tunnel source.
+fn web(lines: &str) -> String {
+    format!(
+        "{}[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\n{lines}\n",
+        agent("tunnel_source_v4 = \"198.18.1.2\"")
+    )
+}
+
+fn backend(lines: &str) -> String {
+    format!("[[service.backend]]\naddress = \"198.18.1.10\"\n{lines}\n")
+}
+
+fn health(lines: &str) -> String {
+    web(&format!("[service.health]\n{lines}"))
+}
+
+// Parsing.
+
+#[test]
+fn unknown_backend_key_names_the_key_and_line() {
+    let text = web(&backend("weigth = 2"));
+    assert_eq!(
+        err(&text),
+        error(
+            "service[web].backend[0].weigth",
+            "line 10: unknown field `weigth`, expected one of `address`, `port`, `weight`, `state`"
+        )
+    );
+}
+
+#[test]
+fn unknown_section_names_the_key_and_line() {
+    assert_eq!(
+        err(&format!("{}[global]\nx = 1\n", agent(""))),
+        error(
+            "global",
+            "line 4: unknown field `global`, expected one of `agent`, `tables`, `service`"
+        )
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    assert_eq!(
+        err(&web(&backend("weight = \"2\""))),
+        error(
+            "service[web].backend[0].weight",
+            "line 10: invalid type: string \"2\", expected i64"
+        )
+    );
+}
+
+#[test]
+fn missing_required_key_names_its_table() {
+    assert_eq!(
+        err(&format!("{}[[service]]\nname = \"web\"\nport = 80\n", agent(""))),
+        error("service[web]", "line 4: missing field `vip`")
+    );
+}
+
+#[test]
+fn syntax_error_is_the_configs() {
+    assert_eq!(
+        err("[agent\n"),
+        error("config", "line 1: invalid table header; expected `.`, `]`")
+    );
+}
+
+#[test]
+fn load_names_an_unreadable_file() {
+    let e = Config::load(Path::new("/nonexistent/xlb.toml")).unwrap_err();
+    assert_eq!(e.field, "config");
+    assert!(
+        e.message.starts_with("cannot read /nonexistent/xlb.toml: "),
+        "{e}"
+    );
+}
+
+// Defaults, the example and the round trip.
+
+#[test]
+fn defaults_apply() {
+    let text = r#"
+        [agent]
+        interfaces = ["eth0"]
+
+        [[service]]
+        name = "web"
+        vip = "198.18.0.100"
+        port = 80
+        [[service.backend]]
+        address = "198.18.1.10"
+    "#;
+    let model = Config::parse(text).unwrap().validate().unwrap();
+    let agent = &model.agent;
+    assert_eq!(agent.xdp_mode, AttachMode::Native);
+    assert_eq!(agent.api_listen, "127.0.0.1:9180".parse().unwrap());
+    assert_eq!(agent.api_token_file, None);
+    assert_eq!(agent.pin_path, PathBuf::from("/sys/fs/bpf/xlb"));
+    assert_eq!((agent.tunnel_source_v4, agent.tunnel_source_v6), (None, None));
+    assert_eq!(agent.mtu, 1500);
+    assert_eq!(agent.udp_timeout, Duration::from_secs(30));
+    assert_eq!(model.tables, crate::config::model::Tables {
+        maglev_size: 65537,
+        max_services: 64,
+        max_backends: 4096,
+        flow_entries: 262_144,
+        affinity_entries: 65_536,
+    });
+    let service = &model.services[0];
+    assert_eq!(
+        (service.protocol, service.mode, service.affinity, service.fallback),
+        (Protocol::Tcp, Mode::Dr, None, None)
+    );
+    assert_eq!(service.health, None);
+    let backend = &service.backends[0];
+    assert_eq!(
+        (backend.port, backend.weight, backend.admin),
+        (80, 1, AdminState::Ready)
+    );
+}
+
+#[test]
+fn health_defaults_apply() {
+    let model = Config::parse(&health("kind = \"http\""))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let check = model.services[0].health.clone().unwrap();
+    assert_eq!(
+        check.kind,
+        CheckKind::Http {
+            path: "/".into(),
+            host: None,
+            status: 200..=399,
+            body: None
+        }
+    );
+    assert_eq!(
+        (check.interval, check.timeout, check.rise, check.fall),
+        (Duration::from_secs(2), Duration::from_secs(1), 2, 3)
+    );
+    assert_eq!((check.address, check.port, check.initial), (None, None, OperState::Up));
+}
+
+#[test]
+fn example_validates() {
+    let model = Config::parse(include_str!("../../../xlb.example.toml"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let names: Vec<&str> = model.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "dns", "tomcat"]);
+}
+
+/// Every option away from its default.
+const EVERYTHING: &str = r#"
+[agent]
+interfaces = ["eth0", "eth1"]
+xdp_mode = "generic"
+api_listen = "[fd00::1]:9000"
+api_token_file = "/etc/xlb/token"
+pin_path = "/sys/fs/bpf/xlb-test"
+tunnel_source_v4 = "198.18.1.2"
+tunnel_source_v6 = "fd00:1::2"
+mtu = 9000
+udp_timeout = "1m 30s"
+
+[tables]
+maglev_size = 251
+max_services = 8
+max_backends = 64
+flow_entries = 1024
+affinity_entries = 512
+
+[[service]]
+name = "web"
+vip = "198.18.0.100"
+port = 80
+fallback = "198.18.1.99:80"
+persistence = { timeout = "10m", netmask = 24 }
+[service.health]
+kind = "http"
+interval = "500ms"
+timeout = "250ms"
+rise = 1
+fall = 5
+address = "fd00::50"
+port = 8081
+initial = "down"
+path = "/healthz"
+host = "www.example.com"
+status = "204"
+body = "OK"
+[[service.backend]]
+address = "198.18.1.10"
+weight = 0
+state = "drain"
+[[service.backend]]
+address = "198.18.1.11"
+weight = 65535
+state = "maint"
+
+[[service]]
+name = "dns"
+vip = "fd00::53"
+port = 53
+protocol = "udp"
+mode = "ipip"
+persistence = {}
+[service.health]
+kind = "dns"
+query = "example.com."
+type = "AAAA"
+[[service.backend]]
+address = "fd00:2::10"
+
+[[service]]
+name = "dns-v4"
+vip = "198.18.0.53"
+port = 0
+protocol = "udp"
+mode = "ipip"
+[service.health]
+kind = "udp"
+port = 53
+payload = "ping"
+expect = "pong"
+[[service.backend]]
+address = "198.18.2.10"
+port = 0
+[[service.backend]]
+address = "fd00:2::11"
+
+[[service]]
+name = "tomcat"
+vip = "198.18.0.101"
+port = 80
+mode = "nat"
+fallback = "198.18.1.99:8080"
+[service.health]
+kind = "exec"
+command = ["/usr/local/bin/check", "--quick"]
+[[service.backend]]
+address = "198.18.1.20"
+port = 8080
+
+[[service]]
+name = "ssh"
+vip = "198.18.0.101"
+port = 22
+mode = "nat"
+[service.health]
+kind = "tcp"
+[[service.backend]]
+address = "198.18.1.20"
+"#;
+
+#[test]
+fn model_round_trips_through_toml() {
+    let model = Config::parse(EVERYTHING).unwrap().validate().unwrap();
+    let text = Config::from_model(&model).to_toml();
+    let again = Config::parse(&text).unwrap();
+    assert_eq!(again.validate().unwrap(), model, "{text}");
+    assert_eq!(Config::parse(&again.to_toml()).unwrap(), again);
+}
+
+#[test]
+fn from_model_leaves_out_defaults() {
+    let model = Config::parse(&web(&backend(""))).unwrap().validate().unwrap();
+    let config = Config::from_model(&model);
+    assert_eq!(
+        config.to_toml(),
+        "[agent]\ninterfaces = [\"eth0\"]\ntunnel_source_v4 = \"198.18.1.2\"\n\n\
+         [[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\n\n\
+         [[service.backend]]\naddress = \"198.18.1.10\"\n"
+    );
+}
+
+// Agent.
+
+#[test]
+fn interfaces_are_required() {
+    assert_eq!(
+        err("[agent]\ninterfaces = []\n"),
+        error("agent.interfaces", "at least one interface is required")
+    );
+}
+
+#[test]
+fn interface_name_must_be_valid() {
+    assert_eq!(
+        err("[agent]\ninterfaces = [\"eth0\", \"eth0:1\"]\n"),
+        error(
+            "agent.interfaces[1]",
+            "\"eth0:1\" is not an interface name (1-15 characters, no '/', ':' or whitespace)"
+        )
+    );
+}
+
+#[test]
+fn interface_is_listed_once() {
+    assert_eq!(
+        err("[agent]\ninterfaces = [\"eth0\", \"eth0\"]\n"),
+        error("agent.interfaces[1]", "\"eth0\" is listed twice")
+    );
+}
+
+#[test]
+fn xdp_mode_is_native_or_generic() {
+    assert_eq!(
+        err(&agent("xdp_mode = \"offload\"")),
+        error("agent.xdp_mode", "\"offload\" is not one of: native, generic")
+    );
+}
+
+#[test]
+fn api_listen_is_an_address_and_port() {
+    assert_eq!(
+        err(&agent("api_listen = \"localhost:9180\"")),
+        error(
+            "agent.api_listen",
+            "\"localhost:9180\" is not an address and port (like \"127.0.0.1:9180\" or \"[::1]:9180\")"
+        )
+    );
+}
+
+#[test]
+fn non_loopback_api_needs_a_token() {
+    assert_eq!(
+        err(&agent("api_listen = \"0.0.0.0:9180\"")),
+        error(
+            "agent.api_token_file",
+            "a non-loopback API needs a token (api_listen = \"0.0.0.0:9180\")"
+        )
+    );
+}
+
+#[test]
+fn pin_path_is_absolute() {
+    assert_eq!(
+        err(&agent("pin_path = \"xlb\"")),
+        error("agent.pin_path", "\"xlb\" is not an absolute path")
+    );
+}
+
+#[test]
+fn tunnel_sources_are_of_their_family() {
+    assert_eq!(
+        err(&agent("tunnel_source_v4 = \"fd00::2\"")),
+        error("agent.tunnel_source_v4", "\"fd00::2\" is not an IPv4 address")
+    );
+    assert_eq!(
+        err(&agent("tunnel_source_v6 = \"198.18.1.2\"")),
+        error("agent.tunnel_source_v6", "\"198.18.1.2\" is not an IPv6 address")
+    );
+}
+
+#[test]
+fn mtu_is_in_range() {
+    assert_eq!(
+        err(&agent("mtu = 500")),
+        error("agent.mtu", "500 is out of range 616-65535")
+    );
+}
+
+#[test]
+fn udp_timeout_is_a_duration() {
+    assert_eq!(
+        err(&agent("udp_timeout = \"30\"")),
+        error(
+            "agent.udp_timeout",
+            "\"30\" is not a duration (like \"2s\", \"500ms\" or \"1m30s\")"
+        )
+    );
+}
+
+#[test]
+fn udp_timeout_is_in_range() {
+    assert_eq!(
+        err(&agent("udp_timeout = \"2d\"")),
+        error("agent.udp_timeout", "2days is out of range 1s-1day")
+    );
+}
+
+#[test]
+fn udp_timeout_is_whole_seconds() {
+    assert_eq!(
+        err(&agent("udp_timeout = \"1500ms\"")),
+        error("agent.udp_timeout", "1s 500ms is not a whole number of seconds")
+    );
+}
+
+// Tables.
+
+#[test]
+fn maglev_size_is_prime() {
+    assert_eq!(
+        err(&tables("maglev_size = 65536")),
+        error("tables.maglev_size", "65536 is not prime")
+    );
+}
+
+#[test]
+fn maglev_size_is_in_range() {
+    assert_eq!(
+        err(&tables("maglev_size = 2")),
+        error("tables.maglev_size", "2 is out of range 3-1048573")
+    );
+}
+
+#[test]
+fn max_services_is_in_range() {
+    assert_eq!(
+        err(&tables("max_services = 0")),
+        error("tables.max_services", "0 is out of range 1-4096")
+    );
+}
+
+#[test]
+fn rings_fit_one_map() {
+    assert_eq!(
+        err(&tables("maglev_size = 1048573\nmax_services = 4096")),
+        error(
+            "tables.max_services",
+            "4096 services with two rings of 1048573 slots each do not fit one map \
+             (4294967295 slots); lower max_services or maglev_size"
+        )
+    );
+}
+
+#[test]
+fn max_backends_is_in_range() {
+    assert_eq!(
+        err(&tables("max_backends = 1")),
+        error("tables.max_backends", "1 is out of range 2-1048576")
+    );
+}
+
+#[test]
+fn flow_and_affinity_entries_are_in_range() {
+    assert_eq!(
+        err(&tables("flow_entries = 0")),
+        error("tables.flow_entries", "0 is out of range 1-16777216")
+    );
+    assert_eq!(
+        err(&tables("affinity_entries = 16777217")),
+        error("tables.affinity_entries", "16777217 is out of range 1-16777216")
+    );
+}
+
+// Services.
+
+#[test]
+fn service_name_is_valid() {
+    assert_eq!(
+        err(&format!(
+            "{}[[service]]\nname = \"my web\"\nvip = \"198.18.0.100\"\nport = 80\n",
+            agent("")
+        )),
+        error(
+            "service[0].name",
+            "\"my web\" is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)"
+        )
+    );
+}
+
+#[test]
+fn service_name_is_unique() {
+    assert_eq!(
+        err(&web("[[service]]\nname = \"web\"\nvip = \"198.18.0.101\"\nport = 80")),
+        error("service[1].name", "\"web\" is already the name of service[0]")
+    );
+}
+
+#[test]
+fn vip_is_an_ip_address() {
+    assert_eq!(
+        err(&format!(
+            "{}[[service]]\nname = \"web\"\nvip = \"10.0.0.300\"\nport = 80\n",
+            agent("")
+        )),
+        error("service[web].vip", "\"10.0.0.300\" is not an IP address")
+    );
+}
+
+#[test]
+fn service_port_is_in_range() {
+    assert_eq!(
+        err(&format!(
+            "{}[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = -1\n",
+            agent("")
+        )),
+        error("service[web].port", "-1 is out of range 0-65535")
+    );
+}
+
+#[test]
+fn nat_needs_a_service_port() {
+    assert_eq!(
+        err(&format!(
+            "{}[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 0\nmode = \"nat\"\n",
+            agent("")
+        )),
+        error(
+            "service[web].port",
+            "0 (every port) is for modes dr and ipip; nat needs a port"
+        )
+    );
+}
+
+#[test]
+fn protocol_is_tcp_or_udp() {
+    assert_eq!(
+        err(&web("protocol = \"sctp\"")),
+        error("service[web].protocol", "\"sctp\" is not one of: tcp, udp")
+    );
+}
+
+#[test]
+fn mode_is_dr_ipip_or_nat() {
+    assert_eq!(
+        err(&web("mode = \"masq\"")),
+        error("service[web].mode", "\"masq\" is not one of: dr, ipip, nat")
+    );
+}
+
+#[test]
+fn scheduler_is_maglev() {
+    assert_eq!(
+        err(&web("scheduler = \"wrr\"")),
+        error("service[web].scheduler", "\"wrr\" is not one of: maglev")
+    );
+}
+
+#[test]
+fn vip_port_and_protocol_are_one_service() {
+    assert_eq!(
+        err(&web("[[service]]\nname = \"www\"\nvip = \"198.18.0.100\"\nport = 80")),
+        error("service[www]", "198.18.0.100:80/tcp is already service[web]")
+    );
+}
+
+#[test]
+fn ipv6_tunnels_need_an_ipv6_mtu() {
+    let text = format!(
+        "{}[[service]]\nname = \"v6\"\nvip = \"fd00::1\"\nport = 80\nmode = \"ipip\"\n",
+        agent("mtu = 1280")
+    );
+    assert_eq!(
+        err(&text),
+        error(
+            "agent.mtu",
+            "1280 is below 1320, too small to tunnel IPv6 for service[v6]"
+        )
+    );
+}
+
+#[test]
+fn persistence_timeout_is_in_range() {
+    assert_eq!(
+        err(&web("persistence = { timeout = \"0s\" }")),
+        error("service[web].persistence.timeout", "0s is out of range 1s-1day")
+    );
+}
+
+#[test]
+fn persistence_netmask_fits_the_vip() {
+    assert_eq!(
+        err(&web("persistence = { netmask = 33 }")),
+        error("service[web].persistence.netmask", "33 is out of range 1-32")
+    );
+}
+
+#[test]
+fn fallback_is_an_address_and_port() {
+    assert_eq!(
+        err(&web("fallback = \"198.18.1.99\"")),
+        error(
+            "service[web].fallback",
+            "\"198.18.1.99\" is not an address and port (like \"198.18.1.99:80\" or \"[fd00::99]:80\")"
+        )
+    );
+}
+
+#[test]
+fn fallback_keeps_the_service_port_in_dr() {
+    assert_eq!(
+        err(&web("fallback = \"198.18.1.99:8080\"")),
+        error(
+            "service[web].fallback",
+            "\"198.18.1.99:8080\": port 8080 differs from the service port 80; only NAT translates ports"
+        )
+    );
+}
+
+#[test]
+fn fallback_is_of_the_vips_family() {
+    assert_eq!(
+        err(&web("fallback = \"[fd00::99]:80\"")),
+        error(
+            "service[web].fallback",
+            "fd00::99 is IPv6 but the VIP 198.18.0.100 is IPv4"
+        )
+    );
+}
+
+// Backends.
+
+#[test]
+fn backend_address_is_an_ip_address() {
+    assert_eq!(
+        err(&web("[[service.backend]]\naddress = \"backend1\"")),
+        error("service[web].backend[0].address", "\"backend1\" is not an IP address")
+    );
+}
+
+#[test]
+fn dr_backend_keeps_the_service_port() {
+    assert_eq!(
+        err(&web(&backend("port = 8080"))),
+        error(
+            "service[web].backend[0].port",
+            "8080 differs from the service port 80; only NAT translates ports"
+        )
+    );
+}
+
+#[test]
+fn nat_backend_port_is_in_range() {
+    assert_eq!(
+        err(&web(&format!("mode = \"nat\"\n{}", backend("port = 0")))),
+        error("service[web].backend[0].port", "0 is out of range 1-65535")
+    );
+}
+
+#[test]
+fn weight_is_in_range() {
+    let text = web(&format!(
+        "{}[[service.backend]]\naddress = \"198.18.1.11\"\nweight = 70000",
+        backend("")
+    ));
+    assert_eq!(
+        err(&text),
+        error("service[web].backend[1].weight", "70000 is out of range 0-65535")
+    );
+}
+
+#[test]
+fn state_is_ready_drain_or_maint() {
+    assert_eq!(
+        err(&web(&backend("state = \"down\""))),
+        error(
+            "service[web].backend[0].state",
+            "\"down\" is not one of: ready, drain, maint"
+        )
+    );
+}
+
+#[test]
+fn backend_is_listed_once() {
+    assert_eq!(
+        err(&web(&format!("{}{}", backend(""), backend("weight = 2")))),
+        error("service[web].backend[1]", "198.18.1.10:80 is also backend[0]")
+    );
+}
+
+#[test]
+fn backend_is_not_the_fallback() {
+    assert_eq!(
+        err(&web(&format!("fallback = \"198.18.1.10:80\"\n{}", backend("")))),
+        error("service[web].backend[0]", "198.18.1.10:80 is also the fallback")
+    );
+}
+
+#[test]
+fn dr_backend_is_of_the_vips_family() {
+    assert_eq!(
+        err(&web("[[service.backend]]\naddress = \"fd00::10\"")),
+        error(
+            "service[web].backend[0]",
+            "fd00::10 is IPv6 but the VIP 198.18.0.100 is IPv4"
+        )
+    );
+}
+
+#[test]
+fn ipv6_vip_is_not_tunnelled_in_ipv4() {
+    let text = format!(
+        "{}[[service]]\nname = \"v6\"\nvip = \"fd00::1\"\nport = 80\nmode = \"ipip\"\n{}",
+        agent("tunnel_source_v4 = \"198.18.1.2\""),
+        backend("")
+    );
+    assert_eq!(
+        err(&text),
+        error(
+            "service[v6].backend[0]",
+            "198.18.1.10 is IPv4: an IPv6 VIP cannot be tunnelled in IPv4"
+        )
+    );
+}
+
+#[test]
+fn ipip_needs_a_tunnel_source() {
+    assert_eq!(
+        err(&web(
+            "mode = \"ipip\"\n[[service.backend]]\naddress = \"fd00::10\""
+        )),
+        error(
+            "agent.tunnel_source_v6",
+            "service[web] tunnels to fd00::10, which needs an IPv6 tunnel source"
+        )
+    );
+}
+
+#[test]
+fn nat_backend_serves_one_nat_service() {
+    let nat = |name: &str, port: u16| {
+        format!(
+            "[[service]]\nname = \"{name}\"\nvip = \"198.18.0.101\"\nport = {port}\nmode = \"nat\"\n\
+             [[service.backend]]\naddress = \"198.18.1.20\"\nport = 8080\n"
+        )
+    };
+    let text = format!("{}{}{}", agent(""), nat("a", 80), nat("b", 8080));
+    assert_eq!(
+        err(&text),
+        error(
+            "service[b].backend[0]",
+            "198.18.1.20:8080/tcp already serves NAT service[a]; replies could not be told apart"
+        )
+    );
+}
+
+// Health checks.
+
+#[test]
+fn check_kind_is_known() {
+    assert_eq!(
+        err(&health("kind = \"ping\"")),
+        error(
+            "service[web].health.kind",
+            "\"ping\" is not one of: tcp, http, udp, dns, exec"
+        )
+    );
+}
+
+#[test]
+fn check_keys_belong_to_the_kind() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\npath = \"/\"")),
+        error(
+            "service[web].health.path",
+            "applies only to kind \"http\", not \"tcp\""
+        )
+    );
+}
+
+#[test]
+fn interval_is_in_range() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\ninterval = \"5ms\"")),
+        error("service[web].health.interval", "5ms is out of range 10ms-1h")
+    );
+}
+
+#[test]
+fn timeout_is_more_than_zero() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\ntimeout = \"0s\"")),
+        error("service[web].health.timeout", "0s must be more than 0")
+    );
+}
+
+#[test]
+fn timeout_is_within_the_interval() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\ninterval = \"500ms\"")),
+        error(
+            "service[web].health.timeout",
+            "1s is longer than the interval 500ms"
+        )
+    );
+}
+
+#[test]
+fn rise_and_fall_are_in_range() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\nrise = 0")),
+        error("service[web].health.rise", "0 is out of range 1-100")
+    );
+    assert_eq!(
+        err(&health("kind = \"tcp\"\nfall = 101")),
+        error("service[web].health.fall", "101 is out of range 1-100")
+    );
+}
+
+#[test]
+fn check_address_is_an_ip_address() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\naddress = \"db1\"")),
+        error("service[web].health.address", "\"db1\" is not an IP address")
+    );
+}
+
+#[test]
+fn check_port_is_in_range() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\nport = 0")),
+        error("service[web].health.port", "0 is out of range 1-65535")
+    );
+}
+
+#[test]
+fn every_port_service_check_needs_a_port() {
+    let text = format!(
+        "{}[[service]]\nname = \"all\"\nvip = \"198.18.0.100\"\nport = 0\n\
+         [service.health]\nkind = \"tcp\"\n",
+        agent("")
+    );
+    assert_eq!(
+        err(&text),
+        error(
+            "service[all].health.port",
+            "a tcp check of a service on every port (port = 0) needs a port"
+        )
+    );
+}
+
+#[test]
+fn initial_is_up_or_down() {
+    assert_eq!(
+        err(&health("kind = \"tcp\"\ninitial = \"unknown\"")),
+        error("service[web].health.initial", "\"unknown\" is not one of: up, down")
+    );
+}
+
+#[test]
+fn http_path_starts_with_a_slash() {
+    assert_eq!(
+        err(&health("kind = \"http\"\npath = \"healthz\"")),
+        error("service[web].health.path", "\"healthz\" does not start with '/'")
+    );
+}
+
+#[test]
+fn http_status_is_a_code_or_range() {
+    assert_eq!(
+        err(&health("kind = \"http\"\nstatus = \"399-200\"")),
+        error(
+            "service[web].health.status",
+            "\"399-200\" is not a status code or range of codes 100-599 (like \"200\" or \"200-399\")"
+        )
+    );
+}
+
+#[test]
+fn udp_check_needs_a_payload() {
+    assert_eq!(
+        err(&health("kind = \"udp\"\nexpect = \"pong\"")),
+        error(
+            "service[web].health.payload",
+            "kind \"udp\" needs a non-empty payload to send"
+        )
+    );
+}
+
+#[test]
+fn dns_check_needs_a_query() {
+    assert_eq!(
+        err(&health("kind = \"dns\"")),
+        error("service[web].health.query", "kind \"dns\" needs a name to query")
+    );
+}
+
+#[test]
+fn dns_query_is_a_name() {
+    assert_eq!(
+        err(&health("kind = \"dns\"\nquery = \"example..com\"")),
+        error("service[web].health.query", "\"example..com\" is not a DNS name")
+    );
+}
+
+#[test]
+fn dns_type_is_known() {
+    assert_eq!(
+        err(&health("kind = \"dns\"\nquery = \"example.com\"\ntype = \"AXFR\"")),
+        error(
+            "service[web].health.type",
+            "\"AXFR\" is not one of: A, AAAA, NS, CNAME, SOA, PTR, MX, TXT, SRV, ANY"
+        )
+    );
+}
+
+#[test]
+fn exec_check_needs_a_command() {
+    assert_eq!(
+        err(&health("kind = \"exec\"\ncommand = []")),
+        error("service[web].health.command", "kind \"exec\" needs a command to run")
+    );
+}
+
+#[test]
+fn exec_command_is_an_absolute_path() {
+    assert_eq!(
+        err(&health("kind = \"exec\"\ncommand = [\"check\"]")),
+        error("service[web].health.command[0]", "\"check\" is not an absolute path")
+    );
+}
+
+// Capacity.
+
+#[test]
+fn services_fit_max_services() {
+    let text = format!(
+        "{}[tables]\nmax_services = 1\n\
+         [[service]]\nname = \"a\"\nvip = \"198.18.0.100\"\nport = 80\n\
+         [[service]]\nname = \"b\"\nvip = \"198.18.0.100\"\nport = 443\n",
+        agent("")
+    );
+    assert_eq!(
+        err(&text),
+        error("tables.max_services", "1 is fewer than the 2 services configured")
+    );
+}
+
+#[test]
+fn backends_and_fallbacks_fit_max_backends() {
+    let text = format!(
+        "{}[tables]\nmax_backends = 2\n\
+         [[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\nfallback = \"198.18.1.99:80\"\n{}",
+        agent(""),
+        backend("")
+    );
+    assert_eq!(
+        err(&text),
+        error(
+            "tables.max_backends",
+            "2 leaves room for 1 backends (id 0 is reserved); the services have 2, fallbacks included"
+        )
+    );
+}
+
+#[test]
+fn config_error_displays_field_and_message() {
+    let e = error("service[web].backend[1].weight", "70000 is out of range 0-65535");
+    assert_eq!(
+        e.to_string(),
+        "service[web].backend[1].weight: 70000 is out of range 0-65535"
+    );
+}
+
+#[test]
+fn service_config_is_the_api_body() {
+    let json = r#"{"name": "web", "vip": "fd00::100", "port": 443,
+                   "backend": [{"address": "fd00::10", "weight": 3}]}"#;
+    let service: super::ServiceConfig = serde_json::from_str(json).unwrap();
+    let config = Config {
+        agent: super::AgentConfig {
+            interfaces: vec!["eth0".into()],
+            ..Default::default()
+        },
+        services: vec![service],
+        ..Default::default()
+    };
+    let model = config.validate().unwrap();
+    let web = &model.services[0];
+    assert_eq!(web.vip, "fd00::100".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        web.backends[0].socket_addr(),
+        "[fd00::10]:443".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(super::ServiceConfig::from_model(web), config.services[0]);
+}

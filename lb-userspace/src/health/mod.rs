@@ -1,0 +1,16 @@
+//! Health checks of backends, like keepalived's real-server checks or
+//! HAProxy's `check inter 2s rise 2 fall 3`.
+//!
+//! [`state`] decides, without I/O, when probe results flip a backend up or
+//! down; [`probe`] runs one probe of any kind; [`Monitor`] runs a task per
+//! checked backend and reports each [`Transition`].
+
+mod dns;
+pub mod monitor;
+pub mod probe;
+mod random;
+pub mod state;
+
+pub use monitor::{CheckId, CheckStatus, LastProbe, Monitor, Transition};
+pub use probe::probe;
+pub use state::{ProbeOutcome, Progress, Tracker};
