@@ -147,13 +147,14 @@ pub async fn resolve_all(
     let error = match spawned {
         Ok(_) => match rx.await {
             Ok(results) => return results,
-            Err(_) => NeighError::Thread("it panicked".into()),
+            Err(_) => NeighError::Thread("panicked".into()),
         },
-        Err(e) => NeighError::Thread(format!("starting it: {e}")),
+        Err(e) => NeighError::Thread(format!("could not start: {e}")),
     };
     addrs.into_iter().map(|a| (a, Err(error.clone()))).collect()
 }
 
+/// [`resolve_all`] on the calling thread, with blocking netlink requests.
 fn resolve_blocking(
     addrs: &[IpAddr],
     timeout: Duration,
@@ -217,7 +218,6 @@ fn resolve_blocking(
 }
 
 /// The route to an address and its egress interface.
-#[derive(Debug)]
 struct Path {
     addr: IpAddr,
     via: IpAddr,
@@ -354,10 +354,9 @@ fn next_hop(addr: IpAddr, route: &RouteMessage) -> Result<(u32, IpAddr), NeighEr
     match route.header.kind {
         RouteType::Unicast => {}
         RouteType::Local => return Err(NeighError::Local(addr)),
-        RouteType::Unreachable
-        | RouteType::BlackHole
-        | RouteType::Prohibit
-        | RouteType::Throw => return Err(NeighError::NoRoute(addr)),
+        RouteType::Unreachable | RouteType::BlackHole | RouteType::Prohibit | RouteType::Throw => {
+            return Err(NeighError::NoRoute(addr))
+        }
         kind => {
             return Err(NeighError::NotUnicast {
                 addr,
@@ -377,9 +376,11 @@ fn next_hop(addr: IpAddr, route: &RouteMessage) -> Result<(u32, IpAddr), NeighEr
             _ => {}
         }
     }
-    let oif = oif.ok_or_else(|| NeighError::Netlink {
-        context: format!("route lookup for {addr}"),
-        error: Arc::new(io::Error::other("the route has no output interface")),
+    let oif = oif.ok_or_else(|| {
+        NeighError::netlink(
+            format!("route lookup for {addr}"),
+            io::Error::other("the route has no output interface"),
+        )
     })?;
     Ok((oif, via))
 }
@@ -535,7 +536,10 @@ mod tests {
                 RouteAttribute::PrefSource(ip("198.18.0.1").into()),
             ],
         );
-        assert_eq!(next_hop(ip("198.18.0.2"), &route).unwrap(), (3, ip("198.18.0.2")));
+        assert_eq!(
+            next_hop(ip("198.18.0.2"), &route).unwrap(),
+            (3, ip("198.18.0.2"))
+        );
     }
 
     #[test]
@@ -547,7 +551,10 @@ mod tests {
                 RouteAttribute::Gateway(ip("198.18.1.2").into()),
             ],
         );
-        assert_eq!(next_hop(ip("198.18.2.7"), &v4).unwrap(), (4, ip("198.18.1.2")));
+        assert_eq!(
+            next_hop(ip("198.18.2.7"), &v4).unwrap(),
+            (4, ip("198.18.1.2"))
+        );
         let v6 = route(
             RouteType::Unicast,
             vec![
@@ -564,7 +571,10 @@ mod tests {
                 RouteAttribute::Oif(6),
             ],
         );
-        assert_eq!(next_hop(ip("198.18.2.7"), &via).unwrap(), (6, ip("fe80::2")));
+        assert_eq!(
+            next_hop(ip("198.18.2.7"), &via).unwrap(),
+            (6, ip("fe80::2"))
+        );
     }
 
     #[test]
@@ -573,7 +583,11 @@ mod tests {
         let oif = vec![RouteAttribute::Oif(1)];
         let local = next_hop(addr, &route(RouteType::Local, oif.clone())).unwrap_err();
         assert_eq!(local.to_string(), "198.18.0.1 is an address of this host");
-        for kind in [RouteType::Unreachable, RouteType::BlackHole, RouteType::Prohibit] {
+        for kind in [
+            RouteType::Unreachable,
+            RouteType::BlackHole,
+            RouteType::Prohibit,
+        ] {
             let err = next_hop(addr, &route(kind, oif.clone())).unwrap_err();
             assert_eq!(err.to_string(), "no route to 198.18.0.1");
         }
@@ -595,7 +609,9 @@ mod tests {
         }
         let other = route_error(addr, io::Error::from_raw_os_error(libc::EINVAL));
         assert!(
-            other.to_string().starts_with("netlink: route lookup for fd00:99::1: "),
+            other
+                .to_string()
+                .starts_with("netlink: route lookup for fd00:99::1: "),
             "{other}"
         );
     }
@@ -603,7 +619,14 @@ mod tests {
     #[test]
     fn neighbour_states() {
         use NeighbourState as S;
-        for state in [S::Reachable, S::Stale, S::Delay, S::Probe, S::Permanent, S::Noarp] {
+        for state in [
+            S::Reachable,
+            S::Stale,
+            S::Delay,
+            S::Probe,
+            S::Permanent,
+            S::Noarp,
+        ] {
             assert_eq!(classify(state, Some(&MAC)), Neigh::Valid(MAC), "{state}");
         }
         assert_eq!(classify(S::Incomplete, None), Neigh::Pending);
@@ -613,7 +636,10 @@ mod tests {
             assert_eq!(classify(state, None), Neigh::Missing, "{state}");
         }
         // State bits the crate has no name for, as the kernel may combine them.
-        assert_eq!(classify(S::Other(0x02 | 0x80), Some(&MAC)), Neigh::Valid(MAC));
+        assert_eq!(
+            classify(S::Other(0x02 | 0x80), Some(&MAC)),
+            Neigh::Valid(MAC)
+        );
     }
 
     fn link(kind: LinkLayerType, attributes: Vec<LinkAttribute>) -> LinkMessage {
@@ -636,7 +662,10 @@ mod tests {
                 LinkAttribute::Address(MAC.to_vec()),
             ],
         );
-        assert_eq!(link_mac(ip("198.18.0.2"), &eth).unwrap(), ("eth1".into(), MAC));
+        assert_eq!(
+            link_mac(ip("198.18.0.2"), &eth).unwrap(),
+            ("eth1".into(), MAC)
+        );
         let lo = link(
             LinkLayerType::Loopback,
             vec![
@@ -648,7 +677,10 @@ mod tests {
             link_mac(ip("198.18.3.1"), &lo).unwrap_err().to_string(),
             "198.18.3.1 via lo: lo has no Ethernet MAC address (link type LOOPBACK)"
         );
-        let tun = link(LinkLayerType::None, vec![LinkAttribute::IfName("tun0".into())]);
+        let tun = link(
+            LinkLayerType::None,
+            vec![LinkAttribute::IfName("tun0".into())],
+        );
         assert!(matches!(
             link_mac(ip("198.18.3.1"), &tun),
             Err(NeighError::NoMac { ifname, .. }) if ifname == "tun0"
@@ -663,7 +695,10 @@ mod tests {
             ifname: "eth1".into(),
             timeout: Duration::from_secs(1),
         };
-        assert_eq!(on_link.to_string(), "10.1.2.3 via eth1: no ARP reply within 1s");
+        assert_eq!(
+            on_link.to_string(),
+            "10.1.2.3 via eth1: no ARP reply within 1s"
+        );
         let gateway = NeighError::Timeout {
             addr: ip("fd00:2::7"),
             via: ip("fd00:1::2"),
@@ -683,7 +718,11 @@ mod tests {
         };
         assert_eq!(neigh.header.family, AddressFamily::Inet6);
         assert_eq!(neigh.header.ifindex, 9);
-        assert_eq!(u16::from(neigh.header.state), 0, "the kernel rejects a state in a get");
+        assert_eq!(
+            u16::from(neigh.header.state),
+            0,
+            "the kernel rejects a state in a get"
+        );
         let RouteNetlinkMessage::GetRoute(route) = route_request(ip("198.18.0.2")) else {
             panic!("not a route request");
         };

@@ -96,18 +96,35 @@ impl Family {
 /// A backend in a service set: its index (0 for b1), weight, and whether it is drained.
 pub type Member = (usize, u16, bool);
 
-/// The topology, with the director's program attached and an identity server on every backend.
-pub struct Lab {
+/// The namespaces and links, with an identity server on every backend and the decapsulators of
+/// IP-in-IP, but no load balancer yet: [`Lab`] runs one in this process, the agent tests run
+/// `xlb run` in the director's namespace.
+pub struct Net {
     // Fields drop in order: the servers stop, the programs detach, then the namespaces go.
     pub servers: Vec<IdentityServer>,
     pub decaps: Vec<Dataplane>,
-    pub director: Dataplane,
     _port_pass: Dataplane,
     pub client: Netns,
-    macs: Vec<[u8; 6]>,
+    pub director: Netns,
+    pub backends: Vec<Netns>,
+    pub macs: Vec<[u8; 6]>,
     pub mode: Mode,
+    pub topology: Topology,
+}
+
+/// The topology, with the director's program attached and an identity server on every backend.
+pub struct Lab {
+    pub director: Dataplane,
+    pub net: Net,
     pub family: Family,
-    _topology: Topology,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = Net;
+
+    fn deref(&self) -> &Net {
+        &self.net
+    }
 }
 
 /// Pins the calling thread, and so every thread it starts afterwards, to CPU 0 (see the module
@@ -118,25 +135,10 @@ pub fn pin_to_cpu0() -> anyhow::Result<()> {
     sched_setaffinity(Pid::from_raw(0), &cpus).context("pinning the test thread to CPU 0")
 }
 
-impl Lab {
-    /// Builds the topology with `backends` backends (b1, b2, …) and serves `members` in `mode`
-    /// over `family`.
-    pub fn new(
-        tag: &str,
-        mode: Mode,
-        family: Family,
-        backends: usize,
-        members: &[Member],
-    ) -> anyhow::Result<Lab> {
-        // Verifying the balancer takes about a second of CPU, so it happens before the pin, on
-        // whichever CPU is free.
-        let director = Dataplane::load(&LoadOptions {
-            bpf_log: LevelFilter::Off,
-            max_services: 4,
-            max_backends: 16,
-            ..LoadOptions::default()
-        })
-        .context("loading the director's program")?;
+impl Net {
+    /// Builds the topology with `backends` backends (b1, b2, …) for `mode`, and pins the calling
+    /// thread to CPU 0 (see the module docs).
+    pub fn new(tag: &str, mode: Mode, backends: usize) -> anyhow::Result<Net> {
         let mut port_pass = pass_through()?;
         pin_to_cpu0()?;
         let mut topology = Topology::new(tag)?;
@@ -205,6 +207,7 @@ impl Lab {
         let mut servers = Vec::new();
         let mut decaps = Vec::new();
         let mut macs = Vec::new();
+        let mut backend_nss = Vec::new();
         for n in 0..backends {
             let name = format!("b{}", n + 1);
             let ns = topology.add_ns(&name)?;
@@ -230,20 +233,50 @@ impl Lab {
                 SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
                 &name,
             )?);
+            backend_nss.push(ns);
         }
 
-        let mut lab = Lab {
+        Ok(Net {
             servers,
             decaps,
-            director,
             _port_pass: port_pass,
             client,
+            director: director_ns,
+            backends: backend_nss,
             macs,
             mode,
+            topology,
+        })
+    }
+}
+
+impl Lab {
+    /// Builds the topology with `backends` backends (b1, b2, …) and serves `members` in `mode`
+    /// over `family`.
+    pub fn new(
+        tag: &str,
+        mode: Mode,
+        family: Family,
+        backends: usize,
+        members: &[Member],
+    ) -> anyhow::Result<Lab> {
+        // Verifying the balancer takes about a second of CPU, so it happens before the pin, on
+        // whichever CPU is free.
+        let director = Dataplane::load(&LoadOptions {
+            bpf_log: LevelFilter::Off,
+            max_services: 4,
+            max_backends: 16,
+            ..LoadOptions::default()
+        })
+        .context("loading the director's program")?;
+        let net = Net::new(tag, mode, backends)?;
+        let mut lab = Lab {
+            director,
+            net,
             family,
-            _topology: topology,
         };
         lab.apply(members)?;
+        let director_ns = lab.net.director.clone();
         director_ns
             .run(|| lab.director.attach("eth0", AttachMode::Native).map(|_| ()))?
             .context("attaching the director's program")?;

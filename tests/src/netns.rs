@@ -556,11 +556,12 @@ impl ChildHandle {
 
     /// Everything the process has written to piped stdout so far (empty if not piped).
     pub fn stdout_snapshot(&self) -> Vec<u8> {
-        self.0
-            .stdout
-            .as_ref()
-            .map(|c| lock(&c.state).bytes.clone())
-            .unwrap_or_default()
+        snapshot(&self.0.stdout)
+    }
+
+    /// Everything the process has written to piped stderr so far (empty if not piped).
+    pub fn stderr_snapshot(&self) -> Vec<u8> {
+        snapshot(&self.0.stderr)
     }
 
     /// Waits up to `timeout` for a complete stdout line for which `pred` holds, and returns it
@@ -605,6 +606,13 @@ impl ChildHandle {
             String::from_utf8_lossy(&state.bytes)
         )
     }
+}
+
+fn snapshot(capture: &Option<Arc<Capture>>) -> Vec<u8> {
+    capture
+        .as_ref()
+        .map(|c| lock(&c.state).bytes.clone())
+        .unwrap_or_default()
 }
 
 /// A spawned process, shared by its topology and its handle.

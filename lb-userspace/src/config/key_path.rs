@@ -2,7 +2,8 @@
 //!
 //! `toml` reports where an error is (a byte span) but not under which key,
 //! so the text is read again as a tree of values with their spans, and the
-//! path to the span is looked up in it.
+//! path to the span is looked up in it. A table made by dotted keys
+//! (`health.kind = "tcp"`) has no span, which leaves the path unknown.
 
 use std::fmt;
 
@@ -19,8 +20,7 @@ pub(super) fn error(text: &str, error: &toml::de::Error) -> ConfigError {
         Some(span) => {
             let line = text[..span.start].matches('\n').count() + 1;
             ConfigError::new(
-                key_path(text, &text[span.clone()], span.start)
-                    .unwrap_or_else(|| "config".into()),
+                key_path(text, &text[span.clone()], span.start).unwrap_or_else(|| "config".into()),
                 format!("line {line}: {message}"),
             )
         }
@@ -28,53 +28,58 @@ pub(super) fn error(text: &str, error: &toml::de::Error) -> ConfigError {
     }
 }
 
-/// The keys down to the value holding byte `at`, then `key` if that value
-/// is a table with this key (an unknown key's error spans the key).
+/// The path of the innermost value whose span holds byte `at`, then `key`
+/// if that value (or the document) is a table with this key: an unknown
+/// key's error spans the key, which is in no value's span.
 fn key_path(text: &str, key: &str, at: usize) -> Option<String> {
     let root: Node = toml::from_str(text).ok()?;
-    let mut path = String::new();
-    let mut node = &root;
-    loop {
-        match node {
-            Node::Table(entries) => {
-                if let Some((name, value)) = entries.iter().find(|(_, v)| v.span().contains(&at)) {
-                    push_key(&mut path, name);
-                    node = value.get_ref();
-                } else {
-                    if entries.iter().any(|(name, _)| name == key) {
-                        push_key(&mut path, key);
-                    }
-                    break;
-                }
-            }
-            // The span of a `[[table]]` covers its header and own keys, not
-            // its sub-tables: the item is the last one starting before `at`.
-            Node::Array(items) => {
-                let Some((index, item)) = items
-                    .iter()
-                    .enumerate()
-                    .rev()
-                    .find(|(_, item)| item.span().start <= at)
-                else {
-                    break;
-                };
-                match item.get_ref().name() {
-                    Some(name) => path.push_str(&format!("[{name}]")),
-                    None => path.push_str(&format!("[{index}]")),
-                }
-                node = item.get_ref();
-            }
-            Node::Text(_) | Node::Other => break,
+    let mut values = Vec::new();
+    if let Node::Table(entries) = &root {
+        for (name, value) in entries {
+            collect(name.clone(), value, &mut values);
         }
     }
-    (!path.is_empty()).then_some(path)
+    // Of equal spans (an array of tables and its item), the later is deeper.
+    let (path, node) = values
+        .into_iter()
+        .rev()
+        .filter(|(_, value)| value.span().contains(&at))
+        .min_by_key(|(_, value)| value.span().len())
+        .map_or((String::new(), &root), |(path, value)| {
+            (path, value.get_ref())
+        });
+    let has_key =
+        matches!(node, Node::Table(entries) if entries.iter().any(|(name, _)| name == key));
+    match (path.is_empty(), has_key) {
+        (true, false) => None,
+        (true, true) => Some(key.to_owned()),
+        (false, true) => Some(format!("{path}.{key}")),
+        (false, false) => Some(path),
+    }
 }
 
-fn push_key(path: &mut String, key: &str) {
-    if !path.is_empty() {
-        path.push('.');
+/// `value` at `path`, then everything in it. A table's
+/// span covers its header and own keys, not its sub-tables, so spans
+/// alone do not give the nesting.
+fn collect<'a>(path: String, value: &'a Spanned<Node>, out: &mut Vec<(String, &'a Spanned<Node>)>) {
+    out.push((path.clone(), value));
+    match value.get_ref() {
+        Node::Table(entries) => {
+            for (name, child) in entries {
+                collect(format!("{path}.{name}"), child, out);
+            }
+        }
+        Node::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let label = item
+                    .get_ref()
+                    .name()
+                    .map_or(index.to_string(), str::to_owned);
+                collect(format!("{path}[{label}]"), item, out);
+            }
+        }
+        Node::Text(_) | Node::Other => {}
     }
-    path.push_str(key);
 }
 
 /// A TOML value with the spans of what it holds.
@@ -91,10 +96,12 @@ impl Node {
         let Node::Table(entries) = self else {
             return None;
         };
-        entries.iter().find_map(|(key, value)| match value.get_ref() {
-            Node::Text(name) if key == "name" && is_service_name(name) => Some(name.as_str()),
-            _ => None,
-        })
+        entries
+            .iter()
+            .find_map(|(key, value)| match value.get_ref() {
+                Node::Text(name) if key == "name" && is_service_name(name) => Some(name.as_str()),
+                _ => None,
+            })
     }
 }
 

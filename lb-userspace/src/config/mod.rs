@@ -229,7 +229,10 @@ const DNS_TYPES: &[(&str, u16)] = &[
 
 /// The spelling of `value` in `choices`.
 fn spelling<T: PartialEq>(choices: &[(&'static str, T)], value: &T) -> Option<&'static str> {
-    choices.iter().find(|(_, v)| v == value).map(|(name, _)| *name)
+    choices
+        .iter()
+        .find(|(_, v)| v == value)
+        .map(|(name, _)| *name)
 }
 
 /// The spelling of an enum value (every variant is in its table).
@@ -276,7 +279,7 @@ impl Config {
         Config {
             agent: AgentConfig {
                 interfaces: agent.interfaces.clone(),
-                xdp_mode: unless_default(agent.xdp_mode, AttachMode::default())
+                xdp_mode: unless_default(agent.xdp_mode, XDP_MODES[0].1)
                     .map(|m| spell(XDP_MODES, &m)),
                 api_listen: Some(agent.api_listen.to_string())
                     .filter(|listen| listen != DEFAULT_API_LISTEN),
@@ -299,7 +302,11 @@ impl Config {
                 flow_entries: table_size(tables.flow_entries, DEFAULT_FLOW_ENTRIES),
                 affinity_entries: table_size(tables.affinity_entries, DEFAULT_AFFINITY_ENTRIES),
             },
-            services: model.services.iter().map(ServiceConfig::from_model).collect(),
+            services: model
+                .services
+                .iter()
+                .map(ServiceConfig::from_model)
+                .collect(),
         }
     }
 
@@ -325,8 +332,8 @@ impl ServiceConfig {
             name: s.name.clone(),
             vip: s.vip.to_string(),
             port: s.port.into(),
-            protocol: unless_default(s.protocol, Protocol::Tcp).map(|p| spell(PROTOCOLS, &p)),
-            mode: unless_default(s.mode, Mode::Dr).map(|m| spell(MODES, &m)),
+            protocol: unless_default(s.protocol, PROTOCOLS[0].1).map(|p| spell(PROTOCOLS, &p)),
+            mode: unless_default(s.mode, MODES[0].1).map(|m| spell(MODES, &m)),
             scheduler: None,
             fallback: s.fallback.map(|a| a.to_string()),
             persistence: s.affinity.map(|a| PersistenceConfig {
@@ -358,7 +365,7 @@ impl BackendConfig {
             address: b.addr.to_string(),
             port: Some(b.port.into()),
             weight: unless_default(b.weight, DEFAULT_WEIGHT).map(i64::from),
-            state: unless_default(b.admin, AdminState::Ready).map(|s| spell(ADMIN_STATES, &s)),
+            state: unless_default(b.admin, ADMIN_STATES[0].1).map(|s| spell(ADMIN_STATES, &s)),
         }
     }
 }
@@ -373,7 +380,7 @@ impl HealthConfig {
             fall: unless_default(h.fall, DEFAULT_FALL).map(i64::from),
             address: h.address.map(|a| a.to_string()),
             port: h.port.map(i64::from),
-            initial: unless_default(h.initial, OperState::Up).map(|s| spell(OPER_STATES, &s)),
+            initial: unless_default(h.initial, OPER_STATES[0].1).map(|s| spell(OPER_STATES, &s)),
             ..HealthConfig::default()
         };
         match &h.kind {
@@ -411,9 +418,8 @@ impl HealthConfig {
             CheckKind::Dns { name, qtype } => HealthConfig {
                 kind: "dns".into(),
                 query: Some(name.clone()),
-                query_type: unless_default(*qtype, 1).map(|t| {
-                    spelling(DNS_TYPES, &t).map_or_else(|| t.to_string(), str::to_owned)
-                }),
+                query_type: unless_default(*qtype, DNS_TYPES[0].1)
+                    .map(|t| spelling(DNS_TYPES, &t).map_or_else(|| t.to_string(), str::to_owned)),
                 ..common
             },
             CheckKind::Exec { command } => HealthConfig {

@@ -86,9 +86,19 @@ fn wrong_type_names_the_key() {
 }
 
 #[test]
+fn parse_errors_name_keys_in_inline_tables_and_the_top_level() {
+    let inline = web("backend = [{ address = \"198.18.1.10\" }, { address = 1 }]");
+    assert_eq!(err(&inline).field, "service[web].backend[1].address");
+    assert_eq!(err("debug = true\n").field, "debug");
+}
+
+#[test]
 fn missing_required_key_names_its_table() {
     assert_eq!(
-        err(&format!("{}[[service]]\nname = \"web\"\nport = 80\n", agent(""))),
+        err(&format!(
+            "{}[[service]]\nname = \"web\"\nport = 80\n",
+            agent("")
+        )),
         error("service[web]", "line 4: missing field `vip`")
     );
 }
@@ -132,19 +142,30 @@ fn defaults_apply() {
     assert_eq!(agent.api_listen, "127.0.0.1:9180".parse().unwrap());
     assert_eq!(agent.api_token_file, None);
     assert_eq!(agent.pin_path, PathBuf::from("/sys/fs/bpf/xlb"));
-    assert_eq!((agent.tunnel_source_v4, agent.tunnel_source_v6), (None, None));
+    assert_eq!(
+        (agent.tunnel_source_v4, agent.tunnel_source_v6),
+        (None, None)
+    );
     assert_eq!(agent.mtu, 1500);
     assert_eq!(agent.udp_timeout, Duration::from_secs(30));
-    assert_eq!(model.tables, crate::config::model::Tables {
-        maglev_size: 65537,
-        max_services: 64,
-        max_backends: 4096,
-        flow_entries: 262_144,
-        affinity_entries: 65_536,
-    });
+    assert_eq!(
+        model.tables,
+        crate::config::model::Tables {
+            maglev_size: 65537,
+            max_services: 64,
+            max_backends: 4096,
+            flow_entries: 262_144,
+            affinity_entries: 65_536,
+        }
+    );
     let service = &model.services[0];
     assert_eq!(
-        (service.protocol, service.mode, service.affinity, service.fallback),
+        (
+            service.protocol,
+            service.mode,
+            service.affinity,
+            service.fallback
+        ),
         (Protocol::Tcp, Mode::Dr, None, None)
     );
     assert_eq!(service.health, None);
@@ -175,7 +196,10 @@ fn health_defaults_apply() {
         (check.interval, check.timeout, check.rise, check.fall),
         (Duration::from_secs(2), Duration::from_secs(1), 2, 3)
     );
-    assert_eq!((check.address, check.port, check.initial), (None, None, OperState::Up));
+    assert_eq!(
+        (check.address, check.port, check.initial),
+        (None, None, OperState::Up)
+    );
 }
 
 #[test]
@@ -302,7 +326,10 @@ fn model_round_trips_through_toml() {
 
 #[test]
 fn from_model_leaves_out_defaults() {
-    let model = Config::parse(&web(&backend(""))).unwrap().validate().unwrap();
+    let model = Config::parse(&web(&backend("")))
+        .unwrap()
+        .validate()
+        .unwrap();
     let config = Config::from_model(&model);
     assert_eq!(
         config.to_toml(),
@@ -345,7 +372,10 @@ fn interface_is_listed_once() {
 fn xdp_mode_is_native_or_generic() {
     assert_eq!(
         err(&agent("xdp_mode = \"offload\"")),
-        error("agent.xdp_mode", "\"offload\" is not one of: native, generic")
+        error(
+            "agent.xdp_mode",
+            "\"offload\" is not one of: native, generic"
+        )
     );
 }
 
@@ -383,11 +413,17 @@ fn pin_path_is_absolute() {
 fn tunnel_sources_are_of_their_family() {
     assert_eq!(
         err(&agent("tunnel_source_v4 = \"fd00::2\"")),
-        error("agent.tunnel_source_v4", "\"fd00::2\" is not an IPv4 address")
+        error(
+            "agent.tunnel_source_v4",
+            "\"fd00::2\" is not an IPv4 address"
+        )
     );
     assert_eq!(
         err(&agent("tunnel_source_v6 = \"198.18.1.2\"")),
-        error("agent.tunnel_source_v6", "\"198.18.1.2\" is not an IPv6 address")
+        error(
+            "agent.tunnel_source_v6",
+            "\"198.18.1.2\" is not an IPv6 address"
+        )
     );
 }
 
@@ -422,7 +458,10 @@ fn udp_timeout_is_in_range() {
 fn udp_timeout_is_whole_seconds() {
     assert_eq!(
         err(&agent("udp_timeout = \"1500ms\"")),
-        error("agent.udp_timeout", "1s 500ms is not a whole number of seconds")
+        error(
+            "agent.udp_timeout",
+            "1s 500ms is not a whole number of seconds"
+        )
     );
 }
 
@@ -480,7 +519,10 @@ fn flow_and_affinity_entries_are_in_range() {
     );
     assert_eq!(
         err(&tables("affinity_entries = 16777217")),
-        error("tables.affinity_entries", "16777217 is out of range 1-16777216")
+        error(
+            "tables.affinity_entries",
+            "16777217 is out of range 1-16777216"
+        )
     );
 }
 
@@ -503,8 +545,13 @@ fn service_name_is_valid() {
 #[test]
 fn service_name_is_unique() {
     assert_eq!(
-        err(&web("[[service]]\nname = \"web\"\nvip = \"198.18.0.101\"\nport = 80")),
-        error("service[1].name", "\"web\" is already the name of service[0]")
+        err(&web(
+            "[[service]]\nname = \"web\"\nvip = \"198.18.0.101\"\nport = 80"
+        )),
+        error(
+            "service[1].name",
+            "\"web\" is already the name of service[0]"
+        )
     );
 }
 
@@ -571,8 +618,13 @@ fn scheduler_is_maglev() {
 #[test]
 fn vip_port_and_protocol_are_one_service() {
     assert_eq!(
-        err(&web("[[service]]\nname = \"www\"\nvip = \"198.18.0.100\"\nport = 80")),
-        error("service[www]", "198.18.0.100:80/tcp is already service[web]")
+        err(&web(
+            "[[service]]\nname = \"www\"\nvip = \"198.18.0.100\"\nport = 80"
+        )),
+        error(
+            "service[www]",
+            "198.18.0.100:80/tcp is already service[web]"
+        )
     );
 }
 
@@ -595,7 +647,10 @@ fn ipv6_tunnels_need_an_ipv6_mtu() {
 fn persistence_timeout_is_in_range() {
     assert_eq!(
         err(&web("persistence = { timeout = \"0s\" }")),
-        error("service[web].persistence.timeout", "0s is out of range 1s-1day")
+        error(
+            "service[web].persistence.timeout",
+            "0s is out of range 1s-1day"
+        )
     );
 }
 
@@ -603,7 +658,10 @@ fn persistence_timeout_is_in_range() {
 fn persistence_netmask_fits_the_vip() {
     assert_eq!(
         err(&web("persistence = { netmask = 33 }")),
-        error("service[web].persistence.netmask", "33 is out of range 1-32")
+        error(
+            "service[web].persistence.netmask",
+            "33 is out of range 1-32"
+        )
     );
 }
 
@@ -646,7 +704,10 @@ fn fallback_is_of_the_vips_family() {
 fn backend_address_is_an_ip_address() {
     assert_eq!(
         err(&web("[[service.backend]]\naddress = \"backend1\"")),
-        error("service[web].backend[0].address", "\"backend1\" is not an IP address")
+        error(
+            "service[web].backend[0].address",
+            "\"backend1\" is not an IP address"
+        )
     );
 }
 
@@ -677,7 +738,10 @@ fn weight_is_in_range() {
     ));
     assert_eq!(
         err(&text),
-        error("service[web].backend[1].weight", "70000 is out of range 0-65535")
+        error(
+            "service[web].backend[1].weight",
+            "70000 is out of range 0-65535"
+        )
     );
 }
 
@@ -696,15 +760,24 @@ fn state_is_ready_drain_or_maint() {
 fn backend_is_listed_once() {
     assert_eq!(
         err(&web(&format!("{}{}", backend(""), backend("weight = 2")))),
-        error("service[web].backend[1]", "198.18.1.10:80 is also backend[0]")
+        error(
+            "service[web].backend[1]",
+            "198.18.1.10:80 is also backend[0]"
+        )
     );
 }
 
 #[test]
 fn backend_is_not_the_fallback() {
     assert_eq!(
-        err(&web(&format!("fallback = \"198.18.1.10:80\"\n{}", backend("")))),
-        error("service[web].backend[0]", "198.18.1.10:80 is also the fallback")
+        err(&web(&format!(
+            "fallback = \"198.18.1.10:80\"\n{}",
+            backend("")
+        ))),
+        error(
+            "service[web].backend[0]",
+            "198.18.1.10:80 is also the fallback"
+        )
     );
 }
 
@@ -794,7 +867,10 @@ fn check_keys_belong_to_the_kind() {
 fn interval_is_in_range() {
     assert_eq!(
         err(&health("kind = \"tcp\"\ninterval = \"5ms\"")),
-        error("service[web].health.interval", "5ms is out of range 10ms-1h")
+        error(
+            "service[web].health.interval",
+            "5ms is out of range 10ms-1h"
+        )
     );
 }
 
@@ -833,7 +909,10 @@ fn rise_and_fall_are_in_range() {
 fn check_address_is_an_ip_address() {
     assert_eq!(
         err(&health("kind = \"tcp\"\naddress = \"db1\"")),
-        error("service[web].health.address", "\"db1\" is not an IP address")
+        error(
+            "service[web].health.address",
+            "\"db1\" is not an IP address"
+        )
     );
 }
 
@@ -865,7 +944,10 @@ fn every_port_service_check_needs_a_port() {
 fn initial_is_up_or_down() {
     assert_eq!(
         err(&health("kind = \"tcp\"\ninitial = \"unknown\"")),
-        error("service[web].health.initial", "\"unknown\" is not one of: up, down")
+        error(
+            "service[web].health.initial",
+            "\"unknown\" is not one of: up, down"
+        )
     );
 }
 
@@ -873,7 +955,10 @@ fn initial_is_up_or_down() {
 fn http_path_starts_with_a_slash() {
     assert_eq!(
         err(&health("kind = \"http\"\npath = \"healthz\"")),
-        error("service[web].health.path", "\"healthz\" does not start with '/'")
+        error(
+            "service[web].health.path",
+            "\"healthz\" does not start with '/'"
+        )
     );
 }
 
@@ -903,7 +988,10 @@ fn udp_check_needs_a_payload() {
 fn dns_check_needs_a_query() {
     assert_eq!(
         err(&health("kind = \"dns\"")),
-        error("service[web].health.query", "kind \"dns\" needs a name to query")
+        error(
+            "service[web].health.query",
+            "kind \"dns\" needs a name to query"
+        )
     );
 }
 
@@ -911,14 +999,19 @@ fn dns_check_needs_a_query() {
 fn dns_query_is_a_name() {
     assert_eq!(
         err(&health("kind = \"dns\"\nquery = \"example..com\"")),
-        error("service[web].health.query", "\"example..com\" is not a DNS name")
+        error(
+            "service[web].health.query",
+            "\"example..com\" is not a DNS name"
+        )
     );
 }
 
 #[test]
 fn dns_type_is_known() {
     assert_eq!(
-        err(&health("kind = \"dns\"\nquery = \"example.com\"\ntype = \"AXFR\"")),
+        err(&health(
+            "kind = \"dns\"\nquery = \"example.com\"\ntype = \"AXFR\""
+        )),
         error(
             "service[web].health.type",
             "\"AXFR\" is not one of: A, AAAA, NS, CNAME, SOA, PTR, MX, TXT, SRV, ANY"
@@ -930,7 +1023,10 @@ fn dns_type_is_known() {
 fn exec_check_needs_a_command() {
     assert_eq!(
         err(&health("kind = \"exec\"\ncommand = []")),
-        error("service[web].health.command", "kind \"exec\" needs a command to run")
+        error(
+            "service[web].health.command",
+            "kind \"exec\" needs a command to run"
+        )
     );
 }
 
@@ -938,7 +1034,10 @@ fn exec_check_needs_a_command() {
 fn exec_command_is_an_absolute_path() {
     assert_eq!(
         err(&health("kind = \"exec\"\ncommand = [\"check\"]")),
-        error("service[web].health.command[0]", "\"check\" is not an absolute path")
+        error(
+            "service[web].health.command[0]",
+            "\"check\" is not an absolute path"
+        )
     );
 }
 
@@ -954,7 +1053,10 @@ fn services_fit_max_services() {
     );
     assert_eq!(
         err(&text),
-        error("tables.max_services", "1 is fewer than the 2 services configured")
+        error(
+            "tables.max_services",
+            "1 is fewer than the 2 services configured"
+        )
     );
 }
 
@@ -970,14 +1072,17 @@ fn backends_and_fallbacks_fit_max_backends() {
         err(&text),
         error(
             "tables.max_backends",
-            "2 leaves room for 1 backends (id 0 is reserved); the services have 2, fallbacks included"
+            "2 is too small for 2 backends, fallbacks included: it must be at least 3 (id 0 is reserved)"
         )
     );
 }
 
 #[test]
 fn config_error_displays_field_and_message() {
-    let e = error("service[web].backend[1].weight", "70000 is out of range 0-65535");
+    let e = error(
+        "service[web].backend[1].weight",
+        "70000 is out of range 0-65535",
+    );
     assert_eq!(
         e.to_string(),
         "service[web].backend[1].weight: 70000 is out of range 0-65535"

@@ -9,27 +9,26 @@ use std::{
     time::Duration,
 };
 
-use lb_common::{maglev::is_prime, maps::Mode};
+use lb_common::{
+    maglev::is_prime,
+    maps::{
+        Mode, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS,
+        DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+    },
+};
 
 use super::{
     format_duration,
-    model::{
-        Affinity, AdminState, Agent, Backend, CheckKind, HealthCheck, Model, Service, Tables,
-    },
-    AgentConfig, BackendConfig, Config, ConfigError, HealthConfig, PersistenceConfig,
-    ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN, DEFAULT_FALL,
-    DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, DEFAULT_INTERVAL, DEFAULT_MTU,
-    DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
-    DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, MODES, OPER_STATES, PROTOCOLS, SCHEDULERS,
-    XDP_MODES,
+    model::{AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, Model, Service, Tables},
+    spell, AgentConfig, BackendConfig, Config, ConfigError, HealthConfig, PersistenceConfig,
+    ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN, DEFAULT_FALL, DEFAULT_HTTP_PATH,
+    DEFAULT_HTTP_STATUS, DEFAULT_INTERVAL, DEFAULT_MTU, DEFAULT_PERSISTENCE_TIMEOUT,
+    DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT, DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT,
+    DNS_TYPES, MODES, OPER_STATES, PROTOCOLS, SCHEDULERS, XDP_MODES,
 };
 use crate::dataplane::{
     services::{self, MIN_MTU_V4, MIN_MTU_V6},
-    NextHop, ServiceSpec,
-};
-use lb_common::maps::{
-    DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
-    DEFAULT_RING_SIZE,
+    NextHop, Protocol, ServiceSpec,
 };
 
 const CHECK_KINDS: &[&str] = &["tcp", "http", "udp", "dns", "exec"];
@@ -107,7 +106,10 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
         .as_deref()
         .map(|a| {
             a.parse::<Ipv4Addr>().map_err(|_| {
-                ConfigError::new("agent.tunnel_source_v4", format!("{a:?} is not an IPv4 address"))
+                ConfigError::new(
+                    "agent.tunnel_source_v4",
+                    format!("{a:?} is not an IPv4 address"),
+                )
             })
         })
         .transpose()?;
@@ -116,7 +118,10 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
         .as_deref()
         .map(|a| {
             a.parse::<Ipv6Addr>().map_err(|_| {
-                ConfigError::new("agent.tunnel_source_v6", format!("{a:?} is not an IPv6 address"))
+                ConfigError::new(
+                    "agent.tunnel_source_v6",
+                    format!("{a:?} is not an IPv6 address"),
+                )
             })
         })
         .transpose()?;
@@ -134,7 +139,11 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
             DEFAULT_MTU,
             i64::from(MIN_MTU_V4)..=65535,
         )?,
-        udp_timeout: seconds("agent.udp_timeout", raw.udp_timeout.as_deref(), DEFAULT_UDP_TIMEOUT)?,
+        udp_timeout: seconds(
+            "agent.udp_timeout",
+            raw.udp_timeout.as_deref(),
+            DEFAULT_UDP_TIMEOUT,
+        )?,
     })
 }
 
@@ -232,7 +241,11 @@ fn service(
         ));
     }
     choice(&at("scheduler"), raw.scheduler.as_deref(), SCHEDULERS)?;
-    let endpoint = format!("{}/{}", SocketAddr::new(vip, port), spell_protocol(protocol));
+    let endpoint = format!(
+        "{}/{}",
+        SocketAddr::new(vip, port),
+        spell_protocol(protocol)
+    );
     if let Some(other) = earlier
         .iter()
         .find(|s| (s.vip, s.port, s.protocol) == (vip, port, protocol))
@@ -275,7 +288,10 @@ fn service(
             )
         })?;
         if let Some(problem) = port_problem(addr.port().into(), &service) {
-            return Err(ConfigError::new(field, format!("{fallback:?}: port {problem}")));
+            return Err(ConfigError::new(
+                field,
+                format!("{fallback:?}: port {problem}"),
+            ));
         }
         target_rules(&field, addr, &service, earlier, agent)?;
         service.fallback = Some(addr);
@@ -286,14 +302,20 @@ fn service(
         .map(|h| health(h, &at("health"), port))
         .transpose()?;
     for (index, raw) in raw.backends.iter().enumerate() {
-        let backend = backend(raw, &format!("{path}.backend[{index}]"), &service, earlier, agent)?;
+        let backend = backend(
+            raw,
+            &format!("{path}.backend[{index}]"),
+            &service,
+            earlier,
+            agent,
+        )?;
         service.backends.push(backend);
     }
     Ok(service)
 }
 
-fn spell_protocol(protocol: crate::dataplane::Protocol) -> String {
-    super::spell(PROTOCOLS, &protocol)
+fn spell_protocol(protocol: Protocol) -> String {
+    spell(PROTOCOLS, &protocol)
 }
 
 fn affinity(raw: &PersistenceConfig, path: &str, vip: IpAddr) -> Result<Affinity, ConfigError> {
@@ -332,18 +354,30 @@ fn backend(
     let backend = Backend {
         addr,
         port,
-        weight: integer(&format!("{path}.weight"), raw.weight, DEFAULT_WEIGHT, 0..=65535)?,
+        weight: integer(
+            &format!("{path}.weight"),
+            raw.weight,
+            DEFAULT_WEIGHT,
+            0..=65535,
+        )?,
         admin: choice(&format!("{path}.state"), raw.state.as_deref(), ADMIN_STATES)?,
     };
     let target = backend.socket_addr();
-    if let Some(other) = service.backends.iter().position(|b| b.socket_addr() == target) {
+    if let Some(other) = service
+        .backends
+        .iter()
+        .position(|b| b.socket_addr() == target)
+    {
         return Err(ConfigError::new(
             path,
             format!("{target} is also backend[{other}]"),
         ));
     }
     if service.fallback == Some(target) {
-        return Err(ConfigError::new(path, format!("{target} is also the fallback")));
+        return Err(ConfigError::new(
+            path,
+            format!("{target} is also the fallback"),
+        ));
     }
     target_rules(path, target, service, earlier, agent)?;
     Ok(backend)
@@ -530,7 +564,8 @@ fn health(raw: &HealthConfig, path: &str, service_port: u16) -> Result<HealthChe
             }
         }
         _ => {
-            let Some(program) = raw.command.as_ref().and_then(|c| c.first()) else {
+            let command = raw.command.clone().unwrap_or_default();
+            let Some(program) = command.first() else {
                 return Err(ConfigError::new(
                     at("command"),
                     "kind \"exec\" needs a command to run",
@@ -542,9 +577,7 @@ fn health(raw: &HealthConfig, path: &str, service_port: u16) -> Result<HealthChe
                     format!("{program:?} is not an absolute path"),
                 ));
             }
-            CheckKind::Exec {
-                command: raw.command.clone().unwrap_or_default(),
-            }
+            CheckKind::Exec { command }
         }
     };
     Ok(HealthCheck {
@@ -625,10 +658,10 @@ fn capacity(tables: &Tables, services: &[Service]) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "tables.max_backends",
             format!(
-                "{} leaves room for {} backends (id 0 is reserved); the services have {backends}, \
-                 fallbacks included",
+                "{} is too small for {backends} backends, fallbacks included: it must be at \
+                 least {} (id 0 is reserved)",
                 tables.max_backends,
-                tables.max_backends - 1
+                backends + 1
             ),
         ));
     }
@@ -662,7 +695,10 @@ fn data_plane_check(model: &Model) -> Result<(), ConfigError> {
             .iter()
             .zip(&specs)
             .find(|(_, spec)| spec.name() == e.service)
-            .map_or_else(|| "service".to_owned(), |(s, _)| format!("service[{}]", s.name));
+            .map_or_else(
+                || "service".to_owned(),
+                |(s, _)| format!("service[{}]", s.name),
+            );
         ConfigError::new(field, e.problem)
     })
 }
@@ -758,7 +794,10 @@ fn seconds(field: &str, value: Option<&str>, default: Duration) -> Result<Durati
     if seconds.subsec_nanos() != 0 {
         return Err(ConfigError::new(
             field,
-            format!("{} is not a whole number of seconds", format_duration(seconds)),
+            format!(
+                "{} is not a whole number of seconds",
+                format_duration(seconds)
+            ),
         ));
     }
     Ok(seconds)

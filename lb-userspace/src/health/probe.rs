@@ -291,7 +291,8 @@ fn parse_head(response: &[u8]) -> Result<Option<Head<'_>>, String> {
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     let code = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/") || code.len() != 3 {
+    if !version.starts_with("HTTP/") || code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(malformed());
     }
     let status: u16 = code.parse().map_err(|_| malformed())?;
@@ -395,13 +396,14 @@ fn millis(duration: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use tokio::{net::TcpListener, sync::mpsc};
 
     use super::*;
 
-    const TIMEOUT: Duration = Duration::from_millis(300);
+    /// Ample for a probe that should succeed, or fail fast.
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    /// For probes that should time out.
+    const SHORT: Duration = Duration::from_millis(300);
     /// Slack for scheduling beyond a probe's timeout.
     const MARGIN: Duration = Duration::from_millis(200);
     const BACKEND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080);
@@ -412,10 +414,15 @@ mod tests {
         outcome
     }
 
-    fn assert_timed_out(outcome: &ProbeOutcome, stage: &str) {
+    async fn assert_times_out(kind: &CheckKind, target: SocketAddr, stage: &str) {
+        let outcome = probe(kind, target, SHORT, BACKEND).await;
         assert!(!outcome.ok);
         assert_eq!(outcome.detail, format!("timeout after 300ms {stage}"));
-        assert!(outcome.took >= TIMEOUT, "took {:?}", outcome.took);
+        assert!(
+            (SHORT..SHORT + MARGIN).contains(&outcome.took),
+            "took {:?}",
+            outcome.took
+        );
     }
 
     /// An address nothing listens on.
@@ -614,8 +621,7 @@ mod tests {
     #[tokio::test]
     async fn http_no_answer_times_out() {
         let (addr, _requests) = http_server(None, false).await;
-        let outcome = run_probe(&http(200..=200, None), addr).await;
-        assert_timed_out(&outcome, "waiting for the response");
+        assert_times_out(&http(200..=200, None), addr, "waiting for the response").await;
     }
 
     #[tokio::test]
@@ -695,7 +701,7 @@ mod tests {
     #[tokio::test]
     async fn udp_no_reply_times_out() {
         let addr = udp_server(false).await;
-        assert_timed_out(&run_probe(&udp(None), addr).await, "waiting for a reply");
+        assert_times_out(&udp(None), addr, "waiting for a reply").await;
     }
 
     #[tokio::test]
@@ -816,7 +822,7 @@ mod tests {
     #[tokio::test]
     async fn dns_no_reply_times_out() {
         let (addr, _queries) = dns_server(|_| Vec::new()).await;
-        assert_timed_out(&run_probe(&DNS, addr).await, "waiting for a DNS reply");
+        assert_times_out(&DNS, addr, "waiting for a DNS reply").await;
     }
 
     #[tokio::test]
@@ -903,8 +909,8 @@ mod tests {
     async fn exec_timeout_kills_the_command() {
         let marker = std::env::temp_dir().join(format!("xlb-health-{}", random_u64()));
         let script = format!("sleep 0.5; touch {}", marker.display());
-        let outcome = run_probe(&exec(&["/bin/sh", "-c", &script]), TARGET).await;
-        assert_timed_out(&outcome, "waiting for the command");
+        let sleeper = exec(&["/bin/sh", "-c", &script]);
+        assert_times_out(&sleeper, TARGET, "waiting for the command").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!marker.exists(), "the command ran on after its timeout");
     }
@@ -930,6 +936,7 @@ mod tests {
         assert_eq!((head.status, head.reason, head.body_len), (500, "", None));
         assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
         assert!(parse_head(b"HTTP/1.1 abc OK\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 +20 OK\r\n\r\n").is_err());
     }
 
     #[test]

@@ -1,0 +1,372 @@
+//! The agent in the lab: `xlb run` in the director's namespace, configured by a file this harness
+//! writes and driven through its HTTP API, with a client that keeps making connections.
+//!
+//! The agent pins its data plane on a BPF filesystem this harness mounts at
+//! [`BPF_FS`] in the test's own mount namespace: a process spawned into a lab namespace gets a
+//! private mount namespace (as with `ip netns exec`), and a bpffs it mounted there would vanish
+//! with it, taking the pins, when it is killed.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context};
+use lb_common::maps::Mode;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::{
+    lab::{backend_port, Family, Net, DIRECTOR_V4, DIRECTOR_V6, VIP_PORT},
+    netns::{ChildHandle, Netns},
+    servers::{tcp_spread, Spread},
+    xlb_bin,
+};
+
+/// Where the harness mounts the BPF filesystem the agents pin to.
+pub const BPF_FS: &str = "/run/xlb-tests/bpf";
+/// The API's address inside the director's namespace.
+pub const API: &str = "127.0.0.1:9180";
+/// How long the agent may take to load, apply and attach.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct AgentLab {
+    pub agent: Option<ChildHandle>,
+    pub net: Net,
+    pub family: Family,
+    /// The config file, the token, the agent's logs.
+    pub dir: PathBuf,
+    pub pins: PathBuf,
+    tag: String,
+}
+
+impl AgentLab {
+    /// Builds the lab with `backends` backends and writes a configuration of the agent section
+    /// followed by `services` (TOML `[[service]]` tables); the agent is not started yet.
+    pub fn new(
+        tag: &str,
+        mode: Mode,
+        family: Family,
+        backends: usize,
+        services: &str,
+    ) -> anyhow::Result<AgentLab> {
+        mount_bpffs()?;
+        let net = Net::new(tag, mode, backends)?;
+        let dir = std::env::temp_dir().join(format!("xlb-agent-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let pins = Path::new(BPF_FS).join(format!("{tag}-{}", std::process::id()));
+        let lab = AgentLab {
+            agent: None,
+            net,
+            family,
+            dir,
+            pins,
+            tag: tag.to_string(),
+        };
+        lab.write_config(services)?;
+        Ok(lab)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("xlb.toml")
+    }
+
+    /// The agent section for this lab, then `services`.
+    pub fn write_config(&self, services: &str) -> anyhow::Result<()> {
+        let text = format!(
+            "[agent]\ninterfaces = [\"eth0\"]\napi_listen = \"{API}\"\npin_path = \"{}\"\n\
+             tunnel_source_v4 = \"{DIRECTOR_V4}\"\ntunnel_source_v6 = \"{DIRECTOR_V6}\"\n\n\
+             [tables]\nmaglev_size = 4099\nmax_services = 8\nmax_backends = 64\n\
+             flow_entries = 65536\naffinity_entries = 1024\n\n{services}",
+            self.pins.display()
+        );
+        std::fs::write(self.config_path(), text).context("writing the agent's config")
+    }
+
+    /// Starts `xlb run` in the director's namespace and waits until `/ready` answers.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        ensure!(self.agent.is_none(), "the agent is already running");
+        let mut cmd = Command::new(xlb_bin()?);
+        cmd.args(["--log-level", "info", "run", "--config"])
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let director = self.net.director.clone();
+        let agent = self.net.topology.spawn(&director, cmd)?;
+        self.agent = Some(agent);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok((200, _)) = self.request("GET", "/ready", None, None) {
+                return Ok(());
+            }
+            let agent = self.agent.as_ref().expect("just started");
+            if let Some(output) = agent.wait_timeout(Duration::ZERO)? {
+                self.agent = None;
+                bail!(
+                    "the agent exited during start-up ({}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("the agent did not become ready within {START_TIMEOUT:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the agent logged so far.
+    pub fn logs(&self) -> String {
+        self.agent
+            .as_ref()
+            .map(|a| String::from_utf8_lossy(&a.stderr_snapshot()).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILLs the agent and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        let agent = self.agent.take().context("the agent is not running")?;
+        agent.signal(Signal::SIGKILL)?;
+        agent
+            .wait_timeout(Duration::from_secs(5))?
+            .context("the agent outlived SIGKILL")?;
+        Ok(())
+    }
+
+    /// SIGTERMs the agent and returns what it logged; fails if it does not exit cleanly.
+    pub fn stop(&mut self) -> anyhow::Result<String> {
+        let agent = self.agent.take().context("the agent is not running")?;
+        agent.signal(Signal::SIGTERM)?;
+        let output = agent
+            .wait_timeout(Duration::from_secs(10))?
+            .context("the agent did not exit within 10 s of SIGTERM")?;
+        let logs = String::from_utf8_lossy(&output.stderr).into_owned();
+        ensure!(output.status.success(), "the agent failed on SIGTERM ({}):\n{logs}", output.status);
+        Ok(logs)
+    }
+
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        self.agent.as_ref().context("the agent is not running")?.signal(signal)
+    }
+
+    /// An HTTP request to the agent's API from inside the director's namespace: the status and
+    /// the body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, String)> {
+        request_in(&self.net.director, API, method, path, body, token)
+    }
+
+    /// `GET path`, which must answer 200 with JSON.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.request("GET", path, None, None)?;
+        ensure!(status == 200, "GET {path}: {status} {body}");
+        serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
+    }
+
+    /// A backend of a service as the API shows it.
+    pub fn backend(&self, service: &str, n: usize) -> anyhow::Result<Value> {
+        let addr = self.backend_addr(n);
+        self.get(&format!("/api/v1/services/{service}/backends/{}", encode(&addr.to_string())))
+    }
+
+    /// Backend `n`'s address and port.
+    pub fn backend_addr(&self, n: usize) -> SocketAddr {
+        SocketAddr::new(self.family.backend(n), backend_port(self.net.mode))
+    }
+
+    pub fn vip(&self) -> SocketAddr {
+        SocketAddr::new(self.family.vip(), VIP_PORT)
+    }
+
+    /// Waits up to `timeout` for `pred` to hold of the backend's API view; returns the time it
+    /// took.
+    pub fn wait_backend(
+        &self,
+        service: &str,
+        n: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            let view = self.backend(service, n)?;
+            if pred(&view) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                bail!("b{} of {service} not {what} within {timeout:?}: {view}", n + 1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for AgentLab {
+    fn drop(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            let _ = agent.signal(Signal::SIGKILL);
+            let _ = agent.wait_timeout(Duration::from_secs(5));
+        }
+        // Pins left by a killed agent keep its maps and links alive; the links go with the
+        // namespaces' interfaces, the rest with the pins.
+        if self.pins.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.pins) {
+                eprintln!("{}: removing {}: {e}", self.tag, self.pins.display());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An HTTP request to `addr` from inside `ns`.
+pub fn request_in(
+    ns: &Netns,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let url = format!("http://{addr}{path}");
+    let body = body.map(str::to_string);
+    let token = token.map(str::to_string);
+    let method = method.to_string();
+    ns.run(move || -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut request = ureq::http::Request::builder().method(method.as_str()).uri(&url);
+        if let Some(token) = &token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header("Content-Type", "application/json");
+        }
+        let request = request.body(body.unwrap_or_default())?;
+        let mut response = agent
+            .run(request)
+            .with_context(|| format!("{method} {url}"))?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        Ok((status, text))
+    })?
+}
+
+/// Percent-encodes what a path segment cannot hold as is (`:`, `[`, `]`).
+pub fn encode(segment: &str) -> String {
+    segment
+        .replace(':', "%3A")
+        .replace('[', "%5B")
+        .replace(']', "%5D")
+}
+
+/// Mounts a BPF filesystem at [`BPF_FS`] unless one is there.
+fn mount_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    if mounts.lines().any(|l| l.split(' ').nth(1) == Some(BPF_FS)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(BPF_FS)?;
+    let out = Command::new("mount")
+        .args(["-t", "bpf", "bpf", BPF_FS])
+        .output()
+        .context("running mount")?;
+    ensure!(
+        out.status.success(),
+        "mounting bpffs on {BPF_FS}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// New TCP connections from the client to the VIP, one batch after another, until stopped or
+/// `limit` passes: a steady load whose every exchange is accounted for.
+pub struct SteadyLoad {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<anyhow::Result<Vec<Batch>>>>,
+}
+
+/// One batch of connections: when it started and ended, and who answered.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub started: Instant,
+    pub ended: Instant,
+    pub spread: Spread,
+}
+
+/// Connections per batch.
+const BATCH: u64 = 5;
+
+impl SteadyLoad {
+    pub fn start(client: &Netns, vip: SocketAddr, limit: Duration) -> SteadyLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = client.clone();
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + limit;
+            let mut batches = Vec::new();
+            while !stopping.load(Ordering::Relaxed) && Instant::now() < until {
+                let started = Instant::now();
+                let spread = tcp_spread(&client, vip, BATCH)?;
+                batches.push(Batch {
+                    started,
+                    ended: Instant::now(),
+                    spread,
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(batches)
+        });
+        SteadyLoad {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the load and returns its batches.
+    pub fn finish(mut self) -> anyhow::Result<Vec<Batch>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("finished once");
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
+    }
+}
+
+impl Drop for SteadyLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// All batches' answers and failures together.
+pub fn total(batches: &[Batch]) -> Spread {
+    let mut sum = Spread::default();
+    for b in batches {
+        for (name, n) in &b.spread.by_backend {
+            *sum.by_backend.entry(name.clone()).or_default() += n;
+        }
+        sum.failed += b.spread.failed;
+        sum.errors.extend(b.spread.errors.iter().take(5 - sum.errors.len().min(5)).cloned());
+    }
+    sum
+}
