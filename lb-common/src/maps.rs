@@ -281,7 +281,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 32);
-        assert_eq!(size_of::<Backend>(), 40);
+        assert_eq!(size_of::<Backend>(), 44);
         assert_eq!(size_of::<crate::flow::FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<AffinityKey>(), 24);

@@ -44,6 +44,8 @@ pub struct AgentLab {
     /// The config file, the token, the agent's logs.
     pub dir: PathBuf,
     pub pins: PathBuf,
+    /// Where the API listens, in the director's namespace.
+    api: String,
     tag: String,
 }
 
@@ -68,6 +70,7 @@ impl AgentLab {
             family,
             dir,
             pins,
+            api: API.to_string(),
             tag: tag.to_string(),
         };
         lab.write_config(services)?;
@@ -90,12 +93,23 @@ impl AgentLab {
         std::fs::write(self.config_path(), text).context("writing the agent's config")
     }
 
+    /// Where the API listens, when the config was changed to another address.
+    pub fn set_api(&mut self, addr: &str) {
+        self.api = addr.to_string();
+    }
+
     /// Starts `xlb run` in the director's namespace and waits until `/ready` answers.
     pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_with(&[])
+    }
+
+    /// [`AgentLab::start`] with more arguments for `xlb run`.
+    pub fn start_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
         ensure!(self.agent.is_none(), "the agent is already running");
         let mut cmd = Command::new(xlb_bin()?);
         cmd.args(["--log-level", "info", "run", "--config"])
             .arg(self.config_path())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -166,7 +180,7 @@ impl AgentLab {
         body: Option<&str>,
         token: Option<&str>,
     ) -> anyhow::Result<(u16, String)> {
-        request_in(&self.net.director, API, method, path, body, token)
+        request_in(&self.net.director, &self.api, method, path, body, token)
     }
 
     /// `GET path`, which must answer 200 with JSON.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context};
+use anyhow::Context;
 use lb_common::maps::Mode;
 use serde_json::Value;
 use xlb_tests::{
@@ -60,4 +60,335 @@ fn serves_the_configured_services() {
     assert!(logs.contains("detached from eth0"), "{logs}");
     assert!(!lab.pins.exists(), "SIGTERM leaves no pins");
     assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), None);
+}
+
+/// The running configuration as the API dumps it.
+fn dump(lab: &AgentLab) -> String {
+    let (status, body) = lab.request("GET", "/api/v1/config", None, None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Sends a request that must be refused with `status`, naming `field` if given, and change
+/// nothing.
+fn refused(
+    lab: &AgentLab,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    status: u16,
+    field: Option<&str>,
+) {
+    let before = dump(lab);
+    let (got, text) = lab.request(method, path, body, None).unwrap();
+    assert_eq!(got, status, "{method} {path} {body:?}: {text}");
+    let error: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert!(!error["error"].as_str().unwrap_or("").is_empty(), "{text}");
+    if let Some(field) = field {
+        assert_eq!(error["field"], field, "{method} {path}: {text}");
+    }
+    assert_eq!(dump(lab), before, "{method} {path} changed the configuration");
+}
+
+#[test]
+fn api_reads_changes_and_refusals() {
+    require_privileged!();
+    let mut lab = AgentLab::new("agapi", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.start().unwrap();
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}");
+
+    // Reads.
+    assert_eq!(lab.request("GET", "/healthz", None, None).unwrap(), (200, "ok\n".into()));
+    assert_eq!(lab.request("GET", "/ready", None, None).unwrap().0, 200);
+    let web = lab.get("/api/v1/services/web").unwrap();
+    assert_eq!((web["vip"].as_str(), web["mode"].as_str()), (Some("198.18.0.100"), Some("dr")));
+    assert_eq!(lab.get("/api/v1/services/web/backends").unwrap().as_array().unwrap().len(), 3);
+    let stats = lab.get("/api/v1/stats").unwrap();
+    assert!(stats["counters"]["tx"].as_u64().unwrap() >= 60, "{stats}");
+    let web_stats = &stats["services"][0];
+    assert_eq!(web_stats["name"], "web");
+    assert!(web_stats["stats"]["new_flows"].as_u64().unwrap() >= 60, "{stats}");
+    let flows = lab.get("/api/v1/flows?service=web&limit=10").unwrap();
+    let flows = flows.as_array().unwrap();
+    assert_eq!(flows.len(), 10, "{flows:?}");
+    for flow in flows {
+        assert_eq!(flow["service"], "web");
+        assert_eq!(flow["vip"], "198.18.0.100:80");
+        assert!(flow["backend"].as_str().unwrap().starts_with("198.18.1.1"), "{flow}");
+    }
+    let (status, metrics) = lab.request("GET", "/metrics", None, None).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("xlb_backend_up{service=\"web\",backend=\"198.18.1.10:80\"} 1"),
+        "{metrics}"
+    );
+    let config = dump(&lab);
+    let saved = lab.dir.join("saved.toml");
+    std::fs::write(&saved, &config).unwrap();
+    let check = std::process::Command::new(xlb_tests::xlb_bin().unwrap())
+        .args(["check", "--config"])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "the dumped config does not validate:\n{config}\n{check:?}");
+
+    // Refusals change nothing.
+    let b1 = format!("/api/v1/services/web/backends/{}", encode("198.18.1.10:80"));
+    refused(&lab, "POST", "/api/v1/services", Some("{"), 400, None);
+    refused(&lab, "GET", "/api/v1/services/nope", None, 404, None);
+    refused(&lab, "DELETE", "/api/v1/services/nope", None, 404, None);
+    refused(&lab, "PATCH", &b1, Some(r#"{"weight": 70000}"#), 400, Some("service[web].backend[0].weight"));
+    refused(&lab, "PATCH", &b1, Some(r#"{"colour": "red"}"#), 400, None);
+    refused(&lab, "PATCH", &b1, Some(r#"{"admin_state": "asleep"}"#), 400, None);
+    refused(&lab, "GET", "/api/v1/services/web/backends/nonsense", None, 400, Some("addr"));
+    refused(
+        &lab,
+        "POST",
+        "/api/v1/services/web/backends",
+        Some(r#"{"address": "198.18.1.300"}"#),
+        400,
+        Some("service[web].backend[3].address"),
+    );
+    refused(
+        &lab,
+        "POST",
+        "/api/v1/services",
+        Some(r#"{"name": "web", "vip": "198.18.0.101", "port": 80}"#),
+        409,
+        Some("name"),
+    );
+
+    // Drain b1: established connections stay, new ones avoid it.
+    let mut long_lived = xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    assert!(long_lived.backends().contains_key("b1"), "{:?}", long_lived.backends());
+    let (status, body) = lab.request("PATCH", &b1, Some(r#"{"admin_state": "drain"}"#), None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["admin_state"], "drain");
+    let after = tcp_spread(&lab.net.client, lab.vip(), 300).unwrap();
+    assert_eq!(after.failed, 0, "{after:?}");
+    assert!(!after.by_backend.contains_key("b1"), "a drained backend got new connections: {after:?}");
+    assert_eq!(long_lived.check().unwrap(), vec![], "established connections moved or broke");
+
+    // Add a service, see it, delete it.
+    let (status, body) = lab
+        .request(
+            "POST",
+            "/api/v1/services",
+            Some(r#"{"name": "alt", "vip": "198.18.0.100", "port": 8080, "backends": [{"address": "198.18.1.12"}]}"#),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(names(&lab.get("/api/v1/services").unwrap()), ["web", "web-udp", "alt"]);
+    assert_eq!(lab.request("DELETE", "/api/v1/services/alt", None, None).unwrap().0, 204);
+    assert_eq!(names(&lab.get("/api/v1/services").unwrap()), ["web", "web-udp"]);
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
+    require_privileged!();
+    let mut lab = AgentLab::new("aghealth", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.start().unwrap();
+    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // b1's server dies: its port refuses connections.
+    let b1 = lab.net.servers.remove(0);
+    drop(b1);
+    // fall x interval + timeout, plus the probe in flight and scheduling.
+    let bound = Duration::from_millis(3 * 200 + 100);
+    let took = lab
+        .wait_backend("web", 0, bound + Duration::from_millis(500), "down", |b| {
+            b["oper_state"] == "down" && b["serving"] == false
+        })
+        .unwrap();
+    println!("b1 left the ring {took:?} after its server died (bound {bound:?} + margin)");
+    let down_at = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Back after rise x interval.
+    let ns = lab.net.backends[0].clone();
+    let addr = std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 80);
+    lab.net
+        .servers
+        .insert(0, xlb_tests::servers::IdentityServer::start(&ns, addr, "b1").unwrap());
+    let up_at = std::time::Instant::now();
+    let took = lab
+        .wait_backend("web", 0, Duration::from_millis(2 * 200 + 100 + 500), "up", |b| {
+            b["oper_state"] == "up" && b["serving"] == true
+        })
+        .unwrap();
+    println!("b1 came back {took:?} after its server restarted");
+    std::thread::sleep(Duration::from_millis(500));
+    let batches = load.finish().unwrap();
+
+    let while_down: Vec<_> = batches
+        .iter()
+        .filter(|b| b.started > down_at && b.ended < up_at)
+        .collect();
+    ensure_nonempty(&while_down);
+    for batch in &while_down {
+        assert_eq!(batch.spread.failed, 0, "a connection failed after b1 left: {batch:?}");
+        assert!(!batch.spread.by_backend.contains_key("b1"), "b1 answered while down: {batch:?}");
+    }
+    let after: Vec<_> = batches.iter().filter(|b| b.started > up_at + took).collect();
+    let back = total(&after.into_iter().cloned().collect::<Vec<_>>());
+    assert_eq!(back.failed, 0, "{back:?}");
+    assert!(back.by_backend.contains_key("b1"), "b1 takes connections again: {back:?}");
+    let b1 = lab.backend("web", 0).unwrap();
+    assert!(b1["check"]["transitions"].as_u64().unwrap() >= 2, "{b1}");
+}
+
+fn ensure_nonempty<T>(items: &[T]) {
+    assert!(!items.is_empty(), "the load made no batch in the window");
+}
+
+#[test]
+fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
+    require_privileged!();
+    let mut lab = AgentLab::new("agkill", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.start().unwrap();
+    let mut long_lived = xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let program = lab.net.director.xdp_prog_id("eth0").unwrap();
+    assert!(program.is_some());
+    let shares_before = lab.get("/api/v1/services/web/backends").unwrap();
+
+    lab.kill().unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), program, "still attached");
+    assert_eq!(long_lived.check().unwrap(), vec![], "connections broke while the agent was down");
+
+    lab.start().unwrap();
+    assert!(lab.logs().contains("adopted the data plane"), "{}", lab.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    let batches = load.finish().unwrap();
+    let sum = total(&batches);
+    assert_eq!(sum.failed, 0, "connections failed across the kill and restart: {sum:?}");
+    assert_eq!(sum.by_backend.len(), 3, "{sum:?}");
+    assert_eq!(long_lived.check().unwrap(), vec![], "the successor moved established connections");
+    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), program, "the same program");
+    let shares = |v: &Value| -> Vec<f64> {
+        v.as_array().unwrap().iter().map(|b| b["ring_share"].as_f64().unwrap()).collect()
+    };
+    assert_eq!(
+        shares(&lab.get("/api/v1/services/web/backends").unwrap()),
+        shares(&shares_before),
+        "the ring changed"
+    );
+    lab.stop().unwrap();
+    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), None, "detached on SIGTERM");
+    assert!(!lab.pins.exists());
+}
+
+#[test]
+fn keep_dataplane_leaves_it_for_the_next_agent() {
+    require_privileged!();
+    let mut lab = AgentLab::new("agkeep", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.start_with(&["--keep-dataplane"]).unwrap();
+    let program = lab.net.director.xdp_prog_id("eth0").unwrap();
+    let logs = lab.stop().unwrap();
+    assert!(logs.contains("leaving the data plane running"), "{logs}");
+    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), program);
+    assert!(lab.pins.exists());
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}");
+    lab.start().unwrap();
+    assert!(lab.logs().contains("adopted the data plane"), "{}", lab.logs());
+}
+
+#[test]
+fn reload_applies_only_the_difference() {
+    require_privileged!();
+    let mut lab = AgentLab::new("agreload", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.start().unwrap();
+    let mut long_lived = xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let udp_before = lab.get("/api/v1/services/web-udp").unwrap();
+    let web_flows = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"].as_u64().unwrap();
+
+    // web: b1 weight 1 -> 4; web-udp untouched.
+    lab.write_config(&services([4, 1, 1])).unwrap();
+    lab.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
+    lab.wait_backend("web", 0, Duration::from_secs(5), "reweighted", |b| b["weight"] == 4)
+        .unwrap();
+    assert!(lab.logs().contains("0 services added, 0 removed, 1 changed, 1 unchanged"), "{}", lab.logs());
+    let shares: Vec<f64> = lab.get("/api/v1/services/web/backends").unwrap().as_array().unwrap()
+        .iter().map(|b| b["ring_share"].as_f64().unwrap()).collect();
+    assert!((shares[0] - 4.0 / 6.0).abs() < 0.01, "{shares:?}");
+    let udp_after = lab.get("/api/v1/services/web-udp").unwrap();
+    assert_eq!(udp_after["backends"], udp_before["backends"], "the untouched service changed");
+    assert_eq!(long_lived.check().unwrap(), vec![], "a reweight moved established connections");
+    let web_after = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"].as_u64().unwrap();
+    assert!(web_after >= web_flows, "counters were reset");
+
+    // A broken file changes nothing.
+    lab.write_config("[[service]]\nname = \"web\"\nvip = \"nonsense\"\nport = 80\n").unwrap();
+    let (status, body) = lab.request("POST", "/api/v1/reload", None, None).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("service[web].vip") || body.contains("vip"), "{body}");
+    assert_eq!(lab.backend("web", 0).unwrap()["weight"], 4);
+}
+
+#[test]
+fn off_loopback_the_api_needs_a_token() {
+    require_privileged!();
+    let mut lab = AgentLab::new("agtoken", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    // Without a token file the agent refuses to start.
+    let config = std::fs::read_to_string(lab.config_path()).unwrap();
+    let open = config.replace("api_listen = \"127.0.0.1:9180\"", "api_listen = \"198.18.0.2:9180\"");
+    std::fs::write(lab.config_path(), &open).unwrap();
+    let refused = lab.start().unwrap_err().to_string();
+    assert!(refused.contains("agent.api_token_file"), "{refused}");
+
+    let token = "0123456789abcdef-token";
+    let token_file = lab.dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let guarded = open.replace(
+        "[tables]",
+        &format!("api_token_file = \"{}\"\n\n[tables]", token_file.display()),
+    );
+    std::fs::write(lab.config_path(), guarded).unwrap();
+    lab.set_api("198.18.0.2:9180");
+    lab.start().unwrap();
+    let client = lab.net.client.clone();
+    let call = |method: &str, body: Option<&str>, token: Option<&str>| {
+        let path = format!("/api/v1/services/web/backends/{}", encode("198.18.1.11:80"));
+        xlb_tests::agent::request_in(&client, "198.18.0.2:9180", method, &path, body, token).unwrap()
+    };
+    assert_eq!(call("GET", None, None).0, 200, "reads are open");
+    let drain = Some(r#"{"admin_state": "drain"}"#);
+    let (status, body) = call("PATCH", drain, None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(call("PATCH", drain, Some("wrong-token-0123456")).0, 401);
+    assert_eq!(lab.backend("web", 1).unwrap()["admin_state"], "ready", "nothing changed");
+    let (status, body) = call("PATCH", drain, Some(token));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(lab.backend("web", 1).unwrap()["admin_state"], "drain");
+}
+
+#[test]
+fn check_names_the_field_and_touches_nothing() {
+    let dir = std::env::temp_dir().join(format!("xlb-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[agent]\ninterfaces = [\"eth0\"]\n[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\n\
+         port = 80\n[[service.backend]]\naddress = \"198.18.1.10\"\nweight = 70000\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(xlb_tests::xlb_bin().unwrap())
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .context("running xlb check")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    assert!(stderr.contains("service[web].backend[0].weight"), "{stderr}");
+    assert!(stderr.contains("70000"), "{stderr}");
 }

@@ -94,7 +94,13 @@ pub struct ServiceConfig {
     pub persistence: Option<PersistenceConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
-    #[serde(default, rename = "backend", skip_serializing_if = "Vec::is_empty")]
+    /// `[[service.backend]]` in TOML; JSON bodies may say `backends`.
+    #[serde(
+        default,
+        rename = "backend",
+        alias = "backends",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub backends: Vec<BackendConfig>,
 }
 
