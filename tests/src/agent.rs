@@ -46,6 +46,10 @@ pub struct AgentLab {
     pub pins: PathBuf,
     /// Where the API listens, in the director's namespace.
     api: String,
+    /// Slots per Maglev ring; small by default, so tests start fast.
+    pub maglev_size: u32,
+    /// Room for backends over all services.
+    pub max_backends: u32,
     tag: String,
 }
 
@@ -71,6 +75,8 @@ impl AgentLab {
             dir,
             pins,
             api: API.to_string(),
+            maglev_size: 4099,
+            max_backends: 64,
             tag: tag.to_string(),
         };
         lab.write_config(services)?;
@@ -86,9 +92,11 @@ impl AgentLab {
         let text = format!(
             "[agent]\ninterfaces = [\"eth0\"]\napi_listen = \"{API}\"\npin_path = \"{}\"\n\
              tunnel_source_v4 = \"{DIRECTOR_V4}\"\ntunnel_source_v6 = \"{DIRECTOR_V6}\"\n\n\
-             [tables]\nmaglev_size = 4099\nmax_services = 8\nmax_backends = 64\n\
+             [tables]\nmaglev_size = {}\nmax_services = 8\nmax_backends = {}\n\
              flow_entries = 65536\naffinity_entries = 1024\n\n{services}",
-            self.pins.display()
+            self.pins.display(),
+            self.maglev_size,
+            self.max_backends,
         );
         std::fs::write(self.config_path(), text).context("writing the agent's config")
     }

@@ -13,6 +13,9 @@ pub enum Bench {
     /// Nanoseconds per packet on each path through the XDP program, timed
     /// by the kernel with BPF_PROG_TEST_RUN (no traffic).
     Micro(Options),
+    /// The agent's control plane: API change to data plane (p50/p99),
+    /// Maglev builds, and the CPU of health-checking 1000 backends.
+    Control(Options),
 }
 
 #[derive(Args)]
@@ -28,16 +31,19 @@ pub struct Options {
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     let (name, options) = match bench {
         Bench::Micro(options) => ("micro", options),
+        Bench::Control(options) => ("control", options),
     };
     setup::run()?;
+    // Release builds: the agent and the benchmark measure their own speed.
+    let xlb = crate::build_xlb(true)?;
     // Absolute, as cargo runs the benchmark from the workspace root.
     let out = match options.out {
         Some(out) => std::path::absolute(out)?,
         None => shell::root().join("target").join("bench"),
     };
     shell::step(&format!("running the {name} benchmark"));
-    let mut cmd = shell::harness_bin("xlb-bench");
-    cmd.args([name, "--out"]).arg(&out);
+    let mut cmd = shell::harness_bin("xlb-bench", true);
+    cmd.args([name, "--out"]).arg(&out).env("XLB_BIN", xlb);
     if options.quick {
         cmd.arg("--quick");
     }

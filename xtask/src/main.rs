@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { json } => {
             setup::run()?;
             shell::step("running the demo");
-            let mut cmd = shell::harness_bin("xlb-demo");
+            let mut cmd = shell::harness_bin("xlb-demo", false);
             if json {
                 cmd.arg("--json");
             }
@@ -117,7 +117,7 @@ fn count_before(result: &str, word: &str) -> u64 {
 }
 
 /// Builds the `xlb` binary and returns its path.
-fn build_xlb(release: bool) -> anyhow::Result<PathBuf> {
+pub fn build_xlb(release: bool) -> anyhow::Result<PathBuf> {
     shell::step("building xlb (with its XDP object)");
     let mut cmd = shell::cargo();
     cmd.args(["build", "--package", "xlb", "--bin", "xlb"]);

@@ -37,17 +37,13 @@ pub fn cargo() -> Command {
 /// `cargo run` of one of the harness's binaries (the demo, the benchmarks),
 /// which need the BPF build that xtask itself must not link; its own
 /// arguments follow.
-pub fn harness_bin(name: &str) -> Command {
+pub fn harness_bin(name: &str, release: bool) -> Command {
     let mut cmd = cargo();
-    cmd.args([
-        "run",
-        "--quiet",
-        "--package",
-        "xlb-tests",
-        "--bin",
-        name,
-        "--",
-    ]);
+    cmd.args(["run", "--quiet", "--package", "xlb-tests", "--bin", name]);
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.arg("--");
     cmd
 }
 

@@ -1,6 +1,7 @@
 //! The `xlb` command line.
 
 mod attach;
+mod client;
 mod decap;
 mod run;
 
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 use log::LevelFilter;
 
 pub use attach::AttachArgs;
+pub use client::ClientCommand;
 pub use decap::DecapArgs;
 pub use run::{CheckArgs, RunArgs};
 
@@ -64,6 +66,8 @@ pub enum Command {
     /// the inner packet to the kernel, so no ipip or ip6_tunnel module is
     /// needed. Everything else passes untouched.
     Decap(DecapArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// Runs a command's future to completion on a single-threaded runtime.
@@ -108,5 +112,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => run::check(args),
         Command::Attach(args) => attach::run(args, cli.log_level),
         Command::Decap(args) => decap::run(args, cli.log_level),
+        Command::Client(command) => client::run(command),
     }
 }

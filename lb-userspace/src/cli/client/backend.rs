@@ -1,9 +1,6 @@
 //! `xlb backend list|add|del|set`.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::net::{IpAddr, SocketAddr};
 
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Serialize;
@@ -134,7 +131,7 @@ pub fn run(command: BackendCommand) -> anyhow::Result<()> {
             let path = endpoint(&["services", &args.service, "backends", &address]);
             Api::new(&args.api)?.delete(&path)?;
             if !args.api.json {
-                println!("deleted backend {address} of {}", args.service);
+                println!("backend {address} deleted from {}", args.service);
             }
             Ok(())
         }
@@ -183,9 +180,7 @@ fn address_and_port(text: &str) -> Result<(IpAddr, Option<u16>), String> {
 /// `ADDR:PORT`, IPv6 in brackets.
 fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse::<SocketAddr>()
-        .map_err(|_| {
-            format!("{text:?} is not an address:port (e.g. 198.18.1.10:80, [fd00::1]:80)")
-        })
+        .map_err(|_| format!("{text:?} is not an address:port (e.g. 198.18.1.10:80, [fd00::1]:80)"))
         .and_then(nonzero_port)
 }
 
@@ -238,10 +233,7 @@ struct BackendPatch {
 
 /// The backends' table, ages counted to this host's clock.
 pub fn table(backends: &[Backend]) -> String {
-    let now_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    table_at(backends, now_unix_ms)
+    table_at(backends, format::now_unix_ms())
 }
 
 fn table_at(backends: &[Backend], now_unix_ms: u64) -> String {
@@ -260,22 +252,6 @@ fn table_at(backends: &[Backend], now_unix_ms: u64) -> String {
         "NEW-FLOWS",
     ]);
     for b in backends {
-        let next_hop = match (&b.next_hop, &b.next_hop_error) {
-            (Some(hop), _) => format!("{}@if{}", hop.mac, hop.ifindex),
-            (None, Some(_)) => "unresolved".into(),
-            (None, None) => "-".into(),
-        };
-        let last_check = match &b.check {
-            None => "-".into(),
-            Some(check) => match &check.last {
-                None => "pending".into(),
-                Some(last) => format!(
-                    "{} {}",
-                    if last.ok { "ok" } else { "failed" },
-                    format::age(last.at_unix_ms, now_unix_ms)
-                ),
-            },
-        };
         table.row(vec![
             b.address.to_string(),
             b.port.to_string(),
@@ -284,8 +260,8 @@ fn table_at(backends: &[Backend], now_unix_ms: u64) -> String {
             b.oper_state.clone(),
             if b.serving { "yes" } else { "no" }.into(),
             format::percent(b.ring_share),
-            next_hop,
-            last_check,
+            next_hop(b),
+            last_check(b, now_unix_ms),
             format::count(b.stats.packets),
             format::bytes(b.stats.bytes),
             format::count(b.stats.new_flows),
@@ -294,12 +270,39 @@ fn table_at(backends: &[Backend], now_unix_ms: u64) -> String {
     table.to_string()
 }
 
+/// `MAC@ifINDEX`, `unresolved` (see the notes), or `-` when not looked up.
+fn next_hop(b: &Backend) -> String {
+    match (&b.next_hop, &b.next_hop_error) {
+        (Some(hop), _) => format!("{}@if{}", hop.mac, hop.ifindex),
+        (None, Some(_)) => "unresolved".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `ok 1.2s ago`, `failed 3s ago`, `pending` before the first probe, `-` unchecked.
+pub fn last_check(b: &Backend, now_unix_ms: u64) -> String {
+    let Some(check) = &b.check else {
+        return "-".into();
+    };
+    match &check.last {
+        None => "pending".into(),
+        Some(last) => format!(
+            "{} {}",
+            if last.ok { "ok" } else { "failed" },
+            format::age(last.at_unix_ms, now_unix_ms)
+        ),
+    }
+}
+
 /// Why backends are out: failed checks and unresolved next hops, a line each.
 pub fn notes(backends: &[Backend]) -> String {
     let mut notes = String::new();
     for b in backends {
         if let Some(error) = &b.next_hop_error {
-            notes.push_str(&format!("{}: next hop unresolved: {error}\n", b.socket_addr()));
+            notes.push_str(&format!(
+                "{}: next hop unresolved: {error}\n",
+                b.socket_addr()
+            ));
         }
         if let Some(check) = &b.check {
             if let Some(last) = check.last.as_ref().filter(|last| !last.ok) {
@@ -331,17 +334,28 @@ mod tests {
         assert_eq!(address_and_port("fd00::1"), Ok((v6, None)));
         assert_eq!(address_and_port("[fd00::1]"), Ok((v6, None)));
         assert_eq!(address_and_port("[fd00::1]:80"), Ok((v6, Some(80))));
-        for bad in ["", "web1", "198.18.1.10:", "198.18.1.10:99999", "fd00::1:80:x", "[fd00::1]:"]
-        {
+        for bad in [
+            "",
+            "web1",
+            "198.18.1.10:",
+            "198.18.1.10:99999",
+            "fd00::1:80:x",
+            "[fd00::1]:",
+        ] {
             let error = address_and_port(bad).unwrap_err();
             assert!(error.contains("is not an address"), "{bad}: {error}");
         }
-        assert!(address_and_port("198.18.1.10:0").unwrap_err().contains("port 0"));
+        assert!(address_and_port("198.18.1.10:0")
+            .unwrap_err()
+            .contains("port 0"));
     }
 
     #[test]
     fn socket_addresses_need_a_port_and_brackets() {
-        assert_eq!(socket_addr("[fd00::1]:80"), Ok("[fd00::1]:80".parse().unwrap()));
+        assert_eq!(
+            socket_addr("[fd00::1]:80"),
+            Ok("[fd00::1]:80".parse().unwrap())
+        );
         for bad in ["198.18.1.10", "fd00::1:80", "fd00::1", "x:80"] {
             let error = socket_addr(bad).unwrap_err();
             assert!(error.contains("is not an address:port"), "{bad}: {error}");
@@ -376,9 +390,18 @@ mod tests {
             patch_body("xlb set web 198.18.1.10:80 --drain --weight 3"),
             r#"{"weight":3,"admin_state":"drain"}"#
         );
-        assert_eq!(patch_body("xlb set web [fd00::1]:80 --maint"), r#"{"admin_state":"maint"}"#);
-        assert_eq!(patch_body("xlb set web 198.18.1.10:80 --ready"), r#"{"admin_state":"ready"}"#);
-        assert_eq!(patch_body("xlb set web 198.18.1.10:80 --weight 0"), r#"{"weight":0}"#);
+        assert_eq!(
+            patch_body("xlb set web [fd00::1]:80 --maint"),
+            r#"{"admin_state":"maint"}"#
+        );
+        assert_eq!(
+            patch_body("xlb set web 198.18.1.10:80 --ready"),
+            r#"{"admin_state":"ready"}"#
+        );
+        assert_eq!(
+            patch_body("xlb set web 198.18.1.10:80 --weight 0"),
+            r#"{"weight":0}"#
+        );
     }
 
     #[test]
@@ -397,8 +420,14 @@ mod tests {
             kind("xlb set web 198.18.1.10:80 --weight 65536"),
             ErrorKind::ValueValidation
         );
-        assert_eq!(kind("xlb set web 198.18.1.10:80 --weight -1"), ErrorKind::UnknownArgument);
-        assert_eq!(kind("xlb set web 198.18.1.10 --drain"), ErrorKind::ValueValidation);
+        assert_eq!(
+            kind("xlb set web 198.18.1.10:80 --weight -1"),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            kind("xlb set web 198.18.1.10 --drain"),
+            ErrorKind::ValueValidation
+        );
         assert_eq!(
             kind("xlb add web 198.18.1.10 --drain --maint"),
             ErrorKind::ArgumentConflict
@@ -415,7 +444,10 @@ mod tests {
 
     #[test]
     fn add_leaves_out_the_port_it_was_not_given() {
-        assert_eq!(add_body("xlb add web 198.18.1.12"), r#"{"address":"198.18.1.12"}"#);
+        assert_eq!(
+            add_body("xlb add web 198.18.1.12"),
+            r#"{"address":"198.18.1.12"}"#
+        );
         assert_eq!(
             add_body("xlb add web [fd00::12]:8080 --weight 3 --maint"),
             r#"{"address":"fd00::12","port":8080,"weight":3,"state":"maint"}"#

@@ -1,6 +1,6 @@
 //! Numbers, sizes and durations for people: `1.2M`, `3.4 GB`, `1.2s ago`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// SI prefixes: counts and bytes are decimal, like link speeds.
 const PREFIXES: [&str; 7] = ["", "k", "M", "G", "T", "P", "E"];
@@ -62,6 +62,13 @@ pub fn duration(d: Duration) -> String {
         3600..86400 => format!("{}h{}m", s / 3600, s / 60 % 60),
         _ => format!("{}d{}h", s / 86400, s / 3600 % 24),
     }
+}
+
+/// This host's clock in milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How long ago `then` was, both in milliseconds since the Unix epoch.

@@ -20,7 +20,12 @@ pub struct ApiArgs {
     )]
     pub url: String,
     /// The API token, which changes need when the agent has `agent.api_token_file`.
-    #[arg(long, env = "XLB_API_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "XLB_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// A file holding the API token.
     #[arg(long, env = "XLB_API_TOKEN_FILE", value_name = "FILE")]
@@ -32,20 +37,22 @@ pub struct ApiArgs {
 
 /// The `--api` value as a base URL: `http://HOST:PORT[/PREFIX]`, no trailing `/`.
 fn api_url(text: &str) -> Result<String, String> {
-    let url = match text.split_once("://") {
-        Some(("http", _)) => text.to_string(),
+    let rest = match text.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) => {
             return Err(format!(
                 "the agent's API is plain HTTP: use http:// rather than {scheme}://"
             ))
         }
-        None => format!("http://{text}"),
+        None => text,
     };
-    let url = url.trim_end_matches('/');
-    if url.len() == "http://".len() || url["http://".len()..].starts_with('/') {
-        return Err(format!("{text:?} names no host (e.g. http://127.0.0.1:9180)"));
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!(
+            "{text:?} names no host (e.g. http://127.0.0.1:9180)"
+        ));
     }
-    Ok(url.to_string())
+    Ok(format!("http://{rest}"))
 }
 
 /// Every request gives up after this long.
@@ -156,7 +163,10 @@ impl Api {
     fn transport_error(&self, error: ureq::Error) -> anyhow::Error {
         match error {
             ureq::Error::Timeout(_) => {
-                anyhow!("the xlb agent at {} did not answer within {TIMEOUT:?}", self.base)
+                anyhow!(
+                    "the xlb agent at {} did not answer within {TIMEOUT:?}",
+                    self.base
+                )
             }
             ureq::Error::Io(_) | ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
                 anyhow!(
@@ -237,12 +247,24 @@ mod tests {
 
     #[test]
     fn api_urls_are_http_without_a_trailing_slash() {
-        assert_eq!(api_url("http://127.0.0.1:9180/").unwrap(), "http://127.0.0.1:9180");
+        assert_eq!(
+            api_url("http://127.0.0.1:9180/").unwrap(),
+            "http://127.0.0.1:9180"
+        );
         assert_eq!(api_url("10.0.0.1:9180").unwrap(), "http://10.0.0.1:9180");
-        assert_eq!(api_url("http://[::1]:9180/xlb").unwrap(), "http://[::1]:9180/xlb");
-        assert!(api_url("https://lb1:9180").unwrap_err().contains("plain HTTP"));
+        assert_eq!(
+            api_url("http://[::1]:9180/xlb").unwrap(),
+            "http://[::1]:9180/xlb"
+        );
+        assert!(api_url("https://lb1:9180")
+            .unwrap_err()
+            .contains("plain HTTP"));
+        assert_eq!(api_url("HTTP://lb1:9180").unwrap(), "http://lb1:9180");
         assert!(api_url("http://").unwrap_err().contains("names no host"));
-        assert!(api_url("http:///api").unwrap_err().contains("names no host"));
+        assert!(api_url("").unwrap_err().contains("names no host"));
+        assert!(api_url("http:///api")
+            .unwrap_err()
+            .contains("names no host"));
     }
 
     #[test]
@@ -255,7 +277,10 @@ mod tests {
             endpoint(&["services", "web.v2", "backends", "198.18.1.10:80"]),
             "/api/v1/services/web.v2/backends/198.18.1.10%3A80"
         );
-        assert_eq!(endpoint(&["services", "a/b c"]), "/api/v1/services/a%2Fb%20c");
+        assert_eq!(
+            endpoint(&["services", "a/b c"]),
+            "/api/v1/services/a%2Fb%20c"
+        );
     }
 
     #[test]

@@ -102,7 +102,8 @@ pub fn run(command: ServiceCommand) -> anyhow::Result<()> {
             if args.api.json {
                 return print_json(&answer);
             }
-            print!("{}", list_table(&read(answer)?));
+            let services: Vec<Service> = read(answer)?;
+            print!("{}", list_table(&services));
             Ok(())
         }
         ServiceCommand::Show(args) => {
@@ -117,7 +118,7 @@ pub fn run(command: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Del(args) => {
             Api::new(&args.api)?.delete(&endpoint(&["services", &args.name]))?;
             if !args.api.json {
-                println!("deleted service {}", args.name);
+                println!("service {} deleted", args.name);
             }
             Ok(())
         }
@@ -233,8 +234,7 @@ fn read_service_file(path: &Path) -> anyhow::Result<Value> {
     let text = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).context("reading the service from stdin")?
     } else {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
     };
     let service = parse_service(path, &text)
         .with_context(|| format!("{} is not a service", path.display()))?;
@@ -250,15 +250,17 @@ fn parse_service(path: &Path, text: &str) -> anyhow::Result<ServiceConfig> {
     if json {
         return Ok(serde_json::from_str(text)?);
     }
+    // toml's messages quote the line and end with a newline.
+    let toml_error = |e: toml::de::Error| anyhow::anyhow!("{}", e.to_string().trim_end());
     // Syntax first, so a stray [[service]] gets its own hint.
-    let table: toml::Table = toml::from_str(text)?;
+    let table: toml::Table = toml::from_str(text).map_err(toml_error)?;
     if table.contains_key("service") {
         bail!(
             "it holds a [[service]] table: write the keys of one service at the top level, \
              its backends as [[backend]] and its checks as [health]"
         );
     }
-    Ok(toml::from_str(text)?)
+    toml::from_str(text).map_err(toml_error)
 }
 
 /// `--patch`: a JSON object.
@@ -300,8 +302,8 @@ state = "drain"
 
     #[test]
     fn a_toml_service_becomes_the_post_body() {
-        let body = serde_json::to_value(parse_service(Path::new("web.toml"), WEB_TOML).unwrap())
-            .unwrap();
+        let body =
+            serde_json::to_value(parse_service(Path::new("web.toml"), WEB_TOML).unwrap()).unwrap();
         assert_eq!(
             body,
             json!({
@@ -327,7 +329,10 @@ state = "drain"
 
     #[test]
     fn malformed_services_say_why() {
-        let unknown = parse_service(Path::new("a.toml"), "name = \"a\"\nvip = \"1.2.3.4\"\nport = 80\nwieght = 1\n");
+        let unknown = parse_service(
+            Path::new("a.toml"),
+            "name = \"a\"\nvip = \"1.2.3.4\"\nport = 80\nwieght = 1\n",
+        );
         assert!(format!("{:#}", unknown.unwrap_err()).contains("wieght"));
         let wrapped = parse_service(Path::new("a.toml"), "[[service]]\nname = \"a\"\n");
         assert!(format!("{:#}", wrapped.unwrap_err()).contains("holds a [[service]] table"));
@@ -338,9 +343,18 @@ state = "drain"
 
     #[test]
     fn patches_are_json_objects() {
-        assert_eq!(merge_patch(r#"{"mode":"nat"}"#).unwrap(), json!({"mode": "nat"}));
-        assert!(merge_patch("mode=nat").unwrap_err().to_string().contains("not JSON"));
-        assert!(merge_patch("[1]").unwrap_err().to_string().contains("not a JSON object"));
+        assert_eq!(
+            merge_patch(r#"{"mode":"nat"}"#).unwrap(),
+            json!({"mode": "nat"})
+        );
+        assert!(merge_patch("mode=nat")
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
+        assert!(merge_patch("[1]")
+            .unwrap_err()
+            .to_string()
+            .contains("not a JSON object"));
     }
 
     #[test]

@@ -63,7 +63,11 @@ impl fmt::Display for Table {
 
 /// `key: value` lines with the values aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
-    let width = pairs.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     pairs
         .iter()
         .map(|(key, value)| format!("{:<width$}{value}\n", format!("{key}:"), width = width + 2))

@@ -1,6 +1,7 @@
 //! `xlb-bench`: xlb's benchmarks, run by `cargo xtask bench`. Each prints
 //! its table to stdout and writes `<name>.json` and `<name>.md` to `--out`.
 
+mod control;
 mod micro;
 mod report;
 
@@ -26,6 +27,9 @@ enum Bench {
     /// Nanoseconds per packet on each path through the XDP program, timed
     /// by the kernel with BPF_PROG_TEST_RUN (no traffic).
     Micro(Options),
+    /// The agent's control plane: API change to data plane, Maglev builds,
+    /// CPU of health checks.
+    Control(Options),
 }
 
 #[derive(Args)]
@@ -39,15 +43,19 @@ struct Options {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Bench::Micro(options) = Cli::parse().bench;
+    type Run = fn(bool) -> anyhow::Result<Report>;
+    let (name, options, run): (&str, Options, Run) = match Cli::parse().bench {
+        Bench::Micro(options) => ("micro", options, micro::run),
+        Bench::Control(options) => ("control", options, control::run),
+    };
     if !nix::unistd::geteuid().is_root() {
         bail!(
-            "xlb-bench loads XDP programs and runs them with BPF_PROG_TEST_RUN: \
-             run it as root (`sudo cargo xtask bench micro`)"
+            "xlb-bench loads XDP programs and builds namespaces: run it as root \
+             (`sudo cargo xtask bench {name}`)"
         );
     }
-    let report = micro::run(options.quick)?;
-    write(&report, "micro", &options.out)
+    let report = run(options.quick)?;
+    write(&report, name, &options.out)
 }
 
 /// Prints the report and writes it as JSON and markdown under `out`.

@@ -1,0 +1,328 @@
+//! `control`: the agent's control plane. How long an API change takes to
+//! reach the data plane, how long a Maglev table takes to build, and what
+//! health-checking a thousand backends costs the agent in CPU.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use lb_common::maglev::{build_table, MaglevBackend};
+use lb_common::maps::Mode;
+use serde_json::json;
+use xlb_tests::{
+    agent::{encode, AgentLab, API},
+    lab::Family,
+};
+
+use crate::report::{Machine, Report, Table};
+
+const RING: u32 = 65537;
+/// Goals from the issue: p99 of an API change, a 1000-backend build, health-check CPU.
+const API_P99_GOAL_MS: f64 = 10.0;
+const BUILD_GOAL_MS: f64 = 20.0;
+const HEALTH_CPU_GOAL: f64 = 0.05;
+
+struct Size {
+    api_calls: usize,
+    builds: usize,
+    cpu_window: Duration,
+    checked: usize,
+}
+
+pub fn run(quick: bool) -> anyhow::Result<Report> {
+    let size = if quick {
+        Size {
+            api_calls: 20,
+            builds: 2,
+            cpu_window: Duration::from_secs(3),
+            checked: 100,
+        }
+    } else {
+        Size {
+            api_calls: 300,
+            builds: 10,
+            cpu_window: Duration::from_secs(20),
+            checked: 1000,
+        }
+    };
+    let progress = ProgressBar::new(3).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
+    );
+    progress.set_message("Maglev builds");
+    let builds = maglev_builds(size.builds);
+    progress.inc(1);
+    progress.set_message("API changes");
+    let api = api_latency(size.api_calls).context("timing API changes")?;
+    progress.inc(1);
+    progress.set_message(format!("health-checking {} backends", size.checked));
+    let cpu = health_cpu(size.checked, size.cpu_window).context("measuring health checks")?;
+    progress.finish_and_clear();
+
+    let mut rows = Vec::new();
+    let mut goals = Vec::new();
+    for (what, samples) in &api {
+        let (p50, p99, max) = (percentile(samples, 0.5), percentile(samples, 0.99), percentile(samples, 1.0));
+        rows.push(vec![
+            format!("API {what} -> data plane written"),
+            format!("{p50:.2} ms"),
+            format!("{p99:.2} ms"),
+            format!("{max:.2} ms"),
+            samples.len().to_string(),
+        ]);
+        goals.push(verdict(
+            &format!("API {what}: p99 {p99:.2} ms, goal < {API_P99_GOAL_MS} ms"),
+            p99 < API_P99_GOAL_MS,
+        ));
+    }
+    for (backends, samples) in &builds {
+        let (p50, max) = (percentile(samples, 0.5), percentile(samples, 1.0));
+        rows.push(vec![
+            format!("Maglev build, {backends} backends, M = {RING}"),
+            format!("{p50:.2} ms"),
+            "-".into(),
+            format!("{max:.2} ms"),
+            samples.len().to_string(),
+        ]);
+        if *backends == 1000 {
+            goals.push(verdict(
+                &format!("Maglev build of 1000 backends: {p50:.2} ms, goal < {BUILD_GOAL_MS} ms"),
+                p50 < BUILD_GOAL_MS,
+            ));
+        }
+    }
+    rows.push(vec![
+        format!("health checks, {} TCP backends at 1 s", size.checked),
+        format!("{:.2}% of a core", cpu.share * 100.0),
+        "-".into(),
+        "-".into(),
+        format!("{:.0} s", size.cpu_window.as_secs_f64()),
+    ]);
+    goals.push(verdict(
+        &format!(
+            "health checks of {} backends at 1 s: {:.2}% of a core ({:.2}% user, {:.2}% system), \
+             goal < {:.0}%{}",
+            size.checked,
+            cpu.share * 100.0,
+            cpu.user * 100.0,
+            cpu.system * 100.0,
+            HEALTH_CPU_GOAL * 100.0,
+            if size.checked < 1000 { " (quick run: fewer backends)" } else { "" }
+        ),
+        cpu.share < HEALTH_CPU_GOAL,
+    ));
+
+    let machine = Machine::probe();
+    let json = json!({
+        "machine": machine.json(),
+        "api_ms": api.iter().map(|(what, s)| json!({
+            "change": what, "p50": percentile(s, 0.5), "p99": percentile(s, 0.99),
+            "max": percentile(s, 1.0), "samples": s.len(),
+        })).collect::<Vec<_>>(),
+        "maglev_build_ms": builds.iter().map(|(n, s)| json!({
+            "backends": n, "ring": RING, "p50": percentile(s, 0.5), "max": percentile(s, 1.0),
+        })).collect::<Vec<_>>(),
+        "health_cpu": {
+            "backends": size.checked, "interval_s": 1, "window_s": size.cpu_window.as_secs_f64(),
+            "share_of_a_core": cpu.share, "user": cpu.user, "system": cpu.system,
+            "all_up": cpu.all_up,
+        },
+    });
+    Ok(Report {
+        title: "xlb control benchmark: the agent's API, Maglev builds and health checks".into(),
+        about: vec![
+            format!("machine: {}", machine.summary()),
+            "the agent is the release `xlb run` in a namespace lab; API calls come over HTTP \
+             from the director's namespace, each answered after the maps are written"
+                .into(),
+        ],
+        table: Table {
+            headers: vec!["what", "p50", "p99", "max", "samples"],
+            right: vec![false, true, true, true, true],
+            rows,
+        },
+        sections: vec![
+            ("goals", goals),
+            (
+                "method",
+                vec![
+                    format!(
+                        "API: PATCH a backend's weight (1 <-> 2) or admin state (ready <-> \
+                         drain), {} times each, M = {RING}; the response comes after the \
+                         ring's changed slots and the service entry are written",
+                        size.api_calls
+                    ),
+                    "Maglev: lb_common::maglev::build_table, equal weights, in this process \
+                     (release build)"
+                        .into(),
+                    format!(
+                        "health: CPU time of the agent process (utime + stime from \
+                         /proc/PID/stat) over {:.0} s, after a warm-up; the probes' kernel work \
+                         on both ends of each loopback-free veth connection is charged partly \
+                         to the agent",
+                        size.cpu_window.as_secs_f64()
+                    ),
+                ],
+            ),
+        ],
+        json,
+    })
+}
+
+fn verdict(line: &str, met: bool) -> String {
+    format!("{} {line}", if met { "met:" } else { "MISSED:" })
+}
+
+/// The `q` quantile of `samples` (0.5: median, 1: max).
+fn percentile(samples: &[f64], q: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(at).copied().unwrap_or(f64::NAN)
+}
+
+fn maglev_builds(runs: usize) -> Vec<(usize, Vec<f64>)> {
+    [3, 100, 1000]
+        .into_iter()
+        .map(|n| {
+            let backends: Vec<MaglevBackend> = (0..n as u32)
+                .map(|i| MaglevBackend {
+                    id: i + 1,
+                    key: [0xc612_0000 | i, 0, 0, 0, 80],
+                    weight: 1,
+                })
+                .collect();
+            let samples = (0..runs)
+                .map(|_| {
+                    let started = Instant::now();
+                    std::hint::black_box(build_table(&backends, RING));
+                    started.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            (n, samples)
+        })
+        .collect()
+}
+
+fn services(count: usize, health: bool) -> String {
+    let mut text = String::from(
+        "[[service]]\nname = \"web\"\nvip = \"fd00::100\"\nport = 80\n",
+    );
+    if health {
+        text += "[service.health]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n";
+    }
+    for i in 0..count {
+        text += &format!("[[service.backend]]\naddress = \"{}\"\n", backend(i));
+    }
+    text
+}
+
+/// Backend `i`'s address: b1..b3 for the first three, then more addresses on b1.
+fn backend(i: usize) -> IpAddr {
+    match i {
+        0..3 => Family::V6.backend(i),
+        _ => Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 1, i as u16).into(),
+    }
+}
+
+/// PATCHes a backend `calls` times per kind of change, timing each round trip.
+fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
+    let mut lab = AgentLab::new("bctlapi", Mode::Dr, Family::V6, 3, &services(3, false))?;
+    lab.maglev_size = RING;
+    lab.write_config(&services(3, false))?;
+    lab.start()?;
+    let path = format!(
+        "/api/v1/services/web/backends/{}",
+        encode(&SocketAddr::new(backend(0), 80).to_string())
+    );
+    let changes: [(&'static str, [&str; 2]); 2] = [
+        ("weight change", [r#"{"weight": 2}"#, r#"{"weight": 1}"#]),
+        ("drain / ready", [r#"{"admin_state": "drain"}"#, r#"{"admin_state": "ready"}"#]),
+    ];
+    let url = format!("http://{API}{path}");
+    lab.net.director.run(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut results = Vec::new();
+        for (what, bodies) in changes {
+            let mut samples = Vec::with_capacity(calls);
+            for i in 0..calls {
+                let started = Instant::now();
+                let response = agent
+                    .patch(&url)
+                    .header("Content-Type", "application/json")
+                    .send(bodies[i % 2])
+                    .with_context(|| format!("PATCH {url}"))?;
+                samples.push(started.elapsed().as_secs_f64() * 1e3);
+                ensure!(response.status() == 200, "PATCH {url}: {}", response.status());
+            }
+            results.push((what, samples));
+        }
+        Ok(results)
+    })?
+}
+
+struct Cpu {
+    share: f64,
+    user: f64,
+    system: f64,
+    all_up: bool,
+}
+
+/// The agent's CPU while it health-checks `count` backends every second.
+fn health_cpu(count: usize, window: Duration) -> anyhow::Result<Cpu> {
+    let mut lab = AgentLab::new("bctlhc", Mode::Dr, Family::V6, 3, &services(count, true))?;
+    lab.max_backends = 2 * count as u32 + 2;
+    lab.write_config(&services(count, true))?;
+    let b1 = lab.net.backends[0].clone();
+    for i in 3..count {
+        b1.add_addr("eth0", &format!("{}/64", backend(i)))?;
+    }
+    lab.start()?;
+    // Every backend up (rise 2 at 1 s), then a settled window.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let up = |lab: &AgentLab| -> anyhow::Result<usize> {
+        let backends = lab.get("/api/v1/services/web/backends")?;
+        Ok(backends
+            .as_array()
+            .map(|a| a.iter().filter(|b| b["oper_state"] == "up").count())
+            .unwrap_or(0))
+    };
+    while up(&lab)? < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = lab.agent.as_ref().context("agent running")?.pid();
+    let before = cpu_times(pid)?;
+    let started = Instant::now();
+    std::thread::sleep(window);
+    let after = cpu_times(pid)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let all_up = up(&lab)? == count;
+    let user = (after.0 - before.0) / elapsed;
+    let system = (after.1 - before.1) / elapsed;
+    Ok(Cpu {
+        share: user + system,
+        user,
+        system,
+        all_up,
+    })
+}
+
+/// User and system CPU seconds of process `pid`.
+fn cpu_times(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let field = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short stat")?.parse::<f64>()? / ticks)
+    };
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    Ok((field(11)?, field(12)?))
+}
