@@ -64,8 +64,12 @@ async fn run(
 ) -> Result<String, String> {
     match kind {
         CheckKind::Tcp => {
-            TcpStream::connect(target).await.map_err(|e| describe(&e))?;
-            Ok(format!("connected in {}", millis(started.elapsed())))
+            let stream = TcpStream::connect(target).await.map_err(|e| describe(&e))?;
+            let took = started.elapsed();
+            // Close with a reset, as HAProxy does: no FIN exchange, and no
+            // TIME_WAIT socket per probe.
+            stream.set_zero_linger().map_err(|e| describe(&e))?;
+            Ok(format!("connected in {}", millis(took)))
         }
         CheckKind::Http {
             path,

@@ -159,9 +159,10 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
                         .into(),
                     format!(
                         "health: CPU time of the agent process (utime + stime from \
-                         /proc/PID/stat) over {:.0} s, after a warm-up; the probes' kernel work \
-                         on both ends of each loopback-free veth connection is charged partly \
-                         to the agent",
+                         /proc/PID/stat) over {:.0} s, after a warm-up. A veth delivers a \
+                         packet in its sender's context, so the system time includes the \
+                         backends' side of each probe's handshake, which real backends pay \
+                         themselves",
                         size.cpu_window.as_secs_f64()
                     ),
                 ],
