@@ -250,6 +250,9 @@ pub struct Settings {
     pub udp_timeout_s: u32,
     /// NAT backends configured; 0 skips the reply lookup for other traffic.
     pub nat_backends: u32,
+    /// The last backend generation the agent handed out, for an agent that
+    /// adopts the maps (the program does not read it).
+    pub last_generation: u32,
 }
 
 #[cfg(feature = "user")]
@@ -289,6 +292,6 @@ mod tests {
         assert_eq!(size_of::<NatKey>(), 20);
         assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<VipKey>(), 20);
-        assert_eq!(size_of::<Settings>(), 44);
+        assert_eq!(size_of::<Settings>(), 48);
     }
 }

@@ -159,6 +159,28 @@ fn api_reads_changes_and_refusals() {
         Some("name"),
     );
 
+    let exec = r#"{"name": "x", "vip": "198.18.0.101", "port": 80,
+        "health": {"kind": "exec", "command": ["/bin/sh", "-c", "true"]}}"#;
+    refused(&lab, "POST", "/api/v1/services", Some(exec), 403, Some("service[x].health.kind"));
+    let before = dump(&lab);
+    let director = lab.net.director.clone();
+    let (status, body) = director
+        .run(|| {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut response = agent
+                .patch(&format!("http://{}{b1}", xlb_tests::agent::API))
+                .header("Content-Type", "text/plain")
+                .send(r#"{"weight": 5}"#)
+                .unwrap();
+            (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+        })
+        .unwrap();
+    assert_eq!(status, 415, "a change sent as text/plain: {body}");
+    assert_eq!(dump(&lab), before);
+
     // Drain b1: established connections stay, new ones avoid it.
     let mut long_lived = xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
     assert!(long_lived.backends().contains_key("b1"), "{:?}", long_lived.backends());
@@ -391,4 +413,80 @@ fn check_names_the_field_and_touches_nothing() {
     assert!(!out.status.success());
     assert!(stderr.contains("service[web].backend[0].weight"), "{stderr}");
     assert!(stderr.contains("70000"), "{stderr}");
+}
+
+/// Runs `xlb ARGS` in the director's namespace (the API's default address); its stdout, or the
+/// failure with stderr.
+fn cli(lab: &AgentLab, args: &[&str]) -> Result<String, String> {
+    let xlb = xlb_tests::xlb_bin().unwrap();
+    let out = lab.net.director.exec(xlb.to_str().unwrap(), args).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    match out.status.success() {
+        true => Ok(stdout),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+#[test]
+fn the_cli_drives_the_agent() {
+    require_privileged!();
+    let mut lab = AgentLab::new("agcli", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.start().unwrap();
+
+    let list = cli(&lab, &["service", "list"]).unwrap();
+    let header = list.lines().next().unwrap();
+    for column in ["NAME", "VIP", "PORT", "PROTO", "MODE", "BACKENDS"] {
+        assert!(header.contains(column), "{list}");
+    }
+    let web = list.lines().find(|l| l.starts_with("web ")).unwrap_or_else(|| panic!("{list}"));
+    assert!(web.contains("198.18.0.100") && web.contains("3/3"), "{list}");
+
+    let set = cli(&lab, &["backend", "set", "web", "198.18.1.11:80", "--drain", "--weight", "3"]);
+    assert!(set.is_ok(), "{set:?}");
+    let b2 = lab.backend("web", 1).unwrap();
+    assert_eq!((b2["admin_state"].as_str(), b2["weight"].as_u64()), (Some("drain"), Some(3)));
+    let backends = cli(&lab, &["backend", "list", "web"]).unwrap();
+    let row = backends.lines().find(|l| l.starts_with("198.18.1.11")).unwrap();
+    assert!(row.contains("drain"), "{backends}");
+
+    let json: Value = serde_json::from_str(&cli(&lab, &["service", "list", "--json"]).unwrap()).unwrap();
+    assert_eq!(names(&json), ["web", "web-udp"]);
+    let dumped = cli(&lab, &["config", "dump"]).unwrap();
+    assert!(dumped.contains("state = \"drain\""), "{dumped}");
+
+    // Bad input is refused before anything is sent, or by the agent, with the reason.
+    let bad = cli(&lab, &["backend", "set", "web", "198.18.1.11", "--ready"]).unwrap_err();
+    assert!(bad.contains("198.18.1.11"), "{bad}");
+    let unknown = cli(&lab, &["backend", "del", "nope", "198.18.1.11:80"]).unwrap_err();
+    assert!(unknown.contains("no service named \"nope\""), "{unknown}");
+    lab.stop().unwrap();
+    let down = cli(&lab, &["status"]).unwrap_err();
+    assert!(down.contains("cannot reach the xlb agent"), "{down}");
+}
+
+#[test]
+fn the_fallback_takes_over_when_no_backend_is_up() {
+    require_privileged!();
+    let config = "[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\n\
+                  fallback = \"198.18.1.12:80\"\n[service.health]\nkind = \"tcp\"\n\
+                  interval = \"100ms\"\nrise = 1\nfall = 1\n\
+                  [[service.backend]]\naddress = \"198.18.1.10\"\n\
+                  [[service.backend]]\naddress = \"198.18.1.11\"\n";
+    let mut lab = AgentLab::new("agsorry", Mode::Dr, Family::V4, 3, config).unwrap();
+    lab.start().unwrap();
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert!(!spread.by_backend.contains_key("b3"), "the fallback is idle: {spread:?}");
+    assert_eq!(lab.get("/api/v1/services/web").unwrap()["fallback_active"], false);
+
+    // b1 and b2 die: b3, the fallback, takes every new connection.
+    lab.net.servers.drain(..2);
+    for n in 0..2 {
+        lab.wait_backend("web", n, Duration::from_secs(2), "down", |b| b["oper_state"] == "down")
+            .unwrap();
+    }
+    let web = lab.get("/api/v1/services/web").unwrap();
+    assert_eq!(web["fallback_active"], true, "{web}");
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}");
+    assert_eq!(spread.by_backend.keys().collect::<Vec<_>>(), ["b3"], "{spread:?}");
 }

@@ -86,6 +86,8 @@ pub struct Agent {
     config_path: Option<PathBuf>,
     started: Instant,
     health_transitions: u64,
+    /// Writes of the data plane: configuration changes, health and next-hop
+    /// changes.
     applies: u64,
 }
 
@@ -231,8 +233,12 @@ impl Agent {
             for backend in service.backends.iter().filter(|b| b.admin != AdminState::Maint) {
                 let id = check_id(service, backend);
                 let mut check = check.clone();
-                if let Some(state) = self.initial_states.get(&id) {
-                    check.initial = *state;
+                // A check that restarts (its settings changed) goes on from
+                // where it was; one new to an adopted data plane starts from
+                // what that served.
+                if let Some(state) = self.monitor.state(&id).or(self.initial_states.get(&id).copied())
+                {
+                    check.initial = state;
                 }
                 checks.push((id, check));
             }
@@ -257,9 +263,10 @@ impl Agent {
     }
 
     /// The backends `service` serves now: neither in maintenance nor down,
-    /// with a next hop; or the fallback when none takes new flows.
+    /// with a next hop; and the fallback when none of them takes new flows
+    /// (drained ones keep their established flows).
     fn serving(&self, service: &Service) -> Vec<BackendSpec> {
-        let backends: Vec<BackendSpec> = service
+        let mut backends: Vec<BackendSpec> = service
             .backends
             .iter()
             .filter(|b| b.admin != AdminState::Maint)
@@ -267,21 +274,19 @@ impl Agent {
             .filter_map(|b| Some(b.spec(self.next_hop(b.addr)?)))
             .collect();
         let takes_new_flows = backends.iter().any(|b| !b.drain && b.weight > 0);
-        match service.fallback {
-            Some(fallback) if !takes_new_flows => {
-                let Some(next_hop) = self.next_hop(fallback.ip()) else {
-                    return backends;
-                };
-                vec![BackendSpec {
-                    addr: fallback.ip(),
-                    port: fallback.port(),
-                    weight: 1,
-                    drain: false,
-                    next_hop,
-                }]
-            }
-            _ => backends,
+        let fallback = service.fallback.filter(|_| !takes_new_flows);
+        if let Some((fallback, next_hop)) =
+            fallback.and_then(|f| Some((f, self.next_hop(f.ip())?)))
+        {
+            backends.push(BackendSpec {
+                addr: fallback.ip(),
+                port: fallback.port(),
+                weight: 1,
+                drain: false,
+                next_hop,
+            });
         }
+        backends
     }
 
     fn specs(&self, model: &Model) -> Vec<ServiceSpec> {
@@ -319,9 +324,12 @@ impl Agent {
         };
         let model = Config::load(&path)?;
         restart_only(&self.model, &model)?;
-        self.attach_interfaces(&model)?;
         let before = self.model.clone();
-        self.install(model).await?;
+        self.install(model.clone()).await?;
+        self.attach_interfaces(&model).map_err(|e| ApiError {
+            error: format!("the services were reloaded, but not the interfaces: {}", e.error),
+            ..e
+        })?;
         let summary = summarize(&before, &self.model);
         log::info!("reloaded {}: {summary}", path.display());
         Ok(summary)

@@ -3,7 +3,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{atomic::AtomicBool, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -130,29 +133,33 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     if adopted {
         agent.start_from_adopted();
     }
-    let started = start(&mut agent, &model, adopted).await;
-    if let Err(e) = started {
-        stop(&mut agent, false, adopted);
-        return Err(e);
-    }
-    log::info!(
-        "serving {} services; API on http://{}",
-        model.services.len(),
-        model.agent.api_listen
-    );
-
+    // The API answers from the start: /ready says when the data plane serves.
     let agent = Arc::new(Mutex::new(agent));
-    let ready = Arc::new(AtomicBool::new(true));
+    let ready = Arc::new(AtomicBool::new(false));
     let state = ApiState {
         agent: agent.clone(),
         token,
-        ready,
+        ready: ready.clone(),
     };
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, api::router(state)).await {
             log::error!("the API server stopped: {e}");
         }
     });
+    let started = start(&mut *agent.lock().await, &model, adopted).await;
+    if let Err(e) = started {
+        api.abort();
+        // An adopted data plane stays as it was found.
+        stop(&mut *agent.lock().await, adopted);
+        return Err(e);
+    }
+    ready.store(true, Ordering::Release);
+    log::info!(
+        "serving {} services; API on http://{}",
+        model.services.len(),
+        model.agent.api_listen
+    );
+
     let follower = tokio::spawn(follow_health(agent.clone(), transitions));
     let resolver = tokio::spawn(follow_next_hops(agent.clone()));
 
@@ -172,7 +179,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         task.abort();
     }
     let mut agent = agent.lock().await;
-    stop(&mut agent, options.keep_dataplane, true);
+    stop(&mut agent, options.keep_dataplane);
     Ok(())
 }
 
@@ -193,10 +200,10 @@ async fn start(agent: &mut Agent, model: &Model, adopted: bool) -> anyhow::Resul
 }
 
 /// Stops the checks, and unless `keep`, detaches and removes the pins.
-fn stop(agent: &mut Agent, keep: bool, pinned: bool) {
+fn stop(agent: &mut Agent, keep: bool) {
     agent.stop_checks();
     let pins = agent.model().agent.pin_path.clone();
-    if keep && pinned {
+    if keep {
         log::info!(
             "leaving the data plane running, pinned at {}; the next `xlb run` adopts it",
             pins.display()

@@ -159,9 +159,10 @@ impl Agent {
     pub fn service_view(&self, service: &Service) -> ServiceView {
         let config = ServiceConfig::from_model(service);
         let key = service.spec(Vec::new());
-        let serving = self.serving(service);
         let fallback_active = service.fallback.is_some_and(|f| {
-            serving.len() == 1 && (serving[0].addr, serving[0].port) == (f.ip(), f.port())
+            self.serving(service)
+                .iter()
+                .any(|b| (b.addr, b.port) == (f.ip(), f.port()))
         });
         ServiceView {
             name: service.name.clone(),

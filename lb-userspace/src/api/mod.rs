@@ -81,6 +81,8 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Changes need the token (if one is set) and, with a body, a JSON content
+/// type: a browser cannot send that cross-site without asking first.
 async fn authorize(
     State(state): State<ApiState>,
     method: Method,
@@ -89,6 +91,22 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let changes = !matches!(method, Method::GET | Method::HEAD);
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|len| len != "0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next() == Some("application/json"));
+    if changes && has_body && !json {
+        return ApiError {
+            status: 415,
+            error: "send the request body as Content-Type: application/json".into(),
+            field: None,
+        }
+        .into_response();
+    }
     if let (true, Some(token)) = (changes, &state.token) {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -151,8 +169,24 @@ async fn show_service(
     Ok(Json(agent.service_view(agent.service(&name)?)))
 }
 
+/// Exec checks run a command as root: only the file may set them.
+fn no_new_exec(before: Option<&ServiceConfig>, after: &ServiceConfig) -> ApiResult<()> {
+    let exec = after.health.as_ref().is_some_and(|h| h.kind == "exec");
+    if exec && before.and_then(|s| s.health.as_ref()) != after.health.as_ref() {
+        return Err(ApiError {
+            status: 403,
+            error: "exec health checks run a command as root: set them in the configuration \
+                    file, not through the API"
+                .into(),
+            field: Some(format!("service[{}].health.kind", after.name)),
+        });
+    }
+    Ok(())
+}
+
 async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<impl IntoResponse> {
     let service: ServiceConfig = parse(&body)?;
+    no_new_exec(None, &service)?;
     let name = service.name.clone();
     let mut agent = state.agent.lock().await;
     agent
@@ -189,8 +223,10 @@ async fn patch_service(
             let service = service_config(config, &name)?;
             let mut value = serde_json::to_value(&*service).expect("serializable");
             merge(&mut value, patch);
-            *service = serde_json::from_value(value)
+            let patched: ServiceConfig = serde_json::from_value(value)
                 .map_err(|e| ApiError::bad_request(format!("malformed service: {e}"), None))?;
+            no_new_exec(Some(service), &patched)?;
+            *service = patched;
             Ok(service.name.clone())
         })
         .await?;

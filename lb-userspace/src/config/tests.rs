@@ -885,12 +885,22 @@ fn timeout_is_more_than_zero() {
 #[test]
 fn timeout_is_within_the_interval() {
     assert_eq!(
-        err(&health("kind = \"tcp\"\ninterval = \"500ms\"")),
+        err(&health("kind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"1s\"")),
         error(
             "service[web].health.timeout",
             "1s is longer than the interval 500ms"
         )
     );
+}
+
+#[test]
+fn an_unset_timeout_fits_a_short_interval() {
+    let model = Config::parse(&health("kind = \"tcp\"\ninterval = \"500ms\""))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let check = model.services[0].health.as_ref().unwrap();
+    assert_eq!(check.timeout, Duration::from_millis(500));
 }
 
 #[test]

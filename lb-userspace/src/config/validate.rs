@@ -498,7 +498,12 @@ fn health(raw: &HealthConfig, path: &str, service_port: u16) -> Result<HealthChe
         DEFAULT_INTERVAL,
         Duration::from_millis(10)..=Duration::from_secs(3600),
     )?;
-    let timeout = duration(&at("timeout"), raw.timeout.as_deref(), DEFAULT_TIMEOUT)?;
+    // Unset, the timeout is 1 s or the interval if that is shorter.
+    let timeout = duration(
+        &at("timeout"),
+        raw.timeout.as_deref(),
+        DEFAULT_TIMEOUT.min(interval),
+    )?;
     if timeout.is_zero() {
         return Err(ConfigError::new(at("timeout"), "0s must be more than 0"));
     }

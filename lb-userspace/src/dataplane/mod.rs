@@ -213,6 +213,9 @@ pub struct Attachment {
     pub mode: AttachMode,
 }
 
+/// Flow entries a listing reads at least, however few it returns.
+const MIN_FLOWS_READ: usize = 65_536;
+
 /// The maps the agent reads and writes, and pins.
 const AGENT_MAPS: [&str; 14] = [
     maps::MAP_STATS,
@@ -345,8 +348,14 @@ impl Dataplane {
                 continue;
             };
             let link = PinnedLink::from_pin(entry.path()).map_err(|e| pin_err(&entry.path(), &e))?;
+            let Ok(ifindex) = ifindex(&iface) else {
+                // The interface went away, and the link with it.
+                log::warn!("{iface} is gone: dropping its pinned XDP link");
+                link.unpin().map_err(|e| pin_err(&entry.path(), &e))?;
+                continue;
+            };
             let attachment = Attachment {
-                ifindex: ifindex(&iface).unwrap_or(0),
+                ifindex,
                 iface,
                 mode,
             };
@@ -363,7 +372,8 @@ impl Dataplane {
             pinned: Some(dir.to_path_buf()),
         };
         dataplane.map_rings(sizes[maps::MAP_RINGS])?;
-        dataplane.installed = services::recover(dataplane.read_contents()?);
+        dataplane.installed = services::recover(dataplane.read_contents()?, max_services)
+            .map_err(|e| pin_err(dir, &e))?;
         Ok(Some(dataplane))
     }
 
@@ -385,31 +395,37 @@ impl Dataplane {
     /// process until [`Dataplane::unpin`].
     pub fn pin(&mut self, dir: &Path) -> Result<(), DataplaneError> {
         pins::prepare(dir)?;
-        let pin_err =
-            |what: &str, e: &dyn fmt::Display| DataplaneError::Pins(format!("pinning {what}: {e}"));
+        // Set first, so that unpinning after a failure removes what was pinned.
+        self.pinned = Some(dir.to_path_buf());
         for (name, map) in &self.maps {
-            map.pin(dir.join(name)).map_err(|e| pin_err(name, &e))?;
+            map.pin(dir.join(name)).map_err(|e| pin_error(name, &e))?;
         }
         self.program()
             .pin(dir.join(maps::PROG_XLB))
-            .map_err(|e| pin_err(maps::PROG_XLB, &e))?;
-        let attachments = std::mem::take(&mut self.attachments);
-        for (attachment, link) in attachments {
-            let link = match link {
-                Link::Owned(id) => {
-                    let name = link_pin_file(&attachment);
-                    let link = self
-                        .program()
-                        .take_link(id)
-                        .map_err(|e| pin_err(&name, &e))?;
-                    let link = FdLink::try_from(link).map_err(|e| pin_err(&name, &e))?;
-                    Link::Pinned(link.pin(dir.join(&name)).map_err(|e| pin_err(&name, &e))?)
-                }
-                held => held,
-            };
-            self.attachments.push((attachment, link));
+            .map_err(|e| pin_error(maps::PROG_XLB, &e))?;
+        for at in 0..self.attachments.len() {
+            self.pin_link(dir, at)?;
         }
-        self.pinned = Some(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Pins the link of attachment `at` if this process owns it.
+    fn pin_link(&mut self, dir: &Path, at: usize) -> Result<(), DataplaneError> {
+        if !matches!(self.attachments[at].1, Link::Owned(_)) {
+            return Ok(());
+        }
+        let (attachment, Link::Owned(id)) = self.attachments.remove(at) else {
+            unreachable!("checked above")
+        };
+        let name = link_pin_file(&attachment);
+        let pinned = self
+            .program()
+            .take_link(id)
+            .map_err(|e| pin_error(&name, &e))
+            .and_then(|link| FdLink::try_from(link).map_err(|e| pin_error(&name, &e)))
+            .and_then(|link| link.pin(dir.join(&name)).map_err(|e| pin_error(&name, &e)));
+        // On an error the link is dropped, which detaches it.
+        self.attachments.insert(at, (attachment, Link::Pinned(pinned?)));
         Ok(())
     }
 
@@ -499,10 +515,11 @@ impl Dataplane {
             mode,
         };
         self.attachments.push((attachment, Link::Owned(link)));
+        let at = self.attachments.len() - 1;
         if let Some(dir) = self.pinned.clone() {
-            self.pin(&dir)?;
+            self.pin_link(&dir, at)?;
         }
-        Ok(&self.attachments.last().expect("just pushed").0)
+        Ok(&self.attachments[at].0)
     }
 
     pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
@@ -608,7 +625,13 @@ impl Dataplane {
         );
         // Never hand out a generation twice, even if a write below fails.
         self.installed.last_generation = plan.installed.last_generation;
-        self.write(settings, &plan)?;
+        if let Err(e) = self.write(settings, &plan) {
+            // An idle ring may be half written: write whole ones next time.
+            for service in self.installed.services.values_mut() {
+                service.idle_table.clear();
+            }
+            return Err(e);
+        }
         log::debug!(
             "applied {} services, {} new backends",
             services.len(),
@@ -618,9 +641,10 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Writes `plan`: removals first (freeing capacity, and nothing reads
-    /// what they free), then backends, NAT replies and VIPs, then each
-    /// service's idle ring and last its entry, which flips to that ring.
+    /// Writes `plan`: removed services, NAT replies and VIPs first, then
+    /// backends, NAT replies and VIPs, then each service's idle ring and its
+    /// entry, which flips to that ring; last the backends no ring holds any
+    /// more are cleared.
     fn write(
         &mut self,
         settings: &DirectorSettings,
@@ -657,7 +681,7 @@ impl Dataplane {
         self.array::<maps::Settings>(maps::MAP_SETTINGS)?
             .set(
                 0,
-                services::settings_entry(settings, new.nat.len() as u32),
+                services::settings_entry(settings, new),
                 0,
             )
             .map_err(map_err(maps::MAP_SETTINGS))?;
@@ -678,14 +702,6 @@ impl Dataplane {
         for vip in &gone_vips {
             vip_map.remove(vip).map_err(map_err(maps::MAP_VIPS))?;
         }
-        // Zeroed, so flows and affinities on them pick again.
-        let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
-        for id in &gone_backends {
-            backend_map
-                .set(*id, Backend::default(), 0)
-                .map_err(map_err(maps::MAP_BACKENDS))?;
-        }
-
         self.zero_traffic(maps::MAP_BACKEND_STATS, &plan.fresh_backends)?;
         let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
         for (id, entry) in &plan.backend_entries {
@@ -725,6 +741,16 @@ impl Dataplane {
                     .map_err(map_err(maps::MAP_SERVICES))?;
             }
         }
+        // Last, once no ring points to them: zeroed, so flows and
+        // affinities on them pick again.
+        let reused: std::collections::HashSet<u32> =
+            plan.backend_entries.iter().map(|(id, _)| *id).collect();
+        let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
+        for id in gone_backends.iter().filter(|id| !reused.contains(id)) {
+            backend_map
+                .set(*id, Backend::default(), 0)
+                .map_err(map_err(maps::MAP_BACKENDS))?;
+        }
         Ok(())
     }
 
@@ -760,8 +786,10 @@ impl Dataplane {
             name: maps::MAP_RINGS,
         })?;
         let size = self.options.ring_size;
+        // `recover` refuses the entries whose ring is out of range.
         let rings = services
             .iter()
+            .filter(|(_, s)| s.ring < 2 * self.options.max_services)
             .map(|(_, s)| (s.ring, rings.read(s.ring * size, size)))
             .collect();
         let nat = HashMap::<_, maps::NatKey, maps::NatTarget>::try_from(
@@ -776,7 +804,12 @@ impl Dataplane {
             .iter()
             .collect::<Result<_, _>>()
             .map_err(map_err(maps::MAP_VIPS))?;
+        let settings = Array::<_, maps::Settings>::try_from(self.map(maps::MAP_SETTINGS)?)
+            .map_err(map_err(maps::MAP_SETTINGS))?
+            .get(&0, 0)
+            .map_err(map_err(maps::MAP_SETTINGS))?;
         Ok(services::MapContents {
+            settings,
             services,
             backends,
             rings,
@@ -785,7 +818,8 @@ impl Dataplane {
         })
     }
 
-    /// Up to `limit` live flows, of `service` only if given.
+    /// Up to `limit` live flows, of `service` only if given, from the first
+    /// `16 * limit` entries of the shared flow table (65536 at least).
     pub fn flows(
         &self,
         limit: usize,
@@ -809,7 +843,9 @@ impl Dataplane {
         .map_err(map_err)?;
         let now = flows::monotonic_ns();
         let mut entries = Vec::new();
-        for item in table.iter() {
+        // The walk is bounded, even when few flows match the filter.
+        let most_read = limit.saturating_mul(16).max(MIN_FLOWS_READ);
+        for item in table.iter().take(most_read) {
             if entries.len() >= limit {
                 break;
             }
@@ -1010,6 +1046,10 @@ fn attach_error(iface: &str, mode: AttachMode, source: ProgramError) -> Dataplan
         },
         _ => DataplaneError::Attach { iface, source },
     }
+}
+
+fn pin_error(what: &str, e: &dyn fmt::Display) -> DataplaneError {
+    DataplaneError::Pins(format!("pinning {what}: {e}"))
 }
 
 /// A link's pin file: `link-MODE-IFACE`.

@@ -389,6 +389,7 @@ pub struct InstalledService {
 /// What the maps of a running data plane hold, read back by an agent that
 /// adopts them.
 pub struct MapContents {
+    pub settings: Settings,
     pub services: Vec<(ServiceKey, Service)>,
     /// The backend slots in use (family not 0).
     pub backends: Vec<(u32, Backend)>,
@@ -400,13 +401,23 @@ pub struct MapContents {
 
 /// The bookkeeping that wrote `maps`, so that the next [`plan`] keeps every
 /// id and generation flows were made with. The idle rings are unknown and
-/// will be written whole.
-pub fn recover(maps: MapContents) -> Installed {
+/// will be written whole. Fails on entries this data plane cannot hold
+/// (maps pinned by another program, or damaged).
+pub fn recover(maps: MapContents, max_services: u32) -> Result<Installed, String> {
     let service_keys: HashMap<u32, ServiceKey> =
         maps.services.iter().map(|(key, s)| (s.id, *key)).collect();
+    for (_, service) in &maps.services {
+        if service.id >= max_services || service.ring / 2 != service.id {
+            return Err(format!(
+                "service id {} reads ring {}: not a ring of this data plane",
+                service.id, service.ring
+            ));
+        }
+    }
     let mut installed = Installed {
         nat: maps.nat,
         vips: maps.vips,
+        last_generation: maps.settings.last_generation,
         ..Installed::default()
     };
     for (id, backend) in &maps.backends {
@@ -436,7 +447,7 @@ pub fn recover(maps: MapContents) -> Installed {
             },
         );
     }
-    installed
+    Ok(installed)
 }
 
 /// What [`plan`] decided: the state to install and what to write for it.
@@ -467,6 +478,12 @@ pub fn plan(
         .iter()
         .filter_map(|(key, _)| installed.backends.get(key).map(|slot| slot.id))
         .collect();
+    let freed: HashSet<u32> = installed
+        .backends
+        .values()
+        .map(|slot| slot.id)
+        .filter(|id| !kept.contains(id))
+        .collect();
     let kept_services: HashSet<u32> = services
         .iter()
         .filter_map(|s| installed.services.get(&service_key(s)).map(|i| i.id))
@@ -493,10 +510,16 @@ pub fn plan(
         let slot = match installed.backends.get(key) {
             Some(&slot) => slot,
             None => {
-                // Round from the last id given; validate left room.
-                let id = (0..max_backends - 1)
-                    .map(|step| (next.last_backend_id + step) % (max_backends - 1) + 1)
-                    .find(|id| !kept.contains(id) && !fresh.contains(id))
+                // Round from the last id given; validate left room. An id
+                // freed by this plan only when no other is free: rings still
+                // point to it until they flip.
+                let round = (0..max_backends - 1)
+                    .map(|step| (next.last_backend_id + step) % (max_backends - 1) + 1);
+                let free = |id: &u32| !kept.contains(id) && !fresh.contains(id);
+                let id = round
+                    .clone()
+                    .find(|id| free(id) && !freed.contains(id))
+                    .or_else(|| round.clone().find(free))
                     .expect("validate checked the backend capacity");
                 next.last_backend_id = id;
                 next.last_generation = next.last_generation.wrapping_add(1).max(1);
@@ -599,13 +622,14 @@ pub fn service_entry(spec: &ServiceSpec, id: u32, ring: u32) -> Service {
     }
 }
 
-pub fn settings_entry(s: &DirectorSettings, nat_backends: u32) -> Settings {
+pub fn settings_entry(s: &DirectorSettings, installed: &Installed) -> Settings {
     Settings {
         tunnel_src_v4: s.tunnel_src_v4.map_or([0; 4], |a| words(IpAddr::V4(a))),
         tunnel_src_v6: s.tunnel_src_v6.map_or([0; 4], |a| words(IpAddr::V6(a))),
         mtu: s.mtu,
         udp_timeout_s: s.udp_timeout.as_secs() as u32,
-        nat_backends,
+        nat_backends: installed.nat.len() as u32,
+        last_generation: installed.last_generation,
     }
 }
 
@@ -915,6 +939,7 @@ mod tests {
     fn written(plan: &Plan) -> MapContents {
         let services = &plan.installed.services;
         MapContents {
+            settings: settings_entry(&DirectorSettings::default(), &plan.installed),
             services: services.iter().map(|(k, s)| (*k, s.entry)).collect(),
             backends: plan.backend_entries.clone(),
             rings: services.values().map(|s| (s.ring, s.table.clone())).collect(),
@@ -941,11 +966,11 @@ mod tests {
         let services = [dns.clone(), web.clone()];
         let plan = replan(&mut installed, &services, 8, 16);
 
-        let recovered = recover(written(&plan));
+        let recovered = recover(written(&plan), 8).unwrap();
         assert_eq!(recovered.backends, installed.backends);
         assert_eq!(recovered.nat, installed.nat);
         assert_eq!(recovered.vips, installed.vips);
-        assert!(recovered.last_generation >= installed.last_generation);
+        assert_eq!(recovered.last_generation, installed.last_generation);
         for (key, service) in &installed.services {
             let again = &recovered.services[key];
             assert_eq!(

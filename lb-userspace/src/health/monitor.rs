@@ -96,15 +96,22 @@ impl Monitor {
 
     /// Makes the running checks exactly `wanted`: starts new ones, stops
     /// removed ones, restarts (from its initial state) one whose check
-    /// changed. An unchanged one keeps running with its state. Must be
-    /// called within a tokio runtime.
+    /// changed. An unchanged one keeps running with its state, whatever
+    /// its `initial` now says. Must be called within a tokio runtime.
     ///
     /// Once this returns, stopped checks send no more transitions; ones
     /// they sent before may still be queued.
     pub fn reconcile(&mut self, wanted: Vec<(CheckId, HealthCheck)>) {
         let wanted: HashMap<CheckId, HealthCheck> = wanted.into_iter().collect();
+        // `initial` only says how a check starts: a running one keeps going.
+        let same = |a: &HealthCheck, b: &HealthCheck| {
+            HealthCheck {
+                initial: b.initial,
+                ..a.clone()
+            } == *b
+        };
         self.checks
-            .retain(|id, running| wanted.get(id) == Some(&running.config));
+            .retain(|id, running| wanted.get(id).is_some_and(|w| same(w, &running.config)));
         for (id, config) in wanted {
             if !self.checks.contains_key(&id) {
                 let running = self.start(id.clone(), config);
@@ -422,6 +429,14 @@ mod tests {
         let kept = monitor.status(&id).unwrap();
         assert_eq!((kept.state, kept.transitions), (OperState::Up, 1));
         assert!(kept.checks >= 1);
+
+        let other_start = HealthCheck {
+            initial: OperState::Up,
+            ..check.clone()
+        };
+        monitor.reconcile(vec![(id.clone(), other_start)]);
+        let kept = monitor.status(&id).unwrap();
+        assert_eq!((kept.state, kept.transitions), (OperState::Up, 1), "not restarted");
 
         let changed = HealthCheck {
             interval: Duration::from_millis(60),

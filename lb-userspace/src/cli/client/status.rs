@@ -46,7 +46,7 @@ fn render(stats: &Stats, services: &[Service], now_unix_ms: u64) -> String {
     let mut text = format!(
         "xlb {}, up {}, interfaces: {}\n\
          services: {}, backends in service: {in_service} of {backends}, \
-         health transitions: {}, configurations applied: {}\n",
+         health transitions: {}, data-plane updates: {}\n",
         stats.version,
         format::duration(Duration::from_secs_f64(stats.uptime_s.max(0.0))),
         stats.interfaces.join(", "),
@@ -171,7 +171,7 @@ mod tests {
             render(&stats, &services, 2500),
             "xlb 0.1.0, up 2h5m, interfaces: eth0, eth1\n\
              services: 2, backends in service: 1 of 2, health transitions: 3, \
-             configurations applied: 5\n\
+             data-plane updates: 5\n\
              \n\
              TCP  198.18.0.100:80  web  mode dr  backends 1/2  fallback 198.18.2.1:80 standby  \
              persistence netmask=24\n  \
