@@ -139,11 +139,11 @@ impl Agent {
         }
     }
 
-    /// Makes `model` the running configuration: next hops resolved, the
-    /// data plane written, the health checks reconciled. On error nothing
-    /// changed.
+    /// Makes `model` the running configuration: next hops of new backends
+    /// resolved, the data plane written, the health checks reconciled. On
+    /// error the configuration and the data plane are as they were.
     pub async fn install(&mut self, model: Model) -> Result<(), ApiError> {
-        self.resolve(&model, false).await;
+        self.resolve(&model, Resolve::New).await;
         let specs = self.specs(&model);
         self.dataplane
             .apply(&specs, &model.agent.director_settings())?;
@@ -176,9 +176,9 @@ impl Agent {
         }
     }
 
-    /// Resolves the next hops of `model`'s backends: those not known yet,
-    /// or all of them with `again`. Applies nothing.
-    async fn resolve(&mut self, model: &Model, again: bool) -> bool {
+    /// Resolves the next hops of `model`'s backends that `which` says.
+    /// Applies nothing; true if a next hop changed.
+    async fn resolve(&mut self, model: &Model, which: Resolve) -> bool {
         let wanted: HashSet<IpAddr> = model
             .services
             .iter()
@@ -192,7 +192,11 @@ impl Agent {
         self.next_hops.retain(|addr, _| wanted.contains(addr));
         let todo: Vec<IpAddr> = wanted
             .into_iter()
-            .filter(|a| again || !matches!(self.next_hops.get(a), Some(Ok(_))))
+            .filter(|a| match (which, self.next_hops.get(a)) {
+                (Resolve::All, _) | (_, None) => true,
+                (Resolve::Failed, Some(known)) => known.is_err(),
+                (Resolve::New, Some(_)) => false,
+            })
             .collect();
         if todo.is_empty() {
             return false;
@@ -215,11 +219,11 @@ impl Agent {
         changed
     }
 
-    /// Resolves every next hop again and re-applies if one changed (a
-    /// backend's MAC moved, or one that failed now resolves).
-    pub async fn refresh_next_hops(&mut self, all: bool) {
+    /// Resolves next hops again and re-applies if one changed (a backend's
+    /// MAC moved, or one that failed now resolves).
+    pub async fn refresh_next_hops(&mut self, which: Resolve) {
         let model = self.model.clone();
-        if self.resolve(&model, all).await {
+        if self.resolve(&model, which).await {
             if let Err(e) = self.refresh().await {
                 log::error!("applying changed next hops: {e}");
             }
@@ -361,6 +365,17 @@ impl Agent {
     pub fn stop_checks(&mut self) {
         self.monitor.stop_all();
     }
+}
+
+/// Which next hops to resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolve {
+    /// Those of backends not seen before.
+    New,
+    /// Those, and those that failed.
+    Failed,
+    /// All of them.
+    All,
 }
 
 pub fn check_id(service: &Service, backend: &Backend) -> CheckId {

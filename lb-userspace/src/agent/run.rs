@@ -17,7 +17,7 @@ use tokio::{
     sync::{mpsc, Mutex},
 };
 
-use super::Agent;
+use super::{Agent, Resolve};
 use crate::{
     api::{self, ApiState},
     config::{model::Model, Config},
@@ -245,10 +245,10 @@ async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
     retry.tick().await;
     refresh.tick().await;
     loop {
-        let all = tokio::select! {
-            _ = retry.tick() => false,
-            _ = refresh.tick() => true,
+        let which = tokio::select! {
+            _ = retry.tick() => Resolve::Failed,
+            _ = refresh.tick() => Resolve::All,
         };
-        agent.lock().await.refresh_next_hops(all).await;
+        agent.lock().await.refresh_next_hops(which).await;
     }
 }

@@ -14,7 +14,7 @@ use lb_common::maps::Mode;
 use serde_json::json;
 use xlb_tests::{
     agent::{encode, AgentLab, API},
-    lab::Family,
+    lab::{Family, DIRECTOR_V6},
 };
 
 use crate::report::{Machine, Report, Table};
@@ -294,8 +294,15 @@ fn health_cpu(count: usize, window: Duration) -> anyhow::Result<Cpu> {
     // and the director reaches them through it: one neighbour entry, not
     // a thousand.
     lab.net.backends[0].ip(&["-6", "route", "add", "local", "fd00:2::/64", "dev", "lo"])?;
-    let b1 = Family::V6.backend(0).to_string();
-    lab.net.director.ip(&["-6", "route", "add", "fd00:2::/64", "via", &b1])?;
+    // From the director's address on that link: b1 holds the VIP itself.
+    let (b1, src) = (Family::V6.backend(0).to_string(), DIRECTOR_V6.to_string());
+    lab.net
+        .director
+        .ip(&["-6", "route", "add", "fd00:2::/64", "via", &b1, "src", &src])?;
+    // b1's identity server gives way to a plain acceptor with room for
+    // a thousand handshakes a second.
+    drop(lab.net.servers.remove(0));
+    let _acceptor = Acceptor::start(&lab.net.backends[0], window * 4 + Duration::from_secs(60))?;
     let floor = bare_connects(&lab, count, window)?;
     lab.start()?;
     // Every backend up (rise 2 at 1 s), then a settled window.
@@ -337,14 +344,17 @@ fn bare_connects(lab: &AgentLab, count: usize, window: Duration) -> anyhow::Resu
     lab.net.director.run(move || -> anyhow::Result<f64> {
         let before = thread_cpu()?;
         let started = Instant::now();
+        // Spread over each second, as the agent spreads its checks.
+        let step = Duration::from_secs(1) / targets.len() as u32;
+        let mut next = Instant::now();
         while started.elapsed() < window {
-            let second = Instant::now();
             for target in &targets {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                next += step;
                 let stream = std::net::TcpStream::connect_timeout(target, Duration::from_millis(500))
                     .with_context(|| format!("connecting to {target}"))?;
                 reset_on_close(&stream)?;
             }
-            std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()));
         }
         Ok((thread_cpu()? - before) / started.elapsed().as_secs_f64())
     })?
@@ -396,4 +406,45 @@ fn cpu_times(pid: u32) -> anyhow::Result<(f64, f64)> {
     };
     // utime and stime are fields 14 and 15; `rest` starts at field 3.
     Ok((field(11)?, field(12)?))
+}
+
+/// Accepts and drops TCP connections on port 80 of a namespace, with a deep
+/// accept queue, until dropped or `limit` passes.
+struct Acceptor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(ns: &xlb_tests::netns::Netns, limit: Duration) -> anyhow::Result<Acceptor> {
+        use std::os::fd::AsRawFd;
+        let listener = ns.run(|| std::net::TcpListener::bind("[::]:80"))??;
+        // SAFETY: listening again on a bound socket only resizes its queue.
+        ensure!(unsafe { libc::listen(listener.as_raw_fd(), 4096) } == 0, "listen");
+        listener.set_nonblocking(true)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + limit;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                match listener.accept() {
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
+        Ok(Acceptor {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
