@@ -6,5 +6,5 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
-pub mod neigh;
 pub mod health;
+pub mod neigh;

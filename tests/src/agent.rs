@@ -139,7 +139,10 @@ impl AgentLab {
                 );
             }
             if Instant::now() > deadline {
-                bail!("the agent did not become ready within {START_TIMEOUT:?}:\n{}", self.logs());
+                bail!(
+                    "the agent did not become ready within {START_TIMEOUT:?}:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -171,12 +174,19 @@ impl AgentLab {
             .wait_timeout(Duration::from_secs(10))?
             .context("the agent did not exit within 10 s of SIGTERM")?;
         let logs = String::from_utf8_lossy(&output.stderr).into_owned();
-        ensure!(output.status.success(), "the agent failed on SIGTERM ({}):\n{logs}", output.status);
+        ensure!(
+            output.status.success(),
+            "the agent failed on SIGTERM ({}):\n{logs}",
+            output.status
+        );
         Ok(logs)
     }
 
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        self.agent.as_ref().context("the agent is not running")?.signal(signal)
+        self.agent
+            .as_ref()
+            .context("the agent is not running")?
+            .signal(signal)
     }
 
     /// An HTTP request to the agent's API from inside the director's namespace: the status and
@@ -201,7 +211,10 @@ impl AgentLab {
     /// A backend of a service as the API shows it.
     pub fn backend(&self, service: &str, n: usize) -> anyhow::Result<Value> {
         let addr = self.backend_addr(n);
-        self.get(&format!("/api/v1/services/{service}/backends/{}", encode(&addr.to_string())))
+        self.get(&format!(
+            "/api/v1/services/{service}/backends/{}",
+            encode(&addr.to_string())
+        ))
     }
 
     /// Backend `n`'s address and port.
@@ -230,7 +243,10 @@ impl AgentLab {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > timeout {
-                bail!("b{} of {service} not {what} within {timeout:?}: {view}", n + 1);
+                bail!(
+                    "b{} of {service} not {what} within {timeout:?}: {view}",
+                    n + 1
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -273,7 +289,9 @@ pub fn request_in(
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        let mut request = ureq::http::Request::builder().method(method.as_str()).uri(&url);
+        let mut request = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(&url);
         if let Some(token) = &token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -388,7 +406,13 @@ pub fn total(batches: &[Batch]) -> Spread {
             *sum.by_backend.entry(name.clone()).or_default() += n;
         }
         sum.failed += b.spread.failed;
-        sum.errors.extend(b.spread.errors.iter().take(5 - sum.errors.len().min(5)).cloned());
+        sum.errors.extend(
+            b.spread
+                .errors
+                .iter()
+                .take(5 - sum.errors.len().min(5))
+                .cloned(),
+        );
     }
     sum
 }

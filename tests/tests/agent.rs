@@ -38,7 +38,11 @@ fn services(weights: [u16; 3]) -> String {
 fn names(value: &Value) -> Vec<String> {
     value
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v["name"].as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v["name"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -87,7 +91,11 @@ fn refused(
     if let Some(field) = field {
         assert_eq!(error["field"], field, "{method} {path}: {text}");
     }
-    assert_eq!(dump(lab), before, "{method} {path} changed the configuration");
+    assert_eq!(
+        dump(lab),
+        before,
+        "{method} {path} changed the configuration"
+    );
 }
 
 #[test]
@@ -99,23 +107,42 @@ fn api_reads_changes_and_refusals() {
     assert_eq!(spread.failed, 0, "{spread:?}");
 
     // Reads.
-    assert_eq!(lab.request("GET", "/healthz", None, None).unwrap(), (200, "ok\n".into()));
+    assert_eq!(
+        lab.request("GET", "/healthz", None, None).unwrap(),
+        (200, "ok\n".into())
+    );
     assert_eq!(lab.request("GET", "/ready", None, None).unwrap().0, 200);
     let web = lab.get("/api/v1/services/web").unwrap();
-    assert_eq!((web["vip"].as_str(), web["mode"].as_str()), (Some("198.18.0.100"), Some("dr")));
-    assert_eq!(lab.get("/api/v1/services/web/backends").unwrap().as_array().unwrap().len(), 3);
+    assert_eq!(
+        (web["vip"].as_str(), web["mode"].as_str()),
+        (Some("198.18.0.100"), Some("dr"))
+    );
+    assert_eq!(
+        lab.get("/api/v1/services/web/backends")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     let stats = lab.get("/api/v1/stats").unwrap();
     assert!(stats["counters"]["tx"].as_u64().unwrap() >= 60, "{stats}");
     let web_stats = &stats["services"][0];
     assert_eq!(web_stats["name"], "web");
-    assert!(web_stats["stats"]["new_flows"].as_u64().unwrap() >= 60, "{stats}");
+    assert!(
+        web_stats["stats"]["new_flows"].as_u64().unwrap() >= 60,
+        "{stats}"
+    );
     let flows = lab.get("/api/v1/flows?service=web&limit=10").unwrap();
     let flows = flows.as_array().unwrap();
     assert_eq!(flows.len(), 10, "{flows:?}");
     for flow in flows {
         assert_eq!(flow["service"], "web");
         assert_eq!(flow["vip"], "198.18.0.100:80");
-        assert!(flow["backend"].as_str().unwrap().starts_with("198.18.1.1"), "{flow}");
+        assert!(
+            flow["backend"].as_str().unwrap().starts_with("198.18.1.1"),
+            "{flow}"
+        );
     }
     let (status, metrics) = lab.request("GET", "/metrics", None, None).unwrap();
     assert_eq!(status, 200);
@@ -131,17 +158,41 @@ fn api_reads_changes_and_refusals() {
         .arg(&saved)
         .output()
         .unwrap();
-    assert!(check.status.success(), "the dumped config does not validate:\n{config}\n{check:?}");
+    assert!(
+        check.status.success(),
+        "the dumped config does not validate:\n{config}\n{check:?}"
+    );
 
     // Refusals change nothing.
     let b1 = format!("/api/v1/services/web/backends/{}", encode("198.18.1.10:80"));
     refused(&lab, "POST", "/api/v1/services", Some("{"), 400, None);
     refused(&lab, "GET", "/api/v1/services/nope", None, 404, None);
     refused(&lab, "DELETE", "/api/v1/services/nope", None, 404, None);
-    refused(&lab, "PATCH", &b1, Some(r#"{"weight": 70000}"#), 400, Some("service[web].backend[0].weight"));
+    refused(
+        &lab,
+        "PATCH",
+        &b1,
+        Some(r#"{"weight": 70000}"#),
+        400,
+        Some("service[web].backend[0].weight"),
+    );
     refused(&lab, "PATCH", &b1, Some(r#"{"colour": "red"}"#), 400, None);
-    refused(&lab, "PATCH", &b1, Some(r#"{"admin_state": "asleep"}"#), 400, None);
-    refused(&lab, "GET", "/api/v1/services/web/backends/nonsense", None, 400, Some("addr"));
+    refused(
+        &lab,
+        "PATCH",
+        &b1,
+        Some(r#"{"admin_state": "asleep"}"#),
+        400,
+        None,
+    );
+    refused(
+        &lab,
+        "GET",
+        "/api/v1/services/web/backends/nonsense",
+        None,
+        400,
+        Some("addr"),
+    );
     refused(
         &lab,
         "POST",
@@ -161,7 +212,14 @@ fn api_reads_changes_and_refusals() {
 
     let exec = r#"{"name": "x", "vip": "198.18.0.101", "port": 80,
         "health": {"kind": "exec", "command": ["/bin/sh", "-c", "true"]}}"#;
-    refused(&lab, "POST", "/api/v1/services", Some(exec), 403, Some("service[x].health.kind"));
+    refused(
+        &lab,
+        "POST",
+        "/api/v1/services",
+        Some(exec),
+        403,
+        Some("service[x].health.kind"),
+    );
     let before = dump(&lab);
     let director = lab.net.director.clone();
     let (status, body) = director
@@ -175,23 +233,40 @@ fn api_reads_changes_and_refusals() {
                 .header("Content-Type", "text/plain")
                 .send(r#"{"weight": 5}"#)
                 .unwrap();
-            (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+            (
+                response.status().as_u16(),
+                response.body_mut().read_to_string().unwrap(),
+            )
         })
         .unwrap();
     assert_eq!(status, 415, "a change sent as text/plain: {body}");
     assert_eq!(dump(&lab), before);
 
     // Drain b1: established connections stay, new ones avoid it.
-    let mut long_lived = xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
-    assert!(long_lived.backends().contains_key("b1"), "{:?}", long_lived.backends());
-    let (status, body) = lab.request("PATCH", &b1, Some(r#"{"admin_state": "drain"}"#), None).unwrap();
+    let mut long_lived =
+        xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    assert!(
+        long_lived.backends().contains_key("b1"),
+        "{:?}",
+        long_lived.backends()
+    );
+    let (status, body) = lab
+        .request("PATCH", &b1, Some(r#"{"admin_state": "drain"}"#), None)
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     let view: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["admin_state"], "drain");
     let after = tcp_spread(&lab.net.client, lab.vip(), 300).unwrap();
     assert_eq!(after.failed, 0, "{after:?}");
-    assert!(!after.by_backend.contains_key("b1"), "a drained backend got new connections: {after:?}");
-    assert_eq!(long_lived.check().unwrap(), vec![], "established connections moved or broke");
+    assert!(
+        !after.by_backend.contains_key("b1"),
+        "a drained backend got new connections: {after:?}"
+    );
+    assert_eq!(
+        long_lived.check().unwrap(),
+        vec![],
+        "established connections moved or broke"
+    );
 
     // Add a service, see it, delete it.
     let (status, body) = lab
@@ -203,9 +278,20 @@ fn api_reads_changes_and_refusals() {
         )
         .unwrap();
     assert_eq!(status, 201, "{body}");
-    assert_eq!(names(&lab.get("/api/v1/services").unwrap()), ["web", "web-udp", "alt"]);
-    assert_eq!(lab.request("DELETE", "/api/v1/services/alt", None, None).unwrap().0, 204);
-    assert_eq!(names(&lab.get("/api/v1/services").unwrap()), ["web", "web-udp"]);
+    assert_eq!(
+        names(&lab.get("/api/v1/services").unwrap()),
+        ["web", "web-udp", "alt"]
+    );
+    assert_eq!(
+        lab.request("DELETE", "/api/v1/services/alt", None, None)
+            .unwrap()
+            .0,
+        204
+    );
+    assert_eq!(
+        names(&lab.get("/api/v1/services").unwrap()),
+        ["web", "web-udp"]
+    );
 }
 
 #[test]
@@ -233,14 +319,19 @@ fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
     // Back after rise x interval.
     let ns = lab.net.backends[0].clone();
     let addr = std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 80);
-    lab.net
-        .servers
-        .insert(0, xlb_tests::servers::IdentityServer::start(&ns, addr, "b1").unwrap());
+    lab.net.servers.insert(
+        0,
+        xlb_tests::servers::IdentityServer::start(&ns, addr, "b1").unwrap(),
+    );
     let up_at = std::time::Instant::now();
     let took = lab
-        .wait_backend("web", 0, Duration::from_millis(2 * 200 + 100 + 500), "up", |b| {
-            b["oper_state"] == "up" && b["serving"] == true
-        })
+        .wait_backend(
+            "web",
+            0,
+            Duration::from_millis(2 * 200 + 100 + 500),
+            "up",
+            |b| b["oper_state"] == "up" && b["serving"] == true,
+        )
         .unwrap();
     println!("b1 came back {took:?} after its server restarted");
     std::thread::sleep(Duration::from_millis(500));
@@ -252,13 +343,25 @@ fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
         .collect();
     ensure_nonempty(&while_down);
     for batch in &while_down {
-        assert_eq!(batch.spread.failed, 0, "a connection failed after b1 left: {batch:?}");
-        assert!(!batch.spread.by_backend.contains_key("b1"), "b1 answered while down: {batch:?}");
+        assert_eq!(
+            batch.spread.failed, 0,
+            "a connection failed after b1 left: {batch:?}"
+        );
+        assert!(
+            !batch.spread.by_backend.contains_key("b1"),
+            "b1 answered while down: {batch:?}"
+        );
     }
-    let after: Vec<_> = batches.iter().filter(|b| b.started > up_at + took).collect();
+    let after: Vec<_> = batches
+        .iter()
+        .filter(|b| b.started > up_at + took)
+        .collect();
     let back = total(&after.into_iter().cloned().collect::<Vec<_>>());
     assert_eq!(back.failed, 0, "{back:?}");
-    assert!(back.by_backend.contains_key("b1"), "b1 takes connections again: {back:?}");
+    assert!(
+        back.by_backend.contains_key("b1"),
+        "b1 takes connections again: {back:?}"
+    );
     let b1 = lab.backend("web", 0).unwrap();
     assert!(b1["check"]["transitions"].as_u64().unwrap() >= 2, "{b1}");
 }
@@ -272,7 +375,8 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
     require_privileged!();
     let mut lab = AgentLab::new("agkill", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let mut long_lived = xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let mut long_lived =
+        xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
     let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     let program = lab.net.director.xdp_prog_id("eth0").unwrap();
@@ -281,20 +385,47 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
 
     lab.kill().unwrap();
     std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), program, "still attached");
-    assert_eq!(long_lived.check().unwrap(), vec![], "connections broke while the agent was down");
+    assert_eq!(
+        lab.net.director.xdp_prog_id("eth0").unwrap(),
+        program,
+        "still attached"
+    );
+    assert_eq!(
+        long_lived.check().unwrap(),
+        vec![],
+        "connections broke while the agent was down"
+    );
 
     lab.start().unwrap();
-    assert!(lab.logs().contains("adopted the data plane"), "{}", lab.logs());
+    assert!(
+        lab.logs().contains("adopted the data plane"),
+        "{}",
+        lab.logs()
+    );
     std::thread::sleep(Duration::from_millis(500));
     let batches = load.finish().unwrap();
     let sum = total(&batches);
-    assert_eq!(sum.failed, 0, "connections failed across the kill and restart: {sum:?}");
+    assert_eq!(
+        sum.failed, 0,
+        "connections failed across the kill and restart: {sum:?}"
+    );
     assert_eq!(sum.by_backend.len(), 3, "{sum:?}");
-    assert_eq!(long_lived.check().unwrap(), vec![], "the successor moved established connections");
-    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), program, "the same program");
+    assert_eq!(
+        long_lived.check().unwrap(),
+        vec![],
+        "the successor moved established connections"
+    );
+    assert_eq!(
+        lab.net.director.xdp_prog_id("eth0").unwrap(),
+        program,
+        "the same program"
+    );
     let shares = |v: &Value| -> Vec<f64> {
-        v.as_array().unwrap().iter().map(|b| b["ring_share"].as_f64().unwrap()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["ring_share"].as_f64().unwrap())
+            .collect()
     };
     assert_eq!(
         shares(&lab.get("/api/v1/services/web/backends").unwrap()),
@@ -302,7 +433,11 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
         "the ring changed"
     );
     lab.stop().unwrap();
-    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), None, "detached on SIGTERM");
+    assert_eq!(
+        lab.net.director.xdp_prog_id("eth0").unwrap(),
+        None,
+        "detached on SIGTERM"
+    );
     assert!(!lab.pins.exists());
 }
 
@@ -319,7 +454,11 @@ fn keep_dataplane_leaves_it_for_the_next_agent() {
     let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     lab.start().unwrap();
-    assert!(lab.logs().contains("adopted the data plane"), "{}", lab.logs());
+    assert!(
+        lab.logs().contains("adopted the data plane"),
+        "{}",
+        lab.logs()
+    );
 }
 
 #[test]
@@ -327,30 +466,59 @@ fn reload_applies_only_the_difference() {
     require_privileged!();
     let mut lab = AgentLab::new("agreload", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let mut long_lived = xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let mut long_lived =
+        xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
     let udp_before = lab.get("/api/v1/services/web-udp").unwrap();
-    let web_flows = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"].as_u64().unwrap();
+    let web_flows = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"]
+        .as_u64()
+        .unwrap();
 
     // web: b1 weight 1 -> 4; web-udp untouched.
     lab.write_config(&services([4, 1, 1])).unwrap();
     lab.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
-    lab.wait_backend("web", 0, Duration::from_secs(5), "reweighted", |b| b["weight"] == 4)
-        .unwrap();
-    assert!(lab.logs().contains("0 services added, 0 removed, 1 changed, 1 unchanged"), "{}", lab.logs());
-    let shares: Vec<f64> = lab.get("/api/v1/services/web/backends").unwrap().as_array().unwrap()
-        .iter().map(|b| b["ring_share"].as_f64().unwrap()).collect();
+    lab.wait_backend("web", 0, Duration::from_secs(5), "reweighted", |b| {
+        b["weight"] == 4
+    })
+    .unwrap();
+    assert!(
+        lab.logs()
+            .contains("0 services added, 0 removed, 1 changed, 1 unchanged"),
+        "{}",
+        lab.logs()
+    );
+    let shares: Vec<f64> = lab
+        .get("/api/v1/services/web/backends")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["ring_share"].as_f64().unwrap())
+        .collect();
     assert!((shares[0] - 4.0 / 6.0).abs() < 0.01, "{shares:?}");
     let udp_after = lab.get("/api/v1/services/web-udp").unwrap();
-    assert_eq!(udp_after["backends"], udp_before["backends"], "the untouched service changed");
-    assert_eq!(long_lived.check().unwrap(), vec![], "a reweight moved established connections");
-    let web_after = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"].as_u64().unwrap();
+    assert_eq!(
+        udp_after["backends"], udp_before["backends"],
+        "the untouched service changed"
+    );
+    assert_eq!(
+        long_lived.check().unwrap(),
+        vec![],
+        "a reweight moved established connections"
+    );
+    let web_after = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"]
+        .as_u64()
+        .unwrap();
     assert!(web_after >= web_flows, "counters were reset");
 
     // A broken file changes nothing.
-    lab.write_config("[[service]]\nname = \"web\"\nvip = \"nonsense\"\nport = 80\n").unwrap();
+    lab.write_config("[[service]]\nname = \"web\"\nvip = \"nonsense\"\nport = 80\n")
+        .unwrap();
     let (status, body) = lab.request("POST", "/api/v1/reload", None, None).unwrap();
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("service[web].vip") || body.contains("vip"), "{body}");
+    assert!(
+        body.contains("service[web].vip") || body.contains("vip"),
+        "{body}"
+    );
     assert_eq!(lab.backend("web", 0).unwrap()["weight"], 4);
 }
 
@@ -360,7 +528,10 @@ fn off_loopback_the_api_needs_a_token() {
     let mut lab = AgentLab::new("agtoken", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     // Without a token file the agent refuses to start.
     let config = std::fs::read_to_string(lab.config_path()).unwrap();
-    let open = config.replace("api_listen = \"127.0.0.1:9180\"", "api_listen = \"198.18.0.2:9180\"");
+    let open = config.replace(
+        "api_listen = \"127.0.0.1:9180\"",
+        "api_listen = \"198.18.0.2:9180\"",
+    );
     std::fs::write(lab.config_path(), &open).unwrap();
     let refused = lab.start().unwrap_err().to_string();
     assert!(refused.contains("agent.api_token_file"), "{refused}");
@@ -378,14 +549,19 @@ fn off_loopback_the_api_needs_a_token() {
     let client = lab.net.client.clone();
     let call = |method: &str, body: Option<&str>, token: Option<&str>| {
         let path = format!("/api/v1/services/web/backends/{}", encode("198.18.1.11:80"));
-        xlb_tests::agent::request_in(&client, "198.18.0.2:9180", method, &path, body, token).unwrap()
+        xlb_tests::agent::request_in(&client, "198.18.0.2:9180", method, &path, body, token)
+            .unwrap()
     };
     assert_eq!(call("GET", None, None).0, 200, "reads are open");
     let drain = Some(r#"{"admin_state": "drain"}"#);
     let (status, body) = call("PATCH", drain, None);
     assert_eq!(status, 401, "{body}");
     assert_eq!(call("PATCH", drain, Some("wrong-token-0123456")).0, 401);
-    assert_eq!(lab.backend("web", 1).unwrap()["admin_state"], "ready", "nothing changed");
+    assert_eq!(
+        lab.backend("web", 1).unwrap()["admin_state"],
+        "ready",
+        "nothing changed"
+    );
     let (status, body) = call("PATCH", drain, Some(token));
     assert_eq!(status, 200, "{body}");
     assert_eq!(lab.backend("web", 1).unwrap()["admin_state"], "drain");
@@ -411,7 +587,10 @@ fn check_names_the_field_and_touches_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!out.status.success());
-    assert!(stderr.contains("service[web].backend[0].weight"), "{stderr}");
+    assert!(
+        stderr.contains("service[web].backend[0].weight"),
+        "{stderr}"
+    );
     assert!(stderr.contains("70000"), "{stderr}");
 }
 
@@ -438,18 +617,42 @@ fn the_cli_drives_the_agent() {
     for column in ["NAME", "VIP", "PORT", "PROTO", "MODE", "BACKENDS"] {
         assert!(header.contains(column), "{list}");
     }
-    let web = list.lines().find(|l| l.starts_with("web ")).unwrap_or_else(|| panic!("{list}"));
-    assert!(web.contains("198.18.0.100") && web.contains("3/3"), "{list}");
+    let web = list
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        web.contains("198.18.0.100") && web.contains("3/3"),
+        "{list}"
+    );
 
-    let set = cli(&lab, &["backend", "set", "web", "198.18.1.11:80", "--drain", "--weight", "3"]);
+    let set = cli(
+        &lab,
+        &[
+            "backend",
+            "set",
+            "web",
+            "198.18.1.11:80",
+            "--drain",
+            "--weight",
+            "3",
+        ],
+    );
     assert!(set.is_ok(), "{set:?}");
     let b2 = lab.backend("web", 1).unwrap();
-    assert_eq!((b2["admin_state"].as_str(), b2["weight"].as_u64()), (Some("drain"), Some(3)));
+    assert_eq!(
+        (b2["admin_state"].as_str(), b2["weight"].as_u64()),
+        (Some("drain"), Some(3))
+    );
     let backends = cli(&lab, &["backend", "list", "web"]).unwrap();
-    let row = backends.lines().find(|l| l.starts_with("198.18.1.11")).unwrap();
+    let row = backends
+        .lines()
+        .find(|l| l.starts_with("198.18.1.11"))
+        .unwrap();
     assert!(row.contains("drain"), "{backends}");
 
-    let json: Value = serde_json::from_str(&cli(&lab, &["service", "list", "--json"]).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_str(&cli(&lab, &["service", "list", "--json"]).unwrap()).unwrap();
     assert_eq!(names(&json), ["web", "web-udp"]);
     let dumped = cli(&lab, &["config", "dump"]).unwrap();
     assert!(dumped.contains("state = \"drain\""), "{dumped}");
@@ -475,18 +678,30 @@ fn the_fallback_takes_over_when_no_backend_is_up() {
     let mut lab = AgentLab::new("agsorry", Mode::Dr, Family::V4, 3, config).unwrap();
     lab.start().unwrap();
     let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
-    assert!(!spread.by_backend.contains_key("b3"), "the fallback is idle: {spread:?}");
-    assert_eq!(lab.get("/api/v1/services/web").unwrap()["fallback_active"], false);
+    assert!(
+        !spread.by_backend.contains_key("b3"),
+        "the fallback is idle: {spread:?}"
+    );
+    assert_eq!(
+        lab.get("/api/v1/services/web").unwrap()["fallback_active"],
+        false
+    );
 
     // b1 and b2 die: b3, the fallback, takes every new connection.
     lab.net.servers.drain(..2);
     for n in 0..2 {
-        lab.wait_backend("web", n, Duration::from_secs(2), "down", |b| b["oper_state"] == "down")
-            .unwrap();
+        lab.wait_backend("web", n, Duration::from_secs(2), "down", |b| {
+            b["oper_state"] == "down"
+        })
+        .unwrap();
     }
     let web = lab.get("/api/v1/services/web").unwrap();
     assert_eq!(web["fallback_active"], true, "{web}");
     let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
-    assert_eq!(spread.by_backend.keys().collect::<Vec<_>>(), ["b3"], "{spread:?}");
+    assert_eq!(
+        spread.by_backend.keys().collect::<Vec<_>>(),
+        ["b3"],
+        "{spread:?}"
+    );
 }

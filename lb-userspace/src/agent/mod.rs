@@ -203,13 +203,15 @@ impl Agent {
         }
         let mut changed = false;
         for (addr, result) in neigh::resolve_all(&todo, RESOLVE_TIMEOUT).await {
-            let result = result
-                .map(|r| r.next_hop)
-                .map_err(|e| e.to_string());
+            let result = result.map(|r| r.next_hop).map_err(|e| e.to_string());
             match (&result, self.next_hops.get(&addr)) {
                 (Err(e), Some(Ok(_)) | None) => log::warn!("backend {addr}: {e}"),
                 (Ok(hop), Some(Err(_)) | None) => {
-                    log::info!("backend {addr}: next hop {} on ifindex {}", mac(&hop.mac), hop.ifindex)
+                    log::info!(
+                        "backend {addr}: next hop {} on ifindex {}",
+                        mac(&hop.mac),
+                        hop.ifindex
+                    )
                 }
                 _ => {}
             }
@@ -233,14 +235,23 @@ impl Agent {
     fn checks(&self, model: &Model) -> Vec<(CheckId, crate::config::model::HealthCheck)> {
         let mut checks = Vec::new();
         for service in &model.services {
-            let Some(check) = &service.health else { continue };
-            for backend in service.backends.iter().filter(|b| b.admin != AdminState::Maint) {
+            let Some(check) = &service.health else {
+                continue;
+            };
+            for backend in service
+                .backends
+                .iter()
+                .filter(|b| b.admin != AdminState::Maint)
+            {
                 let id = check_id(service, backend);
                 let mut check = check.clone();
                 // A check that restarts (its settings changed) goes on from
                 // where it was; one new to an adopted data plane starts from
                 // what that served.
-                if let Some(state) = self.monitor.state(&id).or(self.initial_states.get(&id).copied())
+                if let Some(state) = self
+                    .monitor
+                    .state(&id)
+                    .or(self.initial_states.get(&id).copied())
                 {
                     check.initial = state;
                 }
@@ -263,7 +274,10 @@ impl Agent {
     }
 
     fn next_hop(&self, addr: IpAddr) -> Option<NextHop> {
-        self.next_hops.get(&addr).and_then(|r| r.as_ref().ok()).copied()
+        self.next_hops
+            .get(&addr)
+            .and_then(|r| r.as_ref().ok())
+            .copied()
     }
 
     /// The backends `service` serves now: neither in maintenance nor down,
@@ -279,8 +293,7 @@ impl Agent {
             .collect();
         let takes_new_flows = backends.iter().any(|b| !b.drain && b.weight > 0);
         let fallback = service.fallback.filter(|_| !takes_new_flows);
-        if let Some((fallback, next_hop)) =
-            fallback.and_then(|f| Some((f, self.next_hop(f.ip())?)))
+        if let Some((fallback, next_hop)) = fallback.and_then(|f| Some((f, self.next_hop(f.ip())?)))
         {
             backends.push(BackendSpec {
                 addr: fallback.ip(),
@@ -331,7 +344,10 @@ impl Agent {
         let before = self.model.clone();
         self.install(model.clone()).await?;
         self.attach_interfaces(&model).map_err(|e| ApiError {
-            error: format!("the services were reloaded, but not the interfaces: {}", e.error),
+            error: format!(
+                "the services were reloaded, but not the interfaces: {}",
+                e.error
+            ),
             ..e
         })?;
         let summary = summarize(&before, &self.model);
@@ -407,7 +423,10 @@ fn restart_only(running: &Model, next: &Model) -> Result<(), ApiError> {
 /// What a reload changed, for the log and the API.
 fn summarize(before: &Model, after: &Model) -> String {
     let names = |m: &Model| -> HashMap<String, Service> {
-        m.services.iter().map(|s| (s.name.clone(), s.clone())).collect()
+        m.services
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect()
     };
     let (old, new) = (names(before), names(after));
     let added = new.keys().filter(|n| !old.contains_key(*n)).count();

@@ -80,7 +80,13 @@ fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane,
         let found = dataplane.options();
         let wanted = model.tables.load_options();
         let sizes = |o: &LoadOptions| {
-            (o.ring_size, o.max_services, o.max_backends, o.flow_entries, o.affinity_entries)
+            (
+                o.ring_size,
+                o.max_services,
+                o.max_backends,
+                o.flow_entries,
+                o.affinity_entries,
+            )
         };
         if sizes(found) != sizes(&wanted) {
             bail!(
@@ -229,7 +235,10 @@ fn stop_dataplane(dataplane: &mut Dataplane, pins: &Path) {
 
 /// Applies health transitions as they come, several at once when they
 /// arrive together.
-async fn follow_health(agent: Arc<Mutex<Agent>>, mut transitions: mpsc::UnboundedReceiver<Transition>) {
+async fn follow_health(
+    agent: Arc<Mutex<Agent>>,
+    mut transitions: mpsc::UnboundedReceiver<Transition>,
+) {
     while let Some(first) = transitions.recv().await {
         let mut batch = vec![first];
         while let Ok(next) = transitions.try_recv() {

@@ -192,7 +192,10 @@ impl Agent {
         let key = service.spec(Vec::new());
         let shares = self.dataplane.ring_shares(&key);
         let slots: u32 = shares.values().sum();
-        let share = shares.get(&(backend.addr, backend.port)).copied().unwrap_or(0);
+        let share = shares
+            .get(&(backend.addr, backend.port))
+            .copied()
+            .unwrap_or(0);
         let installed = self.dataplane.installed_backends(&key);
         let (next_hop, next_hop_error) = match self.next_hops.get(&backend.addr) {
             Some(Ok(hop)) => (
@@ -298,7 +301,11 @@ impl Agent {
         Ok(StatsView {
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: self.uptime().as_secs_f64(),
-            interfaces: self.dataplane.attachments().map(|a| a.iface.clone()).collect(),
+            interfaces: self
+                .dataplane
+                .attachments()
+                .map(|a| a.iface.clone())
+                .collect(),
             health_transitions: self.health_transitions,
             applies: self.applies,
             counters: self.dataplane.counters()?,

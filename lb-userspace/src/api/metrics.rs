@@ -35,42 +35,104 @@ pub async fn metrics(
     drop(agent);
 
     let mut registry = Registry::with_prefix("xlb");
-    let packets = counter_family(&mut registry, "dataplane_packets", "Packets the XDP program counted, by counter");
+    let packets = counter_family(
+        &mut registry,
+        "dataplane_packets",
+        "Packets the XDP program counted, by counter",
+    );
     for counter in DataplaneCounter::ALL {
         packets
             .get_or_create(&vec![("counter", counter.name().to_string())])
             .inc_by(stats.counters.get(counter));
     }
-    let service_packets = counter_family(&mut registry, "service_packets", "Packets forwarded for a service");
-    let service_bytes = counter_family(&mut registry, "service_bytes", "Bytes forwarded for a service");
-    let service_flows = counter_family(&mut registry, "service_new_flows", "New flows of a service");
-    let backend_packets = counter_family(&mut registry, "backend_packets", "Packets forwarded to a backend");
-    let backend_bytes = counter_family(&mut registry, "backend_bytes", "Bytes forwarded to a backend");
-    let backend_flows = counter_family(&mut registry, "backend_new_flows", "New flows sent to a backend");
-    let backend_up = gauge_family(&mut registry, "backend_up", "1 if the backend's health checks pass");
-    let backend_serving = gauge_family(&mut registry, "backend_serving", "1 if the backend is in the data plane");
+    let service_packets = counter_family(
+        &mut registry,
+        "service_packets",
+        "Packets forwarded for a service",
+    );
+    let service_bytes = counter_family(
+        &mut registry,
+        "service_bytes",
+        "Bytes forwarded for a service",
+    );
+    let service_flows =
+        counter_family(&mut registry, "service_new_flows", "New flows of a service");
+    let backend_packets = counter_family(
+        &mut registry,
+        "backend_packets",
+        "Packets forwarded to a backend",
+    );
+    let backend_bytes = counter_family(
+        &mut registry,
+        "backend_bytes",
+        "Bytes forwarded to a backend",
+    );
+    let backend_flows = counter_family(
+        &mut registry,
+        "backend_new_flows",
+        "New flows sent to a backend",
+    );
+    let backend_up = gauge_family(
+        &mut registry,
+        "backend_up",
+        "1 if the backend's health checks pass",
+    );
+    let backend_serving = gauge_family(
+        &mut registry,
+        "backend_serving",
+        "1 if the backend is in the data plane",
+    );
     let backend_weight = gauge_family(&mut registry, "backend_weight", "The backend's weight");
-    let backend_admin = gauge_family(&mut registry, "backend_admin_state", "1 for the backend's admin state");
-    let fallback = gauge_family(&mut registry, "service_fallback_active", "1 while the fallback server takes the traffic");
+    let backend_admin = gauge_family(
+        &mut registry,
+        "backend_admin_state",
+        "1 for the backend's admin state",
+    );
+    let fallback = gauge_family(
+        &mut registry,
+        "service_fallback_active",
+        "1 while the fallback server takes the traffic",
+    );
     for service in &services {
         let labels = vec![("service", service.name.clone())];
-        service_packets.get_or_create(&labels).inc_by(service.stats.packets);
-        service_bytes.get_or_create(&labels).inc_by(service.stats.bytes);
-        service_flows.get_or_create(&labels).inc_by(service.stats.new_flows);
-        fallback.get_or_create(&labels).set(service.fallback_active as i64);
+        service_packets
+            .get_or_create(&labels)
+            .inc_by(service.stats.packets);
+        service_bytes
+            .get_or_create(&labels)
+            .inc_by(service.stats.bytes);
+        service_flows
+            .get_or_create(&labels)
+            .inc_by(service.stats.new_flows);
+        fallback
+            .get_or_create(&labels)
+            .set(service.fallback_active as i64);
         for backend in &service.backends {
             let labels = vec![
                 ("service", service.name.clone()),
-                ("backend", std::net::SocketAddr::new(backend.address, backend.port).to_string()),
+                (
+                    "backend",
+                    std::net::SocketAddr::new(backend.address, backend.port).to_string(),
+                ),
             ];
-            backend_packets.get_or_create(&labels).inc_by(backend.stats.packets);
-            backend_bytes.get_or_create(&labels).inc_by(backend.stats.bytes);
-            backend_flows.get_or_create(&labels).inc_by(backend.stats.new_flows);
+            backend_packets
+                .get_or_create(&labels)
+                .inc_by(backend.stats.packets);
+            backend_bytes
+                .get_or_create(&labels)
+                .inc_by(backend.stats.bytes);
+            backend_flows
+                .get_or_create(&labels)
+                .inc_by(backend.stats.new_flows);
             backend_up
                 .get_or_create(&labels)
                 .set((backend.oper_state == OperState::Up) as i64);
-            backend_serving.get_or_create(&labels).set(backend.serving as i64);
-            backend_weight.get_or_create(&labels).set(backend.weight as i64);
+            backend_serving
+                .get_or_create(&labels)
+                .set(backend.serving as i64);
+            backend_weight
+                .get_or_create(&labels)
+                .set(backend.weight as i64);
             for (name, admin) in [
                 ("ready", AdminState::Ready),
                 ("drain", AdminState::Drain),
@@ -84,9 +146,19 @@ pub async fn metrics(
             }
         }
     }
-    let transitions = counter_family(&mut registry, "health_transitions", "Backend health state changes");
-    transitions.get_or_create(&Vec::new()).inc_by(stats.health_transitions);
-    let uptime = gauge_family(&mut registry, "uptime_seconds", "Seconds since the agent started");
+    let transitions = counter_family(
+        &mut registry,
+        "health_transitions",
+        "Backend health state changes",
+    );
+    transitions
+        .get_or_create(&Vec::new())
+        .inc_by(stats.health_transitions);
+    let uptime = gauge_family(
+        &mut registry,
+        "uptime_seconds",
+        "Seconds since the agent started",
+    );
     uptime.get_or_create(&Vec::new()).set(stats.uptime_s as i64);
 
     let mut text = String::new();

@@ -44,7 +44,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services", get(list_services).post(add_service))
         .route(
             "/api/v1/services/{name}",
-            get(show_service).patch(patch_service).delete(delete_service),
+            get(show_service)
+                .patch(patch_service)
+                .delete(delete_service),
         )
         .route(
             "/api/v1/services/{name}/backends",
@@ -52,7 +54,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/api/v1/services/{name}/backends/{addr}",
-            get(show_backend).patch(patch_backend).delete(delete_backend),
+            get(show_backend)
+                .patch(patch_backend)
+                .delete(delete_backend),
         )
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/stats", get(stats))
@@ -265,7 +269,9 @@ async fn show_backend(
     let addr = backend_addr(&addr)?;
     let agent = state.agent.lock().await;
     let service = agent.service(&name)?;
-    Ok(Json(agent.backend_view(service, agent.backend(service, addr)?)))
+    Ok(Json(
+        agent.backend_view(service, agent.backend(service, addr)?),
+    ))
 }
 
 async fn add_backend(
@@ -285,7 +291,10 @@ async fn add_backend(
     let service = agent.service(&name)?;
     let added = &service.backends[index];
     log::info!("API: added backend {} to {name}", added.socket_addr());
-    Ok((StatusCode::CREATED, Json(agent.backend_view(service, added))))
+    Ok((
+        StatusCode::CREATED,
+        Json(agent.backend_view(service, added)),
+    ))
 }
 
 /// What `PATCH` may change of a backend.
@@ -319,7 +328,9 @@ async fn patch_backend(
         .await?;
     log::info!("API: changed backend {addr} of {name}: {patch:?}");
     let service = agent.service(&name)?;
-    Ok(Json(agent.backend_view(service, agent.backend(service, addr)?)))
+    Ok(Json(
+        agent.backend_view(service, agent.backend(service, addr)?),
+    ))
 }
 
 async fn delete_backend(
@@ -354,8 +365,7 @@ async fn flows(
     State(state): State<ApiState>,
     query: Result<Query<FlowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<impl IntoResponse> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request(format!("bad query: {e}"), None))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}"), None))?;
     let agent = state.agent.lock().await;
     let flows = agent.flows_view(query.service.as_deref(), query.limit.unwrap_or(1000))?;
     Ok(Json(flows))
@@ -453,6 +463,10 @@ mod tests {
         );
         let e = backend_addr("198.18.1.10").unwrap_err();
         assert_eq!(e.status, 400);
-        assert!(e.error.contains("is not a backend address:port"), "{}", e.error);
+        assert!(
+            e.error.contains("is not a backend address:port"),
+            "{}",
+            e.error
+        );
     }
 }

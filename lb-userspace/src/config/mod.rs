@@ -381,7 +381,8 @@ impl HealthConfig {
         let common = HealthConfig {
             kind: String::new(),
             interval: unless_default(h.interval, DEFAULT_INTERVAL).map(format_duration),
-            timeout: unless_default(h.timeout, DEFAULT_TIMEOUT.min(h.interval)).map(format_duration),
+            timeout: unless_default(h.timeout, DEFAULT_TIMEOUT.min(h.interval))
+                .map(format_duration),
             rise: unless_default(h.rise, DEFAULT_RISE).map(i64::from),
             fall: unless_default(h.fall, DEFAULT_FALL).map(i64::from),
             address: h.address.map(|a| a.to_string()),

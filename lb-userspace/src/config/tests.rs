@@ -885,7 +885,9 @@ fn timeout_is_more_than_zero() {
 #[test]
 fn timeout_is_within_the_interval() {
     assert_eq!(
-        err(&health("kind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"1s\"")),
+        err(&health(
+            "kind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"1s\""
+        )),
         error(
             "service[web].health.timeout",
             "1s is longer than the interval 500ms"

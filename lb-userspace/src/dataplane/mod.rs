@@ -326,7 +326,10 @@ impl Dataplane {
             let data = MapData::from_pin(&path).map_err(|e| pin_err(&path, &e))?;
             let info = data.info().map_err(|e| pin_err(&path, &e))?;
             sizes.insert(name, info.max_entries());
-            map_table.insert(name, Map::from_map_data(data).map_err(|e| pin_err(&path, &e))?);
+            map_table.insert(
+                name,
+                Map::from_map_data(data).map_err(|e| pin_err(&path, &e))?,
+            );
         }
         let path = dir.join(maps::PROG_XLB);
         let program =
@@ -347,7 +350,8 @@ impl Dataplane {
             let Some((mode, iface)) = link_pin_name(&file) else {
                 continue;
             };
-            let link = PinnedLink::from_pin(entry.path()).map_err(|e| pin_err(&entry.path(), &e))?;
+            let link =
+                PinnedLink::from_pin(entry.path()).map_err(|e| pin_err(&entry.path(), &e))?;
             let Ok(ifindex) = ifindex(&iface) else {
                 // The interface went away, and the link with it.
                 log::warn!("{iface} is gone: dropping its pinned XDP link");
@@ -425,7 +429,8 @@ impl Dataplane {
             .and_then(|link| FdLink::try_from(link).map_err(|e| pin_error(&name, &e)))
             .and_then(|link| link.pin(dir.join(&name)).map_err(|e| pin_error(&name, &e)));
         // On an error the link is dropped, which detaches it.
-        self.attachments.insert(at, (attachment, Link::Pinned(pinned?)));
+        self.attachments
+            .insert(at, (attachment, Link::Pinned(pinned?)));
         Ok(())
     }
 
@@ -679,11 +684,7 @@ impl Dataplane {
             .collect();
 
         self.array::<maps::Settings>(maps::MAP_SETTINGS)?
-            .set(
-                0,
-                services::settings_entry(settings, new),
-                0,
-            )
+            .set(0, services::settings_entry(settings, new), 0)
             .map_err(map_err(maps::MAP_SETTINGS))?;
 
         let mut service_map = self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?;
@@ -764,10 +765,9 @@ impl Dataplane {
     /// Everything [`services::recover`] needs, read from the maps.
     fn read_contents(&self) -> Result<services::MapContents, DataplaneError> {
         let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
-        let service_map = HashMap::<_, maps::ServiceKey, maps::Service>::try_from(
-            self.map(maps::MAP_SERVICES)?,
-        )
-        .map_err(map_err(maps::MAP_SERVICES))?;
+        let service_map =
+            HashMap::<_, maps::ServiceKey, maps::Service>::try_from(self.map(maps::MAP_SERVICES)?)
+                .map_err(map_err(maps::MAP_SERVICES))?;
         let services = service_map
             .iter()
             .collect::<Result<Vec<_>, _>>()
@@ -776,7 +776,9 @@ impl Dataplane {
             .map_err(map_err(maps::MAP_BACKENDS))?;
         let mut backends = Vec::new();
         for id in 1..self.options.max_backends {
-            let backend = backend_map.get(&id, 0).map_err(map_err(maps::MAP_BACKENDS))?;
+            let backend = backend_map
+                .get(&id, 0)
+                .map_err(map_err(maps::MAP_BACKENDS))?;
             if backend.family != 0 {
                 backends.push((id, backend));
             }
@@ -792,13 +794,12 @@ impl Dataplane {
             .filter(|(_, s)| s.ring < 2 * self.options.max_services)
             .map(|(_, s)| (s.ring, rings.read(s.ring * size, size)))
             .collect();
-        let nat = HashMap::<_, maps::NatKey, maps::NatTarget>::try_from(
-            self.map(maps::MAP_NAT_REVERSE)?,
-        )
-        .map_err(map_err(maps::MAP_NAT_REVERSE))?
-        .iter()
-        .collect::<Result<_, _>>()
-        .map_err(map_err(maps::MAP_NAT_REVERSE))?;
+        let nat =
+            HashMap::<_, maps::NatKey, maps::NatTarget>::try_from(self.map(maps::MAP_NAT_REVERSE)?)
+                .map_err(map_err(maps::MAP_NAT_REVERSE))?
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_err(maps::MAP_NAT_REVERSE))?;
         let vips = HashMap::<_, VipKey, u8>::try_from(self.map(maps::MAP_VIPS)?)
             .map_err(map_err(maps::MAP_VIPS))?
             .iter()
@@ -870,7 +871,10 @@ impl Dataplane {
     }
 
     /// The backends (address, port) of a service in the last applied set.
-    pub fn installed_backends(&self, spec: &ServiceSpec) -> std::collections::HashSet<(IpAddr, u16)> {
+    pub fn installed_backends(
+        &self,
+        spec: &ServiceSpec,
+    ) -> std::collections::HashSet<(IpAddr, u16)> {
         let key = services::service_key(spec);
         self.installed
             .backends

@@ -13,7 +13,10 @@ const BPF_FS_ROOT: &str = "/sys/fs/bpf";
 /// when that is where `dir` lives and nothing is mounted there.
 pub fn prepare(dir: &Path) -> Result<(), DataplaneError> {
     let fail = |e: &dyn std::fmt::Display| {
-        DataplaneError::Pins(format!("preparing the pin directory {}: {e}", dir.display()))
+        DataplaneError::Pins(format!(
+            "preparing the pin directory {}: {e}",
+            dir.display()
+        ))
     };
     let root = Path::new(BPF_FS_ROOT);
     if dir.starts_with(root) && !is_bpffs(root).map_err(|e| fail(&e))? {

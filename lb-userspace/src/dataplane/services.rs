@@ -531,7 +531,10 @@ pub fn plan(
             }
         };
         next.backends.insert(*key, slot);
-        backend_entries.push((slot.id, backend_entry(spec, slot.generation, service_ids[&key.0])));
+        backend_entries.push((
+            slot.id,
+            backend_entry(spec, slot.generation, service_ids[&key.0]),
+        ));
     }
     for spec in services {
         let key = service_key(spec);
@@ -942,7 +945,10 @@ mod tests {
             settings: settings_entry(&DirectorSettings::default(), &plan.installed),
             services: services.iter().map(|(k, s)| (*k, s.entry)).collect(),
             backends: plan.backend_entries.clone(),
-            rings: services.values().map(|s| (s.ring, s.table.clone())).collect(),
+            rings: services
+                .values()
+                .map(|s| (s.ring, s.table.clone()))
+                .collect(),
             nat: plan.installed.nat.clone(),
             vips: plan.installed.vips.clone(),
         }

@@ -436,7 +436,11 @@ mod tests {
         };
         monitor.reconcile(vec![(id.clone(), other_start)]);
         let kept = monitor.status(&id).unwrap();
-        assert_eq!((kept.state, kept.transitions), (OperState::Up, 1), "not restarted");
+        assert_eq!(
+            (kept.state, kept.transitions),
+            (OperState::Up, 1),
+            "not restarted"
+        );
 
         let changed = HealthCheck {
             interval: Duration::from_millis(60),

@@ -64,7 +64,11 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     let mut rows = Vec::new();
     let mut goals = Vec::new();
     for (what, samples) in &api {
-        let (p50, p99, max) = (percentile(samples, 0.5), percentile(samples, 0.99), percentile(samples, 1.0));
+        let (p50, p99, max) = (
+            percentile(samples, 0.5),
+            percentile(samples, 0.99),
+            percentile(samples, 1.0),
+        );
         rows.push(vec![
             format!("API {what} -> data plane written"),
             format!("{p50:.2} ms"),
@@ -101,7 +105,10 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
         format!("{:.0} s", size.cpu_window.as_secs_f64()),
     ]);
     rows.push(vec![
-        format!("floor: a bare loop making the same {} connects/s", size.checked),
+        format!(
+            "floor: a bare loop making the same {} connects/s",
+            size.checked
+        ),
         format!("{:.2}% of a core", cpu.floor * 100.0),
         "-".into(),
         "-".into(),
@@ -117,7 +124,11 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
             cpu.system * 100.0,
             cpu.floor * 100.0,
             HEALTH_CPU_GOAL * 100.0,
-            if size.checked < 1000 { " (quick run: fewer backends)" } else { "" }
+            if size.checked < 1000 {
+                " (quick run: fewer backends)"
+            } else {
+                ""
+            }
         ),
         cpu.share < HEALTH_CPU_GOAL,
     ));
@@ -216,9 +227,7 @@ fn maglev_builds(runs: usize) -> Vec<(usize, Vec<f64>)> {
 }
 
 fn services(count: usize, health: bool) -> String {
-    let mut text = String::from(
-        "[[service]]\nname = \"web\"\nvip = \"fd00::100\"\nport = 80\n",
-    );
+    let mut text = String::from("[[service]]\nname = \"web\"\nvip = \"fd00::100\"\nport = 80\n");
     if health {
         text += "[service.health]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n";
     }
@@ -249,7 +258,10 @@ fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
     );
     let changes: [(&'static str, [&str; 2]); 2] = [
         ("weight change", [r#"{"weight": 2}"#, r#"{"weight": 1}"#]),
-        ("drain / ready", [r#"{"admin_state": "drain"}"#, r#"{"admin_state": "ready"}"#]),
+        (
+            "drain / ready",
+            [r#"{"admin_state": "drain"}"#, r#"{"admin_state": "ready"}"#],
+        ),
     ];
     let url = format!("http://{API}{path}");
     lab.net.director.run(move || {
@@ -268,7 +280,11 @@ fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
                     .send(bodies[i % 2])
                     .with_context(|| format!("PATCH {url}"))?;
                 samples.push(started.elapsed().as_secs_f64() * 1e3);
-                ensure!(response.status() == 200, "PATCH {url}: {}", response.status());
+                ensure!(
+                    response.status() == 200,
+                    "PATCH {url}: {}",
+                    response.status()
+                );
             }
             results.push((what, samples));
         }
@@ -340,7 +356,9 @@ fn health_cpu(count: usize, window: Duration) -> anyhow::Result<Cpu> {
 /// to each backend, closed with a reset) from one thread: what the kernel
 /// charges on this topology whoever makes them.
 fn bare_connects(lab: &AgentLab, count: usize, window: Duration) -> anyhow::Result<f64> {
-    let targets: Vec<SocketAddr> = (0..count).map(|i| SocketAddr::new(backend(i), 80)).collect();
+    let targets: Vec<SocketAddr> = (0..count)
+        .map(|i| SocketAddr::new(backend(i), 80))
+        .collect();
     lab.net.director.run(move || -> anyhow::Result<f64> {
         let before = thread_cpu()?;
         let started = Instant::now();
@@ -351,8 +369,9 @@ fn bare_connects(lab: &AgentLab, count: usize, window: Duration) -> anyhow::Resu
             for target in &targets {
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 next += step;
-                let stream = std::net::TcpStream::connect_timeout(target, Duration::from_millis(500))
-                    .with_context(|| format!("connecting to {target}"))?;
+                let stream =
+                    std::net::TcpStream::connect_timeout(target, Duration::from_millis(500))
+                        .with_context(|| format!("connecting to {target}"))?;
                 reset_on_close(&stream)?;
             }
         }
@@ -420,7 +439,10 @@ impl Acceptor {
         use std::os::fd::AsRawFd;
         let listener = ns.run(|| std::net::TcpListener::bind("[::]:80"))??;
         // SAFETY: listening again on a bound socket only resizes its queue.
-        ensure!(unsafe { libc::listen(listener.as_raw_fd(), 4096) } == 0, "listen");
+        ensure!(
+            unsafe { libc::listen(listener.as_raw_fd(), 4096) } == 0,
+            "listen"
+        );
         listener.set_nonblocking(true)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = stop.clone();
