@@ -405,6 +405,11 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
     std::thread::sleep(Duration::from_millis(500));
     let batches = load.finish().unwrap();
     let sum = total(&batches);
+    println!(
+        "{} new connections across the kill and restart, {} failed",
+        sum.answered() + sum.failed,
+        sum.failed
+    );
     assert_eq!(
         sum.failed, 0,
         "connections failed across the kill and restart: {sum:?}"
