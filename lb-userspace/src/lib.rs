@@ -8,3 +8,4 @@ pub mod config;
 pub mod dataplane;
 pub mod health;
 pub mod neigh;
+pub mod vrrp;

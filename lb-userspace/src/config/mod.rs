@@ -11,6 +11,7 @@ pub mod model;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod vrrp;
 
 use std::{fs, net::IpAddr, path::Path, time::Duration};
 
@@ -23,6 +24,7 @@ use lb_common::maps::{
 
 use crate::dataplane::{AttachMode, Protocol};
 use model::{AdminState, Backend, CheckKind, HealthCheck, Model, OperState, Service};
+pub use vrrp::{InstanceConfig, SyncGroupConfig, TrackConfig, VrrpConfig};
 
 /// The file as written: every key optional where a default exists.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,6 +36,8 @@ pub struct Config {
     pub tables: TablesConfig,
     #[serde(default, rename = "service", skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceConfig>,
+    #[serde(default, skip_serializing_if = "VrrpConfig::is_empty")]
+    pub vrrp: VrrpConfig,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -182,7 +186,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             field: field.into(),
             message: message.into(),
@@ -313,6 +317,7 @@ impl Config {
                 .iter()
                 .map(ServiceConfig::from_model)
                 .collect(),
+            vrrp: vrrp::from_model(&model.vrrp, &model.sync_groups),
         }
     }
 

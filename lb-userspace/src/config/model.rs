@@ -11,6 +11,7 @@ use std::{
 
 use lb_common::maps::Mode;
 
+use crate::vrrp::{V3Checksum, Version};
 use crate::dataplane::{
     AffinitySpec, AttachMode, BackendSpec, DirectorSettings, LoadOptions, NextHop, Protocol,
     ServiceSpec,
@@ -22,6 +23,9 @@ pub struct Model {
     pub tables: Tables,
     /// In file order; names are unique.
     pub services: Vec<Service>,
+    /// VRRP instances, in file order; names are unique.
+    pub vrrp: Vec<VrrpInstance>,
+    pub sync_groups: Vec<SyncGroup>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -227,4 +231,65 @@ impl Backend {
             next_hop,
         }
     }
+}
+
+/// A VRRP instance (keepalived's `vrrp_instance`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VrrpInstance {
+    /// Unique among instances; the API's handle.
+    pub name: String,
+    pub interface: String,
+    /// 1..=255, shared by the routers of one virtual router on a link.
+    pub vrid: u8,
+    /// 1..=255; 255 means this router owns the addresses.
+    pub priority: u8,
+    pub version: Version,
+    /// v3: 10 ms to 40.95 s in centiseconds; v2: 1 s to 255 s in seconds.
+    pub advert_interval: Duration,
+    /// All of one family; IPv6 only with v3.
+    pub virtual_addresses: Vec<IpAddr>,
+    /// Take over from a lower-priority master.
+    pub preempt: bool,
+    /// Wait this long after start-up before preempting.
+    pub preempt_delay: Duration,
+    /// Accept packets to the virtual addresses when master though not owner.
+    pub accept: bool,
+    /// VRRPv2 simple password (up to 8 bytes).
+    pub auth_pass: Option<String>,
+    /// Send to these instead of the multicast group, and accept only them.
+    pub unicast_peers: Vec<IpAddr>,
+    pub v3_checksum: V3Checksum,
+    /// Gratuitous ARPs / unsolicited NAs sent on becoming master, and the
+    /// gap between them.
+    pub garp_count: u32,
+    pub garp_interval: Duration,
+    pub track: Vec<Track>,
+    /// Run with the state, the instance name and the priority as arguments.
+    pub notify: Option<Vec<String>>,
+}
+
+/// What an instance's priority follows (keepalived's track_interface and
+/// track_script): `weight` > 0 is added while the object is up, < 0 is
+/// subtracted while it is down, 0 puts the instance in FAULT while down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Track {
+    pub object: Tracked,
+    pub weight: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tracked {
+    /// An interface's link state.
+    Interface(String),
+    /// This director's data plane: program attached, maps answering.
+    Dataplane,
+    /// A service having at least one backend that takes new flows.
+    Service(String),
+}
+
+/// Instances that change state together (keepalived's vrrp_sync_group).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGroup {
+    pub name: String,
+    pub instances: Vec<String>,
 }

@@ -69,7 +69,7 @@ fn unknown_section_names_the_key_and_line() {
         err(&format!("{}[global]\nx = 1\n", agent(""))),
         error(
             "global",
-            "line 4: unknown field `global`, expected one of `agent`, `tables`, `service`"
+            "line 4: unknown field `global`, expected one of `agent`, `tables`, `service`, `vrrp`"
         )
     );
 }
@@ -1122,4 +1122,136 @@ fn service_config_is_the_api_body() {
         "[fd00::10]:443".parse::<SocketAddr>().unwrap()
     );
     assert_eq!(super::ServiceConfig::from_model(web), config.services[0]);
+}
+
+// VRRP.
+
+/// The service `web` and a VRRP instance `VI_1` with `lines`.
+fn vrrp(lines: &str) -> String {
+    format!(
+        "{}\n[[vrrp.instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\n{lines}\n",
+        web("")
+    )
+}
+
+#[test]
+fn a_vrrp_instance_gets_keepalived_like_defaults() {
+    let model = Config::parse(&vrrp(
+        "vrid = 51\npriority = 150\nvirtual_addresses = [\"198.18.0.100\"]",
+    ))
+    .unwrap()
+    .validate()
+    .unwrap();
+    let instance = &model.vrrp[0];
+    assert_eq!(
+        (instance.vrid, instance.priority, instance.version),
+        (51, 150, crate::vrrp::Version::V3)
+    );
+    assert_eq!(instance.advert_interval, Duration::from_secs(1));
+    assert!(instance.preempt && !instance.accept);
+    assert_eq!((instance.garp_count, instance.garp_interval), (3, Duration::from_millis(100)));
+}
+
+#[test]
+fn vrrp_values_are_checked() {
+    let cases = [
+        ("vrid = 0\npriority = 100\nvirtual_addresses = [\"198.18.0.100\"]",
+         "vrrp.instance[VI_1].vrid", "0 is out of range 1-255"),
+        ("vrid = 1\npriority = 256\nvirtual_addresses = [\"198.18.0.100\"]",
+         "vrrp.instance[VI_1].priority", "256 is out of range 1-255"),
+        ("vrid = 1\npriority = 100\nversion = 4\nvirtual_addresses = [\"198.18.0.100\"]",
+         "vrrp.instance[VI_1].version", "4 is not one of: 3, 2"),
+        ("vrid = 1\npriority = 100\nadvert_interval = \"5ms\"\nvirtual_addresses = [\"198.18.0.100\"]",
+         "vrrp.instance[VI_1].advert_interval", "5ms is out of range 10ms-40s 950ms"),
+        ("vrid = 1\npriority = 100\nadvert_interval = \"25ms\"\nvirtual_addresses = [\"198.18.0.100\"]",
+         "vrrp.instance[VI_1].advert_interval", "25ms is not a whole number of centiseconds"),
+        ("vrid = 1\npriority = 100\nversion = 2\nadvert_interval = \"500ms\"\nvirtual_addresses = [\"198.18.0.100\"]",
+         "vrrp.instance[VI_1].advert_interval", "500ms is out of range 1s-4m 15s"),
+        ("vrid = 1\npriority = 100\nvirtual_addresses = []",
+         "vrrp.instance[VI_1].virtual_addresses", "at least one virtual address is required"),
+        ("vrid = 1\npriority = 100\nvirtual_addresses = [\"198.18.0.100\", \"fd00::100\"]",
+         "vrrp.instance[VI_1].virtual_addresses[1]",
+         "fd00::100 is not of the family of 198.18.0.100: one instance, one family"),
+        ("vrid = 1\npriority = 100\nversion = 2\nvirtual_addresses = [\"fd00::100\"]",
+         "vrrp.instance[VI_1].virtual_addresses[0]", "fd00::100: VRRPv2 carries IPv4 only"),
+        ("vrid = 1\npriority = 100\nvirtual_addresses = [\"198.18.0.100\"]\nauth_pass = \"secret\"",
+         "vrrp.instance[VI_1].auth_pass",
+         "authentication is VRRPv2's (set version = 2); VRRPv3 has none"),
+        ("vrid = 1\npriority = 100\nversion = 2\nvirtual_addresses = [\"198.18.0.100\"]\nauth_pass = \"123456789\"",
+         "vrrp.instance[VI_1].auth_pass", "9 bytes: a VRRPv2 password has 1 to 8"),
+        ("vrid = 1\npriority = 100\nvirtual_addresses = [\"198.18.0.100\"]\nunicast_peers = [\"fd00::2\"]",
+         "vrrp.instance[VI_1].unicast_peers[0]",
+         "fd00::2 is not of the virtual addresses' family"),
+        ("vrid = 1\npriority = 100\nvirtual_addresses = [\"198.18.0.100\"]\ntrack = [{ service = \"nope\", weight = -10 }]",
+         "vrrp.instance[VI_1].track[0].service", "no service is named \"nope\""),
+        ("vrid = 1\npriority = 100\nvirtual_addresses = [\"198.18.0.100\"]\ntrack = [{ dataplane = true, interface = \"eth1\" }]",
+         "vrrp.instance[VI_1].track[0]",
+         "track exactly one of: interface = \"NAME\", dataplane = true, service = \"NAME\""),
+        ("vrid = 1\npriority = 100\nvirtual_addresses = [\"198.18.0.100\"]\nnotify = [\"notify.sh\"]",
+         "vrrp.instance[VI_1].notify", "the command must start with an absolute path"),
+    ];
+    for (lines, field, message) in cases {
+        assert_eq!(err(&vrrp(lines)), error(field, message), "{lines}");
+    }
+}
+
+#[test]
+fn vrrp_instances_and_groups_do_not_overlap() {
+    let two = |second: &str| {
+        vrrp(&format!(
+            "vrid = 51\npriority = 100\nvirtual_addresses = [\"198.18.0.100\"]\n\
+             [[vrrp.instance]]\nname = \"VI_2\"\ninterface = \"eth0\"\npriority = 100\n{second}"
+        ))
+    };
+    assert_eq!(
+        err(&two("vrid = 51\nvirtual_addresses = [\"198.18.0.101\"]")),
+        error("vrrp.instance[VI_2].vrid", "51 on eth0 is already vrrp.instance[VI_1]")
+    );
+    assert_eq!(
+        err(&two("vrid = 52\nvirtual_addresses = [\"198.18.0.100\"]")),
+        error(
+            "vrrp.instance[VI_2].virtual_addresses",
+            "198.18.0.100 is already an address of vrrp.instance[VI_1]"
+        )
+    );
+    let group = |instances: &str| {
+        two(&format!(
+            "vrid = 52\nvirtual_addresses = [\"198.18.0.101\"]\n\
+             [[vrrp.sync_group]]\nname = \"SG1\"\ninstances = [{instances}]"
+        ))
+    };
+    assert_eq!(
+        err(&group("\"VI_1\", \"VI_3\"")),
+        error("vrrp.sync_group[SG1].instances[1]", "no instance is named \"VI_3\"")
+    );
+    assert_eq!(
+        err(&group("\"VI_1\", \"VI_1\"")),
+        error("vrrp.sync_group[SG1].instances[1]", "\"VI_1\" is listed twice")
+    );
+    let model = Config::parse(&group("\"VI_1\", \"VI_2\""))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(model.sync_groups[0].instances, ["VI_1", "VI_2"]);
+}
+
+#[test]
+fn vrrp_round_trips_through_the_file() {
+    let text = vrrp(
+        "vrid = 51\npriority = 150\nversion = 2\nadvert_interval = \"2s\"\n\
+         virtual_addresses = [\"198.18.0.100\", \"198.18.0.101\"]\npreempt = false\n\
+         preempt_delay = \"10s\"\naccept = true\nauth_pass = \"secret\"\n\
+         unicast_peers = [\"198.18.0.3\"]\ngarp_count = 5\ngarp_interval = \"1s\"\n\
+         track = [{ interface = \"eth1\", weight = -60 }, { dataplane = true }, { service = \"web\", weight = -20 }]\n\
+         notify = [\"/usr/local/bin/notify\", \"--quiet\"]\n\
+         [[vrrp.instance]]\nname = \"VI_6\"\ninterface = \"eth1\"\nvrid = 52\npriority = 100\n\
+         advert_interval = \"20ms\"\nvirtual_addresses = [\"fd00::100\"]\nv3_checksum = \"message_only\"\n\
+         [[vrrp.sync_group]]\nname = \"SG1\"\ninstances = [\"VI_1\", \"VI_6\"]",
+    );
+    let model = Config::parse(&text).unwrap().validate().unwrap();
+    let again = Config::parse(&Config::from_model(&model).to_toml())
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(again, model);
 }

@@ -44,10 +44,13 @@ pub(super) fn config(config: &Config) -> Result<Model, ConfigError> {
         services.push(service);
     }
     capacity(&tables, &services)?;
+    let (vrrp, sync_groups) = super::vrrp::validate(&config.vrrp, &services)?;
     let model = Model {
         agent,
         tables,
         services,
+        vrrp,
+        sync_groups,
     };
     data_plane_check(&model)?;
     Ok(model)
@@ -148,7 +151,7 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
 }
 
 /// What Linux takes as a network interface name.
-fn is_interface_name(name: &str) -> bool {
+pub(super) fn is_interface_name(name: &str) -> bool {
     (1..=15).contains(&name.len())
         && !name
             .chars()
@@ -709,7 +712,7 @@ fn data_plane_check(model: &Model) -> Result<(), ConfigError> {
 }
 
 /// `value` (or `default` when unset) as a `T` within `range`.
-fn integer<T: TryFrom<i64>>(
+pub(super) fn integer<T: TryFrom<i64>>(
     field: &str,
     value: Option<i64>,
     default: T,
@@ -730,14 +733,14 @@ fn integer<T: TryFrom<i64>>(
         })
 }
 
-fn ip(field: &str, value: &str) -> Result<IpAddr, ConfigError> {
+pub(super) fn ip(field: &str, value: &str) -> Result<IpAddr, ConfigError> {
     value
         .parse()
         .map_err(|_| ConfigError::new(field, format!("{value:?} is not an IP address")))
 }
 
 /// The value spelled `value` in `choices`; the first choice when unset.
-fn choice<T: Copy>(
+pub(super) fn choice<T: Copy>(
     field: &str,
     value: Option<&str>,
     choices: &[(&str, T)],
@@ -772,7 +775,7 @@ fn duration(field: &str, value: Option<&str>, default: Duration) -> Result<Durat
     })
 }
 
-fn duration_in(
+pub(super) fn duration_in(
     field: &str,
     value: Option<&str>,
     default: Duration,
