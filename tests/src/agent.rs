@@ -24,8 +24,8 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::{
-    lab::{backend_port, Family, Net, DIRECTOR_V4, DIRECTOR_V6, VIP_PORT},
-    netns::{ChildHandle, Netns},
+    lab::{backend_port, Family, Net, Vips, VIP_PORT},
+    netns::{ChildHandle, Netns, Topology},
     servers::{tcp_spread, Spread},
     xlb_bin,
 };
@@ -37,82 +37,40 @@ pub const API: &str = "127.0.0.1:9180";
 /// How long the agent may take to load, apply and attach.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub struct AgentLab {
+/// One director's agent: its namespace, files and process.
+pub struct Director {
+    pub ns: Netns,
     pub agent: Option<ChildHandle>,
-    pub net: Net,
-    pub family: Family,
-    /// The config file, the token, the agent's logs.
+    /// The config file and the token.
     pub dir: PathBuf,
     pub pins: PathBuf,
     /// Where the API listens, in the director's namespace.
-    api: String,
-    /// Slots per Maglev ring; small by default, so tests start fast.
-    pub maglev_size: u32,
-    /// Room for backends over all services.
-    pub max_backends: u32,
-    tag: String,
+    pub api: String,
+    /// The agent's log of its last run, once it has stopped.
+    last_logs: String,
 }
 
-impl AgentLab {
-    /// Builds the lab with `backends` backends and writes a configuration of the agent section
-    /// followed by `services` (TOML `[[service]]` tables); the agent is not started yet.
-    pub fn new(
-        tag: &str,
-        mode: Mode,
-        family: Family,
-        backends: usize,
-        services: &str,
-    ) -> anyhow::Result<AgentLab> {
-        mount_bpffs()?;
-        let net = Net::new(tag, mode, backends)?;
-        let dir = std::env::temp_dir().join(format!("xlb-agent-{tag}-{}", std::process::id()));
+impl Director {
+    fn new(ns: Netns, tag: &str, index: usize) -> anyhow::Result<Director> {
+        let name = format!("{tag}-{index}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("xlb-agent-{name}"));
         std::fs::create_dir_all(&dir)?;
-        let pins = Path::new(BPF_FS).join(format!("{tag}-{}", std::process::id()));
-        let lab = AgentLab {
+        Ok(Director {
+            ns,
             agent: None,
-            net,
-            family,
             dir,
-            pins,
+            pins: Path::new(BPF_FS).join(name),
             api: API.to_string(),
-            maglev_size: 4099,
-            max_backends: 64,
-            tag: tag.to_string(),
-        };
-        lab.write_config(services)?;
-        Ok(lab)
+            last_logs: String::new(),
+        })
     }
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("xlb.toml")
     }
 
-    /// The agent section for this lab, then `services`.
-    pub fn write_config(&self, services: &str) -> anyhow::Result<()> {
-        let text = format!(
-            "[agent]\ninterfaces = [\"eth0\"]\napi_listen = \"{API}\"\npin_path = \"{}\"\n\
-             tunnel_source_v4 = \"{DIRECTOR_V4}\"\ntunnel_source_v6 = \"{DIRECTOR_V6}\"\n\n\
-             [tables]\nmaglev_size = {}\nmax_services = 8\nmax_backends = {}\n\
-             flow_entries = 65536\naffinity_entries = 1024\n\n{services}",
-            self.pins.display(),
-            self.maglev_size,
-            self.max_backends,
-        );
-        std::fs::write(self.config_path(), text).context("writing the agent's config")
-    }
-
-    /// Where the API listens, when the config was changed to another address.
-    pub fn set_api(&mut self, addr: &str) {
-        self.api = addr.to_string();
-    }
-
-    /// Starts `xlb run` in the director's namespace and waits until `/ready` answers.
-    pub fn start(&mut self) -> anyhow::Result<()> {
-        self.start_with(&[])
-    }
-
-    /// [`AgentLab::start`] with more arguments for `xlb run`.
-    pub fn start_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+    /// Starts `xlb run ARGS` in the namespace and waits until `/ready` answers.
+    pub fn start(&mut self, topology: &mut Topology, args: &[&str]) -> anyhow::Result<()> {
         ensure!(self.agent.is_none(), "the agent is already running");
         let mut cmd = Command::new(xlb_bin()?);
         cmd.args(["--log-level", "info", "run", "--config"])
@@ -121,9 +79,7 @@ impl AgentLab {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let director = self.net.director.clone();
-        let agent = self.net.topology.spawn(&director, cmd)?;
-        self.agent = Some(agent);
+        self.agent = Some(topology.spawn(&self.ns, cmd)?);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok((200, _)) = self.request("GET", "/ready", None, None) {
@@ -139,30 +95,28 @@ impl AgentLab {
                 );
             }
             if Instant::now() > deadline {
-                bail!(
-                    "the agent did not become ready within {START_TIMEOUT:?}:\n{}",
-                    self.logs()
-                );
+                bail!("the agent did not become ready within {START_TIMEOUT:?}:\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// What the agent logged so far.
+    /// What the running agent logged so far, or the last one logged in all.
     pub fn logs(&self) -> String {
-        self.agent
-            .as_ref()
-            .map(|a| String::from_utf8_lossy(&a.stderr_snapshot()).into_owned())
-            .unwrap_or_default()
+        match &self.agent {
+            Some(agent) => String::from_utf8_lossy(&agent.stderr_snapshot()).into_owned(),
+            None => self.last_logs.clone(),
+        }
     }
 
     /// SIGKILLs the agent and reaps it.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         let agent = self.agent.take().context("the agent is not running")?;
         agent.signal(Signal::SIGKILL)?;
-        agent
+        let output = agent
             .wait_timeout(Duration::from_secs(5))?
             .context("the agent outlived SIGKILL")?;
+        self.last_logs = String::from_utf8_lossy(&output.stderr).into_owned();
         Ok(())
     }
 
@@ -174,23 +128,16 @@ impl AgentLab {
             .wait_timeout(Duration::from_secs(10))?
             .context("the agent did not exit within 10 s of SIGTERM")?;
         let logs = String::from_utf8_lossy(&output.stderr).into_owned();
-        ensure!(
-            output.status.success(),
-            "the agent failed on SIGTERM ({}):\n{logs}",
-            output.status
-        );
+        self.last_logs = logs.clone();
+        ensure!(output.status.success(), "the agent failed on SIGTERM ({}):\n{logs}", output.status);
         Ok(logs)
     }
 
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        self.agent
-            .as_ref()
-            .context("the agent is not running")?
-            .signal(signal)
+        self.agent.as_ref().context("the agent is not running")?.signal(signal)
     }
 
-    /// An HTTP request to the agent's API from inside the director's namespace: the status and
-    /// the body.
+    /// An HTTP request to the agent's API from inside its namespace: the status and the body.
     pub fn request(
         &self,
         method: &str,
@@ -198,7 +145,7 @@ impl AgentLab {
         body: Option<&str>,
         token: Option<&str>,
     ) -> anyhow::Result<(u16, String)> {
-        request_in(&self.net.director, &self.api, method, path, body, token)
+        request_in(&self.ns, &self.api, method, path, body, token)
     }
 
     /// `GET path`, which must answer 200 with JSON.
@@ -207,14 +154,141 @@ impl AgentLab {
         ensure!(status == 200, "GET {path}: {status} {body}");
         serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
     }
+}
 
-    /// A backend of a service as the API shows it.
+impl Drop for Director {
+    fn drop(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            let _ = agent.signal(Signal::SIGKILL);
+            let _ = agent.wait_timeout(Duration::from_secs(5));
+        }
+        // Pins left by a killed agent keep its maps and links alive; the links go with the
+        // namespaces' interfaces, the rest with the pins.
+        if self.pins.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.pins) {
+                eprintln!("removing {}: {e}", self.pins.display());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub struct AgentLab {
+    // Fields drop in order: the agents stop, then the namespaces go.
+    pub directors: Vec<Director>,
+    pub net: Net,
+    pub family: Family,
+    /// Slots per Maglev ring; small by default, so tests start fast.
+    pub maglev_size: u32,
+    /// Room for backends over all services.
+    pub max_backends: u32,
+}
+
+impl std::ops::Deref for AgentLab {
+    type Target = Director;
+
+    fn deref(&self) -> &Director {
+        &self.directors[0]
+    }
+}
+
+impl std::ops::DerefMut for AgentLab {
+    fn deref_mut(&mut self) -> &mut Director {
+        &mut self.directors[0]
+    }
+}
+
+impl AgentLab {
+    /// Builds the lab with `backends` backends and writes a configuration of the agent section
+    /// followed by `services` (TOML `[[service]]` tables); the agent is not started yet. The lab
+    /// derefs to its director.
+    pub fn new(
+        tag: &str,
+        mode: Mode,
+        family: Family,
+        backends: usize,
+        services: &str,
+    ) -> anyhow::Result<AgentLab> {
+        let lab = AgentLab::build(Net::new(tag, mode, backends)?, tag, family)?;
+        lab.write_config(services)?;
+        Ok(lab)
+    }
+
+    /// A lab of `directors` directors that leave the VIPs to VRRP; write each one's config with
+    /// [`AgentLab::write_config_of`].
+    pub fn with_directors(
+        tag: &str,
+        mode: Mode,
+        family: Family,
+        backends: usize,
+        directors: usize,
+    ) -> anyhow::Result<AgentLab> {
+        let net = Net::with_directors(tag, mode, backends, directors, Vips::Vrrp)?;
+        AgentLab::build(net, tag, family)
+    }
+
+    fn build(net: Net, tag: &str, family: Family) -> anyhow::Result<AgentLab> {
+        mount_bpffs()?;
+        let directors = net
+            .directors
+            .iter()
+            .enumerate()
+            .map(|(k, ns)| Director::new(ns.clone(), tag, k))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(AgentLab {
+            directors,
+            net,
+            family,
+            maglev_size: 4099,
+            max_backends: 64,
+        })
+    }
+
+    /// The first director's config: the agent section for this lab, then `rest`.
+    pub fn write_config(&self, rest: &str) -> anyhow::Result<()> {
+        self.write_config_of(0, rest)
+    }
+
+    /// Director `k`'s config: the agent section for this lab, then `rest`.
+    pub fn write_config_of(&self, k: usize, rest: &str) -> anyhow::Result<()> {
+        let director = &self.directors[k];
+        let host = 2 + k;
+        let text = format!(
+            "[agent]\ninterfaces = [\"eth0\"]\napi_listen = \"{API}\"\npin_path = \"{}\"\n\
+             tunnel_source_v4 = \"198.18.1.{host}\"\ntunnel_source_v6 = \"fd00:1::{host}\"\n\n\
+             [tables]\nmaglev_size = {}\nmax_services = 8\nmax_backends = {}\n\
+             flow_entries = 65536\naffinity_entries = 1024\n\n{rest}",
+            director.pins.display(),
+            self.maglev_size,
+            self.max_backends,
+        );
+        std::fs::write(director.config_path(), text).context("writing the agent's config")
+    }
+
+    /// Starts the first director's `xlb run` and waits until `/ready` answers.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_with(&[])
+    }
+
+    /// [`AgentLab::start`] with more arguments for `xlb run`.
+    pub fn start_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        self.start_of(0, args)
+    }
+
+    /// Starts director `k`'s `xlb run ARGS`.
+    pub fn start_of(&mut self, k: usize, args: &[&str]) -> anyhow::Result<()> {
+        self.directors[k].start(&mut self.net.topology, args)
+    }
+
+    /// Where the first director's API listens, when its config was changed to another address.
+    pub fn set_api(&mut self, addr: &str) {
+        self.directors[0].api = addr.to_string();
+    }
+
+    /// A backend of a service as the first director's API shows it.
     pub fn backend(&self, service: &str, n: usize) -> anyhow::Result<Value> {
         let addr = self.backend_addr(n);
-        self.get(&format!(
-            "/api/v1/services/{service}/backends/{}",
-            encode(&addr.to_string())
-        ))
+        self.get(&format!("/api/v1/services/{service}/backends/{}", encode(&addr.to_string())))
     }
 
     /// Backend `n`'s address and port.
@@ -243,30 +317,10 @@ impl AgentLab {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > timeout {
-                bail!(
-                    "b{} of {service} not {what} within {timeout:?}: {view}",
-                    n + 1
-                );
+                bail!("b{} of {service} not {what} within {timeout:?}: {view}", n + 1);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-}
-
-impl Drop for AgentLab {
-    fn drop(&mut self) {
-        if let Some(agent) = self.agent.take() {
-            let _ = agent.signal(Signal::SIGKILL);
-            let _ = agent.wait_timeout(Duration::from_secs(5));
-        }
-        // Pins left by a killed agent keep its maps and links alive; the links go with the
-        // namespaces' interfaces, the rest with the pins.
-        if self.pins.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.pins) {
-                eprintln!("{}: removing {}: {e}", self.tag, self.pins.display());
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -415,4 +469,114 @@ pub fn total(batches: &[Batch]) -> Spread {
         );
     }
     sum
+}
+
+/// UDP requests to a VIP every [`PROBE_EVERY`] from the client, each on a new socket with a
+/// [`PROBE_TIMEOUT`], until stopped or `limit` passes: the outage a failover causes, to within
+/// a few milliseconds.
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<anyhow::Result<Vec<Probe>>>>,
+}
+
+pub const PROBE_EVERY: Duration = Duration::from_millis(5);
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// One request: when it was sent and whether an answer came.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    pub sent: Instant,
+    pub answered: bool,
+}
+
+/// What a run of probes saw around an event.
+#[derive(Clone, Copy, Debug)]
+pub struct Outage {
+    /// From the last answered request before the event to the first answered one after it.
+    pub gap: Duration,
+    /// Requests unanswered in between.
+    pub lost: usize,
+}
+
+impl Prober {
+    pub fn start(client: &Netns, vip: SocketAddr, limit: Duration) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let client = client.clone();
+        let thread = std::thread::spawn(move || {
+            client.run(move || -> anyhow::Result<Vec<Probe>> {
+                let until = Instant::now() + limit;
+                let mut probes = Vec::new();
+                let mut next = Instant::now();
+                while !stopping.load(Ordering::Relaxed) && Instant::now() < until {
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    next += PROBE_EVERY;
+                    let sent = Instant::now();
+                    probes.push(Probe {
+                        sent,
+                        answered: probe(vip).is_ok(),
+                    });
+                }
+                Ok(probes)
+            })?
+        });
+        Prober {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> anyhow::Result<Vec<Probe>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("finished once")
+            .join()
+            .map_err(|_| anyhow::anyhow!("the prober panicked"))?
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn probe(vip: SocketAddr) -> std::io::Result<()> {
+    let any: std::net::IpAddr = match vip {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = std::net::UdpSocket::bind((any, 0))?;
+    socket.connect(vip)?;
+    socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    socket.send(b"probe")?;
+    let mut buf = [0; 256];
+    socket.recv(&mut buf).map(drop)
+}
+
+/// The outage around `event` in `probes`: fails if no request after it was answered.
+pub fn outage(probes: &[Probe], event: Instant) -> anyhow::Result<Outage> {
+    let before = probes
+        .iter()
+        .filter(|p| p.answered && p.sent <= event)
+        .next_back()
+        .map(|p| p.sent)
+        .unwrap_or(event);
+    let after = probes
+        .iter()
+        .find(|p| p.answered && p.sent > event)
+        .map(|p| p.sent)
+        .context("no request was answered after the event")?;
+    let lost = probes
+        .iter()
+        .filter(|p| p.sent > before && p.sent < after && !p.answered)
+        .count();
+    Ok(Outage {
+        gap: after - before,
+        lost,
+    })
 }

@@ -105,11 +105,23 @@ pub struct Net {
     pub decaps: Vec<Dataplane>,
     _port_pass: Dataplane,
     pub client: Netns,
+    /// The first of `directors`.
     pub director: Netns,
+    pub directors: Vec<Netns>,
     pub backends: Vec<Netns>,
+    /// The switch's namespace, and each director's port on it.
+    pub switch: Netns,
+    pub director_ports: Vec<String>,
     pub macs: Vec<[u8; 6]>,
     pub mode: Mode,
     pub topology: Topology,
+}
+
+/// Whether directors hold the VIPs from the start, or leave them to VRRP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vips {
+    Static,
+    Vrrp,
 }
 
 /// The topology, with the director's program attached and an identity server on every backend.
@@ -139,23 +151,26 @@ impl Net {
     /// Builds the topology with `backends` backends (b1, b2, …) for `mode`, and pins the calling
     /// thread to CPU 0 (see the module docs).
     pub fn new(tag: &str, mode: Mode, backends: usize) -> anyhow::Result<Net> {
+        Net::with_directors(tag, mode, backends, 1, Vips::Static)
+    }
+
+    /// [`Net::new`] with `directors` directors on the switch: `director`, `director2`, … at
+    /// 198.18.0.2, .3, … (and 198.18.1.2, …, fd00::2, …, fd00:1::2, …), holding the VIPs as
+    /// `vips` says.
+    pub fn with_directors(
+        tag: &str,
+        mode: Mode,
+        backends: usize,
+        directors: usize,
+        vips: Vips,
+    ) -> anyhow::Result<Net> {
         let mut port_pass = pass_through()?;
         pin_to_cpu0()?;
         let mut topology = Topology::new(tag)?;
         let mut switch = topology.add_switch("sw")?;
         let client = topology.add_ns("client")?;
-        let director_ns = topology.add_ns("director")?;
         switch.connect(&mut topology, &client, "eth0")?;
         full_checksums(&client)?;
-        let director_port = switch.connect(&mut topology, &director_ns, "eth0")?;
-        switch
-            .netns()
-            .run(|| {
-                port_pass
-                    .attach(&director_port, AttachMode::Native)
-                    .map(|_| ())
-            })?
-            .context("attaching the switch port's pass-through program")?;
         client.add_addr("eth0", &format!("{CLIENT_V4}/24"))?;
         client.add_addr("eth0", &format!("{CLIENT_V6}/64"))?;
         // No delayed ACKs toward the VIP (see the module docs).
@@ -178,30 +193,53 @@ impl Net {
             "quickack",
             "1",
         ])?;
-        for cidr in [
-            "198.18.0.2/24",
-            &format!("{DIRECTOR_V4}/24"),
-            "fd00::2/64",
-            &format!("{DIRECTOR_V6}/64"),
-            &format!("{VIP_V4}/32"),
-            &format!("{VIP_V6}/128"),
-        ] {
-            director_ns.add_addr("eth0", cidr)?;
-        }
-        director_ns.set_sysctls(&[
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            // A NAT reply xlb leaves to the kernel (no neighbour yet) already
-            // has the VIP, a local address, as source: without this IPv4
-            // drops it as a martian.
-            ("net.ipv4.conf.all.accept_local", "1"),
-            ("net.ipv4.conf.eth0.accept_local", "1"),
-        ])?;
-        // NAT replies are routed to the client with bpf_fib_lookup, which needs the director to
-        // know the client's MAC already.
         let client_mac = client.mac("eth0")?;
-        director_ns.add_neigh("eth0", &CLIENT_V4.to_string(), client_mac)?;
-        director_ns.add_neigh("eth0", &CLIENT_V6.to_string(), client_mac)?;
+        let mut director_nss = Vec::new();
+        let mut director_ports = Vec::new();
+        for k in 0..directors {
+            let role = match k {
+                0 => "director".to_string(),
+                k => format!("director{}", k + 1),
+            };
+            let director_ns = topology.add_ns(&role)?;
+            let director_port = switch.connect(&mut topology, &director_ns, "eth0")?;
+            switch
+                .netns()
+                .run(|| {
+                    port_pass
+                        .attach(&director_port, AttachMode::Native)
+                        .map(|_| ())
+                })?
+                .context("attaching the switch port's pass-through program")?;
+            let host = 2 + k as u8;
+            for cidr in [
+                format!("198.18.0.{host}/24"),
+                format!("198.18.1.{host}/24"),
+                format!("fd00::{host}/64"),
+                format!("fd00:1::{host}/64"),
+            ] {
+                director_ns.add_addr("eth0", &cidr)?;
+            }
+            if vips == Vips::Static {
+                director_ns.add_addr("eth0", &format!("{VIP_V4}/32"))?;
+                director_ns.add_addr("eth0", &format!("{VIP_V6}/128"))?;
+            }
+            director_ns.set_sysctls(&[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+                // A NAT reply xlb leaves to the kernel (no neighbour yet) already
+                // has the VIP, a local address, as source: without this IPv4
+                // drops it as a martian.
+                ("net.ipv4.conf.all.accept_local", "1"),
+                ("net.ipv4.conf.eth0.accept_local", "1"),
+            ])?;
+            // NAT replies are routed to the client with bpf_fib_lookup, which needs the director
+            // to know the client's MAC already.
+            director_ns.add_neigh("eth0", &CLIENT_V4.to_string(), client_mac)?;
+            director_ns.add_neigh("eth0", &CLIENT_V6.to_string(), client_mac)?;
+            director_nss.push(director_ns);
+            director_ports.push(director_port);
+        }
 
         let port = backend_port(mode);
         let mut servers = Vec::new();
@@ -241,8 +279,11 @@ impl Net {
             decaps,
             _port_pass: port_pass,
             client,
-            director: director_ns,
+            director: director_nss[0].clone(),
+            directors: director_nss,
             backends: backend_nss,
+            switch: switch.netns().clone(),
+            director_ports,
             macs,
             mode,
             topology,

@@ -374,6 +374,31 @@ impl Agent {
         Ok(())
     }
 
+    /// What VRRP instances may track: the data plane attached and its maps
+    /// answering, and the services with a backend that takes new flows.
+    pub fn tracking(&self) -> crate::vrrp::Tracking {
+        let dataplane_ok =
+            self.dataplane.attachments().next().is_some() && self.dataplane.counters().is_ok();
+        let services_up = self
+            .model
+            .services
+            .iter()
+            .filter(|s| {
+                s.backends.iter().any(|b| {
+                    b.admin == AdminState::Ready
+                        && b.weight > 0
+                        && self.oper_state(s, b) == OperState::Up
+                        && self.next_hop(b.addr).is_some()
+                })
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        crate::vrrp::Tracking {
+            dataplane_ok,
+            services_up,
+        }
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
@@ -406,6 +431,10 @@ fn restart_only(running: &Model, next: &Model) -> Result<(), ApiError> {
     let (a, b) = (&running.agent, &next.agent);
     let fixed = [
         ("tables", running.tables != next.tables),
+        (
+            "vrrp",
+            running.vrrp != next.vrrp || running.sync_groups != next.sync_groups,
+        ),
         ("agent.api_listen", a.api_listen != b.api_listen),
         ("agent.api_token_file", a.api_token_file != b.api_token_file),
         ("agent.pin_path", a.pin_path != b.pin_path),

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use log::LevelFilter;
 use tokio::{
     signal::unix::{signal, SignalKind},
-    sync::{mpsc, Mutex},
+    sync::{mpsc, watch, Mutex},
 };
 
 use super::{Agent, Resolve};
@@ -23,6 +23,7 @@ use crate::{
     config::{model::Model, Config},
     dataplane::{Dataplane, LoadOptions},
     health::{Monitor, Transition},
+    vrrp::{Tracking, Vrrp},
 };
 
 /// How often next hops that failed to resolve are tried again.
@@ -142,10 +143,12 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     // The API answers from the start: /ready says when the data plane serves.
     let agent = Arc::new(Mutex::new(agent));
     let ready = Arc::new(AtomicBool::new(false));
+    let vrrp_slot = Arc::new(Mutex::new(None));
     let state = ApiState {
         agent: agent.clone(),
         token,
         ready: ready.clone(),
+        vrrp: vrrp_slot.clone(),
     };
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, api::router(state)).await {
@@ -159,6 +162,20 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         stop(&mut *agent.lock().await, adopted);
         return Err(e);
     }
+    let (tracking_tx, tracking) = watch::channel(agent.lock().await.tracking());
+    let vrrp = if model.vrrp.is_empty() {
+        None
+    } else {
+        match Vrrp::start(&model.vrrp, &model.sync_groups, tracking).await {
+            Ok(vrrp) => Some(Arc::new(vrrp)),
+            Err(e) => {
+                api.abort();
+                stop(&mut *agent.lock().await, adopted);
+                return Err(e.context("starting VRRP"));
+            }
+        }
+    };
+    *vrrp_slot.lock().await = vrrp.clone();
     ready.store(true, Ordering::Release);
     log::info!(
         "serving {} services; API on http://{}",
@@ -168,6 +185,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
 
     let follower = tokio::spawn(follow_health(agent.clone(), transitions));
     let resolver = tokio::spawn(follow_next_hops(agent.clone()));
+    let tracker = tokio::spawn(follow_tracking(agent.clone(), tracking_tx));
 
     loop {
         tokio::select! {
@@ -181,7 +199,13 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             }
         }
     }
-    for task in [api, follower, resolver].into_iter().chain(log_forwarder) {
+    if let Some(vrrp) = &vrrp {
+        vrrp.shutdown().await;
+    }
+    for task in [api, follower, resolver, tracker]
+        .into_iter()
+        .chain(log_forwarder)
+    {
         task.abort();
     }
     let mut agent = agent.lock().await;
@@ -259,5 +283,22 @@ async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
             _ = refresh.tick() => Resolve::All,
         };
         agent.lock().await.refresh_next_hops(which).await;
+    }
+}
+
+/// How often what VRRP instances track is looked at.
+const TRACK_EVERY: Duration = Duration::from_millis(100);
+
+/// Keeps VRRP's view of the data plane and the services current.
+async fn follow_tracking(agent: Arc<Mutex<Agent>>, tracking: watch::Sender<Tracking>) {
+    let mut every = tokio::time::interval(TRACK_EVERY);
+    loop {
+        every.tick().await;
+        let now = agent.lock().await.tracking();
+        tracking.send_if_modified(|seen| {
+            let changed = *seen != now;
+            *seen = now;
+            changed
+        });
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     agent::{Agent, ApiError},
+    vrrp::{InstanceStatus, Vrrp},
     config::{model::AdminState, BackendConfig, Config, ServiceConfig},
 };
 
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// Set once the data plane serves the configuration.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The VRRP instances, once started (none configured: stays `None`).
+    pub vrrp: Arc<Mutex<Option<Arc<Vrrp>>>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -62,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/config", get(config))
+        .route("/api/v1/vrrp", get(vrrp))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -383,6 +387,21 @@ async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
 async fn config(State(state): State<ApiState>) -> impl IntoResponse {
     let text = Config::from_model(state.agent.lock().await.model()).to_toml();
     ([(header::CONTENT_TYPE, "application/toml")], text)
+}
+
+async fn vrrp(State(state): State<ApiState>) -> impl IntoResponse {
+    Json(vrrp_status(&state).await)
+}
+
+/// Every VRRP instance's state (empty without VRRP).
+pub async fn vrrp_status(state: &ApiState) -> Vec<InstanceStatus> {
+    state
+        .vrrp
+        .lock()
+        .await
+        .as_ref()
+        .map(|v| v.status())
+        .unwrap_or_default()
 }
 
 fn service_config<'c>(config: &'c mut Config, name: &str) -> ApiResult<&'c mut ServiceConfig> {

@@ -6,7 +6,10 @@
 
 pub mod net;
 pub mod packet;
+mod runtime;
 pub mod state;
+
+pub use runtime::{InstanceStatus, Tracking, Vrrp};
 
 use serde::Serialize;
 

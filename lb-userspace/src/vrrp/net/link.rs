@@ -1,0 +1,75 @@
+//! Interfaces: index, state and MAC address, from RTM_GETLINK.
+
+use std::io;
+
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+
+use super::{rtnl::Rtnl, NetError};
+
+/// The interface's index.
+pub fn ifindex(ifname: &str) -> Result<u32, NetError> {
+    read_link(ifname).map(|link| link.header.index)
+}
+
+/// Whether the interface can pass traffic: administratively up (IFF_UP) and operationally up
+/// (IFF_RUNNING, which the kernel derives from the operstate: UP, or UNKNOWN for drivers that do
+/// not report one). A veth whose peer is down has no carrier and is not up.
+pub fn link_up(ifname: &str) -> Result<bool, NetError> {
+    read_link(ifname).map(|link| is_up(&link))
+}
+
+fn read_link(ifname: &str) -> Result<LinkMessage, NetError> {
+    Rtnl::open()
+        .and_then(|mut rtnl| rtnl.link(ifname))
+        .map_err(|error| NetError::Link {
+            ifname: ifname.into(),
+            error,
+        })
+}
+
+fn is_up(link: &LinkMessage) -> bool {
+    link.header
+        .flags
+        .contains(LinkFlags::Up | LinkFlags::Running)
+}
+
+/// The index and MAC address of an Ethernet interface; other link types are an error.
+pub(super) fn ether_link(rtnl: &mut Rtnl, ifname: &str) -> io::Result<(u32, [u8; 6])> {
+    let link = rtnl.link(ifname)?;
+    let mac = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+        _ => None,
+    });
+    match mac {
+        Some(mac) if link.header.link_layer_type == LinkLayerType::Ether => {
+            Ok((link.header.index, mac))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "not an Ethernet interface (link type {})",
+                link.header.link_layer_type
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_needs_both_flags() {
+        let mut link = LinkMessage::default();
+        for (flags, up) in [
+            (LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp, true),
+            (LinkFlags::Up | LinkFlags::Running, true),
+            // Up but without carrier, as a veth whose peer is down.
+            (LinkFlags::Up | LinkFlags::Broadcast, false),
+            (LinkFlags::empty(), false),
+        ] {
+            link.header.flags = flags;
+            assert_eq!(is_up(&link), up, "{flags:?}");
+        }
+    }
+}

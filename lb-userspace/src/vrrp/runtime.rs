@@ -1,0 +1,656 @@
+//! Runs the VRRP instances of a director: one task owns every instance, its
+//! sockets and timers, feeds the state machines what arrives and what
+//! tracking sees, and carries out what they decide (advertisements,
+//! addresses, announcements, notify hooks). Sync groups are kept here: an
+//! instance's change of state is forced on the rest of its group.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use super::{
+    net::{self, Family, VrrpSocket},
+    packet::{self, Advert},
+    state::{Action, Input, Instance, Params},
+    State, Version, GROUP_V4, GROUP_V6, TTL,
+};
+use crate::config::model::{SyncGroup, Tracked, VrrpInstance};
+
+/// How often tracked interfaces are looked at.
+const TRACK_POLL: Duration = Duration::from_millis(100);
+
+/// What the agent reports of the objects instances track.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tracking {
+    /// The program is attached and its maps answer.
+    pub dataplane_ok: bool,
+    /// Services with at least one backend taking new flows.
+    pub services_up: Vec<String>,
+}
+
+/// An instance as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: Version,
+    pub state: State,
+    /// After tracking.
+    pub priority: u8,
+    pub configured_priority: u8,
+    pub advert_interval_ms: f64,
+    pub master_down_interval_ms: f64,
+    /// The master as last heard (this director when master).
+    pub master: Option<IpAddr>,
+    pub virtual_addresses: Vec<IpAddr>,
+    pub sync_group: Option<String>,
+    pub transitions: u64,
+    pub last_change_unix_ms: Option<u64>,
+    pub last_reason: Option<String>,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Advertisements dropped: bad TTL, checksum, version, authentication, interval.
+    pub adverts_discarded: u64,
+}
+
+/// The running instances; dropping it stops them without releasing
+/// anything (as a crash would), [`Vrrp::shutdown`] stops them cleanly.
+pub struct Vrrp {
+    status: Arc<Mutex<Vec<InstanceStatus>>>,
+    stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Vrrp {
+    /// Opens the sockets, removes virtual addresses a previous run may have
+    /// left, and starts every instance. Must run in the director's network
+    /// namespace, within a tokio runtime.
+    pub async fn start(
+        instances: &[VrrpInstance],
+        groups: &[SyncGroup],
+        tracking: watch::Receiver<Tracking>,
+    ) -> anyhow::Result<Vrrp> {
+        let mut sockets: HashMap<(String, Family), Arc<VrrpSocket>> = HashMap::new();
+        let mut runs = Vec::new();
+        for config in instances {
+            let family = family_of(config);
+            let key = (config.interface.clone(), family);
+            let socket = match sockets.get(&key) {
+                Some(socket) => socket.clone(),
+                None => {
+                    let socket = Arc::new(VrrpSocket::open(&config.interface, family).map_err(
+                        |e| {
+                            anyhow::anyhow!(
+                                "vrrp.instance[{}]: opening the VRRP socket on {}: {e}",
+                                config.name,
+                                config.interface
+                            )
+                        },
+                    )?);
+                    sockets.insert(key, socket.clone());
+                    socket
+                }
+            };
+            for addr in &config.virtual_addresses {
+                net::remove_address(&config.interface, *addr).await?;
+            }
+            let group = groups
+                .iter()
+                .find(|g| g.instances.contains(&config.name))
+                .map(|g| g.name.clone());
+            runs.push(Run::new(config.clone(), socket, group));
+        }
+        let status = Arc::new(Mutex::new(runs.iter().map(Run::status).collect()));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(drive(runs, tracking, status.clone(), stopped));
+        Ok(Vrrp {
+            status,
+            stop: Mutex::new(Some(stop)),
+            task,
+        })
+    }
+
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        lock(&self.status).clone()
+    }
+
+    /// Masters resign (priority 0) and release their addresses; then the
+    /// task ends.
+    pub async fn shutdown(&self) {
+        let Some(stop) = lock(&self.stop).take() else {
+            return;
+        };
+        let (done, finished) = oneshot::channel();
+        if stop.send(done).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), finished).await;
+        }
+    }
+}
+
+impl Drop for Vrrp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn family_of(config: &VrrpInstance) -> Family {
+    if config.virtual_addresses[0].is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+}
+
+/// One instance with what it needs to act.
+struct Run {
+    config: VrrpInstance,
+    machine: Instance,
+    socket: Arc<VrrpSocket>,
+    group: Option<String>,
+    status: InstanceStatus,
+    /// The last fault state given to the machine.
+    fault: bool,
+    /// When a lower-priority master was last answered.
+    reannounced: Option<Duration>,
+}
+
+impl Run {
+    fn new(config: VrrpInstance, socket: Arc<VrrpSocket>, group: Option<String>) -> Run {
+        let machine = Instance::new(Params {
+            vrid: config.vrid,
+            priority: config.priority,
+            version: config.version,
+            advert_interval: config.advert_interval,
+            preempt: config.preempt,
+            preempt_delay: config.preempt_delay,
+            local_address: socket.local_address(),
+        });
+        let status = InstanceStatus {
+            name: config.name.clone(),
+            interface: config.interface.clone(),
+            vrid: config.vrid,
+            version: config.version,
+            state: State::Initialize,
+            priority: config.priority,
+            configured_priority: config.priority,
+            advert_interval_ms: config.advert_interval.as_secs_f64() * 1e3,
+            master_down_interval_ms: 0.0,
+            master: None,
+            virtual_addresses: config.virtual_addresses.clone(),
+            sync_group: group.clone(),
+            transitions: 0,
+            last_change_unix_ms: None,
+            last_reason: None,
+            adverts_sent: 0,
+            adverts_received: 0,
+            adverts_discarded: 0,
+        };
+        Run {
+            config,
+            machine,
+            socket,
+            group,
+            status,
+            fault: false,
+            reannounced: None,
+        }
+    }
+
+    fn status(&self) -> InstanceStatus {
+        let mut status = self.status.clone();
+        status.state = self.machine.state();
+        status.priority = self.machine.priority();
+        status.master_down_interval_ms = self.machine.master_down_interval().as_secs_f64() * 1e3;
+        status.master = match self.machine.state() {
+            State::Master => Some(self.socket.local_address()),
+            _ => self.machine.master(),
+        };
+        status
+    }
+
+    /// The priority tracking gives, or `None` for a fault.
+    fn tracked_priority(&self, tracking: &Tracking, links: &HashMap<String, bool>) -> Option<u8> {
+        if self.config.priority == 255 {
+            return Some(255);
+        }
+        let mut priority = i32::from(self.config.priority);
+        for track in &self.config.track {
+            let up = match &track.object {
+                Tracked::Interface(name) => links.get(name).copied().unwrap_or(false),
+                Tracked::Dataplane => tracking.dataplane_ok,
+                Tracked::Service(name) => tracking.services_up.contains(name),
+            };
+            match (track.weight, up) {
+                (0, false) => return None,
+                (w, true) if w > 0 => priority += w,
+                (w, false) if w < 0 => priority += w,
+                _ => {}
+            }
+        }
+        Some(priority.clamp(1, 254) as u8)
+    }
+
+    fn destination(&self) -> Vec<IpAddr> {
+        if !self.config.unicast_peers.is_empty() {
+            return self.config.unicast_peers.clone();
+        }
+        vec![match family_of(&self.config) {
+            Family::V4 => IpAddr::V4(GROUP_V4),
+            Family::V6 => IpAddr::V6(GROUP_V6),
+        }]
+    }
+
+    async fn send_advert(&mut self, priority: u8) {
+        let advert = Advert {
+            version: self.config.version,
+            vrid: self.config.vrid,
+            priority,
+            interval: self.config.advert_interval,
+            addresses: self.config.virtual_addresses.clone(),
+            auth: self.config.auth_pass.as_ref().map(|p| p.as_bytes().to_vec()),
+        };
+        let src = self.socket.local_address();
+        for dst in self.destination() {
+            let bytes = match packet::encode(&advert, src, dst, self.config.v3_checksum) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    log::error!("vrrp {}: encoding an advertisement: {e}", self.config.name);
+                    return;
+                }
+            };
+            match self.socket.send(&bytes, dst).await {
+                Ok(()) => self.status.adverts_sent += 1,
+                Err(e) => log::warn!(
+                    "vrrp {}: sending an advertisement to {dst}: {e}",
+                    self.config.name
+                ),
+            }
+        }
+    }
+
+    async fn take_over(&mut self) {
+        for addr in self.config.virtual_addresses.clone() {
+            if let Err(e) = net::add_address(&self.config.interface, addr).await {
+                log::error!("vrrp {}: {e}", self.config.name);
+            }
+        }
+        self.announce(self.config.garp_count);
+    }
+
+    /// Gratuitous ARPs / unsolicited NAs for every address, `count` rounds.
+    fn announce(&self, count: u32) {
+        let (ifname, addresses, interval, name) = (
+            self.config.interface.clone(),
+            self.config.virtual_addresses.clone(),
+            self.config.garp_interval,
+            self.config.name.clone(),
+        );
+        tokio::spawn(async move {
+            for round in 0..count {
+                if round > 0 {
+                    tokio::time::sleep(interval).await;
+                }
+                for addr in &addresses {
+                    let sent = match addr {
+                        IpAddr::V4(a) => net::gratuitous_arp(&ifname, *a),
+                        IpAddr::V6(a) => net::unsolicited_na(&ifname, *a),
+                    };
+                    if let Err(e) = sent {
+                        log::warn!("vrrp {name}: announcing {addr}: {e}");
+                    }
+                }
+            }
+        });
+    }
+
+    async fn release(&mut self) {
+        for addr in self.config.virtual_addresses.clone() {
+            if let Err(e) = net::remove_address(&self.config.interface, addr).await {
+                log::error!("vrrp {}: {e}", self.config.name);
+            }
+        }
+    }
+
+    fn changed(&mut self, from: State, to: State, reason: &str) {
+        let level = if to == State::Master || from == State::Master {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "vrrp {}: {from:?} -> {to:?} ({reason}), priority {}",
+            self.config.name,
+            self.machine.priority()
+        );
+        self.status.transitions += 1;
+        self.status.last_reason = Some(reason.to_string());
+        self.status.last_change_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64);
+        if let Some(command) = &self.config.notify {
+            notify(command, &self.config.name, to, self.machine.priority());
+        }
+    }
+}
+
+/// Runs the notify hook like keepalived's: `COMMAND... INSTANCE NAME STATE PRIORITY`.
+fn notify(command: &[String], name: &str, state: State, priority: u8) {
+    let state = match state {
+        State::Initialize => "STOP",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+        State::Fault => "FAULT",
+    };
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .args(["INSTANCE", name, state, &priority.to_string()])
+        .stdin(std::process::Stdio::null());
+    let name = name.to_string();
+    match cmd.spawn() {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                match child.wait().await {
+                    Ok(status) if !status.success() => {
+                        log::warn!("vrrp {name}: the notify hook exited with {status}")
+                    }
+                    Err(e) => log::warn!("vrrp {name}: waiting for the notify hook: {e}"),
+                    Ok(_) => {}
+                }
+            });
+        }
+        Err(e) => log::warn!("vrrp {name}: running the notify hook {}: {e}", command[0]),
+    }
+}
+
+/// A forced change for the rest of a sync group.
+struct Force {
+    group: String,
+    except: usize,
+    state: State,
+}
+
+async fn drive(
+    mut runs: Vec<Run>,
+    mut tracking: watch::Receiver<Tracking>,
+    status: Arc<Mutex<Vec<InstanceStatus>>>,
+    mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+) {
+    let origin = Instant::now();
+    let now = || Instant::now().duration_since(origin);
+    let mut links = link_states(&runs);
+    let current = tracking.borrow().clone();
+    for at in 0..runs.len() {
+        match runs[at].tracked_priority(&current, &links) {
+            None => {
+                runs[at].fault = true;
+                step(&mut runs, at, now(), Input::Fault(true)).await;
+            }
+            Some(priority) => {
+                if priority != runs[at].config.priority {
+                    step(&mut runs, at, now(), Input::Priority(priority)).await;
+                }
+                step(&mut runs, at, now(), Input::Startup).await;
+            }
+        }
+    }
+    let mut poll = tokio::time::interval(TRACK_POLL);
+    let receivers: Vec<Arc<VrrpSocket>> = unique_sockets(&runs);
+    let (packets_tx, mut packets) = mpsc::channel(256);
+    let readers: Vec<JoinHandle<()>> = receivers
+        .into_iter()
+        .map(|socket| {
+            let tx = packets_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match socket.recv().await {
+                        Ok(received) => {
+                            if tx.send((socket.clone(), received)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            log::warn!("vrrp: receiving: {e}");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    loop {
+        *lock(&status) = runs.iter().map(Run::status).collect();
+        let deadline = runs
+            .iter()
+            .filter_map(|r| r.machine.next_deadline())
+            .min()
+            .map(|d| origin + d);
+        tokio::select! {
+            done = &mut stop => {
+                for at in 0..runs.len() {
+                    step(&mut runs, at, now(), Input::Shutdown).await;
+                }
+                *lock(&status) = runs.iter().map(Run::status).collect();
+                if let Ok(done) = done {
+                    let _ = done.send(());
+                }
+                break;
+            }
+            Some((socket, received)) = packets.recv() => {
+                receive(&mut runs, &socket, received, now()).await;
+            }
+            _ = sleep_until(deadline) => {
+                let t = now();
+                for at in 0..runs.len() {
+                    if runs[at].machine.next_deadline().is_some_and(|d| d <= t) {
+                        let actions = runs[at].machine.tick(t);
+                        act(&mut runs, at, actions, t).await;
+                    }
+                }
+            }
+            _ = poll.tick() => {
+                links = link_states(&runs);
+                let current = tracking.borrow().clone();
+                retrack(&mut runs, &current, &links, now()).await;
+            }
+            Ok(()) = tracking.changed() => {
+                let current = tracking.borrow().clone();
+                retrack(&mut runs, &current, &links, now()).await;
+            }
+        }
+    }
+    for reader in readers {
+        reader.abort();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn unique_sockets(runs: &[Run]) -> Vec<Arc<VrrpSocket>> {
+    let mut sockets: Vec<Arc<VrrpSocket>> = Vec::new();
+    for run in runs {
+        if !sockets.iter().any(|s| Arc::ptr_eq(s, &run.socket)) {
+            sockets.push(run.socket.clone());
+        }
+    }
+    sockets
+}
+
+fn link_states(runs: &[Run]) -> HashMap<String, bool> {
+    let mut links = HashMap::new();
+    for run in runs {
+        for track in &run.config.track {
+            if let Tracked::Interface(name) = &track.object {
+                links
+                    .entry(name.clone())
+                    .or_insert_with(|| net::link_up(name).unwrap_or(false));
+            }
+        }
+    }
+    links
+}
+
+/// Gives each machine the priority or fault tracking now implies.
+async fn retrack(
+    runs: &mut [Run],
+    tracking: &Tracking,
+    links: &HashMap<String, bool>,
+    now: Duration,
+) {
+    for at in 0..runs.len() {
+        match runs[at].tracked_priority(tracking, links) {
+            None if !runs[at].fault => {
+                runs[at].fault = true;
+                step(runs, at, now, Input::Fault(true)).await;
+            }
+            Some(_) if runs[at].fault => {
+                runs[at].fault = false;
+                step(runs, at, now, Input::Fault(false)).await;
+            }
+            Some(p) if p != runs[at].machine.priority() => {
+                step(runs, at, now, Input::Priority(p)).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Checks an advertisement and hands it to its instance.
+async fn receive(runs: &mut [Run], socket: &Arc<VrrpSocket>, received: net::Received, now: Duration) {
+    let decoded = match packet::decode(&received.payload, received.src, received.dst) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            log::debug!("vrrp: dropping a packet from {}: {e}", received.src);
+            return;
+        }
+    };
+    let advert = decoded.advert;
+    let Some(at) = runs
+        .iter()
+        .position(|r| Arc::ptr_eq(&r.socket, socket) && r.config.vrid == advert.vrid)
+    else {
+        return;
+    };
+    let run = &mut runs[at];
+    let problem = if received.ttl != TTL {
+        Some(format!("TTL {} (must be 255)", received.ttl))
+    } else if advert.version != run.config.version {
+        Some(format!("{:?}, configured {:?}", advert.version, run.config.version))
+    } else if advert.version == Version::V2
+        && advert.auth.as_deref() != run.config.auth_pass.as_ref().map(|p| p.as_bytes())
+    {
+        Some("authentication does not match".to_string())
+    } else if advert.version == Version::V2 && advert.interval != run.config.advert_interval {
+        Some(format!(
+            "interval {:?}, configured {:?}",
+            advert.interval, run.config.advert_interval
+        ))
+    } else if !run.config.unicast_peers.is_empty()
+        && !run.config.unicast_peers.contains(&received.src)
+    {
+        Some(format!("{} is not a configured peer", received.src))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        run.status.adverts_discarded += 1;
+        log::debug!(
+            "vrrp {}: discarding an advertisement from {}: {problem}",
+            run.config.name,
+            received.src
+        );
+        return;
+    }
+    run.status.adverts_received += 1;
+    // Another master of lower priority: a partition has healed. It backs
+    // off on our next advertisement; announcing again points the segment's
+    // ARP caches back at us (as keepalived's garp_lower_prio does).
+    let lower_master = run.machine.state() == State::Master
+        && advert.priority != 0
+        && advert.priority < run.machine.priority();
+    let input = Input::Advert {
+        from: received.src,
+        priority: advert.priority,
+        interval: advert.interval,
+    };
+    step(runs, at, now, input).await;
+    let run = &mut runs[at];
+    if lower_master
+        && run.machine.state() == State::Master
+        && run
+            .reannounced
+            .is_none_or(|last| now >= last + run.config.advert_interval)
+    {
+        run.reannounced = Some(now);
+        let priority = run.machine.priority();
+        run.send_advert(priority).await;
+        run.announce(1);
+    }
+}
+
+/// Feeds one input to instance `at` and carries out what follows.
+async fn step(runs: &mut [Run], at: usize, now: Duration, input: Input) {
+    let actions = runs[at].machine.handle(now, input);
+    act(runs, at, actions, now).await;
+}
+
+/// Carries out `actions` of instance `at`, then forces the state it
+/// reached on the rest of its sync group.
+async fn act(runs: &mut [Run], at: usize, actions: Vec<Action>, now: Duration) {
+    let mut pending = vec![(at, actions)];
+    while let Some((at, actions)) = pending.pop() {
+        let mut force = None;
+        for action in actions {
+            let run = &mut runs[at];
+            match action {
+                Action::SendAdvert { priority } => run.send_advert(priority).await,
+                Action::TakeOver => run.take_over().await,
+                Action::Release => run.release().await,
+                Action::Changed { from, to, reason } => {
+                    run.changed(from, to, &reason);
+                    if let Some(group) = &run.group {
+                        if matches!(to, State::Master | State::Backup | State::Fault) {
+                            force = Some(Force {
+                                group: group.clone(),
+                                except: at,
+                                state: if to == State::Fault { State::Backup } else { to },
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(force) = force {
+            for other in 0..runs.len() {
+                if other != force.except
+                    && runs[other].group.as_deref() == Some(force.group.as_str())
+                    && runs[other].machine.state() != force.state
+                {
+                    let actions = runs[other].machine.handle(now, Input::Force(force.state));
+                    pending.push((other, actions));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! VRRP failover between directors in the lab: three directors (priorities 150, 100 and 90)
+//! on one segment with a client and three backends, each running `xlb run` with the same
+//! services, the client's traffic going through the VIP throughout.
+
+use std::time::{Duration, Instant};
+
+use lb_common::maps::Mode;
+use serde_json::Value;
+use xlb_tests::{
+    agent::{outage, AgentLab, Prober, SteadyLoad},
+    lab::Family,
+    require_privileged,
+    servers::LongLived,
+};
+
+const PRIORITIES: [u8; 3] = [150, 100, 90];
+/// VRRP's advertisement interval in these tests.
+const ADVERT: Duration = Duration::from_millis(100);
+/// Scheduling and start-up slack on top of the protocol's own times.
+const MARGIN: Duration = Duration::from_millis(300);
+
+/// The services of every director, and a VRRP instance for the VIP with `extra` lines.
+fn config(priority: u8, extra: &str) -> String {
+    let mut text = String::new();
+    for (name, protocol) in [("web", "tcp"), ("web-udp", "udp")] {
+        text += &format!(
+            "[[service]]\nname = \"{name}\"\nvip = \"198.18.0.100\"\nport = 80\n\
+             protocol = \"{protocol}\"\n"
+        );
+        for n in 0..3 {
+            text += &format!("[[service.backend]]\naddress = \"198.18.1.{}\"\n", 10 + n);
+        }
+    }
+    text + &format!(
+        "\n[[vrrp.instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\n\
+         priority = {priority}\nadvert_interval = \"{}ms\"\n\
+         virtual_addresses = [\"198.18.0.100\"]\n{extra}\n",
+        ADVERT.as_millis()
+    )
+}
+
+/// Three directors, each started with its config, `extra` lines in every VRRP instance.
+fn lab(tag: &str, extra: [&str; 3]) -> AgentLab {
+    let mut lab = AgentLab::with_directors(tag, Mode::Dr, Family::V4, 3, 3).unwrap();
+    for k in 0..3 {
+        lab.write_config_of(k, &config(PRIORITIES[k], extra[k])).unwrap();
+    }
+    for k in 0..3 {
+        lab.start_of(k, &[]).unwrap();
+    }
+    lab
+}
+
+/// Director `k`'s view of VI_1.
+fn instance(lab: &AgentLab, k: usize) -> Value {
+    let all = lab.directors[k].get("/api/v1/vrrp").unwrap();
+    all.as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "VI_1").cloned())
+        .unwrap_or_else(|| panic!("no VI_1 on director {}: {all}", k + 1))
+}
+
+/// Waits until director `k` is in `state`; the time it took.
+fn wait_state(lab: &AgentLab, k: usize, state: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let seen = instance(lab, k);
+        if seen["state"] == state {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "director {} not {state} within {within:?}: {seen}\n{}",
+            k + 1,
+            lab.directors[k].logs()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether director `k` holds the VIP on its interface.
+fn holds_vip(lab: &AgentLab, k: usize) -> bool {
+    let out = lab.directors[k].ns.ip(&["-j", "addr", "show", "dev", "eth0"]).unwrap();
+    out.contains("\"198.18.0.100\"")
+}
+
+/// The first director becomes master, the others backups.
+fn settled(lab: &AgentLab) {
+    wait_state(lab, 0, "master", Duration::from_secs(5));
+    for k in 1..3 {
+        wait_state(lab, k, "backup", Duration::from_secs(1));
+        assert!(!holds_vip(lab, k), "backup {} holds the VIP", k + 1);
+    }
+    assert!(holds_vip(lab, 0), "the master holds the VIP");
+}
+
+#[test]
+fn the_backup_takes_over_from_a_killed_master_and_no_connection_breaks() {
+    require_privileged!();
+    let mut lab = lab("vrkill", ["", "", ""]);
+    settled(&lab);
+    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 20).unwrap();
+    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    let prober = Prober::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let killed = Instant::now();
+    lab.directors[0].kill().unwrap();
+    let down = Duration::from_millis(3 * 100 + 100 * (256 - 100) / 256);
+    let took = wait_state(&lab, 1, "master", down + MARGIN);
+    println!("director 2 master {took:?} after the kill (bound {down:?} + {MARGIN:?})");
+    assert_eq!(instance(&lab, 2)["state"], "backup", "priority 90 stays backup");
+    assert!(holds_vip(&lab, 1));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let probes = prober.finish().unwrap();
+    let seen = outage(&probes, killed).unwrap();
+    println!("outage: {:?}, {} requests lost", seen.gap, seen.lost);
+    let batches = load.finish().unwrap();
+    let sum = xlb_tests::agent::total(&batches);
+    assert_eq!(sum.failed, 0, "new connections failed across the failover: {sum:?}");
+    assert_eq!(long_lived.check().unwrap(), vec![], "established connections broke");
+}
+
+#[test]
+fn a_clean_stop_hands_over_within_the_skew_time() {
+    require_privileged!();
+    let mut lab = lab("vrstop", ["", "", ""]);
+    settled(&lab);
+    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 20).unwrap();
+    let prober = Prober::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let stopped = Instant::now();
+    let logs = lab.directors[0].stop().unwrap();
+    let skew = ADVERT * (256 - 100) / 256;
+    let took = wait_state(&lab, 1, "master", skew + MARGIN);
+    println!("director 2 master {took:?} after SIGTERM (skew {skew:?})");
+    assert!(!holds_vip(&lab, 0), "the stopped master released the VIP\n{logs}");
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = outage(&prober.finish().unwrap(), stopped).unwrap();
+    println!("outage: {:?}, {} requests lost", seen.gap, seen.lost);
+    assert_eq!(long_lived.check().unwrap(), vec![]);
+}
+
+#[test]
+fn the_old_master_preempts_on_return_unless_told_not_to() {
+    require_privileged!();
+    let mut lab = lab("vrpre", ["", "", ""]);
+    settled(&lab);
+    lab.directors[0].stop().unwrap();
+    wait_state(&lab, 1, "master", MARGIN * 2);
+    lab.start_of(0, &[]).unwrap();
+    wait_state(&lab, 0, "master", Duration::from_secs(2));
+    wait_state(&lab, 1, "backup", Duration::from_secs(1));
+    assert!(holds_vip(&lab, 0) && !holds_vip(&lab, 1));
+
+    // With preempt = false it comes back as backup.
+    lab.directors[0].stop().unwrap();
+    wait_state(&lab, 1, "master", MARGIN * 2);
+    lab.write_config_of(0, &config(PRIORITIES[0], "preempt = false")).unwrap();
+    lab.start_of(0, &[]).unwrap();
+    wait_state(&lab, 0, "backup", Duration::from_secs(2));
+    std::thread::sleep(ADVERT * 10);
+    assert_eq!(instance(&lab, 0)["state"], "backup", "no preemption");
+    assert_eq!(instance(&lab, 1)["state"], "master");
+}
+
+#[test]
+fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
+    require_privileged!();
+    let lab = lab("vrpart", ["", "", ""]);
+    settled(&lab);
+    // Cut director 1 off the segment: it stays master, director 2 becomes one too.
+    let port = &lab.net.director_ports[0];
+    lab.net.switch.ip(&["link", "set", "dev", port, "down"]).unwrap();
+    wait_state(&lab, 1, "master", Duration::from_secs(2));
+    assert_eq!(instance(&lab, 0)["state"], "master", "two masters while partitioned");
+
+    lab.net.switch.ip(&["link", "set", "dev", port, "up"]).unwrap();
+    wait_state(&lab, 1, "backup", Duration::from_secs(2));
+    assert_eq!(instance(&lab, 0)["state"], "master");
+    assert!(!holds_vip(&lab, 1));
+    // The client's ARP entry for the VIP points at director 1 again.
+    let mac = lab.directors[0].ns.mac("eth0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let neigh = lab.net.client.ip(&["-j", "neigh", "show", "198.18.0.100"]).unwrap();
+        let want = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        if neigh.contains(&want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client's ARP entry is stale: {neigh}, want {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
