@@ -95,7 +95,10 @@ impl Director {
                 );
             }
             if Instant::now() > deadline {
-                bail!("the agent did not become ready within {START_TIMEOUT:?}:\n{}", self.logs());
+                bail!(
+                    "the agent did not become ready within {START_TIMEOUT:?}:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -129,12 +132,19 @@ impl Director {
             .context("the agent did not exit within 10 s of SIGTERM")?;
         let logs = String::from_utf8_lossy(&output.stderr).into_owned();
         self.last_logs = logs.clone();
-        ensure!(output.status.success(), "the agent failed on SIGTERM ({}):\n{logs}", output.status);
+        ensure!(
+            output.status.success(),
+            "the agent failed on SIGTERM ({}):\n{logs}",
+            output.status
+        );
         Ok(logs)
     }
 
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        self.agent.as_ref().context("the agent is not running")?.signal(signal)
+        self.agent
+            .as_ref()
+            .context("the agent is not running")?
+            .signal(signal)
     }
 
     /// An HTTP request to the agent's API from inside its namespace: the status and the body.
@@ -288,7 +298,10 @@ impl AgentLab {
     /// A backend of a service as the first director's API shows it.
     pub fn backend(&self, service: &str, n: usize) -> anyhow::Result<Value> {
         let addr = self.backend_addr(n);
-        self.get(&format!("/api/v1/services/{service}/backends/{}", encode(&addr.to_string())))
+        self.get(&format!(
+            "/api/v1/services/{service}/backends/{}",
+            encode(&addr.to_string())
+        ))
     }
 
     /// Backend `n`'s address and port.
@@ -317,7 +330,10 @@ impl AgentLab {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > timeout {
-                bail!("b{} of {service} not {what} within {timeout:?}: {view}", n + 1);
+                bail!(
+                    "b{} of {service} not {what} within {timeout:?}: {view}",
+                    n + 1
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -562,8 +578,7 @@ fn probe(vip: SocketAddr) -> std::io::Result<()> {
 pub fn outage(probes: &[Probe], event: Instant) -> anyhow::Result<Outage> {
     let before = probes
         .iter()
-        .filter(|p| p.answered && p.sent <= event)
-        .next_back()
+        .rfind(|p| p.answered && p.sent <= event)
         .map(|p| p.sent)
         .unwrap_or(event);
     let after = probes

@@ -10,7 +10,7 @@ use xlb_tests::{
     agent::{outage, AgentLab, Prober, SteadyLoad},
     lab::Family,
     require_privileged,
-    servers::LongLived,
+    servers::{tcp_spread, LongLived},
 };
 
 const PRIORITIES: [u8; 3] = [150, 100, 90];
@@ -43,7 +43,8 @@ fn config(priority: u8, extra: &str) -> String {
 fn lab(tag: &str, extra: [&str; 3]) -> AgentLab {
     let mut lab = AgentLab::with_directors(tag, Mode::Dr, Family::V4, 3, 3).unwrap();
     for k in 0..3 {
-        lab.write_config_of(k, &config(PRIORITIES[k], extra[k])).unwrap();
+        lab.write_config_of(k, &config(PRIORITIES[k], extra[k]))
+            .unwrap();
     }
     for k in 0..3 {
         lab.start_of(k, &[]).unwrap();
@@ -79,7 +80,10 @@ fn wait_state(lab: &AgentLab, k: usize, state: &str, within: Duration) -> Durati
 
 /// Whether director `k` holds the VIP on its interface.
 fn holds_vip(lab: &AgentLab, k: usize) -> bool {
-    let out = lab.directors[k].ns.ip(&["-j", "addr", "show", "dev", "eth0"]).unwrap();
+    let out = lab.directors[k]
+        .ns
+        .ip(&["-j", "addr", "show", "dev", "eth0"])
+        .unwrap();
     out.contains("\"198.18.0.100\"")
 }
 
@@ -108,7 +112,11 @@ fn the_backup_takes_over_from_a_killed_master_and_no_connection_breaks() {
     let down = Duration::from_millis(3 * 100 + 100 * (256 - 100) / 256);
     let took = wait_state(&lab, 1, "master", down + MARGIN);
     println!("director 2 master {took:?} after the kill (bound {down:?} + {MARGIN:?})");
-    assert_eq!(instance(&lab, 2)["state"], "backup", "priority 90 stays backup");
+    assert_eq!(
+        instance(&lab, 2)["state"],
+        "backup",
+        "priority 90 stays backup"
+    );
     assert!(holds_vip(&lab, 1));
     std::thread::sleep(Duration::from_millis(500));
 
@@ -117,8 +125,15 @@ fn the_backup_takes_over_from_a_killed_master_and_no_connection_breaks() {
     println!("outage: {:?}, {} requests lost", seen.gap, seen.lost);
     let batches = load.finish().unwrap();
     let sum = xlb_tests::agent::total(&batches);
-    assert_eq!(sum.failed, 0, "new connections failed across the failover: {sum:?}");
-    assert_eq!(long_lived.check().unwrap(), vec![], "established connections broke");
+    assert_eq!(
+        sum.failed, 0,
+        "new connections failed across the failover: {sum:?}"
+    );
+    assert_eq!(
+        long_lived.check().unwrap(),
+        vec![],
+        "established connections broke"
+    );
 }
 
 #[test]
@@ -135,7 +150,10 @@ fn a_clean_stop_hands_over_within_the_skew_time() {
     let skew = ADVERT * (256 - 100) / 256;
     let took = wait_state(&lab, 1, "master", skew + MARGIN);
     println!("director 2 master {took:?} after SIGTERM (skew {skew:?})");
-    assert!(!holds_vip(&lab, 0), "the stopped master released the VIP\n{logs}");
+    assert!(
+        !holds_vip(&lab, 0),
+        "the stopped master released the VIP\n{logs}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let seen = outage(&prober.finish().unwrap(), stopped).unwrap();
     println!("outage: {:?}, {} requests lost", seen.gap, seen.lost);
@@ -157,7 +175,8 @@ fn the_old_master_preempts_on_return_unless_told_not_to() {
     // With preempt = false it comes back as backup.
     lab.directors[0].stop().unwrap();
     wait_state(&lab, 1, "master", MARGIN * 2);
-    lab.write_config_of(0, &config(PRIORITIES[0], "preempt = false")).unwrap();
+    lab.write_config_of(0, &config(PRIORITIES[0], "preempt = false"))
+        .unwrap();
     lab.start_of(0, &[]).unwrap();
     wait_state(&lab, 0, "backup", Duration::from_secs(2));
     std::thread::sleep(ADVERT * 10);
@@ -170,26 +189,199 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
     require_privileged!();
     let lab = lab("vrpart", ["", "", ""]);
     settled(&lab);
+    let mac_of = |k: usize| {
+        let mac = lab.directors[k].ns.mac("eth0").unwrap();
+        mac.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    // The client's ARP entry for the VIP follows the master.
+    let client_entry_is = |k: usize| {
+        let want = mac_of(k);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let neigh = lab
+                .net
+                .client
+                .ip(&["-j", "neigh", "show", "198.18.0.100"])
+                .unwrap();
+            if neigh.contains(&want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the client's ARP entry is stale: {neigh}, want director {} ({want})",
+                k + 1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 5).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}");
+    client_entry_is(0);
     // Cut director 1 off the segment: it stays master, director 2 becomes one too.
     let port = &lab.net.director_ports[0];
-    lab.net.switch.ip(&["link", "set", "dev", port, "down"]).unwrap();
+    lab.net
+        .switch
+        .ip(&["link", "set", "dev", port, "down"])
+        .unwrap();
     wait_state(&lab, 1, "master", Duration::from_secs(2));
-    assert_eq!(instance(&lab, 0)["state"], "master", "two masters while partitioned");
+    assert_eq!(
+        instance(&lab, 0)["state"],
+        "master",
+        "two masters while partitioned"
+    );
+    client_entry_is(1);
 
-    lab.net.switch.ip(&["link", "set", "dev", port, "up"]).unwrap();
+    lab.net
+        .switch
+        .ip(&["link", "set", "dev", port, "up"])
+        .unwrap();
     wait_state(&lab, 1, "backup", Duration::from_secs(2));
     assert_eq!(instance(&lab, 0)["state"], "master");
     assert!(!holds_vip(&lab, 1));
     // The client's ARP entry for the VIP points at director 1 again.
-    let mac = lab.directors[0].ns.mac("eth0").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let neigh = lab.net.client.ip(&["-j", "neigh", "show", "198.18.0.100"]).unwrap();
-        let want = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-        if neigh.contains(&want) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the client's ARP entry is stale: {neigh}, want {want}");
-        std::thread::sleep(Duration::from_millis(20));
+    client_entry_is(0);
+}
+
+/// keepalived in director 2's namespace, in the foreground, with `instance` as its VRRP
+/// instance; stopped with the topology at the latest.
+fn keepalived(lab: &mut AgentLab, version: u8, instance: &str) -> xlb_tests::netns::ChildHandle {
+    let dir = &lab.directors[1].dir;
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n  router_id director2\n  vrrp_version {version}\n}}\n{instance}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("keepalived");
+    cmd.args([
+        "--dont-fork",
+        "--log-console",
+        "--log-detail",
+        "--vrrp",
+        "--use-file",
+    ])
+    .arg(&conf)
+    .arg("--pid")
+    .arg(dir.join("keepalived.pid"))
+    .arg("--vrrp_pid")
+    .arg(dir.join("vrrp.pid"))
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let ns = lab.directors[1].ns.clone();
+    lab.net.topology.spawn(&ns, cmd).unwrap()
+}
+
+fn keepalived_instance(priority: u8, advert_int: &str, auth: &str) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n\
+         priority {priority}\n  advert_int {advert_int}\n{auth}\n\
+         virtual_ipaddress {{\n    198.18.0.100/32\n  }}\n}}"
+    )
+}
+
+/// Waits until director `k` does (or does not) hold the VIP.
+fn wait_vip(lab: &AgentLab, k: usize, held: bool, within: Duration) -> Duration {
+    let started = Instant::now();
+    while holds_vip(lab, k) != held {
+        assert!(
+            started.elapsed() < within,
+            "director {} {} the VIP after {within:?}",
+            k + 1,
+            if held { "does not hold" } else { "still holds" }
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
+    started.elapsed()
+}
+
+/// xlb (director 1) and keepalived (director 2) in one virtual router: the higher priority is
+/// master, and each takes over when the other dies, both ways.
+fn interop(tag: &str, version: u8, xlb_extra: &str, advert: &str, advert_ms: u64, auth: &str) {
+    let mut lab = AgentLab::with_directors(tag, Mode::Dr, Family::V4, 3, 2).unwrap();
+    let xlb_config = |priority: u8| {
+        config(priority, xlb_extra).replace(
+            &format!("advert_interval = \"{}ms\"", ADVERT.as_millis()),
+            &format!("advert_interval = \"{advert_ms}ms\""),
+        )
+    };
+    let down =
+        |priority: u64| Duration::from_millis(3 * advert_ms + advert_ms * (256 - priority) / 256);
+    let margin = Duration::from_millis(advert_ms) + MARGIN;
+
+    // xlb 150 is master over keepalived 100.
+    lab.write_config_of(0, &xlb_config(150)).unwrap();
+    lab.start_of(0, &[]).unwrap();
+    let keepalived_backup = keepalived(&mut lab, version, &keepalived_instance(100, advert, auth));
+    wait_state(&lab, 0, "master", down(150) + margin);
+    std::thread::sleep(Duration::from_millis(3 * advert_ms));
+    assert!(
+        !holds_vip(&lab, 1),
+        "keepalived (100) must stay backup under xlb (150)"
+    );
+    assert_eq!(instance(&lab, 0)["state"], "master");
+    assert!(
+        instance(&lab, 0)["adverts_discarded"].as_u64() == Some(0),
+        "{}",
+        instance(&lab, 0)
+    );
+
+    // xlb dies: keepalived takes over.
+    lab.directors[0].kill().unwrap();
+    let took = wait_vip(&lab, 1, true, down(100) + margin);
+    println!("v{version}: keepalived master {took:?} after xlb was killed");
+    // xlb returns and preempts.
+    lab.start_of(0, &[]).unwrap();
+    wait_state(&lab, 0, "master", down(150) + margin);
+    wait_vip(&lab, 1, false, margin * 2);
+    keepalived_backup
+        .signal(nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    keepalived_backup
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap()
+        .expect("keepalived stops on SIGTERM");
+
+    // keepalived 150 is master over xlb 100; it dies and xlb takes over.
+    lab.directors[0].stop().unwrap();
+    lab.write_config_of(0, &xlb_config(100)).unwrap();
+    let keepalived_master = keepalived(&mut lab, version, &keepalived_instance(150, advert, auth));
+    wait_vip(&lab, 1, true, down(150) + margin * 2);
+    lab.start_of(0, &[]).unwrap();
+    wait_state(&lab, 0, "backup", Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(3 * advert_ms));
+    assert_eq!(
+        instance(&lab, 0)["state"],
+        "backup",
+        "xlb (100) stays backup under keepalived (150)"
+    );
+    keepalived_master
+        .signal(nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let took = wait_state(&lab, 0, "master", down(100) + margin);
+    println!("v{version}: xlb master {took:?} after keepalived was killed");
+}
+
+#[test]
+fn interoperates_with_keepalived_over_vrrp_v2_with_pass_authentication() {
+    require_privileged!();
+    interop(
+        "vrka2",
+        2,
+        "version = 2\nauth_pass = \"secret\"",
+        "1",
+        1000,
+        "  authentication {\n    auth_type PASS\n    auth_pass secret\n  }",
+    );
+}
+
+#[test]
+fn interoperates_with_keepalived_over_vrrp_v3() {
+    require_privileged!();
+    interop("vrka3", 3, "", "0.1", 100, "");
 }

@@ -14,8 +14,9 @@ const LLVM_PACKAGE: &str = "llvm-22-dev";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Network namespaces, veth links and `ip -j` for the tests and the demo;
 /// ethtool sets the test veths' offloads (GRO for XDP_TX into a veth,
-/// checksums completed by the sender).
-const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+/// checksums completed by the sender); keepalived is the VRRP peer of the
+/// interoperability tests.
+const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool", "keepalived"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {

@@ -162,12 +162,32 @@ pub async fn metrics(
     );
     uptime.get_or_create(&Vec::new()).set(stats.uptime_s as i64);
 
-    let vrrp_state = gauge_family(&mut registry, "vrrp_state", "1 for the VRRP instance's state");
-    let vrrp_priority = gauge_family(&mut registry, "vrrp_priority", "The instance's priority after tracking");
-    let vrrp_transitions = counter_family(&mut registry, "vrrp_transitions", "The instance's changes of state");
+    let vrrp_state = gauge_family(
+        &mut registry,
+        "vrrp_state",
+        "1 for the VRRP instance's state",
+    );
+    let vrrp_priority = gauge_family(
+        &mut registry,
+        "vrrp_priority",
+        "The instance's priority after tracking",
+    );
+    let vrrp_transitions = counter_family(
+        &mut registry,
+        "vrrp_transitions",
+        "The instance's changes of state",
+    );
     let vrrp_sent = counter_family(&mut registry, "vrrp_adverts_sent", "Advertisements sent");
-    let vrrp_received = counter_family(&mut registry, "vrrp_adverts_received", "Advertisements accepted");
-    let vrrp_discarded = counter_family(&mut registry, "vrrp_adverts_discarded", "Advertisements dropped as invalid");
+    let vrrp_received = counter_family(
+        &mut registry,
+        "vrrp_adverts_received",
+        "Advertisements accepted",
+    );
+    let vrrp_discarded = counter_family(
+        &mut registry,
+        "vrrp_adverts_discarded",
+        "Advertisements dropped as invalid",
+    );
     for instance in &vrrp {
         let labels = vec![("instance", instance.name.clone())];
         for (name, state) in [
@@ -178,13 +198,25 @@ pub async fn metrics(
         ] {
             let mut labels = labels.clone();
             labels.push(("state", name.to_string()));
-            vrrp_state.get_or_create(&labels).set((instance.state == state) as i64);
+            vrrp_state
+                .get_or_create(&labels)
+                .set((instance.state == state) as i64);
         }
-        vrrp_priority.get_or_create(&labels).set(instance.priority.into());
-        vrrp_transitions.get_or_create(&labels).inc_by(instance.transitions);
-        vrrp_sent.get_or_create(&labels).inc_by(instance.adverts_sent);
-        vrrp_received.get_or_create(&labels).inc_by(instance.adverts_received);
-        vrrp_discarded.get_or_create(&labels).inc_by(instance.adverts_discarded);
+        vrrp_priority
+            .get_or_create(&labels)
+            .set(instance.priority.into());
+        vrrp_transitions
+            .get_or_create(&labels)
+            .inc_by(instance.transitions);
+        vrrp_sent
+            .get_or_create(&labels)
+            .inc_by(instance.adverts_sent);
+        vrrp_received
+            .get_or_create(&labels)
+            .inc_by(instance.adverts_received);
+        vrrp_discarded
+            .get_or_create(&labels)
+            .inc_by(instance.adverts_discarded);
     }
 
     let mut text = String::new();

@@ -23,8 +23,8 @@ use tokio::sync::Mutex;
 
 use crate::{
     agent::{Agent, ApiError},
-    vrrp::{InstanceStatus, Vrrp},
     config::{model::AdminState, BackendConfig, Config, ServiceConfig},
+    vrrp::{InstanceStatus, Vrrp},
 };
 
 /// What the handlers share.

@@ -11,11 +11,11 @@ use std::{
 
 use lb_common::maps::Mode;
 
-use crate::vrrp::{V3Checksum, Version};
 use crate::dataplane::{
     AffinitySpec, AttachMode, BackendSpec, DirectorSettings, LoadOptions, NextHop, Protocol,
     ServiceSpec,
 };
+use crate::vrrp::{V3Checksum, Version};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {

@@ -1149,7 +1149,10 @@ fn a_vrrp_instance_gets_keepalived_like_defaults() {
     );
     assert_eq!(instance.advert_interval, Duration::from_secs(1));
     assert!(instance.preempt && !instance.accept);
-    assert_eq!((instance.garp_count, instance.garp_interval), (3, Duration::from_millis(100)));
+    assert_eq!(
+        (instance.garp_count, instance.garp_interval),
+        (3, Duration::from_millis(100))
+    );
 }
 
 #[test]
@@ -1205,7 +1208,10 @@ fn vrrp_instances_and_groups_do_not_overlap() {
     };
     assert_eq!(
         err(&two("vrid = 51\nvirtual_addresses = [\"198.18.0.101\"]")),
-        error("vrrp.instance[VI_2].vrid", "51 on eth0 is already vrrp.instance[VI_1]")
+        error(
+            "vrrp.instance[VI_2].vrid",
+            "51 on eth0 is already vrrp.instance[VI_1]"
+        )
     );
     assert_eq!(
         err(&two("vrid = 52\nvirtual_addresses = [\"198.18.0.100\"]")),
@@ -1222,11 +1228,17 @@ fn vrrp_instances_and_groups_do_not_overlap() {
     };
     assert_eq!(
         err(&group("\"VI_1\", \"VI_3\"")),
-        error("vrrp.sync_group[SG1].instances[1]", "no instance is named \"VI_3\"")
+        error(
+            "vrrp.sync_group[SG1].instances[1]",
+            "no instance is named \"VI_3\""
+        )
     );
     assert_eq!(
         err(&group("\"VI_1\", \"VI_1\"")),
-        error("vrrp.sync_group[SG1].instances[1]", "\"VI_1\" is listed twice")
+        error(
+            "vrrp.sync_group[SG1].instances[1]",
+            "\"VI_1\" is listed twice"
+        )
     );
     let model = Config::parse(&group("\"VI_1\", \"VI_2\""))
         .unwrap()

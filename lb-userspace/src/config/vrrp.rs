@@ -123,10 +123,16 @@ pub(super) fn validate(
             ));
         }
         for addr in &instance.virtual_addresses {
-            if let Some(other) = instances.iter().find(|i| i.virtual_addresses.contains(addr)) {
+            if let Some(other) = instances
+                .iter()
+                .find(|i| i.virtual_addresses.contains(addr))
+            {
                 return Err(ConfigError::new(
                     format!("{path}.virtual_addresses"),
-                    format!("{addr} is already an address of vrrp.instance[{}]", other.name),
+                    format!(
+                        "{addr} is already an address of vrrp.instance[{}]",
+                        other.name
+                    ),
                 ));
             }
         }
@@ -138,11 +144,17 @@ pub(super) fn validate(
         if !is_service_name(&raw.name) {
             return Err(ConfigError::new(
                 field,
-                format!("{:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)", raw.name),
+                format!(
+                    "{:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)",
+                    raw.name
+                ),
             ));
         }
         if groups.iter().any(|g| g.name == raw.name) {
-            return Err(ConfigError::new(field, format!("{:?} names two sync groups", raw.name)));
+            return Err(ConfigError::new(
+                field,
+                format!("{:?} names two sync groups", raw.name),
+            ));
         }
         let path = format!("vrrp.sync_group[{}]", raw.name);
         if raw.instances.is_empty() {
@@ -154,7 +166,10 @@ pub(super) fn validate(
         for (i, name) in raw.instances.iter().enumerate() {
             let field = format!("{path}.instances[{i}]");
             if !instances.iter().any(|inst| &inst.name == name) {
-                return Err(ConfigError::new(field, format!("no instance is named {name:?}")));
+                return Err(ConfigError::new(
+                    field,
+                    format!("no instance is named {name:?}"),
+                ));
             }
             if raw.instances[..i].contains(name) {
                 return Err(ConfigError::new(field, format!("{name:?} is listed twice")));
@@ -182,7 +197,10 @@ fn instance(
     if !is_service_name(&raw.name) {
         return Err(ConfigError::new(
             format!("vrrp.instance[{index}].name"),
-            format!("{:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)", raw.name),
+            format!(
+                "{:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)",
+                raw.name
+            ),
         ));
     }
     let path = format!("vrrp.instance[{}]", raw.name);
@@ -200,9 +218,11 @@ fn instance(
     let priority: u8 = integer(&at("priority"), Some(raw.priority), 0, 1..=255)?;
     let version = match raw.version {
         None => Version::V3,
-        Some(v) => VERSIONS.iter().find(|(n, _)| *n == v).map(|(_, v)| *v).ok_or_else(|| {
-            ConfigError::new(at("version"), format!("{v} is not one of: 3, 2"))
-        })?,
+        Some(v) => VERSIONS
+            .iter()
+            .find(|(n, _)| *n == v)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| ConfigError::new(at("version"), format!("{v} is not one of: 3, 2")))?,
     };
     let advert_interval = match version {
         Version::V3 => {
@@ -215,7 +235,10 @@ fn instance(
             if d.as_nanos() % 10_000_000 != 0 {
                 return Err(ConfigError::new(
                     at("advert_interval"),
-                    format!("{} is not a whole number of centiseconds", format_duration(d)),
+                    format!(
+                        "{} is not a whole number of centiseconds",
+                        format_duration(d)
+                    ),
                 ));
             }
             d
@@ -230,7 +253,10 @@ fn instance(
             if d.subsec_nanos() != 0 {
                 return Err(ConfigError::new(
                     at("advert_interval"),
-                    format!("{} is not a whole number of seconds (VRRPv2)", format_duration(d)),
+                    format!(
+                        "{} is not a whole number of seconds (VRRPv2)",
+                        format_duration(d)
+                    ),
                 ));
             }
             d
@@ -255,7 +281,10 @@ fn instance(
             }
         }
         if addr.is_ipv6() && version == Version::V2 {
-            return Err(ConfigError::new(field, format!("{addr}: VRRPv2 carries IPv4 only")));
+            return Err(ConfigError::new(
+                field,
+                format!("{addr}: VRRPv2 carries IPv4 only"),
+            ));
         }
         if virtual_addresses.contains(&addr) {
             return Err(ConfigError::new(field, format!("{addr} is listed twice")));
@@ -278,7 +307,10 @@ fn instance(
         }
     }
     if raw.v3_checksum.is_some() && version == Version::V2 {
-        return Err(ConfigError::new(at("v3_checksum"), "applies to VRRPv3 only"));
+        return Err(ConfigError::new(
+            at("v3_checksum"),
+            "applies to VRRPv3 only",
+        ));
     }
     let v3_checksum = choice(&at("v3_checksum"), raw.v3_checksum.as_deref(), CHECKSUMS)?;
     let mut unicast_peers = Vec::new();
@@ -299,7 +331,9 @@ fn instance(
     }
     let notify = match &raw.notify {
         None => None,
-        Some(command) if command.first().is_some_and(|c| c.starts_with('/')) => Some(command.clone()),
+        Some(command) if command.first().is_some_and(|c| c.starts_with('/')) => {
+            Some(command.clone())
+        }
         Some(_) => {
             return Err(ConfigError::new(
                 at("notify"),
@@ -326,7 +360,12 @@ fn instance(
         auth_pass: raw.auth_pass.clone(),
         unicast_peers,
         v3_checksum,
-        garp_count: integer(&at("garp_count"), raw.garp_count, DEFAULT_GARP_COUNT, 0..=100)?,
+        garp_count: integer(
+            &at("garp_count"),
+            raw.garp_count,
+            DEFAULT_GARP_COUNT,
+            0..=100,
+        )?,
         garp_interval: duration_in(
             &at("garp_interval"),
             raw.garp_interval.as_deref(),
@@ -339,33 +378,32 @@ fn instance(
 }
 
 fn tracked(raw: &TrackConfig, path: &str, services: &[Service]) -> Result<Track, ConfigError> {
-    let object = match (&raw.interface, raw.dataplane, &raw.service) {
-        (Some(ifname), None, None) => {
-            if !is_interface_name(ifname) {
-                return Err(ConfigError::new(
-                    format!("{path}.interface"),
-                    format!("{ifname:?} is not an interface name"),
-                ));
+    let object =
+        match (&raw.interface, raw.dataplane, &raw.service) {
+            (Some(ifname), None, None) => {
+                if !is_interface_name(ifname) {
+                    return Err(ConfigError::new(
+                        format!("{path}.interface"),
+                        format!("{ifname:?} is not an interface name"),
+                    ));
+                }
+                Tracked::Interface(ifname.clone())
             }
-            Tracked::Interface(ifname.clone())
-        }
-        (None, Some(true), None) => Tracked::Dataplane,
-        (None, None, Some(name)) => {
-            if !services.iter().any(|s| &s.name == name) {
-                return Err(ConfigError::new(
-                    format!("{path}.service"),
-                    format!("no service is named {name:?}"),
-                ));
+            (None, Some(true), None) => Tracked::Dataplane,
+            (None, None, Some(name)) => {
+                if !services.iter().any(|s| &s.name == name) {
+                    return Err(ConfigError::new(
+                        format!("{path}.service"),
+                        format!("no service is named {name:?}"),
+                    ));
+                }
+                Tracked::Service(name.clone())
             }
-            Tracked::Service(name.clone())
-        }
-        _ => {
-            return Err(ConfigError::new(
+            _ => return Err(ConfigError::new(
                 path,
                 "track exactly one of: interface = \"NAME\", dataplane = true, service = \"NAME\"",
-            ))
-        }
-    };
+            )),
+        };
     let weight = integer(&format!("{path}.weight"), raw.weight, 0, -254..=254)?;
     Ok(Track { object, weight })
 }

@@ -89,15 +89,14 @@ impl Vrrp {
             let socket = match sockets.get(&key) {
                 Some(socket) => socket.clone(),
                 None => {
-                    let socket = Arc::new(VrrpSocket::open(&config.interface, family).map_err(
-                        |e| {
+                    let socket =
+                        Arc::new(VrrpSocket::open(&config.interface, family).map_err(|e| {
                             anyhow::anyhow!(
                                 "vrrp.instance[{}]: opening the VRRP socket on {}: {e}",
                                 config.name,
                                 config.interface
                             )
-                        },
-                    )?);
+                        })?);
                     sockets.insert(key, socket.clone());
                     socket
                 }
@@ -262,7 +261,11 @@ impl Run {
             priority,
             interval: self.config.advert_interval,
             addresses: self.config.virtual_addresses.clone(),
-            auth: self.config.auth_pass.as_ref().map(|p| p.as_bytes().to_vec()),
+            auth: self
+                .config
+                .auth_pass
+                .as_ref()
+                .map(|p| p.as_bytes().to_vec()),
         };
         let src = self.socket.local_address();
         for dst in self.destination() {
@@ -465,9 +468,20 @@ async fn drive(
                 }
             }
             _ = poll.tick() => {
-                links = link_states(&runs);
+                let before = std::mem::replace(&mut links, link_states(&runs));
                 let current = tracking.borrow().clone();
                 retrack(&mut runs, &current, &links, now()).await;
+                // A master whose link comes back may have been cut off while a
+                // backup took over: it points the segment back at itself.
+                for run in runs.iter_mut().filter(|r| r.machine.state() == State::Master) {
+                    let ifname = &run.config.interface;
+                    if before.get(ifname) == Some(&false) && links.get(ifname) == Some(&true) {
+                        log::info!("vrrp {}: {ifname} is up again: announcing", run.config.name);
+                        let priority = run.machine.priority();
+                        run.send_advert(priority).await;
+                        run.announce(run.config.garp_count);
+                    }
+                }
             }
             Ok(()) = tracking.changed() => {
                 let current = tracking.borrow().clone();
@@ -497,15 +511,18 @@ fn unique_sockets(runs: &[Run]) -> Vec<Arc<VrrpSocket>> {
     sockets
 }
 
+/// The link state of every interface an instance runs on or tracks.
 fn link_states(runs: &[Run]) -> HashMap<String, bool> {
     let mut links = HashMap::new();
     for run in runs {
-        for track in &run.config.track {
-            if let Tracked::Interface(name) = &track.object {
-                links
-                    .entry(name.clone())
-                    .or_insert_with(|| net::link_up(name).unwrap_or(false));
-            }
+        let tracked = run.config.track.iter().filter_map(|t| match &t.object {
+            Tracked::Interface(name) => Some(name),
+            _ => None,
+        });
+        for name in tracked.chain([&run.config.interface]) {
+            links
+                .entry(name.clone())
+                .or_insert_with(|| net::link_up(name).unwrap_or(false));
         }
     }
     links
@@ -537,7 +554,12 @@ async fn retrack(
 }
 
 /// Checks an advertisement and hands it to its instance.
-async fn receive(runs: &mut [Run], socket: &Arc<VrrpSocket>, received: net::Received, now: Duration) {
+async fn receive(
+    runs: &mut [Run],
+    socket: &Arc<VrrpSocket>,
+    received: net::Received,
+    now: Duration,
+) {
     let decoded = match packet::decode(&received.payload, received.src, received.dst) {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -556,7 +578,10 @@ async fn receive(runs: &mut [Run], socket: &Arc<VrrpSocket>, received: net::Rece
     let problem = if received.ttl != TTL {
         Some(format!("TTL {} (must be 255)", received.ttl))
     } else if advert.version != run.config.version {
-        Some(format!("{:?}, configured {:?}", advert.version, run.config.version))
+        Some(format!(
+            "{:?}, configured {:?}",
+            advert.version, run.config.version
+        ))
     } else if advert.version == Version::V2
         && advert.auth.as_deref() != run.config.auth_pass.as_ref().map(|p| p.as_bytes())
     {
@@ -634,7 +659,11 @@ async fn act(runs: &mut [Run], at: usize, actions: Vec<Action>, now: Duration) {
                             force = Some(Force {
                                 group: group.clone(),
                                 except: at,
-                                state: if to == State::Fault { State::Backup } else { to },
+                                state: if to == State::Fault {
+                                    State::Backup
+                                } else {
+                                    to
+                                },
                             });
                         }
                     }
@@ -642,13 +671,12 @@ async fn act(runs: &mut [Run], at: usize, actions: Vec<Action>, now: Duration) {
             }
         }
         if let Some(force) = force {
-            for other in 0..runs.len() {
+            for (other, run) in runs.iter_mut().enumerate() {
                 if other != force.except
-                    && runs[other].group.as_deref() == Some(force.group.as_str())
-                    && runs[other].machine.state() != force.state
+                    && run.group.as_deref() == Some(force.group.as_str())
+                    && run.machine.state() != force.state
                 {
-                    let actions = runs[other].machine.handle(now, Input::Force(force.state));
-                    pending.push((other, actions));
+                    pending.push((other, run.machine.handle(now, Input::Force(force.state))));
                 }
             }
         }

@@ -5,9 +5,7 @@ use std::{io, net::IpAddr, thread};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
-    address::{
-        AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
-    },
+    address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope},
     AddressFamily, RouteNetlinkMessage,
 };
 
@@ -99,7 +97,8 @@ fn pick_source(addresses: &[AddressMessage], family: Family) -> Option<IpAddr> {
             IpAddr::V6(a) => {
                 family == Family::V6
                     && a.is_unicast_link_local()
-                    && !flags.intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed)
+                    && !flags
+                        .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed)
             }
         };
         usable.then_some(addr)
@@ -117,7 +116,10 @@ fn address_message(ifindex: u32, addr: IpAddr) -> AddressMessage {
     message.header.prefix_len = host_prefix(&addr);
     message.header.scope = AddressScope::Universe;
     message.header.index = ifindex;
-    message.attributes = vec![AddressAttribute::Local(addr), AddressAttribute::Address(addr)];
+    message.attributes = vec![
+        AddressAttribute::Local(addr),
+        AddressAttribute::Address(addr),
+    ];
     if addr.is_ipv6() {
         message.header.flags = AddressHeaderFlags::Nodad;
         message

@@ -62,7 +62,10 @@ mod tests {
     fn up_needs_both_flags() {
         let mut link = LinkMessage::default();
         for (flags, up) in [
-            (LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp, true),
+            (
+                LinkFlags::Up | LinkFlags::Running | LinkFlags::LowerUp,
+                true,
+            ),
             (LinkFlags::Up | LinkFlags::Running, true),
             // Up but without carrier, as a veth whose peer is down.
             (LinkFlags::Up | LinkFlags::Broadcast, false),

@@ -31,15 +31,6 @@ pub enum Family {
     V6,
 }
 
-impl Family {
-    pub fn of(addr: IpAddr) -> Family {
-        match addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
 /// What failed, on which interface, and the system's reason.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

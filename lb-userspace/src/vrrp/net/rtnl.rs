@@ -46,7 +46,9 @@ impl Rtnl {
         let mut addresses = Vec::new();
         for reply in replies {
             match reply {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == ifindex => addresses.push(a),
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == ifindex => {
+                    addresses.push(a)
+                }
                 RouteNetlinkMessage::NewAddress(_) => {}
                 other => return Err(unexpected(&Some(other))),
             }

@@ -2,12 +2,28 @@
 
 use std::{
     io, mem,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    ptr,
 };
 
+/// Room for the control messages of one datagram, aligned as `cmsghdr` needs.
+#[repr(C, align(8))]
+struct ControlBuffer([u8; 128]);
+
+/// One control message as received: its level, type and data.
+pub(super) struct ControlMessage {
+    pub level: libc::c_int,
+    pub kind: libc::c_int,
+    pub data: Vec<u8>,
+}
+
 /// socket(2); the descriptor is close-on-exec.
-pub(super) fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+pub(super) fn socket(
+    domain: libc::c_int,
+    kind: libc::c_int,
+    protocol: libc::c_int,
+) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes no pointers.
     let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
@@ -18,7 +34,12 @@ pub(super) fn socket(domain: libc::c_int, kind: libc::c_int, protocol: libc::c_i
 }
 
 /// setsockopt(2) with `value` as the option's value, passed by address and size.
-pub(super) fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+pub(super) fn setsockopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
     // SAFETY: the kernel reads `size_of::<T>()` bytes from `value`, which lives across the call.
     let ret = unsafe {
         libc::setsockopt(
@@ -33,7 +54,12 @@ pub(super) fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int,
 }
 
 /// An integer socket option, the type most of them take.
-pub(super) fn set_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub(super) fn set_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     setsockopt(fd, level, name, &value)
 }
 
@@ -73,6 +99,122 @@ pub(super) fn send_to<A>(fd: &OwnedFd, data: &[u8], addr: &A) -> io::Result<()> 
     }
 }
 
+/// sendmsg(2) of one datagram to `to` (a `sockaddr_*` value) with one control message, whose
+/// data is `value`.
+pub(super) fn send_msg<A, C: Copy>(
+    fd: &OwnedFd,
+    data: &[u8],
+    to: &A,
+    level: libc::c_int,
+    kind: libc::c_int,
+    value: &C,
+) -> io::Result<()> {
+    let mut control = ControlBuffer([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    let (space, len) = unsafe {
+        let size = mem::size_of::<C>() as libc::c_uint;
+        (
+            libc::CMSG_SPACE(size) as usize,
+            libc::CMSG_LEN(size) as usize,
+        )
+    };
+    assert!(space <= control.0.len(), "control message too large");
+    // SAFETY: an all-zero msghdr is valid: null pointers and zero lengths.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = ptr::from_ref(to).cast_mut().cast();
+    msg.msg_namelen = mem::size_of::<A>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer is aligned for cmsghdr and holds `space` bytes, room for the
+    // header and the value; CMSG_FIRSTHDR is therefore not null. sendmsg reads the name, the
+    // payload and the control buffer, all alive across the call, and writes nothing.
+    let ret = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = len as _;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<C>(), *value);
+        libc::sendmsg(fd.as_raw_fd(), &msg, 0)
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// recvmsg(2) of one datagram into `buf`: its length, the sender's address and the control
+/// messages.
+pub(super) fn recv_msg(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<IpAddr>, Vec<ControlMessage>)> {
+    let mut control = ControlBuffer([0; 128]);
+    // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
+    let mut from: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as in `send_msg`.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = ptr::from_mut(&mut from).cast();
+    msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: the kernel writes at most the given lengths into `from`, `buf` and `control`, all
+    // alive across the call.
+    let len = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut messages = Vec::new();
+    // SAFETY: the kernel has filled `msg_controllen` bytes of the control buffer with complete
+    // control messages; CMSG_FIRSTHDR and CMSG_NXTHDR stay within them, and each message's data
+    // lies within its `cmsg_len`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let header = ptr::read_unaligned(cmsg);
+            let data_len = (header.cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+            let data = std::slice::from_raw_parts(libc::CMSG_DATA(cmsg), data_len);
+            messages.push(ControlMessage {
+                level: header.cmsg_level,
+                kind: header.cmsg_type,
+                data: data.to_vec(),
+            });
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((len as usize, ip_of(&from), messages))
+}
+
+/// The address in a `sockaddr_in` or `sockaddr_in6` the kernel filled in.
+fn ip_of(storage: &libc::sockaddr_storage) -> Option<IpAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
+            // aligned enough for.
+            let sin = unsafe { &*ptr::from_ref(storage).cast::<libc::sockaddr_in>() };
+            Some(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let sin6 = unsafe { &*ptr::from_ref(storage).cast::<libc::sockaddr_in6>() };
+            Some(Ipv6Addr::from(sin6.sin6_addr.s6_addr).into())
+        }
+        _ => None,
+    }
+}
+
 pub(super) fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -105,7 +247,7 @@ pub(super) fn in6_addr(addr: Ipv6Addr) -> libc::in6_addr {
     }
 }
 
-/// Turns a system call's 0-or-−1 result into an `io::Result`.
+/// Turns a system call's result (0, or -1 with errno set) into an `io::Result`.
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret == 0 {
         Ok(())
