@@ -112,6 +112,10 @@ pub struct Net {
     /// The switch's namespace, and each director's port on it.
     pub switch: Netns,
     pub director_ports: Vec<String>,
+    /// With several directors, the switch of their inner segment (198.18.2.0/24 on their
+    /// `eth1`), and each one's port on it.
+    pub inner_switch: Option<Netns>,
+    pub inner_ports: Vec<String>,
     pub macs: Vec<[u8; 6]>,
     pub mode: Mode,
     pub topology: Topology,
@@ -196,6 +200,7 @@ impl Net {
         let client_mac = client.mac("eth0")?;
         let mut director_nss = Vec::new();
         let mut director_ports = Vec::new();
+        let mut inner_switch = None;
         for k in 0..directors {
             let role = match k {
                 0 => "director".to_string(),
@@ -239,6 +244,16 @@ impl Net {
             director_ns.add_neigh("eth0", &CLIENT_V6.to_string(), client_mac)?;
             director_nss.push(director_ns);
             director_ports.push(director_port);
+        }
+        // Several directors also share an inner segment, for a second VIP (a gateway).
+        let mut inner_ports = Vec::new();
+        if directors > 1 {
+            let mut inner = topology.add_switch("in")?;
+            for (k, director_ns) in director_nss.iter().enumerate() {
+                inner_ports.push(inner.connect(&mut topology, director_ns, "eth1")?);
+                director_ns.add_addr("eth1", &format!("198.18.2.{}/24", 2 + k))?;
+            }
+            inner_switch = Some(inner.netns().clone());
         }
 
         let port = backend_port(mode);
@@ -284,6 +299,8 @@ impl Net {
             backends: backend_nss,
             switch: switch.netns().clone(),
             director_ports,
+            inner_switch,
+            inner_ports,
             macs,
             mode,
             topology,

@@ -220,11 +220,12 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
     let spread = tcp_spread(&lab.net.client, lab.vip(), 5).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     client_entry_is(0);
-    // Cut director 1 off the segment: it stays master, director 2 becomes one too.
+    // Cut director 1 off the segment, its link still up (its port leaves the bridge): it stays
+    // master, and director 2 becomes one too.
     let port = &lab.net.director_ports[0];
     lab.net
         .switch
-        .ip(&["link", "set", "dev", port, "down"])
+        .ip(&["link", "set", "dev", port, "nomaster"])
         .unwrap();
     wait_state(&lab, 1, "master", Duration::from_secs(2));
     assert_eq!(
@@ -236,7 +237,7 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
 
     lab.net
         .switch
-        .ip(&["link", "set", "dev", port, "up"])
+        .ip(&["link", "set", "dev", port, "master", "br0"])
         .unwrap();
     wait_state(&lab, 1, "backup", Duration::from_secs(2));
     assert_eq!(instance(&lab, 0)["state"], "master");
@@ -384,4 +385,83 @@ fn interoperates_with_keepalived_over_vrrp_v2_with_pass_authentication() {
 fn interoperates_with_keepalived_over_vrrp_v3() {
     require_privileged!();
     interop("vrka3", 3, "", "0.1", 100, "");
+}
+
+/// Whether director `k` holds `addr` on `ifname`.
+fn holds(lab: &AgentLab, k: usize, ifname: &str, addr: &str) -> bool {
+    let out = lab.directors[k]
+        .ns
+        .ip(&["-j", "addr", "show", "dev", ifname])
+        .unwrap();
+    out.contains(&format!("\"{addr}\""))
+}
+
+#[test]
+fn a_sync_group_moves_the_outer_and_the_gateway_vip_as_one() {
+    require_privileged!();
+    let mut lab = AgentLab::with_directors("vrsync", Mode::Dr, Family::V4, 3, 2).unwrap();
+    let notified = lab.directors[1].dir.join("notified");
+    for (k, priority) in [150u8, 100].into_iter().enumerate() {
+        let notify = if k == 1 {
+            format!(
+                "notify = [\"/bin/sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"notify\"]",
+                notified.display()
+            )
+        } else {
+            String::new()
+        };
+        let text = config(priority, &notify)
+            + &format!(
+                "[[vrrp.instance]]\nname = \"VI_2\"\ninterface = \"eth1\"\nvrid = 52\n\
+                 priority = {priority}\nadvert_interval = \"100ms\"\n\
+                 virtual_addresses = [\"198.18.2.1\"]\n\n\
+                 [[vrrp.sync_group]]\nname = \"SG1\"\ninstances = [\"VI_1\", \"VI_2\"]\n"
+            );
+        lab.write_config_of(k, &text).unwrap();
+        lab.start_of(k, &[]).unwrap();
+    }
+    let both_on = |k: usize, within: Duration| {
+        let other = 1 - k;
+        let started = Instant::now();
+        loop {
+            let here =
+                holds(&lab, k, "eth0", "198.18.0.100") && holds(&lab, k, "eth1", "198.18.2.1");
+            let there = holds(&lab, other, "eth0", "198.18.0.100")
+                || holds(&lab, other, "eth1", "198.18.2.1");
+            if here && !there {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "the VIPs are not both on director {} alone",
+                k + 1
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    both_on(0, Duration::from_secs(3));
+
+    // Director 1 loses its inner link: VI_2 there faults, and the group goes with it.
+    let inner = lab.net.inner_switch.clone().unwrap();
+    let port = lab.net.inner_ports[0].clone();
+    inner.ip(&["link", "set", "dev", &port, "down"]).unwrap();
+    both_on(1, Duration::from_secs(2));
+    let vi1 = instance(&lab, 0);
+    assert_eq!(vi1["state"], "backup", "VI_1 follows its group: {vi1}");
+
+    // The link returns: both come back to director 1 (preemption).
+    inner.ip(&["link", "set", "dev", &port, "up"]).unwrap();
+    both_on(0, Duration::from_secs(3));
+
+    // Director 2's notify hook saw it become master, then backup.
+    let lines = std::fs::read_to_string(&notified).unwrap_or_default();
+    assert!(lines.contains("INSTANCE VI_1 MASTER 100"), "{lines}");
+    assert!(lines.contains("INSTANCE VI_1 BACKUP 100"), "{lines}");
+    let (_, metrics) = lab.directors[1]
+        .request("GET", "/metrics", None, None)
+        .unwrap();
+    assert!(
+        metrics.contains("xlb_vrrp_state{instance=\"VI_2\",state=\"backup\"} 1"),
+        "{metrics}"
+    );
 }

@@ -222,8 +222,12 @@ impl Run {
         status
     }
 
-    /// The priority tracking gives, or `None` for a fault.
+    /// The priority tracking gives, or `None` for a fault: always while the
+    /// instance's own interface is down, as with keepalived.
     fn tracked_priority(&self, tracking: &Tracking, links: &HashMap<String, bool>) -> Option<u8> {
+        if links.get(&self.config.interface) == Some(&false) {
+            return None;
+        }
         if self.config.priority == 255 {
             return Some(255);
         }
@@ -468,20 +472,9 @@ async fn drive(
                 }
             }
             _ = poll.tick() => {
-                let before = std::mem::replace(&mut links, link_states(&runs));
+                links = link_states(&runs);
                 let current = tracking.borrow().clone();
                 retrack(&mut runs, &current, &links, now()).await;
-                // A master whose link comes back may have been cut off while a
-                // backup took over: it points the segment back at itself.
-                for run in runs.iter_mut().filter(|r| r.machine.state() == State::Master) {
-                    let ifname = &run.config.interface;
-                    if before.get(ifname) == Some(&false) && links.get(ifname) == Some(&true) {
-                        log::info!("vrrp {}: {ifname} is up again: announcing", run.config.name);
-                        let priority = run.machine.priority();
-                        run.send_advert(priority).await;
-                        run.announce(run.config.garp_count);
-                    }
-                }
             }
             Ok(()) = tracking.changed() => {
                 let current = tracking.borrow().clone();
@@ -611,9 +604,9 @@ async fn receive(
     // Another master of lower priority: a partition has healed. It backs
     // off on our next advertisement; announcing again points the segment's
     // ARP caches back at us (as keepalived's garp_lower_prio does).
-    let lower_master = run.machine.state() == State::Master
-        && advert.priority != 0
-        && advert.priority < run.machine.priority();
+    let was_master = run.machine.state() == State::Master;
+    let lower_master =
+        was_master && advert.priority != 0 && advert.priority < run.machine.priority();
     let input = Input::Advert {
         from: received.src,
         priority: advert.priority,
@@ -621,6 +614,12 @@ async fn receive(
     };
     step(runs, at, now, input).await;
     let run = &mut runs[at];
+    if was_master && run.machine.state() == State::Backup {
+        // Yielding to a higher master that may never have heard us (a
+        // healed partition): one last advertisement tells it to announce.
+        let priority = run.machine.priority();
+        run.send_advert(priority).await;
+    }
     if lower_master
         && run.machine.state() == State::Master
         && run
