@@ -40,10 +40,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let model = Config::load(&args.config)?;
     let backends: usize = model.services.iter().map(|s| s.backends.len()).sum();
     println!(
-        "{}: valid ({} services, {} backends)",
+        "{}: valid ({} services, {} backends, {} VRRP instances)",
         args.config.display(),
         model.services.len(),
-        backends
+        backends,
+        model.vrrp.len()
     );
     Ok(())
 }

@@ -210,6 +210,9 @@ fn example_validates() {
         .unwrap();
     let names: Vec<&str> = model.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["web", "dns", "tomcat"]);
+    let instances: Vec<&str> = model.vrrp.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(instances, ["VI_1", "VI_GW"]);
+    assert_eq!(model.sync_groups[0].instances, ["VI_1", "VI_GW"]);
 }
 
 /// Every option away from its default.
