@@ -418,6 +418,7 @@ async fn drive(
         }
     }
     let mut poll = tokio::time::interval(TRACK_POLL);
+    let mut tracking_open = true;
     let receivers: Vec<Arc<VrrpSocket>> = unique_sockets(&runs);
     let (packets_tx, mut packets) = mpsc::channel(256);
     let readers: Vec<JoinHandle<()>> = receivers
@@ -476,7 +477,9 @@ async fn drive(
                 let current = tracking.borrow().clone();
                 retrack(&mut runs, &current, &links, now()).await;
             }
-            Ok(()) = tracking.changed() => {
+            changed = tracking.changed(), if tracking_open => {
+                // Without a sender the last report stands.
+                tracking_open = changed.is_ok();
                 let current = tracking.borrow().clone();
                 retrack(&mut runs, &current, &links, now()).await;
             }
