@@ -252,8 +252,6 @@ pub struct VrrpInstance {
     pub preempt: bool,
     /// Wait this long after start-up before preempting.
     pub preempt_delay: Duration,
-    /// Accept packets to the virtual addresses when master though not owner.
-    pub accept: bool,
     /// VRRPv2 simple password (up to 8 bytes).
     pub auth_pass: Option<String>,
     /// Send to these instead of the multicast group, and accept only them.
@@ -263,6 +261,9 @@ pub struct VrrpInstance {
     /// gap between them.
     pub garp_count: u32,
     pub garp_interval: Duration,
+    /// A master announces its addresses again this often (keepalived's
+    /// garp_master_refresh); `None`: only on taking over.
+    pub garp_refresh: Option<Duration>,
     pub track: Vec<Track>,
     /// Run with the state, the instance name and the priority as arguments.
     pub notify: Option<Vec<String>>,

@@ -1151,7 +1151,7 @@ fn a_vrrp_instance_gets_keepalived_like_defaults() {
         (51, 150, crate::vrrp::Version::V3)
     );
     assert_eq!(instance.advert_interval, Duration::from_secs(1));
-    assert!(instance.preempt && !instance.accept);
+    assert!(instance.preempt && instance.garp_refresh.is_none());
     assert_eq!(
         (instance.garp_count, instance.garp_interval),
         (3, Duration::from_millis(100))
@@ -1255,7 +1255,7 @@ fn vrrp_round_trips_through_the_file() {
     let text = vrrp(
         "vrid = 51\npriority = 150\nversion = 2\nadvert_interval = \"2s\"\n\
          virtual_addresses = [\"198.18.0.100\", \"198.18.0.101\"]\npreempt = false\n\
-         preempt_delay = \"10s\"\naccept = true\nauth_pass = \"secret\"\n\
+         preempt_delay = \"10s\"\ngarp_refresh = \"5s\"\nauth_pass = \"secret\"\n\
          unicast_peers = [\"198.18.0.3\"]\ngarp_count = 5\ngarp_interval = \"1s\"\n\
          track = [{ interface = \"eth1\", weight = -60 }, { dataplane = true }, { service = \"web\", weight = -20 }]\n\
          notify = [\"/usr/local/bin/notify\", \"--quiet\"]\n\

@@ -47,8 +47,6 @@ pub struct InstanceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preempt_delay: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub accept: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_pass: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unicast_peers: Vec<String>,
@@ -58,6 +56,8 @@ pub struct InstanceConfig {
     pub garp_count: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub garp_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub garp_refresh: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub track: Vec<TrackConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,6 +268,15 @@ fn instance(
             "at least one virtual address is required",
         ));
     }
+    if raw.virtual_addresses.len() > 255 {
+        return Err(ConfigError::new(
+            at("virtual_addresses"),
+            format!(
+                "{} addresses: an advertisement carries 255 at most",
+                raw.virtual_addresses.len()
+            ),
+        ));
+    }
     let mut virtual_addresses: Vec<IpAddr> = Vec::new();
     for (i, text) in raw.virtual_addresses.iter().enumerate() {
         let field = format!("{path}.virtual_addresses[{i}]");
@@ -323,6 +332,12 @@ fn instance(
                 format!("{peer} is not of the virtual addresses' family"),
             ));
         }
+        if unicast_peers.contains(&peer) || virtual_addresses.contains(&peer) {
+            return Err(ConfigError::new(
+                field,
+                format!("{peer} is listed twice, or is a virtual address"),
+            ));
+        }
         unicast_peers.push(peer);
     }
     let mut track = Vec::new();
@@ -356,7 +371,6 @@ fn instance(
             Duration::ZERO,
             Duration::ZERO..=Duration::from_secs(3600),
         )?,
-        accept: raw.accept.unwrap_or(false),
         auth_pass: raw.auth_pass.clone(),
         unicast_peers,
         v3_checksum,
@@ -372,6 +386,15 @@ fn instance(
             DEFAULT_GARP_INTERVAL,
             Duration::ZERO..=Duration::from_secs(60),
         )?,
+        garp_refresh: match raw.garp_refresh {
+            None => None,
+            Some(_) => Some(duration_in(
+                &at("garp_refresh"),
+                raw.garp_refresh.as_deref(),
+                Duration::ZERO,
+                Duration::from_millis(100)..=Duration::from_secs(3600),
+            )?),
+        },
         track,
         notify,
     })
@@ -434,13 +457,13 @@ fn instance_config(i: &VrrpInstance) -> InstanceConfig {
         virtual_addresses: i.virtual_addresses.iter().map(IpAddr::to_string).collect(),
         preempt: unless_default(i.preempt, true),
         preempt_delay: unless_default(i.preempt_delay, Duration::ZERO).map(format_duration),
-        accept: unless_default(i.accept, false),
         auth_pass: i.auth_pass.clone(),
         unicast_peers: i.unicast_peers.iter().map(IpAddr::to_string).collect(),
         v3_checksum: unless_default(i.v3_checksum, V3Checksum::PseudoHeader)
             .map(|_| "message_only".to_string()),
         garp_count: unless_default(i.garp_count, DEFAULT_GARP_COUNT).map(i64::from),
         garp_interval: unless_default(i.garp_interval, DEFAULT_GARP_INTERVAL).map(format_duration),
+        garp_refresh: i.garp_refresh.map(format_duration),
         track: i
             .track
             .iter()

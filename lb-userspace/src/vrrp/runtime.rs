@@ -60,7 +60,8 @@ pub struct InstanceStatus {
     pub last_reason: Option<String>,
     pub adverts_sent: u64,
     pub adverts_received: u64,
-    /// Advertisements dropped: bad TTL, checksum, version, authentication, interval.
+    /// Advertisements for this instance dropped: TTL, version,
+    /// authentication, interval or sender not as configured.
     pub adverts_discarded: u64,
 }
 
@@ -166,6 +167,8 @@ struct Run {
     fault: bool,
     /// When a lower-priority master was last answered.
     reannounced: Option<Duration>,
+    /// When the addresses were last announced again (`garp_refresh`).
+    refreshed: Option<Duration>,
 }
 
 impl Run {
@@ -207,6 +210,7 @@ impl Run {
             status,
             fault: false,
             reannounced: None,
+            refreshed: None,
         }
     }
 
@@ -228,9 +232,6 @@ impl Run {
         if links.get(&self.config.interface) == Some(&false) {
             return None;
         }
-        if self.config.priority == 255 {
-            return Some(255);
-        }
         let mut priority = i32::from(self.config.priority);
         for track in &self.config.track {
             let up = match &track.object {
@@ -244,6 +245,10 @@ impl Run {
                 (w, false) if w < 0 => priority += w,
                 _ => {}
             }
+        }
+        // An owner's priority stays 255; only a fault takes it down.
+        if self.config.priority == 255 {
+            return Some(255);
         }
         Some(priority.clamp(1, 254) as u8)
     }
@@ -401,7 +406,7 @@ async fn drive(
 ) {
     let origin = Instant::now();
     let now = || Instant::now().duration_since(origin);
-    let mut links = link_states(&runs);
+    let mut links = link_states(interface_names(&runs));
     let current = tracking.borrow().clone();
     for at in 0..runs.len() {
         match runs[at].tracked_priority(&current, &links) {
@@ -427,7 +432,11 @@ async fn drive(
             let tx = packets_tx.clone();
             tokio::spawn(async move {
                 loop {
-                    match socket.recv().await {
+                    let received = tokio::select! {
+                        received = socket.recv() => received,
+                        () = tx.closed() => return,
+                    };
+                    match received {
                         Ok(received) => {
                             if tx.send((socket.clone(), received)).await.is_err() {
                                 return;
@@ -473,9 +482,13 @@ async fn drive(
                 }
             }
             _ = poll.tick() => {
-                links = link_states(&runs);
+                let names = interface_names(&runs);
+                links = tokio::task::spawn_blocking(move || link_states(names))
+                    .await
+                    .unwrap_or_default();
                 let current = tracking.borrow().clone();
                 retrack(&mut runs, &current, &links, now()).await;
+                refresh_announcements(&mut runs, now());
             }
             changed = tracking.changed(), if tracking_open => {
                 // Without a sender the last report stands.
@@ -507,41 +520,90 @@ fn unique_sockets(runs: &[Run]) -> Vec<Arc<VrrpSocket>> {
     sockets
 }
 
-/// The link state of every interface an instance runs on or tracks.
-fn link_states(runs: &[Run]) -> HashMap<String, bool> {
-    let mut links = HashMap::new();
+/// Every interface an instance runs on or tracks.
+fn interface_names(runs: &[Run]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
     for run in runs {
         let tracked = run.config.track.iter().filter_map(|t| match &t.object {
             Tracked::Interface(name) => Some(name),
             _ => None,
         });
         for name in tracked.chain([&run.config.interface]) {
-            links
-                .entry(name.clone())
-                .or_insert_with(|| net::link_up(name).unwrap_or(false));
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
         }
     }
-    links
+    names
 }
 
-/// Gives each machine the priority or fault tracking now implies.
+/// The link state of each interface (down when it cannot be read).
+fn link_states(names: Vec<String>) -> HashMap<String, bool> {
+    names
+        .into_iter()
+        .map(|name| {
+            let up = net::link_up(&name).unwrap_or(false);
+            (name, up)
+        })
+        .collect()
+}
+
+/// Masters announce their addresses again every `garp_refresh`.
+fn refresh_announcements(runs: &mut [Run], now: Duration) {
+    for run in runs.iter_mut() {
+        let Some(every) = run.config.garp_refresh else {
+            continue;
+        };
+        if run.machine.state() != State::Master {
+            run.refreshed = None;
+            continue;
+        }
+        let last = *run.refreshed.get_or_insert(now);
+        if now >= last + every {
+            run.refreshed = Some(now);
+            run.announce(1);
+        }
+    }
+}
+
+/// Gives each machine the priority or fault tracking now implies. An
+/// instance faults with any faulted member of its sync group, as in
+/// keepalived, so the group never splits between directors.
 async fn retrack(
     runs: &mut [Run],
     tracking: &Tracking,
     links: &HashMap<String, bool>,
     now: Duration,
 ) {
-    for at in 0..runs.len() {
-        match runs[at].tracked_priority(tracking, links) {
-            None if !runs[at].fault => {
+    let priorities: Vec<Option<u8>> = runs
+        .iter()
+        .map(|r| r.tracked_priority(tracking, links))
+        .collect();
+    let faulted_groups: Vec<String> = runs
+        .iter()
+        .zip(&priorities)
+        .filter(|(_, p)| p.is_none())
+        .filter_map(|(r, _)| r.group.clone())
+        .collect();
+    for (at, priority) in priorities.into_iter().enumerate() {
+        let group_fault = runs[at]
+            .group
+            .as_ref()
+            .is_some_and(|g| faulted_groups.contains(g));
+        match (priority, group_fault) {
+            (None, _) | (Some(_), true) if !runs[at].fault => {
                 runs[at].fault = true;
                 step(runs, at, now, Input::Fault(true)).await;
             }
-            Some(_) if runs[at].fault => {
+            (Some(p), false) if runs[at].fault => {
                 runs[at].fault = false;
+                // The priority first, so the instance starts from the current one.
+                if p != runs[at].machine.priority() {
+                    step(runs, at, now, Input::Priority(p)).await;
+                }
                 step(runs, at, now, Input::Fault(false)).await;
             }
-            Some(p) if p != runs[at].machine.priority() => {
+            (Some(p), false) if p != runs[at].machine.priority() => {
                 step(runs, at, now, Input::Priority(p)).await;
             }
             _ => {}
@@ -607,9 +669,10 @@ async fn receive(
     // Another master of lower priority: a partition has healed. It backs
     // off on our next advertisement; announcing again points the segment's
     // ARP caches back at us (as keepalived's garp_lower_prio does).
-    let was_master = run.machine.state() == State::Master;
-    let lower_master =
-        was_master && advert.priority != 0 && advert.priority < run.machine.priority();
+    let ours = (run.machine.priority(), run.socket.local_address());
+    let lower_master = run.machine.state() == State::Master
+        && advert.priority != 0
+        && (advert.priority, received.src) < ours;
     let input = Input::Advert {
         from: received.src,
         priority: advert.priority,
@@ -617,12 +680,7 @@ async fn receive(
     };
     step(runs, at, now, input).await;
     let run = &mut runs[at];
-    if was_master && run.machine.state() == State::Backup {
-        // Yielding to a higher master that may never have heard us (a
-        // healed partition): one last advertisement tells it to announce.
-        let priority = run.machine.priority();
-        run.send_advert(priority).await;
-    }
+
     if lower_master
         && run.machine.state() == State::Master
         && run
@@ -656,18 +714,17 @@ async fn act(runs: &mut [Run], at: usize, actions: Vec<Action>, now: Duration) {
                 Action::Release => run.release().await,
                 Action::Changed { from, to, reason } => {
                     run.changed(from, to, &reason);
-                    if let Some(group) = &run.group {
-                        if matches!(to, State::Master | State::Backup | State::Fault) {
-                            force = Some(Force {
-                                group: group.clone(),
-                                except: at,
-                                state: if to == State::Fault {
-                                    State::Backup
-                                } else {
-                                    to
-                                },
-                            });
-                        }
+                    // Taking over, or yielding as master, carries the group;
+                    // starting as backup does not demote a member that is
+                    // master already. Faults spread through tracking.
+                    let carries =
+                        to == State::Master || (from == State::Master && to == State::Backup);
+                    if let (Some(group), true) = (&run.group, carries) {
+                        force = Some(Force {
+                            group: group.clone(),
+                            except: at,
+                            state: to,
+                        });
                     }
                 }
             }

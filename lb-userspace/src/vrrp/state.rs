@@ -45,7 +45,8 @@ pub enum Input {
     Priority(u8),
     /// A weight-0 tracked object went down (true) or came back (false).
     Fault(bool),
-    /// Forced by a sync group: become Master / Backup now.
+    /// Forced by a sync group: become Master / Backup now (a master
+    /// resigns with priority 0).
     Force(State),
 }
 
@@ -154,9 +155,13 @@ impl Instance {
             (State::Backup, Input::Force(State::Master)) => {
                 self.become_master(now, "sync group".into())
             }
-            (State::Master, Input::Force(State::Backup)) => {
-                vec![Action::Release, self.enter_backup(now, "sync group".into())]
-            }
+            // Resigning (priority 0) lets the peer take over in its skew
+            // time, so the group's other addresses are not left alone there.
+            (State::Master, Input::Force(State::Backup)) => vec![
+                Action::SendAdvert { priority: 0 },
+                Action::Release,
+                self.enter_backup(now, "sync group".into()),
+            ],
             _ => Vec::new(),
         }
     }
@@ -973,6 +978,7 @@ mod tests {
                     ms(900),
                     In(Input::Force(State::Backup)),
                     vec![
+                        Action::SendAdvert { priority: 0 },
                         Action::Release,
                         changed(State::Master, State::Backup, "sync group"),
                     ],
