@@ -142,6 +142,20 @@ fn a_clean_stop_hands_over_within_the_skew_time() {
     require_privileged!();
     let mut lab = lab("vrstop", ["", "", ""]);
     settled(&lab);
+    let xlb = xlb_tests::xlb_bin().unwrap();
+    let out = lab.directors[0]
+        .ns
+        .exec(xlb.to_str().unwrap(), &["vrrp"])
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let row = shown
+        .lines()
+        .find(|l| l.starts_with("VI_1"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("MASTER") && row.contains("150"),
+        "xlb vrrp:\n{shown}"
+    );
     let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 20).unwrap();
     let prober = Prober::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(200));

@@ -14,6 +14,7 @@ mod stats;
 mod status;
 mod table;
 mod views;
+mod vrrp;
 
 use clap::Subcommand;
 use serde_json::Value;
@@ -24,6 +25,7 @@ use flows::FlowsArgs;
 use service::ServiceCommand;
 use stats::StatsArgs;
 use status::StatusArgs;
+use vrrp::VrrpArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
@@ -44,6 +46,8 @@ pub enum ClientCommand {
     Config(ConfigCommand),
     /// Make the agent read its configuration file again and apply what changed.
     Reload(ReloadArgs),
+    /// This director's VRRP instances: state, priority, master.
+    Vrrp(VrrpArgs),
 }
 
 pub fn run(command: ClientCommand) -> anyhow::Result<()> {
@@ -55,6 +59,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Status(args) => status::run(args),
         ClientCommand::Config(command) => agent::config(command),
         ClientCommand::Reload(args) => agent::reload(args),
+        ClientCommand::Vrrp(args) => vrrp::run(args),
     }
 }
 
