@@ -4,6 +4,7 @@
 //! - [`packet`]: test frames with correct checksums, and a checksum verifier.
 //! - [`testrun`]: one frame through an XDP program via `BPF_PROG_TEST_RUN`.
 //! - [`agent`]: `xlb run` in the lab, its API, and a steady client load.
+//! - [`keepalived`]: keepalived in the lab, as xlb's VRRP peer and yardstick.
 //! - [`lab`]: a director, backends and a client in namespaces, balancing for real.
 //! - [`netns`]: namespaces, veth links and processes that clean up after themselves.
 //! - [`privileged`]: run-or-skip (or fail, under `XLB_REQUIRE_PRIVILEGED=1`).
@@ -11,6 +12,7 @@
 //! - [`servers`]: backends that answer with their name, and clients that tally who answered.
 
 pub mod agent;
+pub mod keepalived;
 pub mod lab;
 pub mod netns;
 pub mod packet;

@@ -16,6 +16,10 @@ pub enum Bench {
     /// The agent's control plane: API change to data plane (p50/p99),
     /// Maglev builds, and the CPU of health-checking 1000 backends.
     Control(Options),
+    /// VRRP failover: the backup's takeover, the outage, lost requests and
+    /// broken connections for SIGKILL, a lost director and a clean stop,
+    /// xlb against keepalived, at 1 s, 100 ms and 20 ms adverts.
+    Failover(Options),
 }
 
 #[derive(Args)]
@@ -32,6 +36,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     let (name, options) = match bench {
         Bench::Micro(options) => ("micro", options),
         Bench::Control(options) => ("control", options),
+        Bench::Failover(options) => ("failover", options),
     };
     setup::run()?;
     // Release builds: the agent and the benchmark measure their own speed.
