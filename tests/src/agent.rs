@@ -7,7 +7,7 @@
 //! with it, taking the pins, when it is killed.
 
 use std::{
-    net::SocketAddr,
+    net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -487,14 +487,6 @@ pub fn total(batches: &[Batch]) -> Spread {
     sum
 }
 
-/// UDP requests to a VIP every [`PROBE_EVERY`] from the client, each on a new socket with a
-/// [`PROBE_TIMEOUT`], until stopped or `limit` passes: the outage a failover causes, to within
-/// a few milliseconds.
-pub struct Prober {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<anyhow::Result<Vec<Probe>>>>,
-}
-
 pub const PROBE_EVERY: Duration = Duration::from_millis(5);
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -514,15 +506,43 @@ pub struct Outage {
     pub lost: usize,
 }
 
+/// The longest stretch without answers from the last request answered before `at` on: the gap
+/// between the answered requests around it and the requests unanswered in between; `None`
+/// without answers on both sides of `at`. It finds an outage that begins a little after `at`,
+/// as when cutting a link takes a few milliseconds.
+pub fn outage(probes: &[Probe], at: Instant) -> Option<Outage> {
+    let start = probes.iter().rposition(|p| p.answered && p.sent <= at)?;
+    let answered: Vec<usize> = (start..probes.len())
+        .filter(|&i| probes[i].answered)
+        .collect();
+    answered
+        .windows(2)
+        .map(|w| Outage {
+            gap: probes[w[1]].sent - probes[w[0]].sent,
+            lost: w[1] - w[0] - 1,
+        })
+        .max_by_key(|o| o.gap)
+}
+
+/// UDP requests to a VIP every [`PROBE_EVERY`] from the client, each from a new socket and
+/// without waiting for earlier answers (each has [`PROBE_TIMEOUT`]), until stopped or `limit`
+/// passes: both ends of an outage are seen to within a period.
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<anyhow::Result<Vec<Probe>>>>,
+}
+
 impl Prober {
     pub fn start(client: &Netns, vip: SocketAddr, limit: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let client = client.clone();
         let thread = std::thread::spawn(move || {
-            client.run(move || -> anyhow::Result<Vec<Probe>> {
+            client.run(move || {
                 let until = Instant::now() + limit;
-                let mut probes = Vec::new();
+                let mut probes: Vec<Probe> = Vec::new();
+                // Unanswered requests younger than the timeout: their probe and socket.
+                let mut waiting: Vec<(usize, UdpSocket)> = Vec::new();
                 let mut next = Instant::now();
                 while !stopping.load(Ordering::Relaxed) && Instant::now() < until {
                     std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -530,11 +550,18 @@ impl Prober {
                     let sent = Instant::now();
                     probes.push(Probe {
                         sent,
-                        answered: probe(vip).is_ok(),
+                        answered: false,
                     });
+                    // A request that cannot be sent counts as unanswered.
+                    if let Ok(socket) = send_probe(vip) {
+                        waiting.push((probes.len() - 1, socket));
+                    }
+                    check_answers(&mut probes, &mut waiting);
                 }
-                Ok(probes)
-            })?
+                std::thread::sleep(PROBE_TIMEOUT);
+                check_answers(&mut probes, &mut waiting);
+                probes
+            })
         });
         Prober {
             stop,
@@ -561,37 +588,30 @@ impl Drop for Prober {
     }
 }
 
-fn probe(vip: SocketAddr) -> std::io::Result<()> {
+/// A request from a new non-blocking socket connected to `vip`.
+fn send_probe(vip: SocketAddr) -> std::io::Result<UdpSocket> {
     let any: std::net::IpAddr = match vip {
         SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
-    let socket = std::net::UdpSocket::bind((any, 0))?;
+    let socket = UdpSocket::bind((any, 0))?;
     socket.connect(vip)?;
-    socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    socket.set_nonblocking(true)?;
     socket.send(b"probe")?;
-    let mut buf = [0; 256];
-    socket.recv(&mut buf).map(drop)
+    Ok(socket)
 }
 
-/// The outage around `event` in `probes`: fails if no request after it was answered.
-pub fn outage(probes: &[Probe], event: Instant) -> anyhow::Result<Outage> {
-    let before = probes
-        .iter()
-        .rfind(|p| p.answered && p.sent <= event)
-        .map(|p| p.sent)
-        .unwrap_or(event);
-    let after = probes
-        .iter()
-        .find(|p| p.answered && p.sent > event)
-        .map(|p| p.sent)
-        .context("no request was answered after the event")?;
-    let lost = probes
-        .iter()
-        .filter(|p| p.sent > before && p.sent < after && !p.answered)
-        .count();
-    Ok(Outage {
-        gap: after - before,
-        lost,
-    })
+/// Marks the waiting requests that got their answer, and drops them and those past the timeout.
+fn check_answers(probes: &mut [Probe], waiting: &mut Vec<(usize, UdpSocket)>) {
+    let mut buf = [0; 256];
+    waiting.retain(|(i, socket)| match socket.recv(&mut buf) {
+        Ok(_) => {
+            probes[*i].answered = true;
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            probes[*i].sent.elapsed() < PROBE_TIMEOUT
+        }
+        Err(_) => false,
+    });
 }

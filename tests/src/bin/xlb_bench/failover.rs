@@ -5,12 +5,7 @@
 //! failed connections.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
     process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -21,7 +16,9 @@ use lb_common::maps::Mode;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use xlb_tests::{
-    agent::{request_in, total, AgentLab, Outage, Probe, SteadyLoad, PROBE_EVERY, PROBE_TIMEOUT},
+    agent::{
+        outage, request_in, total, AgentLab, Outage, Prober, SteadyLoad, PROBE_EVERY, PROBE_TIMEOUT,
+    },
     keepalived,
     lab::{Family, VIP_V4},
     netns::{ChildHandle, Netns},
@@ -428,7 +425,7 @@ impl Pair {
         // Bounds for the threads, should this one fail before it stops them.
         let limit = BEFORE + self.master_down() + SLACK + AFTER + SLACK;
         let load = SteadyLoad::start(&client, vip, limit);
-        let prober = Pipelined::start(&client, vip, limit);
+        let prober = Prober::start(&client, vip, limit);
         std::thread::sleep(BEFORE);
 
         let at = Instant::now();
@@ -449,7 +446,7 @@ impl Pair {
             interval: self.interval,
             event,
             takeover,
-            outage: outage_after(&probes, at),
+            outage: outage(&probes, at),
             broken,
             failed_new: new.failed,
             new: new.answered() + new.failed,
@@ -634,111 +631,4 @@ fn vrrp_state(ns: &Netns, api: &str) -> anyhow::Result<String> {
 fn holds_vip(ns: &Netns) -> anyhow::Result<bool> {
     let out = ns.ip(&["-j", "addr", "show", "dev", "eth0"])?;
     Ok(out.contains(&format!("\"{VIP_V4}\"")))
-}
-
-/// The longest stretch without answers from the last request answered before `at` on: the gap
-/// between the answered requests around it and the requests unanswered in between; `None`
-/// without answers on both sides of `at`. Unlike `agent::outage`, it finds an outage that
-/// begins a little after `at`, as when cutting the port takes a few milliseconds.
-fn outage_after(probes: &[Probe], at: Instant) -> Option<Outage> {
-    let start = probes.iter().rposition(|p| p.answered && p.sent <= at)?;
-    let answered: Vec<usize> = (start..probes.len())
-        .filter(|&i| probes[i].answered)
-        .collect();
-    answered
-        .windows(2)
-        .map(|w| Outage {
-            gap: probes[w[1]].sent - probes[w[0]].sent,
-            lost: w[1] - w[0] - 1,
-        })
-        .max_by_key(|o| o.gap)
-}
-
-/// UDP requests to the VIP every [`PROBE_EVERY`] from the client, each from a new socket and
-/// without waiting for earlier answers, so a request lost in an outage does not hold back the
-/// next (as it would for the agent module's prober, by its timeout): both ends of an outage
-/// are seen to within a period.
-struct Pipelined {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<anyhow::Result<Vec<Probe>>>>,
-}
-
-impl Pipelined {
-    fn start(client: &Netns, vip: SocketAddr, limit: Duration) -> Pipelined {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let client = client.clone();
-        let thread = std::thread::spawn(move || {
-            client.run(move || {
-                let until = Instant::now() + limit;
-                let mut probes: Vec<Probe> = Vec::new();
-                // Unanswered requests younger than the timeout: their probe and socket.
-                let mut waiting: Vec<(usize, UdpSocket)> = Vec::new();
-                let mut next = Instant::now();
-                while !stopping.load(Ordering::Relaxed) && Instant::now() < until {
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                    next += PROBE_EVERY;
-                    let sent = Instant::now();
-                    probes.push(Probe {
-                        sent,
-                        answered: false,
-                    });
-                    // A request that cannot be sent counts as unanswered.
-                    if let Ok(socket) = send_probe(vip) {
-                        waiting.push((probes.len() - 1, socket));
-                    }
-                    check_answers(&mut probes, &mut waiting);
-                }
-                std::thread::sleep(PROBE_TIMEOUT);
-                check_answers(&mut probes, &mut waiting);
-                probes
-            })
-        });
-        Pipelined {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> anyhow::Result<Vec<Probe>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .expect("finished once")
-            .join()
-            .map_err(|_| anyhow::anyhow!("the prober panicked"))?
-    }
-}
-
-impl Drop for Pipelined {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// A request from a new non-blocking socket connected to `vip`.
-fn send_probe(vip: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
-    socket.connect(vip)?;
-    socket.set_nonblocking(true)?;
-    socket.send(b"probe")?;
-    Ok(socket)
-}
-
-/// Marks the waiting requests that got their answer, and drops them and those past the timeout.
-fn check_answers(probes: &mut [Probe], waiting: &mut Vec<(usize, UdpSocket)>) {
-    let mut buf = [0; 256];
-    waiting.retain(|(i, socket)| match socket.recv(&mut buf) {
-        Ok(_) => {
-            probes[*i].answered = true;
-            false
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            probes[*i].sent.elapsed() < PROBE_TIMEOUT
-        }
-        Err(_) => false,
-    });
 }
