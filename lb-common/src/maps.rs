@@ -8,6 +8,24 @@ pub const PROG_XLB: &str = "xlb";
 pub const PROG_DECAP: &str = "xlb_decap";
 /// A bare XDP_TX, the floor that benchmarks compare against.
 pub const PROG_TX_FLOOR: &str = "xlb_tx_floor";
+/// The UDP benchmark's load generator, run with BPF_PROG_TEST_RUN in
+/// live-frames mode: gives an Ethernet + IPv4 + UDP frame the next source
+/// port of [`GLOBAL_GEN_FLOWS`] and sends it with XDP_TX.
+pub const PROG_GEN: &str = "xlb_gen";
+/// The UDP benchmark's receiver: counts frames in [`MAP_COUNT`], drops them.
+pub const PROG_COUNT: &str = "xlb_count";
+/// Per-CPU array of one `u64`: frames `xlb_gen` has sent on each CPU.
+pub const MAP_GEN_SENT: &str = "XLB_GEN_SENT";
+/// Per-CPU array of `u64`, indexed by [`COUNT_PACKETS`] and [`COUNT_BYTES`].
+pub const MAP_COUNT: &str = "XLB_COUNT";
+pub const COUNT_PACKETS: u32 = 0;
+pub const COUNT_BYTES: u32 = 1;
+/// Global set at load time: how many flows (source ports from
+/// [`GEN_FIRST_PORT`] up) `xlb_gen` spreads its frames over, 1 to [`GEN_MAX_FLOWS`].
+pub const GLOBAL_GEN_FLOWS: &str = "GEN_FLOWS";
+pub const DEFAULT_GEN_FLOWS: u32 = 1;
+pub const GEN_FIRST_PORT: u16 = 1024;
+pub const GEN_MAX_FLOWS: u32 = 65536 - GEN_FIRST_PORT as u32;
 
 /// The forwarding programs `xlb` tail-calls once it has chosen a backend,
 /// at these indices of [`MAP_JUMPS`]. Split so the verifier checks each on

@@ -6,6 +6,8 @@
 //! - [`agent`]: `xlb run` in the lab, its API, and a steady client load.
 //! - [`keepalived`]: keepalived in the lab, as xlb's VRRP peer and yardstick.
 //! - [`lab`]: a director, backends and a client in namespaces, balancing for real.
+//! - [`livegen`]: the UDP benchmark's load generator (XDP live frames) and backend counters.
+//! - [`loadgen`]: short-connection TCP load with latency percentiles, and a fast server for it.
 //! - [`netns`]: namespaces, veth links and processes that clean up after themselves.
 //! - [`privileged`]: run-or-skip (or fail, under `XLB_REQUIRE_PRIVILEGED=1`).
 //! - [`traffic`]: bounded UDP and TCP sources inside a namespace.
@@ -14,6 +16,8 @@
 pub mod agent;
 pub mod keepalived;
 pub mod lab;
+pub mod livegen;
+pub mod loadgen;
 pub mod netns;
 pub mod packet;
 pub mod privileged;

@@ -29,7 +29,9 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Set up, build, then run every test: unit, BPF (BPF_PROG_TEST_RUN) and namespace.
+    /// Set up, build, then run every test: unit, BPF (BPF_PROG_TEST_RUN) and
+    /// namespace; then, unless given test arguments, a smoke run of every
+    /// benchmark (`bench all --quick`, into target/bench-smoke).
     Test {
         /// Extra arguments for `cargo test`, e.g. a test name filter.
         #[arg(last = true)]
@@ -66,7 +68,12 @@ fn main() -> anyhow::Result<()> {
                     .args(["test", "--workspace", "--no-fail-fast"])
                     .args(&cargo_test_args)
                     .env("XLB_BIN", &xlb),
-            )
+            )?;
+            // A filtered run is for one test, not the whole suite.
+            if cargo_test_args.is_empty() {
+                bench::smoke(&xlb)?;
+            }
+            Ok(())
         }
         Command::Demo { json } => {
             setup::run()?;

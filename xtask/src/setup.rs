@@ -1,7 +1,11 @@
 //! `cargo xtask setup`: everything a fresh machine needs to build and test
 //! xlb, installed once and skipped when present.
 
-use std::{env, path::PathBuf, process::Command};
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context};
 
@@ -15,8 +19,9 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Network namespaces, veth links and `ip -j` for the tests and the demo;
 /// ethtool sets the test veths' offloads (GRO for XDP_TX into a veth,
 /// checksums completed by the sender); keepalived is the VRRP peer of the
-/// interoperability tests.
-const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool", "keepalived"];
+/// interoperability tests; haproxy and nftables are contenders of
+/// `cargo xtask bench udp|tcp`.
+const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool", "keepalived", "haproxy", "nftables"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {
@@ -92,7 +97,24 @@ fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-    .context("apt-get install")
+    .context("apt-get install")?;
+    if missing.contains(&"haproxy") {
+        quiet_haproxy()?;
+    }
+    Ok(())
+}
+
+/// Stops and disables the service that haproxy's package starts and enables
+/// (unless a policy-rc.d forbids it, as in Docker images): the benchmarks
+/// run their own haproxy in namespaces, and none should be left running.
+fn quiet_haproxy() -> anyhow::Result<()> {
+    shell::step("stopping and disabling the haproxy service (the benchmarks run their own)");
+    if Path::new("/run/systemd/system").is_dir() {
+        shell::run(Command::new("systemctl").args(["disable", "--now", "haproxy.service"]))
+    } else {
+        shell::run(Command::new("update-rc.d").args(["haproxy", "disable"]))?;
+        shell::run(Command::new("/etc/init.d/haproxy").arg("stop"))
+    }
 }
 
 fn dpkg_installed(package: &str) -> bool {

@@ -17,7 +17,10 @@ use xlb_tests::{
     lab::{Family, DIRECTOR_V6},
 };
 
-use crate::report::{Machine, Report, Table};
+use crate::{
+    plot,
+    report::{Machine, Plot, Report, Table},
+};
 
 const RING: u32 = 65537;
 /// Goals from the issue: p99 of an API change, a 1000-backend build, health-check CPU.
@@ -133,6 +136,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
         cpu.share < HEALTH_CPU_GOAL,
     ));
 
+    let plots = plots(&api, &builds, &cpu, size.checked);
     let machine = Machine::probe();
     let json = json!({
         "machine": machine.json(),
@@ -187,8 +191,66 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
                 ],
             ),
         ],
+        plots,
         json,
     })
+}
+
+/// API latency per change, Maglev build time against backends, and the CPU
+/// of health-checking `checked` backends against the bare loop.
+fn plots(
+    api: &[(&str, Vec<f64>)],
+    builds: &[(usize, Vec<f64>)],
+    cpu: &Cpu,
+    checked: usize,
+) -> Vec<Plot> {
+    let latency: Vec<(String, Vec<(String, f64)>)> = api
+        .iter()
+        .map(|(what, s)| {
+            let quantiles = [("p50", 0.5), ("p99", 0.99), ("max", 1.0)];
+            let bars = quantiles.map(|(name, q)| (name.to_string(), percentile(s, q)));
+            (what.to_string(), bars.to_vec())
+        })
+        .collect();
+    let build: Vec<(f64, f64)> = builds
+        .iter()
+        .map(|(n, s)| (*n as f64, percentile(s, 0.5)))
+        .collect();
+    let health = vec![
+        ("the agent".to_string(), cpu.share * 100.0),
+        ("bare connect loop".to_string(), cpu.floor * 100.0),
+    ];
+    vec![
+        Plot::new(
+            "control-api.svg",
+            "API change to data plane written, p50, p99 and max",
+            move |path| {
+                plot::grouped_bars(path, "API change to data plane written", "ms", &latency)
+            },
+        ),
+        Plot::new(
+            "control-maglev.svg",
+            "Maglev build time (p50) against backends",
+            move |path| {
+                plot::lines(
+                    path,
+                    &format!("Maglev build, M = {RING}"),
+                    "backends",
+                    "p50 (ms)",
+                    true,
+                    &[("build_table".to_string(), build.clone())],
+                )
+            },
+        ),
+        Plot::new(
+            "control-health.svg",
+            "CPU of the agent's health checks against a bare loop making the same connections",
+            move |path| {
+                let title = format!("CPU of TCP health checks, {checked} backends at 1 s");
+                plot::bars(path, &title, "% of a core", &health)
+            },
+        ),
+    ]
 }
 
 fn verdict(line: &str, met: bool) -> String {
@@ -467,6 +529,43 @@ impl Drop for Acceptor {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_draw() {
+        let api = [("weight change", vec![0.4, 0.5, 2.0])];
+        let builds = [(3, vec![0.1]), (100, vec![1.0]), (1000, vec![9.0])];
+        let cpu = Cpu {
+            share: 0.02,
+            user: 0.01,
+            system: 0.01,
+            all_up: true,
+            floor: 0.015,
+        };
+        let dir = std::env::temp_dir().join(format!("xlb-control-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut svgs = String::new();
+        for plot in plots(&api, &builds, &cpu, 1000) {
+            (plot.draw)(&dir.join(&plot.file)).unwrap();
+            svgs += &std::fs::read_to_string(dir.join(&plot.file)).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        for text in [
+            "weight change",
+            "p99",
+            "2.00",
+            "backends",
+            "1k",
+            "the agent",
+            "1.50",
+        ] {
+            assert!(svgs.contains(&format!(">\n{text}\n</text>")), "no {text:?}");
         }
     }
 }

@@ -25,7 +25,10 @@ use xlb_tests::{
     servers::{udp_spread, LongLived},
 };
 
-use crate::report::{Machine, Report, Table};
+use crate::{
+    plot,
+    report::{Machine, Plot, Report, Table},
+};
 
 /// The goal from the issue: at 20 ms adverts, a SIGKILLed master costs less than 100 ms.
 const GOAL_INTERVAL: Duration = Duration::from_millis(20);
@@ -209,6 +212,30 @@ fn report(rows: &[Row], fastest: Duration, quick: bool) -> Report {
         versus.join("; ")
     );
 
+    // Outage when the master is lost, a group of contenders per interval.
+    let mut lost_outages: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    for r in rows.iter().filter(|r| r.event == Event::Lost) {
+        let interval = label(r.interval);
+        let gap = r.outage.map_or(f64::NAN, |o| o.gap.as_secs_f64() * 1e3);
+        let bar = (r.contender.name().to_string(), gap);
+        match lost_outages.iter_mut().find(|(i, _)| *i == interval) {
+            Some((_, bars)) => bars.push(bar),
+            None => lost_outages.push((interval, vec![bar])),
+        }
+    }
+    let plot = Plot::new(
+        "failover.svg",
+        "outage gap when the master director is lost, per advert interval, xlb vs keepalived",
+        move |path| {
+            plot::grouped_bars(
+                path,
+                "outage when the master director is lost, by advert interval",
+                "outage gap (ms)",
+                &lost_outages,
+            )
+        },
+    );
+
     let machine = Machine::probe();
     let keepalived_version = keepalived_version();
     let json = json!({
@@ -311,6 +338,7 @@ fn report(rows: &[Row], fastest: Duration, quick: bool) -> Report {
                 ],
             ),
         ],
+        plots: vec![plot],
         json,
     }
 }
@@ -631,4 +659,52 @@ fn vrrp_state(ns: &Netns, api: &str) -> anyhow::Result<String> {
 fn holds_vip(ns: &Netns) -> anyhow::Result<bool> {
     let out = ns.ip(&["-j", "addr", "show", "dev", "eth0"])?;
     Ok(out.contains(&format!("\"{VIP_V4}\"")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plot_groups_lost_outages_by_interval() {
+        let mut rows = Vec::new();
+        for contender in [Contender::Xlb, Contender::Keepalived] {
+            for interval in [1000, 20].map(Duration::from_millis) {
+                for event in EVENTS {
+                    // keepalived at 20 ms never answered again.
+                    let answered = contender == Contender::Xlb || interval.as_secs() == 1;
+                    rows.push(Row {
+                        contender,
+                        interval,
+                        event,
+                        takeover: Some(interval * 3),
+                        outage: answered.then(|| Outage {
+                            gap: interval * 3 + Duration::from_millis(7),
+                            lost: 3,
+                        }),
+                        broken: 0,
+                        failed_new: 0,
+                        new: 10,
+                    });
+                }
+            }
+        }
+        let report = report(&rows, Duration::from_millis(20), false);
+        let dir = std::env::temp_dir().join(format!("xlb-failover-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let [plot] = &report.plots[..] else {
+            panic!("one plot")
+        };
+        let path = dir.join(&plot.file);
+        (plot.draw)(&path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for text in ["1 s", "20 ms", "xlb", "keepalived", "3007", "67.0", "n/a"] {
+            assert!(
+                svg.contains(&format!(">\n{text}\n</text>")),
+                "no {text:?} in {svg}"
+            );
+        }
+        assert!(report.markdown().contains("](failover.svg)"));
+    }
 }

@@ -1,10 +1,14 @@
 //! `xlb-bench`: xlb's benchmarks, run by `cargo xtask bench`. Each prints
-//! its table to stdout and writes `<name>.json` and `<name>.md` to `--out`.
+//! its table to stdout and writes `<name>.json`, `<name>.md` and its charts
+//! (SVG) to `--out`.
 
+mod contenders;
 mod control;
 mod failover;
 mod micro;
+mod plot;
 mod report;
+mod tcp;
 
 use std::{
     fs,
@@ -15,6 +19,16 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use report::Report;
+
+type Run = fn(bool) -> anyhow::Result<Report>;
+
+/// Every benchmark, in the order `all` runs them.
+const BENCHES: &[(&str, Run)] = &[
+    ("micro", micro::run),
+    ("control", control::run),
+    ("failover", failover::run),
+    ("tcp", tcp::run),
+];
 
 #[derive(Parser)]
 #[command(name = "xlb-bench", about = "xlb's benchmarks (need root)")]
@@ -34,6 +48,12 @@ enum Bench {
     /// VRRP failover: takeover and outage for SIGKILL, a lost director and
     /// a clean stop, xlb against keepalived, at 1 s, 100 ms and 20 ms adverts.
     Failover(Options),
+    /// Short TCP connections through xlb, nftables DNAT, HAProxy and no
+    /// director: connections/s, latency, CPU per connection.
+    Tcp(Options),
+    /// Every benchmark in turn, each writing its own files; the run fails at
+    /// the end if any benchmark failed, naming them.
+    All(Options),
 }
 
 #[derive(Args)]
@@ -47,11 +67,12 @@ struct Options {
 }
 
 fn main() -> anyhow::Result<()> {
-    type Run = fn(bool) -> anyhow::Result<Report>;
-    let (name, options, run): (&str, Options, Run) = match Cli::parse().bench {
-        Bench::Micro(options) => ("micro", options, micro::run),
-        Bench::Control(options) => ("control", options, control::run),
-        Bench::Failover(options) => ("failover", options, failover::run),
+    let (name, options) = match Cli::parse().bench {
+        Bench::Micro(options) => ("micro", options),
+        Bench::Control(options) => ("control", options),
+        Bench::Failover(options) => ("failover", options),
+        Bench::Tcp(options) => ("tcp", options),
+        Bench::All(options) => ("all", options),
     };
     if !nix::unistd::geteuid().is_root() {
         bail!(
@@ -59,11 +80,30 @@ fn main() -> anyhow::Result<()> {
              (`sudo cargo xtask bench {name}`)"
         );
     }
-    let report = run(options.quick)?;
-    write(&report, name, &options.out)
+    if name != "all" {
+        let (_, run) = BENCHES
+            .iter()
+            .find(|(bench, _)| *bench == name)
+            .expect("every subcommand is in BENCHES");
+        let report = run(options.quick)?;
+        return write(&report, name, &options.out);
+    }
+    let mut failed = Vec::new();
+    for (name, run) in BENCHES {
+        eprintln!("==> the {name} benchmark");
+        let done = run(options.quick).and_then(|report| write(&report, name, &options.out));
+        if let Err(e) = done {
+            eprintln!("the {name} benchmark failed: {e:#}\n");
+            failed.push(*name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("benchmarks failed: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
-/// Prints the report and writes it as JSON and markdown under `out`.
+/// Prints the report and writes it as JSON and markdown, and its charts, under `out`.
 fn write(report: &Report, name: &str, out: &Path) -> anyhow::Result<()> {
     print!("{}", report.text());
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -73,5 +113,10 @@ fn write(report: &Report, name: &str, out: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", json.display()))?;
     fs::write(&md, report.markdown()).with_context(|| format!("writing {}", md.display()))?;
     println!("\nwrote {} and {}", json.display(), md.display());
+    for plot in &report.plots {
+        let path = out.join(&plot.file);
+        (plot.draw)(&path).with_context(|| format!("drawing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

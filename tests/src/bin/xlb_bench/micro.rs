@@ -555,6 +555,7 @@ fn report(
             rows,
         },
         sections: vec![("goals", goal_lines), ("method", method)],
+        plots: vec![],
         json,
     }
 }

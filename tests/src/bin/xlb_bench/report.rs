@@ -1,7 +1,7 @@
 //! A benchmark's results: a table and notes, as plain text for stdout and
-//! as markdown, beside the JSON the benchmark builds; and the machine.
+//! as markdown, beside the JSON the benchmark builds; charts; and the machine.
 
-use std::{ffi::CStr, fs};
+use std::{ffi::CStr, fs, path::Path};
 
 use serde_json::{json, Value};
 
@@ -114,6 +114,32 @@ impl Table {
     }
 }
 
+/// Draws a chart at the path given, with a function of [`crate::plot`].
+type Draw = dyn Fn(&Path) -> anyhow::Result<()>;
+
+/// A chart of a report, drawn into the output directory beside its markdown.
+pub struct Plot {
+    /// The file name, e.g. `failover.svg`.
+    pub file: String,
+    /// What the chart shows: its alt text in the markdown.
+    pub caption: String,
+    pub draw: Box<Draw>,
+}
+
+impl Plot {
+    pub fn new(
+        file: &str,
+        caption: &str,
+        draw: impl Fn(&Path) -> anyhow::Result<()> + 'static,
+    ) -> Self {
+        Plot {
+            file: file.into(),
+            caption: caption.into(),
+            draw: Box::new(draw),
+        }
+    }
+}
+
 pub struct Report {
     pub title: String,
     /// Lines under the title: machine, run sizes.
@@ -121,6 +147,8 @@ pub struct Report {
     pub table: Table,
     /// Headed lists after the table.
     pub sections: Vec<(&'static str, Vec<String>)>,
+    /// Charts, shown in the markdown after the table.
+    pub plots: Vec<Plot>,
     pub json: Value,
 }
 
@@ -146,6 +174,9 @@ impl Report {
             out += &format!("- {line}\n");
         }
         out += &format!("\n{}", self.table.markdown());
+        for plot in &self.plots {
+            out += &format!("\n![{}]({})\n", plot.caption, plot.file);
+        }
         for (heading, lines) in &self.sections {
             out += &format!("\n## {heading}\n\n");
             for line in lines {
@@ -153,5 +184,33 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_shows_plots_after_the_table() {
+        let report = Report {
+            title: "t".into(),
+            about: vec![],
+            table: Table {
+                headers: vec!["a"],
+                right: vec![true],
+                rows: vec![vec!["1".into()]],
+            },
+            sections: vec![("goals", vec!["met".into()])],
+            plots: vec![Plot::new("t.svg", "outage per contender", |_| Ok(()))],
+            json: Value::Null,
+        };
+        let md = report.markdown();
+        let (table, plot, goals) = (
+            md.find("| 1 |").unwrap(),
+            md.find("\n![outage per contender](t.svg)\n").unwrap(),
+            md.find("## goals").unwrap(),
+        );
+        assert!(table < plot && plot < goals, "{md}");
     }
 }

@@ -1,0 +1,287 @@
+//! What the load benchmarks compare, each on the same namespace topology
+//! (a client, a director and three backends on one switch): xlb in each
+//! forwarding mode, the kernel's NAT with conntrack (nftables DNAT),
+//! HAProxy in `mode tcp` and `mode http`, IPVS when the kernel has it, and
+//! no director at all (the client straight to one backend), the ceiling of
+//! the topology.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use lb_common::maps::Mode;
+use xlb_tests::{
+    lab::{backend_port, Family, Lab, Net, NAT_PORT, VIP_PORT, VIP_V4},
+    netns::{ChildHandle, Netns},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contender {
+    /// The client straight to one backend.
+    Baseline,
+    Xlb(Mode),
+    /// DNAT to a random backend in the director's kernel, with conntrack.
+    Nftables,
+    HaproxyTcp,
+    HaproxyHttp,
+    Ipvs,
+}
+
+impl Contender {
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::Baseline => "no director",
+            Contender::Xlb(Mode::Dr) => "xlb DR",
+            Contender::Xlb(Mode::Ipip) => "xlb IP-in-IP",
+            Contender::Xlb(Mode::Nat) => "xlb NAT",
+            Contender::Nftables => "nftables DNAT",
+            Contender::HaproxyTcp => "HAProxy tcp",
+            Contender::HaproxyHttp => "HAProxy http",
+            Contender::Ipvs => "IPVS",
+        }
+    }
+
+    /// Why this contender cannot run here, if it cannot.
+    pub fn unavailable(self, udp: bool) -> Option<String> {
+        match self {
+            Contender::Ipvs if !std::path::Path::new("/proc/net/ip_vs").exists() => {
+                Some("not available: this kernel has no IPVS (CONFIG_IP_VS)".into())
+            }
+            Contender::HaproxyTcp | Contender::HaproxyHttp if udp => {
+                Some("not applicable: HAProxy does not balance UDP".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A contender set up on its topology.
+pub struct Rig {
+    /// Where the client sends.
+    pub target: SocketAddr,
+    /// Where the backends listen.
+    pub backend_port: u16,
+    // Fields drop in order: HAProxy stops, then the lab goes.
+    _haproxy: Option<ChildHandle>,
+    topology: Topology,
+}
+
+enum Topology {
+    Xlb(Lab),
+    Kernel(Net),
+}
+
+impl Rig {
+    /// Builds the topology for `contender`. The lab pins the calling thread
+    /// to CPU 0 for its tests; the load runs on every CPU, so this undoes it.
+    pub fn new(tag: &str, contender: Contender) -> anyhow::Result<Rig> {
+        let rig = Rig::build(tag, contender)?;
+        every_cpu()?;
+        Ok(rig)
+    }
+
+    fn build(tag: &str, contender: Contender) -> anyhow::Result<Rig> {
+        let vip = SocketAddr::new(VIP_V4.into(), VIP_PORT);
+        match contender {
+            Contender::Xlb(mode) => {
+                let members: Vec<_> = (0..3).map(|n| (n, 1, false)).collect();
+                let lab = Lab::new(tag, mode, Family::V4, 3, &members)?;
+                Ok(Rig {
+                    target: vip,
+                    backend_port: backend_port(mode),
+                    _haproxy: None,
+                    topology: Topology::Xlb(lab),
+                })
+            }
+            Contender::Baseline => {
+                let net = Net::new(tag, Mode::Dr, 3)?;
+                // The client reaches the backends' subnet on the segment.
+                net.client
+                    .ip(&["route", "add", "198.18.1.0/24", "dev", "eth0"])?;
+                Ok(Rig {
+                    target: SocketAddr::new(Family::V4.backend(0), VIP_PORT),
+                    backend_port: VIP_PORT,
+                    _haproxy: None,
+                    topology: Topology::Kernel(net),
+                })
+            }
+            Contender::Nftables => {
+                let net = Net::new(tag, Mode::Nat, 3)?;
+                nftables_dnat(&net.director)?;
+                Ok(Rig {
+                    target: vip,
+                    backend_port: NAT_PORT,
+                    _haproxy: None,
+                    topology: Topology::Kernel(net),
+                })
+            }
+            Contender::HaproxyTcp | Contender::HaproxyHttp => {
+                let mut net = Net::new(tag, Mode::Nat, 3)?;
+                let mode = if contender == Contender::HaproxyTcp {
+                    "tcp"
+                } else {
+                    "http"
+                };
+                let haproxy = haproxy(&mut net, mode, vip)?;
+                Ok(Rig {
+                    target: vip,
+                    backend_port: NAT_PORT,
+                    _haproxy: Some(haproxy),
+                    topology: Topology::Kernel(net),
+                })
+            }
+            Contender::Ipvs => {
+                if let Some(why) = contender.unavailable(false) {
+                    bail!("{why}");
+                }
+                let net = Net::new(tag, Mode::Nat, 3)?;
+                ipvs_masquerade(&net.director)?;
+                Ok(Rig {
+                    target: vip,
+                    backend_port: NAT_PORT,
+                    _haproxy: None,
+                    topology: Topology::Kernel(net),
+                })
+            }
+        }
+    }
+
+    pub fn net(&self) -> &Net {
+        match &self.topology {
+            Topology::Xlb(lab) => &lab.net,
+            Topology::Kernel(net) => net,
+        }
+    }
+
+    pub fn net_mut(&mut self) -> &mut Net {
+        match &mut self.topology {
+            Topology::Xlb(lab) => &mut lab.net,
+            Topology::Kernel(net) => net,
+        }
+    }
+}
+
+/// DNAT of the VIP's TCP and UDP port 80 to a random backend's 8080.
+fn nftables_dnat(director: &Netns) -> anyhow::Result<()> {
+    let backends: Vec<String> = (0..3)
+        .map(|n| format!("{n} : {}", Family::V4.backend(n)))
+        .collect();
+    let map = backends.join(", ");
+    let ruleset = format!(
+        "table ip xlbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n\
+         \x20   ip daddr {VIP_V4} tcp dport {VIP_PORT} dnat to numgen random mod 3 map {{ {map} }} : {NAT_PORT}\n\
+         \x20   ip daddr {VIP_V4} udp dport {VIP_PORT} dnat to numgen random mod 3 map {{ {map} }} : {NAT_PORT}\n\
+         \x20 }}\n}}\n"
+    );
+    let path = std::env::temp_dir().join(format!("xlb-bench-{}.nft", director.name()));
+    std::fs::write(&path, ruleset)?;
+    let result = run(
+        director,
+        "nft",
+        &["-f", path.to_str().context("temp path")?],
+    );
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// IPVS virtual services for the VIP's TCP and UDP port 80, round robin,
+/// masquerading to the backends' 8080 (`ipvsadm -m`).
+fn ipvs_masquerade(director: &Netns) -> anyhow::Result<()> {
+    let vip = format!("{VIP_V4}:{VIP_PORT}");
+    for proto in ["-t", "-u"] {
+        run(director, "ipvsadm", &["-A", proto, &vip, "-s", "rr"])?;
+        for n in 0..3 {
+            let real = format!("{}:{NAT_PORT}", Family::V4.backend(n));
+            run(director, "ipvsadm", &["-a", proto, &vip, "-r", &real, "-m"])?;
+        }
+    }
+    Ok(())
+}
+
+fn run(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = ns.exec(program, args)?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} in {}: {}",
+            args.join(" "),
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// HAProxy in the director, balancing round robin over the backends; waits
+/// until it listens.
+fn haproxy(net: &mut Net, mode: &str, vip: SocketAddr) -> anyhow::Result<ChildHandle> {
+    let servers: String = (0..3)
+        .map(|n| format!("  server b{} {}:{NAT_PORT}\n", n + 1, Family::V4.backend(n)))
+        .collect();
+    let config = format!(
+        "global\n  maxconn 8000\n  nbthread 2\n\
+         defaults\n  mode {mode}\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         frontend vip\n  bind {vip}\n  default_backend real\n\
+         backend real\n  balance roundrobin\n{servers}"
+    );
+    let path = std::env::temp_dir().join(format!("xlb-bench-{}.haproxy.cfg", net.director.name()));
+    std::fs::write(&path, config)?;
+    let mut cmd = Command::new("haproxy");
+    cmd.args(["-db", "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let director = net.director.clone();
+    let handle = net.topology.spawn(&director, cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let up = director.run(move || {
+            std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(200)).is_ok()
+        })?;
+        if up {
+            return Ok(handle);
+        }
+        if let Some(out) = handle.wait_timeout(Duration::ZERO)? {
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let alert = stderr
+                .lines()
+                .find(|l| l.contains("[ALERT]"))
+                .unwrap_or(&stderr);
+            bail!("haproxy exited: {}", alert.trim());
+        }
+        if Instant::now() > deadline {
+            bail!("haproxy does not listen on {vip} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lets the calling thread, and the threads it starts, run on every CPU.
+fn every_cpu() -> anyhow::Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut cpus = CpuSet::new();
+    // Not available_parallelism: that counts the CPUs this thread may use.
+    let count = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    for cpu in 0..count.min(CpuSet::count()) {
+        cpus.set(cpu)?;
+    }
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus).context("unpinning the benchmark")
+}
+
+/// CPU time all CPUs spent busy (user, system, interrupts), from /proc/stat.
+pub fn cpu_busy() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_nanos(busy * 1_000_000_000 / ticks))
+}

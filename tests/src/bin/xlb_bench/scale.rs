@@ -1,0 +1,946 @@
+//! `scale`: how xlb's cost per packet grows with the number of concurrent
+//! flows (flow-table pressure), of backends in a service and of services,
+//! timed by the kernel with BPF_PROG_TEST_RUN as `micro` times it. Nothing
+//! is attached and nothing is sent.
+
+use std::{
+    fs,
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr},
+    ops::Range,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{ensure, Context};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use indicatif::{ProgressBar, ProgressStyle};
+use lb_common::{
+    flow::FlowKey,
+    maps::{Backend, Flow, Mode, DEFAULT_RING_SIZE},
+    stats::Counter,
+};
+use nix::{
+    sched::{sched_getaffinity, sched_setaffinity, CpuSet},
+    unistd::Pid,
+};
+use serde_json::json;
+use xlb::dataplane::{
+    BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Protocol, ServiceSpec,
+};
+use xlb_tests::{
+    packet::Frame,
+    testrun::{self, XdpAction},
+};
+
+use crate::{
+    plot,
+    report::{Machine, Plot, Report, Table},
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const PORT: u16 = 80;
+/// Flows that are timed hitting come from 10.0.0.0/9, one source address
+/// each; new flows from 10.128.0.0/9.
+const HIT_NET: u32 = 0x0a00_0000;
+const NEW_NET: u32 = 0x0a80_0000;
+const NET_SIZE: u32 = 1 << 23;
+/// Backends' addresses, from 172.16.0.0 up.
+const BACKEND_NET: u32 = 0xac10_0000;
+/// The services dimension's VIPs, from 198.18.100.0 up.
+const SERVICE_NET: u32 = 0xc612_6400;
+
+const FLOWS: [u32; 4] = [1, 1_000, 100_000, 1_000_000];
+const BACKENDS: [u32; 3] = [3, 100, 1000];
+const SERVICES: [u32; 3] = [1, 64, 512];
+/// The flows dimension's table: room for 1M flows with none evicted.
+const FLOW_TABLE: u32 = 1 << 21;
+/// The backends dimension's tables: room for its hits' flows and every new
+/// flow of a full run with none evicted.
+const NEW_FLOW_TABLE: u32 = 1 << 20;
+/// Flows the backend and service hits cycle over: enough to reach nearly
+/// every one of 1000 backends.
+const SPREAD_FLOWS: u32 = 10_000;
+/// Rings of the services dimension, a prime: 512 services x 2 rings x 4099
+/// slots x 4 bytes is 17 MB.
+const SMALL_RING: u32 = 4099;
+/// The program refreshes a flow's last-seen time at most this often.
+const REFRESH: Duration = Duration::from_secs(1);
+/// The goal: the cost stays within 10% of the smallest size's.
+const GOAL_RATIO: f64 = 1.10;
+
+struct Size {
+    /// One-shot runs per batch.
+    runs: u32,
+    /// Runs per call when one flow is timed repeated.
+    repeat: u32,
+    batches: usize,
+    flows: &'static [u32],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dimension {
+    Flows,
+    Backends,
+    Services,
+}
+
+impl Dimension {
+    fn name(self) -> &'static str {
+        match self {
+            Dimension::Flows => "flows",
+            Dimension::Backends => "backends",
+            Dimension::Services => "services",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timed {
+    Hit,
+    NewFlow,
+}
+
+impl Timed {
+    fn name(self) -> &'static str {
+        match self {
+            Timed::Hit => "hit",
+            Timed::NewFlow => "new flow",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// One call runs the frame many times; the kernel reports the mean.
+    Repeat,
+    /// One call per run, each timed by the kernel on its own.
+    OneShot,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Repeat => "repeat",
+            Method::OneShot => "one-shot",
+        }
+    }
+}
+
+/// What one size of one dimension cost.
+struct Row {
+    dimension: Dimension,
+    size: u32,
+    timed: Timed,
+    method: Method,
+    /// The kernel's mean ns per run of each batch, as timed.
+    batches: Vec<f64>,
+    /// Backends the timed flows went to (the backends dimension).
+    reached: Option<usize>,
+    /// The share of hits that also refreshed their flow's last-seen time,
+    /// estimated (the flows dimension).
+    refreshing: Option<f64>,
+}
+
+/// The series the table, goals and plot follow, in order.
+const SERIES: [(Dimension, Timed, &str); 4] = [
+    (Dimension::Flows, Timed::Hit, "flows (hits)"),
+    (Dimension::Backends, Timed::Hit, "backends (hits)"),
+    (Dimension::Backends, Timed::NewFlow, "backends (new flows)"),
+    (Dimension::Services, Timed::Hit, "services (hits)"),
+];
+
+/// The one flow timed both ways: one-shot figures are shown less the
+/// difference, as `micro` does.
+#[derive(Clone, Copy)]
+struct Reference {
+    repeat: f64,
+    one_shot: f64,
+}
+
+impl Reference {
+    fn shift(self) -> f64 {
+        self.one_shot - self.repeat
+    }
+}
+
+struct Bench {
+    size: Size,
+    order: Order,
+    new_flows: NewFlows,
+}
+
+/// The order hits visit the flows in: xorshift64, the same every run.
+struct Order(u64);
+
+impl Order {
+    /// A flow index below `n`.
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (((self.0 >> 32) * u64::from(n)) >> 32) as u32
+    }
+}
+
+/// Flows never seen, one source address each from [`NEW_NET`].
+struct NewFlows {
+    used: u32,
+}
+
+impl NewFlows {
+    fn frame(&mut self, vip: Ipv4Addr) -> anyhow::Result<Vec<u8>> {
+        ensure!(self.used < NET_SIZE, "out of new-flow source addresses");
+        self.used += 1;
+        Ok(flow_frame(NEW_NET + self.used - 1, vip))
+    }
+}
+
+pub fn run(quick: bool) -> anyhow::Result<Report> {
+    let size = match quick {
+        true => Size {
+            runs: 10_000,
+            repeat: 100_000,
+            batches: 3,
+            flows: &FLOWS[..3],
+        },
+        false => Size {
+            runs: 100_000,
+            repeat: 1_000_000,
+            batches: 7,
+            flows: &FLOWS,
+        },
+    };
+    let cpu = pin_to_one_cpu()?;
+    let mut bench = Bench {
+        size,
+        order: Order(0x9e37_79b9_7f4a_7c15),
+        new_flows: NewFlows { used: 0 },
+    };
+    let mut rows = Vec::new();
+    let reference = flows(&mut bench, &mut rows).context("the flows dimension")?;
+    backends(&mut bench, &mut rows).context("the backends dimension")?;
+    services(&mut bench, &mut rows).context("the services dimension")?;
+    Ok(report(quick, &bench, cpu, &rows, reference))
+}
+
+/// One DR service of three backends; hits over 1 to 1M flows established
+/// in one table, so only its occupancy changes.
+fn flows(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<Reference> {
+    let mut dataplane = load(LoadOptions {
+        flow_entries: FLOW_TABLE,
+        ..base_options()
+    })?;
+    dataplane.apply(&[service(VIP, 0, 3)], &DirectorSettings::default())?;
+    let mut reference = None;
+    let mut established = 0;
+    for &n in bench.size.flows {
+        establish(&mut dataplane, VIP, established..n)?;
+        established = n;
+        // Every flow is then as due a refresh as on a director in a steady
+        // state, not freshly recorded.
+        thread::sleep(REFRESH + Duration::from_millis(100));
+        let start = Instant::now();
+        let label = format!("hits over {} flows", grouped(n));
+        let (method, batches) = if n == 1 {
+            let frame = flow_frame(HIT_NET, VIP);
+            let repeated = repeat_batches(&mut dataplane, &label, &bench.size, &frame)?;
+            let one_shot = one_shot_batches(
+                &mut dataplane,
+                &format!("{label}, one-shot"),
+                &bench.size,
+                Counter::FlowHit,
+                || Ok(frame.clone()),
+            )?;
+            reference = Some(Reference {
+                repeat: median(&repeated),
+                one_shot: median(&one_shot),
+            });
+            (Method::Repeat, repeated)
+        } else {
+            let batches = one_shot_batches(
+                &mut dataplane,
+                &label,
+                &bench.size,
+                Counter::FlowHit,
+                || Ok(flow_frame(HIT_NET + bench.order.below(n), VIP)),
+            )?;
+            (Method::OneShot, batches)
+        };
+        let runs = match method {
+            Method::Repeat => bench.size.repeat,
+            Method::OneShot => bench.size.runs,
+        };
+        // A flow refreshes on its first packet a second or more after the
+        // last refresh: at λ packets a second per flow, once in 1 + λ.
+        let per_flow = f64::from(runs) * bench.size.batches as f64 / f64::from(n);
+        let rate = per_flow / start.elapsed().as_secs_f64() * REFRESH.as_secs_f64();
+        rows.push(Row {
+            dimension: Dimension::Flows,
+            size: n,
+            timed: Timed::Hit,
+            method,
+            batches,
+            reached: None,
+            refreshing: Some(1.0 / (1.0 + rate)),
+        });
+    }
+    reference.context("the flow sizes start at one flow")
+}
+
+/// One DR service of 3 to 1000 backends, each size on its own data
+/// plane: hits over [`SPREAD_FLOWS`] flows, and new flows.
+fn backends(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let mut setups = Vec::new();
+    for count in BACKENDS {
+        let mut dataplane = load(LoadOptions {
+            flow_entries: NEW_FLOW_TABLE,
+            ..base_options()
+        })?;
+        let spec = service(VIP, 0, count);
+        dataplane.apply(std::slice::from_ref(&spec), &DirectorSettings::default())?;
+        establish(&mut dataplane, VIP, 0..SPREAD_FLOWS)?;
+        let mut reached = 0;
+        for backend in &spec.backends {
+            let stats = dataplane.service_backend_stats(&spec, backend.addr, backend.port)?;
+            if stats.new_flows > 0 {
+                reached += 1;
+            }
+        }
+        setups.push(Setup {
+            size: count,
+            dataplane,
+            vip: VIP,
+            reached: Some(reached),
+        });
+    }
+    interleaved(
+        bench,
+        Dimension::Backends,
+        &mut setups,
+        &[Timed::Hit, Timed::NewFlow],
+        rows,
+    )
+}
+
+/// 1 to 512 services of three backends each, each size on its own data
+/// plane: hits over [`SPREAD_FLOWS`] flows to the last service.
+fn services(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let max = SERVICES[SERVICES.len() - 1];
+    let mut setups = Vec::new();
+    for count in SERVICES {
+        let mut dataplane = load(LoadOptions {
+            max_services: max,
+            ring_size: SMALL_RING,
+            ..base_options()
+        })?;
+        let specs: Vec<ServiceSpec> = (0..count)
+            .map(|i| service(Ipv4Addr::from(SERVICE_NET + i), 3 * i, 3))
+            .collect();
+        dataplane.apply(&specs, &DirectorSettings::default())?;
+        let vip = Ipv4Addr::from(SERVICE_NET + count - 1);
+        establish(&mut dataplane, vip, 0..SPREAD_FLOWS)?;
+        setups.push(Setup {
+            size: count,
+            dataplane,
+            vip,
+            reached: None,
+        });
+    }
+    interleaved(bench, Dimension::Services, &mut setups, &[Timed::Hit], rows)
+}
+
+/// One size of the backends or services dimension: its own data plane,
+/// with [`SPREAD_FLOWS`] flows to `vip` established.
+struct Setup {
+    size: u32,
+    dataplane: Dataplane,
+    vip: Ipv4Addr,
+    reached: Option<usize>,
+}
+
+/// Times each of `timed` on every setup, a batch of each in turn, so that
+/// whatever else the machine does over the run falls on every size alike.
+fn interleaved(
+    bench: &mut Bench,
+    dimension: Dimension,
+    setups: &mut [Setup],
+    timed: &[Timed],
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let size = &bench.size;
+    let cases = setups.len() * timed.len();
+    let bar = progress(
+        dimension.name(),
+        u64::from(size.runs) * (size.batches * cases) as u64,
+    );
+    let mut batches = vec![Vec::with_capacity(size.batches); cases];
+    for _ in 0..size.batches {
+        for (i, setup) in setups.iter_mut().enumerate() {
+            for (j, &what) in timed.iter().enumerate() {
+                let label = format!("{} {}: {}", setup.size, dimension.name(), what.name());
+                let vip = setup.vip;
+                let dataplane = &mut setup.dataplane;
+                let ns = match what {
+                    Timed::Hit => one_shot_batch(
+                        dataplane,
+                        &label,
+                        size.runs,
+                        Counter::FlowHit,
+                        &bar,
+                        || Ok(flow_frame(HIT_NET + bench.order.below(SPREAD_FLOWS), vip)),
+                    )?,
+                    Timed::NewFlow => one_shot_batch(
+                        dataplane,
+                        &label,
+                        size.runs,
+                        Counter::FlowMiss,
+                        &bar,
+                        || bench.new_flows.frame(vip),
+                    )?,
+                };
+                batches[i * timed.len() + j].push(ns);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let mut batches = batches.into_iter();
+    for setup in setups.iter() {
+        for &what in timed {
+            rows.push(Row {
+                dimension,
+                size: setup.size,
+                timed: what,
+                method: Method::OneShot,
+                batches: batches.next().expect("a batch list per case"),
+                reached: setup.reached,
+                refreshing: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn base_options() -> LoadOptions {
+    LoadOptions {
+        bpf_log: log::LevelFilter::Off,
+        ..Default::default()
+    }
+}
+
+fn load(options: LoadOptions) -> anyhow::Result<Dataplane> {
+    Dataplane::load(&options).context("loading xlb")
+}
+
+/// A DR TCP service on `vip`:80 with `count` backends, their addresses
+/// from [`BACKEND_NET`] + 1 + `first` up.
+fn service(vip: Ipv4Addr, first: u32, count: u32) -> ServiceSpec {
+    let backends = (first + 1..first + 1 + count)
+        .map(|n| {
+            let [_, a, b, c] = n.to_be_bytes();
+            BackendSpec {
+                addr: IpAddr::V4(Ipv4Addr::from(BACKEND_NET + n)),
+                port: PORT,
+                weight: 100,
+                drain: false,
+                next_hop: NextHop {
+                    mac: [0x02, 0, 0x10, a, b, c],
+                    ifindex: 0,
+                    src_mac: [0; 6],
+                },
+            }
+        })
+        .collect();
+    ServiceSpec {
+        vip: vip.into(),
+        port: PORT,
+        protocol: Protocol::Tcp,
+        mode: Mode::Dr,
+        affinity: None,
+        backends,
+    }
+}
+
+/// A TCP data packet from `src` to `vip`: the first of a flow records it,
+/// the rest hit it.
+fn flow_frame(src: u32, vip: Ipv4Addr) -> Vec<u8> {
+    Frame::ipv4(Ipv4Addr::from(src), vip).tcp_data(40000, PORT, 1, 1, b"xlb")
+}
+
+/// Runs the first packet of flows `flows` (source [`HIT_NET`] + each), so
+/// that the program records every one; checks each was new.
+fn establish(dataplane: &mut Dataplane, vip: Ipv4Addr, flows: Range<u32>) -> anyhow::Result<()> {
+    let count = u64::from(flows.end - flows.start);
+    let bar = progress(&format!("establishing {} flows", grouped(flows.end)), count);
+    let before = dataplane.counters()?.get(Counter::FlowMiss);
+    for i in flows {
+        run_once(dataplane.program(), &flow_frame(HIT_NET + i, vip))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    moved_once_per_run(dataplane, Counter::FlowMiss, before, count, "establishing")
+}
+
+/// Times batches of one-shot runs, each of a frame from `frame`, checking
+/// that `counter` moves once per run; the kernel's mean ns per run of each.
+fn one_shot_batches(
+    dataplane: &mut Dataplane,
+    label: &str,
+    size: &Size,
+    counter: Counter,
+    mut frame: impl FnMut() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<f64>> {
+    let bar = progress(label, u64::from(size.runs) * size.batches as u64);
+    let batches = (0..size.batches)
+        .map(|_| one_shot_batch(dataplane, label, size.runs, counter, &bar, &mut frame))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    bar.finish_with_message(format!("{:.1} ns raw", median(&batches)));
+    Ok(batches)
+}
+
+/// One batch of `runs` one-shot runs, each of a frame from `frame`,
+/// checking that `counter` moved once per run; the kernel's mean ns per run.
+fn one_shot_batch(
+    dataplane: &mut Dataplane,
+    label: &str,
+    runs: u32,
+    counter: Counter,
+    bar: &ProgressBar,
+    mut frame: impl FnMut() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<f64> {
+    let before = dataplane.counters()?.get(counter);
+    let mut total = Duration::ZERO;
+    for _ in 0..runs {
+        total += run_once(dataplane.program(), &frame()?)?;
+        bar.inc(1);
+    }
+    moved_once_per_run(dataplane, counter, before, runs.into(), label)?;
+    Ok(total.as_nanos() as f64 / f64::from(runs))
+}
+
+/// Times batches of `frame` repeated in one call, a flow-table hit each
+/// run; the kernel's mean ns per run of each.
+fn repeat_batches(
+    dataplane: &mut Dataplane,
+    label: &str,
+    size: &Size,
+    frame: &[u8],
+) -> anyhow::Result<Vec<f64>> {
+    check_repeatable(dataplane.program(), frame)?;
+    let bar = progress(label, u64::from(size.repeat) * size.batches as u64);
+    let mut batches = Vec::with_capacity(size.batches);
+    for _ in 0..size.batches {
+        let before = dataplane.counters()?.get(Counter::FlowHit);
+        let result = dataplane
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: size.repeat,
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        expect_tx(XdpAction::from_return(result.return_value)?)?;
+        moved_once_per_run(
+            dataplane,
+            Counter::FlowHit,
+            before,
+            size.repeat.into(),
+            label,
+        )?;
+        batches.push(result.duration.as_nanos() as f64);
+        bar.inc(size.repeat.into());
+    }
+    bar.finish_with_message(format!("{:.1} ns", median(&batches)));
+    Ok(batches)
+}
+
+/// One run of `frame`, forwarded, as the kernel timed it.
+fn run_once(program: &Xdp, frame: &[u8]) -> anyhow::Result<Duration> {
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    expect_tx(XdpAction::from_return(result.return_value)?)?;
+    Ok(result.duration)
+}
+
+fn expect_tx(got: XdpAction) -> anyhow::Result<()> {
+    ensure!(got == XdpAction::Tx, "the program returned {got:?}, not Tx");
+    Ok(())
+}
+
+/// Fails the bench unless `counter` moved by exactly `runs` since `before`:
+/// every run took the path meant.
+fn moved_once_per_run(
+    dataplane: &Dataplane,
+    counter: Counter,
+    before: u64,
+    runs: u64,
+    label: &str,
+) -> anyhow::Result<()> {
+    let moved = dataplane.counters()?.get(counter) - before;
+    ensure!(
+        moved == runs,
+        "{label}: {} moved by {moved} in {runs} runs: not the path meant",
+        counter.name()
+    );
+    Ok(())
+}
+
+/// A repeated run sees the frame the previous run left: sound only if that
+/// frame takes the same path to the same bytes past the MAC addresses.
+fn check_repeatable(program: &Xdp, frame: &[u8]) -> anyhow::Result<()> {
+    let (first, once) = testrun::run(program, frame)?;
+    expect_tx(first)?;
+    let (second, twice) = testrun::run(program, &once)?;
+    ensure!(
+        second == first && twice.get(12..) == once.get(12..),
+        "the program changes the frame so that a repeat takes another path"
+    );
+    Ok(())
+}
+
+/// A one-shot figure less the reference's one-shot overhead.
+fn net(row: &Row, ns: f64, shift: f64) -> f64 {
+    match row.method {
+        Method::Repeat => ns,
+        Method::OneShot => ns - shift,
+    }
+}
+
+fn series(rows: &[Row], dimension: Dimension, timed: Timed) -> impl Iterator<Item = &Row> {
+    rows.iter()
+        .filter(move |r| r.dimension == dimension && r.timed == timed)
+}
+
+fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Reference) -> Report {
+    let size = &bench.size;
+    let shift = reference.shift();
+    let machine = Machine::probe();
+    let mut table = Vec::new();
+    let mut json_rows = Vec::new();
+    let mut goal_lines = Vec::new();
+    let mut goals = Vec::new();
+    for (dimension, timed, name) in SERIES {
+        let of: Vec<&Row> = series(rows, dimension, timed).collect();
+        let first = net(of[0], median(&of[0].batches), shift);
+        for row in &of {
+            let ns = net(row, median(&row.batches), shift);
+            let batches: Vec<f64> = row.batches.iter().map(|&b| net(row, b, shift)).collect();
+            let (low, high) = range(&batches);
+            table.push(vec![
+                dimension.name().to_string(),
+                grouped(row.size),
+                timed.name().to_string(),
+                row.method.name().to_string(),
+                format!("{ns:.1}"),
+                format!("{:.2}", ns / first),
+                format!("{low:.1}-{high:.1}"),
+            ]);
+            json_rows.push(json!({
+                "dimension": dimension.name(),
+                "size": row.size,
+                "timed": timed.name(),
+                "method": row.method.name(),
+                "ns_per_packet": ns,
+                "ratio_to_first": ns / first,
+                "batches_ns": batches,
+                "backends_reached": row.reached,
+                "refreshing_share_estimate": row.refreshing,
+            }));
+        }
+        if dimension == Dimension::Services {
+            continue;
+        }
+        let (line, goal) = goal(name, &of, shift);
+        goal_lines.push(line);
+        goals.push(goal);
+    }
+
+    let reached: Vec<String> = series(rows, Dimension::Backends, Timed::Hit)
+        .map(|r| format!("{} of {}", r.reached.unwrap_or(0), r.size))
+        .collect();
+    let refreshing: Vec<String> = series(rows, Dimension::Flows, Timed::Hit)
+        .map(|r| {
+            let share = r.refreshing.unwrap_or(0.0) * 100.0;
+            format!("{:.1}% at {}", share, grouped(r.size))
+        })
+        .collect();
+    let new_flows = SPREAD_FLOWS + size.runs * size.batches as u32;
+    let method = vec![
+        format!(
+            "each dimension varies one thing about a DR IPv4 TCP service of three backends: \
+             the flows in its flow table (per-CPU and shared LRU hashes of {} entries each, \
+             one table filled step by step), its backends (rings of {DEFAULT_RING_SIZE} \
+             slots), and the services installed (rings of {SMALL_RING} slots, packets to the \
+             last service). The backend and service sizes each have a data plane of their \
+             own and are timed a batch of each in turn, so that whatever else the machine \
+             does falls on every size alike.",
+            grouped(FLOW_TABLE)
+        ),
+        format!(
+            "a hit is a TCP packet of a flow whose first packet already went through the \
+             program; hits visit the flows in a fixed pseudo-random order, so with many flows \
+             the entries a packet needs are seldom in the CPU's caches, as on a director with \
+             that many active flows. The backend and service hits cycle over {} flows, which \
+             reached {} backends.",
+            grouped(SPREAD_FLOWS),
+            reached.join(", ")
+        ),
+        format!(
+            "one flow is timed repeated: one call runs it {} times and the kernel reports the \
+             mean. Hits over many flows need a call per packet (one-shot), each timed by the \
+             kernel on its own; a lone run costs more than one of many in a row, so the one \
+             flow is timed both ways ({:.1} ns repeated, {:.1} ns one-shot) and every one-shot \
+             figure is shown less the difference ({shift:.1} ns), as micro does. Between \
+             one-shot runs the syscall disturbs the caches and TLBs, so entries a driver's \
+             tight loop would keep cached are partly fetched again: the growth with flows \
+             errs high.",
+            grouped(size.repeat),
+            reference.repeat,
+            reference.one_shot
+        ),
+        format!(
+            "the program refreshes a flow's last-seen time, in both tables, on its first \
+             packet a second or more after the last refresh. Flows are timed from a second \
+             after they were established, as on a director in a steady state; from each \
+             flow's packet rate, the share of hits that refreshed is about {}.",
+            refreshing.join(", ")
+        ),
+        format!(
+            "new flows: TCP packets from source addresses never seen, into a flow table of {} \
+             entries that they fill to at most {} (no eviction; micro times new flows that \
+             evict).",
+            grouped(NEW_FLOW_TABLE),
+            grouped(new_flows)
+        ),
+        "every batch is checked against the program's counters: each hit hit the flow \
+         table (flow_hit), each new flow missed it (flow_miss), and establishing N flows \
+         missed it N times."
+            .to_string(),
+    ];
+
+    let about = vec![
+        format!("machine: {}; timed on CPU {cpu}", machine.summary()),
+        format!(
+            "{} batches of {} one-shot runs (or {} repeated) per size{}; the median batch is shown",
+            size.batches,
+            grouped(size.runs),
+            grouped(size.repeat),
+            if quick {
+                " (--quick: up to 100,000 flows)"
+            } else {
+                ""
+            }
+        ),
+    ];
+    let json = json!({
+        "benchmark": "scale",
+        "quick": quick,
+        "machine": machine.json(),
+        "cpu_timed_on": cpu,
+        "batches": size.batches,
+        "one_shot_runs_per_batch": size.runs,
+        "repeat_runs_per_batch": size.repeat,
+        "flow_table_entries": FLOW_TABLE,
+        "spread_flows": SPREAD_FLOWS,
+        "one_shot_reference": {
+            "repeat_ns": reference.repeat,
+            "one_shot_ns": reference.one_shot,
+        },
+        "rows": json_rows,
+        "goals": goals,
+        "method": method,
+    });
+    Report {
+        title: "xlb scale benchmark: ns per packet as flows, backends and services grow \
+                (BPF_PROG_TEST_RUN)"
+            .into(),
+        about,
+        table: Table {
+            headers: vec![
+                "dimension",
+                "size",
+                "timed",
+                "method",
+                "ns/packet",
+                "x smallest",
+                "batch range",
+            ],
+            right: vec![false, true, false, false, true, true, true],
+            rows: table,
+        },
+        sections: vec![("goals", goal_lines), ("method", method)],
+        plots: vec![plot(rows, shift)],
+        json,
+    }
+}
+
+/// ns per packet against size, a line per series, on a log axis.
+fn plot(rows: &[Row], shift: f64) -> Plot {
+    let series: Vec<(String, Vec<(f64, f64)>)> = SERIES
+        .iter()
+        .map(|&(dimension, timed, name)| {
+            let points = series(rows, dimension, timed)
+                .map(|row| (f64::from(row.size), net(row, median(&row.batches), shift)))
+                .collect();
+            (name.to_string(), points)
+        })
+        .collect();
+    let title = "xlb: ns per packet as flows, backends and services grow";
+    Plot::new("scale.svg", title, move |path| {
+        plot::lines(
+            path,
+            title,
+            "flows, backends or services",
+            "ns per packet",
+            true,
+            &series,
+        )
+    })
+}
+
+/// The goal line and JSON of one series: its worst size within
+/// [`GOAL_RATIO`] of its smallest.
+fn goal(name: &str, of: &[&Row], shift: f64) -> (String, serde_json::Value) {
+    let ns = |row: &Row| net(row, median(&row.batches), shift);
+    let (first, last) = (of[0], of[of.len() - 1]);
+    let worst = of
+        .iter()
+        .copied()
+        .max_by(|a, b| ns(a).total_cmp(&ns(b)))
+        .expect("a series has rows");
+    let ratio = ns(worst) / ns(first);
+    let met = ratio <= GOAL_RATIO;
+    let what = format!(
+        "{name} from {} to {} within {:.0}%",
+        grouped(first.size),
+        grouped(last.size),
+        (GOAL_RATIO - 1.0) * 100.0
+    );
+    let mut line = format!(
+        "{} {what}: worst {ratio:.2}x, {:.1} ns at {} against {:.1} ns at {}",
+        if met { "met:" } else { "MISSED:" },
+        ns(worst),
+        grouped(worst.size),
+        ns(first),
+        grouped(first.size)
+    );
+    if !met {
+        line += &format!("; {}", why(first, worst, shift));
+    }
+    let goal = json!({
+        "goal": what,
+        "worst_size": worst.size,
+        "worst_ns": ns(worst),
+        "first_ns": ns(first),
+        "ratio": ratio,
+        "limit": GOAL_RATIO,
+        "met": met,
+    });
+    (line, goal)
+}
+
+/// Why `worst` costs more than `first`, for a missed goal.
+fn why(first: &Row, worst: &Row, shift: f64) -> String {
+    let net_range = |row: &Row| {
+        let batches: Vec<f64> = row.batches.iter().map(|&b| net(row, b, shift)).collect();
+        range(&batches)
+    };
+    if net_range(worst).0 <= net_range(first).1 {
+        return "within the spread of the batches: noise, not growth".into();
+    }
+    let n = worst.size;
+    match (worst.dimension, worst.timed) {
+        (Dimension::Flows, _) => format!(
+            "a hit looks its flow up in LRU hashes of {} entries: {} flows' keys and values \
+             alone take {:.0} MB per table, against a {} L3 cache, so most hits wait on memory \
+             (and page walks) for the bucket, the entry and its value; and about {:.0}% of \
+             these hits also refreshed the flow's last-seen time in both tables",
+            grouped(FLOW_TABLE),
+            grouped(n),
+            f64::from(n) * (size_of::<FlowKey>() + size_of::<Flow>()) as f64 / 1e6,
+            l3_cache(),
+            worst.refreshing.unwrap_or(0.0) * 100.0
+        ),
+        (_, Timed::Hit) => format!(
+            "a hit reads its backend's entry by id; over {n} backends those entries take {} KB \
+             instead of a few cache lines",
+            n as usize * size_of::<Backend>() / 1000
+        ),
+        (_, Timed::NewFlow) => format!(
+            "a new flow reads one slot of a ring of {DEFAULT_RING_SIZE} slots, whatever the \
+             backends, and its backend's entry: over {n} backends those take {} KB instead of \
+             a few cache lines",
+            n as usize * size_of::<Backend>() / 1000
+        ),
+    }
+}
+
+/// CPU 0's L3 cache size, from sysfs ("32768K" reads "32 MB"), or "the".
+fn l3_cache() -> String {
+    let size =
+        fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index3/size").unwrap_or_default();
+    match size.trim().strip_suffix('K').map(str::parse::<u32>) {
+        Some(Ok(kib)) if kib >= 1024 => format!("{} MB", kib / 1024),
+        Some(Ok(kib)) => format!("{kib} KB"),
+        _ => "the".into(),
+    }
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// `n` with thousands separated by commas.
+fn grouped(n: u32) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn progress(label: &str, runs: u64) -> ProgressBar {
+    let bar = ProgressBar::new(runs).with_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {human_pos}/{human_len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Pins this thread to the last CPU it may use, and returns that CPU: the
+/// flow table is per CPU.
+fn pin_to_one_cpu() -> anyhow::Result<usize> {
+    let allowed = sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
+    let cpu = (0..CpuSet::count())
+        .rev()
+        .find(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .context("no CPU to run on")?;
+    let mut only = CpuSet::new();
+    only.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &only).context("sched_setaffinity")?;
+    Ok(cpu)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() % 2 {
+        1 => sorted[mid],
+        _ => (sorted[mid - 1] + sorted[mid]) / 2.0,
+    }
+}

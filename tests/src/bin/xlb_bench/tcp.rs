@@ -1,0 +1,237 @@
+//! `tcp`: short TCP connections (connect, a small request, the reply,
+//! close) through each contender, from a load generator in the client's
+//! namespace to fixed-reply servers on the backends: connections per
+//! second, latency, failures, and the CPU each connection costs the machine.
+
+use std::{net::SocketAddr, time::Duration};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lb_common::maps::Mode;
+use serde_json::json;
+use xlb_tests::loadgen::{self, FixedServer, TcpLoad, TcpResult};
+
+use crate::{
+    contenders::{cpu_busy, Contender, Rig},
+    plot,
+    report::{Machine, Plot, Report, Table},
+};
+
+const CONTENDERS: [Contender; 8] = [
+    Contender::Baseline,
+    Contender::Xlb(Mode::Dr),
+    Contender::Xlb(Mode::Ipip),
+    Contender::Xlb(Mode::Nat),
+    Contender::Nftables,
+    Contender::HaproxyTcp,
+    Contender::HaproxyHttp,
+    Contender::Ipvs,
+];
+/// Connections in flight at once.
+const CONCURRENCY: usize = 64;
+
+struct Measured {
+    contender: Contender,
+    result: Result<(TcpResult, Duration), String>,
+}
+
+pub fn run(quick: bool) -> anyhow::Result<Report> {
+    let duration = if quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    let progress = ProgressBar::new(CONTENDERS.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
+    );
+    let mut measured = Vec::new();
+    for contender in CONTENDERS {
+        progress.set_message(contender.name());
+        let result = match contender.unavailable(false) {
+            Some(why) => Err(why),
+            None => measure(contender, duration)
+                .map_err(|e| format!("failed: {}", format!("{e:#}").replace('\n', " "))),
+        };
+        measured.push(Measured { contender, result });
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(report(&measured, duration))
+}
+
+/// One contender under load for `duration`; the result and the busy CPU.
+fn measure(contender: Contender, duration: Duration) -> anyhow::Result<(TcpResult, Duration)> {
+    let tag = format!("btcp{}", tag_of(contender));
+    let mut rig = Rig::new(&tag, contender)?;
+    let port = rig.backend_port;
+    let net = rig.net_mut();
+    net.servers.clear();
+    let limit = duration + Duration::from_secs(30);
+    let mut servers = Vec::new();
+    for (n, ns) in net.backends.iter().enumerate() {
+        let addr = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+        servers.push(FixedServer::start(ns, addr, &format!("b{}", n + 1), limit)?);
+    }
+    loadgen::tune_client(&net.client)?;
+    let load = TcpLoad {
+        concurrency: CONCURRENCY,
+        duration,
+        max_connections: 10_000_000,
+        connect_timeout: Duration::from_secs(1),
+        request: b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n".to_vec(),
+    };
+    let before = cpu_busy()?;
+    let result = loadgen::run(&rig.net().client, rig.target, &load)?;
+    let cpu = cpu_busy()? - before;
+    drop(servers);
+    Ok((result, cpu))
+}
+
+fn tag_of(contender: Contender) -> &'static str {
+    match contender {
+        Contender::Baseline => "base",
+        Contender::Xlb(Mode::Dr) => "dr",
+        Contender::Xlb(Mode::Ipip) => "ipip",
+        Contender::Xlb(Mode::Nat) => "nat",
+        Contender::Nftables => "nft",
+        Contender::HaproxyTcp => "hat",
+        Contender::HaproxyHttp => "hah",
+        Contender::Ipvs => "ipvs",
+    }
+}
+
+fn report(measured: &[Measured], duration: Duration) -> Report {
+    let ok = |c: Contender| {
+        measured
+            .iter()
+            .find(|m| m.contender == c)
+            .and_then(|m| m.result.as_ref().ok())
+    };
+    let haproxy = ok(Contender::HaproxyTcp).map(|(r, _)| r);
+    let mut rows = Vec::new();
+    let mut results = Vec::new();
+    let mut bars = Vec::new();
+    for m in measured {
+        match &m.result {
+            Ok((r, cpu)) => {
+                let cpu_us = cpu.as_secs_f64() * 1e6 / r.completed.max(1) as f64;
+                let ratio = haproxy
+                    .map(|h| format!("{:.2}", r.per_second / h.per_second.max(f64::EPSILON)))
+                    .unwrap_or_else(|| "-".into());
+                rows.push(vec![
+                    m.contender.name().to_string(),
+                    format!("{:.0}", r.per_second),
+                    ratio,
+                    format!("{:.2}", r.latency_us.p50 as f64 / 1e3),
+                    format!("{:.2}", r.latency_us.p99 as f64 / 1e3),
+                    format!("{:.2}", r.latency_us.p999 as f64 / 1e3),
+                    format!("{}/{}", r.failed, r.completed + r.failed),
+                    format!("{cpu_us:.1}"),
+                ]);
+                bars.push((m.contender.name().to_string(), r.per_second));
+                results.push(json!({
+                    "contender": m.contender.name(),
+                    "connections_per_s": r.per_second,
+                    "completed": r.completed,
+                    "failed": r.failed,
+                    "latency_ms": {
+                        "p50": r.latency_us.p50 as f64 / 1e3, "p90": r.latency_us.p90 as f64 / 1e3,
+                        "p99": r.latency_us.p99 as f64 / 1e3, "p99_9": r.latency_us.p999 as f64 / 1e3,
+                        "max": r.latency_us.max as f64 / 1e3,
+                    },
+                    "cpu_us_per_connection": cpu_us,
+                    "by_backend": r.by_backend,
+                }));
+            }
+            Err(why) => {
+                rows.push(vec![
+                    m.contender.name().to_string(),
+                    why.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                results.push(json!({ "contender": m.contender.name(), "skipped": why }));
+            }
+        }
+    }
+    let mut goals = Vec::new();
+    match (ok(Contender::Xlb(Mode::Dr)), haproxy) {
+        (Some((xlb, _)), Some(h)) => {
+            let ratio = xlb.per_second / h.per_second.max(f64::EPSILON);
+            let met = ratio >= 2.0 && xlb.latency_us.p99 < h.latency_us.p99;
+            goals.push(format!(
+                "{} xlb DR >= 2x HAProxy tcp in connections/s with a lower p99: {:.0} vs {:.0}/s \
+                 ({ratio:.2}x), p99 {:.2} vs {:.2} ms",
+                if met { "met:" } else { "MISSED:" },
+                xlb.per_second,
+                h.per_second,
+                xlb.latency_us.p99 as f64 / 1e3,
+                h.latency_us.p99 as f64 / 1e3
+            ));
+        }
+        _ => goals.push("MISSED: xlb DR or HAProxy tcp did not run, so no comparison".into()),
+    }
+    let machine = Machine::probe();
+    Report {
+        title: "xlb tcp benchmark: short connections through each contender".into(),
+        about: vec![
+            format!("machine: {}", machine.summary()),
+            format!(
+                "{CONCURRENCY} connections in flight for {:.0} s per contender; each connects, \
+                 sends a 30-byte HTTP/1.0 request, reads a ~60-byte reply, closes",
+                duration.as_secs_f64()
+            ),
+        ],
+        table: Table {
+            headers: vec![
+                "contender",
+                "conn/s",
+                "x HAProxy tcp",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "failed",
+                "CPU us/conn",
+            ],
+            right: vec![false, true, true, true, true, true, true, true],
+            rows,
+        },
+        sections: vec![
+            ("goals", goals),
+            (
+                "method",
+                vec![
+                    "client, director and three backends in network namespaces on one virtual \
+                     switch (veth); the client and backends run in this process's threads, so \
+                     all contenders share the same 2 CPUs with them"
+                        .into(),
+                    "CPU us/conn: busy time of all CPUs (/proc/stat) over the run divided by \
+                     completed connections: the client's, the backends' and the director's work \
+                     together, so differences between rows are the director's"
+                        .into(),
+                    "xlb: the XDP program in DR, IP-in-IP or NAT mode; nftables: DNAT in \
+                     prerouting to a random backend, with conntrack; HAProxy: round robin, \
+                     `mode tcp` and `mode http`, 2 threads; no director: the client straight to \
+                     one backend"
+                        .into(),
+                ],
+            ),
+        ],
+        json: json!({ "machine": machine.json(), "results": results }),
+        plots: vec![Plot::new(
+            "tcp.svg",
+            "short TCP connections per second, by contender",
+            move |path| {
+                plot::bars(
+                    path,
+                    "Short TCP connections per second",
+                    "connections/s",
+                    &bars,
+                )
+            },
+        )],
+    }
+}

@@ -1,0 +1,394 @@
+//! The UDP benchmark's load generator and counters: `xlb_gen` run by
+//! BPF_PROG_TEST_RUN in live-frames mode, and `xlb_count` on the receivers.
+//!
+//! In live-frames mode the kernel runs the program on the frame `repeat`
+//! times, in batches, and sends each frame it returns XDP_TX for out of the
+//! interface named by the context's `ingress_ifindex` (as a redirect to that
+//! interface; the index is looked up in the caller's network namespace, so
+//! the runs are made from threads inside it). No socket, skb or copy to user
+//! space is involved, so one CPU sends millions of frames a second.
+//!
+//! On veth, the frames go straight into the ring of the sending interface's
+//! peer, which must be ready to take them, or they are dropped:
+//!
+//! - the peer needs its NAPI on: GRO on (`ethtool -K PEER gro on`, as
+//!   [`crate::netns::Switch::connect`] does for both ends) or an XDP program
+//!   of its own (a [`Counter`], say). Unlike a program's XDP_TX from inside
+//!   the driver, which the lab's director port needs [`crate::lab::pass_through`]
+//!   for, these frames are flushed as a redirect, which wakes the peer's NAPI
+//!   by itself: no program on the peer is needed;
+//! - the peer's NAPI then runs on the sending CPU, in the softirq at the end of
+//!   each batch, with everything downstream that runs in it (a bridge, the
+//!   next veth's XDP program): the rate measured is that of the whole path;
+//! - the peer takes frames into the receive queue of the sending CPU's number
+//!   (modulo its queue count). With one queue, the usual, every generator
+//!   thread fills the same ring and one CPU's NAPI drains it, so a second
+//!   thread adds little and overflows it: give the veth pair a queue per
+//!   generator thread (`ip link add … numtxqueues N numrxqueues N`). Frames
+//!   refused for a full ring show as [`Sent::tx_dropped`];
+//! - a frame must fit the peer's MTU plus its link header, and a page less the
+//!   kernel's headroom and tailroom (about 3.5 KB): jumbo frames are refused.
+
+use std::{
+    fs::File,
+    sync::atomic::{AtomicU64, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context};
+use aya::{
+    maps::PerCpuArray,
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use lb_common::maps::{
+    COUNT_BYTES, COUNT_PACKETS, GEN_MAX_FLOWS, GLOBAL_GEN_FLOWS, MAP_AFFINITY, MAP_BACKENDS,
+    MAP_BACKEND_STATS, MAP_COUNT, MAP_FLOWS, MAP_FLOWS_SHARED, MAP_GEN_SENT, MAP_NAT_REVERSE,
+    MAP_RINGS, MAP_SERVICES, MAP_SERVICE_STATS, MAP_VIPS, PROG_COUNT, PROG_GEN,
+};
+use nix::{
+    sched::{sched_setaffinity, unshare, CloneFlags, CpuSet},
+    unistd::Pid,
+};
+use xlb::dataplane::BPF_OBJECT;
+
+use crate::netns::Netns;
+
+/// Frames per batch: the kernel's default, a driver's NAPI weight. Each
+/// batch ends with a flush to the peer and a run of its NAPI.
+pub const BATCH: u32 = 64;
+/// Frames per BPF_PROG_TEST_RUN call; the time limit is checked between calls.
+const CHUNK: u64 = 16_384;
+/// Shortest frame `xlb_gen` sends: Ethernet, IPv4 without options, UDP.
+const MIN_FRAME: usize = 14 + 20 + 8;
+
+/// `xlb_gen`, loaded to spread its frames over `flows` flows: source ports
+/// `GEN_FIRST_PORT`, `GEN_FIRST_PORT + 1`, … in turn, counted per CPU.
+pub struct Generator {
+    // Fields drop in order: the program detaches from its parking place,
+    // then the namespace goes.
+    ebpf: Ebpf,
+    /// The namespace where the program is parked (see [`park`]).
+    _parking: File,
+    threads: usize,
+}
+
+/// What [`Generator::send`] sent.
+#[derive(Clone, Copy, Debug)]
+pub struct Sent {
+    /// Frames the program ran on and sent with XDP_TX.
+    pub packets: u64,
+    /// Of those, frames the sending interface dropped (`tx_dropped` moved):
+    /// its peer's ring was full or its NAPI off.
+    pub tx_dropped: u64,
+    pub elapsed: Duration,
+}
+
+impl Sent {
+    pub fn rate(&self) -> f64 {
+        self.packets as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl Generator {
+    /// Loads `xlb_gen` for `flows` flows (1 to `GEN_MAX_FLOWS`), to send from
+    /// one thread per online CPU.
+    pub fn load(flows: u32) -> anyhow::Result<Generator> {
+        ensure!(
+            (1..=GEN_MAX_FLOWS).contains(&flows),
+            "{flows} flows: the generator spreads over 1 to {GEN_MAX_FLOWS}"
+        );
+        let mut ebpf = load_object(flows)?;
+        let program = program(&mut ebpf, PROG_GEN)?;
+        program
+            .load()
+            .with_context(|| format!("loading {PROG_GEN}"))?;
+        let parking = park(program)?;
+        Ok(Generator {
+            ebpf,
+            _parking: parking,
+            threads: online_cpus()?.len(),
+        })
+    }
+
+    /// Sends from `threads` threads (at least 1, at most the online CPUs),
+    /// each pinned to its own CPU.
+    pub fn with_threads(mut self, threads: usize) -> anyhow::Result<Generator> {
+        let cpus = online_cpus()?.len();
+        ensure!(
+            (1..=cpus).contains(&threads),
+            "{threads} generator threads: 1 to {cpus} (one per online CPU)"
+        );
+        self.threads = threads;
+        Ok(self)
+    }
+
+    /// How many threads [`Generator::send`] sends from.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Sends `frame` (Ethernet + IPv4 without options + UDP, source port
+    /// rewritten, UDP checksum zeroed) out of `ifname` in `ns` about `count`
+    /// times, in live-frame batches from each thread, stopping early once
+    /// `limit` has passed. Returns how many frames the program sent, from its
+    /// per-CPU counts, and how long that took.
+    pub fn send(
+        &self,
+        ns: &Netns,
+        ifname: &str,
+        frame: &[u8],
+        count: u64,
+        limit: Duration,
+    ) -> anyhow::Result<Sent> {
+        check_frame(frame)?;
+        let ifindex = ns.ifindex(ifname)?;
+        let ctx = xdp_md(frame.len(), ifindex);
+        let program = self.program()?;
+        let cpus = online_cpus()?;
+        let tx_before = tx_stats(ns, ifname)?;
+        let sent_before = self.sent()?;
+        let left = AtomicU64::new(count);
+        let start = Instant::now();
+        let deadline = start + limit;
+        thread::scope(|scope| {
+            let workers: Vec<_> = cpus[..self.threads]
+                .iter()
+                .map(|&cpu| {
+                    let (left, ctx) = (&left, &ctx);
+                    scope.spawn(move || -> anyhow::Result<()> {
+                        pin_to(cpu)?;
+                        ns.run(|| send_chunks(program, frame, ctx, left, deadline))?
+                            .with_context(|| format!("sending from CPU {cpu}"))
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| bail!("a generator thread panicked"))
+            })
+        })?;
+        let elapsed = start.elapsed();
+        let packets = self.sent()? - sent_before;
+        let tx = tx_stats(ns, ifname)?;
+        // A veth counts the frames its peer took as transmitted; frames a
+        // peer without NAPI cannot take vanish without a count.
+        ensure!(
+            packets == 0 || tx.packets > tx_before.packets,
+            "{ifname} in {} transmitted none of {packets} frames: is its peer ready for XDP \
+             frames (GRO on, or an XDP program)?",
+            ns.name()
+        );
+        Ok(Sent {
+            packets,
+            tx_dropped: tx.dropped - tx_before.dropped,
+            elapsed,
+        })
+    }
+
+    fn program(&self) -> anyhow::Result<&Xdp> {
+        self.ebpf
+            .program(PROG_GEN)
+            .context("the BPF object has no xlb_gen")?
+            .try_into()
+            .context("xlb_gen is not an XDP program")
+    }
+
+    /// Frames sent so far, summed over CPUs.
+    fn sent(&self) -> anyhow::Result<u64> {
+        per_cpu_sum(&self.ebpf, MAP_GEN_SENT, 0)
+    }
+}
+
+/// Attaches `program` (generic mode) to the loopback of a new, empty
+/// namespace, where it never runs, and returns that namespace's file, which
+/// keeps it. An attached program stays in the kernel's XDP dispatcher; else
+/// each BPF_PROG_TEST_RUN call would add it and remove it again, two updates
+/// that each wait for an RCU grace period (about 25 ms together here, which
+/// cut a lone thread's rate to a sixth).
+fn park(program: &mut Xdp) -> anyhow::Result<File> {
+    thread::scope(|scope| {
+        scope
+            .spawn(|| -> anyhow::Result<File> {
+                unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+                let ns = File::open("/proc/thread-self/ns/net")
+                    .context("opening the new network namespace")?;
+                program
+                    .attach("lo", XdpMode::Skb)
+                    .with_context(|| format!("parking {PROG_GEN} on a private lo"))?;
+                Ok(ns)
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("the thread parking {PROG_GEN} panicked"))
+    })
+}
+
+/// Runs chunks of `frame` until `left` is used up or `deadline` passes.
+fn send_chunks(
+    program: &Xdp,
+    frame: &[u8],
+    ctx: &[u8],
+    left: &AtomicU64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    while Instant::now() < deadline {
+        let Ok(before) = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            (left > 0).then(|| left - left.min(CHUNK))
+        }) else {
+            return Ok(());
+        };
+        let repeat = before.min(CHUNK) as u32;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(ctx),
+                repeat,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..TestRunOptions::new()
+            })
+            .context("BPF_PROG_TEST_RUN in live-frames mode")?;
+        ensure!(
+            result.return_value == 0,
+            "live-frames run returned {}",
+            result.return_value
+        );
+    }
+    Ok(())
+}
+
+/// `xlb_count` attached in native mode to an interface, with its per-CPU
+/// totals. Detached on drop.
+pub struct Counter {
+    ebpf: Ebpf,
+}
+
+impl Counter {
+    /// Loads `xlb_count` and attaches it to `ifname` in `ns`, in native mode
+    /// (on veth this also turns on the interface's NAPI, so its peer can send
+    /// it XDP frames).
+    pub fn attach(ns: &Netns, ifname: &str) -> anyhow::Result<Counter> {
+        let mut ebpf = load_object(1)?;
+        let program = program(&mut ebpf, PROG_COUNT)?;
+        program
+            .load()
+            .with_context(|| format!("loading {PROG_COUNT}"))?;
+        ns.run(|| program.attach(ifname, XdpMode::Driver))?
+            .with_context(|| format!("attaching {PROG_COUNT} to {ifname} in {}", ns.name()))?;
+        Ok(Counter { ebpf })
+    }
+
+    /// Frames seen, summed over CPUs.
+    pub fn packets(&self) -> anyhow::Result<u64> {
+        per_cpu_sum(&self.ebpf, MAP_COUNT, COUNT_PACKETS)
+    }
+
+    /// Bytes of the frames seen (Ethernet header on, no FCS), summed over CPUs.
+    pub fn bytes(&self) -> anyhow::Result<u64> {
+        per_cpu_sum(&self.ebpf, MAP_COUNT, COUNT_BYTES)
+    }
+}
+
+/// The embedded object with the balancer's tables shrunk to one entry each:
+/// these programs use none of them, and the kernel allocates them all.
+fn load_object(flows: u32) -> anyhow::Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader.override_global(GLOBAL_GEN_FLOWS, &flows, true);
+    for map in [
+        MAP_RINGS,
+        MAP_SERVICES,
+        MAP_VIPS,
+        MAP_SERVICE_STATS,
+        MAP_BACKENDS,
+        MAP_BACKEND_STATS,
+        MAP_NAT_REVERSE,
+        MAP_FLOWS,
+        MAP_FLOWS_SHARED,
+        MAP_AFFINITY,
+    ] {
+        loader.map_max_entries(map, 1);
+    }
+    loader
+        .load(BPF_OBJECT)
+        .context("loading the xlb BPF object")
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("the BPF object has no {name}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not an XDP program"))
+}
+
+fn per_cpu_sum(ebpf: &Ebpf, map: &str, index: u32) -> anyhow::Result<u64> {
+    let map = ebpf
+        .map(map)
+        .with_context(|| format!("the BPF object has no map {map}"))?;
+    let array = PerCpuArray::<_, u64>::try_from(map)?;
+    Ok(array.get(&index, 0)?.iter().sum())
+}
+
+/// What `xlb_gen` needs of a frame; it drops anything else.
+fn check_frame(frame: &[u8]) -> anyhow::Result<()> {
+    ensure!(
+        frame.len() >= MIN_FRAME,
+        "a {}-byte frame is too short for Ethernet + IPv4 + UDP",
+        frame.len()
+    );
+    ensure!(
+        frame[12..14] == [0x08, 0x00] && frame[14] == 0x45 && frame[23] == 17,
+        "the generator sends untagged Ethernet + IPv4 without options + UDP frames only"
+    );
+    Ok(())
+}
+
+/// A `struct xdp_md` for a frame of `len` bytes arriving on `ifindex`, queue 0.
+fn xdp_md(len: usize, ifindex: u32) -> Vec<u8> {
+    // data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+    let fields = [0, len as u32, 0, ifindex, 0, 0];
+    fields.iter().flat_map(|f| f.to_ne_bytes()).collect()
+}
+
+struct TxStats {
+    packets: u64,
+    dropped: u64,
+}
+
+/// The interface's transmit counters, as `ip -s link` reports them.
+fn tx_stats(ns: &Netns, ifname: &str) -> anyhow::Result<TxStats> {
+    let out = ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?;
+    let links: serde_json::Value = serde_json::from_str(&out)?;
+    let counter = |name: &str| {
+        links
+            .pointer(&format!("/0/stats64/tx/{name}"))
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("no tx {name} count for {ifname} in {}: {out}", ns.name()))
+    };
+    Ok(TxStats {
+        packets: counter("packets")?,
+        dropped: counter("dropped")?,
+    })
+}
+
+/// The CPUs online, from `/sys/devices/system/cpu/online` ("0-3,6").
+fn online_cpus() -> anyhow::Result<Vec<usize>> {
+    let path = "/sys/devices/system/cpu/online";
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let mut cpus = Vec::new();
+    for range in text.trim().split(',') {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        let parse = |n: &str| {
+            n.parse::<usize>()
+                .with_context(|| format!("{path}: `{}`", text.trim()))
+        };
+        cpus.extend(parse(first)?..=parse(last)?);
+    }
+    Ok(cpus)
+}
+
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
+}
