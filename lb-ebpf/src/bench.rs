@@ -5,7 +5,9 @@
 //! Both work at constant offsets: `xlb_gen` takes only untagged Ethernet +
 //! IPv4 without options + UDP, the frame its caller built.
 
-use aya_ebpf::{bindings::xdp_action, macros::map, maps::PerCpuArray, programs::XdpContext, Global};
+use aya_ebpf::{
+    bindings::xdp_action, macros::map, maps::PerCpuArray, programs::XdpContext, Global,
+};
 use lb_common::maps::{COUNT_BYTES, COUNT_PACKETS, DEFAULT_GEN_FLOWS, GEN_FIRST_PORT};
 
 use crate::consts::{ETH_P_IP, IPPROTO_UDP};
@@ -53,7 +55,9 @@ pub fn generate(ctx: &XdpContext) -> u32 {
         }
         // The loader keeps flows in 1..=GEN_MAX_FLOWS; checked_rem spares a
         // panic path the verifier would refuse.
-        let flow = (*sent).checked_rem(u64::from(GEN_FLOWS.load())).unwrap_or(0);
+        let flow = (*sent)
+            .checked_rem(u64::from(GEN_FLOWS.load()))
+            .unwrap_or(0);
         let sport = GEN_FIRST_PORT.wrapping_add(flow as u16);
         (bytes.add(UDP_SPORT) as *mut [u8; 2]).write_unaligned(sport.to_be_bytes());
         (bytes.add(UDP_CSUM) as *mut [u8; 2]).write_unaligned([0, 0]);

@@ -8,26 +8,29 @@
 //! the runs are made from threads inside it). No socket, skb or copy to user
 //! space is involved, so one CPU sends millions of frames a second.
 //!
-//! On veth, the frames go straight into the ring of the sending interface's
-//! peer, which must be ready to take them, or they are dropped:
+//! On veth, the frames go straight into a ring of the sending interface's
+//! peer, whose NAPI then runs on the sending CPU at the end of each batch,
+//! with everything downstream that runs in it (a bridge, the next veth's XDP
+//! program): a thread's rate is that of the whole path. What the peer needs:
 //!
-//! - the peer needs its NAPI on: GRO on (`ethtool -K PEER gro on`, as
+//! - NAPI on: GRO on (`ethtool -K PEER gro on`, as
 //!   [`crate::netns::Switch::connect`] does for both ends) or an XDP program
-//!   of its own (a [`Counter`], say). Unlike a program's XDP_TX from inside
-//!   the driver, which the lab's director port needs [`crate::lab::pass_through`]
-//!   for, these frames are flushed as a redirect, which wakes the peer's NAPI
-//!   by itself: no program on the peer is needed;
-//! - the peer's NAPI then runs on the sending CPU, in the softirq at the end of
-//!   each batch, with everything downstream that runs in it (a bridge, the
-//!   next veth's XDP program): the rate measured is that of the whole path;
-//! - the peer takes frames into the receive queue of the sending CPU's number
-//!   (modulo its queue count). With one queue, the usual, every generator
-//!   thread fills the same ring and one CPU's NAPI drains it, so a second
-//!   thread adds little and overflows it: give the veth pair a queue per
-//!   generator thread (`ip link add … numtxqueues N numrxqueues N`). Frames
-//!   refused for a full ring show as [`Sent::tx_dropped`];
-//! - a frame must fit the peer's MTU plus its link header, and a page less the
-//!   kernel's headroom and tailroom (about 3.5 KB): jumbo frames are refused.
+//!   of its own (a [`Counter`], say). No program is needed on a GRO port:
+//!   these frames arrive as a redirect, whose flush wakes the peer's NAPI by
+//!   itself (unlike a driver's XDP_TX, for which the lab's director port
+//!   needs [`crate::lab::pass_through`]). Without NAPI the frames vanish
+//!   uncounted, which [`Generator::send`] reports as an error;
+//! - a receive queue per generator thread: a frame goes to the peer's queue
+//!   of the sending CPU's number, modulo its queue count. With one queue, the
+//!   veth default, every thread fills the same ring and one CPU drains it: a
+//!   second thread adds little but frames refused for a full ring
+//!   ([`Sent::tx_dropped`]; most of its frames, into the lab's switch). Give
+//!   the pair `numtxqueues N numrxqueues N`;
+//! - room for the frame: a redirect drops frames longer than the MTU plus
+//!   18 bytes (Ethernet header and a VLAN tag) uncounted, so
+//!   [`Generator::send`] refuses them; and in live-frames mode the kernel
+//!   takes no frame over a page less its headroom and tailroom (with 4 KB
+//!   pages 3,000 bytes pass and 3,500 do not).
 
 use std::{
     fs::File,
@@ -43,9 +46,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::maps::{
-    COUNT_BYTES, COUNT_PACKETS, GEN_MAX_FLOWS, GLOBAL_GEN_FLOWS, MAP_AFFINITY, MAP_BACKENDS,
-    MAP_BACKEND_STATS, MAP_COUNT, MAP_FLOWS, MAP_FLOWS_SHARED, MAP_GEN_SENT, MAP_NAT_REVERSE,
-    MAP_RINGS, MAP_SERVICES, MAP_SERVICE_STATS, MAP_VIPS, PROG_COUNT, PROG_GEN,
+    COUNT_BYTES, COUNT_PACKETS, DEFAULT_GEN_FLOWS, GEN_MAX_FLOWS, GLOBAL_GEN_FLOWS, MAP_AFFINITY,
+    MAP_BACKENDS, MAP_BACKEND_STATS, MAP_COUNT, MAP_FLOWS, MAP_FLOWS_SHARED, MAP_GEN_SENT,
+    MAP_NAT_REVERSE, MAP_RINGS, MAP_SERVICES, MAP_SERVICE_STATS, MAP_VIPS, PROG_COUNT, PROG_GEN,
 };
 use nix::{
     sched::{sched_setaffinity, unshare, CloneFlags, CpuSet},
@@ -62,6 +65,8 @@ pub const BATCH: u32 = 64;
 const CHUNK: u64 = 16_384;
 /// Shortest frame `xlb_gen` sends: Ethernet, IPv4 without options, UDP.
 const MIN_FRAME: usize = 14 + 20 + 8;
+/// What a redirect allows a frame over the MTU: an Ethernet header and a VLAN tag.
+const LINK_HEADER: usize = 14 + 4;
 
 /// `xlb_gen`, loaded to spread its frames over `flows` flows: source ports
 /// `GEN_FIRST_PORT`, `GEN_FIRST_PORT + 1`, … in turn, counted per CPU.
@@ -79,8 +84,8 @@ pub struct Generator {
 pub struct Sent {
     /// Frames the program ran on and sent with XDP_TX.
     pub packets: u64,
-    /// Of those, frames the sending interface dropped (`tx_dropped` moved):
-    /// its peer's ring was full or its NAPI off.
+    /// Of those, frames the sending interface counted as dropped: its peer's
+    /// ring was full.
     pub tx_dropped: u64,
     pub elapsed: Duration,
 }
@@ -114,14 +119,14 @@ impl Generator {
 
     /// Sends from `threads` threads (at least 1, at most the online CPUs),
     /// each pinned to its own CPU.
-    pub fn with_threads(mut self, threads: usize) -> anyhow::Result<Generator> {
+    pub fn set_threads(&mut self, threads: usize) -> anyhow::Result<()> {
         let cpus = online_cpus()?.len();
         ensure!(
             (1..=cpus).contains(&threads),
             "{threads} generator threads: 1 to {cpus} (one per online CPU)"
         );
         self.threads = threads;
-        Ok(self)
+        Ok(())
     }
 
     /// How many threads [`Generator::send`] sends from.
@@ -147,7 +152,13 @@ impl Generator {
         let ctx = xdp_md(frame.len(), ifindex);
         let program = self.program()?;
         let cpus = online_cpus()?;
-        let tx_before = tx_stats(ns, ifname)?;
+        let link = link_state(ns, ifname)?;
+        ensure!(
+            frame.len() <= link.mtu as usize + LINK_HEADER,
+            "a {}-byte frame does not fit {ifname}'s MTU of {} plus {LINK_HEADER} bytes",
+            frame.len(),
+            link.mtu
+        );
         let sent_before = self.sent()?;
         let left = AtomicU64::new(count);
         let start = Instant::now();
@@ -172,18 +183,18 @@ impl Generator {
         })?;
         let elapsed = start.elapsed();
         let packets = self.sent()? - sent_before;
-        let tx = tx_stats(ns, ifname)?;
+        let after = link_state(ns, ifname)?;
         // A veth counts the frames its peer took as transmitted; frames a
         // peer without NAPI cannot take vanish without a count.
         ensure!(
-            packets == 0 || tx.packets > tx_before.packets,
+            packets == 0 || after.tx_packets > link.tx_packets,
             "{ifname} in {} transmitted none of {packets} frames: is its peer ready for XDP \
              frames (GRO on, or an XDP program)?",
             ns.name()
         );
         Ok(Sent {
             packets,
-            tx_dropped: tx.dropped - tx_before.dropped,
+            tx_dropped: after.tx_dropped - link.tx_dropped,
             elapsed,
         })
     }
@@ -240,7 +251,7 @@ fn send_chunks(
             return Ok(());
         };
         let repeat = before.min(CHUNK) as u32;
-        let result = program
+        program
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 ctx_in: Some(ctx),
@@ -248,12 +259,12 @@ fn send_chunks(
                 attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
                 ..TestRunOptions::new()
             })
-            .context("BPF_PROG_TEST_RUN in live-frames mode")?;
-        ensure!(
-            result.return_value == 0,
-            "live-frames run returned {}",
-            result.return_value
-        );
+            .with_context(|| {
+                format!(
+                    "BPF_PROG_TEST_RUN in live-frames mode, a {}-byte frame",
+                    frame.len()
+                )
+            })?;
     }
     Ok(())
 }
@@ -269,7 +280,7 @@ impl Counter {
     /// (on veth this also turns on the interface's NAPI, so its peer can send
     /// it XDP frames).
     pub fn attach(ns: &Netns, ifname: &str) -> anyhow::Result<Counter> {
-        let mut ebpf = load_object(1)?;
+        let mut ebpf = load_object(DEFAULT_GEN_FLOWS)?;
         let program = program(&mut ebpf, PROG_COUNT)?;
         program
             .load()
@@ -350,24 +361,26 @@ fn xdp_md(len: usize, ifindex: u32) -> Vec<u8> {
     fields.iter().flat_map(|f| f.to_ne_bytes()).collect()
 }
 
-struct TxStats {
-    packets: u64,
-    dropped: u64,
+struct LinkState {
+    mtu: u64,
+    tx_packets: u64,
+    tx_dropped: u64,
 }
 
-/// The interface's transmit counters, as `ip -s link` reports them.
-fn tx_stats(ns: &Netns, ifname: &str) -> anyhow::Result<TxStats> {
+/// The interface's MTU and transmit counters, as `ip -s link` reports them.
+fn link_state(ns: &Netns, ifname: &str) -> anyhow::Result<LinkState> {
     let out = ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?;
     let links: serde_json::Value = serde_json::from_str(&out)?;
-    let counter = |name: &str| {
+    let field = |pointer: &str| {
         links
-            .pointer(&format!("/0/stats64/tx/{name}"))
+            .pointer(pointer)
             .and_then(serde_json::Value::as_u64)
-            .with_context(|| format!("no tx {name} count for {ifname} in {}: {out}", ns.name()))
+            .with_context(|| format!("no {pointer} for {ifname} in {}: {out}", ns.name()))
     };
-    Ok(TxStats {
-        packets: counter("packets")?,
-        dropped: counter("dropped")?,
+    Ok(LinkState {
+        mtu: field("/0/mtu")?,
+        tx_packets: field("/0/stats64/tx/packets")?,
+        tx_dropped: field("/0/stats64/tx/dropped")?,
     })
 }
 

@@ -75,10 +75,11 @@ fn check_counted(
     sent: &Sent,
     counter: &Counter,
     frame_len: usize,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<()> {
     let seen = counter.packets()?;
     println!(
-        "{what}: sent {} frames in {:.3} s, {:.2} Mpps; counted {seen} ({:.2}%), {} refused by the veth",
+        "{what}: sent {} frames in {:.3} s, {:.2} Mpps; counted {seen} ({:.2}%); \
+         {} refused by the veth",
         sent.packets,
         sent.elapsed.as_secs_f64(),
         sent.rate() / 1e6,
@@ -95,20 +96,21 @@ fn check_counted(
         "{what}: counted only {seen} of {} sent",
         sent.packets
     );
+    let bytes = counter.bytes()?;
     ensure!(
-        counter.bytes()? == seen * frame_len as u64,
-        "{what}: {} bytes counted in {seen} frames of {frame_len}",
-        counter.bytes()?
+        bytes == seen * frame_len as u64,
+        "{what}: {bytes} bytes counted in {seen} frames of {frame_len}"
     );
-    Ok(seen)
+    Ok(())
 }
 
 /// Two namespaces on a veth with a queue per CPU; the receiver's XDP
-/// counter is what gives its end the NAPI the frames need.
+/// counter is what gives its end the NAPI the frames need. One thread, then
+/// one per CPU.
 #[test]
 fn the_counter_sees_what_the_generator_sends() -> anyhow::Result<()> {
     require_privileged!();
-    let generator = Generator::load(1024)?;
+    let mut generator = Generator::load(1024)?;
     let cpus = generator.threads();
     let mut topology = Topology::new("livegen")?;
     let client = quiet_ns(&mut topology, "client")?;
@@ -116,24 +118,23 @@ fn the_counter_sees_what_the_generator_sends() -> anyhow::Result<()> {
     veth(&client, &sink, cpus)?;
     let frame = frame(&client, &sink)?;
 
-    let mut counted = 0;
-    for threads in [1, 1, 2, 2, 1, 2] {
+    let runs = if cpus > 1 { vec![1, cpus] } else { vec![1] };
+    for threads in runs {
+        generator.set_threads(threads)?;
         let counter = Counter::attach(&sink, "eth0")?;
-        let generator = Generator::load(1024)?.with_threads(threads)?;
         let sent = generator.send(&client, "eth0", &frame, SENDS, LIMIT)?;
         ensure!(
             sent.packets == SENDS,
             "{threads} threads sent {} of {SENDS} frames within {LIMIT:?}",
             sent.packets
         );
-        counted += check_counted(
+        check_counted(
             &format!("{threads} thread(s)"),
             &sent,
             &counter,
             frame.len(),
         )?;
     }
-    ensure!(counted > 0);
     Ok(())
 }
 

@@ -29,6 +29,10 @@ pub enum Bench {
     /// HAProxy (tcp, http) and no director: connections/s, latency p50 to
     /// p99.9, failures, CPU per connection.
     Tcp(Options),
+    /// Small UDP packets over many flows, generated with XDP live frames,
+    /// through xlb (DR, IP-in-IP, NAT), nftables DNAT and no director:
+    /// delivered packets/s and CPU-ns per delivered packet.
+    Udp(Options),
     /// Every benchmark in turn; fails at the end naming those that failed.
     All(Options),
 }
@@ -50,6 +54,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Control(options) => ("control", options),
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
+        Bench::Udp(options) => ("udp", options),
         Bench::All(options) => ("all", options),
     };
     setup::run()?;

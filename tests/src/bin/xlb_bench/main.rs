@@ -9,6 +9,7 @@ mod micro;
 mod plot;
 mod report;
 mod tcp;
+mod udp;
 
 use std::{
     fs,
@@ -28,6 +29,7 @@ const BENCHES: &[(&str, Run)] = &[
     ("control", control::run),
     ("failover", failover::run),
     ("tcp", tcp::run),
+    ("udp", udp::run),
 ];
 
 #[derive(Parser)]
@@ -51,6 +53,9 @@ enum Bench {
     /// Short TCP connections through xlb, nftables DNAT, HAProxy and no
     /// director: connections/s, latency, CPU per connection.
     Tcp(Options),
+    /// Small UDP packets over many flows through xlb, nftables DNAT and no
+    /// director: delivered packets/s and CPU-ns per packet.
+    Udp(Options),
     /// Every benchmark in turn, each writing its own files; the run fails at
     /// the end if any benchmark failed, naming them.
     All(Options),
@@ -72,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Control(options) => ("control", options),
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
+        Bench::Udp(options) => ("udp", options),
         Bench::All(options) => ("all", options),
     };
     if !nix::unistd::geteuid().is_root() {

@@ -72,6 +72,9 @@ const GOAL_RATIO: f64 = 1.10;
 struct Size {
     /// One-shot runs per batch.
     runs: u32,
+    /// One-shot runs of the first flow beside each batch of hits over many:
+    /// few, so that the hits come close together.
+    lone: u32,
     /// Runs per call when one flow is timed repeated.
     repeat: u32,
     batches: usize,
@@ -133,12 +136,13 @@ struct Row {
     size: u32,
     timed: Timed,
     method: Method,
-    /// The kernel's mean ns per run of each batch, as timed.
+    /// ns per packet of each batch: the kernel's mean, one-shot runs less
+    /// the reference's one-shot overhead.
     batches: Vec<f64>,
     /// Backends the timed flows went to (the backends dimension).
     reached: Option<usize>,
-    /// The share of hits that also refreshed their flow's last-seen time,
-    /// estimated (the flows dimension).
+    /// The share of timed hits that also refreshed their flow's last-seen
+    /// time (the flows dimension).
     refreshing: Option<f64>,
 }
 
@@ -150,7 +154,7 @@ const SERIES: [(Dimension, Timed, &str); 4] = [
     (Dimension::Services, Timed::Hit, "services (hits)"),
 ];
 
-/// The one flow timed both ways: one-shot figures are shown less the
+/// One flow timed both ways: one-shot figures are shown less the
 /// difference, as `micro` does.
 #[derive(Clone, Copy)]
 struct Reference {
@@ -200,13 +204,15 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     let size = match quick {
         true => Size {
             runs: 10_000,
-            repeat: 100_000,
+            lone: 2_500,
+            repeat: 50_000,
             batches: 3,
             flows: &FLOWS[..3],
         },
         false => Size {
             runs: 100_000,
-            repeat: 1_000_000,
+            lone: 25_000,
+            repeat: 250_000,
             batches: 7,
             flows: &FLOWS,
         },
@@ -219,78 +225,129 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     };
     let mut rows = Vec::new();
     let reference = flows(&mut bench, &mut rows).context("the flows dimension")?;
-    backends(&mut bench, &mut rows).context("the backends dimension")?;
-    services(&mut bench, &mut rows).context("the services dimension")?;
+    let shift = reference.shift();
+    backends(&mut bench, shift, &mut rows).context("the backends dimension")?;
+    services(&mut bench, shift, &mut rows).context("the services dimension")?;
     Ok(report(quick, &bench, cpu, &rows, reference))
 }
 
 /// One DR service of three backends; hits over 1 to 1M flows established
-/// in one table, so only its occupancy changes.
+/// in one table, so only its occupancy changes. Each batch of hits comes
+/// with a batch of the first flow timed repeated and one-shot, its
+/// reference: the hits are shown less that batch's one-shot overhead.
+/// Returns the reference over all batches.
 fn flows(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<Reference> {
     let mut dataplane = load(LoadOptions {
         flow_entries: FLOW_TABLE,
         ..base_options()
     })?;
     dataplane.apply(&[service(VIP, 0, 3)], &DirectorSettings::default())?;
-    let mut reference = None;
+    let first = flow_frame(HIT_NET, VIP);
+    let (mut repeated, mut one_shot) = (Vec::new(), Vec::new());
     let mut established = 0;
     for &n in bench.size.flows {
         establish(&mut dataplane, VIP, established..n)?;
         established = n;
-        // Every flow is then as due a refresh as on a director in a steady
+        check_repeatable(dataplane.program(), &first)?;
+        // Every flow is then due a refresh, as on a director in a steady
         // state, not freshly recorded.
         thread::sleep(REFRESH + Duration::from_millis(100));
-        let start = Instant::now();
+        let size = &bench.size;
         let label = format!("hits over {} flows", grouped(n));
-        let (method, batches) = if n == 1 {
-            let frame = flow_frame(HIT_NET, VIP);
-            let repeated = repeat_batches(&mut dataplane, &label, &bench.size, &frame)?;
-            let one_shot = one_shot_batches(
-                &mut dataplane,
-                &format!("{label}, one-shot"),
-                &bench.size,
-                Counter::FlowHit,
-                || Ok(frame.clone()),
-            )?;
-            reference = Some(Reference {
-                repeat: median(&repeated),
-                one_shot: median(&one_shot),
-            });
-            (Method::Repeat, repeated)
-        } else {
-            let batches = one_shot_batches(
+        let hits_per_batch = if n == 1 { 0 } else { size.runs };
+        let per_batch = size.repeat + size.lone + hits_per_batch;
+        let bar = progress(&label, u64::from(per_batch) * size.batches as u64);
+        let mut refreshes = Refreshes::new(n);
+        let mut batches = Vec::with_capacity(size.batches);
+        for _ in 0..size.batches {
+            let repeat = repeat_batch(&mut dataplane, &label, size.repeat, &first, &bar)?;
+            let lone = one_shot_batch(
                 &mut dataplane,
                 &label,
-                &bench.size,
+                size.lone,
                 Counter::FlowHit,
-                || Ok(flow_frame(HIT_NET + bench.order.below(n), VIP)),
+                &bar,
+                || Ok(first.clone()),
             )?;
-            (Method::OneShot, batches)
-        };
-        let runs = match method {
-            Method::Repeat => bench.size.repeat,
-            Method::OneShot => bench.size.runs,
-        };
-        // A flow refreshes on its first packet a second or more after the
-        // last refresh: at λ packets a second per flow, once in 1 + λ.
-        let per_flow = f64::from(runs) * bench.size.batches as f64 / f64::from(n);
-        let rate = per_flow / start.elapsed().as_secs_f64() * REFRESH.as_secs_f64();
+            repeated.push(repeat);
+            one_shot.push(lone);
+            if n == 1 {
+                batches.push(repeat);
+                continue;
+            }
+            let hits = one_shot_batch(
+                &mut dataplane,
+                &label,
+                size.runs,
+                Counter::FlowHit,
+                &bar,
+                || {
+                    let flow = bench.order.below(n);
+                    refreshes.hit(flow);
+                    Ok(flow_frame(HIT_NET + flow, VIP))
+                },
+            )?;
+            batches.push(hits - (lone - repeat));
+        }
+        bar.finish_with_message(format!("{:.1} ns", median(&batches)));
         rows.push(Row {
             dimension: Dimension::Flows,
             size: n,
             timed: Timed::Hit,
-            method,
+            method: if n == 1 {
+                Method::Repeat
+            } else {
+                Method::OneShot
+            },
             batches,
             reached: None,
-            refreshing: Some(1.0 / (1.0 + rate)),
+            refreshing: (n > 1).then(|| refreshes.share()),
         });
     }
-    reference.context("the flow sizes start at one flow")
+    Ok(Reference {
+        repeat: median(&repeated),
+        one_shot: median(&one_shot),
+    })
+}
+
+/// Which timed hits also refresh their flow's last-seen time: the
+/// program's rule replayed against the time each hit is sent.
+struct Refreshes {
+    /// When each flow last refreshed; `None` before its first timed hit,
+    /// which refreshes (established a second or more before).
+    last: Vec<Option<Instant>>,
+    hits: u64,
+    refreshed: u64,
+}
+
+impl Refreshes {
+    fn new(flows: u32) -> Self {
+        Refreshes {
+            last: vec![None; flows as usize],
+            hits: 0,
+            refreshed: 0,
+        }
+    }
+
+    fn hit(&mut self, flow: u32) {
+        let now = Instant::now();
+        self.hits += 1;
+        let last = &mut self.last[flow as usize];
+        if last.is_none_or(|at| now - at > REFRESH) {
+            *last = Some(now);
+            self.refreshed += 1;
+        }
+    }
+
+    fn share(&self) -> f64 {
+        self.refreshed as f64 / self.hits as f64
+    }
 }
 
 /// One DR service of 3 to 1000 backends, each size on its own data
-/// plane: hits over [`SPREAD_FLOWS`] flows, and new flows.
-fn backends(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+/// plane: hits over [`SPREAD_FLOWS`] flows, and new flows, shown less
+/// `shift`, the one-shot overhead.
+fn backends(bench: &mut Bench, shift: f64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut setups = Vec::new();
     for count in BACKENDS {
         let mut dataplane = load(LoadOptions {
@@ -319,13 +376,15 @@ fn backends(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         Dimension::Backends,
         &mut setups,
         &[Timed::Hit, Timed::NewFlow],
+        shift,
         rows,
     )
 }
 
 /// 1 to 512 services of three backends each, each size on its own data
-/// plane: hits over [`SPREAD_FLOWS`] flows to the last service.
-fn services(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+/// plane: hits over [`SPREAD_FLOWS`] flows to the last service, shown less
+/// `shift`, the one-shot overhead.
+fn services(bench: &mut Bench, shift: f64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let max = SERVICES[SERVICES.len() - 1];
     let mut setups = Vec::new();
     for count in SERVICES {
@@ -347,7 +406,14 @@ fn services(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             reached: None,
         });
     }
-    interleaved(bench, Dimension::Services, &mut setups, &[Timed::Hit], rows)
+    interleaved(
+        bench,
+        Dimension::Services,
+        &mut setups,
+        &[Timed::Hit],
+        shift,
+        rows,
+    )
 }
 
 /// One size of the backends or services dimension: its own data plane,
@@ -360,12 +426,14 @@ struct Setup {
 }
 
 /// Times each of `timed` on every setup, a batch of each in turn, so that
-/// whatever else the machine does over the run falls on every size alike.
+/// whatever else the machine does over the run falls on every size alike;
+/// shown less `shift`, the one-shot overhead.
 fn interleaved(
     bench: &mut Bench,
     dimension: Dimension,
     setups: &mut [Setup],
     timed: &[Timed],
+    shift: f64,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     let size = &bench.size;
@@ -399,7 +467,7 @@ fn interleaved(
                         || bench.new_flows.frame(vip),
                     )?,
                 };
-                batches[i * timed.len() + j].push(ns);
+                batches[i * timed.len() + j].push(ns - shift);
             }
         }
     }
@@ -481,23 +549,6 @@ fn establish(dataplane: &mut Dataplane, vip: Ipv4Addr, flows: Range<u32>) -> any
     moved_once_per_run(dataplane, Counter::FlowMiss, before, count, "establishing")
 }
 
-/// Times batches of one-shot runs, each of a frame from `frame`, checking
-/// that `counter` moves once per run; the kernel's mean ns per run of each.
-fn one_shot_batches(
-    dataplane: &mut Dataplane,
-    label: &str,
-    size: &Size,
-    counter: Counter,
-    mut frame: impl FnMut() -> anyhow::Result<Vec<u8>>,
-) -> anyhow::Result<Vec<f64>> {
-    let bar = progress(label, u64::from(size.runs) * size.batches as u64);
-    let batches = (0..size.batches)
-        .map(|_| one_shot_batch(dataplane, label, size.runs, counter, &bar, &mut frame))
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    bar.finish_with_message(format!("{:.1} ns raw", median(&batches)));
-    Ok(batches)
-}
-
 /// One batch of `runs` one-shot runs, each of a frame from `frame`,
 /// checking that `counter` moved once per run; the kernel's mean ns per run.
 fn one_shot_batch(
@@ -518,40 +569,28 @@ fn one_shot_batch(
     Ok(total.as_nanos() as f64 / f64::from(runs))
 }
 
-/// Times batches of `frame` repeated in one call, a flow-table hit each
-/// run; the kernel's mean ns per run of each.
-fn repeat_batches(
+/// One call running `frame` `repeat` times, a flow-table hit each run;
+/// the kernel's mean ns per run.
+fn repeat_batch(
     dataplane: &mut Dataplane,
     label: &str,
-    size: &Size,
+    repeat: u32,
     frame: &[u8],
-) -> anyhow::Result<Vec<f64>> {
-    check_repeatable(dataplane.program(), frame)?;
-    let bar = progress(label, u64::from(size.repeat) * size.batches as u64);
-    let mut batches = Vec::with_capacity(size.batches);
-    for _ in 0..size.batches {
-        let before = dataplane.counters()?.get(Counter::FlowHit);
-        let result = dataplane
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: size.repeat,
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        expect_tx(XdpAction::from_return(result.return_value)?)?;
-        moved_once_per_run(
-            dataplane,
-            Counter::FlowHit,
-            before,
-            size.repeat.into(),
-            label,
-        )?;
-        batches.push(result.duration.as_nanos() as f64);
-        bar.inc(size.repeat.into());
-    }
-    bar.finish_with_message(format!("{:.1} ns", median(&batches)));
-    Ok(batches)
+    bar: &ProgressBar,
+) -> anyhow::Result<f64> {
+    let before = dataplane.counters()?.get(Counter::FlowHit);
+    let result = dataplane
+        .program()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    expect_tx(XdpAction::from_return(result.return_value)?)?;
+    moved_once_per_run(dataplane, Counter::FlowHit, before, repeat.into(), label)?;
+    bar.inc(repeat.into());
+    Ok(result.duration.as_nanos() as f64)
 }
 
 /// One run of `frame`, forwarded, as the kernel timed it.
@@ -602,14 +641,6 @@ fn check_repeatable(program: &Xdp, frame: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A one-shot figure less the reference's one-shot overhead.
-fn net(row: &Row, ns: f64, shift: f64) -> f64 {
-    match row.method {
-        Method::Repeat => ns,
-        Method::OneShot => ns - shift,
-    }
-}
-
 fn series(rows: &[Row], dimension: Dimension, timed: Timed) -> impl Iterator<Item = &Row> {
     rows.iter()
         .filter(move |r| r.dimension == dimension && r.timed == timed)
@@ -625,11 +656,10 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
     let mut goals = Vec::new();
     for (dimension, timed, name) in SERIES {
         let of: Vec<&Row> = series(rows, dimension, timed).collect();
-        let first = net(of[0], median(&of[0].batches), shift);
+        let first = median(&of[0].batches);
         for row in &of {
-            let ns = net(row, median(&row.batches), shift);
-            let batches: Vec<f64> = row.batches.iter().map(|&b| net(row, b, shift)).collect();
-            let (low, high) = range(&batches);
+            let ns = median(&row.batches);
+            let (low, high) = range(&row.batches);
             table.push(vec![
                 dimension.name().to_string(),
                 grouped(row.size),
@@ -646,7 +676,7 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
                 "method": row.method.name(),
                 "ns_per_packet": ns,
                 "ratio_to_first": ns / first,
-                "batches_ns": batches,
+                "batches_ns": row.batches,
                 "backends_reached": row.reached,
                 "refreshing_share_estimate": row.refreshing,
             }));
@@ -654,7 +684,7 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
         if dimension == Dimension::Services {
             continue;
         }
-        let (line, goal) = goal(name, &of, shift);
+        let (line, goal) = goal(name, &of);
         goal_lines.push(line);
         goals.push(goal);
     }
@@ -663,9 +693,12 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
         .map(|r| format!("{} of {}", r.reached.unwrap_or(0), r.size))
         .collect();
     let refreshing: Vec<String> = series(rows, Dimension::Flows, Timed::Hit)
-        .map(|r| {
-            let share = r.refreshing.unwrap_or(0.0) * 100.0;
-            format!("{:.1}% at {}", share, grouped(r.size))
+        .filter_map(|r| {
+            Some(format!(
+                "{:.1}% at {}",
+                r.refreshing? * 100.0,
+                grouped(r.size)
+            ))
         })
         .collect();
     let new_flows = SPREAD_FLOWS + size.runs * size.batches as u32;
@@ -692,21 +725,28 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
         format!(
             "one flow is timed repeated: one call runs it {} times and the kernel reports the \
              mean. Hits over many flows need a call per packet (one-shot), each timed by the \
-             kernel on its own; a lone run costs more than one of many in a row, so the one \
-             flow is timed both ways ({:.1} ns repeated, {:.1} ns one-shot) and every one-shot \
-             figure is shown less the difference ({shift:.1} ns), as micro does. Between \
-             one-shot runs the syscall disturbs the caches and TLBs, so entries a driver's \
-             tight loop would keep cached are partly fetched again: the growth with flows \
-             errs high.",
+             kernel on its own, and a lone run costs more than one of many in a row. So every \
+             batch of hits over N flows comes with a batch of the first flow timed both ways \
+             ({} runs repeated, {} one-shot) and is shown less that batch's difference: what \
+             hits over N flows take over hits on one, added to the repeated hit, as micro \
+             does. Backends and services are shown \
+             less the difference over all those batches ({:.1} ns repeated, {:.1} ns \
+             one-shot: {shift:.1} ns). Between one-shot runs the syscall disturbs the caches \
+             and TLBs, so entries a driver's tight loop would keep cached are partly fetched \
+             again: the growth with flows errs high.",
             grouped(size.repeat),
+            grouped(size.repeat),
+            grouped(size.lone),
             reference.repeat,
             reference.one_shot
         ),
         format!(
             "the program refreshes a flow's last-seen time, in both tables, on its first \
-             packet a second or more after the last refresh. Flows are timed from a second \
-             after they were established, as on a director in a steady state; from each \
-             flow's packet rate, the share of hits that refreshed is about {}.",
+             packet more than a second after the last refresh. Flows are timed from a second \
+             after they were established, as on a director in a steady state; the share of \
+             timed hits that refreshed (the program's rule replayed against the time each \
+             hit was sent) is {}. The share falls as each flow's packets come faster: at ten a \
+             second per flow, about one hit in ten refreshes.",
             refreshing.join(", ")
         ),
         format!(
@@ -743,6 +783,7 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
         "cpu_timed_on": cpu,
         "batches": size.batches,
         "one_shot_runs_per_batch": size.runs,
+        "lone_one_shot_runs_per_batch": size.lone,
         "repeat_runs_per_batch": size.repeat,
         "flow_table_entries": FLOW_TABLE,
         "spread_flows": SPREAD_FLOWS,
@@ -773,18 +814,18 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
             rows: table,
         },
         sections: vec![("goals", goal_lines), ("method", method)],
-        plots: vec![plot(rows, shift)],
+        plots: vec![plot(rows)],
         json,
     }
 }
 
 /// ns per packet against size, a line per series, on a log axis.
-fn plot(rows: &[Row], shift: f64) -> Plot {
+fn plot(rows: &[Row]) -> Plot {
     let series: Vec<(String, Vec<(f64, f64)>)> = SERIES
         .iter()
         .map(|&(dimension, timed, name)| {
             let points = series(rows, dimension, timed)
-                .map(|row| (f64::from(row.size), net(row, median(&row.batches), shift)))
+                .map(|row| (f64::from(row.size), median(&row.batches)))
                 .collect();
             (name.to_string(), points)
         })
@@ -804,8 +845,8 @@ fn plot(rows: &[Row], shift: f64) -> Plot {
 
 /// The goal line and JSON of one series: its worst size within
 /// [`GOAL_RATIO`] of its smallest.
-fn goal(name: &str, of: &[&Row], shift: f64) -> (String, serde_json::Value) {
-    let ns = |row: &Row| net(row, median(&row.batches), shift);
+fn goal(name: &str, of: &[&Row]) -> (String, serde_json::Value) {
+    let ns = |row: &Row| median(&row.batches);
     let (first, last) = (of[0], of[of.len() - 1]);
     let worst = of
         .iter()
@@ -829,7 +870,7 @@ fn goal(name: &str, of: &[&Row], shift: f64) -> (String, serde_json::Value) {
         grouped(first.size)
     );
     if !met {
-        line += &format!("; {}", why(first, worst, shift));
+        line += &format!("; {}", why(first, worst));
     }
     let goal = json!({
         "goal": what,
@@ -844,25 +885,23 @@ fn goal(name: &str, of: &[&Row], shift: f64) -> (String, serde_json::Value) {
 }
 
 /// Why `worst` costs more than `first`, for a missed goal.
-fn why(first: &Row, worst: &Row, shift: f64) -> String {
-    let net_range = |row: &Row| {
-        let batches: Vec<f64> = row.batches.iter().map(|&b| net(row, b, shift)).collect();
-        range(&batches)
-    };
-    if net_range(worst).0 <= net_range(first).1 {
+fn why(first: &Row, worst: &Row) -> String {
+    if range(&worst.batches).0 <= range(&first.batches).1 {
         return "within the spread of the batches: noise, not growth".into();
     }
     let n = worst.size;
     match (worst.dimension, worst.timed) {
         (Dimension::Flows, _) => format!(
-            "a hit looks its flow up in LRU hashes of {} entries: {} flows' keys and values \
-             alone take {:.0} MB per table, against a {} L3 cache, so most hits wait on memory \
-             (and page walks) for the bucket, the entry and its value; and about {:.0}% of \
-             these hits also refreshed the flow's last-seen time in both tables",
+            "each hit reads its flow's bucket, entry and per-CPU value in an LRU hash of {} \
+             entries (keys and values alone take {:.1} MB at {} flows, against a {} L2 and a \
+             {} L3 shared with the other CPUs), so with flows visited at random most hits miss \
+             the caches and the TLB; and {:.0}% of them also refreshed the flow's last-seen \
+             time in both tables",
             grouped(FLOW_TABLE),
-            grouped(n),
             f64::from(n) * (size_of::<FlowKey>() + size_of::<Flow>()) as f64 / 1e6,
-            l3_cache(),
+            grouped(n),
+            cache_size(2),
+            cache_size(3),
             worst.refreshing.unwrap_or(0.0) * 100.0
         ),
         (_, Timed::Hit) => format!(
@@ -879,14 +918,26 @@ fn why(first: &Row, worst: &Row, shift: f64) -> String {
     }
 }
 
-/// CPU 0's L3 cache size, from sysfs ("32768K" reads "32 MB"), or "the".
-fn l3_cache() -> String {
-    let size =
-        fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index3/size").unwrap_or_default();
-    match size.trim().strip_suffix('K').map(str::parse::<u32>) {
-        Some(Ok(kib)) if kib >= 1024 => format!("{} MB", kib / 1024),
-        Some(Ok(kib)) => format!("{kib} KB"),
-        _ => "the".into(),
+/// The size of CPU 0's data or unified cache of `level`, from sysfs:
+/// "32768K" reads "32 MB".
+fn cache_size(level: u32) -> String {
+    let read = |index: u32, file: &str| {
+        let path = format!("/sys/devices/system/cpu/cpu0/cache/index{index}/{file}");
+        fs::read_to_string(path).map(|s| s.trim().to_string()).ok()
+    };
+    let size = (0..8).find_map(|index| {
+        let found =
+            read(index, "level")? == level.to_string() && read(index, "type")? != "Instruction";
+        found.then(|| read(index, "size")).flatten()
+    });
+    match size
+        .as_deref()
+        .map(|s| s.strip_suffix('K').map(str::parse::<u32>))
+    {
+        Some(Some(Ok(kib))) if kib >= 1024 => format!("{} MB", kib / 1024),
+        Some(Some(Ok(kib))) => format!("{kib} KB"),
+        Some(_) => size.unwrap_or_default(),
+        None => "?".into(),
     }
 }
 

@@ -1,0 +1,285 @@
+//! `udp`: small UDP packets over many flows, generated in the kernel (XDP
+//! live frames) on the client's veth, through each contender to backends
+//! that count them with an XDP program: delivered packets per second, and
+//! the CPU time each delivered packet costs the machine.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lb_common::{maps::Mode, stats::Counter as DataplaneCounter};
+use serde_json::json;
+use xlb_tests::{
+    lab::CLIENT_V4,
+    livegen::{Counter, Generator},
+    packet::Frame,
+};
+
+use crate::{
+    contenders::{cpu_busy, Contender, Rig},
+    plot,
+    report::{Machine, Plot, Report, Table},
+};
+
+const CONTENDERS: [Contender; 8] = [
+    Contender::Baseline,
+    Contender::Xlb(Mode::Dr),
+    Contender::Xlb(Mode::Ipip),
+    Contender::Xlb(Mode::Nat),
+    Contender::Nftables,
+    Contender::HaproxyTcp,
+    Contender::HaproxyHttp,
+    Contender::Ipvs,
+];
+/// Distinct flows (source ports) in the load.
+const FLOWS: u32 = 4096;
+/// UDP payload: with the headers, a 60-byte frame (64 on the wire with the FCS).
+const PAYLOAD: [u8; 18] = *b"xlb-bench-udp-load";
+
+struct Measured {
+    contender: Contender,
+    result: Result<Delivered, String>,
+}
+
+struct Delivered {
+    sent: u64,
+    delivered: u64,
+    elapsed: Duration,
+    cpu: Duration,
+}
+
+impl Delivered {
+    fn rate(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn cpu_ns_per_packet(&self) -> f64 {
+        self.cpu.as_nanos() as f64 / self.delivered.max(1) as f64
+    }
+}
+
+pub fn run(quick: bool) -> anyhow::Result<Report> {
+    let (count, limit) = if quick {
+        (200_000, Duration::from_secs(2))
+    } else {
+        (5_000_000, Duration::from_secs(10))
+    };
+    let mut generator = Generator::load(FLOWS)?;
+    // The lab's veths have one queue: a second thread would only be refused.
+    generator.set_threads(1)?;
+    let progress = ProgressBar::new(CONTENDERS.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
+    );
+    let mut measured = Vec::new();
+    for contender in CONTENDERS {
+        progress.set_message(contender.name());
+        let result = match contender.unavailable(true) {
+            Some(why) => Err(why),
+            None => measure(&generator, contender, count, limit)
+                .map_err(|e| format!("failed: {}", format!("{e:#}").replace('\n', " "))),
+        };
+        measured.push(Measured { contender, result });
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok(report(&measured, count, generator.threads()))
+}
+
+fn measure(
+    generator: &Generator,
+    contender: Contender,
+    count: u64,
+    limit: Duration,
+) -> anyhow::Result<Delivered> {
+    let tag = format!("budp{}", tag_of(contender));
+    let mut rig = Rig::new(&tag, contender)?;
+    // No answers: the backends only count.
+    rig.net_mut().servers.clear();
+    let net = rig.net();
+    let ipip = contender == Contender::Xlb(Mode::Ipip);
+    // With IP-in-IP the backends' decapsulator counts; elsewhere a counter
+    // program takes the frames.
+    // The counters drop ARP too: a kernel director must know the backends'
+    // MACs beforehand.
+    for (n, ns) in net.backends.iter().enumerate() {
+        let addr = xlb_tests::lab::Family::V4.backend(n).to_string();
+        net.director.add_neigh("eth0", &addr, ns.mac("eth0")?)?;
+    }
+    let counters: Vec<Counter> = if ipip {
+        Vec::new()
+    } else {
+        net.backends
+            .iter()
+            .map(|ns| Counter::attach(ns, "eth0"))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let next_hop = match contender {
+        Contender::Baseline => net.backends[0].mac("eth0")?,
+        _ => net.director.mac("eth0")?,
+    };
+    let std::net::IpAddr::V4(dst) = rig.target.ip() else {
+        anyhow::bail!("the UDP load is IPv4");
+    };
+    let frame = Frame::ipv4(CLIENT_V4, dst)
+        .macs(net.client.mac("eth0")?, next_hop)
+        .udp(1024, rig.target.port(), &PAYLOAD);
+    let delivered_now = || -> anyhow::Result<u64> {
+        if ipip {
+            let mut total = 0;
+            for decap in &net.decaps {
+                total += decap.counters()?.get(DataplaneCounter::Decap);
+            }
+            Ok(total)
+        } else {
+            counters.iter().map(|c| c.packets()).sum()
+        }
+    };
+    let before = (delivered_now()?, cpu_busy()?);
+    let sent = generator.send(&net.client, "eth0", &frame, count, limit)?;
+    // Let the last batch drain through the path.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = (delivered_now()?, cpu_busy()?);
+    Ok(Delivered {
+        sent: sent.packets,
+        delivered: after.0 - before.0,
+        elapsed: sent.elapsed,
+        cpu: after.1 - before.1,
+    })
+}
+
+fn tag_of(contender: Contender) -> &'static str {
+    match contender {
+        Contender::Baseline => "base",
+        Contender::Xlb(Mode::Dr) => "dr",
+        Contender::Xlb(Mode::Ipip) => "ipip",
+        Contender::Xlb(Mode::Nat) => "nat",
+        Contender::Nftables => "nft",
+        Contender::HaproxyTcp => "hat",
+        Contender::HaproxyHttp => "hah",
+        Contender::Ipvs => "ipvs",
+    }
+}
+
+fn report(measured: &[Measured], count: u64, threads: usize) -> Report {
+    let find = |c: Contender| {
+        measured
+            .iter()
+            .find(|m| m.contender == c)
+            .and_then(|m| m.result.as_ref().ok())
+    };
+    let nft = find(Contender::Nftables);
+    let mut rows = Vec::new();
+    let mut results = Vec::new();
+    let mut bars = Vec::new();
+    for m in measured {
+        match &m.result {
+            Ok(d) => {
+                let vs_nft = nft
+                    .map(|n| format!("{:.2}", d.rate() / n.rate().max(f64::EPSILON)))
+                    .unwrap_or_else(|| "-".into());
+                rows.push(vec![
+                    m.contender.name().to_string(),
+                    format!("{:.0}", d.rate()),
+                    vs_nft,
+                    format!("{:.0}", d.cpu_ns_per_packet()),
+                    format!(
+                        "{}/{} ({:.1}%)",
+                        d.delivered,
+                        d.sent,
+                        100.0 * d.delivered as f64 / d.sent.max(1) as f64
+                    ),
+                ]);
+                bars.push((m.contender.name().to_string(), d.rate()));
+                results.push(json!({
+                    "contender": m.contender.name(),
+                    "delivered_per_s": d.rate(),
+                    "sent": d.sent,
+                    "delivered": d.delivered,
+                    "elapsed_s": d.elapsed.as_secs_f64(),
+                    "cpu_ns_per_delivered_packet": d.cpu_ns_per_packet(),
+                }));
+            }
+            Err(why) => {
+                rows.push(vec![
+                    m.contender.name().to_string(),
+                    why.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                results.push(json!({ "contender": m.contender.name(), "skipped": why }));
+            }
+        }
+    }
+    let mut goals = Vec::new();
+    match (find(Contender::Xlb(Mode::Dr)), nft) {
+        (Some(x), Some(n)) => {
+            let ratio = x.rate() / n.rate().max(f64::EPSILON);
+            let cpu = x.cpu_ns_per_packet() / n.cpu_ns_per_packet().max(f64::EPSILON);
+            goals.push(format!(
+                "{} xlb DR >= 5x nftables DNAT in delivered packets/s: {:.0} vs {:.0} ({ratio:.2}x)",
+                if ratio >= 5.0 { "met:" } else { "MISSED:" },
+                x.rate(),
+                n.rate()
+            ));
+            goals.push(format!(
+                "{} xlb DR at <= 1/5 of nftables' CPU-ns per delivered packet: {:.0} vs {:.0} ns \
+                 ({cpu:.2}x)",
+                if cpu <= 0.2 { "met:" } else { "MISSED:" },
+                x.cpu_ns_per_packet(),
+                n.cpu_ns_per_packet()
+            ));
+        }
+        _ => goals.push("MISSED: xlb DR or nftables did not run, so no comparison".into()),
+    }
+    goals.push(
+        "not measured: xlb >= 20x HAProxy in packets/s, since HAProxy does not balance UDP".into(),
+    );
+    let machine = Machine::probe();
+    Report {
+        title: "xlb udp benchmark: small packets over many flows through each contender".into(),
+        about: vec![
+            format!("machine: {}", machine.summary()),
+            format!(
+                "{count} frames of 60 bytes over {FLOWS} flows per contender, generated by \
+                 {threads} thread(s) with XDP live frames on the client's veth"
+            ),
+        ],
+        table: Table {
+            headers: vec![
+                "contender",
+                "delivered pkt/s",
+                "x nftables",
+                "CPU ns/pkt",
+                "delivered/sent",
+            ],
+            right: vec![false, true, true, true, true],
+            rows,
+        },
+        sections: vec![
+            ("goals", goals),
+            (
+                "method",
+                vec![
+                    "the generator (`xlb_gen`, BPF_PROG_TEST_RUN in live-frames mode) rewrites \
+                     each frame's source port over the flows and transmits it from the client's \
+                     veth; every hop after it (the switch, the director, the backends' XDP \
+                     counter) runs in the same softirq on the sending CPU, so the rate is that \
+                     of the whole path on one CPU"
+                        .into(),
+                    "delivered: frames counted by `xlb_count` on the three backends (dropped \
+                     there), or decapsulated by `xlb_decap` with IP-in-IP"
+                        .into(),
+                    "CPU ns/pkt: busy time of all CPUs (/proc/stat) during the run divided by \
+                     delivered packets: generator, director and backends together"
+                        .into(),
+                ],
+            ),
+        ],
+        json: json!({ "machine": machine.json(), "results": results }),
+        plots: vec![Plot::new(
+            "udp.svg",
+            "delivered UDP packets per second, by contender",
+            move |path| plot::bars(path, "Delivered UDP packets per second", "packets/s", &bars),
+        )],
+    }
+}
