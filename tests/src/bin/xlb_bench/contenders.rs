@@ -70,7 +70,7 @@ pub struct Rig {
 }
 
 enum Topology {
-    Xlb(Lab),
+    Xlb(Box<Lab>),
     Kernel(Net),
 }
 
@@ -93,7 +93,7 @@ impl Rig {
                     target: vip,
                     backend_port: backend_port(mode),
                     _haproxy: None,
-                    topology: Topology::Xlb(lab),
+                    topology: Topology::Xlb(Box::new(lab)),
                 })
             }
             Contender::Baseline => {
