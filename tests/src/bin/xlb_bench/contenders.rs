@@ -71,7 +71,7 @@ pub struct Rig {
 
 enum Topology {
     Xlb(Box<Lab>),
-    Kernel(Net),
+    Kernel(Box<Net>),
 }
 
 impl Rig {
@@ -105,7 +105,7 @@ impl Rig {
                     target: SocketAddr::new(Family::V4.backend(0), VIP_PORT),
                     backend_port: VIP_PORT,
                     _haproxy: None,
-                    topology: Topology::Kernel(net),
+                    topology: Topology::Kernel(Box::new(net)),
                 })
             }
             Contender::Nftables => {
@@ -115,7 +115,7 @@ impl Rig {
                     target: vip,
                     backend_port: NAT_PORT,
                     _haproxy: None,
-                    topology: Topology::Kernel(net),
+                    topology: Topology::Kernel(Box::new(net)),
                 })
             }
             Contender::HaproxyTcp | Contender::HaproxyHttp => {
@@ -130,7 +130,7 @@ impl Rig {
                     target: vip,
                     backend_port: NAT_PORT,
                     _haproxy: Some(haproxy),
-                    topology: Topology::Kernel(net),
+                    topology: Topology::Kernel(Box::new(net)),
                 })
             }
             Contender::Ipvs => {
@@ -143,7 +143,7 @@ impl Rig {
                     target: vip,
                     backend_port: NAT_PORT,
                     _haproxy: None,
-                    topology: Topology::Kernel(net),
+                    topology: Topology::Kernel(Box::new(net)),
                 })
             }
         }
