@@ -33,6 +33,9 @@ pub enum Bench {
     /// through xlb (DR, IP-in-IP, NAT), nftables DNAT and no director:
     /// delivered packets/s and CPU-ns per delivered packet.
     Udp(Options),
+    /// How xlb's cost per packet grows with 1 to 1M flows, 3 to 1000
+    /// backends and 1 to 512 services (BPF_PROG_TEST_RUN).
+    Scale(Options),
     /// Every benchmark in turn; fails at the end naming those that failed.
     All(Options),
 }
@@ -55,6 +58,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
         Bench::Udp(options) => ("udp", options),
+        Bench::Scale(options) => ("scale", options),
         Bench::All(options) => ("all", options),
     };
     setup::run()?;

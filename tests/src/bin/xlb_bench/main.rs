@@ -8,6 +8,7 @@ mod failover;
 mod micro;
 mod plot;
 mod report;
+mod scale;
 mod tcp;
 mod udp;
 
@@ -30,6 +31,7 @@ const BENCHES: &[(&str, Run)] = &[
     ("failover", failover::run),
     ("tcp", tcp::run),
     ("udp", udp::run),
+    ("scale", scale::run),
 ];
 
 #[derive(Parser)]
@@ -56,6 +58,9 @@ enum Bench {
     /// Small UDP packets over many flows through xlb, nftables DNAT and no
     /// director: delivered packets/s and CPU-ns per packet.
     Udp(Options),
+    /// How the cost per packet grows with flows, backends and services,
+    /// timed by the kernel with BPF_PROG_TEST_RUN (no traffic).
+    Scale(Options),
     /// Every benchmark in turn, each writing its own files; the run fails at
     /// the end if any benchmark failed, naming them.
     All(Options),
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
         Bench::Udp(options) => ("udp", options),
+        Bench::Scale(options) => ("scale", options),
         Bench::All(options) => ("all", options),
     };
     if !nix::unistd::geteuid().is_root() {

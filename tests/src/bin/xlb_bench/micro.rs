@@ -402,7 +402,11 @@ fn expect(got: XdpAction, action: XdpAction) -> anyhow::Result<()> {
 /// A repeated run sees the frame the previous run left: sound only if that
 /// frame takes the same path, with the same verdict and the same bytes past
 /// the MAC addresses (which a forward rewrites).
-fn check_repeatable(program: &Xdp, frame: &[u8], action: XdpAction) -> anyhow::Result<()> {
+pub(crate) fn check_repeatable(
+    program: &Xdp,
+    frame: &[u8],
+    action: XdpAction,
+) -> anyhow::Result<()> {
     let (first, once) = testrun::run(program, frame)?;
     expect(first, action)?;
     let (second, twice) = testrun::run(program, &once)?;
@@ -560,7 +564,7 @@ fn report(
     }
 }
 
-fn progress(label: &str, runs: u64) -> ProgressBar {
+pub(crate) fn progress(label: &str, runs: u64) -> ProgressBar {
     let bar = ProgressBar::new(runs).with_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {human_pos}/{human_len} {msg}")
             .expect("a valid template")
@@ -571,7 +575,7 @@ fn progress(label: &str, runs: u64) -> ProgressBar {
 }
 
 /// Pins this thread to the last CPU it may use, and returns that CPU.
-fn pin_to_one_cpu() -> anyhow::Result<usize> {
+pub(crate) fn pin_to_one_cpu() -> anyhow::Result<usize> {
     let allowed = sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
     let cpu = (0..CpuSet::count())
         .rev()
@@ -583,7 +587,7 @@ fn pin_to_one_cpu() -> anyhow::Result<usize> {
     Ok(cpu)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
