@@ -19,9 +19,17 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Network namespaces, veth links and `ip -j` for the tests and the demo;
 /// ethtool sets the test veths' offloads (GRO for XDP_TX into a veth,
 /// checksums completed by the sender); keepalived is the VRRP peer of the
-/// interoperability tests; haproxy and nftables are contenders of
+/// interoperability tests; haproxy, nftables and ipvsadm (IPVS, where the
+/// kernel has it) are contenders of
 /// `cargo xtask bench udp|tcp`.
-const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool", "keepalived", "haproxy", "nftables"];
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "keepalived",
+    "haproxy",
+    "nftables",
+    "ipvsadm",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {

@@ -231,6 +231,25 @@ fn report(measured: &[Measured], count: u64, threads: usize) -> Report {
         }
         _ => goals.push("MISSED: xlb DR or nftables did not run, so no comparison".into()),
     }
+    // What the director adds per packet, over the same path without one.
+    if let Some(base) = find(Contender::Baseline) {
+        let added = |d: &Delivered| d.cpu_ns_per_packet() - base.cpu_ns_per_packet();
+        let mut shares: Vec<String> = Vec::new();
+        for c in [Contender::Xlb(Mode::Dr), Contender::Nftables] {
+            if let Some(d) = find(c) {
+                shares.push(format!("{} {:.0} ns", c.name(), added(d)));
+            }
+        }
+        goals.push(format!(
+            "why: the no-director path costs {:.0} ns per packet here (generator, two veth hops, \
+             the bridge, the backend's counter, all in one softirq); a director adds a veth \
+             hop and a bridge pass of its own besides its work: {}. The XDP program itself \
+             takes about 200 ns per packet (`cargo xtask bench micro`), so most of xlb's added \
+             cost is the extra hop through the virtual switch, which a NIC would not have",
+            base.cpu_ns_per_packet(),
+            shares.join(", ")
+        ));
+    }
     goals.push(
         "not measured: xlb >= 20x HAProxy in packets/s, since HAProxy does not balance UDP".into(),
     );
