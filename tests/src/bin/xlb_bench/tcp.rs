@@ -174,6 +174,20 @@ fn report(measured: &[Measured], duration: Duration) -> Report {
         }
         _ => goals.push("MISSED: xlb DR or HAProxy tcp did not run, so no comparison".into()),
     }
+    if let (Some((base, _)), Some((xlb, _)), Some(h)) = (
+        ok(Contender::Baseline),
+        ok(Contender::Xlb(Mode::Dr)),
+        haproxy,
+    ) {
+        goals.push(format!(
+            "why: with no director at all this topology makes {:.0} connections/s, {:.2}x \
+             HAProxy tcp: the client and the backends share the machine's CPUs with the \
+             director, so the ceiling of any ratio is that; xlb DR reaches {:.0}% of it",
+            base.per_second,
+            base.per_second / h.per_second.max(f64::EPSILON),
+            100.0 * xlb.per_second / base.per_second.max(f64::EPSILON)
+        ));
+    }
     let machine = Machine::probe();
     Report {
         title: "xlb tcp benchmark: short connections through each contender".into(),
