@@ -31,6 +31,32 @@ pub enum Contender {
 }
 
 impl Contender {
+    /// Every contender, in the order the load benchmarks report them.
+    pub const ALL: [Contender; 8] = [
+        Contender::Baseline,
+        Contender::Xlb(Mode::Dr),
+        Contender::Xlb(Mode::Ipip),
+        Contender::Xlb(Mode::Nat),
+        Contender::Nftables,
+        Contender::HaproxyTcp,
+        Contender::HaproxyHttp,
+        Contender::Ipvs,
+    ];
+
+    /// A short word for namespace names.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Contender::Baseline => "base",
+            Contender::Xlb(Mode::Dr) => "dr",
+            Contender::Xlb(Mode::Ipip) => "ipip",
+            Contender::Xlb(Mode::Nat) => "nat",
+            Contender::Nftables => "nft",
+            Contender::HaproxyTcp => "hat",
+            Contender::HaproxyHttp => "hah",
+            Contender::Ipvs => "ipvs",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Contender::Baseline => "no director",

@@ -16,16 +16,6 @@ use crate::{
     report::{Machine, Plot, Report, Table},
 };
 
-const CONTENDERS: [Contender; 8] = [
-    Contender::Baseline,
-    Contender::Xlb(Mode::Dr),
-    Contender::Xlb(Mode::Ipip),
-    Contender::Xlb(Mode::Nat),
-    Contender::Nftables,
-    Contender::HaproxyTcp,
-    Contender::HaproxyHttp,
-    Contender::Ipvs,
-];
 /// Connections in flight at once.
 const CONCURRENCY: usize = 64;
 
@@ -40,11 +30,11 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     } else {
         Duration::from_secs(5)
     };
-    let progress = ProgressBar::new(CONTENDERS.len() as u64).with_style(
+    let progress = ProgressBar::new(Contender::ALL.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
     );
     let mut measured = Vec::new();
-    for contender in CONTENDERS {
+    for contender in Contender::ALL {
         progress.set_message(contender.name());
         let result = match contender.unavailable(false) {
             Some(why) => Err(why),
@@ -60,7 +50,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
 
 /// One contender under load for `duration`; the result and the busy CPU.
 fn measure(contender: Contender, duration: Duration) -> anyhow::Result<(TcpResult, Duration)> {
-    let tag = format!("btcp{}", tag_of(contender));
+    let tag = format!("btcp{}", contender.tag());
     let mut rig = Rig::new(&tag, contender)?;
     let port = rig.backend_port;
     let net = rig.net_mut();
@@ -84,19 +74,6 @@ fn measure(contender: Contender, duration: Duration) -> anyhow::Result<(TcpResul
     let cpu = cpu_busy()? - before;
     drop(servers);
     Ok((result, cpu))
-}
-
-fn tag_of(contender: Contender) -> &'static str {
-    match contender {
-        Contender::Baseline => "base",
-        Contender::Xlb(Mode::Dr) => "dr",
-        Contender::Xlb(Mode::Ipip) => "ipip",
-        Contender::Xlb(Mode::Nat) => "nat",
-        Contender::Nftables => "nft",
-        Contender::HaproxyTcp => "hat",
-        Contender::HaproxyHttp => "hah",
-        Contender::Ipvs => "ipvs",
-    }
 }
 
 fn report(measured: &[Measured], duration: Duration) -> Report {

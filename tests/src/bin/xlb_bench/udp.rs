@@ -20,16 +20,6 @@ use crate::{
     report::{Machine, Plot, Report, Table},
 };
 
-const CONTENDERS: [Contender; 8] = [
-    Contender::Baseline,
-    Contender::Xlb(Mode::Dr),
-    Contender::Xlb(Mode::Ipip),
-    Contender::Xlb(Mode::Nat),
-    Contender::Nftables,
-    Contender::HaproxyTcp,
-    Contender::HaproxyHttp,
-    Contender::Ipvs,
-];
 /// Distinct flows (source ports) in the load.
 const FLOWS: u32 = 4096;
 /// UDP payload: with the headers, a 60-byte frame (64 on the wire with the FCS).
@@ -66,11 +56,11 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     let mut generator = Generator::load(FLOWS)?;
     // The lab's veths have one queue: a second thread would only be refused.
     generator.set_threads(1)?;
-    let progress = ProgressBar::new(CONTENDERS.len() as u64).with_style(
+    let progress = ProgressBar::new(Contender::ALL.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
     );
     let mut measured = Vec::new();
-    for contender in CONTENDERS {
+    for contender in Contender::ALL {
         progress.set_message(contender.name());
         let result = match contender.unavailable(true) {
             Some(why) => Err(why),
@@ -90,7 +80,7 @@ fn measure(
     count: u64,
     limit: Duration,
 ) -> anyhow::Result<Delivered> {
-    let tag = format!("budp{}", tag_of(contender));
+    let tag = format!("budp{}", contender.tag());
     let mut rig = Rig::new(&tag, contender)?;
     // No answers: the backends only count.
     rig.net_mut().servers.clear();
@@ -144,19 +134,6 @@ fn measure(
         elapsed: sent.elapsed,
         cpu: after.1 - before.1,
     })
-}
-
-fn tag_of(contender: Contender) -> &'static str {
-    match contender {
-        Contender::Baseline => "base",
-        Contender::Xlb(Mode::Dr) => "dr",
-        Contender::Xlb(Mode::Ipip) => "ipip",
-        Contender::Xlb(Mode::Nat) => "nat",
-        Contender::Nftables => "nft",
-        Contender::HaproxyTcp => "hat",
-        Contender::HaproxyHttp => "hah",
-        Contender::Ipvs => "ipvs",
-    }
 }
 
 fn report(measured: &[Measured], count: u64, threads: usize) -> Report {
