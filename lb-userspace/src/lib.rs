@@ -8,4 +8,5 @@ pub mod config;
 pub mod dataplane;
 pub mod health;
 pub mod neigh;
+mod rtnl;
 pub mod vrrp;

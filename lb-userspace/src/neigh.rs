@@ -17,16 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::{
     link::{LinkAttribute, LinkLayerType, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
     AddressFamily, RouteNetlinkMessage,
 };
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::dataplane::NextHop;
+use crate::{dataplane::NextHop, rtnl::Rtnl};
 
 /// How often the neighbour table is read while the kernel resolves an entry.
 const POLL: Duration = Duration::from_millis(10);
@@ -460,51 +458,6 @@ fn neighbour_request(ifindex: u32, via: IpAddr) -> RouteNetlinkMessage {
         .attributes
         .push(NeighbourAttribute::Destination(destination));
     RouteNetlinkMessage::GetNeighbour(neigh)
-}
-
-/// A blocking rtnetlink socket for one request at a time.
-struct Rtnl {
-    socket: Socket,
-    seq: u32,
-}
-
-impl Rtnl {
-    fn open() -> io::Result<Rtnl> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        Ok(Rtnl { socket, seq: 0 })
-    }
-
-    /// Sends a get request and returns the kernel's answer; an error answer becomes its errno.
-    fn get(&mut self, request: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST;
-        header.sequence_number = self.seq;
-        let mut message = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
-        message.finalize();
-        let mut buf = vec![0; message.buffer_len()];
-        message.serialize(&mut buf);
-        self.socket.send(&buf, 0)?;
-        loop {
-            // The kernel answers a get request with one message in one datagram.
-            let (datagram, _) = self.socket.recv_from_full()?;
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if reply.header.sequence_number != self.seq {
-                continue;
-            }
-            return match reply.payload {
-                NetlinkPayload::InnerMessage(message) => Ok(message),
-                NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
-                other => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unexpected reply {other:?}"),
-                )),
-            };
-        }
-    }
 }
 
 #[cfg(test)]

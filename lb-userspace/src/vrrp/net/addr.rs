@@ -9,11 +9,8 @@ use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
 };
 
-use super::{
-    host_prefix,
-    rtnl::{self, Rtnl},
-    Family, NetError,
-};
+use super::{host_prefix, Family, NetError};
+use crate::rtnl::{self, Rtnl};
 
 /// Adds `addr` to the interface as a single address (IPv4 /32, IPv6 /128). An IPv6 address skips
 /// duplicate address detection (IFA_F_NODAD), so it is usable at once. Adding the same address

@@ -4,7 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{link::ether_link, rtnl::Rtnl, sys, NetError};
+use super::{link::ether_link, sys, NetError};
+use crate::rtnl::Rtnl;
 
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// All nodes on the link, where unsolicited advertisements go (RFC 4861 7.2.6).

@@ -4,7 +4,8 @@ use std::io;
 
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 
-use super::{rtnl::Rtnl, NetError};
+use super::NetError;
+use crate::rtnl::Rtnl;
 
 /// The interface's index.
 pub fn ifindex(ifname: &str) -> Result<u32, NetError> {

@@ -10,7 +10,6 @@
 mod addr;
 mod announce;
 mod link;
-mod rtnl;
 mod socket;
 mod sys;
 

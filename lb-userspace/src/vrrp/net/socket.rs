@@ -8,7 +8,8 @@ use std::{
 
 use tokio::io::{unix::AsyncFd, Interest};
 
-use super::{addr::source_address, rtnl::Rtnl, sys, Family};
+use super::{addr::source_address, sys, Family};
+use crate::rtnl::Rtnl;
 use crate::vrrp::{GROUP_V4, GROUP_V6, IPPROTO_VRRP, TTL};
 
 /// Where the checksum sits in a VRRP message (RFC 5798 5.1).

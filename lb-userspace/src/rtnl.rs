@@ -1,5 +1,5 @@
-//! A blocking rtnetlink socket: links by name, an interface's addresses, and requests the kernel
-//! acknowledges.
+//! A blocking rtnetlink socket, for next-hop resolution and VRRP: get requests, links by
+//! name, an interface's addresses, and requests the kernel acknowledges.
 
 use std::{io, net::IpAddr};
 
@@ -13,13 +13,13 @@ use netlink_packet_route::{
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-pub(super) struct Rtnl {
+pub(crate) struct Rtnl {
     socket: Socket,
     seq: u32,
 }
 
 impl Rtnl {
-    pub(super) fn open() -> io::Result<Rtnl> {
+    pub(crate) fn open() -> io::Result<Rtnl> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -27,7 +27,7 @@ impl Rtnl {
     }
 
     /// The link named `ifname` (RTM_GETLINK by IFLA_IFNAME); ENODEV when there is none.
-    pub(super) fn link(&mut self, ifname: &str) -> io::Result<LinkMessage> {
+    pub(crate) fn link(&mut self, ifname: &str) -> io::Result<LinkMessage> {
         let mut link = LinkMessage::default();
         link.attributes.push(LinkAttribute::IfName(ifname.into()));
         let reply = self.exchange(RouteNetlinkMessage::GetLink(link), NLM_F_REQUEST)?;
@@ -38,7 +38,7 @@ impl Rtnl {
     }
 
     /// The addresses on interface `ifindex`, in the kernel's order (RTM_GETADDR dump).
-    pub(super) fn addresses(&mut self, ifindex: u32) -> io::Result<Vec<AddressMessage>> {
+    pub(crate) fn addresses(&mut self, ifindex: u32) -> io::Result<Vec<AddressMessage>> {
         let replies = self.exchange(
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             NLM_F_REQUEST | NLM_F_DUMP,
@@ -56,9 +56,16 @@ impl Rtnl {
         Ok(addresses)
     }
 
+    /// Sends a get request and returns the kernel's one answer; an error
+    /// answer becomes its errno.
+    pub(crate) fn get(&mut self, request: RouteNetlinkMessage) -> io::Result<RouteNetlinkMessage> {
+        let reply = self.exchange(request, NLM_F_REQUEST)?;
+        reply.into_iter().next().ok_or_else(|| unexpected(&None))
+    }
+
     /// Sends a request the kernel acknowledges (NLM_F_ACK) with `flags` added; a negative
     /// acknowledgement becomes its errno.
-    pub(super) fn acked(&mut self, request: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+    pub(crate) fn acked(&mut self, request: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.exchange(request, NLM_F_REQUEST | NLM_F_ACK | flags)
             .map(drop)
     }
@@ -112,7 +119,7 @@ impl Rtnl {
 
 /// The interface address an address message is about: IFA_LOCAL when present (on a
 /// point-to-point link IFA_ADDRESS is the peer), else IFA_ADDRESS.
-pub(super) fn local_address(message: &AddressMessage) -> Option<IpAddr> {
+pub(crate) fn local_address(message: &AddressMessage) -> Option<IpAddr> {
     let find = |local: bool| {
         message.attributes.iter().find_map(|a| match a {
             AddressAttribute::Local(ip) if local => Some(*ip),
