@@ -339,7 +339,12 @@ impl Agent {
         let Some(path) = self.config_path.clone() else {
             return Err(ApiError::bad_request("the agent runs without a file", None));
         };
-        let model = Config::load(&path)?;
+        let model = Config::load(&path).map_err(|e| {
+            ApiError::bad_request(
+                format!("{}; nothing was reloaded", e.message),
+                Some(e.field),
+            )
+        })?;
         restart_only(&self.model, &model)?;
         let before = self.model.clone();
         self.install(model.clone()).await?;

@@ -193,7 +193,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
                 if let Err(e) = agent.lock().await.reload().await {
-                    log::error!("reload refused, nothing changed: {e}{}",
+                    log::error!("reload: {e}{}",
                         e.field.as_ref().map(|f| format!(" ({f})")).unwrap_or_default());
                 }
             }
