@@ -112,6 +112,17 @@ fn api_reads_changes_and_refusals() {
         (200, "ok\n".into())
     );
     assert_eq!(lab.request("GET", "/ready", None, None).unwrap().0, 200);
+    let (status, page) = lab.request("GET", "/", None, None).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.starts_with("<!doctype html>") && page.contains("/api/v1/services"),
+        "{page}"
+    );
+    let external = page.replace("http://www.w3.org/2000/svg", "");
+    assert!(
+        !external.contains("http://") && !external.contains("https://"),
+        "the status page must work offline: {page}"
+    );
     let web = lab.get("/api/v1/services/web").unwrap();
     assert_eq!(
         (web["vip"].as_str(), web["mode"].as_str()),

@@ -41,6 +41,7 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::metrics))
@@ -155,6 +156,12 @@ fn backend_addr(text: &str) -> ApiResult<SocketAddr> {
             Some("addr".into()),
         )
     })
+}
+
+/// The status page: one file, styles and script inline, nothing fetched
+/// from elsewhere; it reads and acts through this API.
+async fn status_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("status.html"))
 }
 
 async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
