@@ -281,6 +281,12 @@ impl Netns {
         self.ip(&args).map(drop)
     }
 
+    /// Whether `addr` (any prefix length) is on `ifname`, as `ip -j addr` shows.
+    pub fn has_addr(&self, ifname: &str, addr: &str) -> anyhow::Result<bool> {
+        let out = self.ip(&["-j", "addr", "show", "dev", ifname])?;
+        Ok(out.contains(&format!("\"{addr}\"")))
+    }
+
     /// Puts an address on `lo`, as a direct-routing real server holds its VIP (`198.18.2.1/32`,
     /// `fd00:2::1/128`). For an IPv4 address it also sets `net.ipv4.conf.all.arp_ignore=1` and
     /// `arp_announce=2`, so the namespace neither answers ARP for the VIP on its other interfaces

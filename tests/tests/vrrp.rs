@@ -81,11 +81,7 @@ fn wait_state(lab: &AgentLab, k: usize, state: &str, within: Duration) -> Durati
 
 /// Whether director `k` holds the VIP on its interface.
 fn holds_vip(lab: &AgentLab, k: usize) -> bool {
-    let out = lab.directors[k]
-        .ns
-        .ip(&["-j", "addr", "show", "dev", "eth0"])
-        .unwrap();
-    out.contains("\"198.18.0.100\"")
+    holds(lab, k, "eth0", "198.18.0.100")
 }
 
 /// The first director becomes master, the others backups.
@@ -382,11 +378,7 @@ fn interoperates_with_keepalived_over_vrrp_v3() {
 
 /// Whether director `k` holds `addr` on `ifname`.
 fn holds(lab: &AgentLab, k: usize, ifname: &str, addr: &str) -> bool {
-    let out = lab.directors[k]
-        .ns
-        .ip(&["-j", "addr", "show", "dev", ifname])
-        .unwrap();
-    out.contains(&format!("\"{addr}\""))
+    lab.directors[k].ns.has_addr(ifname, addr).unwrap()
 }
 
 #[test]

@@ -285,6 +285,11 @@ fn haproxy(net: &mut Net, mode: &str, vip: SocketAddr) -> anyhow::Result<ChildHa
     }
 }
 
+/// Why a contender's run failed, on one line for the report's table.
+pub fn failure(e: &anyhow::Error) -> String {
+    format!("failed: {}", format!("{e:#}").replace('\n', " "))
+}
+
 /// Lets the calling thread, and the threads it starts, run on every CPU.
 fn every_cpu() -> anyhow::Result<()> {
     use nix::sched::{sched_setaffinity, CpuSet};

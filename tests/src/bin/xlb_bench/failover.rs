@@ -657,8 +657,7 @@ fn vrrp_state(ns: &Netns, api: &str) -> anyhow::Result<String> {
 }
 
 fn holds_vip(ns: &Netns) -> anyhow::Result<bool> {
-    let out = ns.ip(&["-j", "addr", "show", "dev", "eth0"])?;
-    Ok(out.contains(&format!("\"{VIP_V4}\"")))
+    ns.has_addr("eth0", &VIP_V4.to_string())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde_json::json;
 use xlb_tests::loadgen::{self, FixedServer, TcpLoad, TcpResult};
 
 use crate::{
-    contenders::{cpu_busy, Contender, Rig},
+    contenders::{cpu_busy, failure, Contender, Rig},
     plot,
     report::{Machine, Plot, Report, Table},
 };
@@ -38,8 +38,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
         progress.set_message(contender.name());
         let result = match contender.unavailable(false) {
             Some(why) => Err(why),
-            None => measure(contender, duration)
-                .map_err(|e| format!("failed: {}", format!("{e:#}").replace('\n', " "))),
+            None => measure(contender, duration).map_err(|e| failure(&e)),
         };
         measured.push(Measured { contender, result });
         progress.inc(1);

@@ -15,7 +15,7 @@ use xlb_tests::{
 };
 
 use crate::{
-    contenders::{cpu_busy, Contender, Rig},
+    contenders::{cpu_busy, failure, Contender, Rig},
     plot,
     report::{Machine, Plot, Report, Table},
 };
@@ -64,8 +64,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
         progress.set_message(contender.name());
         let result = match contender.unavailable(true) {
             Some(why) => Err(why),
-            None => measure(&generator, contender, count, limit)
-                .map_err(|e| format!("failed: {}", format!("{e:#}").replace('\n', " "))),
+            None => measure(&generator, contender, count, limit).map_err(|e| failure(&e)),
         };
         measured.push(Measured { contender, result });
         progress.inc(1);
