@@ -181,6 +181,10 @@ pub struct Backend {
     pub service: u32,
 }
 
+/// [`Flow::flags`]: the client sent a TCP FIN or RST; a SYN on the flow
+/// (the port reused) clears it.
+pub const FLOW_CLOSING: u32 = 1;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
@@ -189,7 +193,8 @@ pub struct Flow {
     pub generation: u32,
     /// Service id, for per-service accounting on flow-table hits.
     pub service: u32,
-    pub _pad: u32,
+    /// [`FLOW_CLOSING`] or 0.
+    pub flags: u32,
     /// Monotonic nanoseconds of the last packet (refreshed about once a second).
     pub last_seen_ns: u64,
 }

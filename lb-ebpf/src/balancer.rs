@@ -17,7 +17,7 @@ use crate::{
     maps::{HANDOFF, SETTINGS, VIPS},
     output,
     parse::{Packet, L4},
-    select::{self, Chosen},
+    select::{self, Chosen, TcpSignal},
     stats,
 };
 
@@ -85,7 +85,8 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         family,
         _pad: [0; 2],
     };
-    let Some(chosen) = select::choose(service, &key, true) else {
+    let signal = TcpSignal::of(pkt.tcp_flags);
+    let Some(chosen) = select::choose(service, &key, signal, true) else {
         stats::inc(Counter::DropNoBackend);
         return Some(xdp_action::XDP_DROP);
     };
@@ -157,7 +158,7 @@ fn icmp_error<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     if service.mode == Mode::Nat as u8 {
         return None;
     }
-    let chosen = select::choose(&service, &key, false)?;
+    let chosen = select::choose(&service, &key, TcpSignal::None, false)?;
     stats::account(service.id, chosen.id, pkt.ip_len as u64, false);
     forward::<V6>(ctx, pkt, service, &chosen)
 }

@@ -20,6 +20,11 @@ pub const IPPROTO_DSTOPTS: u8 = 60;
 pub const IPPROTO_MH: u8 = 135;
 pub const IPPROTO_VRRP: u8 = 112;
 
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
 /// VLAN tags followed before giving up (802.1ad outer + 802.1Q inner).
 pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers followed before the packet is passed unparsed.

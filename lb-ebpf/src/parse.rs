@@ -41,6 +41,9 @@ pub struct Packet {
     /// TCP/UDP ports in host byte order; 0 for other protocols.
     pub sport: u16,
     pub dport: u16,
+    /// The TCP header's flags byte (`TCP_FIN`, `TCP_SYN`, ...); 0 for other
+    /// protocols.
+    pub tcp_flags: u8,
     /// ICMP or ICMPv6 message type.
     pub icmp_type: u8,
     /// Offsets from the frame start of the IP and transport headers.
@@ -64,6 +67,7 @@ impl Packet {
             proto: 0,
             sport: 0,
             dport: 0,
+            tcp_flags: 0,
             icmp_type: 0,
             l3_off: 0,
             l4_off: 0,
@@ -278,11 +282,12 @@ fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), Par
     match packet.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, off)?;
-            let (sport, dport, doff_flags) = unsafe {
+            let (sport, dport, doff_flags, tcp_flags) = unsafe {
                 (
                     be16((*tcp).source),
                     be16((*tcp).dest),
                     *(tcp as *const u8).add(12),
+                    *(tcp as *const u8).add(13),
                 )
             };
             let doff = ((doff_flags >> 4) as usize) * 4;
@@ -295,6 +300,7 @@ fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), Par
             packet.l4 = L4::Tcp;
             packet.sport = sport;
             packet.dport = dport;
+            packet.tcp_flags = tcp_flags;
         }
         IPPROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, off)?;

@@ -5,13 +5,14 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     flow::{flow_hash, source_hash, FlowKey},
     maps::{
-        Affinity, AffinityKey, Backend, Flow, Service, ServiceKey, BACKEND_DRAIN, NO_BACKEND,
-        PROTO_UDP, SERVICE_AFFINITY,
+        Affinity, AffinityKey, Backend, Flow, Service, ServiceKey, BACKEND_DRAIN, FLOW_CLOSING,
+        NO_BACKEND, PROTO_UDP, SERVICE_AFFINITY,
     },
     stats::Counter,
 };
 
 use crate::{
+    consts::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{AFFINITY, BACKENDS, FLOWS, FLOWS_SHARED, RINGS, RING_SIZE, SERVICES, SETTINGS},
     stats,
 };
@@ -40,6 +41,41 @@ pub struct Chosen {
     pub new_flow: bool,
 }
 
+/// What a client's segment says of its flow's [`FLOW_CLOSING`] mark.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TcpSignal {
+    /// Neither: the mark stays as it is.
+    None,
+    /// FIN or RST: the client is closing.
+    Closing,
+    /// SYN without ACK: the port is reused for a new connection.
+    Opening,
+}
+
+impl TcpSignal {
+    /// From a TCP flags byte (0 for other protocols).
+    #[inline(always)]
+    pub fn of(tcp_flags: u8) -> TcpSignal {
+        if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            TcpSignal::Closing
+        } else if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            TcpSignal::Opening
+        } else {
+            TcpSignal::None
+        }
+    }
+
+    /// The flow flags after this signal.
+    #[inline(always)]
+    fn apply(self, flags: u32) -> u32 {
+        match self {
+            TcpSignal::None => flags,
+            TcpSignal::Closing => flags | FLOW_CLOSING,
+            TcpSignal::Opening => flags & !FLOW_CLOSING,
+        }
+    }
+}
+
 /// Backend `id` if it is still the one of `generation` (ids are reused; a
 /// removed backend's slot is zeroed).
 #[inline(always)]
@@ -59,16 +95,36 @@ fn live(flow: &Flow, service: &Service, key: &FlowKey, now: u64) -> Option<&'sta
     backend(flow.backend, flow.generation)
 }
 
+/// Applies `signal` to a flow entry's closing mark; a change also sets the
+/// last-seen time, so that the agent knows since when a flow is closing.
+#[inline(always)]
+fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) {
+    let flags = signal.apply(flow.flags);
+    if flags != flow.flags {
+        flow.flags = flags;
+        flow.last_seen_ns = now;
+    }
+}
+
 /// Picks the backend for `key` of `service`. With `record`, a new choice
 /// is remembered in the flow table (and the affinity table); ICMP errors
-/// look up without recording.
+/// look up without recording. `signal` marks the flow closing or clears
+/// the mark, writing the flow tables only where that changes them.
 #[inline(always)]
-pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> {
+pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool) -> Option<Chosen> {
     // Coarse (a tick or so) is plenty for 1 s refreshes and 30 s timeouts.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         let flow = unsafe { &mut *flow };
         if let Some(backend) = live(flow, service, key, now) {
+            if signal != TcpSignal::None {
+                // The shared entry too, where the agent counts: another
+                // CPU may have marked it without this CPU's entry.
+                mark(flow, signal, now);
+                if let Some(shared) = FLOWS_SHARED.get_ptr_mut(key) {
+                    mark(unsafe { &mut *shared }, signal, now);
+                }
+            }
             if now - flow.last_seen_ns > REFRESH_NS {
                 flow.last_seen_ns = now;
                 // Keep the shared entry fresh too, for UDP timeouts.
@@ -85,10 +141,12 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
         }
     }
     // Not in this CPU's table: the flow may have started on another CPU.
-    if let Some(&flow) = unsafe { FLOWS_SHARED.get(key) } {
-        if let Some(backend) = live(&flow, service, key, now) {
+    if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
+        let flow = unsafe { &mut *flow };
+        if let Some(backend) = live(flow, service, key, now) {
+            mark(flow, signal, now);
             if record {
-                let _ = FLOWS.insert(key, &flow, 0);
+                let _ = FLOWS.insert(key, &*flow, 0);
             }
             stats::inc(Counter::FlowHit);
             return Some(Chosen {
@@ -117,7 +175,7 @@ pub fn choose(service: &Service, key: &FlowKey, record: bool) -> Option<Chosen> 
             backend: id,
             generation: backend.generation,
             service: service.id,
-            _pad: 0,
+            flags: signal.apply(0),
             last_seen_ns: now,
         };
         // A full LRU evicts its oldest entry; insert fails only on a bad map.

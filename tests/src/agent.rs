@@ -295,6 +295,27 @@ impl AgentLab {
         self.directors[0].api = addr.to_string();
     }
 
+    /// Rewrites the first director's config so the API listens on `addr` (off loopback) and
+    /// changes need `token`.
+    pub fn open_api(&mut self, addr: &str, token: &str) -> anyhow::Result<()> {
+        let config = std::fs::read_to_string(self.config_path())?;
+        let token_file = self.dir.join("token");
+        std::fs::write(&token_file, token)?;
+        let open = config
+            .replace(
+                &format!("api_listen = \"{API}\""),
+                &format!("api_listen = \"{addr}\""),
+            )
+            .replace(
+                "[tables]",
+                &format!("api_token_file = \"{}\"\n\n[tables]", token_file.display()),
+            );
+        ensure!(open != config, "the config has no agent section to open");
+        std::fs::write(self.config_path(), open)?;
+        self.set_api(addr);
+        Ok(())
+    }
+
     /// A backend of a service as the first director's API shows it.
     pub fn backend(&self, service: &str, n: usize) -> anyhow::Result<Value> {
         let addr = self.backend_addr(n);

@@ -4,6 +4,7 @@
 //! - [`packet`]: test frames with correct checksums, and a checksum verifier.
 //! - [`testrun`]: one frame through an XDP program via `BPF_PROG_TEST_RUN`.
 //! - [`agent`]: `xlb run` in the lab, its API, and a steady client load.
+//! - [`browser`]: headless Chromium in a lab namespace, driven over WebDriver.
 //! - [`keepalived`]: keepalived in the lab, as xlb's VRRP peer and yardstick.
 //! - [`lab`]: a director, backends and a client in namespaces, balancing for real.
 //! - [`livegen`]: the UDP benchmark's load generator (XDP live frames) and backend counters.
@@ -14,6 +15,7 @@
 //! - [`servers`]: backends that answer with their name, and clients that tally who answered.
 
 pub mod agent;
+pub mod browser;
 pub mod keepalived;
 pub mod lab;
 pub mod livegen;
@@ -43,4 +45,17 @@ pub fn xlb_bin() -> anyhow::Result<PathBuf> {
     candidate.ok_or_else(|| {
         anyhow::anyhow!("no xlb binary found: run `cargo xtask test` or set XLB_BIN")
     })
+}
+
+/// Where tests leave what a person may want to look at (screenshots): `target/test-output/NAME`.
+pub fn test_output_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target/test-output/<name>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .ok_or_else(|| anyhow::anyhow!("{} is not in a target directory", exe.display()))?;
+    let dir = target.join("test-output").join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -161,6 +161,22 @@ impl Frame {
         out
     }
 
+    /// A TCP FIN with ACK set, as a side that closes sends it.
+    pub fn tcp_fin(self, sport: u16, dport: u16, seq: u32, ack: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let step = self.ip_step().tcp(sport, dport, seq, 64240).ack(ack).fin();
+        step.write_to_vec(&mut out, &[]).expect("TCP frame fits");
+        out
+    }
+
+    /// A TCP RST.
+    pub fn tcp_rst(self, sport: u16, dport: u16, seq: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let step = self.ip_step().tcp(sport, dport, seq, 0).rst();
+        step.write_to_vec(&mut out, &[]).expect("TCP frame fits");
+        out
+    }
+
     /// An ICMP (IPv4) or ICMPv6 (IPv6) echo request.
     pub fn echo_request(self, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -1,7 +1,7 @@
 //! The agent end to end: `xlb run` in the director's namespace of the lab, real backends, a
 //! client making connections, and the HTTP API.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lb_common::maps::Mode;
@@ -10,7 +10,7 @@ use xlb_tests::{
     agent::{encode, total, AgentLab, SteadyLoad},
     lab::Family,
     require_privileged,
-    servers::tcp_spread,
+    servers::{tcp_spread, LongLived},
 };
 
 /// b1..b3 behind a TCP service checked every 200 ms (rise 2, fall 3), and the same backends
@@ -720,4 +720,71 @@ fn the_fallback_takes_over_when_no_backend_is_up() {
         ["b3"],
         "{spread:?}"
     );
+}
+
+/// Each backend's flows of the `web` service as `(active, inactive)`, and the service's.
+fn flow_counts(lab: &AgentLab) -> (Vec<(u64, u64)>, (u64, u64)) {
+    let web = lab.get("/api/v1/services/web").unwrap();
+    let pair = |v: &Value| {
+        let count = |state: &str| v["flows"][state].as_u64().unwrap_or_else(|| panic!("{v}"));
+        (count("active"), count("inactive"))
+    };
+    let backends = web["backends"].as_array().unwrap().iter().map(pair);
+    (backends.collect(), pair(&web))
+}
+
+/// Polls the API until the `web` backends' flows are `expected`; returns how long that took.
+fn wait_flow_counts(lab: &AgentLab, expected: &[(u64, u64)], what: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (backends, service) = flow_counts(lab);
+        if backends == expected {
+            let sum = |pick: fn(&(u64, u64)) -> u64| expected.iter().map(pick).sum();
+            assert_eq!(service, (sum(|c| c.0), sum(|c| c.1)), "the service's sum");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: expected {expected:?}, the API shows {backends:?}\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The backends count their flows as `ipvsadm -L -n` counts connections: held ones as active on
+/// the backend each reached, closed ones (the client sent FIN) as inactive. The service sums its
+/// backends; the CLI and the metrics show the same.
+#[test]
+fn backends_count_active_and_inactive_flows() {
+    require_privileged!();
+    const HELD: usize = 20;
+    let mut lab = AgentLab::new("agcount", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.start().unwrap();
+    let held = LongLived::open(&lab.net.client, lab.vip(), HELD).unwrap();
+    let reached = held.backends();
+    let reached: Vec<u64> = (1..=3)
+        .map(|n| reached.get(&format!("b{n}")).copied().unwrap_or(0) as u64)
+        .collect();
+    assert_eq!(reached.iter().sum::<u64>(), HELD as u64);
+
+    let open: Vec<(u64, u64)> = reached.iter().map(|&n| (n, 0)).collect();
+    let took = wait_flow_counts(&lab, &open, "the held connections, active");
+    println!("held connections counted in {took:?}: {open:?}");
+    let backends = cli(&lab, &["backend", "list", "web"]).unwrap();
+    let header = backends.lines().next().unwrap();
+    assert!(header.contains(" ACTIVE  INACTIVE "), "{backends}");
+    let (status, metrics) = lab.request("GET", "/metrics", None, None).unwrap();
+    assert_eq!(status, 200);
+    let line = format!(
+        "xlb_backend_flows{{service=\"web\",backend=\"198.18.1.10:80\",state=\"active\"}} {}",
+        reached[0]
+    );
+    assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+
+    drop(held);
+    let closed: Vec<(u64, u64)> = reached.iter().map(|&n| (0, n)).collect();
+    let took = wait_flow_counts(&lab, &closed, "the closed connections, inactive");
+    println!("closed connections counted in {took:?}: {closed:?}");
+    lab.stop().unwrap();
 }

@@ -10,7 +10,8 @@ use std::{
 };
 
 use lb_common::{
-    maps::{Mode, TrafficStats},
+    flow::FlowKey,
+    maps::{Mode, TrafficStats, FLOW_CLOSING, PROTO_TCP},
     stats::Counter::{self, *},
 };
 use nix::{
@@ -18,8 +19,9 @@ use nix::{
     unistd::Pid,
 };
 use xlb::dataplane::{
-    AffinitySpec, BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Protocol,
-    ServiceSpec,
+    services::{family, words},
+    AffinitySpec, BackendSpec, Dataplane, DirectorSettings, FlowTable, LoadOptions, NextHop,
+    Protocol, ServiceSpec,
 };
 use xlb_tests::{
     packet::{arp_request, ones_complement_sum, verify_checksums, Frame, CLIENT_MAC, DIRECTOR_MAC},
@@ -1583,5 +1585,142 @@ fn bpf_forward_flows_keep_their_backend_on_another_cpu() {
         dr(&tcp(port), mac(60)),
         &[FlowHit, Tx],
     )]);
+    lab.finish();
+}
+
+/// The shared flow table's key for a TCP flow from `client`:`sport` to `vip`:80.
+fn tcp_flow_key(client: IpAddr, vip: IpAddr, sport: u16) -> FlowKey {
+    FlowKey {
+        src: words(client),
+        dst: words(vip),
+        sport,
+        dport: 80,
+        proto: PROTO_TCP,
+        family: family(vip),
+        _pad: [0; 2],
+    }
+}
+
+/// Longer than a tick of the coarse clock the program stamps entries with,
+/// shorter than the 1 s between refreshes of an entry's last-seen time.
+const CLOCK_STEP: Duration = Duration::from_millis(50);
+
+/// A client's FIN or RST marks its flow closing in the shared flow table
+/// and stamps the time (the agent counts it inactive from then); a SYN on
+/// the flow, its port reused, clears the mark. Segments that change
+/// nothing write nothing, and every one is forwarded as before.
+#[test]
+fn bpf_forward_fin_marks_a_flow_closing_and_a_syn_clears_it() {
+    require_privileged!();
+    let vip = ip("198.18.0.170");
+    let b = backend(ip("198.18.1.70"), 80, mac(70));
+    let mut lab = Lab::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
+    let table = lab.dataplane.flow_table().expect("the shared flow table");
+    let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
+    let shared = |table: &FlowTable| table.get(&key).expect("the flow's shared entry");
+    let client = || frame(CLIENT4, vip);
+    let syn = client().tcp_syn(CLIENT_PORT, 80);
+    let ack = segment(client(), Protocol::Tcp, CLIENT_PORT, 80);
+    let fin = client().tcp_fin(CLIENT_PORT, 80, 1018, 2000);
+    let rst = client().tcp_rst(CLIENT_PORT, 80, 1019);
+    let forwarded =
+        |what: &str, input: &[u8], counted| sent(what, input.to_vec(), dr(input, mac(70)), counted);
+
+    lab.check(vec![forwarded(
+        "a SYN starts the flow",
+        &syn,
+        &[FlowMiss, Tx],
+    )]);
+    lab.expect_eq("flags of a new flow".into(), shared(&table).flags, 0);
+    let opened = shared(&table);
+    std::thread::sleep(CLOCK_STEP);
+    lab.check(vec![forwarded("an ACK with data", &ack, &[FlowHit, Tx])]);
+    lab.expect_eq("the entry after an ACK".into(), shared(&table), opened);
+
+    std::thread::sleep(CLOCK_STEP);
+    lab.check(vec![forwarded("the client's FIN", &fin, &[FlowHit, Tx])]);
+    let closing = shared(&table);
+    lab.expect_eq("flags after the FIN".into(), closing.flags, FLOW_CLOSING);
+    lab.expect_eq(
+        "the FIN stamped the entry".into(),
+        closing.last_seen_ns > opened.last_seen_ns,
+        true,
+    );
+    std::thread::sleep(CLOCK_STEP);
+    lab.check(vec![
+        forwarded("the FIN again", &fin, &[FlowHit, Tx]),
+        forwarded("an ACK of the server's FIN", &ack, &[FlowHit, Tx]),
+    ]);
+    lab.expect_eq(
+        "the entry after a second FIN and an ACK".into(),
+        shared(&table),
+        closing,
+    );
+
+    lab.check(vec![forwarded(
+        "a SYN reusing the port",
+        &syn,
+        &[FlowHit, Tx],
+    )]);
+    lab.expect_eq("flags after the SYN".into(), shared(&table).flags, 0);
+    lab.check(vec![forwarded("a RST", &rst, &[FlowHit, Tx])]);
+    lab.expect_eq(
+        "flags after the RST".into(),
+        shared(&table).flags,
+        FLOW_CLOSING,
+    );
+    lab.finish();
+}
+
+/// A FIN on another CPU than the flow's first marks the shared entry
+/// (found there, not in that CPU's table), and a SYN back on the first
+/// CPU, whose own entry never saw the FIN, clears it.
+#[test]
+fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
+    require_privileged!();
+    let vip = ip("198.18.0.171");
+    let b = backend(ip("198.18.1.71"), 80, mac(71));
+    let mut lab = Lab::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
+    let table = lab.dataplane.flow_table().expect("the shared flow table");
+    let flags = |table: &FlowTable| {
+        let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
+        table.get(&key).expect("the flow's shared entry").flags
+    };
+    let syn = frame(CLIENT4, vip).tcp_syn(CLIENT_PORT, 80);
+    let fin = frame(CLIENT4, vip).tcp_fin(CLIENT_PORT, 80, 1018, 2000);
+    let (first, other) = (
+        sched_getcpu().expect("sched_getcpu"),
+        1 - sched_getcpu().unwrap().min(1),
+    );
+    lab.check(vec![sent(
+        format!("a SYN on CPU {first}"),
+        syn.clone(),
+        dr(&syn, mac(71)),
+        &[FlowMiss, Tx],
+    )]);
+    move_to_cpu(other);
+    lab.check(vec![sent(
+        format!("a FIN on CPU {other}"),
+        fin.clone(),
+        dr(&fin, mac(71)),
+        &[FlowHit, Tx],
+    )]);
+    lab.expect_eq(
+        format!("flags after a FIN on CPU {other}"),
+        flags(&table),
+        FLOW_CLOSING,
+    );
+    move_to_cpu(first);
+    lab.check(vec![sent(
+        format!("a SYN back on CPU {first}"),
+        syn.clone(),
+        dr(&syn, mac(71)),
+        &[FlowHit, Tx],
+    )]);
+    lab.expect_eq(
+        format!("flags after a SYN on CPU {first}"),
+        flags(&table),
+        0,
+    );
     lab.finish();
 }

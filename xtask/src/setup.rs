@@ -21,7 +21,8 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// checksums completed by the sender); keepalived is the VRRP peer of the
 /// interoperability tests; haproxy, nftables and ipvsadm (IPVS, where the
 /// kernel has it) are contenders of
-/// `cargo xtask bench udp|tcp`.
+/// `cargo xtask bench udp|tcp`; headless Chromium, driven by chromedriver,
+/// tests the status page (the fonts are for its screenshots).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -29,6 +30,9 @@ const TEST_PACKAGES: &[&str] = &[
     "haproxy",
     "nftables",
     "ipvsadm",
+    "chromium",
+    "chromium-driver",
+    "fonts-liberation",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

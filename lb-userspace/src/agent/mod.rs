@@ -13,18 +13,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::watch;
+
 use crate::{
     config::{
         model::{AdminState, Backend, Model, OperState, Service},
         Config, ConfigError,
     },
-    dataplane::{BackendSpec, Dataplane, DataplaneError, NextHop, ServiceSpec},
+    dataplane::{BackendSpec, Dataplane, DataplaneError, FlowCountsBySlot, NextHop, ServiceSpec},
     health::{CheckId, Monitor, Transition},
     neigh,
 };
 
 pub use run::{run, RunOptions};
-pub use view::{BackendView, FlowView, ServiceView, StatsView, TrafficView};
+pub use view::{BackendView, FlowCountView, FlowView, ServiceView, StatsView, TrafficView};
 
 /// How long a next-hop resolution may take before the backend is left out.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -89,6 +91,9 @@ pub struct Agent {
     /// Writes of the data plane: configuration changes, health and next-hop
     /// changes.
     applies: u64,
+    /// Each backend slot's active and inactive flows, from the last walk of
+    /// the flow table (empty before the first).
+    flow_counts: watch::Receiver<FlowCountsBySlot>,
 }
 
 impl Agent {
@@ -97,6 +102,7 @@ impl Agent {
         dataplane: Dataplane,
         monitor: Monitor,
         config_path: Option<PathBuf>,
+        flow_counts: watch::Receiver<FlowCountsBySlot>,
     ) -> Self {
         Agent {
             model,
@@ -108,6 +114,7 @@ impl Agent {
             started: Instant::now(),
             health_transitions: 0,
             applies: 0,
+            flow_counts,
         }
     }
 

@@ -7,7 +7,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
@@ -21,7 +21,7 @@ use super::{Agent, Resolve};
 use crate::{
     api::{self, ApiState},
     config::{model::Model, Config},
-    dataplane::{Dataplane, LoadOptions},
+    dataplane::{Dataplane, FlowCountsBySlot, FlowTable, LoadOptions},
     health::{Monitor, Transition},
     vrrp::{Tracking, Vrrp},
 };
@@ -30,6 +30,11 @@ use crate::{
 const RETRY_NEXT_HOPS: Duration = Duration::from_secs(5);
 /// How often every next hop is resolved again, to follow MAC changes.
 const REFRESH_NEXT_HOPS: Duration = Duration::from_secs(60);
+/// The shortest pause between two walks of the flow table.
+const MIN_COUNT_PAUSE: Duration = Duration::from_secs(2);
+/// The pause after a walk of the flow table, in walks: counting takes at
+/// most 1/21 of a CPU however large the table.
+const COUNT_PAUSE_WALKS: u32 = 20;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -131,11 +136,13 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| log::warn!("not forwarding the XDP program's log: {e}"))
         .ok();
     let (events, transitions) = mpsc::unbounded_channel();
+    let (flow_counts_tx, flow_counts) = watch::channel(FlowCountsBySlot::new());
     let mut agent = Agent::new(
         model.clone(),
         dataplane,
         Monitor::new(events),
         Some(options.config.clone()),
+        flow_counts,
     );
     if adopted {
         agent.start_from_adopted();
@@ -186,6 +193,17 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     let follower = tokio::spawn(follow_health(agent.clone(), transitions));
     let resolver = tokio::spawn(follow_next_hops(agent.clone()));
     let tracker = tokio::spawn(follow_tracking(agent.clone(), tracking_tx));
+    let counter = match agent.lock().await.dataplane().flow_table() {
+        Ok(table) => Some(tokio::spawn(count_flows(
+            agent.clone(),
+            table,
+            flow_counts_tx,
+        ))),
+        Err(e) => {
+            log::warn!("not counting active and inactive flows: {e}");
+            None
+        }
+    };
 
     loop {
         tokio::select! {
@@ -205,6 +223,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     for task in [api, follower, resolver, tracker]
         .into_iter()
         .chain(log_forwarder)
+        .chain(counter)
     {
         task.abort();
     }
@@ -300,5 +319,50 @@ async fn follow_tracking(agent: Arc<Mutex<Agent>>, tracking: watch::Sender<Track
             *seen = now;
             changed
         });
+    }
+}
+
+/// Walks the flow table for each backend's active and inactive flows, over
+/// and over: on a blocking thread, with the agent unlocked meanwhile.
+async fn count_flows(
+    agent: Arc<Mutex<Agent>>,
+    table: FlowTable,
+    counts: watch::Sender<FlowCountsBySlot>,
+) {
+    let table = Arc::new(table);
+    loop {
+        let udp_timeout = agent.lock().await.model().agent.udp_timeout;
+        let walked = table.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || walked.count(udp_timeout)).await {
+            Ok(by_slot) => counts.send_replace(by_slot),
+            Err(e) => {
+                log::error!("counting flows stopped: {e}");
+                return;
+            }
+        };
+        let took = started.elapsed();
+        log::debug!("walked the flow table in {took:?}");
+        tokio::time::sleep(count_pause(took)).await;
+    }
+}
+
+/// The pause before the next walk of the flow table after one that `took`.
+fn count_pause(took: Duration) -> Duration {
+    (took * COUNT_PAUSE_WALKS).max(MIN_COUNT_PAUSE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_pause_twenty_times_as_long_as_they_took_and_2s_at_least() {
+        assert_eq!(count_pause(Duration::ZERO), MIN_COUNT_PAUSE);
+        assert_eq!(count_pause(Duration::from_millis(100)), MIN_COUNT_PAUSE);
+        assert_eq!(
+            count_pause(Duration::from_millis(150)),
+            Duration::from_secs(3)
+        );
     }
 }

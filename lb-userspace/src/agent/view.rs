@@ -1,7 +1,10 @@
 //! What the API shows: services, backends, flows and counters, read from
 //! the running configuration, the health checks and the data plane.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    iter::Sum,
+    net::{IpAddr, SocketAddr},
+};
 
 use lb_common::maps::{Mode, TrafficStats};
 use serde::Serialize;
@@ -12,7 +15,7 @@ use crate::{
         model::{AdminState, Backend, OperState, Service},
         HealthConfig, PersistenceConfig, ServiceConfig,
     },
-    dataplane::{Counters, Protocol},
+    dataplane::{services::Slot, Counters, FlowCounts, FlowCountsBySlot, Protocol},
     health::CheckStatus,
 };
 
@@ -33,6 +36,41 @@ impl From<TrafficStats> for TrafficView {
     }
 }
 
+/// Flows in the flow table, as `ipvsadm -L -n` counts connections:
+/// `active` (ActiveConn) and `inactive` (InActConn, closing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FlowCountView {
+    pub active: u64,
+    pub inactive: u64,
+}
+
+impl From<FlowCounts> for FlowCountView {
+    fn from(c: FlowCounts) -> Self {
+        FlowCountView {
+            active: c.active,
+            inactive: c.inactive,
+        }
+    }
+}
+
+impl Sum for FlowCountView {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(FlowCountView::default(), |total, c| FlowCountView {
+            active: total.active + c.active,
+            inactive: total.inactive + c.inactive,
+        })
+    }
+}
+
+/// A backend's counts from the last walk of the flow table: those of the
+/// slot it holds now (flows of an earlier holder of its id do not count),
+/// none when it is not in the data plane.
+fn backend_flows(slot: Option<Slot>, counts: &FlowCountsBySlot) -> FlowCountView {
+    slot.and_then(|slot| counts.get(&slot))
+        .map(|c| FlowCountView::from(*c))
+        .unwrap_or_default()
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceView {
     pub name: String,
@@ -50,6 +88,8 @@ pub struct ServiceView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
     pub backends: Vec<BackendView>,
+    /// The sum over its backends.
+    pub flows: FlowCountView,
     pub stats: TrafficView,
 }
 
@@ -71,6 +111,7 @@ pub struct BackendView {
     pub next_hop_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckStatus>,
+    pub flows: FlowCountView,
     pub stats: TrafficView,
 }
 
@@ -164,6 +205,11 @@ impl Agent {
                 .iter()
                 .any(|b| (b.addr, b.port) == (f.ip(), f.port()))
         });
+        let backends: Vec<BackendView> = service
+            .backends
+            .iter()
+            .map(|b| self.backend_view(service, b))
+            .collect();
         ServiceView {
             name: service.name.clone(),
             vip: service.vip,
@@ -175,11 +221,8 @@ impl Agent {
             fallback: service.fallback,
             fallback_active,
             health: config.health,
-            backends: service
-                .backends
-                .iter()
-                .map(|b| self.backend_view(service, b))
-                .collect(),
+            flows: backends.iter().map(|b| b.flows).sum(),
+            backends,
             stats: self
                 .dataplane
                 .service_stats(&key)
@@ -223,6 +266,11 @@ impl Agent {
             next_hop,
             next_hop_error,
             check: self.monitor.status(&check_id(service, backend)),
+            flows: backend_flows(
+                self.dataplane
+                    .backend_slot(&key, backend.addr, backend.port),
+                &self.flow_counts.borrow(),
+            ),
             stats: self
                 .dataplane
                 .service_backend_stats(&key, backend.addr, backend.port)
@@ -311,5 +359,32 @@ impl Agent {
             counters: self.dataplane.counters()?,
             services,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_sums_the_flows_of_its_backends_current_slots() {
+        let counts = |active, inactive| FlowCounts { active, inactive };
+        let slot = |id, generation| Slot { id, generation };
+        let by_slot = FlowCountsBySlot::from([
+            (slot(1, 7), counts(3, 1)),
+            // Made for an earlier backend with id 1.
+            (slot(1, 5), counts(40, 40)),
+            (slot(2, 8), counts(2, 0)),
+            // A backend of another service.
+            (slot(3, 9), counts(500, 500)),
+        ]);
+        let backends = [Some(slot(1, 7)), Some(slot(2, 8)), None];
+        let flows: Vec<FlowCountView> = backends
+            .iter()
+            .map(|s| backend_flows(*s, &by_slot))
+            .collect();
+        let view = |active, inactive| FlowCountView { active, inactive };
+        assert_eq!(flows, [view(3, 1), view(2, 0), view(0, 0)]);
+        assert_eq!(flows.into_iter().sum::<FlowCountView>(), view(5, 1));
     }
 }

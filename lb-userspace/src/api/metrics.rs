@@ -89,6 +89,11 @@ pub async fn metrics(
         "backend_admin_state",
         "1 for the backend's admin state",
     );
+    let backend_flow_counts = gauge_family(
+        &mut registry,
+        "backend_flows",
+        "Flows to the backend in the flow table: active, or inactive (closing)",
+    );
     let fallback = gauge_family(
         &mut registry,
         "service_fallback_active",
@@ -134,6 +139,14 @@ pub async fn metrics(
             backend_weight
                 .get_or_create(&labels)
                 .set(backend.weight as i64);
+            for (state, count) in [
+                ("active", backend.flows.active),
+                ("inactive", backend.flows.inactive),
+            ] {
+                let mut labels = labels.clone();
+                labels.push(("state", state.to_string()));
+                backend_flow_counts.get_or_create(&labels).set(count as i64);
+            }
             for (name, admin) in [
                 ("ready", AdminState::Ready),
                 ("drain", AdminState::Drain),

@@ -382,8 +382,20 @@ async fn flows(
     Ok(Json(flows))
 }
 
+/// The agent's figures, and whether changes need the token (the status page
+/// offers its admin actions by that).
 async fn stats(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(state.agent.lock().await.stats_view()?))
+    #[derive(Serialize)]
+    struct Body {
+        #[serde(flatten)]
+        stats: crate::agent::StatsView,
+        changes_need_token: bool,
+    }
+    let stats = state.agent.lock().await.stats_view()?;
+    Ok(Json(Body {
+        stats,
+        changes_need_token: state.token.is_some(),
+    }))
 }
 
 async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {

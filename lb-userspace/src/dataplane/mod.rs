@@ -10,6 +10,7 @@ mod stats;
 use std::{
     fmt, io,
     net::IpAddr,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -39,9 +40,9 @@ pub use services::{
 pub use stats::Counters;
 
 use rings::Rings;
-use services::Installed;
+use services::{Installed, Slot};
 
-pub use flows::FlowEntry;
+pub use flows::{FlowCounts, FlowCountsBySlot, FlowEntry, FlowTable};
 
 /// The compiled `lb-ebpf` object, built by this crate's build script.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -860,6 +861,36 @@ impl Dataplane {
             }
         }
         Ok(entries)
+    }
+
+    /// A handle of its own on the shared flow table, to walk it on another
+    /// thread while this data plane goes on serving.
+    pub fn flow_table(&self) -> Result<FlowTable, DataplaneError> {
+        let name = maps::MAP_FLOWS_SHARED;
+        let map_err = |source| DataplaneError::Map { map: name, source };
+        let Map::LruHashMap(data) = self.map(name)? else {
+            return Err(DataplaneError::Missing {
+                kind: "LRU hash map",
+                name,
+            });
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned().map_err(|io_error| {
+            map_err(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "dup",
+                io_error,
+            }))
+        })?;
+        let data = MapData::from_fd(fd).map_err(map_err)?;
+        let map = Map::from_map_data(data).map_err(map_err)?;
+        let map = HashMap::try_from(map).map_err(map_err)?;
+        Ok(FlowTable::new(map, self.options.flow_entries))
+    }
+
+    /// The slot (id and generation) of a service's backend in the last
+    /// applied set, which its flows carry.
+    pub fn backend_slot(&self, spec: &ServiceSpec, addr: IpAddr, port: u16) -> Option<Slot> {
+        let key = (services::service_key(spec), addr, port);
+        self.installed.backends.get(&key).copied()
     }
 
     pub fn options(&self) -> &LoadOptions {

@@ -354,7 +354,7 @@ pub fn validate(
 pub type BackendKey = (ServiceKey, IpAddr, u16);
 
 /// A backend id and the generation written with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Slot {
     pub id: u32,
     pub generation: u32,

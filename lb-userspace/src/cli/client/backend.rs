@@ -18,11 +18,14 @@ use crate::config::{model::AdminState, BackendConfig};
 #[derive(Debug, Subcommand)]
 pub enum BackendCommand {
     /// One line per backend of a service: ADDRESS PORT WEIGHT ADMIN OPER
-    /// SERVING SHARE% NEXT-HOP LAST-CHECK PACKETS BYTES NEW-FLOWS.
+    /// SERVING SHARE% NEXT-HOP LAST-CHECK ACTIVE INACTIVE PACKETS BYTES
+    /// NEW-FLOWS.
     ///
     /// ADMIN is what the operator set (ready, drain, maint), OPER what the
     /// health checks found (up, down); SERVING says whether the data plane
-    /// has it, SHARE% is its share of the Maglev ring. Failed checks and
+    /// has it, SHARE% is its share of the Maglev ring. ACTIVE and INACTIVE
+    /// count its flows like ipvsadm's ActiveConn and InActConn: inactive
+    /// ones are closing (the client sent FIN or RST). Failed checks and
     /// unresolved next hops are explained below the table.
     List(ListArgs),
     /// Add a backend to a service (like `ipvsadm -a`).
@@ -247,6 +250,8 @@ fn table_at(backends: &[Backend], now_unix_ms: u64) -> String {
         "SHARE%",
         "NEXT-HOP",
         "LAST-CHECK",
+        "ACTIVE",
+        "INACTIVE",
         "PACKETS",
         "BYTES",
         "NEW-FLOWS",
@@ -262,6 +267,8 @@ fn table_at(backends: &[Backend], now_unix_ms: u64) -> String {
             format::percent(b.ring_share),
             next_hop(b),
             last_check(b, now_unix_ms),
+            format::count(b.flows.active),
+            format::count(b.flows.inactive),
             format::count(b.stats.packets),
             format::bytes(b.stats.bytes),
             format::count(b.stats.new_flows),
@@ -463,6 +470,7 @@ mod tests {
                       "checks": 9, "failures_total": 0,
                       "last": {"ok": true, "detail": "HTTP 200", "at_unix_ms": 100_000,
                                "took_ms": 0.4}},
+            "flows": {"active": 12, "inactive": 3},
             "stats": {"packets": 1500, "bytes": 2_000_000, "new_flows": 42}
         });
         let object = value.as_object_mut().unwrap();
@@ -481,14 +489,15 @@ mod tests {
                 "ring_share": 0.0, "next_hop": null, "next_hop_error": "no route to fd00::11",
                 "check": {"progress": "1 of 2 successes", "last": {"ok": false,
                           "detail": "connection refused", "at_unix_ms": 101_000}},
+                "flows": {"active": 0, "inactive": 1},
                 "stats": {"packets": 0, "bytes": 0, "new_flows": 0}
             })),
         ];
         assert_eq!(
             table_at(&backends, 101_200),
-            "ADDRESS      PORT  WEIGHT  ADMIN  OPER  SERVING  SHARE%  NEXT-HOP               LAST-CHECK        PACKETS  BYTES   NEW-FLOWS\n\
-             198.18.1.10  80    2       ready  up    yes      66.7    52:54:00:12:34:56@if3  ok 1.2s ago       1.5k     2.0 MB  42\n\
-             fd00::11     80    1       ready  down  no       0.0     unresolved             failed 200ms ago  0        0 B     0\n"
+            "ADDRESS      PORT  WEIGHT  ADMIN  OPER  SERVING  SHARE%  NEXT-HOP               LAST-CHECK        ACTIVE  INACTIVE  PACKETS  BYTES   NEW-FLOWS\n\
+             198.18.1.10  80    2       ready  up    yes      66.7    52:54:00:12:34:56@if3  ok 1.2s ago       12      3         1.5k     2.0 MB  42\n\
+             fd00::11     80    1       ready  down  no       0.0     unresolved             failed 200ms ago  0       1         0        0 B     0\n"
         );
         assert_eq!(
             notes(&backends),

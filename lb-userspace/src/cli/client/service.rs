@@ -379,6 +379,7 @@ state = "drain"
         json!({
             "address": address, "port": 80, "weight": 1, "admin_state": admin,
             "oper_state": "up", "serving": serving, "ring_share": 0.5,
+            "flows": {"active": 0, "inactive": 0},
             "stats": {"packets": 0, "bytes": 0, "new_flows": 0}
         })
     }

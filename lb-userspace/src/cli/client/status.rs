@@ -18,7 +18,7 @@ use super::{
 #[command(after_help = "Each service is a line \
     `PROTO VIP:PORT NAME mode MODE backends IN-SERVICE/TOTAL [fallback ADDR active|standby] \
     [persistence ...]`, then its backends as `  -> ADDRESS WEIGHT ADMIN OPER SERVING SHARE% \
-    LAST-CHECK`.\n\
+    ACTIVE INACTIVE LAST-CHECK` (ACTIVE and INACTIVE as ipvsadm's ActiveConn and InActConn).\n\
     With --json: {\"stats\": GET /api/v1/stats, \"services\": GET /api/v1/services}.")]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -104,6 +104,8 @@ fn backend_lines(s: &Service, now_unix_ms: u64) -> String {
         "OPER",
         "SERVING",
         "SHARE%",
+        "ACTIVE",
+        "INACTIVE",
         "LAST-CHECK",
     ]);
     for b in &s.backends {
@@ -114,6 +116,8 @@ fn backend_lines(s: &Service, now_unix_ms: u64) -> String {
             b.oper_state.clone(),
             if b.serving { "yes" } else { "no" }.into(),
             format::percent(b.ring_share),
+            format::count(b.flows.active),
+            format::count(b.flows.inactive),
             backend::last_check(b, now_unix_ms),
         ]);
     }
@@ -149,6 +153,7 @@ mod tests {
                     "ring_share": 1.0,
                     "check": {"progress": "0 of 3 failures",
                               "last": {"ok": true, "detail": "ok", "at_unix_ms": 1000}},
+                    "flows": {"active": 27, "inactive": 4},
                     "stats": {"packets": 0, "bytes": 0, "new_flows": 0}
                 }, {
                     "address": "198.18.1.11", "port": 80, "weight": 1,
@@ -157,6 +162,7 @@ mod tests {
                     "check": {"progress": "0 of 2 successes",
                               "last": {"ok": false, "detail": "connection refused",
                                        "at_unix_ms": 2000}},
+                    "flows": {"active": 0, "inactive": 0},
                     "stats": {"packets": 0, "bytes": 0, "new_flows": 0}
                 }]
             },
@@ -175,9 +181,9 @@ mod tests {
              \n\
              TCP  198.18.0.100:80  web  mode dr  backends 1/2  fallback 198.18.2.1:80 standby  \
              persistence netmask=24\n  \
-             -> ADDRESS         WEIGHT  ADMIN  OPER  SERVING  SHARE%  LAST-CHECK\n  \
-             -> 198.18.1.10:80  2       ready  up    yes      100.0   ok 1.5s ago\n  \
-             -> 198.18.1.11:80  1       drain  down  no       0.0     failed 500ms ago\n  \
+             -> ADDRESS         WEIGHT  ADMIN  OPER  SERVING  SHARE%  ACTIVE  INACTIVE  LAST-CHECK\n  \
+             -> 198.18.1.10:80  2       ready  up    yes      100.0   27      4         ok 1.5s ago\n  \
+             -> 198.18.1.11:80  1       drain  down  no       0.0     0       0         failed 500ms ago\n  \
              198.18.1.11:80: last check failed: connection refused (0 of 2 successes)\n\
              \n\
              UDP  [fd00::53]:53  dns  mode ipip  backends 0/0\n  \

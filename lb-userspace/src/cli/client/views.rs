@@ -10,7 +10,7 @@ use std::{
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
 
-pub use crate::agent::TrafficView as Traffic;
+pub use crate::agent::{FlowCountView as FlowCounts, TrafficView as Traffic};
 
 #[derive(Debug, Deserialize)]
 pub struct Service {
@@ -57,6 +57,7 @@ pub struct Backend {
     pub next_hop: Option<NextHop>,
     pub next_hop_error: Option<String>,
     pub check: Option<Check>,
+    pub flows: FlowCounts,
     pub stats: Traffic,
 }
 
