@@ -265,12 +265,27 @@ fn drain_and_weight_with_the_token_reach_the_data_plane() {
         t == "3"
     });
     page.screenshot("drained.png");
+
+    // A weight the agent refuses: the page says why, and nothing changes.
+    page.browser.type_into(&weight, "70000").unwrap();
+    page.wait("#message", Duration::from_secs(3), |t| {
+        t.contains("refused")
+    });
+    let message = page.text("#message");
+    assert!(
+        message.starts_with(&format!(
+            "{} of web: weight 70000 refused: 400 ",
+            BACKENDS[2]
+        )) && message.ends_with("weight: 70000 is out of range 0-65535"),
+        "{message}"
+    );
+    assert_eq!(page.backend(2)["weight"], 3);
 }
 
 #[test]
 fn without_the_token_the_page_is_read_only_and_actions_are_refused() {
     require_privileged!();
-    let page = Page::open("pgro", false);
+    let mut page = Page::open("pgro", false);
     let drain = format!("{} button[data-action=\"drain\"]", row(BACKENDS[0]));
     assert!(
         !page.browser.displayed(&drain).unwrap(),
@@ -299,4 +314,11 @@ fn without_the_token_the_page_is_read_only_and_actions_are_refused() {
     );
     assert_eq!(page.text(&cell(BACKENDS[0], "admin")), "READY");
     page.screenshot("refused.png");
+
+    // The agent gone: the page says so and keeps the last figures.
+    page.lab.stop().unwrap();
+    page.wait("#live", Duration::from_secs(5), |t| {
+        t.starts_with("cannot reach the agent") && t.contains("figures from")
+    });
+    assert_eq!(page.text(&cell(BACKENDS[1], "health")), "UP");
 }
