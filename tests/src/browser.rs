@@ -32,7 +32,7 @@ pub const LAPTOP: (u32, u32) = (1440, 900);
 /// A phone's viewport (CSS pixels).
 pub const PHONE: (u32, u32) = (390, 844);
 
-/// Headless Chromium with one window, closed (and its profile removed) on drop.
+/// Headless Chromium with one window, closed (and its profile directory removed) on drop.
 pub struct Browser {
     runtime: tokio::runtime::Runtime,
     client: Option<Client>,
@@ -40,11 +40,16 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver in `ns` and opens a browser session through it.
-    pub fn start(topology: &mut Topology, ns: &Netns) -> anyhow::Result<Browser> {
+    /// Starts chromedriver in `ns` and opens a browser session through it, keeping the
+    /// browser's profile in `profile`: best inside a directory the caller removes anyway, so
+    /// nothing is left if this fails half-way.
+    pub fn start(topology: &mut Topology, ns: &Netns, profile: &Path) -> anyhow::Result<Browser> {
         for program in [CHROMEDRIVER, CHROMIUM] {
             if !Path::new(program).is_file() {
-                bail!("{program} is missing: run `cargo xtask setup` (Debian's chromium and chromium-driver)");
+                bail!(
+                    "{program} is missing: run `cargo xtask setup` \
+                     (it installs Debian's chromium and chromium-driver)"
+                );
             }
         }
         let mut driver = Command::new(CHROMEDRIVER);
@@ -70,8 +75,6 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(50));
         }
 
-        let profile =
-            std::env::temp_dir().join(format!("xlb-chromium-{}-{}", ns.name(), std::process::id()));
         let (width, height) = LAPTOP;
         let mut capabilities = Capabilities::new();
         capabilities.insert(
@@ -112,7 +115,7 @@ impl Browser {
         Ok(Browser {
             runtime,
             client: Some(client),
-            profile,
+            profile: profile.to_path_buf(),
         })
     }
 

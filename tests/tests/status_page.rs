@@ -55,8 +55,8 @@ struct Page {
 }
 
 impl Page {
-    /// With `vrrp`, the director holds the VIP by VRRP (and the page is opened once it is
-    /// master); else the VIP is static.
+    /// With `vrrp`, the director holds the VIP by VRRP (once it is master); else the VIP is
+    /// static.
     fn open(tag: &str, vrrp: bool) -> Page {
         let mut lab = if vrrp {
             let lab = AgentLab::with_directors(tag, Mode::Dr, Family::V4, 3, 1).unwrap();
@@ -68,7 +68,9 @@ impl Page {
         lab.open_api(API, TOKEN).unwrap();
         lab.start().unwrap();
         let client = lab.net.client.clone();
-        let browser = Browser::start(&mut lab.net.topology, &client).unwrap();
+        // In the director's directory, which goes with the lab whatever happens.
+        let profile = lab.dir.join("chromium");
+        let browser = Browser::start(&mut lab.net.topology, &client, &profile).unwrap();
         browser.goto(&format!("http://{API}/")).unwrap();
         let page = Page { browser, lab };
         for addr in BACKENDS {
@@ -101,6 +103,20 @@ impl Page {
         self.browser.screenshot(&path).unwrap();
         println!("screenshot: {}", path.display());
     }
+}
+
+/// A figure as the page abbreviates it: `950`, `3.6k`, `1.2M`, `2.0G`.
+fn from_human(text: &str) -> f64 {
+    let (number, scale) = match text.chars().last() {
+        Some('k') => (&text[..text.len() - 1], 1e3),
+        Some('M') => (&text[..text.len() - 1], 1e6),
+        Some('G') => (&text[..text.len() - 1], 1e9),
+        _ => (text, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .unwrap_or_else(|_| panic!("{text:?} is not a figure"))
+        * scale
 }
 
 fn row(addr: &str) -> String {
@@ -147,26 +163,57 @@ fn shows_every_backend_its_flows_and_rates_and_the_vrrp_state() {
         );
     }
     page.wait(&total("active"), SETTLE, |t| t == "16");
-    page.wait(&total("backend"), SETTLE, |t| t == "total (3 of 3 serving)");
+    page.wait(&total("backend"), SETTLE, |t| {
+        t == "total (3 of 3 in service)"
+    });
 
-    // New connections show as packet and flow rates.
-    let load = SteadyLoad::start(&page.lab.net.client, page.lab.vip(), Duration::from_secs(8));
-    page.wait(&total("pps"), SETTLE, |t| t != "0");
-    page.wait(&total("fps"), SETTLE, |t| t != "0");
+    // New connections show as packet, bit and flow rates, per backend and in total, near what
+    // the agent's counters say.
+    let load = SteadyLoad::start(
+        &page.lab.net.client,
+        page.lab.vip(),
+        Duration::from_secs(10),
+    );
+    for field in ["pps", "bps", "fps"] {
+        page.wait(&total(field), SETTLE, |t| t != "0");
+    }
+    for addr in BACKENDS {
+        page.wait(&cell(addr, "pps"), SETTLE, |t| t != "0");
+    }
+    let packets = || {
+        page.lab.get("/api/v1/services/web").unwrap()["stats"]["packets"]
+            .as_f64()
+            .unwrap()
+    };
+    let (before, started) = (packets(), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = (packets() - before) / started.elapsed().as_secs_f64();
+    let shown = from_human(&page.text(&total("pps")));
+    assert!(
+        (counted / 3.0..counted * 3.0).contains(&shown),
+        "the page shows {shown} pkt/s, the counters gave {counted:.0} pkt/s"
+    );
     page.screenshot("laptop.png");
     load.finish().unwrap();
 
-    // A phone: every backend is a card inside the screen, with its state in text.
+    // A phone, with the token: every backend is a card inside the screen, with its state in
+    // text and its actions at hand; nothing scrolls sideways.
+    page.browser.type_into("#token", TOKEN).unwrap();
     page.browser.set_viewport(PHONE).unwrap();
     let fits = page
         .browser
         .eval(
-            "const over = document.documentElement.scrollWidth - window.innerWidth;
-             const cells = [...document.querySelectorAll('section[data-service=web] tbody td[data-field=health]')];
-             return { over, health: cells.map((c) => {
-               const r = c.getBoundingClientRect();
-               return { text: c.innerText, inside: r.left >= 0 && r.right <= window.innerWidth && r.width > 0 };
-             }) };",
+            "const inside = (e) => { const r = e.getBoundingClientRect();
+               return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth; };
+             return {
+               over: document.documentElement.scrollWidth - window.innerWidth,
+               sections: [...document.querySelectorAll('section')]
+                 .filter((s) => s.scrollWidth > s.clientWidth).map((s) => s.id || s.dataset.service),
+               health: [...document.querySelectorAll('section[data-service=web] tbody td[data-field=health]')]
+                 .map((c) => ({ text: c.innerText, inside: inside(c) })),
+               buttons: [...document.querySelectorAll('section[data-service=web] button[data-action]')]
+                 .map((b) => inside(b)),
+             };",
             vec![],
         )
         .unwrap();
@@ -174,11 +221,21 @@ fn shows_every_backend_its_flows_and_rates_and_the_vrrp_state() {
         fits["over"].as_i64().unwrap() <= 0,
         "wider than a phone: {fits}"
     );
+    assert_eq!(
+        fits["sections"],
+        json!([]),
+        "sections scroll sideways: {fits}"
+    );
     let health = fits["health"].as_array().unwrap();
     assert_eq!(health.len(), 3, "{fits}");
     for cell in health {
         assert_eq!(cell, &json!({ "text": "UP", "inside": true }), "{fits}");
     }
+    assert_eq!(
+        fits["buttons"],
+        json!(vec![true; 12]),
+        "4 actions per backend: {fits}"
+    );
     page.screenshot("phone.png");
 }
 
@@ -201,7 +258,7 @@ fn a_killed_backend_turns_down_within_the_health_window() {
     assert!(check.starts_with("failed: "), "{check}");
     assert_eq!(page.backend(0)["oper_state"], "down");
     page.wait(&total("backend"), Duration::from_secs(2), |t| {
-        t == "total (2 of 3 serving)"
+        t == "total (2 of 3 in service)"
     });
     assert_eq!(page.text(&cell(BACKENDS[1], "health")), "UP");
     page.screenshot("backend-down.png");
@@ -264,6 +321,13 @@ fn drain_and_weight_with_the_token_reach_the_data_plane() {
     page.wait(&cell(BACKENDS[2], "weight"), Duration::from_secs(3), |t| {
         t == "3"
     });
+    // The ring follows: b1 1, b2 drained, b3 3.
+    page.wait(&cell(BACKENDS[2], "share"), Duration::from_secs(3), |t| {
+        t == "75.0%"
+    });
+    page.wait(&total("backend"), Duration::from_secs(3), |t| {
+        t == "total (2 of 3 in service)"
+    });
     page.screenshot("drained.png");
 
     // A weight the agent refuses: the page says why, and nothing changes.
@@ -292,6 +356,16 @@ fn without_the_token_the_page_is_read_only_and_actions_are_refused() {
         "admin actions offered without a token"
     );
     assert!(page.text("#mode").contains("read-only"));
+    // The API itself refuses a change with no token, from this page as from anywhere.
+    let status = page
+        .browser
+        .eval(
+            "return fetch(arguments[0], { method: 'PATCH', headers: { 'Content-Type': 'application/json' },
+               body: JSON.stringify({ admin_state: 'drain' }) }).then((r) => r.status);",
+            vec![json!(format!("/api/v1/services/web/backends/{}", BACKENDS[0]))],
+        )
+        .unwrap();
+    assert_eq!(status, 401);
 
     page.browser
         .type_into("#token", "not-the-token-0123456789")
@@ -314,6 +388,21 @@ fn without_the_token_the_page_is_read_only_and_actions_are_refused() {
     );
     assert_eq!(page.text(&cell(BACKENDS[0], "admin")), "READY");
     page.screenshot("refused.png");
+
+    // Another page's form cannot make changes, token or not: the browser says where it
+    // comes from.
+    let form = format!(
+        "data:text/html,<form method=post action=http://{API}/api/v1/reload></form>\
+         <script>document.forms[0].submit()</script>"
+    );
+    page.browser.goto(&form).unwrap();
+    page.wait("body", Duration::from_secs(5), |t| {
+        t.contains("refused a change sent from the page at \\\"null\\\"")
+    });
+    page.browser.goto(&format!("http://{API}/")).unwrap();
+    page.wait(&cell(BACKENDS[1], "health"), Duration::from_secs(5), |t| {
+        t == "UP"
+    });
 
     // The agent gone: the page says so and keeps the last figures.
     page.lab.stop().unwrap();

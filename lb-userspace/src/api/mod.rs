@@ -91,7 +91,9 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Changes need the token (if one is set) and, with a body, a JSON content
-/// type: a browser cannot send that cross-site without asking first.
+/// type: a browser cannot send that cross-site without asking first. A
+/// browser's change must also come from this API's own page (see
+/// [`browser_refusal`]).
 async fn authorize(
     State(state): State<ApiState>,
     method: Method,
@@ -112,6 +114,17 @@ async fn authorize(
         return ApiError {
             status: 415,
             error: "send the request body as Content-Type: application/json".into(),
+            field: None,
+        }
+        .into_response();
+    }
+    if let Some(error) = changes
+        .then(|| browser_refusal(&headers, state.token.is_some()))
+        .flatten()
+    {
+        return ApiError {
+            status: 403,
+            error,
             field: None,
         }
         .into_response();
@@ -139,6 +152,45 @@ async fn authorize(
     next.run(request).await
 }
 
+/// Why a change is refused as another site's doing: a browser names the
+/// page a request comes from in `Origin`, which must be this API (against
+/// cross-site forms and scripts). Without a token, the `Host` must also be
+/// an IP address or localhost: a site's own name, pointed here by DNS
+/// rebinding, would otherwise pass as same-origin.
+fn browser_refusal(headers: &HeaderMap, token: bool) -> Option<String> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if host.is_none() || authority != host {
+            return Some(format!(
+                "refused a change sent from the page at {origin:?}: only this API's own page \
+                 (http://{}/) may make changes",
+                host.unwrap_or("this address")
+            ));
+        }
+    }
+    let name = host.map(host_name)?;
+    (!token && name.parse::<std::net::IpAddr>().is_err() && !name.eq_ignore_ascii_case("localhost"))
+        .then(|| {
+            format!(
+                "refused a change sent to the name {name:?}: without an API token, changes are \
+                 taken only at an IP address or localhost, as another site's name could point \
+                 here"
+            )
+        })
+}
+
+/// The name or address in a `Host` header, without the port or brackets.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -159,9 +211,22 @@ fn backend_addr(text: &str) -> ApiResult<SocketAddr> {
 }
 
 /// The status page: one file, styles and script inline, nothing fetched
-/// from elsewhere; it reads and acts through this API.
-async fn status_page() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("status.html"))
+/// from elsewhere; it reads and acts through this API. No other site may
+/// frame it (to trick clicks on its buttons) or load anything into it.
+async fn status_page() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        axum::response::Html(include_str!("status.html")),
+    )
 }
 
 async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
@@ -484,6 +549,62 @@ mod tests {
         let mut doc = json!({"a": [1, 2]});
         merge(&mut doc, json!({"a": [3], "b": {"c": 1}}));
         assert_eq!(doc, json!({"a": [3], "b": {"c": 1}}));
+    }
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.clone(), value.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn changes_from_another_sites_page_are_refused() {
+        let own = headers(&[
+            (header::HOST, "198.18.0.2:9180"),
+            (header::ORIGIN, "http://198.18.0.2:9180"),
+        ]);
+        assert_eq!(browser_refusal(&own, true), None);
+        assert_eq!(browser_refusal(&own, false), None);
+        for origin in ["http://evil.example", "http://198.18.0.2:9181", "null"] {
+            let other = headers(&[(header::HOST, "198.18.0.2:9180"), (header::ORIGIN, origin)]);
+            let refusal = browser_refusal(&other, true).unwrap();
+            assert!(
+                refusal.starts_with(&format!(
+                    "refused a change sent from the page at {origin:?}"
+                )),
+                "{refusal}"
+            );
+        }
+        // Not a browser: curl and the CLI send no Origin.
+        let cli = headers(&[(header::HOST, "127.0.0.1:9180")]);
+        assert_eq!(browser_refusal(&cli, false), None);
+        assert_eq!(browser_refusal(&HeaderMap::new(), false), None);
+    }
+
+    #[test]
+    fn without_a_token_changes_need_an_address_or_localhost() {
+        for host in [
+            "127.0.0.1:9180",
+            "[::1]:9180",
+            "localhost:9180",
+            "LOCALHOST",
+            "[::1]",
+        ] {
+            let h = headers(&[(header::HOST, host)]);
+            assert_eq!(browser_refusal(&h, false), None, "{host}");
+        }
+        // A rebinding site's own name: same-origin for the browser.
+        let rebound = headers(&[
+            (header::HOST, "rebind.example:9180"),
+            (header::ORIGIN, "http://rebind.example:9180"),
+        ]);
+        let refusal = browser_refusal(&rebound, false).unwrap();
+        assert!(
+            refusal.starts_with("refused a change sent to the name \"rebind.example\""),
+            "{refusal}"
+        );
+        assert_eq!(browser_refusal(&rebound, true), None, "the token guards it");
     }
 
     #[test]
