@@ -63,12 +63,17 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             let xlb = build_xlb(false)?;
             shell::step("running every test");
-            run_tests(
+            let tested = run_tests(
                 shell::cargo()
                     .args(["test", "--workspace", "--no-fail-fast"])
                     .args(&cargo_test_args)
                     .env("XLB_BIN", &xlb),
-            )?;
+            );
+            let output = shell::target_dir().join("test-output");
+            if output.is_dir() {
+                println!("screenshots and other test output: {}", output.display());
+            }
+            tested?;
             // A filtered run is for one test, not the whole suite.
             if cargo_test_args.is_empty() {
                 bench::smoke(&xlb)?;
