@@ -184,6 +184,10 @@ pub struct Backend {
 /// [`Flow::flags`]: the client sent a TCP FIN or RST; a SYN on the flow
 /// (the port reused) clears it.
 pub const FLOW_CLOSING: u32 = 1;
+/// [`Flow::flags`]: half-open, like IPVS's SYN_RECV: the flow began with a
+/// SYN without ACK (or a SYN reused the port of a closing flow); the
+/// client's next segment without SYN clears it, a FIN or RST too.
+pub const FLOW_OPENING: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -193,7 +197,7 @@ pub struct Flow {
     pub generation: u32,
     /// Service id, for per-service accounting on flow-table hits.
     pub service: u32,
-    /// [`FLOW_CLOSING`] or 0.
+    /// [`FLOW_OPENING`], [`FLOW_CLOSING`] or 0.
     pub flags: u32,
     /// Monotonic nanoseconds of the last packet (refreshed about once a second).
     pub last_seen_ns: u64,

@@ -6,7 +6,7 @@ use lb_common::{
     flow::{flow_hash, source_hash, FlowKey},
     maps::{
         Affinity, AffinityKey, Backend, Flow, Service, ServiceKey, BACKEND_DRAIN, FLOW_CLOSING,
-        NO_BACKEND, PROTO_UDP, SERVICE_AFFINITY,
+        FLOW_OPENING, NO_BACKEND, PROTO_UDP, SERVICE_AFFINITY,
     },
     stats::Counter,
 };
@@ -41,15 +41,19 @@ pub struct Chosen {
     pub new_flow: bool,
 }
 
-/// What a client's segment says of its flow's [`FLOW_CLOSING`] mark.
+/// What a client's segment does to its flow's marks ([`FLOW_OPENING`],
+/// [`FLOW_CLOSING`]), as IPVS's TCP states follow the client's side.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum TcpSignal {
-    /// Neither: the mark stays as it is.
+    /// Leaves the marks: ICMP errors, and a SYN with ACK.
     None,
+    /// No SYN, FIN or RST (an ACK, data; every UDP datagram): the
+    /// handshake is done.
+    Segment,
+    /// SYN without ACK: a new connection, or the port reused.
+    Opening,
     /// FIN or RST: the client is closing.
     Closing,
-    /// SYN without ACK: the port is reused for a new connection.
-    Opening,
 }
 
 impl TcpSignal {
@@ -58,20 +62,44 @@ impl TcpSignal {
     pub fn of(tcp_flags: u8) -> TcpSignal {
         if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
             TcpSignal::Closing
-        } else if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        } else if tcp_flags & TCP_SYN == 0 {
+            TcpSignal::Segment
+        } else if tcp_flags & TCP_ACK == 0 {
             TcpSignal::Opening
         } else {
             TcpSignal::None
         }
     }
 
-    /// The flow flags after this signal.
+    /// SYN, FIN or RST: rare, and able to change the shared entry's marks
+    /// where this CPU's stay (another CPU may have seen other segments).
+    #[inline(always)]
+    fn is_control(self) -> bool {
+        matches!(self, TcpSignal::Opening | TcpSignal::Closing)
+    }
+
+    /// A flow's flags after this signal. A SYN on an established flow
+    /// leaves it established, as in IPVS.
     #[inline(always)]
     fn apply(self, flags: u32) -> u32 {
         match self {
             TcpSignal::None => flags,
-            TcpSignal::Closing => flags | FLOW_CLOSING,
-            TcpSignal::Opening => flags & !FLOW_CLOSING,
+            TcpSignal::Segment => flags & !FLOW_OPENING,
+            TcpSignal::Opening if flags & FLOW_CLOSING != 0 => {
+                (flags & !FLOW_CLOSING) | FLOW_OPENING
+            }
+            TcpSignal::Opening => flags,
+            TcpSignal::Closing => (flags & !FLOW_OPENING) | FLOW_CLOSING,
+        }
+    }
+
+    /// A new flow's flags.
+    #[inline(always)]
+    fn initial(self) -> u32 {
+        match self {
+            TcpSignal::Opening => FLOW_OPENING,
+            TcpSignal::Closing => FLOW_CLOSING,
+            TcpSignal::None | TcpSignal::Segment => 0,
         }
     }
 }
@@ -95,8 +123,9 @@ fn live(flow: &Flow, service: &Service, key: &FlowKey, now: u64) -> Option<&'sta
     backend(flow.backend, flow.generation)
 }
 
-/// Applies `signal` to a flow entry's closing mark; a change also sets the
-/// last-seen time, so that the agent knows since when a flow is closing.
+/// Applies `signal` to a flow entry's marks; a change also sets the
+/// last-seen time, so that the agent knows since when a flow is opening
+/// or closing.
 #[inline(always)]
 fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) {
     let flags = signal.apply(flow.flags);
@@ -108,8 +137,8 @@ fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) {
 
 /// Picks the backend for `key` of `service`. With `record`, a new choice
 /// is remembered in the flow table (and the affinity table); ICMP errors
-/// look up without recording. `signal` marks the flow closing or clears
-/// the mark, writing the flow tables only where that changes them.
+/// look up without recording. `signal` sets or clears the flow's marks,
+/// writing the flow tables only where that changes them.
 #[inline(always)]
 pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool) -> Option<Chosen> {
     // Coarse (a tick or so) is plenty for 1 s refreshes and 30 s timeouts.
@@ -117,19 +146,27 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         let flow = unsafe { &mut *flow };
         if let Some(backend) = live(flow, service, key, now) {
-            if signal != TcpSignal::None {
-                // The shared entry too, where the agent counts: another
-                // CPU may have marked it without this CPU's entry.
+            // An established flow's segment costs a compare here: only a
+            // change of this CPU's marks, or a SYN, FIN or RST, touches
+            // the shared entry, where the agent counts.
+            if signal.apply(flow.flags) != flow.flags || signal.is_control() {
                 mark(flow, signal, now);
-                if let Some(shared) = FLOWS_SHARED.get_ptr_mut(key) {
-                    mark(unsafe { &mut *shared }, signal, now);
+                match FLOWS_SHARED.get_ptr_mut(key) {
+                    Some(shared) => mark(unsafe { &mut *shared }, signal, now),
+                    // Evicted, or pruned by the agent: back in, to be counted.
+                    None => {
+                        let _ = FLOWS_SHARED.insert(key, &*flow, 0);
+                    }
                 }
             }
             if now - flow.last_seen_ns > REFRESH_NS {
                 flow.last_seen_ns = now;
-                // Keep the shared entry fresh too, for UDP timeouts.
+                // Keep the shared entry fresh too, for UDP timeouts, and
+                // its marks in step with this CPU's segments.
                 if let Some(shared) = FLOWS_SHARED.get_ptr_mut(key) {
-                    unsafe { (*shared).last_seen_ns = now };
+                    let shared = unsafe { &mut *shared };
+                    mark(shared, signal, now);
+                    shared.last_seen_ns = now;
                 }
             }
             stats::inc(Counter::FlowHit);
@@ -175,7 +212,7 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
             backend: id,
             generation: backend.generation,
             service: service.id,
-            flags: signal.apply(0),
+            flags: signal.initial(),
             last_seen_ns: now,
         };
         // A full LRU evicts its oldest entry; insert fails only on a bad map.

@@ -1,7 +1,7 @@
 //! The agent end to end: `xlb run` in the director's namespace of the lab, real backends, a
 //! client making connections, and the HTTP API.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use lb_common::maps::Mode;
@@ -752,9 +752,10 @@ fn wait_flow_counts(lab: &AgentLab, expected: &[(u64, u64)], what: &str) -> Dura
     }
 }
 
-/// The backends count their flows as `ipvsadm -L -n` counts connections: held ones as active on
-/// the backend each reached, closed ones (the client sent FIN) as inactive. The service sums its
-/// backends; the CLI and the metrics show the same.
+/// The backends count their flows as `ipvsadm -L -n` counts connections: held (established) ones
+/// as active on the backend each reached, closed ones (the client sent FIN) as inactive. The
+/// service sums its backends; the CLI and the metrics show the same, and the stats say when the
+/// flow table was last walked and how many entries it had.
 #[test]
 fn backends_count_active_and_inactive_flows() {
     require_privileged!();
@@ -781,6 +782,25 @@ fn backends_count_active_and_inactive_flows() {
         reached[0]
     );
     assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    assert!(
+        metrics.contains("\nxlb_flow_count_timestamp_seconds "),
+        "no walk time in\n{metrics}"
+    );
+    let walk = &lab.get("/api/v1/stats").unwrap()["flow_count"];
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let at_ms = walk["at_unix_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{walk}"));
+    assert!(
+        now_ms.abs_diff(at_ms) < 10_000,
+        "a walk at {at_ms}, now {now_ms}: {walk}"
+    );
+    assert!(walk["entries"].as_u64().unwrap() >= HELD as u64, "{walk}");
+    assert!(walk["took_ms"].as_f64().is_some(), "{walk}");
+    assert!(walk["pruned"].as_u64().is_some(), "{walk}");
 
     drop(held);
     let closed: Vec<(u64, u64)> = reached.iter().map(|&n| (0, n)).collect();

@@ -6,12 +6,13 @@
 use std::{
     fmt::Debug,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::AtomicBool,
     time::Duration,
 };
 
 use lb_common::{
     flow::FlowKey,
-    maps::{Mode, TrafficStats, FLOW_CLOSING, PROTO_TCP},
+    maps::{Mode, TrafficStats, FLOW_CLOSING, FLOW_OPENING, PROTO_TCP, PROTO_UDP},
     stats::Counter::{self, *},
 };
 use nix::{
@@ -20,8 +21,8 @@ use nix::{
 };
 use xlb::dataplane::{
     services::{family, words},
-    AffinitySpec, BackendSpec, Dataplane, DirectorSettings, FlowTable, LoadOptions, NextHop,
-    Protocol, ServiceSpec,
+    AffinitySpec, BackendSpec, Dataplane, DirectorSettings, FlowCounts, FlowCountsBySlot,
+    FlowTable, LoadOptions, NextHop, Protocol, ServiceSpec, Walk, WalkError,
 };
 use xlb_tests::{
     packet::{arp_request, ones_complement_sum, verify_checksums, Frame, CLIENT_MAC, DIRECTOR_MAC},
@@ -1605,19 +1606,30 @@ fn tcp_flow_key(client: IpAddr, vip: IpAddr, sport: u16) -> FlowKey {
 /// shorter than the 1 s between refreshes of an entry's last-seen time.
 const CLOCK_STEP: Duration = Duration::from_millis(50);
 
-/// A client's FIN or RST marks its flow closing in the shared flow table
-/// and stamps the time (the agent counts it inactive from then); a SYN on
-/// the flow, its port reused, clears the mark. Segments that change
+/// A bare SYN makes a flow half-open (`FLOW_OPENING`), in this CPU's
+/// table and the shared one; the client's next segment without SYN clears
+/// it; a FIN or RST marks it closing; a SYN on a closing flow, its port
+/// reused, makes it half-open again. Each change stamps the time (the
+/// agent counts the flow inactive from then). Segments that change
 /// nothing write nothing, and every one is forwarded as before.
 #[test]
-fn bpf_forward_fin_marks_a_flow_closing_and_a_syn_clears_it() {
+fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     require_privileged!();
     let vip = ip("198.18.0.170");
     let b = backend(ip("198.18.1.70"), 80, mac(70));
     let mut lab = Lab::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
     let table = lab.dataplane.flow_table().expect("the shared flow table");
     let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
-    let shared = |table: &FlowTable| table.get(&key).expect("the flow's shared entry");
+    let cpu = sched_getcpu().expect("sched_getcpu");
+    // The shared entry and this CPU's.
+    let entries = |lab: &Lab| {
+        let shared = table.get(&key).expect("the flow's shared entry");
+        let own = lab
+            .dataplane
+            .cpu_flow(&key, cpu)
+            .expect("reading XLB_FLOWS");
+        (shared, own.expect("this CPU's entry"))
+    };
     let client = || frame(CLIENT4, vip);
     let syn = client().tcp_syn(CLIENT_PORT, 80);
     let ack = segment(client(), Protocol::Tcp, CLIENT_PORT, 80);
@@ -1631,29 +1643,54 @@ fn bpf_forward_fin_marks_a_flow_closing_and_a_syn_clears_it() {
         &syn,
         &[FlowMiss, Tx],
     )]);
-    lab.expect_eq("flags of a new flow".into(), shared(&table).flags, 0);
-    let opened = shared(&table);
+    let opening = entries(&lab);
+    lab.expect_eq("flags of a new flow".into(), opening.0.flags, FLOW_OPENING);
+    lab.expect_eq("this CPU's entry".into(), opening.1, opening.0);
+
     std::thread::sleep(CLOCK_STEP);
-    lab.check(vec![forwarded("an ACK with data", &ack, &[FlowHit, Tx])]);
-    lab.expect_eq("the entry after an ACK".into(), shared(&table), opened);
+    lab.check(vec![forwarded(
+        "the ACK that completes the handshake",
+        &ack,
+        &[FlowHit, Tx],
+    )]);
+    let established = entries(&lab);
+    lab.expect_eq("flags after an ACK".into(), established.0.flags, 0);
+    lab.expect_eq(
+        "the ACK stamped the shared entry".into(),
+        established.0.last_seen_ns > opening.0.last_seen_ns,
+        true,
+    );
+    lab.expect_eq("this CPU's entry".into(), established.1, established.0);
+
+    std::thread::sleep(CLOCK_STEP);
+    lab.check(vec![
+        forwarded("an ACK of an established flow", &ack, &[FlowHit, Tx]),
+        forwarded("a SYN on an established flow", &syn, &[FlowHit, Tx]),
+    ]);
+    lab.expect_eq(
+        "both entries after an ACK and a SYN on an established flow".into(),
+        entries(&lab),
+        established,
+    );
 
     std::thread::sleep(CLOCK_STEP);
     lab.check(vec![forwarded("the client's FIN", &fin, &[FlowHit, Tx])]);
-    let closing = shared(&table);
-    lab.expect_eq("flags after the FIN".into(), closing.flags, FLOW_CLOSING);
+    let closing = entries(&lab);
+    lab.expect_eq("flags after the FIN".into(), closing.0.flags, FLOW_CLOSING);
     lab.expect_eq(
         "the FIN stamped the entry".into(),
-        closing.last_seen_ns > opened.last_seen_ns,
+        closing.0.last_seen_ns > established.0.last_seen_ns,
         true,
     );
+    lab.expect_eq("this CPU's entry".into(), closing.1, closing.0);
     std::thread::sleep(CLOCK_STEP);
     lab.check(vec![
         forwarded("the FIN again", &fin, &[FlowHit, Tx]),
         forwarded("an ACK of the server's FIN", &ack, &[FlowHit, Tx]),
     ]);
     lab.expect_eq(
-        "the entry after a second FIN and an ACK".into(),
-        shared(&table),
+        "both entries after a second FIN and an ACK".into(),
+        entries(&lab),
         closing,
     );
 
@@ -1662,19 +1699,21 @@ fn bpf_forward_fin_marks_a_flow_closing_and_a_syn_clears_it() {
         &syn,
         &[FlowHit, Tx],
     )]);
-    lab.expect_eq("flags after the SYN".into(), shared(&table).flags, 0);
-    lab.check(vec![forwarded("a RST", &rst, &[FlowHit, Tx])]);
     lab.expect_eq(
-        "flags after the RST".into(),
-        shared(&table).flags,
-        FLOW_CLOSING,
+        "flags after the SYN".into(),
+        entries(&lab).0.flags,
+        FLOW_OPENING,
     );
+    lab.check(vec![forwarded("a RST", &rst, &[FlowHit, Tx])]);
+    let reset = entries(&lab);
+    lab.expect_eq("flags after the RST".into(), reset.0.flags, FLOW_CLOSING);
+    lab.expect_eq("this CPU's entry".into(), reset.1, reset.0);
     lab.finish();
 }
 
 /// A FIN on another CPU than the flow's first marks the shared entry
 /// (found there, not in that CPU's table), and a SYN back on the first
-/// CPU, whose own entry never saw the FIN, clears it.
+/// CPU, whose own entry stays established, makes the shared one half-open.
 #[test]
 fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
     require_privileged!();
@@ -1682,45 +1721,166 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
     let b = backend(ip("198.18.1.71"), 80, mac(71));
     let mut lab = Lab::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
     let table = lab.dataplane.flow_table().expect("the shared flow table");
-    let flags = |table: &FlowTable| {
-        let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
-        table.get(&key).expect("the flow's shared entry").flags
+    let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
+    let flags = |table: &FlowTable| table.get(&key).expect("the flow's shared entry").flags;
+    let own = |lab: &Lab, cpu| {
+        lab.dataplane
+            .cpu_flow(&key, cpu)
+            .expect("reading XLB_FLOWS")
     };
     let syn = frame(CLIENT4, vip).tcp_syn(CLIENT_PORT, 80);
+    let ack = segment(frame(CLIENT4, vip), Protocol::Tcp, CLIENT_PORT, 80);
     let fin = frame(CLIENT4, vip).tcp_fin(CLIENT_PORT, 80, 1018, 2000);
     let (first, other) = (
         sched_getcpu().expect("sched_getcpu"),
         1 - sched_getcpu().unwrap().min(1),
     );
-    lab.check(vec![sent(
-        format!("a SYN on CPU {first}"),
-        syn.clone(),
-        dr(&syn, mac(71)),
-        &[FlowMiss, Tx],
-    )]);
-    move_to_cpu(other);
-    lab.check(vec![sent(
-        format!("a FIN on CPU {other}"),
-        fin.clone(),
-        dr(&fin, mac(71)),
-        &[FlowHit, Tx],
-    )]);
+    let sent_on = |cpu, what: &str, input: &[u8], counted| {
+        move_to_cpu(cpu);
+        let output = dr(input, mac(71));
+        sent(
+            format!("{what} on CPU {cpu}"),
+            input.to_vec(),
+            output,
+            counted,
+        )
+    };
+    lab.check(vec![
+        sent_on(first, "a SYN", &syn, &[FlowMiss, Tx]),
+        sent_on(first, "an ACK", &ack, &[FlowHit, Tx]),
+    ]);
+    lab.expect_eq(
+        format!("CPU {other}'s own entry before its first segment"),
+        own(&lab, other),
+        None,
+    );
+    lab.check(vec![sent_on(other, "a FIN", &fin, &[FlowHit, Tx])]);
     lab.expect_eq(
         format!("flags after a FIN on CPU {other}"),
         flags(&table),
         FLOW_CLOSING,
     );
-    move_to_cpu(first);
-    lab.check(vec![sent(
-        format!("a SYN back on CPU {first}"),
-        syn.clone(),
-        dr(&syn, mac(71)),
-        &[FlowHit, Tx],
-    )]);
+    lab.expect_eq(
+        format!("CPU {other}'s own entry after the FIN"),
+        own(&lab, other).map(|f| f.flags),
+        Some(FLOW_CLOSING),
+    );
+    lab.check(vec![sent_on(first, "a SYN back", &syn, &[FlowHit, Tx])]);
     lab.expect_eq(
         format!("flags after a SYN on CPU {first}"),
         flags(&table),
-        0,
+        FLOW_OPENING,
+    );
+    lab.expect_eq(
+        format!("CPU {first}'s own entry after the SYN"),
+        own(&lab, first).map(|f| f.flags),
+        Some(0),
+    );
+    lab.finish();
+}
+
+/// A walk of the shared flow table counts each backend's active and
+/// inactive flows, and deletes the entries of removed backends and expired
+/// UDP flows, keeping established, half-open and closing ones.
+#[test]
+fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
+    require_privileged!();
+    let (tcp_vip, udp_vip, gone_vip) = (ip("198.18.0.172"), ip("198.18.0.173"), ip("198.18.0.174"));
+    let b = backend(ip("198.18.1.72"), 80, mac(72));
+    let u = backend(ip("198.18.1.73"), 80, mac(73));
+    let g = backend(ip("198.18.1.74"), 80, mac(74));
+    let g2 = backend(ip("198.18.1.75"), 80, mac(75));
+    let services = |gone: &BackendSpec| {
+        [
+            service(tcp_vip, 80, Protocol::Tcp, Mode::Dr, vec![b.clone()]),
+            service(udp_vip, 80, Protocol::Udp, Mode::Dr, vec![u.clone()]),
+            service(gone_vip, 80, Protocol::Tcp, Mode::Dr, vec![gone.clone()]),
+        ]
+    };
+    let mut lab = Lab::balancer(&services(&g));
+    let mut table = lab.dataplane.flow_table().expect("the shared flow table");
+    let client = |vip| frame(CLIENT4, vip);
+    let syn = |vip, port| client(vip).tcp_syn(port, 80);
+    let ack = |vip, port| segment(client(vip), Protocol::Tcp, port, 80);
+    let fin = |vip, port| client(vip).tcp_fin(port, 80, 1018, 2000);
+    let frames = [
+        // Established, half-open and closing flows to b.
+        syn(tcp_vip, CLIENT_PORT),
+        ack(tcp_vip, CLIENT_PORT),
+        syn(tcp_vip, CLIENT_PORT + 1),
+        syn(tcp_vip, CLIENT_PORT + 2),
+        ack(tcp_vip, CLIENT_PORT + 2),
+        fin(tcp_vip, CLIENT_PORT + 2),
+        // A UDP flow to u, an established one to g.
+        segment(client(udp_vip), Protocol::Udp, CLIENT_PORT, 80),
+        syn(gone_vip, CLIENT_PORT),
+        ack(gone_vip, CLIENT_PORT),
+    ];
+    for frame in &frames {
+        let (action, _) = run(lab.dataplane.program(), frame).expect("test run");
+        assert_eq!(action, XdpAction::Tx, "{}", hex(frame));
+    }
+
+    let slot = |vip, protocol, b: &BackendSpec| {
+        let spec = service(vip, 80, protocol, Mode::Dr, vec![b.clone()]);
+        lab.dataplane
+            .backend_slot(&spec, b.addr, b.port)
+            .expect("a slot")
+    };
+    let (tcp_slot, udp_slot, gone_slot) = (
+        slot(tcp_vip, Protocol::Tcp, &b),
+        slot(udp_vip, Protocol::Udp, &u),
+        slot(gone_vip, Protocol::Tcp, &g),
+    );
+    let counts = |active, inactive| FlowCounts { active, inactive };
+    let go_on = AtomicBool::new(false);
+    let udp_timeout = Duration::from_secs(30);
+    let walk = table.walk(udp_timeout, &go_on).expect("a walk");
+    lab.expect_eq(
+        "the first walk".into(),
+        walk,
+        Walk {
+            counts: FlowCountsBySlot::from([
+                (tcp_slot, counts(1, 2)),
+                (udp_slot, counts(1, 0)),
+                (gone_slot, counts(1, 0)),
+            ]),
+            entries: 5,
+            pruned: 0,
+        },
+    );
+
+    // The gone service's backend replaced; the UDP flow's timeout passed.
+    lab.apply(&services(&g2));
+    let walk = table.walk(Duration::ZERO, &go_on).expect("a walk");
+    lab.expect_eq(
+        "the walk that prunes".into(),
+        walk,
+        Walk {
+            counts: FlowCountsBySlot::from([(tcp_slot, counts(1, 2))]),
+            entries: 5,
+            pruned: 2,
+        },
+    );
+    let walk = table.walk(Duration::ZERO, &go_on).expect("a walk");
+    lab.expect_eq("entries left".into(), walk.entries, 3);
+    lab.expect_eq("pruned again".into(), walk.pruned, 0);
+    for (vip, what) in [
+        (udp_vip, "the UDP flow"),
+        (gone_vip, "the gone backend's flow"),
+    ] {
+        let key = FlowKey {
+            proto: if vip == udp_vip { PROTO_UDP } else { PROTO_TCP },
+            ..tcp_flow_key(CLIENT4, vip, CLIENT_PORT)
+        };
+        lab.expect_eq(format!("{what}, pruned"), table.get(&key), None);
+    }
+
+    let stop = AtomicBool::new(true);
+    lab.expect_eq(
+        "a walk told to stop".into(),
+        matches!(table.walk(udp_timeout, &stop), Err(WalkError::Stopped)),
+        true,
     );
     lab.finish();
 }

@@ -98,7 +98,14 @@ impl Page {
         self.lab.backend("web", n).unwrap()
     }
 
+    /// The page's last refresh was shown whole: no request failed and no script broke.
+    fn assert_live(&self) {
+        let live = self.text("#live");
+        assert!(live.starts_with("live, updated "), "{live}");
+    }
+
     fn screenshot(&self, name: &str) {
+        self.assert_live();
         let path = test_output_dir("status-page").unwrap().join(name);
         self.browser.screenshot(&path).unwrap();
         println!("screenshot: {}", path.display());
@@ -140,7 +147,9 @@ fn shows_every_backend_its_flows_and_rates_and_the_vrrp_state() {
     });
     let agent = page.text("#agent");
     assert!(
-        agent.contains(&format!("version {}", env!("CARGO_PKG_VERSION"))) && agent.contains("eth0"),
+        agent.contains(&format!("version {}", env!("CARGO_PKG_VERSION")))
+            && agent.contains("eth0")
+            && agent.contains("flows counted "),
         "{agent}"
     );
 
@@ -180,6 +189,11 @@ fn shows_every_backend_its_flows_and_rates_and_the_vrrp_state() {
     for addr in BACKENDS {
         page.wait(&cell(addr, "pps"), SETTLE, |t| t != "0");
     }
+    // The data plane's own counters, with rates.
+    let rx = "#dataplane tr[data-counter=\"rx_packets\"]";
+    page.wait(rx, SETTLE, |t| {
+        t.starts_with("rx packets") && !t.ends_with("-") && !t.ends_with("\t0")
+    });
     let packets = || {
         page.lab.get("/api/v1/services/web").unwrap()["stats"]["packets"]
             .as_f64()

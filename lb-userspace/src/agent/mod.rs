@@ -10,7 +10,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::watch;
@@ -20,13 +20,24 @@ use crate::{
         model::{AdminState, Backend, Model, OperState, Service},
         Config, ConfigError,
     },
-    dataplane::{BackendSpec, Dataplane, DataplaneError, FlowCountsBySlot, NextHop, ServiceSpec},
+    dataplane::{BackendSpec, Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
     neigh,
 };
 
 pub use run::{run, RunOptions};
-pub use view::{BackendView, FlowCountView, FlowView, ServiceView, StatsView, TrafficView};
+pub use view::{
+    BackendView, FlowCountView, FlowView, FlowWalkView, ServiceView, StatsView, TrafficView,
+};
+
+/// The last walk of the flow table: what it found, when it ended (`None`
+/// before the first) and how long it took.
+#[derive(Clone, Debug, Default)]
+pub struct FlowCount {
+    pub walk: Walk,
+    pub at: Option<SystemTime>,
+    pub took: Duration,
+}
 
 /// How long a next-hop resolution may take before the backend is left out.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -92,8 +103,8 @@ pub struct Agent {
     /// changes.
     applies: u64,
     /// Each backend slot's active and inactive flows, from the last walk of
-    /// the flow table (empty before the first).
-    flow_counts: watch::Receiver<FlowCountsBySlot>,
+    /// the flow table.
+    flow_count: watch::Receiver<FlowCount>,
 }
 
 impl Agent {
@@ -102,7 +113,7 @@ impl Agent {
         dataplane: Dataplane,
         monitor: Monitor,
         config_path: Option<PathBuf>,
-        flow_counts: watch::Receiver<FlowCountsBySlot>,
+        flow_count: watch::Receiver<FlowCount>,
     ) -> Self {
         Agent {
             model,
@@ -114,7 +125,7 @@ impl Agent {
             started: Instant::now(),
             health_transitions: 0,
             applies: 0,
-            flow_counts,
+            flow_count,
         }
     }
 

@@ -5,9 +5,9 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, PoisonError,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{bail, Context};
@@ -17,11 +17,11 @@ use tokio::{
     sync::{mpsc, watch, Mutex},
 };
 
-use super::{Agent, Resolve};
+use super::{Agent, FlowCount, Resolve};
 use crate::{
     api::{self, ApiState},
     config::{model::Model, Config},
-    dataplane::{Dataplane, FlowCountsBySlot, FlowTable, LoadOptions},
+    dataplane::{Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
     vrrp::{Tracking, Vrrp},
 };
@@ -136,13 +136,13 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| log::warn!("not forwarding the XDP program's log: {e}"))
         .ok();
     let (events, transitions) = mpsc::unbounded_channel();
-    let (flow_counts_tx, flow_counts) = watch::channel(FlowCountsBySlot::new());
+    let (flow_count_tx, flow_count) = watch::channel(FlowCount::default());
     let mut agent = Agent::new(
         model.clone(),
         dataplane,
         Monitor::new(events),
         Some(options.config.clone()),
-        flow_counts,
+        flow_count,
     );
     if adopted {
         agent.start_from_adopted();
@@ -193,11 +193,14 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     let follower = tokio::spawn(follow_health(agent.clone(), transitions));
     let resolver = tokio::spawn(follow_next_hops(agent.clone()));
     let tracker = tokio::spawn(follow_tracking(agent.clone(), tracking_tx));
+    // Set on the way out: a walk under way stops within a few ms.
+    let stop_walks = Arc::new(AtomicBool::new(false));
     let counter = match agent.lock().await.dataplane().flow_table() {
         Ok(table) => Some(tokio::spawn(count_flows(
             agent.clone(),
             table,
-            flow_counts_tx,
+            flow_count_tx,
+            stop_walks.clone(),
         ))),
         Err(e) => {
             log::warn!("not counting active and inactive flows: {e}");
@@ -217,6 +220,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             }
         }
     }
+    stop_walks.store(true, Ordering::Relaxed);
     if let Some(vrrp) = &vrrp {
         vrrp.shutdown().await;
     }
@@ -322,27 +326,55 @@ async fn follow_tracking(agent: Arc<Mutex<Agent>>, tracking: watch::Sender<Track
     }
 }
 
-/// Walks the flow table for each backend's active and inactive flows, over
-/// and over: on a blocking thread, with the agent unlocked meanwhile.
+/// Walks the flow table for each backend's active and inactive flows, and
+/// prunes it, over and over: on a blocking thread, with the agent unlocked
+/// meanwhile. A failed walk leaves the last counts and their time as they
+/// were; the next is tried after the usual pause.
 async fn count_flows(
     agent: Arc<Mutex<Agent>>,
     table: FlowTable,
-    counts: watch::Sender<FlowCountsBySlot>,
+    counts: watch::Sender<FlowCount>,
+    stop: Arc<AtomicBool>,
 ) {
-    let table = Arc::new(table);
+    let table = Arc::new(std::sync::Mutex::new(table));
+    let mut failing = false;
     loop {
         let udp_timeout = agent.lock().await.model().agent.udp_timeout;
-        let walked = table.clone();
+        let (walked, stop) = (table.clone(), stop.clone());
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || walked.count(udp_timeout)).await {
-            Ok(by_slot) => counts.send_replace(by_slot),
-            Err(e) => {
-                log::error!("counting flows stopped: {e}");
-                return;
-            }
-        };
+        let walk = tokio::task::spawn_blocking(move || {
+            // The table is the kernel's: a walk that panicked left it whole.
+            let mut table = walked.lock().unwrap_or_else(PoisonError::into_inner);
+            table.walk(udp_timeout, &stop)
+        })
+        .await;
         let took = started.elapsed();
-        log::debug!("walked the flow table in {took:?}");
+        let failure = match walk {
+            Ok(Ok(walk)) => {
+                log::debug!(
+                    "walked the flow table in {took:?}: {} entries, {} pruned",
+                    walk.entries,
+                    walk.pruned
+                );
+                counts.send_replace(FlowCount {
+                    walk,
+                    at: Some(SystemTime::now()),
+                    took,
+                });
+                None
+            }
+            Ok(Err(WalkError::Stopped)) => return,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("the walk of the flow table failed: {e}")),
+        };
+        match &failure {
+            Some(e) if !failing => {
+                log::warn!("counting flows: {e}; the counts stay as last taken, trying again");
+            }
+            None if failing => log::info!("counting flows again"),
+            _ => {}
+        }
+        failing = failure.is_some();
         tokio::time::sleep(count_pause(took)).await;
     }
 }

@@ -2,20 +2,22 @@
 //! the running configuration, the health checks and the data plane.
 
 use std::{
+    collections::{HashMap, HashSet},
     iter::Sum,
     net::{IpAddr, SocketAddr},
+    time::UNIX_EPOCH,
 };
 
 use lb_common::maps::{Mode, TrafficStats};
 use serde::Serialize;
 
-use super::{check_id, mac, Agent, ApiError};
+use super::{check_id, mac, Agent, ApiError, FlowCount};
 use crate::{
     config::{
         model::{AdminState, Backend, OperState, Service},
         HealthConfig, PersistenceConfig, ServiceConfig,
     },
-    dataplane::{services::Slot, Counters, FlowCounts, FlowCountsBySlot, Protocol},
+    dataplane::{services::Slot, Counters, FlowCounts, FlowCountsBySlot, Protocol, ServiceSpec},
     health::CheckStatus,
 };
 
@@ -37,7 +39,7 @@ impl From<TrafficStats> for TrafficView {
 }
 
 /// Flows in the flow table, as `ipvsadm -L -n` counts connections:
-/// `active` (ActiveConn) and `inactive` (InActConn, closing).
+/// `active` (ActiveConn) and `inactive` (InActConn: half-open or closing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FlowCountView {
     pub active: u64,
@@ -69,6 +71,26 @@ fn backend_flows(slot: Option<Slot>, counts: &FlowCountsBySlot) -> FlowCountView
     slot.and_then(|slot| counts.get(&slot))
         .map(|c| FlowCountView::from(*c))
         .unwrap_or_default()
+}
+
+/// A service as the data plane holds it: its spec (for the map keys), its
+/// ring slots per backend, and its backends in the data plane.
+struct InDataplane {
+    key: ServiceSpec,
+    shares: HashMap<(IpAddr, u16), u32>,
+    /// The ring slots its backends hold.
+    slots: u32,
+    installed: HashSet<(IpAddr, u16)>,
+}
+
+impl InDataplane {
+    /// A backend's share of the Maglev ring, 0 to 1.
+    fn ring_share(&self, backend: &Backend) -> f64 {
+        match self.shares.get(&(backend.addr, backend.port)) {
+            Some(&share) if self.slots > 0 => share as f64 / self.slots as f64,
+            _ => 0.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -131,6 +153,33 @@ pub struct FlowView {
     pub idle_ms: u64,
 }
 
+/// The last walk of the flow table, which the flow counts come from.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FlowWalkView {
+    /// When it ended; null before the first.
+    pub at_unix_ms: Option<u64>,
+    pub took_ms: f64,
+    /// Entries read.
+    pub entries: u64,
+    /// Entries deleted: done, expired, or of removed backends.
+    pub pruned: u64,
+}
+
+impl From<&FlowCount> for FlowWalkView {
+    fn from(c: &FlowCount) -> Self {
+        FlowWalkView {
+            at_unix_ms: c.at.map(|at| {
+                at.duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64
+            }),
+            took_ms: c.took.as_secs_f64() * 1000.0,
+            entries: c.walk.entries,
+            pruned: c.walk.pruned,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StatsView {
     pub version: &'static str,
@@ -139,6 +188,7 @@ pub struct StatsView {
     pub health_transitions: u64,
     pub applies: u64,
     pub counters: Counters,
+    pub flow_count: FlowWalkView,
     pub services: Vec<ServiceStatsView>,
 }
 
@@ -199,7 +249,7 @@ impl Agent {
 
     pub fn service_view(&self, service: &Service) -> ServiceView {
         let config = ServiceConfig::from_model(service);
-        let key = service.spec(Vec::new());
+        let in_dataplane = self.in_dataplane(service);
         let fallback_active = service.fallback.is_some_and(|f| {
             self.serving(service)
                 .iter()
@@ -208,7 +258,7 @@ impl Agent {
         let backends: Vec<BackendView> = service
             .backends
             .iter()
-            .map(|b| self.backend_view(service, b))
+            .map(|b| self.backend_view_in(&in_dataplane, service, b))
             .collect();
         ServiceView {
             name: service.name.clone(),
@@ -225,21 +275,36 @@ impl Agent {
             backends,
             stats: self
                 .dataplane
-                .service_stats(&key)
+                .service_stats(&in_dataplane.key)
                 .map(TrafficView::from)
                 .unwrap_or_default(),
         }
     }
 
     pub fn backend_view(&self, service: &Service, backend: &Backend) -> BackendView {
+        self.backend_view_in(&self.in_dataplane(service), service, backend)
+    }
+
+    /// What the data plane holds of `service`, read once for all its
+    /// backends' views: the ring is read whole for the shares.
+    fn in_dataplane(&self, service: &Service) -> InDataplane {
         let key = service.spec(Vec::new());
         let shares = self.dataplane.ring_shares(&key);
-        let slots: u32 = shares.values().sum();
-        let share = shares
-            .get(&(backend.addr, backend.port))
-            .copied()
-            .unwrap_or(0);
-        let installed = self.dataplane.installed_backends(&key);
+        InDataplane {
+            slots: shares.values().sum(),
+            shares,
+            installed: self.dataplane.installed_backends(&key),
+            key,
+        }
+    }
+
+    fn backend_view_in(
+        &self,
+        in_dataplane: &InDataplane,
+        service: &Service,
+        backend: &Backend,
+    ) -> BackendView {
+        let key = &in_dataplane.key;
         let (next_hop, next_hop_error) = match self.next_hops.get(&backend.addr) {
             Some(Ok(hop)) => (
                 Some(NextHopView {
@@ -257,23 +322,20 @@ impl Agent {
             weight: backend.weight,
             admin_state: backend.admin,
             oper_state: self.oper_state(service, backend),
-            serving: installed.contains(&(backend.addr, backend.port)),
-            ring_share: if slots == 0 {
-                0.0
-            } else {
-                share as f64 / slots as f64
-            },
+            serving: in_dataplane
+                .installed
+                .contains(&(backend.addr, backend.port)),
+            ring_share: in_dataplane.ring_share(backend),
             next_hop,
             next_hop_error,
             check: self.monitor.status(&check_id(service, backend)),
             flows: backend_flows(
-                self.dataplane
-                    .backend_slot(&key, backend.addr, backend.port),
-                &self.flow_counts.borrow(),
+                self.dataplane.backend_slot(key, backend.addr, backend.port),
+                &self.flow_count.borrow().walk.counts,
             ),
             stats: self
                 .dataplane
-                .service_backend_stats(&key, backend.addr, backend.port)
+                .service_backend_stats(key, backend.addr, backend.port)
                 .map(TrafficView::from)
                 .unwrap_or_default(),
         }
@@ -357,6 +419,7 @@ impl Agent {
             health_transitions: self.health_transitions,
             applies: self.applies,
             counters: self.dataplane.counters()?,
+            flow_count: FlowWalkView::from(&*self.flow_count.borrow()),
             services,
         })
     }

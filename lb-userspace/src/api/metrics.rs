@@ -1,6 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition, built fresh from the agent's
 //! state on each scrape.
 
+use std::sync::atomic::AtomicU64;
+
 use axum::{extract::State, http::header, response::IntoResponse};
 use lb_common::stats::Counter as DataplaneCounter;
 use prometheus_client::{
@@ -92,7 +94,7 @@ pub async fn metrics(
     let backend_flow_counts = gauge_family(
         &mut registry,
         "backend_flows",
-        "Flows to the backend in the flow table: active, or inactive (closing)",
+        "Flows to the backend in the flow table: active, or inactive (half-open or closing)",
     );
     let fallback = gauge_family(
         &mut registry,
@@ -174,6 +176,15 @@ pub async fn metrics(
         "Seconds since the agent started",
     );
     uptime.get_or_create(&Vec::new()).set(stats.uptime_s as i64);
+    if let Some(at_ms) = stats.flow_count.at_unix_ms {
+        let walked = Gauge::<f64, AtomicU64>::default();
+        walked.set(at_ms as f64 / 1000.0);
+        registry.register(
+            "flow_count_timestamp_seconds",
+            "When the walk of the flow table that xlb_backend_flows comes from ended",
+            walked,
+        );
+    }
 
     let vrrp_state = gauge_family(
         &mut registry,

@@ -15,7 +15,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLinkId,
@@ -42,7 +42,7 @@ pub use stats::Counters;
 use rings::Rings;
 use services::{Installed, Slot};
 
-pub use flows::{FlowCounts, FlowCountsBySlot, FlowEntry, FlowTable};
+pub use flows::{FlowCounts, FlowCountsBySlot, FlowEntry, FlowTable, Walk, WalkError};
 
 /// The compiled `lb-ebpf` object, built by this crate's build script.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -863,14 +863,29 @@ impl Dataplane {
         Ok(entries)
     }
 
-    /// A handle of its own on the shared flow table, to walk it on another
-    /// thread while this data plane goes on serving.
+    /// Handles of its own on the shared flow table (and the backends its
+    /// entries name), to walk it on another thread while this data plane
+    /// goes on serving.
     pub fn flow_table(&self) -> Result<FlowTable, DataplaneError> {
-        let name = maps::MAP_FLOWS_SHARED;
+        let flows = maps::MAP_FLOWS_SHARED;
+        let map_err = |map| move |source| DataplaneError::Map { map, source };
+        let table = || HashMap::try_from(self.own_map(flows)?).map_err(map_err(flows));
+        let backends = Array::try_from(self.own_map(maps::MAP_BACKENDS)?)
+            .map_err(map_err(maps::MAP_BACKENDS))?;
+        Ok(FlowTable::new(
+            table()?,
+            table()?,
+            backends,
+            self.options.flow_entries,
+        ))
+    }
+
+    /// The map `name` through a new file descriptor.
+    fn own_map(&self, name: &'static str) -> Result<Map, DataplaneError> {
         let map_err = |source| DataplaneError::Map { map: name, source };
-        let Map::LruHashMap(data) = self.map(name)? else {
+        let (Map::LruHashMap(data) | Map::Array(data)) = self.map(name)? else {
             return Err(DataplaneError::Missing {
-                kind: "LRU hash map",
+                kind: "LRU hash map or array",
                 name,
             });
         };
@@ -881,9 +896,30 @@ impl Dataplane {
             }))
         })?;
         let data = MapData::from_fd(fd).map_err(map_err)?;
-        let map = Map::from_map_data(data).map_err(map_err)?;
-        let map = HashMap::try_from(map).map_err(map_err)?;
-        Ok(FlowTable::new(map, self.options.flow_entries))
+        Map::from_map_data(data).map_err(map_err)
+    }
+
+    /// CPU `cpu`'s own entry for `key` in the per-CPU flow table, if it
+    /// has one (a key in the table has a value on every CPU: zero on
+    /// those without an entry).
+    pub fn cpu_flow(
+        &self,
+        key: &lb_common::flow::FlowKey,
+        cpu: usize,
+    ) -> Result<Option<maps::Flow>, DataplaneError> {
+        let name = maps::MAP_FLOWS;
+        let map_err = |source| DataplaneError::Map { map: name, source };
+        let table =
+            PerCpuHashMap::<_, lb_common::flow::FlowKey, maps::Flow>::try_from(self.map(name)?)
+                .map_err(map_err)?;
+        match table.get(key, 0) {
+            Ok(values) => Ok(values
+                .get(cpu)
+                .copied()
+                .filter(|flow| *flow != maps::Flow::default())),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(e)),
+        }
     }
 
     /// The slot (id and generation) of a service's backend in the last

@@ -25,7 +25,7 @@ pub enum BackendCommand {
     /// health checks found (up, down); SERVING says whether the data plane
     /// has it, SHARE% is its share of the Maglev ring. ACTIVE and INACTIVE
     /// count its flows like ipvsadm's ActiveConn and InActConn: inactive
-    /// ones are closing (the client sent FIN or RST). Failed checks and
+    /// ones are half-open or closing (the client sent FIN or RST). Failed checks and
     /// unresolved next hops are explained below the table.
     List(ListArgs),
     /// Add a backend to a service (like `ipvsadm -a`).
@@ -331,6 +331,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::cli::client::views::FlowCounts;
 
     #[test]
     fn addresses_take_an_optional_port() {
@@ -462,6 +463,11 @@ mod tests {
     }
 
     fn backend(overrides: Value) -> Backend {
+        read(backend_value(overrides)).unwrap()
+    }
+
+    /// A backend as the API shows it, with `overrides`.
+    fn backend_value(overrides: Value) -> Value {
         let mut value = json!({
             "address": "198.18.1.10", "port": 80, "weight": 2, "admin_state": "ready",
             "oper_state": "up", "serving": true, "ring_share": 0.6667,
@@ -477,7 +483,15 @@ mod tests {
         for (key, field) in overrides.as_object().unwrap() {
             object.insert(key.clone(), field.clone());
         }
-        read(value).unwrap()
+        value
+    }
+
+    #[test]
+    fn an_agent_without_flow_counts_shows_zeros() {
+        let mut value = backend_value(json!({}));
+        value.as_object_mut().unwrap().remove("flows");
+        let backend: Backend = read(value).unwrap();
+        assert_eq!(backend.flows, FlowCounts::default());
     }
 
     #[test]

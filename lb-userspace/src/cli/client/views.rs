@@ -57,6 +57,8 @@ pub struct Backend {
     pub next_hop: Option<NextHop>,
     pub next_hop_error: Option<String>,
     pub check: Option<Check>,
+    /// Zero from an agent that does not count flows.
+    #[serde(default)]
     pub flows: FlowCounts,
     pub stats: Traffic,
 }
