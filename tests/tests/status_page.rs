@@ -270,6 +270,19 @@ fn a_killed_backend_turns_down_within_the_health_window() {
     println!("the page showed b1 DOWN {took:?} after its server died (bound {bound:?} + 1 s)");
     let check = page.text(&cell(BACKENDS[0], "check"));
     assert!(check.starts_with("failed: "), "{check}");
+    // Since when, on hover.
+    let since = page
+        .browser
+        .eval(
+            "return document.querySelector(arguments[0]).title;",
+            vec![json!(cell(BACKENDS[0], "health"))],
+        )
+        .unwrap();
+    let since = since.as_str().unwrap();
+    assert!(
+        since.starts_with("DOWN for ") && since.contains(", since "),
+        "{since}"
+    );
     assert_eq!(page.backend(0)["oper_state"], "down");
     page.wait(&total("backend"), Duration::from_secs(2), |t| {
         t == "total (2 of 3 in service)"

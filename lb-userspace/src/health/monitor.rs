@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::{Duration, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::{
@@ -45,6 +45,9 @@ pub struct CheckStatus {
     pub last: Option<LastProbe>,
     /// The streak toward the other state: "1 of 3 failures".
     pub progress: String,
+    /// Since when the backend has been in `state`: its last transition, or
+    /// the start of the check.
+    pub since_unix_ms: u64,
     pub transitions: u64,
     pub checks: u64,
     pub failures_total: u64,
@@ -150,8 +153,9 @@ impl Monitor {
             tracker.rise(),
             tracker.fall(),
         );
+        let started = SystemTime::now();
         let shared = Arc::new(Mutex::new(Shared {
-            status: status_of(&tracker, None),
+            status: status_of(&tracker, None, started),
             stopped: false,
         }));
         let task = tokio::spawn(run_check(
@@ -159,6 +163,7 @@ impl Monitor {
             config.clone(),
             target,
             tracker,
+            started,
             shared.clone(),
             self.events.clone(),
         ));
@@ -175,6 +180,7 @@ async fn run_check(
     config: HealthCheck,
     target: SocketAddr,
     mut tracker: Tracker,
+    mut since: SystemTime,
     shared: Arc<Mutex<Shared>>,
     events: UnboundedSender<Transition>,
 ) {
@@ -187,12 +193,15 @@ async fn run_check(
         ticks.tick().await;
         let outcome = probe(&config.kind, target, config.timeout, id.backend).await;
         let flipped = tracker.record(&outcome);
+        if flipped.is_some() {
+            since = outcome.at;
+        }
         {
             let mut shared = lock(&shared);
             if shared.stopped {
                 return;
             }
-            shared.status = status_of(&tracker, Some(&outcome));
+            shared.status = status_of(&tracker, Some(&outcome), since);
             if let Some(state) = flipped {
                 // With no receiver left, the status still tells.
                 let _ = events.send(Transition {
@@ -231,23 +240,26 @@ fn first_probe_offset(interval: Duration) -> Duration {
     Duration::from_nanos(random_u64() % spread.max(1))
 }
 
-fn status_of(tracker: &Tracker, last: Option<&ProbeOutcome>) -> CheckStatus {
+fn status_of(tracker: &Tracker, last: Option<&ProbeOutcome>, since: SystemTime) -> CheckStatus {
     CheckStatus {
         state: tracker.state(),
         last: last.map(|outcome| LastProbe {
             ok: outcome.ok,
             detail: outcome.detail.clone(),
-            at_unix_ms: outcome
-                .at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis() as u64),
+            at_unix_ms: unix_ms(outcome.at),
             took_ms: outcome.took.as_secs_f64() * 1e3,
         }),
         progress: tracker.progress().to_string(),
+        since_unix_ms: unix_ms(since),
         transitions: tracker.transitions(),
         checks: tracker.checks(),
         failures_total: tracker.failures_total(),
     }
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -495,13 +507,15 @@ mod tests {
             took: Duration::from_micros(1500),
         };
         tracker.record(&outcome);
-        let json = serde_json::to_value(status_of(&tracker, Some(&outcome))).unwrap();
+        let started = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        let json = serde_json::to_value(status_of(&tracker, Some(&outcome), started)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "state": "up",
                 "last": {"ok": false, "detail": "HTTP 503", "at_unix_ms": 1_700_000_000_123u64, "took_ms": 1.5},
                 "progress": "1 of 3 failures",
+                "since_unix_ms": 1_700_000_000_000u64,
                 "transitions": 0,
                 "checks": 1,
                 "failures_total": 1,
