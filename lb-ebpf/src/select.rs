@@ -125,14 +125,16 @@ fn live(flow: &Flow, service: &Service, key: &FlowKey, now: u64) -> Option<&'sta
 
 /// Applies `signal` to a flow entry's marks; a change also sets the
 /// last-seen time, so that the agent knows since when a flow is opening
-/// or closing.
+/// or closing. Returns whether the marks changed.
 #[inline(always)]
-fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) {
+fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) -> bool {
     let flags = signal.apply(flow.flags);
-    if flags != flow.flags {
+    let changed = flags != flow.flags;
+    if changed {
         flow.flags = flags;
         flow.last_seen_ns = now;
     }
+    changed
 }
 
 /// Picks the backend for `key` of `service`. With `record`, a new choice
@@ -149,10 +151,11 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
             // An established flow's segment costs a compare here: only a
             // change of this CPU's marks, or a SYN, FIN or RST, touches
             // the shared entry, where the agent counts.
-            if signal.apply(flow.flags) != flow.flags || signal.is_control() {
-                mark(flow, signal, now);
+            if mark(flow, signal, now) || signal.is_control() {
                 match FLOWS_SHARED.get_ptr_mut(key) {
-                    Some(shared) => mark(unsafe { &mut *shared }, signal, now),
+                    Some(shared) => {
+                        mark(unsafe { &mut *shared }, signal, now);
+                    }
                     // Evicted, or pruned by the agent: back in, to be counted.
                     None => {
                         let _ = FLOWS_SHARED.insert(key, &*flow, 0);

@@ -11,20 +11,23 @@ use std::{
     collections::HashMap,
     fmt, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket},
-    os::fd::AsRawFd,
     sync::Arc,
     thread,
     time::{Duration, Instant},
 };
 
 use netlink_packet_route::{
-    link::{LinkAttribute, LinkLayerType, LinkMessage},
+    link::{LinkAttribute, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia},
-    AddressFamily, RouteNetlinkMessage,
+    RouteNetlinkMessage,
 };
 
-use crate::{dataplane::NextHop, rtnl::Rtnl};
+use crate::{
+    dataplane::NextHop,
+    rtnl::{self, family, Rtnl},
+    vrrp::net::sys,
+};
 
 /// How often the neighbour table is read while the kernel resolves an entry.
 const POLL: Duration = Duration::from_millis(10);
@@ -276,7 +279,7 @@ impl Path {
         };
         let sent = UdpSocket::bind((any, 0))
             .and_then(|socket| {
-                bind_to_device(&socket, &self.ifname)?;
+                sys::bind_to_device(&socket, &self.ifname)?;
                 socket.send_to(&[], (self.addr, DISCARD_PORT))
             })
             .map(drop);
@@ -297,26 +300,6 @@ impl Path {
             },
             via: self.via,
         }
-    }
-}
-
-/// SO_BINDTODEVICE: the socket sends out of `ifname` only.
-fn bind_to_device(socket: &UdpSocket, ifname: &str) -> io::Result<()> {
-    // SAFETY: the option value is `ifname`'s bytes, valid for the given length during the call;
-    // the kernel does not need a terminating NUL.
-    let ret = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            ifname.as_ptr().cast(),
-            ifname.len() as libc::socklen_t,
-        )
-    };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -393,19 +376,17 @@ fn route_error(addr: IpAddr, error: io::Error) -> NeighError {
 
 /// The interface's name and MAC; an interface without an Ethernet address is an error.
 fn link_mac(addr: IpAddr, link: &LinkMessage) -> Result<(String, [u8; 6]), NeighError> {
-    let mut ifname = None;
-    let mut mac = None;
-    for attribute in &link.attributes {
-        match attribute {
-            LinkAttribute::IfName(name) => ifname = Some(name.clone()),
-            LinkAttribute::Address(address) => mac = <[u8; 6]>::try_from(address.as_slice()).ok(),
-            _ => {}
-        }
-    }
-    let ifname = ifname.unwrap_or_else(|| format!("interface {}", link.header.index));
-    match mac {
-        Some(mac) if link.header.link_layer_type == LinkLayerType::Ether => Ok((ifname, mac)),
-        _ => Err(NeighError::NoMac {
+    let ifname = link
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("interface {}", link.header.index));
+    match rtnl::ether_mac(link) {
+        Some(mac) => Ok((ifname, mac)),
+        None => Err(NeighError::NoMac {
             addr,
             ifname,
             link_type: link.header.link_layer_type.to_string(),
@@ -419,13 +400,6 @@ fn unexpected(context: String, reply: &RouteNetlinkMessage) -> NeighError {
         format!("unexpected reply {reply:?}"),
     );
     NeighError::netlink(context, error)
-}
-
-fn family(addr: IpAddr) -> AddressFamily {
-    match addr {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
-    }
 }
 
 /// RTM_GETROUTE for one destination, as `ip route get ADDR` sends.
@@ -462,7 +436,10 @@ fn neighbour_request(ifindex: u32, via: IpAddr) -> RouteNetlinkMessage {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_route::link::LinkHeader;
+    use netlink_packet_route::{
+        link::{LinkHeader, LinkLayerType},
+        AddressFamily,
+    };
 
     use super::*;
 

@@ -8,8 +8,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
-    link::{LinkAttribute, LinkMessage},
-    RouteNetlinkMessage,
+    link::{LinkAttribute, LinkLayerType, LinkMessage},
+    AddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -128,6 +128,24 @@ pub(crate) fn local_address(message: &AddressMessage) -> Option<IpAddr> {
         })
     };
     find(true).or_else(|| find(false))
+}
+
+/// The MAC address of an Ethernet link; `None` for any other link type.
+pub(crate) fn ether_mac(link: &LinkMessage) -> Option<[u8; 6]> {
+    if link.header.link_layer_type != LinkLayerType::Ether {
+        return None;
+    }
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+        _ => None,
+    })
+}
+
+pub(crate) fn family(addr: IpAddr) -> AddressFamily {
+    match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
 }
 
 fn unexpected(reply: &Option<RouteNetlinkMessage>) -> io::Error {

@@ -426,12 +426,48 @@ fn mount_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A thread that runs until told to stop, then hands back what it gathered; stopped and
+/// joined on drop too.
+struct Background<T> {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<anyhow::Result<T>>>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    /// Runs `body` on a new thread; `body` returns once the flag it is given is set.
+    fn start(body: impl FnOnce(&AtomicBool) -> anyhow::Result<T> + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || body(&stopping));
+        Background {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the thread and returns what it gathered; `what` names it if it panicked.
+    fn finish(mut self, what: &str) -> anyhow::Result<T> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("finished once")
+            .join()
+            .map_err(|_| anyhow::anyhow!("{what} panicked"))?
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// New TCP connections from the client to the VIP, one batch after another, until stopped or
 /// `limit` passes: a steady load whose every exchange is accounted for.
-pub struct SteadyLoad {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<anyhow::Result<Vec<Batch>>>>,
-}
+pub struct SteadyLoad(Background<Vec<Batch>>);
 
 /// One batch of connections: when it started and ended, and who answered.
 #[derive(Clone, Debug)]
@@ -446,10 +482,8 @@ const BATCH: u64 = 5;
 
 impl SteadyLoad {
     pub fn start(client: &Netns, vip: SocketAddr, limit: Duration) -> SteadyLoad {
-        let stop = Arc::new(AtomicBool::new(false));
         let client = client.clone();
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
+        SteadyLoad(Background::start(move |stopping| {
             let until = Instant::now() + limit;
             let mut batches = Vec::new();
             while !stopping.load(Ordering::Relaxed) && Instant::now() < until {
@@ -463,34 +497,17 @@ impl SteadyLoad {
                 std::thread::sleep(Duration::from_millis(5));
             }
             Ok(batches)
-        });
-        SteadyLoad {
-            stop,
-            thread: Some(thread),
-        }
+        }))
     }
 
     /// Stops the load and returns its batches.
-    pub fn finish(mut self) -> anyhow::Result<Vec<Batch>> {
-        self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread.take().expect("finished once");
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the load thread panicked"))?
-    }
-}
-
-impl Drop for SteadyLoad {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn finish(self) -> anyhow::Result<Vec<Batch>> {
+        self.0.finish("the load thread")
     }
 }
 
 /// All batches' answers and failures together.
-pub fn total(batches: &[Batch]) -> Spread {
+pub fn total<'a>(batches: impl IntoIterator<Item = &'a Batch>) -> Spread {
     let mut sum = Spread::default();
     for b in batches {
         for (name, n) in &b.spread.by_backend {
@@ -548,17 +565,12 @@ pub fn outage(probes: &[Probe], at: Instant) -> Option<Outage> {
 /// UDP requests to a VIP every [`PROBE_EVERY`] from the client, each from a new socket and
 /// without waiting for earlier answers (each has [`PROBE_TIMEOUT`]), until stopped or `limit`
 /// passes: both ends of an outage are seen to within a period.
-pub struct Prober {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<anyhow::Result<Vec<Probe>>>>,
-}
+pub struct Prober(Background<Vec<Probe>>);
 
 impl Prober {
     pub fn start(client: &Netns, vip: SocketAddr, limit: Duration) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
         let client = client.clone();
-        let thread = std::thread::spawn(move || {
+        Prober(Background::start(move |stopping| {
             client.run(move || {
                 let until = Instant::now() + limit;
                 let mut probes: Vec<Probe> = Vec::new();
@@ -583,29 +595,11 @@ impl Prober {
                 check_answers(&mut probes, &mut waiting);
                 probes
             })
-        });
-        Prober {
-            stop,
-            thread: Some(thread),
-        }
+        }))
     }
 
-    pub fn finish(mut self) -> anyhow::Result<Vec<Probe>> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .expect("finished once")
-            .join()
-            .map_err(|_| anyhow::anyhow!("the prober panicked"))?
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn finish(self) -> anyhow::Result<Vec<Probe>> {
+        self.0.finish("the prober")
     }
 }
 

@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context};
 use fantoccini::{
+    elements::Element,
     wd::{Capabilities, WebDriverCompatibleCommand},
     Client, ClientBuilder, Locator,
 };
@@ -172,12 +173,16 @@ impl Browser {
         }
     }
 
-    /// Clicks the element matching `css`, as a user would (it must be visible).
-    pub fn click(&self, css: &str) -> anyhow::Result<()> {
-        let element = self.block_on(
+    fn find(&self, css: &str) -> anyhow::Result<Element> {
+        self.block_on(
             &format!("finding {css}"),
             self.client().find(Locator::Css(css)),
-        )?;
+        )
+    }
+
+    /// Clicks the element matching `css`, as a user would (it must be visible).
+    pub fn click(&self, css: &str) -> anyhow::Result<()> {
+        let element = self.find(css)?;
         self.block_on(&format!("clicking {css}"), element.click())
     }
 
@@ -193,10 +198,7 @@ impl Browser {
 
     /// Replaces the value of the input matching `css` by typing `text`, then Enter.
     pub fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
-        let element = self.block_on(
-            &format!("finding {css}"),
-            self.client().find(Locator::Css(css)),
-        )?;
+        let element = self.find(css)?;
         self.block_on(&format!("clearing {css}"), element.clear())?;
         self.block_on(
             &format!("typing into {css}"),

@@ -143,12 +143,13 @@ impl std::ops::Deref for Lab {
     }
 }
 
-/// Pins the calling thread, and so every thread it starts afterwards, to CPU 0 (see the module
-/// docs for why).
-pub fn pin_to_cpu0() -> anyhow::Result<()> {
+/// Pins the calling thread, and so every thread it starts afterwards, to `cpu` (the lab pins to
+/// CPU 0: see the module docs for why).
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     let mut cpus = CpuSet::new();
-    cpus.set(0)?;
-    sched_setaffinity(Pid::from_raw(0), &cpus).context("pinning the test thread to CPU 0")
+    cpus.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &cpus)
+        .with_context(|| format!("pinning the thread to CPU {cpu}"))
 }
 
 impl Net {
@@ -169,7 +170,7 @@ impl Net {
         vips: Vips,
     ) -> anyhow::Result<Net> {
         let mut port_pass = pass_through()?;
-        pin_to_cpu0()?;
+        pin_to_cpu(0)?;
         let mut topology = Topology::new(tag)?;
         let mut switch = topology.add_switch("sw")?;
         let client = topology.add_ns("client")?;

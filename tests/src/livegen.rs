@@ -39,7 +39,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{anyhow, bail, ensure, Context};
 use aya::{
     maps::PerCpuArray,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
@@ -50,13 +50,10 @@ use lb_common::maps::{
     MAP_BACKENDS, MAP_BACKEND_STATS, MAP_COUNT, MAP_FLOWS, MAP_FLOWS_SHARED, MAP_GEN_SENT,
     MAP_NAT_REVERSE, MAP_RINGS, MAP_SERVICES, MAP_SERVICE_STATS, MAP_VIPS, PROG_COUNT, PROG_GEN,
 };
-use nix::{
-    sched::{sched_setaffinity, unshare, CloneFlags, CpuSet},
-    unistd::Pid,
-};
+use nix::sched::{unshare, CloneFlags};
 use xlb::dataplane::BPF_OBJECT;
 
-use crate::netns::Netns;
+use crate::{lab::pin_to_cpu, netns::Netns};
 
 /// Frames per batch: the kernel's default, a driver's NAPI weight. Each
 /// batch ends with a flush to the peer and a run of its NAPI.
@@ -76,6 +73,8 @@ pub struct Generator {
     ebpf: Ebpf,
     /// The namespace where the program is parked (see [`park`]).
     _parking: File,
+    /// The online CPUs, whose first `threads` send.
+    cpus: Vec<usize>,
     threads: usize,
 }
 
@@ -110,17 +109,19 @@ impl Generator {
             .load()
             .with_context(|| format!("loading {PROG_GEN}"))?;
         let parking = park(program)?;
+        let cpus = online_cpus()?;
         Ok(Generator {
             ebpf,
             _parking: parking,
-            threads: online_cpus()?.len(),
+            threads: cpus.len(),
+            cpus,
         })
     }
 
     /// Sends from `threads` threads (at least 1, at most the online CPUs),
     /// each pinned to its own CPU.
     pub fn set_threads(&mut self, threads: usize) -> anyhow::Result<()> {
-        let cpus = online_cpus()?.len();
+        let cpus = self.cpus.len();
         ensure!(
             (1..=cpus).contains(&threads),
             "{threads} generator threads: 1 to {cpus} (one per online CPU)"
@@ -151,7 +152,6 @@ impl Generator {
         let ifindex = ns.ifindex(ifname)?;
         let ctx = xdp_md(frame.len(), ifindex);
         let program = self.program()?;
-        let cpus = online_cpus()?;
         let link = link_state(ns, ifname)?;
         ensure!(
             frame.len() <= link.mtu as usize + LINK_HEADER,
@@ -164,12 +164,12 @@ impl Generator {
         let start = Instant::now();
         let deadline = start + limit;
         thread::scope(|scope| {
-            let workers: Vec<_> = cpus[..self.threads]
+            let workers: Vec<_> = self.cpus[..self.threads]
                 .iter()
                 .map(|&cpu| {
                     let (left, ctx) = (&left, &ctx);
                     scope.spawn(move || -> anyhow::Result<()> {
-                        pin_to(cpu)?;
+                        pin_to_cpu(cpu)?;
                         ns.run(|| send_chunks(program, frame, ctx, left, deadline))?
                             .with_context(|| format!("sending from CPU {cpu}"))
                     })
@@ -369,39 +369,21 @@ struct LinkState {
 
 /// The interface's MTU and transmit counters, as `ip -s link` reports them.
 fn link_state(ns: &Netns, ifname: &str) -> anyhow::Result<LinkState> {
-    let out = ns.ip(&["-j", "-s", "link", "show", "dev", ifname])?;
-    let links: serde_json::Value = serde_json::from_str(&out)?;
+    let link = ns.link_json(ifname, &["-s"])?;
     let field = |pointer: &str| {
-        links
-            .pointer(pointer)
+        link.pointer(pointer)
             .and_then(serde_json::Value::as_u64)
-            .with_context(|| format!("no {pointer} for {ifname} in {}: {out}", ns.name()))
+            .with_context(|| format!("no {pointer} for {ifname} in {}: {link}", ns.name()))
     };
     Ok(LinkState {
-        mtu: field("/0/mtu")?,
-        tx_packets: field("/0/stats64/tx/packets")?,
-        tx_dropped: field("/0/stats64/tx/dropped")?,
+        mtu: field("/mtu")?,
+        tx_packets: field("/stats64/tx/packets")?,
+        tx_dropped: field("/stats64/tx/dropped")?,
     })
 }
 
-/// The CPUs online, from `/sys/devices/system/cpu/online` ("0-3,6").
+/// The CPUs online, from `/sys/devices/system/cpu/online`.
 fn online_cpus() -> anyhow::Result<Vec<usize>> {
-    let path = "/sys/devices/system/cpu/online";
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let mut cpus = Vec::new();
-    for range in text.trim().split(',') {
-        let (first, last) = range.split_once('-').unwrap_or((range, range));
-        let parse = |n: &str| {
-            n.parse::<usize>()
-                .with_context(|| format!("{path}: `{}`", text.trim()))
-        };
-        cpus.extend(parse(first)?..=parse(last)?);
-    }
-    Ok(cpus)
-}
-
-fn pin_to(cpu: usize) -> anyhow::Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
+    let cpus = aya::util::online_cpus().map_err(|(path, e)| anyhow!("reading {path}: {e}"))?;
+    Ok(cpus.into_iter().map(|cpu| cpu as usize).collect())
 }

@@ -145,10 +145,40 @@ impl Topology {
     /// Connects `a` and `b` with a veth pair whose ends, `a_if` in `a` and `b_if` in `b`, are
     /// created directly in those namespaces and brought up.
     pub fn link(&mut self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> {
+        self.link_with(a, a_if, b, b_if, &[])
+    }
+
+    /// [`Topology::link`] with `queues` transmit and receive queues on each end (a veth has one
+    /// by default).
+    pub fn link_queues(
+        &mut self,
+        a: &Netns,
+        a_if: &str,
+        b: &Netns,
+        b_if: &str,
+        queues: usize,
+    ) -> anyhow::Result<()> {
+        let queues = queues.to_string();
+        let per_end = ["numtxqueues", &queues, "numrxqueues", &queues];
+        self.link_with(a, a_if, b, b_if, &per_end)
+    }
+
+    /// [`Topology::link`] with `per_end` options of `ip link add` for each end.
+    fn link_with(
+        &mut self,
+        a: &Netns,
+        a_if: &str,
+        b: &Netns,
+        b_if: &str,
+        per_end: &[&str],
+    ) -> anyhow::Result<()> {
         ip(&[
-            "link", "add", "name", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if,
-            "netns", &b.name,
-        ])?;
+            &["link", "add", "name", a_if, "netns", &a.name],
+            per_end,
+            &["type", "veth", "peer", "name", b_if, "netns", &b.name],
+            per_end,
+        ]
+        .concat())?;
         a.ip(&["link", "set", "dev", a_if, "up"])?;
         b.ip(&["link", "set", "dev", b_if, "up"])?;
         Ok(())
@@ -391,7 +421,7 @@ impl Netns {
 
     /// The interface's index, as `ip -j link` reports it.
     pub fn ifindex(&self, ifname: &str) -> anyhow::Result<u32> {
-        let link = self.link_json(ifname, false)?;
+        let link = self.link_json(ifname, &[])?;
         link["ifindex"]
             .as_u64()
             .and_then(|i| u32::try_from(i).ok())
@@ -400,7 +430,7 @@ impl Netns {
 
     /// The interface's MAC address, as `ip -j link` reports it.
     pub fn mac(&self, ifname: &str) -> anyhow::Result<[u8; 6]> {
-        let link = self.link_json(ifname, false)?;
+        let link = self.link_json(ifname, &[])?;
         link["address"]
             .as_str()
             .and_then(parse_mac)
@@ -409,7 +439,7 @@ impl Netns {
 
     /// The id of the XDP program attached to the interface, if any.
     pub fn xdp_prog_id(&self, ifname: &str) -> anyhow::Result<Option<u32>> {
-        let link = self.link_json(ifname, true)?;
+        let link = self.link_json(ifname, &["-d"])?;
         let Some(xdp) = link.get("xdp") else {
             return Ok(None);
         };
@@ -443,13 +473,10 @@ impl Netns {
         .map(drop)
     }
 
-    /// The interface's entry in `ip -j [-d] link show`.
-    fn link_json(&self, ifname: &str, details: bool) -> anyhow::Result<Value> {
-        let mut args = vec!["-j"];
-        if details {
-            args.push("-d");
-        }
-        args.extend(["link", "show", "dev", ifname]);
+    /// The interface's entry in `ip -j OPTIONS link show` (OPTIONS such as `-d` for details,
+    /// `-s` for statistics).
+    pub fn link_json(&self, ifname: &str, options: &[&str]) -> anyhow::Result<Value> {
+        let args = [&["-j"], options, &["link", "show", "dev", ifname]].concat();
         let out = self.ip(&args)?;
         let mut links: Vec<Value> = serde_json::from_str(&out)
             .with_context(|| format!("parsing `ip -n {} {}`: {out}", self.name, args.join(" ")))?;

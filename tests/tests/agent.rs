@@ -254,8 +254,7 @@ fn api_reads_changes_and_refusals() {
     assert_eq!(dump(&lab), before);
 
     // Drain b1: established connections stay, new ones avoid it.
-    let mut long_lived =
-        xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
     assert!(
         long_lived.backends().contains_key("b1"),
         "{:?}",
@@ -367,7 +366,7 @@ fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
         .iter()
         .filter(|b| b.started > up_at + took)
         .collect();
-    let back = total(&after.into_iter().cloned().collect::<Vec<_>>());
+    let back = total(after);
     assert_eq!(back.failed, 0, "{back:?}");
     assert!(
         back.by_backend.contains_key("b1"),
@@ -375,6 +374,17 @@ fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
     );
     let b1 = lab.backend("web", 0).unwrap();
     assert!(b1["check"]["transitions"].as_u64().unwrap() >= 2, "{b1}");
+}
+
+/// Each `web` backend's share of the ring, as the API shows it.
+fn ring_shares(lab: &AgentLab) -> Vec<f64> {
+    let backends = lab.get("/api/v1/services/web/backends").unwrap();
+    backends
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["ring_share"].as_f64().unwrap())
+        .collect()
 }
 
 fn ensure_nonempty<T>(items: &[T]) {
@@ -386,13 +396,12 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
     require_privileged!();
     let mut lab = AgentLab::new("agkill", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let mut long_lived =
-        xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
     let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
     let program = lab.net.director.xdp_prog_id("eth0").unwrap();
     assert!(program.is_some());
-    let shares_before = lab.get("/api/v1/services/web/backends").unwrap();
+    let shares_before = ring_shares(&lab);
 
     lab.kill().unwrap();
     std::thread::sleep(Duration::from_millis(1000));
@@ -436,18 +445,7 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
         program,
         "the same program"
     );
-    let shares = |v: &Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["ring_share"].as_f64().unwrap())
-            .collect()
-    };
-    assert_eq!(
-        shares(&lab.get("/api/v1/services/web/backends").unwrap()),
-        shares(&shares_before),
-        "the ring changed"
-    );
+    assert_eq!(ring_shares(&lab), shares_before, "the ring changed");
     lab.stop().unwrap();
     assert_eq!(
         lab.net.director.xdp_prog_id("eth0").unwrap(),
@@ -482,8 +480,7 @@ fn reload_applies_only_the_difference() {
     require_privileged!();
     let mut lab = AgentLab::new("agreload", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let mut long_lived =
-        xlb_tests::servers::LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
     let udp_before = lab.get("/api/v1/services/web-udp").unwrap();
     let web_flows = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"]
         .as_u64()
@@ -502,14 +499,7 @@ fn reload_applies_only_the_difference() {
         "{}",
         lab.logs()
     );
-    let shares: Vec<f64> = lab
-        .get("/api/v1/services/web/backends")
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["ring_share"].as_f64().unwrap())
-        .collect();
+    let shares = ring_shares(&lab);
     assert!((shares[0] - 4.0 / 6.0).abs() < 0.01, "{shares:?}");
     let udp_after = lab.get("/api/v1/services/web-udp").unwrap();
     assert_eq!(
@@ -553,14 +543,7 @@ fn off_loopback_the_api_needs_a_token() {
     assert!(refused.contains("agent.api_token_file"), "{refused}");
 
     let token = "0123456789abcdef-token";
-    let token_file = lab.dir.join("token");
-    std::fs::write(&token_file, token).unwrap();
-    let guarded = open.replace(
-        "[tables]",
-        &format!("api_token_file = \"{}\"\n\n[tables]", token_file.display()),
-    );
-    std::fs::write(lab.config_path(), guarded).unwrap();
-    lab.set_api("198.18.0.2:9180");
+    lab.open_api("198.18.0.2:9180", token).unwrap();
     lab.start().unwrap();
     let client = lab.net.client.clone();
     let call = |method: &str, body: Option<&str>, token: Option<&str>| {

@@ -15,16 +15,14 @@ use lb_common::{
     maps::{Mode, TrafficStats, FLOW_CLOSING, FLOW_OPENING, PROTO_TCP, PROTO_UDP},
     stats::Counter::{self, *},
 };
-use nix::{
-    sched::{sched_getcpu, sched_setaffinity, unshare, CloneFlags, CpuSet},
-    unistd::Pid,
-};
+use nix::sched::{sched_getcpu, unshare, CloneFlags};
 use xlb::dataplane::{
     services::{family, words},
     AffinitySpec, BackendSpec, Dataplane, DirectorSettings, FlowCounts, FlowCountsBySlot,
     FlowTable, LoadOptions, NextHop, Protocol, ServiceSpec, Walk, WalkError,
 };
 use xlb_tests::{
+    lab::pin_to_cpu,
     packet::{arp_request, ones_complement_sum, verify_checksums, Frame, CLIENT_MAC, DIRECTOR_MAC},
     require_privileged,
     testrun::{check, hex, run, Fixture, XdpAction},
@@ -243,10 +241,7 @@ impl Lab {
 /// network namespace of its own, where a NAT reply's route lookup fails
 /// whatever the host's routes.
 fn isolate_thread() {
-    let mut cpus = CpuSet::new();
-    cpus.set(sched_getcpu().expect("sched_getcpu"))
-        .expect("a CPU number");
-    sched_setaffinity(Pid::from_raw(0), &cpus).expect("pinning the test thread");
+    move_to_cpu(sched_getcpu().expect("sched_getcpu"));
     unshare(CloneFlags::CLONE_NEWNET).expect("a network namespace for the test thread");
 }
 
@@ -1545,9 +1540,13 @@ fn bpf_forward_successive_rings_hold_the_latest_table() {
 
 /// Runs the rest of the calling thread on `cpu` only.
 fn move_to_cpu(cpu: usize) {
-    let mut cpus = CpuSet::new();
-    cpus.set(cpu).expect("a CPU number");
-    sched_setaffinity(Pid::from_raw(0), &cpus).expect("moving the test thread");
+    pin_to_cpu(cpu).expect("pinning the test thread");
+}
+
+/// The CPU the test thread runs on, and another one.
+fn this_and_another_cpu() -> (usize, usize) {
+    let this = sched_getcpu().expect("sched_getcpu");
+    (this, 1 - this.min(1))
 }
 
 /// The flow table is per CPU, with a shared table behind it: a flow that
@@ -1565,10 +1564,7 @@ fn bpf_forward_flows_keep_their_backend_on_another_cpu() {
         Mode::Dr,
         vec![b1.clone(), b2.clone()],
     )]);
-    let (first, other) = (
-        sched_getcpu().expect("sched_getcpu"),
-        1 - sched_getcpu().unwrap().min(1),
-    );
+    let (first, other) = this_and_another_cpu();
     let tcp = |port| segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
     let macs = [b1.next_hop.mac, b2.next_hop.mac];
     let port = (CLIENT_PORT..CLIENT_PORT + 200)
@@ -1731,10 +1727,7 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
     let syn = frame(CLIENT4, vip).tcp_syn(CLIENT_PORT, 80);
     let ack = segment(frame(CLIENT4, vip), Protocol::Tcp, CLIENT_PORT, 80);
     let fin = frame(CLIENT4, vip).tcp_fin(CLIENT_PORT, 80, 1018, 2000);
-    let (first, other) = (
-        sched_getcpu().expect("sched_getcpu"),
-        1 - sched_getcpu().unwrap().min(1),
-    );
+    let (first, other) = this_and_another_cpu();
     let sent_on = |cpu, what: &str, input: &[u8], counted| {
         move_to_cpu(cpu);
         let output = dr(input, mac(71));

@@ -6,7 +6,6 @@ use std::{
     io, mem,
     net::Ipv4Addr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    process::Command,
     time::Duration,
 };
 
@@ -35,30 +34,6 @@ fn quiet_ns(topology: &mut Topology, role: &str) -> anyhow::Result<Netns> {
         ("net.ipv6.conf.default.disable_ipv6", "1"),
     ])?;
     Ok(ns)
-}
-
-/// A veth pair `eth0` in `a` and `eth0` in `b`, with `queues` queues each
-/// way: one per generator thread, as live frames land in the peer's queue
-/// of the sending CPU.
-fn veth(a: &Netns, b: &Netns, queues: usize) -> anyhow::Result<()> {
-    let queues = queues.to_string();
-    let per_end = ["numtxqueues", &queues, "numrxqueues", &queues];
-    let out = Command::new("ip")
-        .args(["link", "add", "name", "eth0", "netns", a.name()])
-        .args(per_end)
-        .args(["type", "veth", "peer", "name", "eth0", "netns", b.name()])
-        .args(per_end)
-        .output()
-        .context("running ip link add")?;
-    ensure!(
-        out.status.success(),
-        "ip link add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for ns in [a, b] {
-        ns.ip(&["link", "set", "dev", "eth0", "up"])?;
-    }
-    Ok(())
 }
 
 fn frame(from: &Netns, to: &Netns) -> anyhow::Result<Vec<u8>> {
@@ -115,7 +90,9 @@ fn the_counter_sees_what_the_generator_sends() -> anyhow::Result<()> {
     let mut topology = Topology::new("livegen")?;
     let client = quiet_ns(&mut topology, "client")?;
     let sink = quiet_ns(&mut topology, "sink")?;
-    veth(&client, &sink, cpus)?;
+    // A queue per generator thread each way, as live frames land in the peer's queue of the
+    // sending CPU.
+    topology.link_queues(&client, "eth0", &sink, "eth0", cpus)?;
     let frame = frame(&client, &sink)?;
 
     let runs = if cpus > 1 { vec![1, cpus] } else { vec![1] };

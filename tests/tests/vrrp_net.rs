@@ -18,6 +18,7 @@ use xlb::vrrp::{
 };
 use xlb_tests::{
     netns::{Netns, Topology},
+    packet::ones_complement_sum,
     require_privileged,
 };
 
@@ -155,18 +156,15 @@ fn ipv6_checksum_ok(src: IpAddr, dst: IpAddr, message: &[u8]) -> bool {
         return false;
     };
     // The pseudo-header: addresses, upper-layer length, next header.
-    let mut bytes = [src.octets(), dst.octets()].concat();
-    bytes.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-    bytes.extend_from_slice(&[0, 0, 0, IPPROTO_VRRP]);
-    bytes.extend_from_slice(message);
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum == 0xffff
+    let length = u32::try_from(message.len()).unwrap().to_be_bytes();
+    let pseudo = [
+        &src.octets()[..],
+        &dst.octets(),
+        &length,
+        &[0, 0, 0, IPPROTO_VRRP],
+    ]
+    .concat();
+    ones_complement_sum(&[&pseudo, message]) == 0xffff
 }
 
 #[test]
@@ -275,7 +273,7 @@ fn single_addresses_come_and_go() -> anyhow::Result<()> {
 fn announcements_repoint_the_peers_neighbour_entry() -> anyhow::Result<()> {
     require_privileged!();
     let pair = Pair::new("vrrpnetannounce")?;
-    let a_mac = pair.a.mac(A_IF)?.map(|b| format!("{b:02x}")).join(":");
+    let a_mac = xlb::agent::mac(&pair.a.mac(A_IF)?);
     for vip in [ip("198.18.0.100"), ip("fd00::100")] {
         let vip_text = vip.to_string();
         pair.b.ip(&[

@@ -54,19 +54,23 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn not_found(what: impl Into<String>) -> Self {
+    /// An error with `status` that names no field.
+    pub fn new(status: u16, error: impl Into<String>) -> Self {
         ApiError {
-            status: 404,
-            error: what.into(),
+            status,
+            error: error.into(),
             field: None,
         }
     }
 
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(404, what)
+    }
+
     pub fn bad_request(error: impl Into<String>, field: Option<String>) -> Self {
         ApiError {
-            status: 400,
-            error: error.into(),
             field,
+            ..ApiError::new(400, error)
         }
     }
 }
@@ -79,11 +83,7 @@ impl From<ConfigError> for ApiError {
 
 impl From<DataplaneError> for ApiError {
     fn from(e: DataplaneError) -> Self {
-        ApiError {
-            status: 500,
-            error: format!("the data plane refused the change: {e}"),
-            field: None,
-        }
+        ApiError::new(500, format!("the data plane refused the change: {e}"))
     }
 }
 
@@ -400,8 +400,9 @@ impl Agent {
     /// What VRRP instances may track: the data plane attached and its maps
     /// answering, and the services with a backend that takes new flows.
     pub fn tracking(&self) -> crate::vrrp::Tracking {
+        // Polled every 100 ms: one read of a map, not all the counters.
         let dataplane_ok =
-            self.dataplane.attachments().next().is_some() && self.dataplane.counters().is_ok();
+            self.dataplane.attachments().next().is_some() && self.dataplane.maps_answer();
         let services_up = self
             .model
             .services

@@ -3,9 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    iter::Sum,
     net::{IpAddr, SocketAddr},
-    time::UNIX_EPOCH,
 };
 
 use lb_common::maps::{Mode, TrafficStats};
@@ -17,8 +15,11 @@ use crate::{
         model::{AdminState, Backend, OperState, Service},
         HealthConfig, PersistenceConfig, ServiceConfig,
     },
-    dataplane::{services::Slot, Counters, FlowCounts, FlowCountsBySlot, Protocol, ServiceSpec},
-    health::CheckStatus,
+    dataplane::{
+        services::{service_key, Slot},
+        Counters, DataplaneError, FlowCounts, FlowCountsBySlot, ServiceSpec,
+    },
+    health::{monitor::unix_ms, CheckStatus},
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -38,39 +39,21 @@ impl From<TrafficStats> for TrafficView {
     }
 }
 
-/// Flows in the flow table, as `ipvsadm -L -n` counts connections:
-/// `active` (ActiveConn) and `inactive` (InActConn: half-open or closing).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct FlowCountView {
-    pub active: u64,
-    pub inactive: u64,
-}
-
-impl From<FlowCounts> for FlowCountView {
-    fn from(c: FlowCounts) -> Self {
-        FlowCountView {
-            active: c.active,
-            inactive: c.inactive,
-        }
-    }
-}
-
-impl Sum for FlowCountView {
-    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
-        iter.fold(FlowCountView::default(), |total, c| FlowCountView {
-            active: total.active + c.active,
-            inactive: total.inactive + c.inactive,
-        })
-    }
-}
+/// Flows in the flow table, as `ipvsadm -L -n` counts connections.
+pub type FlowCountView = FlowCounts;
 
 /// A backend's counts from the last walk of the flow table: those of the
 /// slot it holds now (flows of an earlier holder of its id do not count),
 /// none when it is not in the data plane.
 fn backend_flows(slot: Option<Slot>, counts: &FlowCountsBySlot) -> FlowCountView {
     slot.and_then(|slot| counts.get(&slot))
-        .map(|c| FlowCountView::from(*c))
+        .copied()
         .unwrap_or_default()
+}
+
+/// Traffic as read from the data plane, none if it could not be.
+fn traffic(stats: Result<TrafficStats, DataplaneError>) -> TrafficView {
+    stats.map(TrafficView::from).unwrap_or_default()
 }
 
 /// A service as the data plane holds it: its spec (for the map keys), its
@@ -168,11 +151,7 @@ pub struct FlowWalkView {
 impl From<&FlowCount> for FlowWalkView {
     fn from(c: &FlowCount) -> Self {
         FlowWalkView {
-            at_unix_ms: c.at.map(|at| {
-                at.duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as u64
-            }),
+            at_unix_ms: c.at.map(unix_ms),
             took_ms: c.took.as_secs_f64() * 1000.0,
             entries: c.walk.entries,
             pruned: c.walk.pruned,
@@ -203,13 +182,6 @@ pub struct ServiceStatsView {
 pub struct BackendStatsView {
     pub address: SocketAddr,
     pub stats: TrafficView,
-}
-
-pub fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
 }
 
 pub fn mode_name(m: Mode) -> &'static str {
@@ -264,7 +236,7 @@ impl Agent {
             name: service.name.clone(),
             vip: service.vip,
             port: service.port,
-            protocol: protocol_name(service.protocol),
+            protocol: service.protocol.name(),
             mode: mode_name(service.mode),
             scheduler: "maglev",
             persistence: config.persistence,
@@ -273,11 +245,7 @@ impl Agent {
             health: config.health,
             flows: backends.iter().map(|b| b.flows).sum(),
             backends,
-            stats: self
-                .dataplane
-                .service_stats(&in_dataplane.key)
-                .map(TrafficView::from)
-                .unwrap_or_default(),
+            stats: traffic(self.dataplane.service_stats(&in_dataplane.key)),
         }
     }
 
@@ -333,11 +301,10 @@ impl Agent {
                 self.dataplane.backend_slot(key, backend.addr, backend.port),
                 &self.flow_count.borrow().walk.counts,
             ),
-            stats: self
-                .dataplane
-                .service_backend_stats(key, backend.addr, backend.port)
-                .map(TrafficView::from)
-                .unwrap_or_default(),
+            stats: traffic(
+                self.dataplane
+                    .service_backend_stats(key, backend.addr, backend.port),
+            ),
         }
     }
 
@@ -348,21 +315,14 @@ impl Agent {
         limit: usize,
     ) -> Result<Vec<FlowView>, ApiError> {
         let key = match service {
-            Some(name) => Some(crate::dataplane::services::service_key(
-                &self.service(name)?.spec(Vec::new()),
-            )),
+            Some(name) => Some(service_key(&self.service(name)?.spec(Vec::new()))),
             None => None,
         };
-        let names: std::collections::HashMap<_, _> = self
+        let names: HashMap<_, _> = self
             .model
             .services
             .iter()
-            .map(|s| {
-                (
-                    crate::dataplane::services::service_key(&s.spec(Vec::new())),
-                    s.name.clone(),
-                )
-            })
+            .map(|s| (service_key(&s.spec(Vec::new())), s.name.clone()))
             .collect();
         Ok(self
             .dataplane
@@ -370,7 +330,7 @@ impl Agent {
             .into_iter()
             .map(|f| FlowView {
                 service: names.get(&f.service).cloned().unwrap_or_default(),
-                protocol: protocol_name(f.protocol),
+                protocol: f.protocol.name(),
                 client: f.client,
                 vip: f.vip,
                 backend: f.backend,
@@ -388,21 +348,15 @@ impl Agent {
                 let key = s.spec(Vec::new());
                 ServiceStatsView {
                     name: s.name.clone(),
-                    stats: self
-                        .dataplane
-                        .service_stats(&key)
-                        .map(TrafficView::from)
-                        .unwrap_or_default(),
+                    stats: traffic(self.dataplane.service_stats(&key)),
                     backends: s
                         .backends
                         .iter()
                         .map(|b| BackendStatsView {
                             address: b.socket_addr(),
-                            stats: self
-                                .dataplane
-                                .service_backend_stats(&key, b.addr, b.port)
-                                .map(TrafficView::from)
-                                .unwrap_or_default(),
+                            stats: traffic(
+                                self.dataplane.service_backend_stats(&key, b.addr, b.port),
+                            ),
                         })
                         .collect(),
                 }

@@ -12,7 +12,10 @@ use prometheus_client::{
 };
 
 use super::{ApiError, ApiState};
-use crate::config::model::{AdminState, OperState};
+use crate::{
+    config::model::{AdminState, OperState},
+    vrrp::State as VrrpState,
+};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -28,9 +31,28 @@ fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Label
     family
 }
 
-pub async fn metrics(
-    axum::extract::State(state): State<ApiState>,
-) -> Result<impl IntoResponse, ApiError> {
+/// `labels` and one more.
+fn with(labels: &Labels, key: &'static str, value: &str) -> Labels {
+    let mut labels = labels.clone();
+    labels.push((key, value.to_string()));
+    labels
+}
+
+/// One gauge per state, labelled `state`: 1 for `current`, 0 for the rest.
+fn one_hot<T: PartialEq>(
+    family: &Family<Labels, Gauge>,
+    labels: &Labels,
+    states: &[(&str, T)],
+    current: &T,
+) {
+    for (name, state) in states {
+        family
+            .get_or_create(&with(labels, "state", name))
+            .set((state == current) as i64);
+    }
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let agent = state.agent.lock().await;
     let stats = agent.stats_view()?;
     let services = agent.services_view();
@@ -145,21 +167,20 @@ pub async fn metrics(
                 ("active", backend.flows.active),
                 ("inactive", backend.flows.inactive),
             ] {
-                let mut labels = labels.clone();
-                labels.push(("state", state.to_string()));
-                backend_flow_counts.get_or_create(&labels).set(count as i64);
+                backend_flow_counts
+                    .get_or_create(&with(&labels, "state", state))
+                    .set(count as i64);
             }
-            for (name, admin) in [
-                ("ready", AdminState::Ready),
-                ("drain", AdminState::Drain),
-                ("maint", AdminState::Maint),
-            ] {
-                let mut labels = labels.clone();
-                labels.push(("state", name.to_string()));
-                backend_admin
-                    .get_or_create(&labels)
-                    .set((backend.admin_state == admin) as i64);
-            }
+            one_hot(
+                &backend_admin,
+                &labels,
+                &[
+                    ("ready", AdminState::Ready),
+                    ("drain", AdminState::Drain),
+                    ("maint", AdminState::Maint),
+                ],
+                &backend.admin_state,
+            );
         }
     }
     let transitions = counter_family(
@@ -214,18 +235,17 @@ pub async fn metrics(
     );
     for instance in &vrrp {
         let labels = vec![("instance", instance.name.clone())];
-        for (name, state) in [
-            ("initialize", crate::vrrp::State::Initialize),
-            ("backup", crate::vrrp::State::Backup),
-            ("master", crate::vrrp::State::Master),
-            ("fault", crate::vrrp::State::Fault),
-        ] {
-            let mut labels = labels.clone();
-            labels.push(("state", name.to_string()));
-            vrrp_state
-                .get_or_create(&labels)
-                .set((instance.state == state) as i64);
-        }
+        one_hot(
+            &vrrp_state,
+            &labels,
+            &[
+                ("initialize", VrrpState::Initialize),
+                ("backup", VrrpState::Backup),
+                ("master", VrrpState::Master),
+                ("fault", VrrpState::Fault),
+            ],
+            &instance.state,
+        );
         vrrp_priority
             .get_or_create(&labels)
             .set(instance.priority.into());
@@ -244,11 +264,8 @@ pub async fn metrics(
     }
 
     let mut text = String::new();
-    encode(&mut text, &registry).map_err(|e| ApiError {
-        status: 500,
-        error: format!("encoding metrics: {e}"),
-        field: None,
-    })?;
+    encode(&mut text, &registry)
+        .map_err(|e| ApiError::new(500, format!("encoding metrics: {e}")))?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -111,23 +111,17 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(';').next() == Some("application/json"));
     if changes && has_body && !json {
-        return ApiError {
-            status: 415,
-            error: "send the request body as Content-Type: application/json".into(),
-            field: None,
-        }
+        return ApiError::new(
+            415,
+            "send the request body as Content-Type: application/json",
+        )
         .into_response();
     }
     if let Some(error) = changes
         .then(|| browser_refusal(&headers, state.token.is_some()))
         .flatten()
     {
-        return ApiError {
-            status: 403,
-            error,
-            field: None,
-        }
-        .into_response();
+        return ApiError::new(403, error).into_response();
     }
     if let (true, Some(token)) = (changes, &state.token) {
         let given = headers
@@ -135,13 +129,11 @@ async fn authorize(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given.is_none_or(|g| !constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            let mut response = ApiError {
-                status: 401,
-                error: "this request changes the configuration and needs the API token \
-                        (Authorization: Bearer TOKEN)"
-                    .into(),
-                field: None,
-            }
+            let mut response = ApiError::new(
+                401,
+                "this request changes the configuration and needs the API token \
+                 (Authorization: Bearer TOKEN)",
+            )
             .into_response();
             response
                 .headers_mut()

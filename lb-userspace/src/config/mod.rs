@@ -257,6 +257,15 @@ fn unless_default<T: PartialEq>(value: T, default: T) -> Option<T> {
     (value != default).then_some(value)
 }
 
+/// The prefix length of one address: persistence's default netmask.
+fn full_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
 fn format_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -335,10 +344,6 @@ impl TablesConfig {
 
 impl ServiceConfig {
     pub fn from_model(s: &Service) -> Self {
-        let full_prefix = match s.vip {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => 128,
-        };
         ServiceConfig {
             name: s.name.clone(),
             vip: s.vip.to_string(),
@@ -350,7 +355,7 @@ impl ServiceConfig {
             persistence: s.affinity.map(|a| PersistenceConfig {
                 timeout: unless_default(a.timeout, DEFAULT_PERSISTENCE_TIMEOUT)
                     .map(format_duration),
-                netmask: unless_default(a.prefix_len, full_prefix).map(i64::from),
+                netmask: unless_default(a.prefix_len, full_prefix(s.vip)).map(i64::from),
             }),
             health: s.health.as_ref().map(HealthConfig::from_model),
             backends: s

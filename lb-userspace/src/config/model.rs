@@ -93,12 +93,6 @@ pub struct Backend {
     pub admin: AdminState,
 }
 
-impl Backend {
-    pub fn socket_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.addr, self.port)
-    }
-}
-
 /// What the operator asked of a backend.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
@@ -112,6 +106,13 @@ pub enum AdminState {
     Drain,
     /// Out of service: no traffic, established flows move to other backends.
     Maint,
+}
+
+impl AdminState {
+    /// Its spelling in the file and the API.
+    pub fn name(self) -> &'static str {
+        super::spelling(super::ADMIN_STATES, &self).expect("every state has a spelling")
+    }
 }
 
 /// What the health checks found.
@@ -221,6 +222,10 @@ impl Service {
 }
 
 impl Backend {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+
     /// The data plane's view of this backend (which must not be in maintenance).
     pub fn spec(&self, next_hop: NextHop) -> BackendSpec {
         BackendSpec {
@@ -265,7 +270,7 @@ pub struct VrrpInstance {
     /// garp_master_refresh); `None`: only on taking over.
     pub garp_refresh: Option<Duration>,
     pub track: Vec<Track>,
-    /// Run with the state, the instance name and the priority as arguments.
+    /// Run like keepalived's: `COMMAND... INSTANCE NAME STATE PRIORITY`.
     pub notify: Option<Vec<String>>,
 }
 

@@ -7,7 +7,7 @@ use std::{
 use lb_common::maps::Mode;
 
 use super::{
-    model::{AdminState, CheckKind, OperState},
+    model::{AdminState, CheckKind, Model, OperState},
     Config, ConfigError,
 };
 use crate::dataplane::{AttachMode, Protocol};
@@ -17,6 +17,13 @@ fn err(toml: &str) -> ConfigError {
     Config::parse(toml)
         .and_then(|c| c.validate())
         .expect_err("the config is rejected")
+}
+
+/// The model `toml` validates to.
+fn valid(toml: &str) -> Model {
+    Config::parse(toml)
+        .and_then(|c| c.validate())
+        .expect("the config is valid")
 }
 
 fn error(field: &str, message: &str) -> ConfigError {
@@ -136,7 +143,7 @@ fn defaults_apply() {
         [[service.backend]]
         address = "198.18.1.10"
     "#;
-    let model = Config::parse(text).unwrap().validate().unwrap();
+    let model = valid(text);
     let agent = &model.agent;
     assert_eq!(agent.xdp_mode, AttachMode::Native);
     assert_eq!(agent.api_listen, "127.0.0.1:9180".parse().unwrap());
@@ -178,10 +185,7 @@ fn defaults_apply() {
 
 #[test]
 fn health_defaults_apply() {
-    let model = Config::parse(&health("kind = \"http\""))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let model = valid(&health("kind = \"http\""));
     let check = model.services[0].health.clone().unwrap();
     assert_eq!(
         check.kind,
@@ -204,10 +208,7 @@ fn health_defaults_apply() {
 
 #[test]
 fn example_validates() {
-    let model = Config::parse(include_str!("../../../xlb.example.toml"))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let model = valid(include_str!("../../../xlb.example.toml"));
     let names: Vec<&str> = model.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["web", "dns", "tomcat"]);
     let instances: Vec<&str> = model.vrrp.iter().map(|i| i.name.as_str()).collect();
@@ -320,7 +321,7 @@ address = "198.18.1.20"
 
 #[test]
 fn model_round_trips_through_toml() {
-    let model = Config::parse(EVERYTHING).unwrap().validate().unwrap();
+    let model = valid(EVERYTHING);
     let text = Config::from_model(&model).to_toml();
     let again = Config::parse(&text).unwrap();
     assert_eq!(again.validate().unwrap(), model, "{text}");
@@ -329,10 +330,7 @@ fn model_round_trips_through_toml() {
 
 #[test]
 fn from_model_leaves_out_defaults() {
-    let model = Config::parse(&web(&backend("")))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let model = valid(&web(&backend("")));
     let config = Config::from_model(&model);
     assert_eq!(
         config.to_toml(),
@@ -900,10 +898,7 @@ fn timeout_is_within_the_interval() {
 
 #[test]
 fn an_unset_timeout_fits_a_short_interval() {
-    let model = Config::parse(&health("kind = \"tcp\"\ninterval = \"500ms\""))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let model = valid(&health("kind = \"tcp\"\ninterval = \"500ms\""));
     let check = model.services[0].health.as_ref().unwrap();
     assert_eq!(check.timeout, Duration::from_millis(500));
 }
@@ -1139,12 +1134,9 @@ fn vrrp(lines: &str) -> String {
 
 #[test]
 fn a_vrrp_instance_gets_keepalived_like_defaults() {
-    let model = Config::parse(&vrrp(
+    let model = valid(&vrrp(
         "vrid = 51\npriority = 150\nvirtual_addresses = [\"198.18.0.100\"]",
-    ))
-    .unwrap()
-    .validate()
-    .unwrap();
+    ));
     let instance = &model.vrrp[0];
     assert_eq!(
         (instance.vrid, instance.priority, instance.version),
@@ -1243,10 +1235,7 @@ fn vrrp_instances_and_groups_do_not_overlap() {
             "\"VI_1\" is listed twice"
         )
     );
-    let model = Config::parse(&group("\"VI_1\", \"VI_2\""))
-        .unwrap()
-        .validate()
-        .unwrap();
+    let model = valid(&group("\"VI_1\", \"VI_2\""));
     assert_eq!(model.sync_groups[0].instances, ["VI_1", "VI_2"]);
 }
 
@@ -1263,10 +1252,7 @@ fn vrrp_round_trips_through_the_file() {
          advert_interval = \"20ms\"\nvirtual_addresses = [\"fd00::100\"]\nv3_checksum = \"message_only\"\n\
          [[vrrp.sync_group]]\nname = \"SG1\"\ninstances = [\"VI_1\", \"VI_6\"]",
     );
-    let model = Config::parse(&text).unwrap().validate().unwrap();
-    let again = Config::parse(&Config::from_model(&model).to_toml())
-        .unwrap()
-        .validate()
-        .unwrap();
+    let model = valid(&text);
+    let again = valid(&Config::from_model(&model).to_toml());
     assert_eq!(again, model);
 }

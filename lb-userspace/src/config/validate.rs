@@ -6,6 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     ops::RangeInclusive,
     path::{Path, PathBuf},
+    str::FromStr,
     time::Duration,
 };
 
@@ -18,7 +19,7 @@ use lb_common::{
 };
 
 use super::{
-    format_duration,
+    format_duration, full_prefix,
     model::{AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, Model, Service, Tables},
     spell, AgentConfig, BackendConfig, Config, ConfigError, HealthConfig, PersistenceConfig,
     ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN, DEFAULT_FALL, DEFAULT_HTTP_PATH,
@@ -84,13 +85,11 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
         }
     }
     let xdp_mode = choice("agent.xdp_mode", raw.xdp_mode.as_deref(), XDP_MODES)?;
-    let api_listen = raw.api_listen.as_deref().unwrap_or(DEFAULT_API_LISTEN);
-    let api_listen: SocketAddr = api_listen.parse().map_err(|_| {
-        ConfigError::new(
-            "agent.api_listen",
-            format!("{api_listen:?} is not an address and port (like \"127.0.0.1:9180\" or \"[::1]:9180\")"),
-        )
-    })?;
+    let api_listen: SocketAddr = parsed(
+        "agent.api_listen",
+        raw.api_listen.as_deref().unwrap_or(DEFAULT_API_LISTEN),
+        "an address and port (like \"127.0.0.1:9180\" or \"[::1]:9180\")",
+    )?;
     if raw.api_token_file.is_none() && !api_listen.ip().is_loopback() {
         return Err(ConfigError::new(
             "agent.api_token_file",
@@ -104,29 +103,15 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
             format!("{pin_path:?} is not an absolute path"),
         ));
     }
-    let tunnel_source_v4 = raw
+    let tunnel_source_v4: Option<Ipv4Addr> = raw
         .tunnel_source_v4
         .as_deref()
-        .map(|a| {
-            a.parse::<Ipv4Addr>().map_err(|_| {
-                ConfigError::new(
-                    "agent.tunnel_source_v4",
-                    format!("{a:?} is not an IPv4 address"),
-                )
-            })
-        })
+        .map(|a| parsed("agent.tunnel_source_v4", a, "an IPv4 address"))
         .transpose()?;
-    let tunnel_source_v6 = raw
+    let tunnel_source_v6: Option<Ipv6Addr> = raw
         .tunnel_source_v6
         .as_deref()
-        .map(|a| {
-            a.parse::<Ipv6Addr>().map_err(|_| {
-                ConfigError::new(
-                    "agent.tunnel_source_v6",
-                    format!("{a:?} is not an IPv6 address"),
-                )
-            })
-        })
+        .map(|a| parsed("agent.tunnel_source_v6", a, "an IPv6 address"))
         .transpose()?;
     Ok(Agent {
         interfaces: raw.interfaces.clone(),
@@ -284,12 +269,11 @@ fn service(
     };
     if let Some(fallback) = &raw.fallback {
         let field = at("fallback");
-        let addr: SocketAddr = fallback.parse().map_err(|_| {
-            ConfigError::new(
-                field.as_str(),
-                format!("{fallback:?} is not an address and port (like \"198.18.1.99:80\" or \"[fd00::99]:80\")"),
-            )
-        })?;
+        let addr: SocketAddr = parsed(
+            &field,
+            fallback,
+            "an address and port (like \"198.18.1.99:80\" or \"[fd00::99]:80\")",
+        )?;
         if let Some(problem) = port_problem(addr.port().into(), &service) {
             return Err(ConfigError::new(
                 field,
@@ -322,7 +306,7 @@ fn spell_protocol(protocol: Protocol) -> String {
 }
 
 fn affinity(raw: &PersistenceConfig, path: &str, vip: IpAddr) -> Result<Affinity, ConfigError> {
-    let full_prefix = if vip.is_ipv4() { 32 } else { 128 };
+    let full_prefix = full_prefix(vip);
     Ok(Affinity {
         timeout: seconds(
             &format!("{path}.timeout"),
@@ -734,9 +718,14 @@ pub(super) fn integer<T: TryFrom<i64>>(
 }
 
 pub(super) fn ip(field: &str, value: &str) -> Result<IpAddr, ConfigError> {
+    parsed(field, value, "an IP address")
+}
+
+/// `value` parsed as a `T`, or "`value` is not `what`".
+fn parsed<T: FromStr>(field: &str, value: &str, what: &str) -> Result<T, ConfigError> {
     value
         .parse()
-        .map_err(|_| ConfigError::new(field, format!("{value:?} is not an IP address")))
+        .map_err(|_| ConfigError::new(field, format!("{value:?} is not {what}")))
 }
 
 /// The value spelled `value` in `choices`; the first choice when unset.

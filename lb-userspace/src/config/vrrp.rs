@@ -141,15 +141,7 @@ pub(super) fn validate(
     let mut groups: Vec<SyncGroup> = Vec::new();
     for (index, raw) in raw.sync_groups.iter().enumerate() {
         let field = format!("vrrp.sync_group[{index}].name");
-        if !is_service_name(&raw.name) {
-            return Err(ConfigError::new(
-                field,
-                format!(
-                    "{:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)",
-                    raw.name
-                ),
-            ));
-        }
+        check_name(&field, &raw.name)?;
         if groups.iter().any(|g| g.name == raw.name) {
             return Err(ConfigError::new(
                 field,
@@ -194,15 +186,7 @@ fn instance(
     index: usize,
     services: &[Service],
 ) -> Result<VrrpInstance, ConfigError> {
-    if !is_service_name(&raw.name) {
-        return Err(ConfigError::new(
-            format!("vrrp.instance[{index}].name"),
-            format!(
-                "{:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)",
-                raw.name
-            ),
-        ));
-    }
+    check_name(&format!("vrrp.instance[{index}].name"), &raw.name)?;
     let path = format!("vrrp.instance[{}]", raw.name);
     let at = |key: &str| format!("{path}.{key}");
     if !is_interface_name(&raw.interface) {
@@ -224,44 +208,34 @@ fn instance(
             .map(|(_, v)| *v)
             .ok_or_else(|| ConfigError::new(at("version"), format!("{v} is not one of: 3, 2")))?,
     };
-    let advert_interval = match version {
-        Version::V3 => {
-            let d = duration_in(
-                &at("advert_interval"),
-                raw.advert_interval.as_deref(),
-                DEFAULT_ADVERT_INTERVAL,
-                Duration::from_millis(10)..=Duration::from_millis(40_950),
-            )?;
-            if d.as_nanos() % 10_000_000 != 0 {
-                return Err(ConfigError::new(
-                    at("advert_interval"),
-                    format!(
-                        "{} is not a whole number of centiseconds",
-                        format_duration(d)
-                    ),
-                ));
-            }
-            d
-        }
-        Version::V2 => {
-            let d = duration_in(
-                &at("advert_interval"),
-                raw.advert_interval.as_deref(),
-                DEFAULT_ADVERT_INTERVAL,
-                Duration::from_secs(1)..=Duration::from_secs(255),
-            )?;
-            if d.subsec_nanos() != 0 {
-                return Err(ConfigError::new(
-                    at("advert_interval"),
-                    format!(
-                        "{} is not a whole number of seconds (VRRPv2)",
-                        format_duration(d)
-                    ),
-                ));
-            }
-            d
-        }
+    // v3 counts the interval in centiseconds on the wire, v2 in seconds.
+    let (range, unit, units) = match version {
+        Version::V3 => (
+            Duration::from_millis(10)..=Duration::from_millis(40_950),
+            Duration::from_millis(10),
+            "centiseconds",
+        ),
+        Version::V2 => (
+            Duration::from_secs(1)..=Duration::from_secs(255),
+            Duration::from_secs(1),
+            "seconds (VRRPv2)",
+        ),
     };
+    let advert_interval = duration_in(
+        &at("advert_interval"),
+        raw.advert_interval.as_deref(),
+        DEFAULT_ADVERT_INTERVAL,
+        range,
+    )?;
+    if !advert_interval.as_nanos().is_multiple_of(unit.as_nanos()) {
+        return Err(ConfigError::new(
+            at("advert_interval"),
+            format!(
+                "{} is not a whole number of {units}",
+                format_duration(advert_interval)
+            ),
+        ));
+    }
     if raw.virtual_addresses.is_empty() {
         return Err(ConfigError::new(
             at("virtual_addresses"),
@@ -386,18 +360,32 @@ fn instance(
             DEFAULT_GARP_INTERVAL,
             Duration::ZERO..=Duration::from_secs(60),
         )?,
-        garp_refresh: match raw.garp_refresh {
-            None => None,
-            Some(_) => Some(duration_in(
-                &at("garp_refresh"),
-                raw.garp_refresh.as_deref(),
-                Duration::ZERO,
-                Duration::from_millis(100)..=Duration::from_secs(3600),
-            )?),
-        },
+        garp_refresh: raw
+            .garp_refresh
+            .as_deref()
+            .map(|text| {
+                duration_in(
+                    &at("garp_refresh"),
+                    Some(text),
+                    Duration::ZERO,
+                    Duration::from_millis(100)..=Duration::from_secs(3600),
+                )
+            })
+            .transpose()?,
         track,
         notify,
     })
+}
+
+/// An instance's or a sync group's name: as a service's.
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if is_service_name(name) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        field,
+        format!("{name:?} is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)"),
+    ))
 }
 
 fn tracked(raw: &TrackConfig, path: &str, services: &[Service]) -> Result<Track, ConfigError> {

@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    iter::Sum,
     net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -38,9 +39,9 @@ pub fn entry(
     key: &FlowKey,
     flow: &Flow,
     now_ns: u64,
-    backend: impl Fn(u32, u32) -> Option<(ServiceKey, SocketAddr)>,
+    backend: impl Fn(Slot) -> Option<(ServiceKey, SocketAddr)>,
 ) -> Option<FlowEntry> {
-    let (service, backend) = backend(flow.backend, flow.generation)?;
+    let (service, backend) = backend(Slot::of(flow))?;
     Some(FlowEntry {
         client: SocketAddr::new(addr_from_words(key.src, key.family), key.sport),
         vip: SocketAddr::new(addr_from_words(key.dst, key.family), key.dport),
@@ -51,8 +52,13 @@ pub fn entry(
         },
         service,
         backend,
-        idle: Duration::from_nanos(now_ns.saturating_sub(flow.last_seen_ns)),
+        idle: idle(flow, now_ns),
     })
+}
+
+/// How long `flow` has seen no packet at `now_ns` (the program's clock).
+fn idle(flow: &Flow, now_ns: u64) -> Duration {
+    Duration::from_nanos(now_ns.saturating_sub(flow.last_seen_ns))
 }
 
 /// CLOCK_MONOTONIC_COARSE, the clock `bpf_ktime_get_coarse_ns` reads: the
@@ -116,11 +122,21 @@ pub fn prunable(state: FlowState, slot_live: bool) -> bool {
     !slot_live || state == FlowState::Expired
 }
 
-/// A backend's active and inactive flows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A backend's active and inactive flows: `ipvsadm -L -n`'s ActiveConn and
+/// InActConn (half-open or closing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowCounts {
     pub active: u64,
     pub inactive: u64,
+}
+
+impl Sum for FlowCounts {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(FlowCounts::default(), |total, c| FlowCounts {
+            active: total.active + c.active,
+            inactive: total.inactive + c.inactive,
+        })
+    }
 }
 
 /// Flow counts by the backend slot (id and generation) the flows were made for.
@@ -148,13 +164,9 @@ impl Walk {
         slot_live: bool,
     ) -> bool {
         self.entries += 1;
-        let idle = Duration::from_nanos(now_ns.saturating_sub(flow.last_seen_ns));
-        let state = classify(flow.flags, key.proto, idle, udp_timeout);
+        let state = classify(flow.flags, key.proto, idle(flow, now_ns), udp_timeout);
         if slot_live {
-            let slot = Slot {
-                id: flow.backend,
-                generation: flow.generation,
-            };
+            let slot = Slot::of(flow);
             match state {
                 FlowState::Active => self.counts.entry(slot).or_default().active += 1,
                 FlowState::Inactive => self.counts.entry(slot).or_default().inactive += 1,
@@ -222,10 +234,7 @@ impl FlowTable {
             if walk.entries % STOP_CHECK_EVERY == 0 && stop.load(Ordering::Relaxed) {
                 return Err(WalkError::Stopped);
             }
-            let slot = Slot {
-                id: flow.backend,
-                generation: flow.generation,
-            };
+            let slot = Slot::of(&flow);
             let live = *slots
                 .entry(slot)
                 .or_insert_with(|| slot_live(&self.backends, slot));

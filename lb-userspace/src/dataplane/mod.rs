@@ -217,6 +217,12 @@ pub struct Attachment {
 /// Flow entries a listing reads at least, however few it returns.
 const MIN_FLOWS_READ: usize = 65_536;
 
+/// The error for a data plane without its rings mapped.
+const RINGS_MISSING: DataplaneError = DataplaneError::Missing {
+    kind: "array map",
+    name: maps::MAP_RINGS,
+};
+
 /// The maps the agent reads and writes, and pins.
 const AGENT_MAPS: [&str; 14] = [
     maps::MAP_STATS,
@@ -384,10 +390,7 @@ impl Dataplane {
 
     fn map_rings(&mut self, entries: u32) -> Result<(), DataplaneError> {
         let Some(Map::Array(data)) = self.maps.get(maps::MAP_RINGS) else {
-            return Err(DataplaneError::Missing {
-                kind: "array map",
-                name: maps::MAP_RINGS,
-            });
+            return Err(RINGS_MISSING);
         };
         let rings = Rings::map(data, entries)
             .map_err(|e| DataplaneError::Options(format!("mapping {}: {e}", maps::MAP_RINGS)))?;
@@ -565,6 +568,14 @@ impl Dataplane {
             detached.extend(self.detach_from(&iface)?);
         }
         Ok(detached)
+    }
+
+    /// Whether the maps answer: one read of a counter.
+    pub fn maps_answer(&self) -> bool {
+        self.map(maps::MAP_STATS)
+            .ok()
+            .and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok())
+            .is_some_and(|stats| stats.get(&Counter::ALL[0].index(), 0).is_ok())
     }
 
     /// Sums the per-CPU counters.
@@ -756,11 +767,12 @@ impl Dataplane {
         Ok(())
     }
 
+    fn rings(&self) -> Result<&Rings, DataplaneError> {
+        self.rings.as_ref().ok_or(RINGS_MISSING)
+    }
+
     fn rings_mut(&mut self) -> Result<&mut Rings, DataplaneError> {
-        self.rings.as_mut().ok_or(DataplaneError::Missing {
-            kind: "array map",
-            name: maps::MAP_RINGS,
-        })
+        self.rings.as_mut().ok_or(RINGS_MISSING)
     }
 
     /// Everything [`services::recover`] needs, read from the maps.
@@ -784,10 +796,7 @@ impl Dataplane {
                 backends.push((id, backend));
             }
         }
-        let rings = self.rings.as_ref().ok_or(DataplaneError::Missing {
-            kind: "array map",
-            name: maps::MAP_RINGS,
-        })?;
+        let rings = self.rings()?;
         let size = self.options.ring_size;
         // `recover` refuses the entries whose ring is out of range.
         let rings = services
@@ -831,13 +840,11 @@ impl Dataplane {
             map: maps::MAP_FLOWS_SHARED,
             source,
         };
-        let by_id: std::collections::HashMap<(u32, u32), (maps::ServiceKey, std::net::SocketAddr)> =
+        let by_slot: std::collections::HashMap<Slot, (maps::ServiceKey, std::net::SocketAddr)> =
             self.installed
                 .backends
                 .iter()
-                .map(|(&(service, addr, port), slot)| {
-                    ((slot.id, slot.generation), (service, (addr, port).into()))
-                })
+                .map(|(&(service, addr, port), &slot)| (slot, (service, (addr, port).into())))
                 .collect();
         let table = HashMap::<_, lb_common::flow::FlowKey, maps::Flow>::try_from(
             self.map(maps::MAP_FLOWS_SHARED)?,
@@ -853,9 +860,7 @@ impl Dataplane {
             }
             // An entry evicted while we walk is skipped, not an error.
             let Ok((key, flow)) = item else { continue };
-            let found = flows::entry(&key, &flow, now, |id, generation| {
-                by_id.get(&(id, generation)).copied()
-            });
+            let found = flows::entry(&key, &flow, now, |slot| by_slot.get(&slot).copied());
             if let Some(entry) = found.filter(|e| service.is_none_or(|s| s == e.service)) {
                 entries.push(entry);
             }
@@ -1015,8 +1020,7 @@ impl Dataplane {
         addr: IpAddr,
         port: u16,
     ) -> Result<TrafficStats, DataplaneError> {
-        let key = (services::service_key(spec), addr, port);
-        let id = self.installed.backends.get(&key).map(|slot| slot.id);
+        let id = self.backend_slot(spec, addr, port).map(|slot| slot.id);
         self.traffic(maps::MAP_BACKEND_STATS, id)
     }
 

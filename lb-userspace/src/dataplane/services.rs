@@ -11,9 +11,9 @@ use std::{
 use lb_common::{
     maglev::{build_table, MaglevBackend},
     maps::{
-        Backend, Mode, NatKey, NatTarget, Service, ServiceKey, Settings, VipKey, BACKEND_DRAIN,
-        FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY, VIP_ANY_PORT_TCP,
-        VIP_ANY_PORT_UDP,
+        Backend, Flow, Mode, NatKey, NatTarget, Service, ServiceKey, Settings, VipKey,
+        BACKEND_DRAIN, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY,
+        VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
     },
 };
 
@@ -33,6 +33,14 @@ impl Protocol {
         match self {
             Protocol::Tcp => PROTO_TCP,
             Protocol::Udp => PROTO_UDP,
+        }
+    }
+
+    /// "tcp" or "udp".
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
         }
     }
 }
@@ -80,10 +88,7 @@ pub struct ServiceSpec {
 
 impl ServiceSpec {
     pub fn name(&self) -> String {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
+        let proto = self.protocol.name();
         match self.vip {
             IpAddr::V4(a) => format!("{a}:{}/{proto}", self.port),
             IpAddr::V6(a) => format!("[{a}]:{}/{proto}", self.port),
@@ -358,6 +363,16 @@ pub type BackendKey = (ServiceKey, IpAddr, u16);
 pub struct Slot {
     pub id: u32,
     pub generation: u32,
+}
+
+impl Slot {
+    /// The slot a flow was made for.
+    pub fn of(flow: &Flow) -> Slot {
+        Slot {
+            id: flow.backend,
+            generation: flow.generation,
+        }
+    }
 }
 
 /// What the agent last wrote, to write only differences next time.

@@ -257,7 +257,8 @@ fn status_of(tracker: &Tracker, last: Option<&ProbeOutcome>, since: SystemTime) 
     }
 }
 
-fn unix_ms(at: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
 }

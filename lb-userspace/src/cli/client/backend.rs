@@ -123,8 +123,7 @@ pub fn run(command: BackendCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BackendCommand::Add(args) => {
-            let admin = admin_state(args.drain, args.maint, false);
-            let body = serde_json::to_value(new_backend(args.address, args.weight, admin))?;
+            let body = serde_json::to_value(new_backend(&args))?;
             let path = endpoint(&["services", &args.service, "backends"]);
             let answer = Api::new(&args.api)?.post(&path, Some(&body))?;
             print_backend(&args.api, answer, "added to", &args.service)
@@ -139,10 +138,7 @@ pub fn run(command: BackendCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BackendCommand::Set(args) => {
-            let patch = BackendPatch {
-                weight: args.weight,
-                admin_state: admin_state(args.drain, args.maint, args.ready),
-            };
+            let patch = BackendPatch::new(&args);
             let address = args.address.to_string();
             let path = endpoint(&["services", &args.service, "backends", &address]);
             let answer = Api::new(&args.api)?.patch(&path, &serde_json::to_value(patch)?)?;
@@ -205,23 +201,13 @@ fn admin_state(drain: bool, maint: bool, ready: bool) -> Option<AdminState> {
 }
 
 /// The body of `POST /api/v1/services/{name}/backends`.
-fn new_backend(
-    (address, port): (IpAddr, Option<u16>),
-    weight: Option<u16>,
-    admin: Option<AdminState>,
-) -> BackendConfig {
+fn new_backend(args: &AddArgs) -> BackendConfig {
+    let (address, port) = args.address;
     BackendConfig {
         address: address.to_string(),
         port: port.map(i64::from),
-        weight: weight.map(i64::from),
-        state: admin.map(|state| {
-            match state {
-                AdminState::Ready => "ready",
-                AdminState::Drain => "drain",
-                AdminState::Maint => "maint",
-            }
-            .to_string()
-        }),
+        weight: args.weight.map(i64::from),
+        state: admin_state(args.drain, args.maint, false).map(|s| s.name().to_owned()),
     }
 }
 
@@ -232,6 +218,15 @@ struct BackendPatch {
     weight: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     admin_state: Option<AdminState>,
+}
+
+impl BackendPatch {
+    fn new(args: &SetArgs) -> Self {
+        BackendPatch {
+            weight: args.weight,
+            admin_state: admin_state(args.drain, args.maint, args.ready),
+        }
+    }
 }
 
 /// The backends' table, ages counted to this host's clock.
@@ -385,11 +380,7 @@ mod tests {
         let Ok(BackendCommand::Set(args)) = parse(line) else {
             panic!("{line} is not a backend set");
         };
-        let patch = BackendPatch {
-            weight: args.weight,
-            admin_state: admin_state(args.drain, args.maint, args.ready),
-        };
-        serde_json::to_string(&patch).unwrap()
+        serde_json::to_string(&BackendPatch::new(&args)).unwrap()
     }
 
     #[test]
@@ -446,8 +437,7 @@ mod tests {
         let Ok(BackendCommand::Add(args)) = parse(line) else {
             panic!("{line} is not a backend add");
         };
-        let admin = admin_state(args.drain, args.maint, false);
-        serde_json::to_string(&new_backend(args.address, args.weight, admin)).unwrap()
+        serde_json::to_string(&new_backend(&args)).unwrap()
     }
 
     #[test]

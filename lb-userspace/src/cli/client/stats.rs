@@ -211,12 +211,7 @@ impl Rates {
 
 /// The tables; `watching` is `Some` (rates, or none yet) with --watch.
 fn render(stats: &Stats, watching: Option<Option<&Rates>>) -> String {
-    let mut text = format!(
-        "xlb {}, up {}, interfaces: {}\n",
-        stats.version,
-        format::duration(Duration::from_secs_f64(stats.uptime_s.max(0.0))),
-        stats.interfaces.join(", ")
-    );
+    let mut text = format!("{}\n", stats.headline());
     let total = stats
         .services
         .iter()

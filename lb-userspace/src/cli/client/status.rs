@@ -1,7 +1,5 @@
 //! `xlb status`: the agent and every service on one screen, like `ipvsadm -L -n`.
 
-use std::time::Duration;
-
 use clap::Args;
 use serde_json::json;
 
@@ -44,12 +42,10 @@ fn render(stats: &Stats, services: &[Service], now_unix_ms: u64) -> String {
     let backends: usize = services.iter().map(|s| s.backends.len()).sum();
     let in_service: usize = services.iter().map(Service::in_service).sum();
     let mut text = format!(
-        "xlb {}, up {}, interfaces: {}\n\
+        "{}\n\
          services: {}, backends in service: {in_service} of {backends}, \
          health transitions: {}, data-plane updates: {}\n",
-        stats.version,
-        format::duration(Duration::from_secs_f64(stats.uptime_s.max(0.0))),
-        stats.interfaces.join(", "),
+        stats.headline(),
         services.len(),
         stats.health_transitions,
         stats.applies,

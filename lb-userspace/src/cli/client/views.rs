@@ -5,10 +5,13 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
+    time::Duration,
 };
 
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
+
+use super::format;
 
 pub use crate::agent::{FlowCountView as FlowCounts, TrafficView as Traffic};
 
@@ -113,6 +116,19 @@ pub struct Stats {
     pub applies: u64,
     pub counters: BTreeMap<String, u64>,
     pub services: Vec<ServiceStats>,
+}
+
+impl Stats {
+    /// `xlb VERSION, up UPTIME, interfaces: NAME, ...`: the first line of
+    /// `xlb stats` and `xlb status`.
+    pub fn headline(&self) -> String {
+        format!(
+            "xlb {}, up {}, interfaces: {}",
+            self.version,
+            format::duration(Duration::from_secs_f64(self.uptime_s.max(0.0))),
+            self.interfaces.join(", ")
+        )
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,7 @@ use std::{io, net::IpAddr, thread};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope},
-    AddressFamily, RouteNetlinkMessage,
+    RouteNetlinkMessage,
 };
 
 use super::{host_prefix, Family, NetError};
@@ -16,10 +16,7 @@ use crate::rtnl::{self, Rtnl};
 /// duplicate address detection (IFA_F_NODAD), so it is usable at once. Adding the same address
 /// with the same prefix again is not an error.
 pub async fn add_address(ifname: &str, addr: IpAddr) -> Result<(), NetError> {
-    let name = ifname.to_owned();
-    let added = blocking(move || {
-        let mut rtnl = Rtnl::open()?;
-        let ifindex = rtnl.link(&name)?.header.index;
+    let added = on_link(ifname, move |rtnl, ifindex| {
         let request = RouteNetlinkMessage::NewAddress(address_message(ifindex, addr));
         match rtnl.acked(request, NLM_F_CREATE | NLM_F_EXCL) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
@@ -36,10 +33,7 @@ pub async fn add_address(ifname: &str, addr: IpAddr) -> Result<(), NetError> {
 /// Removes the single address (`addr`/32 or `addr`/128) from the interface; the same address
 /// with another prefix stays. Removing an address that is not there is not an error.
 pub async fn remove_address(ifname: &str, addr: IpAddr) -> Result<(), NetError> {
-    let name = ifname.to_owned();
-    let removed = blocking(move || {
-        let mut rtnl = Rtnl::open()?;
-        let ifindex = rtnl.link(&name)?.header.index;
+    let removed = on_link(ifname, move |rtnl, ifindex| {
         let request = RouteNetlinkMessage::DelAddress(address_message(ifindex, addr));
         match rtnl.acked(request, 0) {
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
@@ -55,10 +49,7 @@ pub async fn remove_address(ifname: &str, addr: IpAddr) -> Result<(), NetError> 
 
 /// Whether `addr` is on the interface, with whatever prefix length.
 pub async fn has_address(ifname: &str, addr: IpAddr) -> Result<bool, NetError> {
-    let name = ifname.to_owned();
-    let found = blocking(move || {
-        let mut rtnl = Rtnl::open()?;
-        let ifindex = rtnl.link(&name)?.header.index;
+    let found = on_link(ifname, move |rtnl, ifindex| {
         let addresses = rtnl.addresses(ifindex)?;
         Ok(addresses
             .iter()
@@ -106,10 +97,7 @@ fn pick_source(addresses: &[AddressMessage], family: Family) -> Option<IpAddr> {
 /// (or `/128 nodad`) sends it.
 fn address_message(ifindex: u32, addr: IpAddr) -> AddressMessage {
     let mut message = AddressMessage::default();
-    message.header.family = match addr {
-        IpAddr::V4(_) => AddressFamily::Inet,
-        IpAddr::V6(_) => AddressFamily::Inet6,
-    };
+    message.header.family = rtnl::family(addr);
     message.header.prefix_len = host_prefix(&addr);
     message.header.scope = AddressScope::Universe;
     message.header.index = ifindex;
@@ -126,17 +114,24 @@ fn address_message(ifindex: u32, addr: IpAddr) -> AddressMessage {
     message
 }
 
-/// Runs blocking netlink work on a thread started from the polling thread, so it happens in that
-/// thread's network namespace without holding up the runtime.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+/// Runs blocking netlink work on interface `ifname` (its index given) on a thread started from
+/// the polling thread, so it happens in that thread's network namespace without holding up the
+/// runtime.
+async fn on_link<T: Send + 'static>(
+    ifname: &str,
+    work: impl FnOnce(&mut Rtnl, u32) -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
+    let ifname = ifname.to_owned();
     let (tx, rx) = tokio::sync::oneshot::channel();
     thread::Builder::new()
         .name("xlb-vrrp-net".into())
         .spawn(move || {
+            let done = Rtnl::open().and_then(|mut rtnl| {
+                let ifindex = rtnl.link(&ifname)?.header.index;
+                work(&mut rtnl, ifindex)
+            });
             // A send error means the caller stopped waiting.
-            let _ = tx.send(work());
+            let _ = tx.send(done);
         })?;
     rx.await
         .map_err(|_| io::Error::other("the netlink thread panicked"))?
@@ -144,6 +139,8 @@ async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_route::AddressFamily;
+
     use super::*;
 
     fn address(addr: &str, flags: AddressHeaderFlags) -> AddressMessage {

@@ -2,10 +2,10 @@
 
 use std::io;
 
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
 
 use super::NetError;
-use crate::rtnl::Rtnl;
+use crate::rtnl::{self, Rtnl};
 
 /// The interface's index.
 pub fn ifindex(ifname: &str) -> Result<u32, NetError> {
@@ -37,22 +37,16 @@ fn is_up(link: &LinkMessage) -> bool {
 /// The index and MAC address of an Ethernet interface; other link types are an error.
 pub(super) fn ether_link(rtnl: &mut Rtnl, ifname: &str) -> io::Result<(u32, [u8; 6])> {
     let link = rtnl.link(ifname)?;
-    let mac = link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
-        _ => None,
-    });
-    match mac {
-        Some(mac) if link.header.link_layer_type == LinkLayerType::Ether => {
-            Ok((link.header.index, mac))
-        }
-        _ => Err(io::Error::new(
+    let mac = rtnl::ether_mac(&link).ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::Unsupported,
             format!(
                 "not an Ethernet interface (link type {})",
                 link.header.link_layer_type
             ),
-        )),
-    }
+        )
+    })?;
+    Ok((link.header.index, mac))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod addr;
 mod announce;
 mod link;
 mod socket;
-mod sys;
+pub(crate) mod sys;
 
 use std::{
     io,

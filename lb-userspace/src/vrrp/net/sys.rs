@@ -1,4 +1,5 @@
-//! The few system calls the sockets here need, as safe functions over `libc`.
+//! The few system calls the sockets here (and next-hop resolution's) need, as safe functions
+//! over `libc`.
 
 use std::{
     io, mem,
@@ -64,7 +65,7 @@ pub(super) fn set_int(
 }
 
 /// SO_BINDTODEVICE: the socket sends out of and receives from `ifname` only.
-pub(super) fn bind_to_device(fd: &OwnedFd, ifname: &str) -> io::Result<()> {
+pub(crate) fn bind_to_device(fd: &impl AsRawFd, ifname: &str) -> io::Result<()> {
     // SAFETY: the option value is `ifname`'s bytes, valid for the given length during the call;
     // the kernel does not need a terminating NUL.
     let ret = unsafe {

@@ -13,10 +13,13 @@ use std::{
 
 use anyhow::{bail, Context};
 use lb_common::maps::Mode;
+use serde_json::{json, Value};
 use xlb_tests::{
     lab::{backend_port, Family, Lab, Net, NAT_PORT, VIP_PORT, VIP_V4},
     netns::{ChildHandle, Netns},
 };
+
+use crate::micro::steps;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contender {
@@ -134,41 +137,31 @@ impl Rig {
                     topology: Topology::Kernel(Box::new(net)),
                 })
             }
-            Contender::Nftables => {
-                let net = Net::new(tag, Mode::Nat, 3)?;
-                nftables_dnat(&net.director)?;
-                Ok(Rig {
-                    target: vip,
-                    backend_port: NAT_PORT,
-                    _haproxy: None,
-                    topology: Topology::Kernel(Box::new(net)),
-                })
-            }
-            Contender::HaproxyTcp | Contender::HaproxyHttp => {
-                let mut net = Net::new(tag, Mode::Nat, 3)?;
-                let mode = if contender == Contender::HaproxyTcp {
-                    "tcp"
-                } else {
-                    "http"
-                };
-                let haproxy = haproxy(&mut net, mode, vip)?;
-                Ok(Rig {
-                    target: vip,
-                    backend_port: NAT_PORT,
-                    _haproxy: Some(haproxy),
-                    topology: Topology::Kernel(Box::new(net)),
-                })
-            }
-            Contender::Ipvs => {
+            // The director's kernel or HAProxy, to the backends' NAT port.
+            Contender::Nftables
+            | Contender::HaproxyTcp
+            | Contender::HaproxyHttp
+            | Contender::Ipvs => {
                 if let Some(why) = contender.unavailable(false) {
                     bail!("{why}");
                 }
-                let net = Net::new(tag, Mode::Nat, 3)?;
-                ipvs_masquerade(&net.director)?;
+                let mut net = Net::new(tag, Mode::Nat, 3)?;
+                let haproxy = match contender {
+                    Contender::HaproxyTcp => Some(haproxy(&mut net, "tcp", vip)?),
+                    Contender::HaproxyHttp => Some(haproxy(&mut net, "http", vip)?),
+                    Contender::Ipvs => {
+                        ipvs_masquerade(&net.director)?;
+                        None
+                    }
+                    _nftables => {
+                        nftables_dnat(&net.director)?;
+                        None
+                    }
+                };
                 Ok(Rig {
                     target: vip,
                     backend_port: NAT_PORT,
-                    _haproxy: None,
+                    _haproxy: haproxy,
                     topology: Topology::Kernel(Box::new(net)),
                 })
             }
@@ -285,8 +278,52 @@ fn haproxy(net: &mut Net, mode: &str, vip: SocketAddr) -> anyhow::Result<ChildHa
     }
 }
 
+/// A contender's result, or why it has none.
+pub struct Measured<T> {
+    pub contender: Contender,
+    pub result: Result<T, String>,
+}
+
+/// Runs `measure` on every contender in turn (of a UDP load if `udp`),
+/// keeping why those that cannot run here or fail have no result.
+pub fn measure_each<T>(
+    udp: bool,
+    mut measure: impl FnMut(Contender) -> anyhow::Result<T>,
+) -> Vec<Measured<T>> {
+    let progress = steps(Contender::ALL.len() as u64);
+    let mut measured = Vec::new();
+    for contender in Contender::ALL {
+        progress.set_message(contender.name());
+        let result = match contender.unavailable(udp) {
+            Some(why) => Err(why),
+            None => measure(contender).map_err(|e| failure(&e)),
+        };
+        measured.push(Measured { contender, result });
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    measured
+}
+
+/// `contender`'s result, if it has one.
+pub fn result_of<T>(measured: &[Measured<T>], contender: Contender) -> Option<&T> {
+    measured
+        .iter()
+        .find(|m| m.contender == contender)
+        .and_then(|m| m.result.as_ref().ok())
+}
+
+/// The table row (`why`, then `-` up to `columns`) and the JSON of a
+/// contender without a result.
+pub fn skipped(contender: Contender, why: &str, columns: usize) -> (Vec<String>, Value) {
+    let mut row = vec![contender.name().to_string(), why.to_string()];
+    row.resize(columns, "-".into());
+    let json = json!({ "contender": contender.name(), "skipped": why });
+    (row, json)
+}
+
 /// Why a contender's run failed, on one line for the report's table.
-pub fn failure(e: &anyhow::Error) -> String {
+fn failure(e: &anyhow::Error) -> String {
     format!("failed: {}", format!("{e:#}").replace('\n', " "))
 }
 

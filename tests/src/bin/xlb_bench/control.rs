@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{ensure, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::Mode;
 use serde_json::json;
@@ -18,8 +17,9 @@ use xlb_tests::{
 };
 
 use crate::{
+    micro::steps,
     plot,
-    report::{Machine, Plot, Report, Table},
+    report::{verdict, Machine, Plot, Report, Table},
 };
 
 const RING: u32 = 65537;
@@ -51,9 +51,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
             checked: 1000,
         }
     };
-    let progress = ProgressBar::new(3).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
-    );
+    let progress = steps(3);
     progress.set_message("Maglev builds");
     let builds = maglev_builds(size.builds);
     progress.inc(1);
@@ -251,10 +249,6 @@ fn plots(
             },
         ),
     ]
-}
-
-fn verdict(line: &str, met: bool) -> String {
-    format!("{} {line}", if met { "met:" } else { "MISSED:" })
 }
 
 /// The `q` quantile of `samples` (0.5: median, 1: max).
@@ -548,14 +542,7 @@ mod tests {
             all_up: true,
             floor: 0.015,
         };
-        let dir = std::env::temp_dir().join(format!("xlb-control-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut svgs = String::new();
-        for plot in plots(&api, &builds, &cpu, 1000) {
-            (plot.draw)(&dir.join(&plot.file)).unwrap();
-            svgs += &std::fs::read_to_string(dir.join(&plot.file)).unwrap();
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
+        let svgs = crate::report::drawn("control", &plots(&api, &builds, &cpu, 1000));
         for text in [
             "weight change",
             "p99",
@@ -565,7 +552,7 @@ mod tests {
             "the agent",
             "1.50",
         ] {
-            assert!(svgs.contains(&format!(">\n{text}\n</text>")), "no {text:?}");
+            assert!(plot::has_text(&svgs, text), "no {text:?}");
         }
     }
 }

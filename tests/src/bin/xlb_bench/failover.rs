@@ -11,7 +11,6 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use lb_common::maps::Mode;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -26,8 +25,9 @@ use xlb_tests::{
 };
 
 use crate::{
+    micro::steps,
     plot,
-    report::{Machine, Plot, Report, Table},
+    report::{verdict, Machine, Plot, Report, Table},
 };
 
 /// The goal from the issue: at 20 ms adverts, a SIGKILLed master costs less than 100 ms.
@@ -111,10 +111,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
         [1000, 100, 20].map(Duration::from_millis).to_vec()
     };
     let contenders = [Contender::Xlb, Contender::Keepalived];
-    let progress = ProgressBar::new((contenders.len() * intervals.len() * EVENTS.len()) as u64)
-        .with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
-        );
+    let progress = steps((contenders.len() * intervals.len() * EVENTS.len()) as u64);
     let mut rows = Vec::new();
     for &contender in &contenders {
         for &interval in &intervals {
@@ -343,10 +340,6 @@ fn report(rows: &[Row], fastest: Duration, quick: bool) -> Report {
     }
 }
 
-fn verdict(line: &str, met: bool) -> String {
-    format!("{} {line}", if met { "met:" } else { "MISSED:" })
-}
-
 /// `1 s`, `100 ms`, `20 ms`.
 fn label(interval: Duration) -> String {
     if interval.subsec_millis() == 0 {
@@ -378,7 +371,8 @@ fn config(contender: Contender, priority: u8, interval: Duration) -> String {
              protocol = \"{protocol}\"\n"
         );
         for n in 0..3 {
-            text += &format!("[[service.backend]]\naddress = \"198.18.1.{}\"\n", 10 + n);
+            let address = Family::V4.backend(n);
+            text += &format!("[[service.backend]]\naddress = \"{address}\"\n");
         }
     }
     if contender == Contender::Xlb {
@@ -689,20 +683,10 @@ mod tests {
             }
         }
         let report = report(&rows, Duration::from_millis(20), false);
-        let dir = std::env::temp_dir().join(format!("xlb-failover-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let [plot] = &report.plots[..] else {
-            panic!("one plot")
-        };
-        let path = dir.join(&plot.file);
-        (plot.draw)(&path).unwrap();
-        let svg = std::fs::read_to_string(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(report.plots.len(), 1, "one plot");
+        let svg = crate::report::drawn("failover", &report.plots);
         for text in ["1 s", "20 ms", "xlb", "keepalived", "3007", "67.0", "n/a"] {
-            assert!(
-                svg.contains(&format!(">\n{text}\n</text>")),
-                "no {text:?} in {svg}"
-            );
+            assert!(plot::has_text(&svg, text), "no {text:?} in {svg}");
         }
         assert!(report.markdown().contains("](failover.svg)"));
     }

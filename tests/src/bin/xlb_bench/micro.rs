@@ -327,13 +327,8 @@ fn measure(
             }
         };
         if let Some(counter) = case.counter {
-            let moved = dataplane.counters()?.get(counter) - before.get(counter);
-            ensure!(
-                moved == u64::from(size.runs),
-                "{label}: {} moved by {moved} in {} runs: not the path meant",
-                counter.name(),
-                size.runs
-            );
+            let before = before.get(counter);
+            moved_once_per_run(dataplane, counter, before, size.runs.into(), &label)?;
         }
         batches.push(ns);
     }
@@ -367,7 +362,12 @@ fn prepare(dataplane: &mut Dataplane, case: &Case, flows: &mut NewFlows) -> anyh
 }
 
 /// The kernel's mean ns per run over `repeat` runs of `frame` in one call.
-fn repeated(program: &Xdp, frame: &[u8], repeat: u32, action: XdpAction) -> anyhow::Result<f64> {
+pub(crate) fn repeated(
+    program: &Xdp,
+    frame: &[u8],
+    repeat: u32,
+    action: XdpAction,
+) -> anyhow::Result<f64> {
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -380,7 +380,7 @@ fn repeated(program: &Xdp, frame: &[u8], repeat: u32, action: XdpAction) -> anyh
 }
 
 /// One run of `frame`, as the kernel timed it.
-fn one_shot(program: &Xdp, frame: &[u8], action: XdpAction) -> anyhow::Result<Duration> {
+pub(crate) fn one_shot(program: &Xdp, frame: &[u8], action: XdpAction) -> anyhow::Result<Duration> {
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -389,6 +389,24 @@ fn one_shot(program: &Xdp, frame: &[u8], action: XdpAction) -> anyhow::Result<Du
         .context("BPF_PROG_TEST_RUN")?;
     expect(XdpAction::from_return(result.return_value)?, action)?;
     Ok(result.duration)
+}
+
+/// Fails the bench unless `counter` moved by exactly `runs` since `before`:
+/// every run took the path meant.
+pub(crate) fn moved_once_per_run(
+    dataplane: &Dataplane,
+    counter: Counter,
+    before: u64,
+    runs: u64,
+    label: &str,
+) -> anyhow::Result<()> {
+    let moved = dataplane.counters()?.get(counter) - before;
+    ensure!(
+        moved == runs,
+        "{label}: {} moved by {moved} in {runs} runs: not the path meant",
+        counter.name()
+    );
+    Ok(())
 }
 
 fn expect(got: XdpAction, action: XdpAction) -> anyhow::Result<()> {
@@ -572,6 +590,13 @@ pub(crate) fn progress(label: &str, runs: u64) -> ProgressBar {
     );
     bar.set_prefix(label.to_string());
     bar
+}
+
+/// A bar of `len` steps, each named by the bar's message.
+pub(crate) fn steps(len: u64) -> ProgressBar {
+    ProgressBar::new(len).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
+    )
 }
 
 /// Pins this thread to the last CPU it may use, and returns that CPU.

@@ -306,6 +306,12 @@ fn si(v: f64) -> String {
         .map_or_else(|| tick(v), |(scale, prefix)| tick(v / scale) + prefix)
 }
 
+/// Whether `svg` holds a text element of exactly `text`.
+#[cfg(test)]
+pub fn has_text(svg: &str, text: &str) -> bool {
+    svg.contains(&format!(">\n{text}\n</text>"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::{fs, path::PathBuf};
@@ -326,10 +332,7 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
         for text in texts {
-            assert!(
-                svg.contains(&format!(">\n{text}\n</text>")),
-                "no {text:?} in {svg}"
-            );
+            assert!(has_text(&svg, text), "no {text:?} in {svg}");
         }
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

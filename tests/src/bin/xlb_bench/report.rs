@@ -187,6 +187,27 @@ impl Report {
     }
 }
 
+/// A goal's line: `met:` or `MISSED:`, then `line`.
+pub fn verdict(line: &str, met: bool) -> String {
+    format!("{} {line}", if met { "met:" } else { "MISSED:" })
+}
+
+/// Draws `plots` into a scratch directory named after `test`, and returns
+/// their SVGs one after another.
+#[cfg(test)]
+pub fn drawn(test: &str, plots: &[Plot]) -> String {
+    let dir = std::env::temp_dir().join(format!("xlb-{test}-plot-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let mut svgs = String::new();
+    for plot in plots {
+        let path = dir.join(&plot.file);
+        (plot.draw)(&path).unwrap();
+        svgs += &fs::read_to_string(&path).unwrap();
+    }
+    fs::remove_dir_all(&dir).unwrap();
+    svgs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

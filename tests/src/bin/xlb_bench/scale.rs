@@ -13,7 +13,6 @@ use std::{
 };
 
 use anyhow::{ensure, Context};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use indicatif::ProgressBar;
 use lb_common::{
     flow::FlowKey,
@@ -27,9 +26,11 @@ use xlb::dataplane::{
 use xlb_tests::{packet::Frame, testrun::XdpAction};
 
 use crate::{
-    micro::{check_repeatable, median, pin_to_one_cpu, progress},
+    micro::{
+        check_repeatable, median, moved_once_per_run, one_shot, pin_to_one_cpu, progress, repeated,
+    },
     plot,
-    report::{Machine, Plot, Report, Table},
+    report::{verdict, Machine, Plot, Report, Table},
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -536,7 +537,11 @@ fn establish(dataplane: &mut Dataplane, vip: Ipv4Addr, flows: Range<u32>) -> any
     let bar = progress(&format!("establishing {} flows", grouped(flows.end)), count);
     let before = dataplane.counters()?.get(Counter::FlowMiss);
     for i in flows {
-        run_once(dataplane.program(), &flow_frame(HIT_NET + i, vip))?;
+        one_shot(
+            dataplane.program(),
+            &flow_frame(HIT_NET + i, vip),
+            XdpAction::Tx,
+        )?;
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -556,7 +561,7 @@ fn one_shot_batch(
     let before = dataplane.counters()?.get(counter);
     let mut total = Duration::ZERO;
     for _ in 0..runs {
-        total += run_once(dataplane.program(), &frame()?)?;
+        total += one_shot(dataplane.program(), &frame()?, XdpAction::Tx)?;
         bar.inc(1);
     }
     moved_once_per_run(dataplane, counter, before, runs.into(), label)?;
@@ -573,53 +578,10 @@ fn repeat_batch(
     bar: &ProgressBar,
 ) -> anyhow::Result<f64> {
     let before = dataplane.counters()?.get(Counter::FlowHit);
-    let result = dataplane
-        .program()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_TEST_RUN")?;
-    expect_tx(XdpAction::from_return(result.return_value)?)?;
+    let ns = repeated(dataplane.program(), frame, repeat, XdpAction::Tx)?;
     moved_once_per_run(dataplane, Counter::FlowHit, before, repeat.into(), label)?;
     bar.inc(repeat.into());
-    Ok(result.duration.as_nanos() as f64)
-}
-
-/// One run of `frame`, forwarded, as the kernel timed it.
-fn run_once(program: &Xdp, frame: &[u8]) -> anyhow::Result<Duration> {
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_TEST_RUN")?;
-    expect_tx(XdpAction::from_return(result.return_value)?)?;
-    Ok(result.duration)
-}
-
-fn expect_tx(got: XdpAction) -> anyhow::Result<()> {
-    ensure!(got == XdpAction::Tx, "the program returned {got:?}, not Tx");
-    Ok(())
-}
-
-/// Fails the bench unless `counter` moved by exactly `runs` since `before`:
-/// every run took the path meant.
-fn moved_once_per_run(
-    dataplane: &Dataplane,
-    counter: Counter,
-    before: u64,
-    runs: u64,
-    label: &str,
-) -> anyhow::Result<()> {
-    let moved = dataplane.counters()?.get(counter) - before;
-    ensure!(
-        moved == runs,
-        "{label}: {} moved by {moved} in {runs} runs: not the path meant",
-        counter.name()
-    );
-    Ok(())
+    Ok(ns)
 }
 
 fn series(rows: &[Row], dimension: Dimension, timed: Timed) -> impl Iterator<Item = &Row> {
@@ -844,14 +806,16 @@ fn goal(name: &str, of: &[&Row]) -> (String, serde_json::Value) {
         grouped(last.size),
         (GOAL_RATIO - 1.0) * 100.0
     );
-    let mut line = format!(
-        "{} {what}: worst {:.2}x, {:.1} ns at {} against {:.1} ns at {}",
-        if met { "met:" } else { "MISSED:" },
-        ratio(worst),
-        ns(worst),
-        grouped(worst.size),
-        ns(first),
-        grouped(first.size)
+    let mut line = verdict(
+        &format!(
+            "{what}: worst {:.2}x, {:.1} ns at {} against {:.1} ns at {}",
+            ratio(worst),
+            ns(worst),
+            grouped(worst.size),
+            ns(first),
+            grouped(first.size)
+        ),
+        met,
     );
     if !met {
         line += &format!("; {}", why(&ratios(worst, first), worst));

@@ -5,24 +5,29 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use lb_common::maps::Mode;
 use serde_json::json;
 use xlb_tests::loadgen::{self, FixedServer, TcpLoad, TcpResult};
 
 use crate::{
-    contenders::{cpu_busy, failure, Contender, Rig},
+    contenders::{cpu_busy, measure_each, result_of, skipped, Contender, Measured, Rig},
     plot,
-    report::{Machine, Plot, Report, Table},
+    report::{verdict, Machine, Plot, Report, Table},
 };
 
 /// Connections in flight at once.
 const CONCURRENCY: usize = 64;
 
-struct Measured {
-    contender: Contender,
-    result: Result<(TcpResult, Duration), String>,
-}
+const HEADERS: [&str; 8] = [
+    "contender",
+    "conn/s",
+    "x HAProxy tcp",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "failed",
+    "CPU us/conn",
+];
 
 pub fn run(quick: bool) -> anyhow::Result<Report> {
     let duration = if quick {
@@ -30,20 +35,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     } else {
         Duration::from_secs(5)
     };
-    let progress = ProgressBar::new(Contender::ALL.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
-    );
-    let mut measured = Vec::new();
-    for contender in Contender::ALL {
-        progress.set_message(contender.name());
-        let result = match contender.unavailable(false) {
-            Some(why) => Err(why),
-            None => measure(contender, duration).map_err(|e| failure(&e)),
-        };
-        measured.push(Measured { contender, result });
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
+    let measured = measure_each(false, |contender| measure(contender, duration));
     Ok(report(&measured, duration))
 }
 
@@ -75,13 +67,8 @@ fn measure(contender: Contender, duration: Duration) -> anyhow::Result<(TcpResul
     Ok((result, cpu))
 }
 
-fn report(measured: &[Measured], duration: Duration) -> Report {
-    let ok = |c: Contender| {
-        measured
-            .iter()
-            .find(|m| m.contender == c)
-            .and_then(|m| m.result.as_ref().ok())
-    };
+fn report(measured: &[Measured<(TcpResult, Duration)>], duration: Duration) -> Report {
+    let ok = |c: Contender| result_of(measured, c);
     let haproxy = ok(Contender::HaproxyTcp).map(|(r, _)| r);
     let mut rows = Vec::new();
     let mut results = Vec::new();
@@ -119,17 +106,9 @@ fn report(measured: &[Measured], duration: Duration) -> Report {
                 }));
             }
             Err(why) => {
-                rows.push(vec![
-                    m.contender.name().to_string(),
-                    why.clone(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]);
-                results.push(json!({ "contender": m.contender.name(), "skipped": why }));
+                let (row, json) = skipped(m.contender, why, HEADERS.len());
+                rows.push(row);
+                results.push(json);
             }
         }
     }
@@ -138,15 +117,15 @@ fn report(measured: &[Measured], duration: Duration) -> Report {
         (Some((xlb, _)), Some(h)) => {
             let ratio = xlb.per_second / h.per_second.max(f64::EPSILON);
             let met = ratio >= 2.0 && xlb.latency_us.p99 < h.latency_us.p99;
-            goals.push(format!(
-                "{} xlb DR >= 2x HAProxy tcp in connections/s with a lower p99: {:.0} vs {:.0}/s \
+            let line = format!(
+                "xlb DR >= 2x HAProxy tcp in connections/s with a lower p99: {:.0} vs {:.0}/s \
                  ({ratio:.2}x), p99 {:.2} vs {:.2} ms",
-                if met { "met:" } else { "MISSED:" },
                 xlb.per_second,
                 h.per_second,
                 xlb.latency_us.p99 as f64 / 1e3,
                 h.latency_us.p99 as f64 / 1e3
-            ));
+            );
+            goals.push(verdict(&line, met));
         }
         _ => goals.push("MISSED: xlb DR or HAProxy tcp did not run, so no comparison".into()),
     }
@@ -176,16 +155,7 @@ fn report(measured: &[Measured], duration: Duration) -> Report {
             ),
         ],
         table: Table {
-            headers: vec![
-                "contender",
-                "conn/s",
-                "x HAProxy tcp",
-                "p50 ms",
-                "p99 ms",
-                "p99.9 ms",
-                "failed",
-                "CPU us/conn",
-            ],
+            headers: HEADERS.to_vec(),
             right: vec![false, true, true, true, true, true, true, true],
             rows,
         },

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use lb_common::{maps::Mode, stats::Counter as DataplaneCounter};
 use serde_json::json;
 use xlb_tests::{
@@ -15,9 +14,9 @@ use xlb_tests::{
 };
 
 use crate::{
-    contenders::{cpu_busy, failure, Contender, Rig},
+    contenders::{cpu_busy, measure_each, result_of, skipped, Contender, Measured, Rig},
     plot,
-    report::{Machine, Plot, Report, Table},
+    report::{verdict, Machine, Plot, Report, Table},
 };
 
 /// Distinct flows (source ports) in the load.
@@ -25,10 +24,13 @@ const FLOWS: u32 = 4096;
 /// UDP payload: with the headers, a 60-byte frame (64 on the wire with the FCS).
 const PAYLOAD: [u8; 18] = *b"xlb-bench-udp-load";
 
-struct Measured {
-    contender: Contender,
-    result: Result<Delivered, String>,
-}
+const HEADERS: [&str; 5] = [
+    "contender",
+    "delivered pkt/s",
+    "x nftables",
+    "CPU ns/pkt",
+    "delivered/sent",
+];
 
 struct Delivered {
     sent: u64,
@@ -56,20 +58,9 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     let mut generator = Generator::load(FLOWS)?;
     // The lab's veths have one queue: a second thread would only be refused.
     generator.set_threads(1)?;
-    let progress = ProgressBar::new(Contender::ALL.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("valid template"),
-    );
-    let mut measured = Vec::new();
-    for contender in Contender::ALL {
-        progress.set_message(contender.name());
-        let result = match contender.unavailable(true) {
-            Some(why) => Err(why),
-            None => measure(&generator, contender, count, limit).map_err(|e| failure(&e)),
-        };
-        measured.push(Measured { contender, result });
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
+    let measured = measure_each(true, |contender| {
+        measure(&generator, contender, count, limit)
+    });
     Ok(report(&measured, count, generator.threads()))
 }
 
@@ -135,13 +126,8 @@ fn measure(
     })
 }
 
-fn report(measured: &[Measured], count: u64, threads: usize) -> Report {
-    let find = |c: Contender| {
-        measured
-            .iter()
-            .find(|m| m.contender == c)
-            .and_then(|m| m.result.as_ref().ok())
-    };
+fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Report {
+    let find = |c: Contender| result_of(measured, c);
     let nft = find(Contender::Nftables);
     let mut rows = Vec::new();
     let mut results = Vec::new();
@@ -175,14 +161,9 @@ fn report(measured: &[Measured], count: u64, threads: usize) -> Report {
                 }));
             }
             Err(why) => {
-                rows.push(vec![
-                    m.contender.name().to_string(),
-                    why.clone(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]);
-                results.push(json!({ "contender": m.contender.name(), "skipped": why }));
+                let (row, json) = skipped(m.contender, why, HEADERS.len());
+                rows.push(row);
+                results.push(json);
             }
         }
     }
@@ -191,19 +172,19 @@ fn report(measured: &[Measured], count: u64, threads: usize) -> Report {
         (Some(x), Some(n)) => {
             let ratio = x.rate() / n.rate().max(f64::EPSILON);
             let cpu = x.cpu_ns_per_packet() / n.cpu_ns_per_packet().max(f64::EPSILON);
-            goals.push(format!(
-                "{} xlb DR >= 5x nftables DNAT in delivered packets/s: {:.0} vs {:.0} ({ratio:.2}x)",
-                if ratio >= 5.0 { "met:" } else { "MISSED:" },
+            let line = format!(
+                "xlb DR >= 5x nftables DNAT in delivered packets/s: {:.0} vs {:.0} ({ratio:.2}x)",
                 x.rate(),
                 n.rate()
-            ));
-            goals.push(format!(
-                "{} xlb DR at <= 1/5 of nftables' CPU-ns per delivered packet: {:.0} vs {:.0} ns \
+            );
+            goals.push(verdict(&line, ratio >= 5.0));
+            let line = format!(
+                "xlb DR at <= 1/5 of nftables' CPU-ns per delivered packet: {:.0} vs {:.0} ns \
                  ({cpu:.2}x)",
-                if cpu <= 0.2 { "met:" } else { "MISSED:" },
                 x.cpu_ns_per_packet(),
                 n.cpu_ns_per_packet()
-            ));
+            );
+            goals.push(verdict(&line, cpu <= 0.2));
         }
         _ => goals.push("MISSED: xlb DR or nftables did not run, so no comparison".into()),
     }
@@ -240,13 +221,7 @@ fn report(measured: &[Measured], count: u64, threads: usize) -> Report {
             ),
         ],
         table: Table {
-            headers: vec![
-                "contender",
-                "delivered pkt/s",
-                "x nftables",
-                "CPU ns/pkt",
-                "delivered/sent",
-            ],
+            headers: HEADERS.to_vec(),
             right: vec![false, true, true, true, true],
             rows,
         },
