@@ -53,13 +53,13 @@ pub fn hash_words(seed: u32, words: &[u32]) -> u32 {
 
 /// The hash that picks a Maglev slot for a new flow.
 #[inline(always)]
-pub fn flow_hash(key: &FlowKey) -> u32 {
+pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     let ports = (key.sport as u32) << 16 | key.dport as u32;
     let tail = (key.proto as u32) << 8 | key.family as u32;
     let s = key.src;
     let d = key.dst;
     hash_words(
-        0,
+        seed,
         &[s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], ports, tail],
     )
 }
@@ -67,9 +67,9 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
 /// The hash for source-IP affinity: only the (masked) source address, so
 /// every connection of one client lands on one backend.
 #[inline(always)]
-pub fn source_hash(masked_src: &[u32; 4], family: u8) -> u32 {
+pub fn source_hash(masked_src: &[u32; 4], family: u8, seed: u32) -> u32 {
     let s = masked_src;
-    hash_words(1, &[s[0], s[1], s[2], s[3], family as u32])
+    hash_words(seed ^ 1, &[s[0], s[1], s[2], s[3], family as u32])
 }
 
 #[cfg(test)]
@@ -92,9 +92,21 @@ mod tests {
     fn stable_values() {
         // Pinned: every director (and the BPF side) must compute these, so
         // a change here moves flows between backends during an upgrade.
-        assert_eq!(flow_hash(&key(40000)), GOLDEN[0]);
-        assert_eq!(flow_hash(&key(40001)), GOLDEN[1]);
-        assert_eq!(source_hash(&key(1).src, 4), GOLDEN[2]);
+        assert_eq!(flow_hash(&key(40000), 0), GOLDEN[0]);
+        assert_eq!(flow_hash(&key(40001), 0), GOLDEN[1]);
+        assert_eq!(source_hash(&key(1).src, 4, 0), GOLDEN[2]);
+    }
+
+    #[test]
+    fn the_seed_changes_every_hash() {
+        let seed = 0x5eed_1234;
+        for port in 0..64u16 {
+            assert_ne!(flow_hash(&key(port), 0), flow_hash(&key(port), seed));
+        }
+        assert_ne!(
+            source_hash(&key(1).src, 4, 0),
+            source_hash(&key(1).src, 4, seed)
+        );
     }
 
     const GOLDEN: [u32; 3] = [0x4f59_7f6d, 0x4287_069c, 0x7039_a90d];
@@ -104,7 +116,7 @@ mod tests {
         let buckets = 16u32;
         let mut counts = [0u32; 16];
         for port in 0..16_000u16 {
-            counts[(flow_hash(&key(port)) % buckets) as usize] += 1;
+            counts[(flow_hash(&key(port), 0) % buckets) as usize] += 1;
         }
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(*max as f64 / *min as f64 <= 1.15, "{counts:?}");
@@ -113,7 +125,7 @@ mod tests {
     #[test]
     fn source_hash_ignores_ports() {
         let a = key(1);
-        assert_eq!(source_hash(&a.src, 4), source_hash(&key(2).src, 4));
-        assert_ne!(source_hash(&a.src, 4), source_hash(&a.dst, 4));
+        assert_eq!(source_hash(&a.src, 4, 0), source_hash(&key(2).src, 4, 0));
+        assert_ne!(source_hash(&a.src, 4, 0), source_hash(&a.dst, 4, 0));
     }
 }

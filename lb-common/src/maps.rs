@@ -82,6 +82,19 @@ pub const VIP_ANY_PORT_UDP: u8 = 2;
 /// Hash: a local VIP's address ([`VipKey`]) -> `u8` 1, for `xlb_decap`.
 pub const MAP_DECAP_VIPS: &str = "XLB_DECAP_VIPS";
 
+/// Hash: ifindex -> [`Iface`] for every interface the program is attached
+/// to: the program balances only frames addressed to that interface's MAC.
+pub const MAP_IFACES: &str = "XLB_IFACES";
+/// Hash: an outer source address ([`VipKey`]) -> `u8` 1: the directors
+/// `xlb_decap` accepts IP-in-IP from; anything else passes untouched.
+pub const MAP_DECAP_SOURCES: &str = "XLB_DECAP_SOURCES";
+/// Per-CPU array of [`RateWindow`], indexed by [`RATE_NEW_FLOWS`] and
+/// [`RATE_ICMP`]: what this CPU did in the current one-second window.
+pub const MAP_RATES: &str = "XLB_RATES";
+pub const RATE_NEW_FLOWS: u32 = 0;
+pub const RATE_ICMP: u32 = 1;
+pub const RATE_SLOTS: u32 = 2;
+
 /// Global set at load time: slots in each Maglev ring (a prime).
 pub const GLOBAL_RING_SIZE: &str = "RING_SIZE";
 
@@ -203,6 +216,25 @@ pub struct Flow {
     pub last_seen_ns: u64,
 }
 
+/// An interface the program is attached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Iface {
+    /// Its own MAC: the only destination balanced, and the source of
+    /// frames sent back out of it.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// One CPU's count of events in a one-second window, for rate limits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Monotonic nanoseconds at which the window began.
+    pub start_ns: u64,
+    pub count: u64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct AffinityKey {
@@ -280,6 +312,15 @@ pub struct Settings {
     /// The last backend generation the agent handed out, for an agent that
     /// adopts the maps (the program does not read it).
     pub last_generation: u32,
+    /// Seed of the flow and source hashes, the same on every director, so
+    /// that clients cannot choose ports that aim at one backend.
+    pub hash_seed: u32,
+    /// The flood guard: new flows per second one CPU records; past it new
+    /// flows are forwarded by the ring without state. 0: no limit.
+    pub new_flows_per_cpu: u32,
+    /// ICMP messages per second one CPU sends; past it they are dropped.
+    pub icmp_per_cpu: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -300,6 +341,8 @@ mod pod {
     unsafe impl aya::Pod for VipKey {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for RateWindow {}
 }
 
 #[cfg(test)]
@@ -319,6 +362,8 @@ mod tests {
         assert_eq!(size_of::<NatKey>(), 20);
         assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<VipKey>(), 20);
-        assert_eq!(size_of::<Settings>(), 48);
+        assert_eq!(size_of::<Settings>(), 64);
+        assert_eq!(size_of::<Iface>(), 8);
+        assert_eq!(size_of::<RateWindow>(), 16);
     }
 }

@@ -62,10 +62,41 @@ pub enum Counter {
     Decap,
     /// Dropped: IPv4 options or IPv6 extension headers on a packet for a VIP.
     DropIpOptions,
+    /// IP frames not addressed to the ingress interface's own MAC
+    /// (broadcast, multicast, other hosts'): passed to the kernel untouched.
+    ForeignMac,
+    /// A NAT backend's packet for the director itself (a health check's
+    /// answer, an operator's connection): passed untouched.
+    NatToDirector,
+    /// A NAT backend's packet with no route to its destination: passed untouched.
+    NatNoRoute,
+    /// TCP segments with RST or FIN that matched no flow: forwarded by the
+    /// ring without creating flow state.
+    StatelessMiss,
+    /// New flows forwarded by the ring without flow state because this CPU
+    /// was over its new-flow rate (the flood guard).
+    FloodStateless,
+    /// ICMP errors whose outer destination is not the VIP that sent the
+    /// quoted packet: passed to the kernel, not forwarded.
+    IcmpMismatch,
+    /// Dropped: an ICMP message this CPU would have sent over its rate limit.
+    IcmpRateLimited,
+    /// Dropped: a packet too big for the tunnel that may not be answered
+    /// with ICMP (IPv4 without DF, or an ICMP error itself).
+    DropTooBig,
+    /// Dropped: IPv6 with payload length 0 and no hop-by-hop header (no jumbogram).
+    DropZeroPayload,
+    /// Dropped: a packet for a NAT VIP with a bad IPv4 header checksum.
+    DropBadChecksum,
+    /// IP-in-IP from a source not allowed to tunnel to this host: passed untouched (`xlb_decap`).
+    DecapForeign,
+    /// SYNs that reused the port of a flow that was not opening: scheduled
+    /// anew by the ring and counted as new flows.
+    ResetFlow,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 30] = [
+    pub const ALL: [Counter; 42] = [
         Counter::RxPackets,
         Counter::RxBytes,
         Counter::Vlan,
@@ -96,6 +127,18 @@ impl Counter {
         Counter::FibPass,
         Counter::Decap,
         Counter::DropIpOptions,
+        Counter::ForeignMac,
+        Counter::NatToDirector,
+        Counter::NatNoRoute,
+        Counter::StatelessMiss,
+        Counter::FloodStateless,
+        Counter::IcmpMismatch,
+        Counter::IcmpRateLimited,
+        Counter::DropTooBig,
+        Counter::DropZeroPayload,
+        Counter::DropBadChecksum,
+        Counter::DecapForeign,
+        Counter::ResetFlow,
     ];
 
     /// Number of slots in the stats map.
@@ -134,6 +177,18 @@ impl Counter {
             Counter::FibPass => "fib_pass",
             Counter::Decap => "decap",
             Counter::DropIpOptions => "drop_ip_options",
+            Counter::ForeignMac => "foreign_mac",
+            Counter::NatToDirector => "nat_to_director",
+            Counter::NatNoRoute => "nat_no_route",
+            Counter::StatelessMiss => "stateless_miss",
+            Counter::FloodStateless => "flood_stateless",
+            Counter::IcmpMismatch => "icmp_mismatch",
+            Counter::IcmpRateLimited => "icmp_rate_limited",
+            Counter::DropTooBig => "drop_too_big",
+            Counter::DropZeroPayload => "drop_zero_payload",
+            Counter::DropBadChecksum => "drop_bad_checksum",
+            Counter::DecapForeign => "decap_foreign",
+            Counter::ResetFlow => "reset_flow",
         }
     }
 

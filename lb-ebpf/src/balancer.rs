@@ -13,10 +13,10 @@ use lb_common::{
 };
 
 use crate::{
-    icmp,
+    csum, icmp,
     maps::{HANDOFF, SETTINGS, VIPS},
     output,
-    parse::{Packet, L4},
+    parse::{ptr_at, Packet, L4},
     select::{self, Chosen, TcpSignal},
     stats,
 };
@@ -76,6 +76,11 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
             None => return nat_reply::<V6>(pkt),
         },
     };
+    if !V6 && service.mode == Mode::Nat as u8 && !v4_header_ok(ctx, pkt) {
+        // The kernel would drop it; a rewrite would launder the checksum.
+        stats::inc(Counter::DropBadChecksum);
+        return Some(xdp_action::XDP_DROP);
+    }
     let key = FlowKey {
         src: pkt.src,
         dst: pkt.dst,
@@ -161,6 +166,12 @@ fn icmp_error<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let chosen = select::choose(&service, &key, TcpSignal::None, false)?;
     stats::account(service.id, chosen.id, pkt.ip_len as u64, false);
     forward::<V6>(ctx, pkt, service, &chosen)
+}
+
+#[inline(always)]
+fn v4_header_ok(ctx: &XdpContext, pkt: &Packet) -> bool {
+    ptr_at::<[u32; 5]>(ctx, pkt.l3_off)
+        .is_ok_and(|header| csum::v4_header_ok(&unsafe { header.read_unaligned() }))
 }
 
 #[inline(always)]

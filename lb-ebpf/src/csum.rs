@@ -45,3 +45,17 @@ pub fn replace_v6(check: u16, old: &[u32; 4], new: &[u32; 4]) -> u16 {
 pub fn sum_v6(sum: u64, addr: &[u32; 4]) -> u64 {
     add32(add32(add32(add32(sum, addr[0]), addr[1]), addr[2]), addr[3])
 }
+
+/// Whether the 20-byte IPv4 header `words` (options are never balanced)
+/// sums to all ones, as a header with a correct checksum does.
+#[inline(always)]
+pub fn v4_header_ok(words: &[u32; 5]) -> bool {
+    let sum = add32(
+        add32(
+            add32(add32(add32(0, words[0]), words[1]), words[2]),
+            words[3],
+        ),
+        words[4],
+    );
+    fold(sum) == 0xffff
+}

@@ -1,6 +1,7 @@
 //! `xlb_decap`, for real servers behind IP-in-IP: strips the outer header
-//! of packets whose inner destination is one of this host's VIPs and hands
-//! the inner packet to the kernel, which needs no ipip module for it.
+//! of packets from an allowed director whose inner destination is one of
+//! this host's VIPs and hands the inner packet to the kernel, which needs
+//! no ipip module for it.
 //!
 //! Outer headers are the director's: no IPv4 options or IPv6 extension
 //! headers, so offsets are constants per link-header length (as in
@@ -15,7 +16,7 @@ use lb_common::{
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6},
     l2,
-    maps::DECAP_VIPS,
+    maps::{DECAP_SOURCES, DECAP_VIPS},
     parse::{ptr_at, Packet, L3, L4},
     stats,
 };
@@ -31,19 +32,32 @@ pub fn decap(ctx: &XdpContext, pkt: &Packet) -> u32 {
     }
     let inner_v6 = pkt.proto == IPPROTO_IPV6;
     match (pkt.l3_off, pkt.l3 == L3::Ipv6) {
-        (14, false) => strip::<14, 20>(ctx, inner_v6),
-        (18, false) => strip::<18, 20>(ctx, inner_v6),
-        (22, false) => strip::<22, 20>(ctx, inner_v6),
-        (14, true) => strip::<14, 40>(ctx, inner_v6),
-        (18, true) => strip::<18, 40>(ctx, inner_v6),
-        (22, true) => strip::<22, 40>(ctx, inner_v6),
+        (14, false) => strip::<14, 20>(ctx, pkt, inner_v6),
+        (18, false) => strip::<18, 20>(ctx, pkt, inner_v6),
+        (22, false) => strip::<22, 20>(ctx, pkt, inner_v6),
+        (14, true) => strip::<14, 40>(ctx, pkt, inner_v6),
+        (18, true) => strip::<18, 40>(ctx, pkt, inner_v6),
+        (22, true) => strip::<22, 40>(ctx, pkt, inner_v6),
         _ => xdp_action::XDP_PASS,
     }
 }
 
 #[inline(always)]
-fn strip<const L2: usize, const OUTER: usize>(ctx: &XdpContext, inner_v6: bool) -> u32 {
+fn strip<const L2: usize, const OUTER: usize>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    inner_v6: bool,
+) -> u32 {
     let inner = L2 + OUTER;
+    let source = VipKey {
+        addr: pkt.src,
+        family: if OUTER == 40 { FAMILY_V6 } else { FAMILY_V4 },
+        _pad: [0; 3],
+    };
+    if unsafe { DECAP_SOURCES.get(&source) }.is_none() {
+        stats::inc(Counter::DecapForeign);
+        return xdp_action::XDP_PASS;
+    }
     let key = if inner_v6 {
         match ptr_at::<[u32; 10]>(ctx, inner) {
             Ok(ip) => {

@@ -3,12 +3,15 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    helpers::{
+        bpf_csum_diff, bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_get_buff_len,
+    },
     programs::XdpContext,
 };
 use lb_common::{
     flow::FlowKey,
-    maps::{Service, FAMILY_V4, FAMILY_V6},
+    maps::{Service, Settings, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, RATE_ICMP},
     stats::Counter,
 };
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
@@ -17,7 +20,7 @@ use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
     csum, ip, l2,
     parse::{ptr_at, ptr_at_mut, words, Packet, ParseError, L4},
-    select, stats,
+    rate, select, stats,
 };
 
 /// Bytes of the offending packet quoted back: IPv4 asks for the header and
@@ -29,7 +32,17 @@ const ICMP_HDR: usize = 8;
 /// Turns the packet into an ICMP "fragmentation needed" (IPv4) or "packet
 /// too big" (IPv6) to its sender, announcing `mtu`, and sends it back.
 #[inline(never)]
-pub fn too_big<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> u32 {
+pub fn too_big<const V6: bool, const L3: usize>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    settings: &Settings,
+    mtu: u32,
+) -> u32 {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if rate::over(RATE_ICMP, settings.icmp_per_cpu, now) {
+        stats::inc(Counter::IcmpRateLimited);
+        return xdp_action::XDP_DROP;
+    }
     let (quote, ip_hdr) = if V6 {
         (QUOTE_V6, Ipv6Hdr::LEN)
     } else {
@@ -120,19 +133,26 @@ fn sum_packet<const N: usize>(ctx: &XdpContext, off: usize) -> Result<u64, Parse
     Ok(sum as u64)
 }
 
-/// For an ICMP error about a packet a VIP sent (quoted inside it): the
-/// service and the flow key of the client's side of that flow.
+/// Whether the packet is an ICMP or ICMPv6 error message.
+#[inline(always)]
+pub fn is_error(pkt: &Packet) -> bool {
+    match pkt.l4 {
+        L4::Icmpv6 => (1..=4).contains(&pkt.icmp_type),
+        L4::Icmp => matches!(pkt.icmp_type, 3 | 11 | 12),
+        _ => false,
+    }
+}
+
+/// For an ICMP error about a TCP or UDP packet a VIP sent (quoted inside
+/// it) and addressed to that VIP: the service and the flow key of the
+/// client's side of that flow. A quoted IPv6 packet with extension
+/// headers is not followed.
 #[inline(always)]
 pub fn error_flow(ctx: &XdpContext, pkt: &Packet) -> Option<(&'static Service, FlowKey)> {
-    let v6 = pkt.l4 == L4::Icmpv6;
-    let is_error = if v6 {
-        (1..=4).contains(&pkt.icmp_type)
-    } else {
-        matches!(pkt.icmp_type, 3 | 11 | 12)
-    };
-    if !is_error {
+    if !is_error(pkt) {
         return None;
     }
+    let v6 = pkt.l4 == L4::Icmpv6;
     let inner = pkt.l4_off + ICMP_HDR;
     let (family, proto, src, dst, ports_off) = if v6 {
         let ip = ptr_at::<Ipv6Hdr>(ctx, inner).ok()?;
@@ -155,6 +175,13 @@ pub fn error_flow(ctx: &XdpContext, pkt: &Packet) -> Option<(&'static Service, F
         let w = |a: [u8; 4]| [u32::from_ne_bytes(a), 0, 0, 0];
         (FAMILY_V4, proto, w(src), w(dst), inner + ihl)
     };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    if !same_addr(&src, &pkt.dst) {
+        stats::inc(Counter::IcmpMismatch);
+        return None;
+    }
     let ports = unsafe { *ptr_at::<[u8; 4]>(ctx, ports_off).ok()? };
     let sport = u16::from_be_bytes([ports[0], ports[1]]);
     let dport = u16::from_be_bytes([ports[2], ports[3]]);
@@ -171,4 +198,10 @@ pub fn error_flow(ctx: &XdpContext, pkt: &Packet) -> Option<(&'static Service, F
         _pad: [0; 2],
     };
     Some((service, key))
+}
+
+/// Address equality word by word (an array compare may become a call).
+#[inline(always)]
+fn same_addr(a: &[u32; 4], b: &[u32; 4]) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
 }

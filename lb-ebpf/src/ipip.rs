@@ -34,7 +34,13 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
     }
     let outer = if outer_v6 { OUTER_V6 } else { OUTER_V4 };
     if pkt.ip_len + outer > settings.mtu as usize {
-        return icmp::too_big::<INNER_V6, L3>(ctx, pkt, settings.mtu - outer as u32);
+        // Only a sender that asked not to be fragmented, and whose packet
+        // is no ICMP error itself, is told.
+        if icmp::is_error(pkt) || (!INNER_V6 && !ipv4_df::<L3>(ctx)) {
+            stats::inc(Counter::DropTooBig);
+            return xdp_action::XDP_DROP;
+        }
+        return icmp::too_big::<INNER_V6, L3>(ctx, pkt, settings, settings.mtu - outer as u32);
     }
     let tos = if INNER_V6 { 0 } else { ipv4_tos::<L3>(ctx) };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer as i32)) } != 0 {
@@ -72,6 +78,12 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
         return xdp_action::XDP_ABORTED;
     }
     output::send(ctx, backend.mac, backend.src_mac, backend.ifindex)
+}
+
+/// Whether an IPv4 header sets Don't Fragment.
+#[inline(always)]
+fn ipv4_df<const L3: usize>(ctx: &XdpContext) -> bool {
+    ptr_at::<[u8; 2]>(ctx, L3 + 6).is_ok_and(|f| u16::from_be_bytes(unsafe { *f }) & IPV4_DF != 0)
 }
 
 #[inline(always)]

@@ -18,6 +18,7 @@ mod maps;
 mod nat;
 mod output;
 mod parse;
+mod rate;
 mod select;
 mod stats;
 
@@ -39,6 +40,10 @@ pub fn xlb(ctx: XdpContext) -> u32 {
             stats::count_packet(&packet);
             log_packet(&ctx, &packet);
             match packet.l3 {
+                L3::Ipv4 | L3::Ipv6 if !l2::addressed_to_us(&ctx) => {
+                    stats::inc(Counter::ForeignMac);
+                    xdp_action::XDP_PASS
+                }
                 L3::Ipv4 => balancer::balance_v4(&ctx, &packet),
                 L3::Ipv6 => balancer::balance_v6(&ctx, &packet),
                 L3::Arp | L3::Other => xdp_action::XDP_PASS,
@@ -53,6 +58,10 @@ pub fn xlb(ctx: XdpContext) -> u32 {
             stats::inc(Counter::Malformed);
             debug!(&ctx, "malformed frame of {} bytes", len);
             xdp_action::XDP_PASS
+        }
+        Err(ParseError::ZeroPayload) => {
+            stats::inc(Counter::DropZeroPayload);
+            xdp_action::XDP_DROP
         }
     };
     if action >= balancer::JUMP_VERDICT {

@@ -10,9 +10,9 @@ use aya_ebpf::{
 use lb_common::{
     flow::FlowKey,
     maps::{
-        Affinity, AffinityKey, Backend, Flow, NatKey, NatTarget, Service, ServiceKey, Settings,
-        TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS,
-        DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+        Affinity, AffinityKey, Backend, Flow, Iface, NatKey, NatTarget, RateWindow, Service,
+        ServiceKey, Settings, TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES,
+        DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE, RATE_SLOTS,
     },
     stats::Counter,
 };
@@ -71,6 +71,16 @@ pub static VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(DEFAULT_MAX_SER
 
 #[map(name = "XLB_DECAP_VIPS")]
 pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(256, 0);
+
+/// The interfaces the program is attached to, by ifindex.
+#[map(name = "XLB_IFACES")]
+pub static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(64, 0);
+
+#[map(name = "XLB_DECAP_SOURCES")]
+pub static DECAP_SOURCES: HashMap<VipKey, u8> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "XLB_RATES")]
+pub static RATES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(RATE_SLOTS, 0);
 
 /// What the entry program hands its tail-called forwarder.
 #[derive(Clone, Copy)]

@@ -5,7 +5,10 @@
 //! NAT backend address:port belongs to one VIP:port (the agent enforces it).
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
+    bindings::{
+        bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NOT_FWDED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+    },
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
@@ -36,7 +39,9 @@ pub fn forward<const V6: bool, const L3: usize>(
 }
 
 /// Translates a NAT backend's reply back to its VIP and routes it to the
-/// client; `None` if the packet is no NAT reply.
+/// client; `None` (the kernel's, untouched) if the packet is no NAT reply,
+/// is for the director itself (the agent's health checks, an operator's
+/// connection, a VRRP peer), or has no route to its client.
 #[inline(always)]
 pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let family = if V6 { FAMILY_V6 } else { FAMILY_V4 };
@@ -47,11 +52,9 @@ pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) ->
         family,
     };
     let target = unsafe { NAT_REVERSE.get(&key) }?;
-    if rewrite::<V6, L3, true>(ctx, pkt, &pkt.src, &target.vip, pkt.sport, target.vport).is_err() {
-        return Some(xdp_action::XDP_ABORTED);
-    }
-    stats::inc(Counter::NatReply);
 
+    // The route to the client first, from the VIP as the reply will be:
+    // a local destination means the director itself is the peer.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = if V6 { AF_INET6 } else { AF_INET };
     fib.l4_protocol = pkt.proto;
@@ -71,10 +74,25 @@ pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) ->
             core::mem::size_of::<FibParams>() as i32,
             0,
         )
-    };
-    // No route or no neighbour entry yet: the kernel forwards this one
-    // (already translated) and resolves the neighbour for the next.
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || decrement_ttl::<V6, L3>(ctx).is_err() {
+    } as u32;
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {}
+        BPF_FIB_LKUP_RET_NOT_FWDED => {
+            stats::inc(Counter::NatToDirector);
+            return None;
+        }
+        _ => {
+            stats::inc(Counter::NatNoRoute);
+            return None;
+        }
+    }
+    if rewrite::<V6, L3, true>(ctx, pkt, &pkt.src, &target.vip, pkt.sport, target.vport).is_err() {
+        return Some(xdp_action::XDP_ABORTED);
+    }
+    stats::inc(Counter::NatReply);
+    // No neighbour entry yet: the kernel forwards this one (translated)
+    // and resolves the neighbour for the next.
+    if rc != BPF_FIB_LKUP_RET_SUCCESS || decrement_ttl::<V6, L3>(ctx).is_err() {
         stats::inc(Counter::FibPass);
         return None;
     }

@@ -22,6 +22,9 @@ pub enum ParseError {
     Truncated,
     /// A header holds values no valid packet has.
     Malformed,
+    /// IPv6 with payload length 0 and no hop-by-hop header, where a
+    /// jumbogram would say its length: no valid packet.
+    ZeroPayload,
 }
 
 /// What [`parse`] found. Plain fields and fieldless enums only: data-carrying
@@ -211,8 +214,11 @@ fn parse_ipv6(ctx: &XdpContext, l3_off: usize, packet: &mut Packet) -> Result<()
     if version != 6 {
         return Err(ParseError::Malformed);
     }
-    // A zero payload length announces a jumbogram; its real length is in a
-    // hop-by-hop option, so only non-zero lengths are checked here.
+    // A zero payload length announces a jumbogram, whose real length is in
+    // a hop-by-hop option; without one it is invalid.
+    if payload_len == 0 && next != IPPROTO_HOPOPTS {
+        return Err(ParseError::ZeroPayload);
+    }
     if payload_len != 0 && l3_off + Ipv6Hdr::LEN + payload_len as usize > frame_len(ctx) {
         return Err(ParseError::Truncated);
     }
@@ -276,9 +282,19 @@ pub fn words(addr: [u8; 16]) -> [u32; 4] {
     ]
 }
 
+/// Parses the transport header at `off`, which must lie inside the IP
+/// packet, not only the frame (Ethernet padding is no header).
 #[inline(always)]
 fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), ParseError> {
     packet.l4_off = off;
+    let ip_end = packet.l3_off + packet.ip_len;
+    let within = |len: usize| {
+        if off + len > ip_end {
+            Err(ParseError::Malformed)
+        } else {
+            Ok(())
+        }
+    };
     match packet.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, off)?;
@@ -297,6 +313,7 @@ fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), Par
             if off + doff > frame_len(ctx) {
                 return Err(ParseError::Truncated);
             }
+            within(doff)?;
             packet.l4 = L4::Tcp;
             packet.sport = sport;
             packet.dport = dport;
@@ -309,6 +326,7 @@ fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), Par
             if (len as usize) < UdpHdr::LEN {
                 return Err(ParseError::Malformed);
             }
+            within(UdpHdr::LEN)?;
             packet.l4 = L4::Udp;
             packet.sport = sport;
             packet.dport = dport;
@@ -316,11 +334,13 @@ fn parse_l4(ctx: &XdpContext, off: usize, packet: &mut Packet) -> Result<(), Par
         IPPROTO_ICMP => {
             // Type, code, checksum and the 4-byte rest-of-header every message has.
             let icmp: *const [u8; 8] = ptr_at(ctx, off)?;
+            within(8)?;
             packet.icmp_type = unsafe { (*icmp)[0] };
             packet.l4 = L4::Icmp;
         }
         IPPROTO_ICMPV6 => {
             let icmp: *const [u8; 4] = ptr_at(ctx, off)?;
+            within(4)?;
             packet.icmp_type = unsafe { (*icmp)[0] };
             packet.l4 = L4::Icmpv6;
         }

@@ -5,8 +5,9 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     flow::{flow_hash, source_hash, FlowKey},
     maps::{
-        Affinity, AffinityKey, Backend, Flow, Service, ServiceKey, BACKEND_DRAIN, FLOW_CLOSING,
-        FLOW_OPENING, NO_BACKEND, PROTO_UDP, SERVICE_AFFINITY,
+        Affinity, AffinityKey, Backend, Flow, Service, ServiceKey, Settings, BACKEND_DRAIN,
+        FLOW_CLOSING, FLOW_OPENING, NO_BACKEND, PROTO_TCP, PROTO_UDP, RATE_NEW_FLOWS,
+        SERVICE_AFFINITY,
     },
     stats::Counter,
 };
@@ -14,7 +15,7 @@ use lb_common::{
 use crate::{
     consts::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{AFFINITY, BACKENDS, FLOWS, FLOWS_SHARED, RINGS, RING_SIZE, SERVICES, SETTINGS},
-    stats,
+    rate, stats,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -50,7 +51,8 @@ pub enum TcpSignal {
     /// No SYN, FIN or RST (an ACK, data; every UDP datagram): the
     /// handshake is done.
     Segment,
-    /// SYN without ACK: a new connection, or the port reused.
+    /// SYN without ACK: a new connection, the port reused, or a
+    /// retransmission of a handshake.
     Opening,
     /// FIN or RST: the client is closing.
     Closing,
@@ -71,24 +73,21 @@ impl TcpSignal {
         }
     }
 
-    /// SYN, FIN or RST: rare, and able to change the shared entry's marks
-    /// where this CPU's stay (another CPU may have seen other segments).
+    /// FIN or RST (a SYN never reaches a hit): rare, and able to change the
+    /// shared entry's marks where this CPU's stay (another CPU may have
+    /// seen other segments).
     #[inline(always)]
     fn is_control(self) -> bool {
-        matches!(self, TcpSignal::Opening | TcpSignal::Closing)
+        self == TcpSignal::Closing
     }
 
-    /// A flow's flags after this signal. A SYN on an established flow
-    /// leaves it established, as in IPVS.
+    /// A flow's flags after this signal.
     #[inline(always)]
     fn apply(self, flags: u32) -> u32 {
         match self {
-            TcpSignal::None => flags,
+            // A SYN never marks a flow: it finds its handshake's or makes one.
+            TcpSignal::None | TcpSignal::Opening => flags,
             TcpSignal::Segment => flags & !FLOW_OPENING,
-            TcpSignal::Opening if flags & FLOW_CLOSING != 0 => {
-                (flags & !FLOW_CLOSING) | FLOW_OPENING
-            }
-            TcpSignal::Opening => flags,
             TcpSignal::Closing => (flags & !FLOW_OPENING) | FLOW_CLOSING,
         }
     }
@@ -116,7 +115,8 @@ fn backend(id: u32, generation: u32) -> Option<&'static Backend> {
 /// service, backend unchanged, and (UDP) not idle past the timeout.
 #[inline(always)]
 fn live(flow: &Flow, service: &Service, key: &FlowKey, now: u64) -> Option<&'static Backend> {
-    let udp_expired = key.proto == PROTO_UDP && now - flow.last_seen_ns > udp_timeout_ns();
+    let udp_expired =
+        key.proto == PROTO_UDP && now.saturating_sub(flow.last_seen_ns) > udp_timeout_ns();
     if udp_expired || flow.service != service.id {
         return None;
     }
@@ -137,20 +137,112 @@ fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) -> bool {
     changed
 }
 
+/// How long a SYN that finds a half-open flow counts as a retransmission
+/// of its handshake (Linux retries a SYN for about a minute); any other
+/// SYN that finds a flow reuses the port for a new connection.
+const SYN_RETRY_NS: u64 = 60 * NS_PER_S;
+
 /// Picks the backend for `key` of `service`. With `record`, a new choice
 /// is remembered in the flow table (and the affinity table); ICMP errors
 /// look up without recording. `signal` sets or clears the flow's marks,
 /// writing the flow tables only where that changes them.
+///
+/// A SYN is a new connection, scheduled by the current ring, unless it
+/// retransmits the handshake of the flow it finds: so a drained or
+/// replaced backend gets no connection through a reused client port.
 #[inline(always)]
 pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool) -> Option<Chosen> {
     // Coarse (a tick or so) is plenty for 1 s refreshes and 30 s timeouts.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let syn = signal == TcpSignal::Opening;
+    let mut reused = false;
+    if syn {
+        // The shared entry decides: this CPU's copy may be older.
+        if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
+            let flow = unsafe { &mut *flow };
+            if let Some(backend) = retransmitted(flow, service, key, now) {
+                if record {
+                    let _ = FLOWS.insert(key, &*flow, 0);
+                }
+                stats::inc(Counter::FlowHit);
+                return Some(Chosen {
+                    id: flow.backend,
+                    backend,
+                    new_flow: false,
+                });
+            }
+            reused = true;
+        }
+    } else if let Some(chosen) = hit(service, key, signal, record, now) {
+        return Some(chosen);
+    }
+    stats::inc(Counter::FlowMiss);
+
+    // With affinity, a fresh entry names the backend; else the ring picks
+    // (by the client's masked address with affinity, by the flow without).
+    let settings = SETTINGS.get(0)?;
+    let affinity = (service.flags & SERVICE_AFFINITY != 0).then(|| affinity_key(service, key));
+    let remembered = affinity
+        .as_ref()
+        .and_then(|akey| remembered(service, akey, now, record));
+    let seed = settings.hash_seed;
+    let id = match (remembered, &affinity) {
+        (Some(id), _) => id,
+        (None, Some(akey)) => from_ring(service, source_hash(&akey.src, key.family, seed))?,
+        (None, None) => from_ring(service, flow_hash(key, seed))?,
+    };
+    let backend = BACKENDS.get(id).filter(|b| b.family != 0)?;
+    if record && keeps_state(signal, key, settings, now) {
+        let flow = Flow {
+            backend: id,
+            generation: backend.generation,
+            service: service.id,
+            flags: signal.initial(),
+            last_seen_ns: now,
+        };
+        if syn {
+            // A new connection: every CPU's copy of an old flow on this
+            // port goes, so all of them find the new entry.
+            let _ = FLOWS.remove(key);
+            if reused {
+                stats::inc(Counter::ResetFlow);
+            }
+        }
+        // A full LRU evicts its oldest entry; insert fails only on a bad map.
+        let _ = FLOWS.insert(key, &flow, 0);
+        let _ = FLOWS_SHARED.insert(key, &flow, 0);
+        if let (None, Some(akey)) = (remembered, &affinity) {
+            let entry = Affinity {
+                backend: id,
+                generation: backend.generation,
+                last_seen_ns: now,
+            };
+            let _ = AFFINITY.insert(akey, &entry, 0);
+        }
+    }
+    Some(Chosen {
+        id,
+        backend,
+        new_flow: true,
+    })
+}
+
+/// A flow-table hit for a segment other than a SYN: this CPU's table,
+/// then the shared one.
+#[inline(always)]
+fn hit(
+    service: &Service,
+    key: &FlowKey,
+    signal: TcpSignal,
+    record: bool,
+    now: u64,
+) -> Option<Chosen> {
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         let flow = unsafe { &mut *flow };
         if let Some(backend) = live(flow, service, key, now) {
             // An established flow's segment costs a compare here: only a
-            // change of this CPU's marks, or a SYN, FIN or RST, touches
-            // the shared entry, where the agent counts.
+            // change of this CPU's marks, or a FIN or RST, touches the
+            // shared entry, where the agent counts.
             if mark(flow, signal, now) || signal.is_control() {
                 match FLOWS_SHARED.get_ptr_mut(key) {
                     Some(shared) => {
@@ -162,7 +254,7 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
                     }
                 }
             }
-            if now - flow.last_seen_ns > REFRESH_NS {
+            if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
                 flow.last_seen_ns = now;
                 // Keep the shared entry fresh too, for UDP timeouts, and
                 // its marks in step with this CPU's segments.
@@ -181,60 +273,49 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
         }
     }
     // Not in this CPU's table: the flow may have started on another CPU.
-    if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
-        let flow = unsafe { &mut *flow };
-        if let Some(backend) = live(flow, service, key, now) {
-            mark(flow, signal, now);
-            if record {
-                let _ = FLOWS.insert(key, &*flow, 0);
-            }
-            stats::inc(Counter::FlowHit);
-            return Some(Chosen {
-                id: flow.backend,
-                backend,
-                new_flow: false,
-            });
-        }
-    }
-    stats::inc(Counter::FlowMiss);
-
-    // With affinity, a fresh entry names the backend; else the ring picks
-    // (by the client's masked address with affinity, by the flow without).
-    let affinity = (service.flags & SERVICE_AFFINITY != 0).then(|| affinity_key(service, key));
-    let remembered = affinity
-        .as_ref()
-        .and_then(|akey| remembered(service, akey, now, record));
-    let id = match (remembered, &affinity) {
-        (Some(id), _) => id,
-        (None, Some(akey)) => from_ring(service, source_hash(&akey.src, key.family))?,
-        (None, None) => from_ring(service, flow_hash(key))?,
-    };
-    let backend = BACKENDS.get(id).filter(|b| b.family != 0)?;
+    let flow = unsafe { &mut *FLOWS_SHARED.get_ptr_mut(key)? };
+    let backend = live(flow, service, key, now)?;
+    mark(flow, signal, now);
     if record {
-        let flow = Flow {
-            backend: id,
-            generation: backend.generation,
-            service: service.id,
-            flags: signal.initial(),
-            last_seen_ns: now,
-        };
-        // A full LRU evicts its oldest entry; insert fails only on a bad map.
-        let _ = FLOWS.insert(key, &flow, 0);
-        let _ = FLOWS_SHARED.insert(key, &flow, 0);
-        if let (None, Some(akey)) = (remembered, &affinity) {
-            let entry = Affinity {
-                backend: id,
-                generation: backend.generation,
-                last_seen_ns: now,
-            };
-            let _ = AFFINITY.insert(akey, &entry, 0);
-        }
+        let _ = FLOWS.insert(key, &*flow, 0);
     }
+    stats::inc(Counter::FlowHit);
     Some(Chosen {
-        id,
+        id: flow.backend,
         backend,
-        new_flow: true,
+        new_flow: false,
     })
+}
+
+/// The backend of a half-open flow that a SYN retransmits the handshake
+/// of, while that backend still takes new flows.
+#[inline(always)]
+fn retransmitted(
+    flow: &Flow,
+    service: &Service,
+    key: &FlowKey,
+    now: u64,
+) -> Option<&'static Backend> {
+    if flow.flags & FLOW_OPENING == 0 || now.saturating_sub(flow.last_seen_ns) > SYN_RETRY_NS {
+        return None;
+    }
+    live(flow, service, key, now).filter(|b| b.flags & BACKEND_DRAIN == 0)
+}
+
+/// Whether a new flow is recorded: never for a RST or FIN that found no
+/// flow (its connection is gone or never was), and not while this CPU is
+/// over its new-flow rate (the flood guard), when the ring alone forwards.
+#[inline(always)]
+fn keeps_state(signal: TcpSignal, key: &FlowKey, settings: &Settings, now: u64) -> bool {
+    if key.proto == PROTO_TCP && signal == TcpSignal::Closing {
+        stats::inc(Counter::StatelessMiss);
+        return false;
+    }
+    if rate::over(RATE_NEW_FLOWS, settings.new_flows_per_cpu, now) {
+        stats::inc(Counter::FloodStateless);
+        return false;
+    }
+    true
 }
 
 #[inline(always)]
@@ -266,18 +347,17 @@ fn affinity_key(service: &Service, key: &FlowKey) -> AffinityKey {
 }
 
 /// The client's remembered backend while the entry is fresh and the
-/// backend still takes new flows (refreshing it with `record`).
+/// backend is still there (refreshing it with `record`).
 #[inline(always)]
 fn remembered(service: &Service, akey: &AffinityKey, now: u64, record: bool) -> Option<u32> {
     let entry = unsafe { &mut *AFFINITY.get_ptr_mut(akey)? };
     let timeout = service.affinity_timeout_s as u64 * NS_PER_S;
-    if now - entry.last_seen_ns > timeout {
+    if now.saturating_sub(entry.last_seen_ns) > timeout {
         return None;
     }
-    let backend = backend(entry.backend, entry.generation)?;
-    if backend.flags & BACKEND_DRAIN != 0 {
-        return None;
-    }
+    // A drained backend keeps the clients stuck to it (HAProxy's drain);
+    // maintenance removes the backend, and so the entry's generation.
+    backend(entry.backend, entry.generation)?;
     if record {
         entry.last_seen_ns = now;
     }

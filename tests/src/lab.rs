@@ -514,10 +514,34 @@ pub fn pass_through() -> anyhow::Result<Dataplane> {
     .context("loading the switch port's pass-through program")
 }
 
-/// Loads `xlb_decap` for both VIPs and attaches it to `ns`'s `eth0`.
+/// Directors a lab may have: their tunnel sources are 198.18.1.2, .3, … and fd00:1::2, ….
+const MAX_DIRECTORS: u8 = 3;
+
+/// Loads `xlb_decap` for both VIPs, accepting tunnels from every director of the lab, and
+/// attaches it to `ns`'s `eth0`.
 pub fn decapsulator(ns: &Netns) -> anyhow::Result<Dataplane> {
     let mut decap = Dataplane::load(&LoadOptions::decap(LevelFilter::Off))?;
     decap.set_decap_vips(&[Family::V4.vip(), Family::V6.vip()])?;
+    let sources: Vec<IpAddr> = (0..MAX_DIRECTORS)
+        .flat_map(|k| {
+            let [a, b, c, d] = DIRECTOR_V4.octets();
+            let v6 = DIRECTOR_V6.segments();
+            [
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d + k)),
+                IpAddr::V6(Ipv6Addr::new(
+                    v6[0],
+                    v6[1],
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    v6[7] + u16::from(k),
+                )),
+            ]
+        })
+        .collect();
+    decap.set_decap_sources(&sources)?;
     ns.run(|| decap.attach("eth0", AttachMode::Native).map(|_| ()))??;
     Ok(decap)
 }

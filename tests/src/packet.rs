@@ -104,6 +104,14 @@ impl Frame {
         self
     }
 
+    /// IPv4 without Don't Fragment: routers may fragment it.
+    pub fn may_fragment(mut self) -> Self {
+        if let IpHeaders::Ipv4(h, _) = &mut self.ip {
+            h.dont_fragment = false;
+        }
+        self
+    }
+
     /// Adds an IPv6 hop-by-hop options header of `len` bytes (8, 16, ...),
     /// padded with PadN.
     pub fn hop_by_hop(mut self, len: usize) -> Self {

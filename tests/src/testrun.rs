@@ -6,6 +6,18 @@ use std::fmt;
 use anyhow::Context;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 
+/// The interface BPF_PROG_TEST_RUN frames arrive on: the loopback device of
+/// the running thread's network namespace.
+const TEST_RUN_IFINDEX: u32 = 1;
+
+/// Makes `dataplane` balance test-run frames addressed to
+/// [`crate::packet::DIRECTOR_MAC`], as it would on an interface with that MAC.
+pub fn accept_test_frames(dataplane: &mut xlb::dataplane::Dataplane) -> anyhow::Result<()> {
+    dataplane
+        .set_interface(TEST_RUN_IFINDEX, crate::packet::DIRECTOR_MAC)
+        .context("registering the test-run interface")
+}
+
 /// Room for the program to grow a frame (encapsulation) in the output.
 const OUTPUT_HEADROOM: usize = 256;
 

@@ -25,7 +25,7 @@ use xlb_tests::{
     lab::pin_to_cpu,
     packet::{arp_request, ones_complement_sum, verify_checksums, Frame, CLIENT_MAC, DIRECTOR_MAC},
     require_privileged,
-    testrun::{check, hex, run, Fixture, XdpAction},
+    testrun::{accept_test_frames, check, hex, run, Fixture, XdpAction},
 };
 
 const CLIENT4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
@@ -67,6 +67,17 @@ const OUTCOMES: &[Counter] = &[
     DropIpOptions,
     Truncated,
     Malformed,
+    ForeignMac,
+    NatToDirector,
+    NatNoRoute,
+    StatelessMiss,
+    FloodStateless,
+    IcmpMismatch,
+    IcmpRateLimited,
+    DropTooBig,
+    DropZeroPayload,
+    DropBadChecksum,
+    ResetFlow,
 ];
 
 /// A frame, what must become of it, and the outcome counters it moves.
@@ -133,8 +144,10 @@ struct Lab {
 impl Lab {
     fn load(options: &LoadOptions, watched: &'static [Counter]) -> Lab {
         isolate_thread();
+        let mut dataplane = Dataplane::load(options).expect("loading the XDP program");
+        accept_test_frames(&mut dataplane).unwrap();
         Lab {
-            dataplane: Dataplane::load(options).expect("loading the XDP program"),
+            dataplane,
             watched,
             checks: 0,
             failures: Vec::new(),
@@ -154,14 +167,12 @@ impl Lab {
     }
 
     fn apply(&mut self, services: &[ServiceSpec]) {
-        let settings = DirectorSettings {
-            tunnel_src_v4: Some(TUNNEL_SRC4),
-            tunnel_src_v6: Some(TUNNEL_SRC6),
-            mtu: TUNNEL_MTU,
-            ..DirectorSettings::default()
-        };
+        self.apply_with(services, &settings())
+    }
+
+    fn apply_with(&mut self, services: &[ServiceSpec], settings: &DirectorSettings) {
         self.dataplane
-            .apply(services, &settings)
+            .apply(services, settings)
             .expect("applying the services");
     }
 
@@ -243,6 +254,33 @@ impl Lab {
 fn isolate_thread() {
     move_to_cpu(sched_getcpu().expect("sched_getcpu"));
     unshare(CloneFlags::CLONE_NEWNET).expect("a network namespace for the test thread");
+}
+
+/// The director's settings for every case: tunnels at [`TUNNEL_MTU`], no
+/// rate limits, hash seed 0.
+fn settings() -> DirectorSettings {
+    DirectorSettings {
+        tunnel_src_v4: Some(TUNNEL_SRC4),
+        tunnel_src_v6: Some(TUNNEL_SRC6),
+        mtu: TUNNEL_MTU,
+        ..DirectorSettings::default()
+    }
+}
+
+/// Runs `ip COMMAND` in the test thread's own network namespace.
+fn ip_in_this_thread(command: &str) {
+    let netns = format!(
+        "--net=/proc/{}/task/{}/ns/net",
+        std::process::id(),
+        nix::unistd::gettid()
+    );
+    let status = std::process::Command::new("nsenter")
+        .arg(netns)
+        .arg("ip")
+        .args(command.split_whitespace())
+        .status()
+        .expect("running nsenter ip");
+    assert!(status.success(), "ip {command}: {status}");
 }
 
 fn ip(addr: &str) -> IpAddr {
@@ -1094,11 +1132,31 @@ fn bpf_forward_nat_replies() {
         ),
     ];
     let mut lab = Lab::balancer(&[vec![tcp4], others.clone()].concat());
-    // A reply from `src`:`sport` to the client, as it reaches the director.
-    let reply = |src: IpAddr, protocol, sport| {
-        let frame = frame(src, client_of(src)).macs(mac(5), DIRECTOR_MAC);
+    // The director's routes: clients on-link (no neighbour entry yet, so the
+    // kernel forwards), its own addresses on the backends' subnet, and an
+    // unreachable range.
+    for command in [
+        "link set lo up",
+        "link add d0 type veth peer name d1",
+        "link set d1 up",
+        "link set d0 up",
+        "addr add 198.18.0.2/24 dev d0",
+        "addr add 198.18.3.2/24 dev d0",
+        "addr add fd00::2/64 dev d0 nodad",
+        "addr add fd00:3::2/64 dev d0 nodad",
+        "route add unreachable 198.19.0.0/16",
+    ] {
+        ip_in_this_thread(command);
+    }
+    for sysctl in ["ipv4/conf/all/forwarding", "ipv6/conf/all/forwarding"] {
+        std::fs::write(format!("/proc/sys/net/{sysctl}"), "1").expect(sysctl);
+    }
+    // A reply from `src`:`sport` to `dst`, as it reaches the director.
+    let reply_to = |src: IpAddr, dst: IpAddr, protocol, sport| {
+        let frame = frame(src, dst).macs(mac(5), DIRECTOR_MAC);
         segment(frame, protocol, sport, CLIENT_PORT)
     };
+    let reply = |src: IpAddr, protocol, sport| reply_to(src, client_of(src), protocol, sport);
     let translated = |vip, real, protocol, vport, port| {
         passed(
             format!("NAT reply {real}:{port} becomes {vip}:{vport}, routed by the kernel"),
@@ -1133,6 +1191,21 @@ fn bpf_forward_nat_replies() {
             "a DR backend's reply passes",
             reply(dr_backend, Protocol::Tcp, 80),
             &[],
+        ),
+        unchanged(
+            "a NAT backend's answer to the director itself (a health check) passes untouched",
+            reply_to(real4, ip("198.18.3.2"), Protocol::Tcp, 8080),
+            &[NatToDirector],
+        ),
+        unchanged(
+            "an IPv6 NAT backend's answer to the director itself passes untouched",
+            reply_to(real6, ip("fd00:3::2"), Protocol::Tcp, 8080),
+            &[NatToDirector],
+        ),
+        unchanged(
+            "a NAT backend's packet to an unreachable address passes untouched",
+            reply_to(real4, ip("198.19.0.1"), Protocol::Tcp, 8080),
+            &[NatNoRoute],
         ),
     ]);
     lab.check(cases);
@@ -1317,10 +1390,16 @@ fn bpf_forward_decap() {
     let (vip4, vip6) = (ip("198.18.0.100"), ip("fd00::100"));
     let (other4, other6) = (ip("198.18.0.200"), ip("fd00::200"));
     let (real4, real6) = (ip("198.18.2.10"), ip("fd00:2::10"));
-    let mut lab = Lab::load(&LoadOptions::decap(log::LevelFilter::Off), &[Decap]);
+    let mut lab = Lab::load(
+        &LoadOptions::decap(log::LevelFilter::Off),
+        &[Decap, DecapForeign],
+    );
     lab.dataplane
         .set_decap_vips(&[vip4, vip6])
         .expect("setting the decap VIPs");
+    lab.dataplane
+        .set_decap_sources(&[IpAddr::V4(TUNNEL_SRC4), IpAddr::V6(TUNNEL_SRC6)])
+        .expect("setting the directors");
     let tcp = |frame: Frame| segment(frame, Protocol::Tcp, CLIENT_PORT, 80);
     let ours4 = tcp(frame(CLIENT4, vip4));
     let ours6 = tcp(frame(CLIENT6, vip6));
@@ -1353,7 +1432,18 @@ fn bpf_forward_decap() {
             ipip(&tcp(frame(CLIENT6, other6)), real6, mac(3)),
             &[],
         ),
-        unchanged("plain TCP to a local VIP", ours4, &[]),
+        unchanged("plain TCP to a local VIP", ours4.clone(), &[]),
+        // The outer source (at 14 + 12, or 14 + 8 in IPv6) is no director's.
+        unchanged(
+            "IPv4-in-IPv4 for a local VIP from a foreign source",
+            edited(ipip(&ours4, real4, mac(3)), 26, &[198, 18, 9, 9]),
+            &[DecapForeign],
+        ),
+        unchanged(
+            "IPv6-in-IPv6 for a local VIP from a foreign source",
+            edited(ipip(&ours6, real6, mac(3)), 22 + 15, &[9]),
+            &[DecapForeign],
+        ),
     ];
     lab.check(cases);
     lab.finish();
@@ -1661,12 +1751,24 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     std::thread::sleep(CLOCK_STEP);
     lab.check(vec![
         forwarded("an ACK of an established flow", &ack, &[FlowHit, Tx]),
-        forwarded("a SYN on an established flow", &syn, &[FlowHit, Tx]),
+        forwarded(
+            "a SYN on an established flow: the port reused, a new connection",
+            &syn,
+            &[FlowMiss, ResetFlow, Tx],
+        ),
     ]);
+    let reopened = entries(&lab);
+    lab.expect_eq("flags after the SYN".into(), reopened.0.flags, FLOW_OPENING);
+    lab.expect_eq("this CPU's entry".into(), reopened.1, reopened.0);
+    lab.check(vec![forwarded(
+        "the new handshake's ACK",
+        &ack,
+        &[FlowHit, Tx],
+    )]);
     lab.expect_eq(
-        "both entries after an ACK and a SYN on an established flow".into(),
-        entries(&lab),
-        established,
+        "flags after the new handshake".into(),
+        entries(&lab).0.flags,
+        0,
     );
 
     std::thread::sleep(CLOCK_STEP);
@@ -1691,14 +1793,21 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     );
 
     lab.check(vec![forwarded(
-        "a SYN reusing the port",
+        "a SYN reusing the port of a closing flow",
+        &syn,
+        &[FlowMiss, ResetFlow, Tx],
+    )]);
+    let reused = entries(&lab);
+    lab.expect_eq("flags after the SYN".into(), reused.0.flags, FLOW_OPENING);
+    lab.check(vec![forwarded(
+        "the same SYN retransmitted",
         &syn,
         &[FlowHit, Tx],
     )]);
     lab.expect_eq(
-        "flags after the SYN".into(),
-        entries(&lab).0.flags,
-        FLOW_OPENING,
+        "both entries after the retransmission".into(),
+        entries(&lab),
+        reused,
     );
     lab.check(vec![forwarded("a RST", &rst, &[FlowHit, Tx])]);
     let reset = entries(&lab);
@@ -1709,7 +1818,7 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
 
 /// A FIN on another CPU than the flow's first marks the shared entry
 /// (found there, not in that CPU's table), and a SYN back on the first
-/// CPU, whose own entry stays established, makes the shared one half-open.
+/// CPU starts a new connection that no CPU's stale copy contradicts.
 #[test]
 fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
     require_privileged!();
@@ -1758,7 +1867,14 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
         own(&lab, other).map(|f| f.flags),
         Some(FLOW_CLOSING),
     );
-    lab.check(vec![sent_on(first, "a SYN back", &syn, &[FlowHit, Tx])]);
+    // The port reused on the first CPU: a new connection, whose entry
+    // replaces every CPU's copy of the old one.
+    lab.check(vec![sent_on(
+        first,
+        "a SYN back",
+        &syn,
+        &[FlowMiss, ResetFlow, Tx],
+    )]);
     lab.expect_eq(
         format!("flags after a SYN on CPU {first}"),
         flags(&table),
@@ -1767,7 +1883,23 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
     lab.expect_eq(
         format!("CPU {first}'s own entry after the SYN"),
         own(&lab, first).map(|f| f.flags),
-        Some(0),
+        Some(FLOW_OPENING),
+    );
+    lab.expect_eq(
+        format!("CPU {other}'s copy of the old connection after the SYN"),
+        own(&lab, other),
+        None,
+    );
+    lab.check(vec![sent_on(
+        other,
+        "the new handshake's ACK",
+        &ack,
+        &[FlowHit, Tx],
+    )]);
+    lab.expect_eq(
+        format!("flags after the ACK on CPU {other}"),
+        flags(&table),
+        0,
     );
     lab.finish();
 }
@@ -1875,5 +2007,428 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
         matches!(table.walk(udp_timeout, &stop), Err(WalkError::Stopped)),
         true,
     );
+    lab.finish();
+}
+
+/// Only frames addressed to the interface's own MAC are balanced: a VIP's
+/// packet to another host's MAC, to broadcast or to multicast is the
+/// kernel's, untouched.
+#[test]
+fn bpf_forward_only_frames_for_our_mac() {
+    require_privileged!();
+    let (vip4, vip6) = (ip("198.18.0.180"), ip("fd00::180"));
+    let mut lab = Lab::balancer(&[
+        service(
+            vip4,
+            80,
+            Protocol::Tcp,
+            Mode::Dr,
+            vec![backend(ip("198.18.1.80"), 80, mac(80))],
+        ),
+        service(
+            vip6,
+            80,
+            Protocol::Tcp,
+            Mode::Dr,
+            vec![backend(ip("fd00:1::80"), 80, mac(81))],
+        ),
+    ]);
+    let to = |vip: IpAddr, dst_mac| {
+        frame(client_of(vip), vip)
+            .macs(CLIENT_MAC, dst_mac)
+            .tcp_syn(CLIENT_PORT, 80)
+    };
+    let syn4 = frame(CLIENT4, vip4).tcp_syn(CLIENT_PORT, 80);
+    lab.check(vec![
+        unchanged(
+            "a VIP's SYN to another host's MAC",
+            to(vip4, mac(99)),
+            &[ForeignMac],
+        ),
+        unchanged(
+            "a VIP's SYN to broadcast",
+            to(vip4, [0xff; 6]),
+            &[ForeignMac],
+        ),
+        unchanged(
+            "a VIP's SYN to an IPv4 multicast MAC",
+            to(vip4, [0x01, 0x00, 0x5e, 0, 0, 1]),
+            &[ForeignMac],
+        ),
+        unchanged(
+            "an IPv6 VIP's SYN to an IPv6 multicast MAC",
+            to(vip6, [0x33, 0x33, 0, 0, 0, 1]),
+            &[ForeignMac],
+        ),
+        unchanged(
+            "an IPv6 VIP's SYN to another host's MAC",
+            to(vip6, mac(99)),
+            &[ForeignMac],
+        ),
+        // The frame leaves from the interface's own MAC.
+        sent(
+            "the same SYN to our MAC",
+            syn4.clone(),
+            dr(&syn4, mac(80)),
+            &[FlowMiss, Tx],
+        ),
+    ]);
+    lab.finish();
+}
+
+/// A RST or FIN that finds no flow is forwarded by the ring and leaves no
+/// state; a bare ACK that finds none is forwarded and recorded.
+#[test]
+fn bpf_forward_misses_of_closing_segments_keep_no_state() {
+    require_privileged!();
+    let vip = ip("198.18.0.181");
+    let mut lab = Lab::balancer(&[service(
+        vip,
+        80,
+        Protocol::Tcp,
+        Mode::Dr,
+        vec![backend(ip("198.18.1.81"), 80, mac(81))],
+    )]);
+    let table = lab.dataplane.flow_table().expect("the shared flow table");
+    let rst = frame(CLIENT4, vip).tcp_rst(40001, 80, 7);
+    let fin = frame(CLIENT4, vip).tcp_fin(40002, 80, 7, 9);
+    let ack = segment(frame(CLIENT4, vip), Protocol::Tcp, 40003, 80);
+    lab.check(vec![
+        sent(
+            "a RST of no flow",
+            rst.clone(),
+            dr(&rst, mac(81)),
+            &[FlowMiss, StatelessMiss, Tx],
+        ),
+        sent(
+            "a FIN of no flow",
+            fin.clone(),
+            dr(&fin, mac(81)),
+            &[FlowMiss, StatelessMiss, Tx],
+        ),
+        sent(
+            "an ACK of no flow",
+            ack.clone(),
+            dr(&ack, mac(81)),
+            &[FlowMiss, Tx],
+        ),
+    ]);
+    for (port, recorded) in [(40001, false), (40002, false), (40003, true)] {
+        lab.expect_eq(
+            format!("an entry for port {port}"),
+            table.get(&tcp_flow_key(CLIENT4, vip, port)).is_some(),
+            recorded,
+        );
+    }
+    lab.finish();
+}
+
+/// Over its new-flow rate a CPU forwards new flows by the ring alone;
+/// established flows keep their entries. With the guard off (0) every
+/// new flow is recorded.
+#[test]
+fn bpf_forward_flood_guard() {
+    require_privileged!();
+    let vip = ip("198.18.0.182");
+    let services = [service(
+        vip,
+        80,
+        Protocol::Tcp,
+        Mode::Dr,
+        vec![backend(ip("198.18.1.82"), 80, mac(82))],
+    )];
+    let syn = |port| frame(CLIENT4, vip).tcp_syn(port, 80);
+    let ack = |port| segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
+    let forwarded = |what: String, input: Vec<u8>, counted| {
+        let output = dr(&input, mac(82));
+        sent(what, input, output, counted)
+    };
+    for (cap, recorded) in [(2, [true, true, false]), (0, [true, true, true])] {
+        let mut lab = Lab::balancer(&[]);
+        let guarded = DirectorSettings {
+            new_flows_per_cpu: cap,
+            ..settings()
+        };
+        lab.apply_with(&services, &guarded);
+        let table = lab.dataplane.flow_table().expect("the shared flow table");
+        let mut cases = Vec::new();
+        for (n, port) in (40001..=40003).enumerate() {
+            let counted: &'static [Counter] = if recorded[n] {
+                &[FlowMiss, Tx]
+            } else {
+                &[FlowMiss, FloodStateless, Tx]
+            };
+            cases.push(forwarded(
+                format!("cap {cap}: new flow {}", n + 1),
+                syn(port),
+                counted,
+            ));
+        }
+        cases.push(forwarded(
+            format!("cap {cap}: the first flow's ACK, over the cap"),
+            ack(40001),
+            &[FlowHit, Tx],
+        ));
+        lab.check(cases);
+        for (n, port) in (40001..=40003).enumerate() {
+            lab.expect_eq(
+                format!("cap {cap}: an entry for new flow {}", n + 1),
+                table.get(&tcp_flow_key(CLIENT4, vip, port)).is_some(),
+                recorded[n],
+            );
+        }
+        lab.finish();
+    }
+}
+
+/// ICMP errors are forwarded only to the VIP they quote; what may not be
+/// answered with ICMP is dropped; generated ICMP is rate-limited; lengths
+/// come from the IP header; a NAT VIP's packet needs a good checksum.
+#[test]
+fn bpf_forward_icmp_and_length_rules() {
+    require_privileged!();
+    let (dr4, ipip4, nat4, dr6) = (
+        ip("198.18.0.183"),
+        ip("198.18.0.184"),
+        ip("198.18.0.185"),
+        ip("fd00::183"),
+    );
+    let ipip_backend = ip("198.18.2.84");
+    let services = [
+        service(
+            dr4,
+            80,
+            Protocol::Tcp,
+            Mode::Dr,
+            vec![backend(ip("198.18.1.83"), 80, mac(83))],
+        ),
+        service(
+            dr4,
+            53,
+            Protocol::Udp,
+            Mode::Dr,
+            vec![backend(ip("198.18.1.83"), 53, mac(83))],
+        ),
+        service(
+            ipip4,
+            80,
+            Protocol::Tcp,
+            Mode::Ipip,
+            vec![backend(ipip_backend, 80, mac(84))],
+        ),
+        service(
+            nat4,
+            80,
+            Protocol::Tcp,
+            Mode::Nat,
+            vec![backend(ip("198.18.3.85"), 8080, mac(85))],
+        ),
+        service(
+            dr6,
+            53,
+            Protocol::Udp,
+            Mode::Dr,
+            vec![backend(ip("fd00:1::83"), 53, mac(86))],
+        ),
+    ];
+    let mut lab = Lab::balancer(&[]);
+    lab.apply_with(
+        &services,
+        &DirectorSettings {
+            icmp_per_cpu: 1,
+            ..settings()
+        },
+    );
+    let director = ip("198.18.0.2");
+    let router = ip("198.18.9.1");
+    let about_dr = from_vip(dr4, Protocol::Tcp, 80, CLIENT_PORT);
+    let misaddressed = frame(router, director).proto(
+        IPPROTO_ICMP,
+        &icmp(router, director, 3, 4, [0, 0, 5, 0], &about_dr),
+    );
+    // Not DF, and too big to tunnel at MTU 1320.
+    let fragmentable =
+        frame(CLIENT4, ipip4)
+            .may_fragment()
+            .tcp_data(40010, 80, 1, 1, &[b'x'; 1301 - 40]);
+    // An ICMP error about an IP-in-IP flow, itself too big to tunnel.
+    let syn = frame(CLIENT4, ipip4).tcp_syn(40011, 80);
+    let big_quote = frame(ipip4, CLIENT4).tcp_data(80, 40011, 1, 1, &[b'y'; 1300])[14..].to_vec();
+    let big_error = icmp_error(ipip4, FRAG_NEEDED, &big_quote);
+    let too_big_df = |port| sized(CLIENT4, ipip4, port, 1301);
+    let (first, second) = (too_big_df(40012), too_big_df(40013));
+    // An IPv4 packet of 20 bytes with UDP as its protocol, then Ethernet
+    // padding that looks like ports.
+    let mut padded = frame(CLIENT4, dr4).proto(IPPROTO_UDP, &[]);
+    padded.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35, 0x00, 0x08, 0, 0]);
+    padded.resize(60, 0);
+    let mut zero_payload = segment(frame(CLIENT6, dr6), Protocol::Udp, CLIENT_PORT, 53);
+    zero_payload[18..20].copy_from_slice(&[0, 0]);
+    let bad_checksum = {
+        let mut f = segment(frame(CLIENT4, nat4), Protocol::Tcp, CLIENT_PORT, 80);
+        f[24] ^= 0xff;
+        f
+    };
+    lab.check(vec![
+        unchanged(
+            "an ICMP error quoting a VIP's packet but addressed elsewhere",
+            misaddressed,
+            &[IcmpMismatch],
+        ),
+        dropped(
+            "IP-in-IP: too big without DF is dropped, not answered",
+            fragmentable,
+            &[FlowMiss, DropTooBig],
+        ),
+        sent(
+            "IP-in-IP: a new flow",
+            syn.clone(),
+            ipip(&syn, ipip_backend, mac(84)),
+            &[FlowMiss, Tx],
+        ),
+        dropped(
+            "IP-in-IP: an ICMP error too big to tunnel is never answered with ICMP",
+            big_error,
+            &[FlowHit, DropTooBig],
+        ),
+        sent(
+            "IP-in-IP: too big with DF is answered",
+            first.clone(),
+            too_big(&first, CLIENT4, ipip4, 1300),
+            &[FlowMiss, IcmpTooBig, Tx],
+        ),
+        dropped(
+            "IP-in-IP: the next answer in the same second is over the ICMP rate",
+            second,
+            &[FlowMiss, IcmpRateLimited],
+        ),
+        unchanged(
+            "Ethernet padding past the IP length is no UDP header",
+            padded,
+            &[Malformed],
+        ),
+        dropped(
+            "IPv6 with payload length 0 and no hop-by-hop header",
+            zero_payload,
+            &[DropZeroPayload],
+        ),
+        dropped(
+            "NAT: a bad IPv4 header checksum",
+            bad_checksum,
+            &[DropBadChecksum],
+        ),
+    ]);
+    lab.finish();
+}
+
+/// The flow hash takes the director's seed: the same seed picks the same
+/// backends on every director, another seed other ones.
+#[test]
+fn bpf_forward_hash_seed() {
+    require_privileged!();
+    let vip = ip("198.18.0.186");
+    let pool = pool("198.18.4.", 60);
+    let macs = macs(&pool);
+    let services = [service(vip, 80, Protocol::Tcp, Mode::Dr, pool)];
+    let choices = |seed: u32| {
+        let mut lab = Lab::balancer(&[]);
+        lab.apply_with(
+            &services,
+            &DirectorSettings {
+                hash_seed: seed,
+                ..settings()
+            },
+        );
+        let choice: Vec<usize> = (0..64)
+            .map(|n| lab.backend_of(&frame(CLIENT4, vip).tcp_syn(41000 + n, 80), &macs))
+            .collect();
+        lab.finish();
+        choice
+    };
+    let seed = 0x5eed_1234;
+    let (plain, seeded, again) = (choices(0), choices(seed), choices(seed));
+    assert_eq!(seeded, again, "one seed, one choice per flow");
+    let moved = plain.iter().zip(&seeded).filter(|(a, b)| a != b).count();
+    // Four backends: a quarter of flows stay by chance.
+    assert!(moved >= 32, "only {moved} of 64 flows moved with the seed");
+}
+
+/// After a drain, a SYN that reuses the port of a flow to the drained
+/// backend is a new connection for another backend, while the old flow's
+/// segments still reach the drained one; a client stuck to a drained
+/// backend by affinity keeps it.
+#[test]
+fn bpf_forward_a_drained_backend_gets_no_reused_port() {
+    require_privileged!();
+    let (vip, sticky) = (ip("198.18.0.187"), ip("198.18.0.188"));
+    let a = backend(ip("198.18.1.87"), 80, mac(87));
+    let b = backend(ip("198.18.1.88"), 80, mac(88));
+    let macs = [mac(87), mac(88)];
+    let drained = |spec: &BackendSpec, drain: bool| BackendSpec {
+        drain,
+        ..spec.clone()
+    };
+    // Which backend is drained: none, or `a` for the ring's service and the
+    // client's sticky one for the affinity service.
+    let services = |drain: Option<usize>| {
+        let mut sticky_pool = vec![a.clone(), b.clone()];
+        if let Some(n) = drain {
+            sticky_pool[n].drain = true;
+        }
+        vec![
+            service(
+                vip,
+                80,
+                Protocol::Tcp,
+                Mode::Dr,
+                vec![drained(&a, drain.is_some()), b.clone()],
+            ),
+            with_affinity(
+                service(sticky, 80, Protocol::Tcp, Mode::Dr, sticky_pool),
+                32,
+            ),
+        ]
+    };
+    let mut lab = Lab::balancer(&services(None));
+    let syn = |vip, port| frame(CLIENT4, vip).tcp_syn(port, 80);
+    let ack = |vip, port| segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
+    // A port whose flow the ring gives to `a`, and the client's sticky backend.
+    let port = (42000..42100)
+        .find(|&port| lab.backend_of(&syn(vip, port), &macs) == 0)
+        .expect("a port for the first backend");
+    let stuck = lab.backend_of(&syn(sticky, 43000), &macs);
+    lab.backend_of(&ack(vip, port), &macs);
+
+    lab.apply(&services(Some(stuck)));
+    let to = |what: &str, input: Vec<u8>, to: usize, counted| {
+        let output = dr(&input, macs[to]);
+        sent(what, input, output, counted)
+    };
+    lab.check(vec![
+        to(
+            "the drained backend's established flow goes on",
+            ack(vip, port),
+            0,
+            &[FlowHit, Tx],
+        ),
+        to(
+            "a SYN reusing its port goes to the other backend",
+            syn(vip, port),
+            1,
+            &[FlowMiss, ResetFlow, Tx],
+        ),
+        to(
+            "the new connection's ACK follows it",
+            ack(vip, port),
+            1,
+            &[FlowHit, Tx],
+        ),
+        to(
+            "a client stuck to a drained backend keeps it for a new connection",
+            syn(sticky, 43001),
+            stuck,
+            &[FlowMiss, Tx],
+        ),
+    ]);
     lab.finish();
 }

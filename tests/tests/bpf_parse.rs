@@ -8,7 +8,7 @@ use xlb::dataplane::{Counters, Dataplane, LoadOptions};
 use xlb_tests::{
     packet::{arp_request, ethertype_frame, verify_checksums, Frame, CLIENT_MAC},
     require_privileged,
-    testrun::{check, Fixture},
+    testrun::{accept_test_frames, check, Fixture},
 };
 
 const C4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -95,6 +95,7 @@ fn assert_cases(cases: Vec<(&str, Vec<u8>, &[Counter])>) {
         ..LoadOptions::default()
     };
     let mut dataplane = Dataplane::load(&options).expect("loading the XDP program");
+    accept_test_frames(&mut dataplane).unwrap();
     let mut failures = Vec::new();
     for (description, frame, counted) in cases {
         let before = dataplane.counters().unwrap();

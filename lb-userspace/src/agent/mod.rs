@@ -164,7 +164,7 @@ impl Agent {
         self.resolve(&model, Resolve::New).await;
         let specs = self.specs(&model);
         self.dataplane
-            .apply(&specs, &model.agent.director_settings())?;
+            .apply(&specs, &model.agent.director_settings(&model.tables))?;
         self.applies += 1;
         self.monitor.reconcile(self.checks(&model));
         self.initial_states.clear();

@@ -66,6 +66,13 @@ pub enum Command {
     /// the inner packet to the kernel, so no ipip or ip6_tunnel module is
     /// needed. Everything else passes untouched.
     Decap(DecapArgs),
+    /// Print a new random flow-hash seed as an `[agent]` line for the
+    /// configuration (`hash_seed = "0x…"`).
+    ///
+    /// Give every director of a cluster the same seed, so they pick the
+    /// same backend for a flow; keep it secret, so clients cannot choose
+    /// ports that all land on one backend.
+    Keygen,
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -105,6 +112,20 @@ impl Shutdown {
     }
 }
 
+/// `xlb keygen`: four bytes from the kernel's random source.
+fn keygen() -> anyhow::Result<()> {
+    use std::io::Read;
+
+    use anyhow::Context;
+    let mut seed = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut seed))
+        .context("reading /dev/urandom")?;
+    let seed = crate::config::format_hash_seed(u32::from_ne_bytes(seed));
+    println!("hash_seed = \"{seed}\"");
+    Ok(())
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -112,6 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => run::check(args),
         Command::Attach(args) => attach::run(args, cli.log_level),
         Command::Decap(args) => decap::run(args, cli.log_level),
+        Command::Keygen => keygen(),
         Command::Client(command) => client::run(command),
     }
 }

@@ -61,6 +61,12 @@ pub struct AgentConfig {
     pub mtu: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_seed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood_guard: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_rate: Option<i64>,
 }
 
 /// Data-plane sizes, fixed when the program is loaded.
@@ -197,6 +203,13 @@ impl ConfigError {
 const DEFAULT_API_LISTEN: &str = "127.0.0.1:9180";
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
 const DEFAULT_MTU: u32 = 1500;
+/// ICMP messages one CPU sends per second (Linux's icmp_msgs_per_sec).
+const DEFAULT_ICMP_RATE: u32 = 1000;
+
+/// A hash seed as `xlb keygen` prints it and the file holds it.
+pub fn format_hash_seed(seed: u32) -> String {
+    format!("{seed:#010x}")
+}
 const DEFAULT_UDP_TIMEOUT: Duration =
     Duration::from_secs(lb_common::maps::DEFAULT_UDP_TIMEOUT_S as u64);
 /// `ipvsadm -p`'s default.
@@ -313,6 +326,9 @@ impl Config {
                 mtu: unless_default(agent.mtu, DEFAULT_MTU).map(i64::from),
                 udp_timeout: unless_default(agent.udp_timeout, DEFAULT_UDP_TIMEOUT)
                     .map(format_duration),
+                hash_seed: unless_default(agent.hash_seed, 0).map(format_hash_seed),
+                flood_guard: agent.flood_guard.map(i64::from),
+                icmp_rate: unless_default(agent.icmp_rate, DEFAULT_ICMP_RATE).map(i64::from),
             },
             tables: TablesConfig {
                 maglev_size: table_size(tables.maglev_size, DEFAULT_RING_SIZE),

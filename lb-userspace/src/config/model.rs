@@ -45,6 +45,14 @@ pub struct Agent {
     pub mtu: u32,
     /// Idle time after which a UDP flow picks its backend again.
     pub udp_timeout: Duration,
+    /// Seed of the flow hash; the same on every director (`xlb keygen`).
+    pub hash_seed: u32,
+    /// New flows per second one CPU records before the flood guard
+    /// forwards new flows without state (0: off); `None`: sized from the
+    /// flow table, see [`Agent::new_flows_per_cpu`].
+    pub flood_guard: Option<u32>,
+    /// ICMP messages per second one CPU sends (0: no limit).
+    pub icmp_rate: u32,
 }
 
 /// Data-plane sizes, fixed when the program is loaded.
@@ -177,14 +185,36 @@ pub enum CheckKind {
 }
 
 impl Agent {
-    pub fn director_settings(&self) -> DirectorSettings {
+    pub fn director_settings(&self, tables: &Tables) -> DirectorSettings {
         DirectorSettings {
             tunnel_src_v4: self.tunnel_source_v4,
             tunnel_src_v6: self.tunnel_source_v6,
             mtu: self.mtu,
             udp_timeout: self.udp_timeout,
+            hash_seed: self.hash_seed,
+            new_flows_per_cpu: self.new_flows_per_cpu(tables, cpus()),
+            icmp_per_cpu: self.icmp_rate,
         }
     }
+
+    /// The flood guard's cap: as configured, or by default the rate at
+    /// which all `cpus` together fill the flow table no faster than the
+    /// UDP timeout empties it (so a flood cannot flush established flows),
+    /// and at least [`MIN_FLOOD_GUARD`].
+    pub fn new_flows_per_cpu(&self, tables: &Tables, cpus: u32) -> u32 {
+        self.flood_guard.unwrap_or_else(|| {
+            let per_second = tables.flow_entries as u64 / self.udp_timeout.as_secs().max(1);
+            (per_second / u64::from(cpus.max(1))).max(MIN_FLOOD_GUARD.into()) as u32
+        })
+    }
+}
+
+/// The smallest default flood-guard cap, per CPU per second.
+pub const MIN_FLOOD_GUARD: u32 = 1000;
+
+/// CPUs that may run the XDP program.
+fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 impl Tables {

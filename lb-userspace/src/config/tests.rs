@@ -228,6 +228,9 @@ tunnel_source_v4 = "198.18.1.2"
 tunnel_source_v6 = "fd00:1::2"
 mtu = 9000
 udp_timeout = "1m 30s"
+hash_seed = "0x5eed1234"
+flood_guard = 20000
+icmp_rate = 100
 
 [tables]
 maglev_size = 251
@@ -367,6 +370,45 @@ fn interface_is_listed_once() {
         err("[agent]\ninterfaces = [\"eth0\", \"eth0\"]\n"),
         error("agent.interfaces[1]", "\"eth0\" is listed twice")
     );
+}
+
+#[test]
+fn hash_seed_flood_guard_and_icmp_rate() {
+    let model = valid(&agent(
+        "hash_seed = \"0x00c0ffee\"\nflood_guard = 0\nicmp_rate = 10",
+    ));
+    assert_eq!(model.agent.hash_seed, 0x00c0_ffee);
+    assert_eq!(model.agent.flood_guard, Some(0));
+    assert_eq!(model.agent.icmp_rate, 10);
+    let settings = model.agent.director_settings(&model.tables);
+    assert_eq!(
+        (settings.hash_seed, settings.new_flows_per_cpu, settings.icmp_per_cpu),
+        (0x00c0_ffee, 0, 10)
+    );
+    for bad in ["\"c0ffee\"", "\"0x\"", "\"0x123456789\"", "\"0xcoffee\""] {
+        assert_eq!(
+            err(&agent(&format!("hash_seed = {bad}"))),
+            error(
+                "agent.hash_seed",
+                &format!("{bad} is not 0x and 1-8 hex digits (make one with `xlb keygen`)")
+            )
+        );
+    }
+    assert_eq!(err(&agent("flood_guard = -1")).field, "agent.flood_guard");
+    assert_eq!(err(&agent("icmp_rate = -1")).field, "agent.icmp_rate");
+}
+
+#[test]
+fn the_default_flood_guard_cannot_flush_the_flow_table() {
+    // 262,144 entries and a 30 s UDP timeout: 8,738 new flows a second in
+    // all, shared by the CPUs, and never under 1,000 per CPU.
+    let model = valid(&agent(""));
+    assert_eq!(model.agent.flood_guard, None);
+    assert_eq!(model.agent.new_flows_per_cpu(&model.tables, 1), 8738);
+    assert_eq!(model.agent.new_flows_per_cpu(&model.tables, 4), 2184);
+    assert_eq!(model.agent.new_flows_per_cpu(&model.tables, 64), 1000);
+    let configured = valid(&agent("flood_guard = 500"));
+    assert_eq!(configured.agent.new_flows_per_cpu(&configured.tables, 4), 500);
 }
 
 #[test]

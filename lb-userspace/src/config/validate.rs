@@ -23,9 +23,10 @@ use super::{
     model::{AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, Model, Service, Tables},
     spell, AgentConfig, BackendConfig, Config, ConfigError, HealthConfig, PersistenceConfig,
     ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN, DEFAULT_FALL, DEFAULT_HTTP_PATH,
-    DEFAULT_HTTP_STATUS, DEFAULT_INTERVAL, DEFAULT_MTU, DEFAULT_PERSISTENCE_TIMEOUT,
-    DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT, DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT,
-    DNS_TYPES, MODES, OPER_STATES, PROTOCOLS, SCHEDULERS, XDP_MODES,
+    DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL, DEFAULT_MTU,
+    DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
+    DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, MODES, OPER_STATES, PROTOCOLS, SCHEDULERS,
+    XDP_MODES,
 };
 use crate::dataplane::{
     services::{self, MIN_MTU_V4, MIN_MTU_V6},
@@ -132,7 +133,36 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
             raw.udp_timeout.as_deref(),
             DEFAULT_UDP_TIMEOUT,
         )?,
+        hash_seed: raw
+            .hash_seed
+            .as_deref()
+            .map(hash_seed)
+            .transpose()?
+            .unwrap_or(0),
+        flood_guard: raw
+            .flood_guard
+            .map(|n| integer("agent.flood_guard", Some(n), 0, 0..=100_000_000))
+            .transpose()?,
+        icmp_rate: integer(
+            "agent.icmp_rate",
+            raw.icmp_rate,
+            DEFAULT_ICMP_RATE,
+            0..=1_000_000,
+        )?,
     })
+}
+
+/// `0x` and 1-8 hex digits, as `xlb keygen` prints.
+fn hash_seed(text: &str) -> Result<u32, ConfigError> {
+    text.strip_prefix("0x")
+        .filter(|hex| (1..=8).contains(&hex.len()))
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "agent.hash_seed",
+                format!("{text:?} is not 0x and 1-8 hex digits (make one with `xlb keygen`)"),
+            )
+        })
 }
 
 /// What Linux takes as a network interface name.
@@ -677,7 +707,7 @@ fn data_plane_check(model: &Model) -> Result<(), ConfigError> {
         .collect();
     services::validate(
         &specs,
-        &model.agent.director_settings(),
+        &model.agent.director_settings(&model.tables),
         model.tables.max_services,
         model.tables.max_backends,
     )

@@ -78,6 +78,8 @@ impl fmt::Display for AttachMode {
 pub enum DataplaneError {
     #[error("no such network interface: {0}")]
     NoSuchInterface(String),
+    #[error("{iface}: {problem}")]
+    Interface { iface: String, problem: String },
     #[error(
         "xlb needs root, or CAP_BPF and CAP_NET_ADMIN, to load XDP programs \
          (this process lacks {missing})"
@@ -224,7 +226,7 @@ const RINGS_MISSING: DataplaneError = DataplaneError::Missing {
 };
 
 /// The maps the agent reads and writes, and pins.
-const AGENT_MAPS: [&str; 14] = [
+const AGENT_MAPS: [&str; 16] = [
     maps::MAP_STATS,
     maps::MAP_SERVICES,
     maps::MAP_BACKENDS,
@@ -238,6 +240,8 @@ const AGENT_MAPS: [&str; 14] = [
     maps::MAP_SETTINGS,
     maps::MAP_VIPS,
     maps::MAP_DECAP_VIPS,
+    maps::MAP_DECAP_SOURCES,
+    maps::MAP_IFACES,
     maps::MAP_JUMPS,
 ];
 
@@ -514,6 +518,7 @@ impl Dataplane {
     /// is pinned).
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<&Attachment, DataplaneError> {
         let ifindex = ifindex(iface)?;
+        let mac = interface_mac(iface)?;
         let link = self
             .program()
             .attach_to_if_index(ifindex, mode.xdp_mode())
@@ -525,6 +530,19 @@ impl Dataplane {
         };
         self.attachments.push((attachment, Link::Owned(link)));
         let at = self.attachments.len() - 1;
+        // Frames are balanced once the interface's MAC is known; until then
+        // (and if this fails, after the detach) they pass to the kernel.
+        let known = match mac {
+            Some(mac) => self.set_interface(ifindex, mac),
+            None => Err(DataplaneError::Interface {
+                iface: iface.to_string(),
+                problem: "not an Ethernet interface: XDP balancing needs one".into(),
+            }),
+        };
+        if let Err(e) = known {
+            self.detach_from(iface)?;
+            return Err(e);
+        }
         if let Some(dir) = self.pinned.clone() {
             self.pin_link(&dir, at)?;
         }
@@ -541,6 +559,11 @@ impl Dataplane {
             return Ok(None);
         };
         let (attachment, link) = self.attachments.remove(at);
+        // Gone with the interface, or left for a later attach: either way
+        // harmless, so a failure here does not stop the detach.
+        if let Ok(mut ifaces) = self.hash::<u32, maps::Iface>(maps::MAP_IFACES) {
+            let _ = ifaces.remove(&attachment.ifindex);
+        }
         match link {
             Link::Owned(id) => {
                 self.program()
@@ -993,15 +1016,38 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Balances frames to `mac` arriving on interface `ifindex` (the
+    /// program's only source MAC out of it); [`Dataplane::attach`] does
+    /// this for the interface's own MAC.
+    pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        let iface = maps::Iface { mac, _pad: [0; 2] };
+        self.hash::<u32, maps::Iface>(maps::MAP_IFACES)?
+            .insert(ifindex, iface, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: maps::MAP_IFACES,
+                source,
+            })
+    }
+
     /// Adds VIPs that `xlb_decap` strips IP-in-IP for.
     pub fn set_decap_vips(&mut self, vips: &[IpAddr]) -> Result<(), DataplaneError> {
-        let mut map = self.hash::<VipKey, u8>(maps::MAP_DECAP_VIPS)?;
-        for vip in vips {
-            map.insert(services::vip_key(*vip), 1, 0)
-                .map_err(|source| DataplaneError::Map {
-                    map: maps::MAP_DECAP_VIPS,
-                    source,
-                })?;
+        self.add_addresses(maps::MAP_DECAP_VIPS, vips)
+    }
+
+    /// Adds the directors `xlb_decap` accepts IP-in-IP from.
+    pub fn set_decap_sources(&mut self, sources: &[IpAddr]) -> Result<(), DataplaneError> {
+        self.add_addresses(maps::MAP_DECAP_SOURCES, sources)
+    }
+
+    fn add_addresses(
+        &mut self,
+        name: &'static str,
+        addrs: &[IpAddr],
+    ) -> Result<(), DataplaneError> {
+        let mut map = self.hash::<VipKey, u8>(name)?;
+        for addr in addrs {
+            map.insert(services::vip_key(*addr), 1, 0)
+                .map_err(|source| DataplaneError::Map { map: name, source })?;
         }
         Ok(())
     }
@@ -1104,6 +1150,18 @@ fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
         0 => Err(DataplaneError::NoSuchInterface(iface.to_string())),
         index => Ok(index),
     }
+}
+
+/// The interface's own MAC, by rtnetlink (in this thread's namespace);
+/// `None` for an interface that is not Ethernet.
+fn interface_mac(iface: &str) -> Result<Option<[u8; 6]>, DataplaneError> {
+    let link = crate::rtnl::Rtnl::open()
+        .and_then(|mut rtnl| rtnl.link(iface))
+        .map_err(|e| DataplaneError::Interface {
+            iface: iface.to_string(),
+            problem: format!("reading its link: {e}"),
+        })?;
+    Ok(crate::rtnl::ether_mac(&link))
 }
 
 fn attach_error(iface: &str, mode: AttachMode, source: ProgramError) -> DataplaneError {

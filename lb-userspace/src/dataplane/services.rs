@@ -104,6 +104,12 @@ pub struct DirectorSettings {
     pub tunnel_src_v6: Option<std::net::Ipv6Addr>,
     pub mtu: u32,
     pub udp_timeout: Duration,
+    /// Seed of the flow and source hashes; the same on every director.
+    pub hash_seed: u32,
+    /// The flood guard: new flows per second one CPU records (0: no limit).
+    pub new_flows_per_cpu: u32,
+    /// ICMP messages per second one CPU sends (0: no limit).
+    pub icmp_per_cpu: u32,
 }
 
 impl Default for DirectorSettings {
@@ -113,6 +119,9 @@ impl Default for DirectorSettings {
             tunnel_src_v6: None,
             mtu: 1500,
             udp_timeout: Duration::from_secs(lb_common::maps::DEFAULT_UDP_TIMEOUT_S.into()),
+            hash_seed: 0,
+            new_flows_per_cpu: 0,
+            icmp_per_cpu: 0,
         }
     }
 }
@@ -648,6 +657,10 @@ pub fn settings_entry(s: &DirectorSettings, installed: &Installed) -> Settings {
         udp_timeout_s: s.udp_timeout.as_secs() as u32,
         nat_backends: installed.nat.len() as u32,
         last_generation: installed.last_generation,
+        hash_seed: s.hash_seed,
+        new_flows_per_cpu: s.new_flows_per_cpu,
+        icmp_per_cpu: s.icmp_per_cpu,
+        _pad: 0,
     }
 }
 

@@ -6,8 +6,14 @@ use lb_common::stats::Counter;
 use serde::Serialize;
 
 /// Totals of every [`Counter`], summed over CPUs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters([u64; Counter::COUNT as usize]);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters([0; Counter::COUNT as usize])
+    }
+}
 
 impl Counters {
     pub fn get(&self, counter: Counter) -> u64 {

@@ -21,7 +21,7 @@ use xlb::dataplane::{
 };
 use xlb_tests::{
     packet::Frame,
-    testrun::{self, XdpAction},
+    testrun::{self, accept_test_frames, XdpAction},
 };
 
 use crate::report::{Machine, Report, Table};
@@ -173,6 +173,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     };
 
     let mut dataplane = Dataplane::load(&options).context("loading xlb")?;
+    accept_test_frames(&mut dataplane)?;
     let settings = DirectorSettings {
         tunnel_src_v4: Some(DIRECTOR4),
         ..Default::default()

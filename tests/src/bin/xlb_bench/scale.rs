@@ -23,7 +23,10 @@ use serde_json::json;
 use xlb::dataplane::{
     BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Protocol, ServiceSpec,
 };
-use xlb_tests::{packet::Frame, testrun::XdpAction};
+use xlb_tests::{
+    packet::Frame,
+    testrun::{accept_test_frames, XdpAction},
+};
 
 use crate::{
     micro::{
@@ -492,7 +495,9 @@ fn base_options() -> LoadOptions {
 }
 
 fn load(options: LoadOptions) -> anyhow::Result<Dataplane> {
-    Dataplane::load(&options).context("loading xlb")
+    let mut dataplane = Dataplane::load(&options).context("loading xlb")?;
+    accept_test_frames(&mut dataplane)?;
+    Ok(dataplane)
 }
 
 /// A DR TCP service on `vip`:80 with `count` backends, their addresses
