@@ -757,6 +757,99 @@ fn state_is_ready_drain_or_maint() {
     );
 }
 
+/// A file with the service `web` on `vip` (IPv4 or IPv6) and `lines`.
+fn web_on(vip: &str, lines: &str) -> String {
+    format!(
+        "{}[[service]]\nname = \"web\"\nvip = \"{vip}\"\nport = 80\n{lines}\n",
+        agent("")
+    )
+}
+
+#[test]
+fn vip_is_one_unicast_address() {
+    let cases = [
+        ("0.0.0.0", "the unspecified address"),
+        ("::", "the unspecified address"),
+        ("255.255.255.255", "the broadcast address"),
+        ("224.0.0.18", "a multicast address"),
+        ("ff02::12", "a multicast address"),
+        ("127.0.0.1", "a loopback address"),
+        ("127.1.2.3", "a loopback address"),
+        ("::1", "a loopback address"),
+    ];
+    for (vip, problem) in cases {
+        assert_eq!(
+            err(&web_on(vip, "")),
+            error(
+                "service[web].vip",
+                &format!("{vip} is {problem}: a VIP must be a unicast address clients can reach")
+            ),
+            "{vip}"
+        );
+    }
+    // Link-local works on its own link.
+    valid(&web_on("fe80::100", ""));
+    valid(&web_on("169.254.0.100", ""));
+}
+
+#[test]
+fn backend_is_one_unicast_address() {
+    let cases = [
+        ("198.18.0.100", "0.0.0.0", "the unspecified address"),
+        ("fd00::100", "::", "the unspecified address"),
+        ("198.18.0.100", "255.255.255.255", "the broadcast address"),
+        ("198.18.0.100", "239.1.1.1", "a multicast address"),
+        ("fd00::100", "ff05::1", "a multicast address"),
+        ("198.18.0.100", "127.0.0.1", "a loopback address"),
+        ("fd00::100", "::1", "a loopback address"),
+    ];
+    for (vip, addr, problem) in cases {
+        let message =
+            format!("{addr} is {problem}: a backend must be a unicast address of another host");
+        let text = web_on(vip, &format!("[[service.backend]]\naddress = \"{addr}\""));
+        assert_eq!(
+            err(&text),
+            error("service[web].backend[0].address", &message),
+            "{addr}"
+        );
+        let port_of = |a: &str| SocketAddr::new(a.parse().unwrap(), 80).to_string();
+        let text = web_on(vip, &format!("fallback = \"{}\"", port_of(addr)));
+        assert_eq!(
+            err(&text),
+            error("service[web].fallback", &message),
+            "fallback {addr}"
+        );
+    }
+    valid(&web_on(
+        "fd00::100",
+        "[[service.backend]]\naddress = \"fe80::10\"",
+    ));
+}
+
+#[test]
+fn backend_is_not_the_vip() {
+    for mode in ["dr", "ipip", "nat"] {
+        let text = web(&format!(
+            "mode = \"{mode}\"\n[[service.backend]]\naddress = \"198.18.0.100\""
+        ));
+        assert_eq!(
+            err(&text),
+            error(
+                "service[web].backend[0].address",
+                "198.18.0.100 is the service's VIP: a backend must be another host's own address"
+            ),
+            "{mode}"
+        );
+    }
+    assert_eq!(
+        err(&web("fallback = \"198.18.0.100:80\"")),
+        error(
+            "service[web].fallback",
+            "198.18.0.100 is the service's VIP: a backend must be another host's own address"
+        )
+    );
+}
+
 #[test]
 fn backend_is_listed_once() {
     assert_eq!(
