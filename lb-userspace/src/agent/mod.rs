@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::{
     config::{
         model::{AdminState, Backend, Model, OperState, Service},
-        Config, ConfigError,
+        routes, Config, ConfigError,
     },
     dataplane::{BackendSpec, Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
@@ -348,6 +348,7 @@ impl Agent {
                 Some("agent".into()),
             ));
         }
+        routes::check_nat_routes(&model, Some(&self.model))?;
         self.install(model).await?;
         Ok(outcome)
     }
@@ -357,12 +358,14 @@ impl Agent {
         let Some(path) = self.config_path.clone() else {
             return Err(ApiError::bad_request("the agent runs without a file", None));
         };
-        let model = Config::load(&path).map_err(|e| {
-            ApiError::bad_request(
-                format!("{}; nothing was reloaded", e.message),
-                Some(e.field),
-            )
-        })?;
+        let model = Config::load(&path)
+            .and_then(|model| routes::check_nat_routes(&model, Some(&self.model)).map(|_| model))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    format!("{}; nothing was reloaded", e.message),
+                    Some(e.field),
+                )
+            })?;
         restart_only(&self.model, &model)?;
         let before = self.model.clone();
         self.install(model.clone()).await?;
