@@ -9,4 +9,5 @@ pub mod dataplane;
 pub mod health;
 pub mod neigh;
 mod rtnl;
+pub mod sysctl;
 pub mod vrrp;

@@ -227,19 +227,55 @@ struct Path {
     src_mac: [u8; 6],
 }
 
+/// The interface the kernel sends to an address out of, and the next hop there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub ifname: String,
+    /// The gateway, or the address itself when it is on-link.
+    pub via: IpAddr,
+}
+
+/// The egress interface of each address, from the route and link alone (no neighbour is
+/// looked up or resolved): what `ip route get` says. Blocking; runs in the calling thread's
+/// network namespace.
+pub fn egress_all(addrs: &[IpAddr]) -> HashMap<IpAddr, Result<Egress, NeighError>> {
+    let mut rtnl = match Rtnl::open() {
+        Ok(rtnl) => rtnl,
+        Err(e) => {
+            let error = NeighError::netlink("opening a route socket", e);
+            return addrs.iter().map(|&a| (a, Err(error.clone()))).collect();
+        }
+    };
+    addrs
+        .iter()
+        .map(|&addr| {
+            let egress = route_link(&mut rtnl, addr).map(|(_, via, link)| Egress {
+                ifname: link_name(&link),
+                via,
+            });
+            (addr, egress)
+        })
+        .collect()
+}
+
+/// The kernel's route to `addr`: the egress interface's index and link, and the next hop.
+fn route_link(rtnl: &mut Rtnl, addr: IpAddr) -> Result<(u32, IpAddr, LinkMessage), NeighError> {
+    let route = match rtnl.get(route_request(addr)) {
+        Ok(RouteNetlinkMessage::NewRoute(route)) => route,
+        Ok(other) => return Err(unexpected(format!("route lookup for {addr}"), &other)),
+        Err(e) => return Err(route_error(addr, e)),
+    };
+    let (ifindex, via) = next_hop(addr, &route)?;
+    match rtnl.get(link_request(ifindex)) {
+        Ok(RouteNetlinkMessage::NewLink(link)) => Ok((ifindex, via, link)),
+        Ok(other) => Err(unexpected(format!("interface {ifindex}"), &other)),
+        Err(e) => Err(NeighError::netlink(format!("interface {ifindex}"), e)),
+    }
+}
+
 impl Path {
     fn lookup(rtnl: &mut Rtnl, addr: IpAddr) -> Result<Path, NeighError> {
-        let route = match rtnl.get(route_request(addr)) {
-            Ok(RouteNetlinkMessage::NewRoute(route)) => route,
-            Ok(other) => return Err(unexpected(format!("route lookup for {addr}"), &other)),
-            Err(e) => return Err(route_error(addr, e)),
-        };
-        let (ifindex, via) = next_hop(addr, &route)?;
-        let link = match rtnl.get(link_request(ifindex)) {
-            Ok(RouteNetlinkMessage::NewLink(link)) => link,
-            Ok(other) => return Err(unexpected(format!("interface {ifindex}"), &other)),
-            Err(e) => return Err(NeighError::netlink(format!("interface {ifindex}"), e)),
-        };
+        let (ifindex, via, link) = route_link(rtnl, addr)?;
         let (ifname, src_mac) = link_mac(addr, &link)?;
         Ok(Path {
             addr,
@@ -374,16 +410,20 @@ fn route_error(addr: IpAddr, error: io::Error) -> NeighError {
     }
 }
 
-/// The interface's name and MAC; an interface without an Ethernet address is an error.
-fn link_mac(addr: IpAddr, link: &LinkMessage) -> Result<(String, [u8; 6]), NeighError> {
-    let ifname = link
-        .attributes
+/// The interface's name (`interface N` if the kernel gave none).
+fn link_name(link: &LinkMessage) -> String {
+    link.attributes
         .iter()
         .find_map(|a| match a {
             LinkAttribute::IfName(name) => Some(name.clone()),
             _ => None,
         })
-        .unwrap_or_else(|| format!("interface {}", link.header.index));
+        .unwrap_or_else(|| format!("interface {}", link.header.index))
+}
+
+/// The interface's name and MAC; an interface without an Ethernet address is an error.
+fn link_mac(addr: IpAddr, link: &LinkMessage) -> Result<(String, [u8; 6]), NeighError> {
+    let ifname = link_name(link);
     match rtnl::ether_mac(link) {
         Some(mac) => Ok((ifname, mac)),
         None => Err(NeighError::NoMac {

@@ -378,14 +378,17 @@ impl Netns {
         self.name.rsplit('-').next().unwrap_or(&self.name)
     }
 
-    /// Sets a sysctl of this namespace; `key` is dotted (`net.ipv4.ip_forward`).
+    /// Sets a sysctl of this namespace; `key` is dotted (`net.ipv4.ip_forward`), as
+    /// [`xlb::sysctl`] takes it.
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        let value = value.to_owned();
-        self.run(move || {
-            fs::write(&path, value).with_context(|| format!("writing {}", path.display()))
-        })?
-        .with_context(|| format!("setting {key} in {}", self.name))
+        self.run(|| xlb::sysctl::write(key, value))?
+            .with_context(|| format!("setting {key} in {}", self.name))
+    }
+
+    /// A sysctl of this namespace, as [`xlb::sysctl::read`] reads it.
+    pub fn read_sysctl(&self, key: &str) -> anyhow::Result<String> {
+        self.run(|| xlb::sysctl::read(key))?
+            .with_context(|| format!("reading {key} in {}", self.name))
     }
 
     /// Runs `program ARGS` to completion inside the namespace (`ip netns exec`) and returns its

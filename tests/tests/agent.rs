@@ -791,3 +791,127 @@ fn backends_count_active_and_inactive_flows() {
     println!("closed connections counted in {took:?}: {closed:?}");
     lab.stop().unwrap();
 }
+
+/// A NAT service on the VIP's port 80 to port 8080 of `backends`, without checks.
+fn nat_service(backends: &[&str]) -> String {
+    let mut text = String::from(
+        "[[service]]\nname = \"tomcat\"\nvip = \"198.18.0.100\"\nport = 80\nmode = \"nat\"\n",
+    );
+    for addr in backends {
+        text += &format!("[[service.backend]]\naddress = \"{addr}\"\nport = 8080\n");
+    }
+    text
+}
+
+#[test]
+fn a_nat_agent_turns_icmp_redirects_off() {
+    require_privileged!();
+    let config = nat_service(&["198.18.1.10", "198.18.1.11"]);
+    let mut lab = AgentLab::new("agredir", Mode::Nat, Family::V4, 2, &config).unwrap();
+    let keys = [
+        "net.ipv4.conf.all.send_redirects",
+        "net.ipv4.conf.eth0.send_redirects",
+    ];
+    for key in keys {
+        lab.net.director.sysctl(key, "1").unwrap();
+    }
+    lab.start().unwrap();
+    for key in keys {
+        assert_eq!(lab.net.director.read_sysctl(key).unwrap(), "0", "{key}");
+    }
+    let logs = lab.logs();
+    assert!(
+        logs.contains(
+            "NAT: ICMP redirects off on all, eth0 (net.ipv4.conf.*.send_redirects = 0; it was 1 \
+             on all, 1 on eth0)"
+        ),
+        "{logs}"
+    );
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}\n{}", lab.logs());
+    assert_eq!(spread.by_backend.len(), 2, "{spread:?}");
+    lab.stop().unwrap();
+}
+
+#[test]
+fn nat_backends_behind_an_interface_not_attached_are_refused() {
+    require_privileged!();
+    let (good, behind) = ("198.18.1.10", "198.18.5.10");
+    let mut lab =
+        AgentLab::new("agnatif", Mode::Nat, Family::V4, 1, &nat_service(&[behind])).unwrap();
+    // A second network on the director, on an interface the agent is not attached to.
+    let director = lab.net.director.clone();
+    director
+        .ip(&[
+            "link", "add", "side0", "type", "veth", "peer", "name", "side1",
+        ])
+        .unwrap();
+    for ifname in ["side0", "side1"] {
+        director.ip(&["link", "set", ifname, "up"]).unwrap();
+    }
+    director.add_addr("side0", "198.18.5.1/24").unwrap();
+    let refusal = "service[tomcat].backend[0]: 198.18.5.10:8080 is reached through side0, which \
+                   agent.interfaces (eth0) does not include";
+
+    // `xlb check` on the director refuses it, unless told the file is for another machine.
+    let xlb = xlb_tests::xlb_bin().unwrap();
+    let config = lab.config_path();
+    let check = |args: &[&str]| {
+        let mut all = vec!["check", "--config", config.to_str().unwrap()];
+        all.extend(args);
+        director.exec(xlb.to_str().unwrap(), &all).unwrap()
+    };
+    let out = check(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains(refusal), "{stderr}");
+    assert!(
+        stderr.contains("add \"side0\" to agent.interfaces"),
+        "{stderr}"
+    );
+    let out = check(&["--skip-routes"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not checked (--skip-routes)"),
+        "{out:?}"
+    );
+
+    // `xlb run` refuses to start, and attaches nothing.
+    let error = format!("{:#}", lab.start().unwrap_err());
+    assert!(error.contains(refusal), "{error}");
+    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), None);
+
+    // A running agent refuses such a backend from a reload and from the API.
+    lab.write_config(&nat_service(&[good])).unwrap();
+    lab.start().unwrap();
+    let out = check(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("routes: 1 NAT backends and fallbacks are reached through eth0"),
+        "{out:?}"
+    );
+    lab.write_config(&nat_service(&[good, behind])).unwrap();
+    let before = dump(&lab);
+    let (status, body) = lab.request("POST", "/api/v1/reload", None, None).unwrap();
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["field"], "service[tomcat].backend[1]", "{body}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was reloaded"),
+        "{body}"
+    );
+    assert_eq!(dump(&lab), before, "the refused reload changed nothing");
+    refused(
+        &lab,
+        "POST",
+        "/api/v1/services/tomcat/backends",
+        Some(r#"{"address": "198.18.5.11", "port": 8080}"#),
+        400,
+        Some("service[tomcat].backend[1]"),
+    );
+    lab.stop().unwrap();
+}

@@ -13,16 +13,17 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use lb_common::maps::Mode;
 use tokio::sync::watch;
 
 use crate::{
     config::{
         model::{AdminState, Backend, Model, OperState, Service},
-        Config, ConfigError,
+        routes, Config, ConfigError,
     },
     dataplane::{BackendSpec, Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
-    neigh,
+    neigh, sysctl,
 };
 
 pub use run::{run, RunOptions};
@@ -105,6 +106,8 @@ pub struct Agent {
     /// Each backend slot's active and inactive flows, from the last walk of
     /// the flow table.
     flow_count: watch::Receiver<FlowCount>,
+    /// The interfaces ICMP redirects were turned off on, for NAT.
+    redirects_off: Vec<String>,
 }
 
 impl Agent {
@@ -126,6 +129,7 @@ impl Agent {
             health_transitions: 0,
             applies: 0,
             flow_count,
+            redirects_off: Vec::new(),
         }
     }
 
@@ -161,6 +165,7 @@ impl Agent {
     /// resolved, the data plane written, the health checks reconciled. On
     /// error the configuration and the data plane are as they were.
     pub async fn install(&mut self, model: Model) -> Result<(), ApiError> {
+        self.nat_redirects_off(&model)?;
         self.resolve(&model, Resolve::New).await;
         let specs = self.specs(&model);
         self.dataplane
@@ -169,6 +174,36 @@ impl Agent {
         self.monitor.reconcile(self.checks(&model));
         self.initial_states.clear();
         self.model = model;
+        Ok(())
+    }
+
+    /// With a NAT service, turns ICMP redirects off on `model`'s interfaces
+    /// (once for each set of them). The kernel forwards the replies the data
+    /// plane passes to it, back out of the interface they came in by; a
+    /// redirect would then tell the backend to bypass this director.
+    fn nat_redirects_off(&mut self, model: &Model) -> Result<(), ApiError> {
+        let interfaces = &model.agent.interfaces;
+        if !model.services.iter().any(|s| s.mode == Mode::Nat) || self.redirects_off == *interfaces
+        {
+            return Ok(());
+        }
+        let keys = redirect_keys(interfaces);
+        let mut previous = Vec::with_capacity(keys.len());
+        for (name, key) in &keys {
+            let before = sysctl::set(key, "0").map_err(|e| {
+                let all: Vec<String> = keys.iter().map(|(_, key)| format!("{key}=0")).collect();
+                ApiError::new(
+                    500,
+                    format!(
+                        "NAT needs ICMP redirects off, and they could not be turned off: {e};                          run `sysctl -w {}` and try again",
+                        all.join(" ")
+                    ),
+                )
+            })?;
+            previous.push((name.as_str(), before));
+        }
+        log::info!("{}", redirects_message(&previous));
+        self.redirects_off = interfaces.clone();
         Ok(())
     }
 
@@ -348,6 +383,7 @@ impl Agent {
                 Some("agent".into()),
             ));
         }
+        routes::check_nat_routes(&model, Some(&self.model))?;
         self.install(model).await?;
         Ok(outcome)
     }
@@ -357,12 +393,14 @@ impl Agent {
         let Some(path) = self.config_path.clone() else {
             return Err(ApiError::bad_request("the agent runs without a file", None));
         };
-        let model = Config::load(&path).map_err(|e| {
-            ApiError::bad_request(
-                format!("{}; nothing was reloaded", e.message),
-                Some(e.field),
-            )
-        })?;
+        let model = Config::load(&path)
+            .and_then(|model| routes::check_nat_routes(&model, Some(&self.model)).map(|_| model))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    format!("{}; nothing was reloaded", e.message),
+                    Some(e.field),
+                )
+            })?;
         restart_only(&self.model, &model)?;
         let before = self.model.clone();
         self.install(model.clone()).await?;
@@ -492,10 +530,65 @@ fn summarize(before: &Model, after: &Model) -> String {
     format!("{added} services added, {removed} removed, {changed} changed, {unchanged} unchanged")
 }
 
+/// The interfaces (`all` first) and keys of the sysctls that turn ICMP
+/// redirects off on `interfaces`: the kernel sends one if `all` or the
+/// interface allows it.
+fn redirect_keys(interfaces: &[String]) -> Vec<(String, String)> {
+    std::iter::once("all")
+        .chain(interfaces.iter().map(String::as_str))
+        .map(|name| {
+            let key = sysctl::conf_key("ipv4", name, "send_redirects");
+            (name.to_owned(), key)
+        })
+        .collect()
+}
+
+/// The log line of [`Agent::nat_redirects_off`]: which interfaces, and
+/// each one's value before.
+fn redirects_message(previous: &[(&str, String)]) -> String {
+    let names: Vec<&str> = previous.iter().map(|(name, _)| *name).collect();
+    let before: Vec<String> = previous
+        .iter()
+        .map(|(name, value)| format!("{value} on {name}"))
+        .collect();
+    format!(
+        "NAT: ICMP redirects off on {} (net.ipv4.conf.*.send_redirects = 0; it was {}), so \
+         the kernel never tells a backend to bypass this director",
+        names.join(", "),
+        before.join(", ")
+    )
+}
+
 pub fn mac(bytes: &[u8; 6]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_go_off_on_all_and_each_interface() {
+        let keys = redirect_keys(&["eth0".into(), "bond0.100".into()]);
+        assert_eq!(
+            keys,
+            [
+                ("all".into(), "net.ipv4.conf.all.send_redirects".into()),
+                ("eth0".into(), "net.ipv4.conf.eth0.send_redirects".into()),
+                (
+                    "bond0.100".into(),
+                    "net.ipv4.conf.bond0/100.send_redirects".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            redirects_message(&[("all", "1".into()), ("eth0", "0".into())]),
+            "NAT: ICMP redirects off on all, eth0 (net.ipv4.conf.*.send_redirects = 0; it was 1 \
+             on all, 0 on eth0), so the kernel never tells a backend to bypass this director"
+        );
+    }
 }

@@ -20,7 +20,7 @@ use tokio::{
 use super::{Agent, FlowCount, Resolve};
 use crate::{
     api::{self, ApiState},
-    config::{model::Model, Config},
+    config::{model::Model, routes, Config},
     dataplane::{Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
     vrrp::{Tracking, Vrrp},
@@ -122,6 +122,9 @@ fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane,
 
 async fn serve(options: RunOptions) -> anyhow::Result<()> {
     let model = Config::load(&options.config)?;
+    // Before touching the kernel: NAT backends behind an interface not
+    // attached would never have their replies translated.
+    routes::check_nat_routes(&model, None)?;
     let token = read_token(&model)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -51,6 +51,11 @@ pub enum Command {
     /// data plane without moving a flow.
     Run(RunArgs),
     /// Validate a configuration file without touching the kernel.
+    ///
+    /// It also looks up the routes to NAT backends (changing nothing):
+    /// each must be reached through an interface of `[agent] interfaces`,
+    /// or its replies are never translated. --skip-routes leaves that out,
+    /// for a file meant for another machine.
     Check(CheckArgs),
     /// Attach the XDP program to an interface and print what it sees.
     ///

@@ -7,7 +7,7 @@ use log::LevelFilter;
 
 use crate::{
     agent::{self, RunOptions},
-    config::Config,
+    config::{routes, Config},
 };
 
 #[derive(Debug, Args)]
@@ -26,6 +26,11 @@ pub struct CheckArgs {
     /// The configuration file to validate.
     #[arg(long, short, value_name = "FILE", default_value = "/etc/xlb/xlb.toml")]
     pub config: PathBuf,
+    /// Do not look up the routes to NAT backends (for a file meant for
+    /// another machine): by default they must leave through an interface
+    /// of `[agent] interfaces`, as on the director.
+    #[arg(long)]
+    pub skip_routes: bool,
 }
 
 pub fn run(args: RunArgs, log_level: LevelFilter) -> anyhow::Result<()> {
@@ -46,5 +51,19 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         backends,
         model.vrrp.len()
     );
+    if args.skip_routes {
+        println!("routes to NAT backends not checked (--skip-routes)");
+        return Ok(());
+    }
+    let found = routes::check_nat_routes(&model, None)?;
+    for (ifname, count) in &found.through {
+        println!("routes: {count} NAT backends and fallbacks are reached through {ifname}");
+    }
+    for (target, error) in &found.unrouted {
+        println!(
+            "warning: {} ({}): {error}; the agent leaves it out until it has a route",
+            target.field, target.target
+        );
+    }
     Ok(())
 }

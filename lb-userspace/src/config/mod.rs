@@ -8,6 +8,7 @@
 
 mod key_path;
 pub mod model;
+pub mod routes;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -249,6 +249,12 @@ fn service(
     let path = format!("service[{name}]");
     let at = |key: &str| format!("{path}.{key}");
     let vip = ip(&at("vip"), &raw.vip)?;
+    if let Some(problem) = unusable(vip) {
+        return Err(ConfigError::new(
+            at("vip"),
+            format!("{vip} is {problem}: a VIP must be a unicast address clients can reach"),
+        ));
+    }
     let port: u16 = integer(&at("port"), Some(raw.port), 0, 0..=65535)?;
     let protocol = choice(&at("protocol"), raw.protocol.as_deref(), PROTOCOLS)?;
     let mode = choice(&at("mode"), raw.mode.as_deref(), MODES)?;
@@ -310,6 +316,7 @@ fn service(
                 format!("{fallback:?}: port {problem}"),
             ));
         }
+        target_address(&field, addr.ip(), &service)?;
         target_rules(&field, addr, &service, earlier, agent)?;
         service.fallback = Some(addr);
     }
@@ -361,6 +368,7 @@ fn backend(
     agent: &Agent,
 ) -> Result<Backend, ConfigError> {
     let addr = ip(&format!("{path}.address"), &raw.address)?;
+    target_address(&format!("{path}.address"), addr, service)?;
     let port = match raw.port {
         Some(port) => match port_problem(port, service) {
             Some(problem) => return Err(ConfigError::new(format!("{path}.port"), problem)),
@@ -398,6 +406,39 @@ fn backend(
     }
     target_rules(path, target, service, earlier, agent)?;
     Ok(backend)
+}
+
+/// Why `addr` cannot be one host's address, if it cannot. Link-local
+/// addresses are allowed: they work on the link they belong to.
+fn unusable(addr: IpAddr) -> Option<&'static str> {
+    if addr.is_unspecified() {
+        Some("the unspecified address")
+    } else if addr.is_loopback() {
+        Some("a loopback address")
+    } else if addr.is_multicast() {
+        Some("a multicast address")
+    } else if addr == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// The address of a backend or fallback (at `field`): one other host.
+fn target_address(field: &str, addr: IpAddr, service: &Service) -> Result<(), ConfigError> {
+    if let Some(problem) = unusable(addr) {
+        return Err(ConfigError::new(
+            field,
+            format!("{addr} is {problem}: a backend must be a unicast address of another host"),
+        ));
+    }
+    if addr == service.vip {
+        return Err(ConfigError::new(
+            field,
+            format!("{addr} is the service's VIP: a backend must be another host's own address"),
+        ));
+    }
+    Ok(())
 }
 
 /// What is wrong with `port` for a backend or fallback of `service`.
