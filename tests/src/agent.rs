@@ -295,6 +295,25 @@ impl AgentLab {
         self.directors[0].api = addr.to_string();
     }
 
+    /// Adds `lines` (keys of the agent section) to the first director's config.
+    pub fn add_agent_settings(&self, lines: &str) -> anyhow::Result<()> {
+        let config = std::fs::read_to_string(self.config_path())?;
+        let added = config.replacen(
+            "[tables]",
+            &format!(
+                "{lines}
+
+[tables]"
+            ),
+            1,
+        );
+        ensure!(
+            added != config,
+            "the config has no tables section to add before"
+        );
+        std::fs::write(self.config_path(), added).context("writing the agent's config")
+    }
+
     /// Rewrites the first director's config so the API listens on `addr` (off loopback) and
     /// changes need `token`.
     pub fn open_api(&mut self, addr: &str, token: &str) -> anyhow::Result<()> {

@@ -915,3 +915,63 @@ fn nat_backends_behind_an_interface_not_attached_are_refused() {
     );
     lab.stop().unwrap();
 }
+
+/// Over its new-flow cap the data plane forwards new flows without state, every connection
+/// still answered; the API and the metrics say the guard is active while it is, and the log
+/// says when it starts.
+#[test]
+fn the_flood_guard_is_counted_and_shown() {
+    require_privileged!();
+    let mut lab = AgentLab::new("agflood", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    lab.add_agent_settings("flood_guard = 20").unwrap();
+    lab.start().unwrap();
+    let guard = |lab: &AgentLab| lab.get("/api/v1/stats").unwrap()["flood_guard"].clone();
+    let quiet = guard(&lab);
+    assert_eq!(quiet["new_flows_per_cpu"], 20, "{quiet}");
+    assert_eq!(quiet["active"], false, "{quiet}");
+
+    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(4));
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut seen = None;
+    while seen.is_none() && Instant::now() < deadline {
+        let now = guard(&lab);
+        if now["active"] == true {
+            let (_, metrics) = lab.request("GET", "/metrics", None, None).unwrap();
+            seen = Some((now, metrics));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let spread = total(&load.finish().unwrap());
+    let (active, metrics) = seen.unwrap_or_else(|| panic!("never active\n{}", lab.logs()));
+    assert!(active["stateless_flows"].as_u64().unwrap() > 0, "{active}");
+    assert!(
+        active["active_since_unix_ms"].as_u64().is_some(),
+        "{active}"
+    );
+    assert!(metrics.contains("xlb_flood_guard_active 1"), "{metrics}");
+    assert!(
+        metrics.contains("xlb_flood_guard_new_flows_per_cpu 20"),
+        "{metrics}"
+    );
+    assert_eq!(spread.failed, 0, "{spread:?}");
+    assert_eq!(
+        spread.by_backend.len(),
+        3,
+        "stateless flows spread by the ring: {spread:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while guard(&lab)["active"] == true && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(guard(&lab)["active"], false, "the guard ends with the load");
+    let logs = lab.logs();
+    assert!(
+        logs.contains("flood guard: over 20 new flows/s on a CPU"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("flood guard: new flows are recorded again"),
+        "{logs}"
+    );
+}

@@ -3,6 +3,7 @@
 //! Every change goes through [`Agent::install`]: validated as a whole
 //! first, so a rejected change leaves everything as it was.
 
+mod flood;
 mod run;
 mod view;
 
@@ -28,7 +29,8 @@ use crate::{
 
 pub use run::{run, RunOptions};
 pub use view::{
-    BackendView, FlowCountView, FlowView, FlowWalkView, ServiceView, StatsView, TrafficView,
+    BackendView, FloodGuardView, FlowCountView, FlowView, FlowWalkView, ServiceView, StatsView,
+    TrafficView,
 };
 
 /// The last walk of the flow table: what it found, when it ended (`None`
@@ -106,6 +108,8 @@ pub struct Agent {
     /// Each backend slot's active and inactive flows, from the last walk of
     /// the flow table.
     flow_count: watch::Receiver<FlowCount>,
+    /// Whether the flood guard forwards new flows without state.
+    flood: watch::Receiver<flood::FloodState>,
     /// The interfaces ICMP redirects were turned off on, for NAT.
     redirects_off: Vec<String>,
 }
@@ -117,6 +121,7 @@ impl Agent {
         monitor: Monitor,
         config_path: Option<PathBuf>,
         flow_count: watch::Receiver<FlowCount>,
+        flood: watch::Receiver<flood::FloodState>,
     ) -> Self {
         Agent {
             model,
@@ -129,12 +134,21 @@ impl Agent {
             health_transitions: 0,
             applies: 0,
             flow_count,
+            flood,
             redirects_off: Vec::new(),
         }
     }
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The flood guard's cap in force: new flows per second one CPU records.
+    pub fn flood_guard(&self) -> u32 {
+        self.model
+            .agent
+            .director_settings(&self.model.tables)
+            .new_flows_per_cpu
     }
 
     pub fn dataplane(&mut self) -> &mut Dataplane {

@@ -17,7 +17,12 @@ use tokio::{
     sync::{mpsc, watch, Mutex},
 };
 
-use super::{Agent, FlowCount, Resolve};
+use lb_common::stats::Counter;
+
+use super::{
+    flood::{FloodChange, FloodState, FloodWatch},
+    Agent, FlowCount, Resolve,
+};
 use crate::{
     api::{self, ApiState},
     config::{model::Model, routes, Config},
@@ -140,12 +145,14 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         .ok();
     let (events, transitions) = mpsc::unbounded_channel();
     let (flow_count_tx, flow_count) = watch::channel(FlowCount::default());
+    let (flood_tx, flood) = watch::channel(FloodState::default());
     let mut agent = Agent::new(
         model.clone(),
         dataplane,
         Monitor::new(events),
         Some(options.config.clone()),
         flow_count,
+        flood,
     );
     if adopted {
         agent.start_from_adopted();
@@ -196,6 +203,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     let follower = tokio::spawn(follow_health(agent.clone(), transitions));
     let resolver = tokio::spawn(follow_next_hops(agent.clone()));
     let tracker = tokio::spawn(follow_tracking(agent.clone(), tracking_tx));
+    let flood_watch = tokio::spawn(watch_flood(agent.clone(), flood_tx));
     // Set on the way out: a walk under way stops within a few ms.
     let stop_walks = Arc::new(AtomicBool::new(false));
     let counter = match agent.lock().await.dataplane().flow_table() {
@@ -227,7 +235,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     if let Some(vrrp) = &vrrp {
         vrrp.shutdown().await;
     }
-    for task in [api, follower, resolver, tracker]
+    for task in [api, follower, resolver, tracker, flood_watch]
         .into_iter()
         .chain(log_forwarder)
         .chain(counter)
@@ -326,6 +334,37 @@ async fn follow_tracking(agent: Arc<Mutex<Agent>>, tracking: watch::Sender<Track
             *seen = now;
             changed
         });
+    }
+}
+
+/// How often the flood guard's counter is read.
+const FLOOD_WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows the flood guard, logging when it starts and stops forwarding
+/// new flows without state.
+async fn watch_flood(agent: Arc<Mutex<Agent>>, state: watch::Sender<FloodState>) {
+    let mut every = tokio::time::interval(FLOOD_WATCH_EVERY);
+    let mut watch = FloodWatch::default();
+    loop {
+        every.tick().await;
+        let (counters, cap) = {
+            let mut agent = agent.lock().await;
+            let cap = agent.flood_guard();
+            (agent.dataplane().counters(), cap)
+        };
+        let Ok(counters) = counters else { continue };
+        match watch.observe(counters.get(Counter::FloodStateless), SystemTime::now()) {
+            Some(FloodChange::Started) => log::warn!(
+                "flood guard: over {cap} new flows/s on a CPU; new flows are forwarded \
+                 without flow state, established ones keep theirs"
+            ),
+            Some(FloodChange::Ended) => log::info!(
+                "flood guard: new flows are recorded again ({} forwarded without state so far)",
+                watch.state().stateless_flows
+            ),
+            None => {}
+        }
+        state.send_replace(watch.state());
     }
 }
 

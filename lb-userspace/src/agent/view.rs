@@ -136,6 +136,19 @@ pub struct FlowView {
     pub idle_ms: u64,
 }
 
+/// The flood guard: its cap and whether it is forwarding new flows without
+/// state.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FloodGuardView {
+    /// New flows per second one CPU records (0: no limit).
+    pub new_flows_per_cpu: u32,
+    pub active: bool,
+    /// Since when it has been active; null while it is not.
+    pub active_since_unix_ms: Option<u64>,
+    /// New flows forwarded without state since the data plane was loaded.
+    pub stateless_flows: u64,
+}
+
 /// The last walk of the flow table, which the flow counts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct FlowWalkView {
@@ -168,6 +181,7 @@ pub struct StatsView {
     pub applies: u64,
     pub counters: Counters,
     pub flow_count: FlowWalkView,
+    pub flood_guard: FloodGuardView,
     pub services: Vec<ServiceStatsView>,
 }
 
@@ -374,6 +388,15 @@ impl Agent {
             applies: self.applies,
             counters: self.dataplane.counters()?,
             flow_count: FlowWalkView::from(&*self.flow_count.borrow()),
+            flood_guard: {
+                let flood = *self.flood.borrow();
+                FloodGuardView {
+                    new_flows_per_cpu: self.flood_guard(),
+                    active: flood.active_since.is_some(),
+                    active_since_unix_ms: flood.active_since.map(unix_ms),
+                    stateless_flows: flood.stateless_flows,
+                }
+            },
             services,
         })
     }

@@ -197,6 +197,22 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         "Seconds since the agent started",
     );
     uptime.get_or_create(&Vec::new()).set(stats.uptime_s as i64);
+    for (name, help, value) in [
+        (
+            "flood_guard_active",
+            "1 while the flood guard forwards new flows without flow state",
+            i64::from(stats.flood_guard.active),
+        ),
+        (
+            "flood_guard_new_flows_per_cpu",
+            "New flows per second one CPU records before the flood guard acts (0: no limit)",
+            i64::from(stats.flood_guard.new_flows_per_cpu),
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    }
     if let Some(at_ms) = stats.flow_count.at_unix_ms {
         let walked = Gauge::<f64, AtomicU64>::default();
         walked.set(at_ms as f64 / 1000.0);

@@ -49,7 +49,7 @@ fn positive_secs(text: &str) -> Result<f64, String> {
 }
 
 /// The global counters shown, in this order.
-const COUNTERS: [Counter; 16] = [
+const COUNTERS: [Counter; 27] = [
     Counter::RxPackets,
     Counter::RxBytes,
     Counter::Pass,
@@ -57,13 +57,24 @@ const COUNTERS: [Counter; 16] = [
     Counter::Redirect,
     Counter::FlowHit,
     Counter::FlowMiss,
+    Counter::ResetFlow,
+    Counter::StatelessMiss,
+    Counter::FloodStateless,
+    Counter::ForeignMac,
     Counter::NatReply,
+    Counter::NatToDirector,
+    Counter::NatNoRoute,
     Counter::FibPass,
     Counter::IcmpTooBig,
+    Counter::IcmpMismatch,
+    Counter::IcmpRateLimited,
     Counter::DropNoBackend,
     Counter::DropFragment,
     Counter::DropEncap,
+    Counter::DropTooBig,
     Counter::DropIpOptions,
+    Counter::DropZeroPayload,
+    Counter::DropBadChecksum,
     Counter::Truncated,
     Counter::Malformed,
 ];
