@@ -7,7 +7,7 @@
 //! with it, taking the pins, when it is killed.
 
 use std::{
-    net::{SocketAddr, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -337,7 +337,11 @@ impl AgentLab {
 
     /// A backend of a service as the first director's API shows it.
     pub fn backend(&self, service: &str, n: usize) -> anyhow::Result<Value> {
-        let addr = self.backend_addr(n);
+        self.backend_at(service, self.backend_addr(n))
+    }
+
+    /// The backend at `addr` of a service as the first director's API shows it.
+    pub fn backend_at(&self, service: &str, addr: SocketAddr) -> anyhow::Result<Value> {
         self.get(&format!(
             "/api/v1/services/{service}/backends/{}",
             encode(&addr.to_string())
@@ -377,6 +381,72 @@ impl AgentLab {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// One `[[service]]` table of the agent's config, for the lab's backends: build it with
+/// [`ServiceConf::new`] and struct update syntax, write it with [`ServiceConf::toml`].
+#[derive(Clone, Debug)]
+pub struct ServiceConf<'a> {
+    pub name: &'a str,
+    pub mode: Mode,
+    /// The VIP's and the backends' family.
+    pub family: Family,
+    /// `"tcp"` or `"udp"`.
+    pub protocol: &'a str,
+    /// The VIP's port.
+    pub port: u16,
+    /// Where the backends listen (written only in NAT mode, the only one that translates it).
+    pub backend_port: u16,
+    /// b1, b2, … in order, with these weights.
+    pub weights: &'a [u16],
+    /// The body of `[service.health]` (TOML lines), if the service is checked.
+    pub health: Option<&'a str>,
+}
+
+impl<'a> ServiceConf<'a> {
+    /// A TCP service on the family's VIP at [`VIP_PORT`], to b1, b2 and b3 at weight 1 on the
+    /// mode's backend port, unchecked.
+    pub fn new(name: &'a str, mode: Mode, family: Family) -> ServiceConf<'a> {
+        ServiceConf {
+            name,
+            mode,
+            family,
+            protocol: "tcp",
+            port: VIP_PORT,
+            backend_port: backend_port(mode),
+            weights: &[1, 1, 1],
+            health: None,
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        let mode = match self.mode {
+            Mode::Dr => "dr",
+            Mode::Ipip => "ipip",
+            Mode::Nat => "nat",
+        };
+        let quote = |addr: IpAddr| format!("\"{addr}\"");
+        let mut text = format!(
+            "[[service]]\nname = \"{}\"\nvip = {}\nport = {}\nprotocol = \"{}\"\nmode = \"{mode}\"\n",
+            self.name,
+            quote(self.family.vip()),
+            self.port,
+            self.protocol,
+        );
+        if let Some(health) = self.health {
+            text += &format!("[service.health]\n{}\n", health.trim_end());
+        }
+        for (n, weight) in self.weights.iter().enumerate() {
+            text += &format!(
+                "[[service.backend]]\naddress = {}\nweight = {weight}\n",
+                quote(self.family.backend(n))
+            );
+            if self.mode == Mode::Nat {
+                text += &format!("port = {}\n", self.backend_port);
+            }
+        }
+        text + "\n"
     }
 }
 
@@ -501,6 +571,12 @@ const BATCH: u64 = 5;
 
 impl SteadyLoad {
     pub fn start(client: &Netns, vip: SocketAddr, limit: Duration) -> SteadyLoad {
+        SteadyLoad::paced(client, vip, limit, Duration::from_millis(5))
+    }
+
+    /// [`SteadyLoad::start`] with `pause` between batches, for a lighter load over a long time
+    /// (each connection leaves the client a port in TIME_WAIT for a minute).
+    pub fn paced(client: &Netns, vip: SocketAddr, limit: Duration, pause: Duration) -> SteadyLoad {
         let client = client.clone();
         SteadyLoad(Background::start(move |stopping| {
             let until = Instant::now() + limit;
@@ -513,7 +589,7 @@ impl SteadyLoad {
                     ended: Instant::now(),
                     spread,
                 });
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(pause);
             }
             Ok(batches)
         }))

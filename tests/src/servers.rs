@@ -8,7 +8,10 @@
 //! The protocol:
 //!
 //! - TCP: the client sends lines (`hello\n`); the server answers each with its name and `\n`,
-//!   and keeps the connection open until the client closes it.
+//!   and keeps the connection open until the client closes it. A connection that opens with an
+//!   HTTP/1.x request line (`GET / HTTP/1.1`) is answered once, after the request's header, with
+//!   `HTTP/1.0 200 OK` and the name as the body, and then closed: so `curl` and the agent's
+//!   `http` health checks get the same answer as the line protocol's clients.
 //! - UDP: the server answers each datagram with its name (no newline), sent from the address the
 //!   datagram was sent to. That makes replies from a direct-routing real server come from the VIP
 //!   held on its `lo`, and lets clients use connected sockets.
@@ -217,7 +220,8 @@ fn accept_loop(listener: &TcpListener, line: &Arc<[u8]>, shared: &Arc<Shared>) {
     }
 }
 
-/// Answers every line on `stream` with `line` until the client closes it or the server stops.
+/// Answers every line on `stream` with `line` until the client closes it or the server stops;
+/// or, if the first line is an HTTP request's, answers it in HTTP and closes.
 fn serve_connection(mut stream: TcpStream, line: &[u8], shared: &Shared) {
     let setup = stream
         .set_nonblocking(false)
@@ -229,12 +233,30 @@ fn serve_connection(mut stream: TcpStream, line: &[u8], shared: &Shared) {
     }
     let mut pending = Vec::new();
     let mut buf = [0; 1024];
+    // Whether the connection speaks HTTP, once its first line has come.
+    let mut http = None;
     while !shared.stopping() {
         match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => pending.extend_from_slice(&buf[..n]),
             Err(e) if is_transient(&e) => continue,
             Err(_) => return,
+        }
+        if http.is_none() {
+            if let Some(eol) = pending.iter().position(|&b| b == b'\n') {
+                http = Some(is_http_request_line(&pending[..eol]));
+            }
+        }
+        if http == Some(true) {
+            if header_ended(&pending) {
+                let name = line.strip_suffix(b"\n").unwrap_or(line);
+                let _ = stream.write_all(&http_answer(name));
+                return;
+            }
+            if pending.len() > MAX_LINE {
+                return;
+            }
+            continue;
         }
         let complete = pending.iter().filter(|&&b| b == b'\n').count();
         if complete > 0 {
@@ -251,6 +273,34 @@ fn serve_connection(mut stream: TcpStream, line: &[u8], shared: &Shared) {
             return;
         }
     }
+}
+
+/// Whether `line` (without its `\n`) is an HTTP/1.x request line: `METHOD TARGET HTTP/1.x`.
+fn is_http_request_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    matches!(parts[..], [method, target, version]
+        if !method.is_empty()
+            && method.iter().all(u8::is_ascii_uppercase)
+            && !target.is_empty()
+            && version.starts_with(b"HTTP/1."))
+}
+
+/// Whether an HTTP request's header has ended with its blank line.
+fn header_ended(request: &[u8]) -> bool {
+    request.windows(2).any(|w| w == b"\n\n") || request.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// The whole HTTP answer naming `name`; the server closes the connection after it.
+fn http_answer(name: &[u8]) -> Vec<u8> {
+    let mut answer = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        name.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(name);
+    answer
 }
 
 /// Answers every datagram with `reply`, from the address it was sent to, until told to stop.
@@ -811,4 +861,28 @@ fn is_transient(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_requests_are_told_from_lines() {
+        assert!(is_http_request_line(b"GET / HTTP/1.1"));
+        assert!(is_http_request_line(b"GET /healthz HTTP/1.0\r"));
+        assert!(is_http_request_line(b"HEAD / HTTP/1.1\r"));
+        assert!(!is_http_request_line(b"hello"));
+        assert!(!is_http_request_line(b"GET /"));
+        assert!(!is_http_request_line(b"get / HTTP/1.1"));
+        assert!(!is_http_request_line(b"GET / HTTP/2"));
+        assert!(!header_ended(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(header_ended(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(header_ended(b"GET / HTTP/1.0\n\n"));
+        assert_eq!(
+            http_answer(b"b1"),
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+              Connection: close\r\n\r\nb1"
+        );
+    }
 }

@@ -7,32 +7,34 @@ use anyhow::Context;
 use lb_common::maps::Mode;
 use serde_json::Value;
 use xlb_tests::{
-    agent::{encode, total, AgentLab, SteadyLoad},
-    lab::Family,
+    agent::{encode, total, AgentLab, ServiceConf, SteadyLoad},
+    lab::{backend_port, Family},
     require_privileged,
     servers::{tcp_spread, LongLived},
 };
 
-/// b1..b3 behind a TCP service checked every 200 ms (rise 2, fall 3), and the same backends
-/// over UDP without checks.
+/// The health check of `services`: every 200 ms (rise 2, fall 3).
+const HEALTH: &str =
+    "kind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3";
+
+/// b1..b3 behind a TCP service checked by [`HEALTH`], and the same backends over UDP without
+/// checks, in direct routing over IPv4.
 fn services(weights: [u16; 3]) -> String {
-    let mut text = String::from(
-        "[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\nmode = \"dr\"\n\
-         [service.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n\
-         rise = 2\nfall = 3\n",
-    );
-    for (n, w) in weights.iter().enumerate() {
-        text += &format!(
-            "[[service.backend]]\naddress = \"198.18.1.{}\"\nweight = {w}\n",
-            10 + n
-        );
-    }
-    text += "\n[[service]]\nname = \"web-udp\"\nvip = \"198.18.0.100\"\nport = 80\n\
-             protocol = \"udp\"\n";
-    for n in 0..3 {
-        text += &format!("[[service.backend]]\naddress = \"198.18.1.{}\"\n", 10 + n);
-    }
-    text
+    services_in(Mode::Dr, Family::V4, weights)
+}
+
+/// [`services`] in `mode` over `family`.
+fn services_in(mode: Mode, family: Family, weights: [u16; 3]) -> String {
+    let web = ServiceConf {
+        weights: &weights,
+        health: Some(HEALTH),
+        ..ServiceConf::new("web", mode, family)
+    };
+    let udp = ServiceConf {
+        protocol: "udp",
+        ..ServiceConf::new("web-udp", mode, family)
+    };
+    web.toml() + &udp.toml()
 }
 
 fn names(value: &Value) -> Vec<String> {
@@ -304,13 +306,30 @@ fn api_reads_changes_and_refusals() {
     );
 }
 
-#[test]
-fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
-    require_privileged!();
-    let mut lab = AgentLab::new("aghealth", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+/// How long healthy backends are watched before one is killed: ten checks.
+const HEALTHY_FOR: Duration = Duration::from_secs(2);
+
+/// Health checks in `mode` over `family`: healthy backends stay up without a single transition
+/// (in NAT too, where the checks' replies come from a NAT backend's address and port); b1's
+/// server dies and b1 leaves the ring within fall x interval; it restarts and comes back within
+/// rise x interval; no new connection fails meanwhile, and only b1 changed state, twice.
+fn dead_backend_out_and_back(tag: &str, mode: Mode, family: Family) {
+    let mut lab =
+        AgentLab::new(tag, mode, family, 3, &services_in(mode, family, [1, 1, 1])).unwrap();
     lab.start().unwrap();
     let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(HEALTHY_FOR);
+    for n in 0..3 {
+        let view = lab.backend("web", n).unwrap();
+        assert!(
+            view["oper_state"] == "up"
+                && view["check"]["transitions"] == 0
+                && view["check"]["checks"].as_u64().unwrap() >= 5,
+            "b{} is healthy and must stay up, checked, with no transition: {view}\n{}",
+            n + 1,
+            lab.logs()
+        );
+    }
 
     // b1's server dies: its port refuses connections.
     let b1 = lab.net.servers.remove(0);
@@ -328,7 +347,8 @@ fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
 
     // Back after rise x interval.
     let ns = lab.net.backends[0].clone();
-    let addr = std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 80);
+    let addr =
+        std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), backend_port(mode));
     lab.net.servers.insert(
         0,
         xlb_tests::servers::IdentityServer::start(&ns, addr, "b1").unwrap(),
@@ -372,8 +392,55 @@ fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
         back.by_backend.contains_key("b1"),
         "b1 takes connections again: {back:?}"
     );
-    let b1 = lab.backend("web", 0).unwrap();
-    assert!(b1["check"]["transitions"].as_u64().unwrap() >= 2, "{b1}");
+    let transitions: Vec<u64> = (0..3)
+        .map(|n| {
+            lab.backend("web", n).unwrap()["check"]["transitions"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        [2, 0, 0],
+        "b1 goes down and up once, the others never\n{}",
+        lab.logs()
+    );
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back_dr_ipv4() {
+    require_privileged!();
+    dead_backend_out_and_back("aghdr4", Mode::Dr, Family::V4);
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back_dr_ipv6() {
+    require_privileged!();
+    dead_backend_out_and_back("aghdr6", Mode::Dr, Family::V6);
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back_ipip_ipv4() {
+    require_privileged!();
+    dead_backend_out_and_back("aghipip4", Mode::Ipip, Family::V4);
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back_ipip_ipv6() {
+    require_privileged!();
+    dead_backend_out_and_back("aghipip6", Mode::Ipip, Family::V6);
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back_nat_ipv4() {
+    require_privileged!();
+    dead_backend_out_and_back("aghnat4", Mode::Nat, Family::V4);
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back_nat_ipv6() {
+    require_privileged!();
+    dead_backend_out_and_back("aghnat6", Mode::Nat, Family::V6);
 }
 
 /// Each `web` backend's share of the ring, as the API shows it.

@@ -123,6 +123,35 @@ fn each_backend_answers_with_its_name_over_ipv6() -> anyhow::Result<()> {
     each_backend_answers("srv6", v6)
 }
 
+/// `curl` gets each backend's name in HTTP over both families, and the line protocol still
+/// works on the same server.
+#[test]
+fn each_backend_answers_curl_in_http() -> anyhow::Result<()> {
+    require_privileged!();
+    let lab = lab("srvhttp")?;
+    let _servers = serve(&lab, 8080)?;
+    for (i, name) in NAMES.iter().enumerate() {
+        for addr in [v4(i, 8080), v6(i, 8080)] {
+            let url = format!("http://{addr}/healthz");
+            let out = lab
+                .client
+                .exec("curl", &["-sS", "-g", "-i", "--max-time", "2", &url])?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                out.status.success() && text.starts_with("HTTP/1.0 200 OK\r\n"),
+                "curl {url}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ensure!(
+                text.ends_with(&format!("\r\n\r\n{name}")),
+                "curl {url}: {text}"
+            );
+        }
+        assert_eq!(tcp_spread(&lab.client, v4(i, 8080), 5)?, only(name, 5));
+    }
+    Ok(())
+}
+
 #[test]
 fn ipv4_only_server_on_another_port() -> anyhow::Result<()> {
     require_privileged!();
