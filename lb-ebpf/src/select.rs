@@ -88,7 +88,10 @@ impl TcpSignal {
             // A SYN never marks a flow: it finds its handshake's or makes one.
             TcpSignal::None | TcpSignal::Opening => flags,
             TcpSignal::Segment => flags & !FLOW_OPENING,
-            TcpSignal::Closing => (flags & !FLOW_OPENING) | FLOW_CLOSING,
+            // During the handshake the client retries its SYN after a RST
+            // (its answer to a server's ACK from TIME_WAIT): still opening.
+            TcpSignal::Closing if flags & FLOW_OPENING != 0 => flags,
+            TcpSignal::Closing => flags | FLOW_CLOSING,
         }
     }
 
@@ -220,10 +223,12 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
             let _ = AFFINITY.insert(akey, &entry, 0);
         }
     }
+    // A TCP segment other than a SYN belongs to a connection made
+    // before (evicted, or another director's): no new connection.
     Some(Chosen {
         id,
         backend,
-        new_flow: true,
+        new_flow: syn || key.proto != PROTO_TCP,
     })
 }
 

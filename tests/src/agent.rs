@@ -267,7 +267,7 @@ impl AgentLab {
             "[agent]\ninterfaces = [\"eth0\"]\napi_listen = \"{API}\"\npin_path = \"{}\"\n\
              tunnel_source_v4 = \"198.18.1.{host}\"\ntunnel_source_v6 = \"fd00:1::{host}\"\n\n\
              [tables]\nmaglev_size = {}\nmax_services = 8\nmax_backends = {}\n\
-             flow_entries = 65536\naffinity_entries = 1024\n\n{rest}",
+             flow_entries = 262144\naffinity_entries = 1024\n\n{rest}",
             director.pins.display(),
             self.maglev_size,
             self.max_backends,

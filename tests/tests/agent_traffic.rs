@@ -465,6 +465,10 @@ fn drain_under_port_reuse(tag: &str, mode: Mode) {
         result.completed, result.elapsed, result.per_second, result.failed
     );
 
+    eprintln!(
+        "DEBUG counters {}",
+        lab.get("/api/v1/stats").unwrap()["counters"]
+    );
     let (status, body) = drained.unwrap();
     assert_eq!(status, 200, "draining b1: {body}");
     assert!(

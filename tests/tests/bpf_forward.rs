@@ -565,29 +565,44 @@ fn bpf_forward_modes() {
         for (protocol, vport, nat_port) in [(Protocol::Tcp, 80, 8080), (Protocol::Udp, 53, 5353)] {
             let port = if mode == Mode::Nat { nat_port } else { vport };
             let spec = service(vip, vport, protocol, mode, vec![backend(addr, port, mac)]);
-            let input = segment(frame(client, vip), protocol, CLIENT_PORT, vport);
-            let output = match mode {
-                Mode::Dr => dr(&input, mac),
-                Mode::Ipip => ipip(&input, addr, mac),
-                Mode::Nat => {
-                    let translated = frame(client, addr).ttl(63).macs(DIRECTOR_MAC, mac);
-                    segment(translated, protocol, CLIENT_PORT, port)
+            // A TCP connection begins with a SYN, a UDP flow with a datagram.
+            let packet = |frame: Frame, dport, syn| {
+                if syn {
+                    frame.tcp_syn(CLIENT_PORT, dport)
+                } else {
+                    segment(frame, protocol, CLIENT_PORT, dport)
                 }
             };
+            let opening = protocol == Protocol::Tcp;
+            let forwarded = |syn: bool| {
+                let input = packet(frame(client, vip), vport, syn);
+                let output = match mode {
+                    Mode::Dr => dr(&input, mac),
+                    Mode::Ipip => ipip(&input, addr, mac),
+                    Mode::Nat => {
+                        let translated = frame(client, addr).ttl(63).macs(DIRECTOR_MAC, mac);
+                        packet(translated, port, syn)
+                    }
+                };
+                (input, output)
+            };
+            let (first, first_out) = forwarded(opening);
+            let (input, output) = forwarded(false);
             let name = format!("{mode:?} {}", spec.name());
+            let ip_bytes = (first.len() + input.len()) as u64 - 2 * 14;
             cases.push(sent(
                 format!("{name}: new flow"),
-                input.clone(),
-                output.clone(),
+                first,
+                first_out,
                 &[FlowMiss, Tx],
             ));
             cases.push(sent(
                 format!("{name}: flow-table hit"),
-                input.clone(),
+                input,
                 output,
                 &[FlowHit, Tx],
             ));
-            traffic.push((spec.clone(), port, input.len() as u64 - 14));
+            traffic.push((spec.clone(), port, ip_bytes));
             services.push(spec);
         }
     }
@@ -617,10 +632,10 @@ fn bpf_forward_modes() {
 
     let mut lab = Lab::balancer(&services);
     lab.check(cases);
-    for (spec, port, ip_len) in &traffic {
+    for (spec, port, ip_bytes) in &traffic {
         let two_packets_one_flow = TrafficStats {
             packets: 2,
-            bytes: 2 * ip_len,
+            bytes: *ip_bytes,
             new_flows: 1,
         };
         let of_service = lab.dataplane.service_stats(spec).expect("service stats");
@@ -1809,7 +1824,21 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
         entries(&lab),
         reused,
     );
-    lab.check(vec![forwarded("a RST", &rst, &[FlowHit, Tx])]);
+    lab.check(vec![forwarded(
+        "a RST during the handshake",
+        &rst,
+        &[FlowHit, Tx],
+    )]);
+    lab.expect_eq(
+        "a RST during the handshake leaves it half-open, for the SYN it retries".into(),
+        entries(&lab).0.flags,
+        FLOW_OPENING,
+    );
+    lab.check(vec![
+        forwarded("the same SYN again", &syn, &[FlowHit, Tx]),
+        forwarded("the handshake's ACK", &ack, &[FlowHit, Tx]),
+        forwarded("a RST", &rst, &[FlowHit, Tx]),
+    ]);
     let reset = entries(&lab);
     lab.expect_eq("flags after the RST".into(), reset.0.flags, FLOW_CLOSING);
     lab.expect_eq("this CPU's entry".into(), reset.1, reset.0);
