@@ -466,7 +466,7 @@ impl Worker {
 }
 
 /// The name in an HTTP/1.x `200` reply's body.
-fn backend_name(reply: &[u8]) -> Result<&str, String> {
+pub fn backend_name(reply: &[u8]) -> Result<&str, String> {
     let start = &reply[..reply.len().min(120)];
     let quoted = || format!("{:?}", String::from_utf8_lossy(start));
     let status = reply.split(|&b| b == b'\r').next().unwrap_or_default();

@@ -3,7 +3,8 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    io::{Read, Write},
+    net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream},
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -11,7 +12,7 @@ use std::{
 use lb_common::maps::Mode;
 use xlb_tests::{
     agent::{encode, total, AgentLab, ServiceConf, SteadyLoad},
-    lab::{backend_port, Family, NAT_PORT, VIP_PORT},
+    lab::{backend_port, pin_to_cpu, Family, NAT_PORT, VIP_PORT},
     loadgen::{self, FixedServer, TcpLoad},
     require_privileged,
     servers::{IdentityServer, LongLived},
@@ -519,4 +520,132 @@ fn drain_under_port_reuse_ipip() {
 fn drain_under_port_reuse_nat() {
     require_privileged!();
     drain_under_port_reuse("agdrainnat", Mode::Nat);
+}
+
+/// Client ports of the port-reuse test: few, so that each is reused often.
+const REUSED_PORTS: &str = "20000 20099";
+/// Connections in each round of the port-reuse test: every port of [`REUSED_PORTS`] thrice.
+const REUSE_ROUND: usize = 300;
+/// Longer than the agent keeps a closed flow in the shared table (120 s), with room for a walk.
+const PRUNED_AFTER: Duration = Duration::from_secs(130);
+
+/// Connects from CPU `connect_on` (the handshake meets the director there), then sends the
+/// request from CPU `send_on`, `count` times; the answering backends' names, and the failures.
+fn connections_across_cpus(
+    lab: &AgentLab,
+    count: usize,
+    connect_on: usize,
+    send_on: usize,
+) -> (BTreeMap<String, u64>, Vec<String>) {
+    let vip = lab.vip();
+    let exchange = move || -> Result<String, String> {
+        pin_to_cpu(connect_on).map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(2))
+            .map_err(|e| format!("connecting: {e}"))?;
+        pin_to_cpu(send_on).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+            .map_err(|e| format!("sending: {e}"))?;
+        let mut reply = Vec::new();
+        stream
+            .read_to_end(&mut reply)
+            .map_err(|e| format!("reading: {e} after {} bytes", reply.len()))?;
+        loadgen::backend_name(&reply).map(str::to_string)
+    };
+    lab.net
+        .client
+        .run(move || {
+            let mut answered = BTreeMap::new();
+            let mut failures = Vec::new();
+            for _ in 0..count {
+                match exchange() {
+                    Ok(name) => *answered.entry(name).or_default() += 1,
+                    Err(e) => failures.push(e),
+                }
+            }
+            (answered, failures)
+        })
+        .unwrap()
+}
+
+/// Short connections from one client address reusing its ports, across a ring change (a weight
+/// set through the API) and more than two minutes without traffic (the agent prunes the closed
+/// flows from the shared table, while CPU 1 keeps its copies): when each connection's handshake
+/// meets the director on CPU 0 and its request on CPU 1, no connection breaks, so all of a
+/// connection's packets reach one backend, and the backends accepted what the client saw and
+/// xlb counted.
+#[test]
+fn port_reuse_across_a_ring_change_keeps_each_connection_on_one_backend() {
+    require_privileged!();
+    let _alone = one_at_a_time();
+    let config = ServiceConf::new("web", Mode::Dr, Family::V4).toml();
+    let mut lab = AgentLab::new("agreuse", Mode::Dr, Family::V4, 3, &config).unwrap();
+    lab.net.servers.clear();
+    // The servers' threads on CPU 1, so that their answers, and the client's ACKs of them, leave
+    // CPU 0 untouched until the handshakes of the second round.
+    let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), backend_port(Mode::Dr));
+    let backends = lab.net.backends.clone();
+    let servers: Vec<FixedServer> = std::thread::spawn(move || {
+        pin_to_cpu(1)?;
+        backends
+            .iter()
+            .enumerate()
+            .map(|(n, ns)| {
+                let limit = PRUNED_AFTER + Duration::from_secs(60);
+                FixedServer::start(ns, any, &format!("b{}", n + 1), limit)
+            })
+            .collect::<anyhow::Result<_>>()
+    })
+    .join()
+    .expect("starting the servers")
+    .unwrap();
+    lab.net
+        .client
+        .set_sysctls(&[
+            ("net.ipv4.ip_local_port_range", REUSED_PORTS),
+            ("net.ipv4.tcp_tw_reuse", "1"),
+        ])
+        .unwrap();
+    lab.start().unwrap();
+
+    // Every port's flow on CPU 1 only, by the first ring.
+    let (first, failures) = connections_across_cpus(&lab, REUSE_ROUND, 1, 1);
+    assert!(failures.is_empty(), "before the change: {failures:?}");
+    let b1 = format!(
+        "/api/v1/services/web/backends/{}",
+        encode(&lab.backend_addr(0).to_string())
+    );
+    let (status, body) = lab
+        .request("PATCH", &b1, Some(r#"{"weight": 5}"#), None)
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(PRUNED_AFTER);
+    // The agent's walks pruned every closed flow from the shared table (this CPU's copies stay).
+    let walked = lab.get("/api/v1/stats").unwrap()["flow_count"].clone();
+    assert_eq!(walked["entries"], 0, "{walked}");
+
+    // The same ports again: handshakes on CPU 0, requests on CPU 1.
+    let (second, failures) = connections_across_cpus(&lab, REUSE_ROUND, 0, 1);
+    let accepted: u64 = accepted(&servers).iter().sum();
+    let new_flows: u64 = (0..3)
+        .map(|n| {
+            lab.backend("web", n).unwrap()["stats"]["new_flows"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    println!(
+        "before the change {first:?}; after it and {PRUNED_AFTER:?} idle {second:?}, {} failed; \
+         accepted {accepted}, xlb counted {new_flows} new flows",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "after the change: {failures:?}");
+    assert_eq!(accepted, 2 * REUSE_ROUND as u64, "accepted by the backends");
+    assert_eq!(
+        new_flows, accepted,
+        "xlb's new flows are the accepted connections"
+    );
 }
