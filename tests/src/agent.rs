@@ -402,6 +402,8 @@ pub struct ServiceConf<'a> {
     pub weights: &'a [u16],
     /// The body of `[service.health]` (TOML lines), if the service is checked.
     pub health: Option<&'a str>,
+    /// The backend (0 for b1, …) that is the service's fallback, if it has one.
+    pub fallback: Option<usize>,
 }
 
 impl<'a> ServiceConf<'a> {
@@ -417,6 +419,7 @@ impl<'a> ServiceConf<'a> {
             backend_port: backend_port(mode),
             weights: &[1, 1, 1],
             health: None,
+            fallback: None,
         }
     }
 
@@ -434,6 +437,16 @@ impl<'a> ServiceConf<'a> {
             self.port,
             self.protocol,
         );
+        if let Some(n) = self.fallback {
+            let port = match self.mode {
+                Mode::Nat => self.backend_port,
+                Mode::Dr | Mode::Ipip => self.port,
+            };
+            text += &format!(
+                "fallback = \"{}\"\n",
+                SocketAddr::new(self.family.backend(n), port)
+            );
+        }
         if let Some(health) = self.health {
             text += &format!("[service.health]\n{}\n", health.trim_end());
         }

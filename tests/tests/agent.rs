@@ -733,17 +733,20 @@ fn the_cli_drives_the_agent() {
     assert!(down.contains("cannot reach the xlb agent"), "{down}");
 }
 
-#[test]
-fn the_fallback_takes_over_when_no_backend_is_up() {
-    require_privileged!();
-    let config = "[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\n\
-                  fallback = \"198.18.1.12:80\"\n[service.health]\nkind = \"tcp\"\n\
-                  interval = \"100ms\"\nrise = 1\nfall = 1\n\
-                  [[service.backend]]\naddress = \"198.18.1.10\"\n\
-                  [[service.backend]]\naddress = \"198.18.1.11\"\n";
-    let mut lab = AgentLab::new("agsorry", Mode::Dr, Family::V4, 3, config).unwrap();
+/// b1 and b2 checked every 100 ms, b3 their fallback: it takes every new connection once both
+/// are down, in `mode`.
+fn the_fallback_takes_over_when_no_backend_is_up(tag: &str, mode: Mode) {
+    let config = ServiceConf {
+        weights: &[1, 1],
+        health: Some("kind = \"tcp\"\ninterval = \"100ms\"\nrise = 1\nfall = 1"),
+        fallback: Some(2),
+        ..ServiceConf::new("web", mode, Family::V4)
+    }
+    .toml();
+    let mut lab = AgentLab::new(tag, mode, Family::V4, 3, &config).unwrap();
     lab.start().unwrap();
     let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}");
     assert!(
         !spread.by_backend.contains_key("b3"),
         "the fallback is idle: {spread:?}"
@@ -770,6 +773,24 @@ fn the_fallback_takes_over_when_no_backend_is_up() {
         ["b3"],
         "{spread:?}"
     );
+}
+
+#[test]
+fn the_fallback_takes_over_when_no_backend_is_up_dr() {
+    require_privileged!();
+    the_fallback_takes_over_when_no_backend_is_up("agsorrydr", Mode::Dr);
+}
+
+#[test]
+fn the_fallback_takes_over_when_no_backend_is_up_ipip() {
+    require_privileged!();
+    the_fallback_takes_over_when_no_backend_is_up("agsorryipip", Mode::Ipip);
+}
+
+#[test]
+fn the_fallback_takes_over_when_no_backend_is_up_nat() {
+    require_privileged!();
+    the_fallback_takes_over_when_no_backend_is_up("agsorrynat", Mode::Nat);
 }
 
 /// Each backend's flows of the `web` service as `(active, inactive)`, and the service's.
