@@ -3,6 +3,7 @@
 //! Every change goes through [`Agent::install`]: validated as a whole
 //! first, so a rejected change leaves everything as it was.
 
+mod probes;
 mod run;
 mod view;
 
@@ -108,6 +109,8 @@ pub struct Agent {
     flow_count: watch::Receiver<FlowCount>,
     /// The interfaces ICMP redirects were turned off on, for NAT.
     redirects_off: Vec<String>,
+    /// Health probes through the data path.
+    probe_paths: probes::ProbePaths,
 }
 
 impl Agent {
@@ -130,6 +133,7 @@ impl Agent {
             applies: 0,
             flow_count,
             redirects_off: Vec::new(),
+            probe_paths: probes::ProbePaths::default(),
         }
     }
 
@@ -171,7 +175,9 @@ impl Agent {
         self.dataplane
             .apply(&specs, &model.agent.director_settings(&model.tables))?;
         self.applies += 1;
-        self.monitor.reconcile(self.checks(&model));
+        let checks = self.checks(&model);
+        let checks = self.probe_paths.route(&model, checks);
+        self.monitor.reconcile(checks);
         self.initial_states.clear();
         self.model = model;
         Ok(())

@@ -2,6 +2,7 @@
 
 mod caps;
 mod flows;
+pub mod health;
 mod pins;
 mod rings;
 pub mod services;
@@ -294,26 +295,8 @@ enum Link {
 impl Dataplane {
     /// Loads the embedded object, sized by `options`, and its program.
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
-        options.check()?;
-        check_privileges()?;
-        raise_memlock_limit();
-        let level = options.bpf_log as u8;
         let rings = options.max_services * 2 * options.ring_size;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &level, true)
-            .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
-            .map_max_entries(maps::MAP_RINGS, rings)
-            .map_max_entries(maps::MAP_SERVICES, options.max_services)
-            .map_max_entries(maps::MAP_VIPS, options.max_services)
-            .map_max_entries(maps::MAP_SERVICE_STATS, options.max_services)
-            .map_max_entries(maps::MAP_BACKENDS, options.max_backends)
-            .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
-            .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
-            .map_max_entries(maps::MAP_FLOWS, options.flow_entries)
-            .map_max_entries(maps::MAP_FLOWS_SHARED, options.flow_entries)
-            .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
-            .load(BPF_OBJECT)
-            .map_err(|e| load_error(Box::new(e)))?;
+        let mut ebpf = load_object(options)?;
         let program = xdp_program(&mut ebpf, options.program)?;
         program.load().map_err(|e| load_error(Box::new(e)))?;
         if options.program == Program::Balancer {
@@ -1197,6 +1180,30 @@ impl Dataplane {
         }
         Ok(total)
     }
+}
+
+/// Loads the object (its maps, sized by `options`), not yet its programs.
+fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError> {
+    options.check()?;
+    check_privileges()?;
+    raise_memlock_limit();
+    let level = options.bpf_log as u8;
+    let rings = options.max_services * 2 * options.ring_size;
+    EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &level, true)
+        .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
+        .map_max_entries(maps::MAP_RINGS, rings)
+        .map_max_entries(maps::MAP_SERVICES, options.max_services)
+        .map_max_entries(maps::MAP_VIPS, options.max_services)
+        .map_max_entries(maps::MAP_SERVICE_STATS, options.max_services)
+        .map_max_entries(maps::MAP_BACKENDS, options.max_backends)
+        .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
+        .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
+        .map_max_entries(maps::MAP_FLOWS, options.flow_entries)
+        .map_max_entries(maps::MAP_FLOWS_SHARED, options.flow_entries)
+        .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
+        .load(BPF_OBJECT)
+        .map_err(|e| load_error(Box::new(e)))
 }
 
 /// Loads the forwarders and puts them in the program array `xlb` jumps through.
