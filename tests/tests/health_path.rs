@@ -10,7 +10,7 @@ use std::{
 
 use lb_common::maps::Mode;
 use xlb_tests::{
-    agent::AgentLab,
+    agent::{AgentLab, BPF_FS},
     lab::{Family, VIP_V4},
     require_privileged,
     servers::tcp_spread,
@@ -171,7 +171,8 @@ fn xlb_decap_stays_attached_after_it_exits_until_removed() {
         AgentLab::new("hpdecap", Mode::Ipip, Family::V4, 3, &service("ipip", None)).unwrap();
     // b1's decapsulator is the command's, not the lab's.
     drop(lab.net.decaps.remove(0));
-    let pins = format!("/sys/fs/bpf/xlb-test-hpdecap-{}", std::process::id());
+    // On the tests' bpffs: a child's /sys is its own, as under `ip netns exec`.
+    let pins = format!("{BPF_FS}/decap-hpdecap-{}", std::process::id());
     let (ok, out) = decap_cmd(
         &mut lab,
         &[

@@ -90,10 +90,23 @@ fn install(args: &DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
     let adopted = Dataplane::adopt_decap(dir)
         .with_context(|| format!("reading the decapsulator pinned at {}", dir.display()))?;
     let Some(mut dataplane) = adopted else {
-        let mut dataplane = Dataplane::load(&LoadOptions::decap(log_level))?;
-        dataplane.set_decap_vips(&vips)?;
-        dataplane.set_decap_sources(&sources)?;
-        dataplane.attach(&args.iface, args.mode)?;
+        let made = !dir.exists();
+        Dataplane::prepare_pins(dir)?;
+        let attached = Dataplane::load(&LoadOptions::decap(log_level)).and_then(|mut dataplane| {
+            dataplane.set_decap_vips(&vips)?;
+            dataplane.set_decap_sources(&sources)?;
+            dataplane.attach(&args.iface, args.mode)?;
+            Ok(dataplane)
+        });
+        let mut dataplane = match attached {
+            Ok(dataplane) => dataplane,
+            Err(e) => {
+                if made {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(e.into());
+            }
+        };
         if let Err(e) = dataplane.pin(dir) {
             // Dropping the data plane detaches it; leave no pins behind.
             if let Err(unpin) = dataplane.unpin() {

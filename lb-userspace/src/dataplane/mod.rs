@@ -433,6 +433,12 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Makes `dir` a directory on a bpffs (see [`Dataplane::pin`]), or
+    /// says why it cannot be one, before anything is loaded.
+    pub fn prepare_pins(dir: &Path) -> Result<(), DataplaneError> {
+        pins::prepare(dir)
+    }
+
     /// Pins the maps, the program and its links under `dir` (a bpffs,
     /// mounted at /sys/fs/bpf if it is not yet), so that they outlive this
     /// process until [`Dataplane::unpin`].
