@@ -48,6 +48,39 @@ pub const FORWARDERS: [(u32, &str); 6] = [
 /// Program array of the forwarders, indexed by the `JUMP_*` constants.
 pub const MAP_JUMPS: &str = "XLB_JUMPS";
 
+/// The director's tc egress program for health probes through the path
+/// client traffic takes: packets whose mark is in [`MAP_HEALTH_PATHS`] are
+/// wrapped in IP-in-IP to their backend, or sent to its MAC unchanged.
+pub const PROG_HEALTH: &str = "xlb_health";
+/// Hash: socket mark (`SO_MARK`) -> [`HealthPath`].
+pub const MAP_HEALTH_PATHS: &str = "XLB_HEALTH_PATHS";
+/// The marks of health probes: [`HEALTH_MARK_BASE`] | a slot below
+/// [`HEALTH_MAX_PATHS`].
+pub const HEALTH_MARK_BASE: u32 = 0x584c_0000;
+pub const HEALTH_MARK_MASK: u32 = 0xffff_0000;
+pub const HEALTH_MAX_PATHS: u32 = 4096;
+/// [`HealthPath::how`]: wrap in IP-in-IP from `source` to `backend`.
+pub const HEALTH_VIA_TUNNEL: u8 = 1;
+/// [`HealthPath::how`]: send unchanged to `backend`'s MAC (direct routing).
+pub const HEALTH_VIA_MAC: u8 = 2;
+
+/// Where a marked health probe goes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthPath {
+    /// The backend's address: the outer destination, or the next hop.
+    pub backend: [u32; 4],
+    /// The outer source (the director's tunnel source).
+    pub source: [u32; 4],
+    /// The interface toward the backend.
+    pub ifindex: u32,
+    /// The family of `backend` and `source`.
+    pub family: u8,
+    /// [`HEALTH_VIA_TUNNEL`] or [`HEALTH_VIA_MAC`].
+    pub how: u8,
+    pub _pad: [u8; 2],
+}
+
 /// Per-CPU array of `u64`, indexed by [`crate::stats::Counter`].
 pub const MAP_STATS: &str = "XLB_STATS";
 /// Hash: [`ServiceKey`] -> [`Service`].
@@ -330,6 +363,7 @@ mod pod {
 
     // SAFETY: all are repr(C) plain data with explicit padding fields.
     unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for HealthPath {}
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}

@@ -10,6 +10,7 @@ mod consts;
 mod csum;
 mod decap;
 mod forward;
+mod health;
 mod icmp;
 mod ip;
 mod ipip;
@@ -22,7 +23,11 @@ mod rate;
 mod select;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::{debug, trace};
 use lb_common::stats::Counter;
 
@@ -99,6 +104,13 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     decap::decap(&ctx, &packet)
+}
+
+/// The director's health probes through the path client traffic takes:
+/// see [`health`].
+#[classifier]
+pub fn xlb_health(ctx: TcContext) -> i32 {
+    health::health(&ctx)
 }
 
 /// The cost floor for benchmarks: bounce the frame untouched.

@@ -10,9 +10,9 @@ use aya_ebpf::{
 use lb_common::{
     flow::FlowKey,
     maps::{
-        Affinity, AffinityKey, Backend, Flow, Iface, NatKey, NatTarget, RateWindow, Service,
+        Affinity, AffinityKey, Backend, Flow, HealthPath, Iface, NatKey, NatTarget, RateWindow, Service,
         ServiceKey, Settings, TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES,
-        DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE, RATE_SLOTS,
+        DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE, HEALTH_MAX_PATHS, RATE_SLOTS,
     },
     stats::Counter,
 };
@@ -94,3 +94,7 @@ pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "XLB_JUMPS")]
 pub static JUMPS: ProgramArray = ProgramArray::with_max_entries(8, 0);
+
+/// Health probes by socket mark: see [`crate::health`].
+#[map(name = "XLB_HEALTH_PATHS")]
+pub static HEALTH_PATHS: HashMap<u32, HealthPath> = HashMap::with_max_entries(HEALTH_MAX_PATHS, 0);

@@ -258,6 +258,25 @@ pub fn egress_all(addrs: &[IpAddr]) -> HashMap<IpAddr, Result<Egress, NeighError
         .collect()
 }
 
+/// The interface the kernel sends to `addr` out of, and the source address
+/// it would give a packet there (`ip route get ADDR`: `dev`, `src`).
+/// Blocking; runs in the calling thread's network namespace.
+pub fn route_source(addr: IpAddr) -> Result<(u32, Option<IpAddr>), NeighError> {
+    let mut rtnl = Rtnl::open().map_err(|e| NeighError::netlink("opening a route socket", e))?;
+    let route = match rtnl.get(route_request(addr)) {
+        Ok(RouteNetlinkMessage::NewRoute(route)) => route,
+        Ok(other) => return Err(unexpected(format!("route lookup for {addr}"), &other)),
+        Err(e) => return Err(route_error(addr, e)),
+    };
+    let (ifindex, _) = next_hop(addr, &route)?;
+    let source = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::PrefSource(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::PrefSource(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    });
+    Ok((ifindex, source))
+}
+
 /// The kernel's route to `addr`: the egress interface's index and link, and the next hop.
 fn route_link(rtnl: &mut Rtnl, addr: IpAddr) -> Result<(u32, IpAddr, LinkMessage), NeighError> {
     let route = match rtnl.get(route_request(addr)) {

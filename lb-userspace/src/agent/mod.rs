@@ -4,6 +4,7 @@
 //! first, so a rejected change leaves everything as it was.
 
 mod flood;
+mod probes;
 mod run;
 mod view;
 
@@ -112,6 +113,8 @@ pub struct Agent {
     flood: watch::Receiver<flood::FloodState>,
     /// The interfaces ICMP redirects were turned off on, for NAT.
     redirects_off: Vec<String>,
+    /// Health probes through the data path.
+    probe_paths: probes::ProbePaths,
 }
 
 impl Agent {
@@ -136,6 +139,7 @@ impl Agent {
             flow_count,
             flood,
             redirects_off: Vec::new(),
+            probe_paths: probes::ProbePaths::default(),
         }
     }
 
@@ -185,7 +189,9 @@ impl Agent {
         self.dataplane
             .apply(&specs, &model.agent.director_settings(&model.tables))?;
         self.applies += 1;
-        self.monitor.reconcile(self.checks(&model));
+        let checks = self.checks(&model);
+        let checks = self.probe_paths.route(&model, checks);
+        self.monitor.reconcile(checks);
         self.initial_states.clear();
         self.model = model;
         Ok(())

@@ -1,69 +1,257 @@
-//! `xlb decap`: the real-server side of IP-in-IP.
+//! `xlb decap`: the real-server side of IP-in-IP. The decapsulator is
+//! pinned, like the director's data plane: it stays attached after this
+//! command exits, until `xlb decap --remove`.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
+use anyhow::{bail, Context};
 use clap::Args;
 use log::LevelFilter;
 
 use crate::dataplane::{AttachMode, Dataplane, LoadOptions};
+
+/// Where `xlb decap` pins its program, maps and links by default.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb-decap";
 
 #[derive(Debug, Args)]
 #[command(
     after_help = "Real-server setup for IP-in-IP (the VIP on lo, not answering ARP for it):\n  \
     ip addr add 198.18.0.100/32 dev lo\n  \
     sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2\n  \
-    xlb decap --iface eth0 --vip 198.18.0.100 --from 198.18.1.2"
+    xlb decap --iface eth0 --vip 198.18.0.100 --from 198.18.1.2\n\n\
+    The program stays attached (pinned under --pin-path) after the command exits. Run it again \
+    with other --vip/--from to change them in place; `xlb decap --remove --iface eth0` detaches \
+    it and removes the pins."
 )]
 pub struct DecapArgs {
     /// Interface the tunnelled packets arrive on.
     #[arg(short, long, value_name = "IFACE")]
     pub iface: String,
 
-    /// A VIP this server answers for (repeat for several).
-    #[arg(long = "vip", value_name = "ADDR", required = true)]
+    /// A VIP this server answers for (repeat for several). Replaces the
+    /// VIPs of a decapsulator already pinned at --pin-path.
+    #[arg(long = "vip", value_name = "ADDR", required_unless_present = "remove")]
     pub vips: Vec<IpAddr>,
 
     /// A director's tunnel source address (its `tunnel_source_v4`/`_v6`)
     /// to accept IP-in-IP from (repeat for several); tunnelled packets
-    /// from any other source pass untouched.
-    #[arg(long = "from", value_name = "ADDR", required = true)]
+    /// from any other source pass untouched. Replaces the sources of a
+    /// decapsulator already pinned at --pin-path.
+    #[arg(long = "from", value_name = "ADDR", required_unless_present = "remove")]
     pub sources: Vec<IpAddr>,
 
     /// Where the program runs: in the driver (native) or in the kernel stack (generic).
     #[arg(short, long, value_enum, default_value_t = AttachMode::Native)]
     pub mode: AttachMode,
+
+    /// The directory on a BPF filesystem where the program, its maps and
+    /// its links are pinned (one decapsulator per directory; its VIPs and
+    /// sources are shared by every interface it is attached to).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Detach the decapsulator from --iface; once it is attached nowhere,
+    /// remove its pins.
+    #[arg(long, conflicts_with_all = ["vips", "sources"])]
+    pub remove: bool,
 }
 
 pub fn run(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    super::block_on(decap(args, log_level))
+    if args.remove {
+        return remove(&args.iface, &args.pin_path);
+    }
+    install(&args, log_level)
 }
 
-async fn decap(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    let mut shutdown = super::Shutdown::new()?;
-    let mut dataplane = Dataplane::load(&LoadOptions::decap(log_level))?;
-    dataplane.set_decap_vips(&args.vips)?;
-    dataplane.set_decap_sources(&args.sources)?;
-    let attachment = dataplane.attach(&args.iface, args.mode)?.clone();
-    let list = |addrs: &[IpAddr]| {
-        addrs
-            .iter()
-            .map(IpAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+fn list(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Sorted and without repeats, as the maps list them.
+fn normalized(addrs: &[IpAddr]) -> Vec<IpAddr> {
+    let mut addrs = addrs.to_vec();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+/// Attaches and pins a new decapsulator, or updates the pinned one in place.
+fn install(args: &DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
+    let dir = &args.pin_path;
+    let vips = normalized(&args.vips);
+    let sources = normalized(&args.sources);
+    let adopted = Dataplane::adopt_decap(dir)
+        .with_context(|| format!("reading the decapsulator pinned at {}", dir.display()))?;
+    let Some(mut dataplane) = adopted else {
+        let made = !dir.exists();
+        Dataplane::prepare_pins(dir)?;
+        let attached = Dataplane::load(&LoadOptions::decap(log_level)).and_then(|mut dataplane| {
+            dataplane.set_decap_vips(&vips)?;
+            dataplane.set_decap_sources(&sources)?;
+            dataplane.attach(&args.iface, args.mode)?;
+            Ok(dataplane)
+        });
+        let mut dataplane = match attached {
+            Ok(dataplane) => dataplane,
+            Err(e) => {
+                if made {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = dataplane.pin(dir) {
+            // Dropping the data plane detaches it; leave no pins behind.
+            if let Err(unpin) = dataplane.unpin() {
+                log::warn!("{unpin}");
+            }
+            return Err(e.into());
+        }
+        println!(
+            "xlb decap: attached to {} ({} mode), pinned at {}; decapsulating IP-in-IP for {} from {}",
+            args.iface,
+            args.mode,
+            dir.display(),
+            list(&vips),
+            list(&sources),
+        );
+        println!(
+            "it stays attached after this command; `xlb decap --remove --iface {}{}` detaches it",
+            args.iface,
+            pin_path_flag(dir)
+        );
+        return Ok(());
     };
-    log::info!(
-        "decapsulating IP-in-IP for {} from {} on {} ({} mode); Ctrl-C detaches",
-        list(&args.vips),
-        list(&args.sources),
-        attachment.iface,
-        attachment.mode
-    );
-    shutdown.recv().await;
-    dataplane.detach()?;
-    let decapsulated = dataplane.counters()?.get(lb_common::stats::Counter::Decap);
-    log::info!(
-        "detached from {}; {decapsulated} packets decapsulated",
-        attachment.iface
-    );
+    // Checked before anything changes.
+    let existing = dataplane
+        .attachments()
+        .find(|a| a.iface == args.iface)
+        .cloned();
+    if let Some(existing) = &existing {
+        if existing.mode != args.mode {
+            bail!(
+                "the decapsulator pinned at {} is attached to {} in {} mode, not {}: \
+                 run `xlb decap --remove --iface {}{}` first",
+                dir.display(),
+                existing.iface,
+                existing.mode,
+                args.mode,
+                existing.iface,
+                pin_path_flag(dir)
+            );
+        }
+    }
+    let old_vips = dataplane.decap_vips()?;
+    let old_sources = dataplane.decap_sources()?;
+    if existing.is_none() {
+        dataplane.attach(&args.iface, args.mode)?;
+        println!(
+            "xlb decap: attached to {} ({} mode), pinned at {}",
+            args.iface,
+            args.mode,
+            dir.display()
+        );
+    } else {
+        println!(
+            "xlb decap: already attached to {} ({} mode), pinned at {}",
+            args.iface,
+            args.mode,
+            dir.display()
+        );
+    }
+    dataplane.replace_decap_vips(&vips)?;
+    dataplane.replace_decap_sources(&sources)?;
+    let changed = |what: &str, old: &[IpAddr], new: &[IpAddr]| {
+        if old == new {
+            println!("{what}: {} (unchanged)", list(new));
+        } else {
+            println!("{what}: {} (were {})", list(new), list(old));
+        }
+    };
+    changed("VIPs", &old_vips, &vips);
+    changed("directors", &old_sources, &sources);
+    let attached: Vec<String> = dataplane
+        .attachments()
+        .map(|a| format!("{} ({})", a.iface, a.mode))
+        .collect();
+    println!("attached to: {}", attached.join(", "));
     Ok(())
+}
+
+/// `xlb decap --remove`: detaches from `iface`; the pins go with the last
+/// attachment.
+fn remove(iface: &str, dir: &Path) -> anyhow::Result<()> {
+    let Some(mut dataplane) = Dataplane::adopt_decap(dir)
+        .with_context(|| format!("reading the decapsulator pinned at {}", dir.display()))?
+    else {
+        bail!("no decapsulator is pinned at {}", dir.display());
+    };
+    let others: Vec<String> = dataplane.attachments().map(|a| a.iface.clone()).collect();
+    if !others.iter().any(|i| i == iface) {
+        bail!(
+            "the decapsulator pinned at {} is not attached to {iface} (it is attached to: {})",
+            dir.display(),
+            if others.is_empty() {
+                "nothing".to_string()
+            } else {
+                others.join(", ")
+            }
+        );
+    }
+    let decapsulated = dataplane.counters()?.get(lb_common::stats::Counter::Decap);
+    dataplane.detach_from(iface)?;
+    println!("xlb decap: detached from {iface}");
+    if dataplane.attachments().next().is_none() {
+        dataplane.unpin()?;
+        println!(
+            "removed the pins at {} ({decapsulated} packets were decapsulated)",
+            dir.display()
+        );
+    } else {
+        let left: Vec<&str> = dataplane.attachments().map(|a| a.iface.as_str()).collect();
+        println!(
+            "still attached to {}, pinned at {}",
+            left.join(", "),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// ` --pin-path DIR` unless `dir` is the default.
+fn pin_path_flag(dir: &Path) -> String {
+    if dir == Path::new(DEFAULT_PIN_PATH) {
+        String::new()
+    } else {
+        format!(" --pin-path {}", dir.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_sorted_once() {
+        let a: IpAddr = "198.18.0.100".parse().unwrap();
+        let b: IpAddr = "198.18.0.7".parse().unwrap();
+        let c: IpAddr = "fd00::100".parse().unwrap();
+        assert_eq!(normalized(&[c, a, b, a]), vec![b, a, c]);
+    }
+
+    #[test]
+    fn the_default_pin_path_goes_unsaid() {
+        assert_eq!(pin_path_flag(Path::new(DEFAULT_PIN_PATH)), "");
+        assert_eq!(
+            pin_path_flag(Path::new("/sys/fs/bpf/other")),
+            " --pin-path /sys/fs/bpf/other"
+        );
+    }
 }

@@ -70,6 +70,12 @@ pub enum Command {
     /// packets whose inner destination is one of the given VIPs and hands
     /// the inner packet to the kernel, so no ipip or ip6_tunnel module is
     /// needed. Everything else passes untouched.
+    ///
+    /// The program, its maps and its link are pinned (--pin-path, by
+    /// default /sys/fs/bpf/xlb-decap) and stay attached after the command
+    /// exits. Running it again changes the VIPs and directors in place,
+    /// without detaching; `xlb decap --remove --iface IF` detaches it and,
+    /// once it is attached nowhere, removes the pins.
     Decap(DecapArgs),
     /// Print a new random flow-hash seed as an `[agent]` line for the
     /// configuration (`hash_seed = "0x…"`).

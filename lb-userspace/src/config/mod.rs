@@ -24,7 +24,7 @@ use lb_common::maps::{
 };
 
 use crate::dataplane::{AttachMode, Protocol};
-use model::{AdminState, Backend, CheckKind, HealthCheck, Model, OperState, Service};
+use model::{AdminState, Backend, CheckKind, HealthCheck, HealthVia, Model, OperState, Service};
 pub use vrrp::{InstanceConfig, SyncGroupConfig, TrackConfig, VrrpConfig};
 
 /// The file as written: every key optional where a default exists.
@@ -148,6 +148,9 @@ pub struct HealthConfig {
     pub port: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial: Option<String>,
+    /// "direct", "tunnel" (IP-in-IP) or "vip" (direct routing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// http
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -236,6 +239,11 @@ const ADMIN_STATES: &[(&str, AdminState)] = &[
     ("ready", AdminState::Ready),
     ("drain", AdminState::Drain),
     ("maint", AdminState::Maint),
+];
+const HEALTH_VIAS: &[(&str, HealthVia)] = &[
+    ("direct", HealthVia::Direct),
+    ("tunnel", HealthVia::Tunnel),
+    ("vip", HealthVia::Vip),
 ];
 const OPER_STATES: &[(&str, OperState)] = &[("up", OperState::Up), ("down", OperState::Down)];
 const DNS_TYPES: &[(&str, u16)] = &[
@@ -374,7 +382,10 @@ impl ServiceConfig {
                     .map(format_duration),
                 netmask: unless_default(a.prefix_len, full_prefix(s.vip)).map(i64::from),
             }),
-            health: s.health.as_ref().map(HealthConfig::from_model),
+            health: s
+                .health
+                .as_ref()
+                .map(|h| HealthConfig::from_model(h, s.mode)),
             backends: s
                 .backends
                 .iter()
@@ -404,7 +415,7 @@ impl BackendConfig {
 }
 
 impl HealthConfig {
-    fn from_model(h: &HealthCheck) -> Self {
+    fn from_model(h: &HealthCheck, mode: Mode) -> Self {
         let common = HealthConfig {
             kind: String::new(),
             interval: unless_default(h.interval, DEFAULT_INTERVAL).map(format_duration),
@@ -415,6 +426,8 @@ impl HealthConfig {
             address: h.address.map(|a| a.to_string()),
             port: h.port.map(i64::from),
             initial: unless_default(h.initial, OPER_STATES[0].1).map(|s| spell(OPER_STATES, &s)),
+            via: unless_default(h.via, HealthVia::default_for(mode, &h.kind))
+                .map(|v| spell(HEALTH_VIAS, &v)),
             ..HealthConfig::default()
         };
         match &h.kind {

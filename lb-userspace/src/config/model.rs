@@ -149,6 +149,44 @@ pub struct HealthCheck {
     pub port: Option<u16>,
     /// The state before the first verdict.
     pub initial: OperState,
+    /// Which way the probes go.
+    pub via: HealthVia,
+    /// For a probe through the data path: the socket mark and the source
+    /// address. Set by the agent on the checks it runs, never by the file.
+    pub route: Option<ProbeRoute>,
+}
+
+/// Which way a health probe goes (`[service.health] via`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HealthVia {
+    /// To the backend's own address (or `address`), as any client would.
+    #[default]
+    Direct,
+    /// IP-in-IP: to VIP:port, wrapped in IP-in-IP to the backend, as client
+    /// traffic goes (the default for `mode = "ipip"`).
+    Tunnel,
+    /// Direct routing: to VIP:port, sent to the backend's MAC.
+    Vip,
+}
+
+impl HealthVia {
+    /// What a check of `kind` in a service of `mode` does unless told.
+    pub fn default_for(mode: Mode, kind: &CheckKind) -> HealthVia {
+        match (mode, kind) {
+            (_, CheckKind::Exec { .. }) => HealthVia::Direct,
+            (Mode::Ipip, _) => HealthVia::Tunnel,
+            _ => HealthVia::Direct,
+        }
+    }
+}
+
+/// How the agent sends a probe through the data path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeRoute {
+    /// `SO_MARK` of the probe's socket: names its path in the tc program.
+    pub mark: u32,
+    /// The address the probe's socket binds to (the director's own).
+    pub source: IpAddr,
 }
 
 impl HealthCheck {

@@ -1551,3 +1551,81 @@ fn vrrp_round_trips_through_the_file() {
     let again = valid(&Config::from_model(&model).to_toml());
     assert_eq!(again, model);
 }
+
+// Health checks through the data path.
+
+/// `web` in `mode` with a health check of `lines`.
+fn checked(mode: &str, lines: &str) -> String {
+    web(&format!(
+        "mode = \"{mode}\"\n[service.health]\n{lines}\n{}",
+        backend("")
+    ))
+}
+
+fn via_of(toml: &str) -> super::model::HealthVia {
+    valid(toml).services[0].health.as_ref().unwrap().via
+}
+
+#[test]
+fn health_via_defaults_to_the_tunnel_for_ipip_only() {
+    use super::model::HealthVia;
+    assert_eq!(
+        via_of(&checked("ipip", "kind = \"tcp\"")),
+        HealthVia::Tunnel
+    );
+    assert_eq!(via_of(&checked("dr", "kind = \"tcp\"")), HealthVia::Direct);
+    assert_eq!(via_of(&checked("nat", "kind = \"tcp\"")), HealthVia::Direct);
+    // A check of another address, or a command, goes direct.
+    let other = "kind = \"tcp\"\naddress = \"198.18.1.50\"";
+    assert_eq!(via_of(&checked("ipip", other)), HealthVia::Direct);
+    let exec = "kind = \"exec\"\ncommand = [\"/bin/true\"]";
+    assert_eq!(via_of(&checked("ipip", exec)), HealthVia::Direct);
+    assert_eq!(
+        via_of(&checked("ipip", "kind = \"tcp\"\nvia = \"direct\"")),
+        HealthVia::Direct
+    );
+    assert_eq!(
+        via_of(&checked("dr", "kind = \"tcp\"\nvia = \"vip\"")),
+        HealthVia::Vip
+    );
+}
+
+#[test]
+fn health_via_refuses_what_cannot_work() {
+    let field = "service[web].health.via";
+    let e = err(&checked("dr", "kind = \"tcp\"\nvia = \"tunnel\""));
+    assert_eq!(e.field, field);
+    assert!(e.message.contains("IP-in-IP"), "{e}");
+    let e = err(&checked("ipip", "kind = \"tcp\"\nvia = \"vip\""));
+    assert!(e.message.contains("direct-routing"), "{e}");
+    let e = err(&checked("nat", "kind = \"tcp\"\nvia = \"vip\""));
+    assert_eq!(e.field, field);
+    let e = err(&checked(
+        "ipip",
+        "kind = \"exec\"\ncommand = [\"/bin/true\"]\nvia = \"tunnel\"",
+    ));
+    assert!(e.message.contains("exec"), "{e}");
+    let e = err(&checked(
+        "ipip",
+        "kind = \"tcp\"\naddress = \"198.18.1.50\"\nvia = \"tunnel\"",
+    ));
+    assert!(e.message.contains("address"), "{e}");
+    let e = err(&checked("ipip", "kind = \"tcp\"\nvia = \"wire\""));
+    assert_eq!(e.field, field);
+}
+
+#[test]
+fn health_via_round_trips_and_defaults_go_unsaid() {
+    for (mode, via, said) in [
+        ("ipip", "tunnel", false),
+        ("ipip", "direct", true),
+        ("dr", "vip", true),
+        ("dr", "direct", false),
+    ] {
+        let model = valid(&checked(mode, &format!("kind = \"tcp\"\nvia = \"{via}\"")));
+        let text = Config::from_model(&model).to_toml();
+        assert_eq!(text.contains("via ="), said, "{mode}/{via}: {text}");
+        let again = Config::parse(&text).unwrap().validate().unwrap();
+        assert_eq!(again, model);
+    }
+}

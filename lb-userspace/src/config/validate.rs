@@ -20,13 +20,16 @@ use lb_common::{
 
 use super::{
     format_duration, full_prefix,
-    model::{AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, Model, Service, Tables},
+    model::{
+        AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, HealthVia, Model, Service,
+        Tables,
+    },
     spell, AgentConfig, BackendConfig, Config, ConfigError, HealthConfig, PersistenceConfig,
     ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN, DEFAULT_FALL, DEFAULT_HTTP_PATH,
     DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL, DEFAULT_MTU,
     DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
-    DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, MODES, OPER_STATES, PROTOCOLS, SCHEDULERS,
-    XDP_MODES,
+    DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, HEALTH_VIAS, MODES, OPER_STATES, PROTOCOLS,
+    SCHEDULERS, XDP_MODES,
 };
 use crate::dataplane::{
     services::{self, MIN_MTU_V4, MIN_MTU_V6},
@@ -323,7 +326,7 @@ fn service(
     service.health = raw
         .health
         .as_ref()
-        .map(|h| health(h, &at("health"), port))
+        .map(|h| health(h, &at("health"), port, service.mode))
         .transpose()?;
     for (index, raw) in raw.backends.iter().enumerate() {
         let backend = backend(
@@ -523,7 +526,12 @@ fn target_rules(
 }
 
 /// The health check at `path` of a service on `service_port`.
-fn health(raw: &HealthConfig, path: &str, service_port: u16) -> Result<HealthCheck, ConfigError> {
+fn health(
+    raw: &HealthConfig,
+    path: &str,
+    service_port: u16,
+    mode: Mode,
+) -> Result<HealthCheck, ConfigError> {
     let at = |key: &str| format!("{path}.{key}");
     let kind = raw.kind.as_str();
     if !CHECK_KINDS.contains(&kind) {
@@ -643,6 +651,7 @@ fn health(raw: &HealthConfig, path: &str, service_port: u16) -> Result<HealthChe
             CheckKind::Exec { command }
         }
     };
+    let via = health_via(raw, &at("via"), mode, &kind, address)?;
     Ok(HealthCheck {
         kind,
         interval,
@@ -652,7 +661,46 @@ fn health(raw: &HealthConfig, path: &str, service_port: u16) -> Result<HealthChe
         address,
         port,
         initial,
+        via,
+        route: None,
     })
+}
+
+/// `via`: the mode's default unless set; a tunnel for IP-in-IP only, the
+/// VIP for direct routing only, neither for exec checks or with `address`.
+fn health_via(
+    raw: &HealthConfig,
+    field: &str,
+    mode: Mode,
+    kind: &CheckKind,
+    address: Option<IpAddr>,
+) -> Result<HealthVia, ConfigError> {
+    let Some(spelled) = raw.via.as_deref() else {
+        return Ok(if address.is_some() {
+            HealthVia::Direct
+        } else {
+            HealthVia::default_for(mode, kind)
+        });
+    };
+    let via = choice(field, Some(spelled), HEALTH_VIAS)?;
+    let refuse = |why: &str| Err(ConfigError::new(field, format!("\"{spelled}\" {why}")));
+    match via {
+        HealthVia::Direct => return Ok(via),
+        HealthVia::Tunnel if mode != Mode::Ipip => {
+            return refuse("is for IP-in-IP services (mode = \"ipip\"); use \"direct\"")
+        }
+        HealthVia::Vip if mode != Mode::Dr => {
+            return refuse("is for direct-routing services (mode = \"dr\"); use \"direct\"")
+        }
+        _ => {}
+    }
+    if matches!(kind, CheckKind::Exec { .. }) {
+        return refuse("does not apply to kind \"exec\", which runs a command; use \"direct\"");
+    }
+    if address.is_some() {
+        return refuse("probes the VIP, not `address`; use \"direct\" to probe an address");
+    }
+    Ok(via)
 }
 
 fn http_check(raw: &HealthConfig, at: &dyn Fn(&str) -> String) -> Result<CheckKind, ConfigError> {

@@ -2,6 +2,7 @@
 
 mod caps;
 mod flows;
+pub mod health;
 mod pins;
 mod rings;
 pub mod services;
@@ -260,6 +261,29 @@ pub struct Dataplane {
     pinned: Option<PathBuf>,
 }
 
+/// What [`Dataplane::adopt_pins`] found.
+struct AdoptedPins {
+    maps: std::collections::HashMap<&'static str, Map>,
+    sizes: std::collections::HashMap<&'static str, u32>,
+    program: Xdp,
+    attachments: Vec<(Attachment, Link)>,
+}
+
+impl AdoptedPins {
+    fn into_dataplane(self, dir: &Path, options: LoadOptions) -> Dataplane {
+        Dataplane {
+            ebpf: None,
+            adopted: Some(self.program),
+            maps: self.maps,
+            rings: None,
+            options,
+            attachments: self.attachments,
+            installed: Installed::default(),
+            pinned: Some(dir.to_path_buf()),
+        }
+    }
+}
+
 /// How an attachment is held: dropping an owned or unpinned link detaches;
 /// a pinned one stays until its pin is removed.
 enum Link {
@@ -271,26 +295,8 @@ enum Link {
 impl Dataplane {
     /// Loads the embedded object, sized by `options`, and its program.
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
-        options.check()?;
-        check_privileges()?;
-        raise_memlock_limit();
-        let level = options.bpf_log as u8;
         let rings = options.max_services * 2 * options.ring_size;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &level, true)
-            .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
-            .map_max_entries(maps::MAP_RINGS, rings)
-            .map_max_entries(maps::MAP_SERVICES, options.max_services)
-            .map_max_entries(maps::MAP_VIPS, options.max_services)
-            .map_max_entries(maps::MAP_SERVICE_STATS, options.max_services)
-            .map_max_entries(maps::MAP_BACKENDS, options.max_backends)
-            .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
-            .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
-            .map_max_entries(maps::MAP_FLOWS, options.flow_entries)
-            .map_max_entries(maps::MAP_FLOWS_SHARED, options.flow_entries)
-            .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
-            .load(BPF_OBJECT)
-            .map_err(|e| load_error(Box::new(e)))?;
+        let mut ebpf = load_object(options)?;
         let program = xdp_program(&mut ebpf, options.program)?;
         program.load().map_err(|e| load_error(Box::new(e)))?;
         if options.program == Program::Balancer {
@@ -322,29 +328,10 @@ impl Dataplane {
     /// the next [`Dataplane::apply`] keeps every flow. `None` if nothing is
     /// pinned there.
     pub fn adopt(dir: &Path) -> Result<Option<Self>, DataplaneError> {
-        if !dir.join(maps::MAP_SERVICES).exists() {
+        let Some(parts) = Self::adopt_pins(dir, Program::Balancer)? else {
             return Ok(None);
-        }
-        check_privileges()?;
-        raise_memlock_limit();
-        let pin_err = |what: &Path, e: &dyn fmt::Display| {
-            DataplaneError::Pins(format!("adopting {}: {e}", what.display()))
         };
-        let mut map_table = std::collections::HashMap::new();
-        let mut sizes = std::collections::HashMap::new();
-        for name in AGENT_MAPS {
-            let path = dir.join(name);
-            let data = MapData::from_pin(&path).map_err(|e| pin_err(&path, &e))?;
-            let info = data.info().map_err(|e| pin_err(&path, &e))?;
-            sizes.insert(name, info.max_entries());
-            map_table.insert(
-                name,
-                Map::from_map_data(data).map_err(|e| pin_err(&path, &e))?,
-            );
-        }
-        let path = dir.join(maps::PROG_XLB);
-        let program =
-            Xdp::from_pin(&path, XdpAttachType::Interface).map_err(|e| pin_err(&path, &e))?;
+        let sizes = &parts.sizes;
         let max_services = sizes[maps::MAP_SERVICES];
         let options = LoadOptions {
             ring_size: sizes[maps::MAP_RINGS] / (2 * max_services),
@@ -354,6 +341,58 @@ impl Dataplane {
             affinity_entries: sizes[maps::MAP_AFFINITY],
             ..LoadOptions::default()
         };
+        let rings = sizes[maps::MAP_RINGS];
+        let mut dataplane = parts.into_dataplane(dir, options);
+        dataplane.map_rings(rings)?;
+        dataplane.installed = services::recover(dataplane.read_contents()?, max_services)
+            .map_err(|e| DataplaneError::Pins(format!("adopting {}: {e}", dir.display())))?;
+        Ok(Some(dataplane))
+    }
+
+    /// Takes over the decapsulator (`xlb_decap`) pinned under `dir` by an
+    /// earlier `xlb decap`: its program, maps and links. `None` if no
+    /// decapsulator is pinned there.
+    pub fn adopt_decap(dir: &Path) -> Result<Option<Self>, DataplaneError> {
+        let Some(parts) = Self::adopt_pins(dir, Program::Decap)? else {
+            return Ok(None);
+        };
+        let rings = parts.sizes[maps::MAP_RINGS];
+        let mut dataplane = parts.into_dataplane(dir, LoadOptions::decap(LevelFilter::Info));
+        dataplane.map_rings(rings)?;
+        Ok(Some(dataplane))
+    }
+
+    /// The maps, `which` program and links pinned under `dir`, if `which`
+    /// is pinned there.
+    fn adopt_pins(dir: &Path, which: Program) -> Result<Option<AdoptedPins>, DataplaneError> {
+        // The program is pinned last: a directory without it is half made.
+        let marker = match which {
+            Program::Balancer => dir.join(maps::MAP_SERVICES),
+            _ => dir.join(which.name()),
+        };
+        if !marker.exists() {
+            return Ok(None);
+        }
+        check_privileges()?;
+        raise_memlock_limit();
+        let pin_err = |what: &Path, e: &dyn fmt::Display| {
+            DataplaneError::Pins(format!("adopting {}: {e}", what.display()))
+        };
+        let mut maps = std::collections::HashMap::new();
+        let mut sizes = std::collections::HashMap::new();
+        for name in AGENT_MAPS {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| pin_err(&path, &e))?;
+            let info = data.info().map_err(|e| pin_err(&path, &e))?;
+            sizes.insert(name, info.max_entries());
+            maps.insert(
+                name,
+                Map::from_map_data(data).map_err(|e| pin_err(&path, &e))?,
+            );
+        }
+        let path = dir.join(which.name());
+        let program =
+            Xdp::from_pin(&path, XdpAttachType::Interface).map_err(|e| pin_err(&path, &e))?;
         let mut attachments = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| pin_err(dir, &e))? {
             let entry = entry.map_err(|e| pin_err(dir, &e))?;
@@ -376,20 +415,12 @@ impl Dataplane {
             };
             attachments.push((attachment, Link::Pinned(link)));
         }
-        let mut dataplane = Dataplane {
-            ebpf: None,
-            adopted: Some(program),
-            maps: map_table,
-            rings: None,
-            options,
+        Ok(Some(AdoptedPins {
+            maps,
+            sizes,
+            program,
             attachments,
-            installed: Installed::default(),
-            pinned: Some(dir.to_path_buf()),
-        };
-        dataplane.map_rings(sizes[maps::MAP_RINGS])?;
-        dataplane.installed = services::recover(dataplane.read_contents()?, max_services)
-            .map_err(|e| pin_err(dir, &e))?;
-        Ok(Some(dataplane))
+        }))
     }
 
     fn map_rings(&mut self, entries: u32) -> Result<(), DataplaneError> {
@@ -402,6 +433,12 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Makes `dir` a directory on a bpffs (see [`Dataplane::pin`]), or
+    /// says why it cannot be one, before anything is loaded.
+    pub fn prepare_pins(dir: &Path) -> Result<(), DataplaneError> {
+        pins::prepare(dir)
+    }
+
     /// Pins the maps, the program and its links under `dir` (a bpffs,
     /// mounted at /sys/fs/bpf if it is not yet), so that they outlive this
     /// process until [`Dataplane::unpin`].
@@ -412,12 +449,14 @@ impl Dataplane {
         for (name, map) in &self.maps {
             map.pin(dir.join(name)).map_err(|e| pin_error(name, &e))?;
         }
-        self.program()
-            .pin(dir.join(maps::PROG_XLB))
-            .map_err(|e| pin_error(maps::PROG_XLB, &e))?;
         for at in 0..self.attachments.len() {
             self.pin_link(dir, at)?;
         }
+        // Last: adopting looks for the program's pin.
+        let name = self.options.program.name();
+        self.program()
+            .pin(dir.join(name))
+            .map_err(|e| pin_error(name, &e))?;
         Ok(())
     }
 
@@ -1039,6 +1078,58 @@ impl Dataplane {
         self.add_addresses(maps::MAP_DECAP_SOURCES, sources)
     }
 
+    /// Makes the VIPs `xlb_decap` strips IP-in-IP for exactly `vips`.
+    pub fn replace_decap_vips(&mut self, vips: &[IpAddr]) -> Result<(), DataplaneError> {
+        self.replace_addresses(maps::MAP_DECAP_VIPS, vips)
+    }
+
+    /// Makes the directors `xlb_decap` accepts IP-in-IP from exactly `sources`.
+    pub fn replace_decap_sources(&mut self, sources: &[IpAddr]) -> Result<(), DataplaneError> {
+        self.replace_addresses(maps::MAP_DECAP_SOURCES, sources)
+    }
+
+    /// The VIPs `xlb_decap` strips IP-in-IP for, sorted.
+    pub fn decap_vips(&mut self) -> Result<Vec<IpAddr>, DataplaneError> {
+        self.addresses(maps::MAP_DECAP_VIPS)
+    }
+
+    /// The directors `xlb_decap` accepts IP-in-IP from, sorted.
+    pub fn decap_sources(&mut self) -> Result<Vec<IpAddr>, DataplaneError> {
+        self.addresses(maps::MAP_DECAP_SOURCES)
+    }
+
+    fn addresses(&mut self, name: &'static str) -> Result<Vec<IpAddr>, DataplaneError> {
+        let map = self.hash::<VipKey, u8>(name)?;
+        let mut addrs = Vec::new();
+        for key in map.keys() {
+            let key = key.map_err(|source| DataplaneError::Map { map: name, source })?;
+            addrs.push(services::addr_from_words(key.addr, key.family));
+        }
+        addrs.sort();
+        Ok(addrs)
+    }
+
+    /// Adds the new addresses first, then removes the stale ones, so an
+    /// address in both sets is never missing.
+    fn replace_addresses(
+        &mut self,
+        name: &'static str,
+        addrs: &[IpAddr],
+    ) -> Result<(), DataplaneError> {
+        self.add_addresses(name, addrs)?;
+        let stale: Vec<IpAddr> = self
+            .addresses(name)?
+            .into_iter()
+            .filter(|a| !addrs.contains(a))
+            .collect();
+        let mut map = self.hash::<VipKey, u8>(name)?;
+        for addr in stale {
+            map.remove(&services::vip_key(addr))
+                .map_err(|source| DataplaneError::Map { map: name, source })?;
+        }
+        Ok(())
+    }
+
     fn add_addresses(
         &mut self,
         name: &'static str,
@@ -1095,6 +1186,30 @@ impl Dataplane {
         }
         Ok(total)
     }
+}
+
+/// Loads the object (its maps, sized by `options`), not yet its programs.
+fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError> {
+    options.check()?;
+    check_privileges()?;
+    raise_memlock_limit();
+    let level = options.bpf_log as u8;
+    let rings = options.max_services * 2 * options.ring_size;
+    EbpfLoader::new()
+        .override_global(aya_log::LEVEL, &level, true)
+        .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
+        .map_max_entries(maps::MAP_RINGS, rings)
+        .map_max_entries(maps::MAP_SERVICES, options.max_services)
+        .map_max_entries(maps::MAP_VIPS, options.max_services)
+        .map_max_entries(maps::MAP_SERVICE_STATS, options.max_services)
+        .map_max_entries(maps::MAP_BACKENDS, options.max_backends)
+        .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
+        .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
+        .map_max_entries(maps::MAP_FLOWS, options.flow_entries)
+        .map_max_entries(maps::MAP_FLOWS_SHARED, options.flow_entries)
+        .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
+        .load(BPF_OBJECT)
+        .map_err(|e| load_error(Box::new(e)))
 }
 
 /// Loads the forwarders and puts them in the program array `xlb` jumps through.

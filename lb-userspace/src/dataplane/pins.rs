@@ -23,8 +23,16 @@ pub fn prepare(dir: &Path) -> Result<(), DataplaneError> {
         mount_bpffs(root).map_err(|e| fail(&format!("mounting bpffs on {BPF_FS_ROOT}: {e}")))?;
         log::info!("mounted a BPF filesystem on {BPF_FS_ROOT}");
     }
+    // Checked before creating anything, and again once created.
+    let existing = dir.ancestors().find(|a| a.exists());
+    let on_bpffs = |path: &Path| is_bpffs(path).map_err(|e| fail(&e));
+    if let Some(existing) = existing {
+        if !on_bpffs(existing)? {
+            return Err(fail(&"not on a BPF filesystem (mount -t bpf bpf DIR)"));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-    if !is_bpffs(dir).map_err(|e| fail(&e))? {
+    if !on_bpffs(dir)? {
         return Err(fail(&"not on a BPF filesystem (mount -t bpf bpf DIR)"));
     }
     Ok(())

@@ -19,7 +19,7 @@ use super::{
     random::random_u64,
     state::{ProbeOutcome, Tracker},
 };
-use crate::config::model::{CheckKind, HealthCheck, OperState};
+use crate::config::model::{CheckKind, HealthCheck, HealthVia, OperState};
 
 /// Which backend of which service a check is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,11 +144,12 @@ impl Monitor {
             config.port.unwrap_or(id.backend.port()),
         );
         log::info!(
-            "service {}: backend {} starts {} ({} check of {target} every {}, rise {}, fall {})",
+            "service {}: backend {} starts {} ({} check of {target}{} every {}, rise {}, fall {})",
             id.service,
             id.backend,
             state_name(tracker.state()),
             kind_name(&config.kind),
+            via_name(config.via),
             humantime::format_duration(config.interval),
             tracker.rise(),
             tracker.fall(),
@@ -191,7 +192,14 @@ async fn run_check(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let outcome = probe(&config.kind, target, config.timeout, id.backend).await;
+        let outcome = probe(
+            &config.kind,
+            target,
+            config.timeout,
+            id.backend,
+            config.route,
+        )
+        .await;
         let flipped = tracker.record(&outcome);
         if flipped.is_some() {
             since = outcome.at;
@@ -275,6 +283,14 @@ fn state_name(state: OperState) -> &'static str {
     }
 }
 
+fn via_name(via: HealthVia) -> &'static str {
+    match via {
+        HealthVia::Direct => "",
+        HealthVia::Tunnel => " through the IP-in-IP tunnel",
+        HealthVia::Vip => " sent to the backend's MAC",
+    }
+}
+
 fn kind_name(kind: &CheckKind) -> &'static str {
     match kind {
         CheckKind::Tcp => "tcp",
@@ -307,6 +323,8 @@ mod tests {
             address: None,
             port: None,
             initial,
+            via: Default::default(),
+            route: None,
         }
     }
 

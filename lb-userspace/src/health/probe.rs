@@ -3,18 +3,18 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::unix::process::ExitStatusExt,
+    os::{fd::AsRawFd, unix::process::ExitStatusExt},
     process::Stdio,
     time::{Duration, Instant, SystemTime},
 };
 
 use tokio::{
-    net::{TcpStream, UdpSocket},
+    net::{TcpSocket, TcpStream, UdpSocket},
     process::Command,
 };
 
 use super::{dns, random::random_u64, state::ProbeOutcome};
-use crate::config::model::CheckKind;
+use crate::config::model::{CheckKind, ProbeRoute};
 
 /// The most of an HTTP response that is read.
 const HTTP_RESPONSE_CAP: usize = 64 * 1024;
@@ -28,12 +28,16 @@ pub async fn probe(
     target: SocketAddr,
     timeout: Duration,
     backend: SocketAddr,
+    route: Option<ProbeRoute>,
 ) -> ProbeOutcome {
     let at = SystemTime::now();
     let started = Instant::now();
     let mut stage = "while connecting";
-    let result =
-        tokio::time::timeout(timeout, run(kind, target, backend, started, &mut stage)).await;
+    let result = tokio::time::timeout(
+        timeout,
+        run(kind, target, backend, route, started, &mut stage),
+    )
+    .await;
     let (ok, detail) = match result {
         Ok(Ok(detail)) => (true, detail),
         Ok(Err(detail)) => (false, detail),
@@ -59,12 +63,13 @@ async fn run(
     kind: &CheckKind,
     target: SocketAddr,
     backend: SocketAddr,
+    route: Option<ProbeRoute>,
     started: Instant,
     stage: &mut &'static str,
 ) -> Result<String, String> {
     match kind {
         CheckKind::Tcp => {
-            let stream = TcpStream::connect(target).await.map_err(|e| describe(&e))?;
+            let stream = connect_tcp(target, route).await?;
             let took = started.elapsed();
             // Close with a reset, as HAProxy does: no FIN exchange, and no
             // TIME_WAIT socket per probe.
@@ -77,7 +82,7 @@ async fn run(
             status,
             body,
         } => {
-            let stream = TcpStream::connect(target).await.map_err(|e| describe(&e))?;
+            let stream = connect_tcp(target, route).await?;
             let host = host.clone().unwrap_or_else(|| host_header(target));
             let path = if path.is_empty() { "/" } else { path };
             let request = format!(
@@ -93,7 +98,7 @@ async fn run(
             verdict.map(|summary| format!("{summary} in {}", millis(started.elapsed())))
         }
         CheckKind::Udp { payload, expect } => {
-            let socket = connected_udp(target).await?;
+            let socket = connected_udp(target, route).await?;
             socket.send(payload).await.map_err(|e| describe(&e))?;
             *stage = "waiting for a reply";
             let mut reply = vec![0; 65535];
@@ -115,7 +120,7 @@ async fn run(
         CheckKind::Dns { name, qtype } => {
             let id = random_u64() as u16;
             let query = dns::encode_query(id, name, *qtype).map_err(|e| e.to_string())?;
-            let socket = connected_udp(target).await?;
+            let socket = connected_udp(target, route).await?;
             socket.send(&query).await.map_err(|e| describe(&e))?;
             *stage = "waiting for a DNS reply";
             let mut reply = [0; 512];
@@ -140,16 +145,62 @@ async fn run(
     }
 }
 
-async fn connected_udp(target: SocketAddr) -> Result<UdpSocket, String> {
+/// A TCP connection to `target`, through `route` if given.
+async fn connect_tcp(target: SocketAddr, route: Option<ProbeRoute>) -> Result<TcpStream, String> {
+    let Some(route) = route else {
+        return TcpStream::connect(target).await.map_err(|e| describe(&e));
+    };
+    let socket = match target {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("cannot open a TCP socket: {}", describe(&e)))?;
+    routed(&socket, route)?;
+    socket
+        .bind(SocketAddr::new(route.source, 0))
+        .map_err(|e| format!("cannot bind to {}: {}", route.source, describe(&e)))?;
+    socket.connect(target).await.map_err(|e| describe(&e))
+}
+
+async fn connected_udp(target: SocketAddr, route: Option<ProbeRoute>) -> Result<UdpSocket, String> {
     let any: IpAddr = match target {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let socket = UdpSocket::bind((any, 0))
-        .await
+    let local = route.map_or(any, |r| r.source);
+    let socket = std::net::UdpSocket::bind((local, 0))
+        .map_err(|e| format!("cannot open a UDP socket: {}", describe(&e)))?;
+    if let Some(route) = route {
+        routed(&socket, route)?;
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot open a UDP socket: {}", describe(&e)))?;
+    let socket = UdpSocket::from_std(socket)
         .map_err(|e| format!("cannot open a UDP socket: {}", describe(&e)))?;
     socket.connect(target).await.map_err(|e| describe(&e))?;
     Ok(socket)
+}
+
+/// Marks the socket's packets with the route's mark, which the director's
+/// tc program (`xlb_health`) sends through the data path.
+fn routed(socket: &impl AsRawFd, route: ProbeRoute) -> Result<(), String> {
+    let mark = route.mark;
+    // SAFETY: an open socket and a u32 option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(format!("cannot mark the probe's socket: {}", describe(&e)));
+    }
+    Ok(())
 }
 
 fn judge_dns(header: &dns::Header) -> Result<String, String> {
@@ -413,13 +464,13 @@ mod tests {
     const BACKEND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080);
 
     async fn run_probe(kind: &CheckKind, target: SocketAddr) -> ProbeOutcome {
-        let outcome = probe(kind, target, TIMEOUT, BACKEND).await;
+        let outcome = probe(kind, target, TIMEOUT, BACKEND, None).await;
         assert!(outcome.took <= TIMEOUT + MARGIN, "took {:?}", outcome.took);
         outcome
     }
 
     async fn assert_times_out(kind: &CheckKind, target: SocketAddr, stage: &str) {
-        let outcome = probe(kind, target, SHORT, BACKEND).await;
+        let outcome = probe(kind, target, SHORT, BACKEND, None).await;
         assert!(!outcome.ok);
         assert_eq!(outcome.detail, format!("timeout after 300ms {stage}"));
         assert!(
@@ -866,6 +917,7 @@ mod tests {
             TARGET,
             TIMEOUT,
             "10.0.0.1:9090".parse().unwrap(),
+            None,
         )
         .await;
         assert!(!outcome.ok);

@@ -1,0 +1,274 @@
+//! Health checks through the data path and the pinned decapsulator: an IP-in-IP backend whose
+//! decapsulation or VIP is broken goes DOWN though its own address still answers; a DR backend
+//! checked at the VIP likewise; `xlb decap` leaves its program attached when it exits, until
+//! `xlb decap --remove`.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use lb_common::maps::Mode;
+use xlb_tests::{
+    agent::{AgentLab, BPF_FS},
+    lab::{Family, VIP_V4},
+    require_privileged,
+    servers::tcp_spread,
+    xlb_bin,
+};
+
+/// b1..b3 behind a TCP service in `mode`, checked every 200 ms (rise 2, fall 3), `via` as given.
+fn service(mode: &str, via: Option<&str>) -> String {
+    let mut text = format!(
+        "[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\nmode = \"{mode}\"\n\
+         [service.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n\
+         rise = 2\nfall = 3\n"
+    );
+    if let Some(via) = via {
+        text += &format!("via = \"{via}\"\n");
+    }
+    for n in 0..3 {
+        text += &format!("[[service.backend]]\naddress = \"198.18.1.{}\"\n", 10 + n);
+    }
+    text
+}
+
+const WINDOW: Duration = Duration::from_millis(3 * 200 + 100 + 1000);
+
+fn all_up(lab: &AgentLab) {
+    for n in 0..3 {
+        lab.wait_backend("web", n, Duration::from_secs(5), "up", |b| {
+            b["oper_state"] == "up"
+        })
+        .unwrap();
+    }
+}
+
+fn stays_up(lab: &AgentLab, n: usize) {
+    let b = lab.backend("web", n).unwrap();
+    assert_eq!(b["oper_state"], "up", "b{} went down: {b}", n + 1);
+    assert_eq!(b["check"]["transitions"], 0, "b{} flapped: {b}", n + 1);
+}
+
+#[test]
+fn ipip_checks_go_through_the_tunnel_and_a_broken_decapsulator_is_down() {
+    require_privileged!();
+    let mut lab =
+        AgentLab::new("hpipip", Mode::Ipip, Family::V4, 3, &service("ipip", None)).unwrap();
+    lab.start().unwrap();
+    all_up(&lab);
+    std::thread::sleep(Duration::from_millis(1000));
+    for n in 0..3 {
+        stays_up(&lab, n);
+    }
+    let b1 = lab.backend("web", 0).unwrap();
+    println!("b1 before: {b1}");
+
+    // b1 stops decapsulating: its own address still answers on port 80.
+    let decap = lab.net.decaps.remove(0);
+    drop(decap);
+    let took = lab
+        .wait_backend("web", 0, WINDOW, "down", |b| b["oper_state"] == "down")
+        .unwrap();
+    println!("b1 DOWN {took:?} after its decapsulator went");
+    for n in 1..3 {
+        stays_up(&lab, n);
+    }
+    // Clients reach only b2 and b3.
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 30).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}");
+    assert!(!spread.by_backend.contains_key("b1"), "{spread:?}");
+
+    // Decapsulating again, b1 comes back.
+    let ns = lab.net.backends[0].clone();
+    lab.net
+        .decaps
+        .insert(0, xlb_tests::lab::decapsulator(&ns).unwrap());
+    lab.wait_backend("web", 0, WINDOW, "up", |b| b["oper_state"] == "up")
+        .unwrap();
+
+    // b2 loses its VIP: it decapsulates, but nothing answers for the VIP.
+    let b2 = lab.net.backends[1].clone();
+    let out = b2
+        .exec("ip", &["addr", "del", &format!("{VIP_V4}/32"), "dev", "lo"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    lab.wait_backend("web", 1, WINDOW, "down", |b| b["oper_state"] == "down")
+        .unwrap();
+    stays_up(&lab, 2);
+}
+
+#[test]
+fn ipip_checks_can_go_direct() {
+    require_privileged!();
+    let mut lab = AgentLab::new(
+        "hpdirect",
+        Mode::Ipip,
+        Family::V4,
+        3,
+        &service("ipip", Some("direct")),
+    )
+    .unwrap();
+    lab.start().unwrap();
+    all_up(&lab);
+    // Without its decapsulator b1 still answers at its own address: a direct check cannot tell.
+    drop(lab.net.decaps.remove(0));
+    std::thread::sleep(WINDOW);
+    stays_up(&lab, 0);
+}
+
+#[test]
+fn dr_checks_at_the_vip_find_a_backend_without_it() {
+    require_privileged!();
+    let mut lab = AgentLab::new(
+        "hpdrvip",
+        Mode::Dr,
+        Family::V4,
+        3,
+        &service("dr", Some("vip")),
+    )
+    .unwrap();
+    lab.start().unwrap();
+    all_up(&lab);
+    std::thread::sleep(Duration::from_millis(500));
+    let b1 = lab.net.backends[0].clone();
+    let out = b1
+        .exec("ip", &["addr", "del", &format!("{VIP_V4}/32"), "dev", "lo"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    lab.wait_backend("web", 0, WINDOW, "down", |b| b["oper_state"] == "down")
+        .unwrap();
+    stays_up(&lab, 1);
+    stays_up(&lab, 2);
+}
+
+/// `xlb decap ARGS` in backend b1's namespace, run to its end.
+fn decap_cmd(lab: &mut AgentLab, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(xlb_bin().unwrap());
+    cmd.arg("decap")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let ns = lab.net.backends[0].clone();
+    let child = lab.net.topology.spawn(&ns, cmd).unwrap();
+    let out = child
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("xlb decap exits");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn xlb_decap_stays_attached_after_it_exits_until_removed() {
+    require_privileged!();
+    let mut lab =
+        AgentLab::new("hpdecap", Mode::Ipip, Family::V4, 3, &service("ipip", None)).unwrap();
+    // b1's decapsulator is the command's, not the lab's.
+    drop(lab.net.decaps.remove(0));
+    // On the tests' bpffs: a child's /sys is its own, as under `ip netns exec`.
+    let pins = format!("{BPF_FS}/decap-hpdecap-{}", std::process::id());
+    let (ok, out) = decap_cmd(
+        &mut lab,
+        &[
+            "--iface",
+            "eth0",
+            "--vip",
+            "198.18.0.100",
+            "--from",
+            "198.18.1.9",
+            "--pin-path",
+            &pins,
+        ],
+    );
+    assert!(ok, "{out}");
+    println!("{out}");
+    lab.start().unwrap();
+    // The command has exited; b1 decapsulates only from 198.18.1.9, not from this director.
+    lab.wait_backend("web", 0, WINDOW, "down", |b| b["oper_state"] == "down")
+        .unwrap();
+    // Updated in place: now from this director too.
+    let (ok, out) = decap_cmd(
+        &mut lab,
+        &[
+            "--iface",
+            "eth0",
+            "--vip",
+            "198.18.0.100",
+            "--from",
+            "198.18.1.2",
+            "--from",
+            "198.18.1.9",
+            "--pin-path",
+            &pins,
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("already attached"), "{out}");
+    lab.wait_backend("web", 0, WINDOW, "up", |b| b["oper_state"] == "up")
+        .unwrap();
+    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}");
+    assert!(spread.by_backend.contains_key("b1"), "{spread:?}");
+
+    // Errors change nothing.
+    let (ok, out) = decap_cmd(
+        &mut lab,
+        &["--remove", "--iface", "lo", "--pin-path", &pins],
+    );
+    assert!(!ok && out.contains("not attached to lo"), "{out}");
+    let (ok, out) = decap_cmd(
+        &mut lab,
+        &[
+            "--iface",
+            "eth0",
+            "--mode",
+            "generic",
+            "--vip",
+            "198.18.0.100",
+            "--from",
+            "198.18.1.2",
+            "--pin-path",
+            &pins,
+        ],
+    );
+    assert!(!ok && out.contains("native mode"), "{out}");
+    let (ok, out) = decap_cmd(
+        &mut lab,
+        &[
+            "--iface",
+            "eth0",
+            "--vip",
+            "198.18.0.100",
+            "--from",
+            "198.18.1.2",
+            "--pin-path",
+            "/tmp/xlb-not-bpffs",
+        ],
+    );
+    assert!(!ok && out.contains("not on a BPF filesystem"), "{out}");
+    assert!(!std::path::Path::new("/tmp/xlb-not-bpffs").exists());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(lab.backend("web", 0).unwrap()["oper_state"], "up");
+
+    // Removed: b1 stops decapsulating and goes down.
+    let (ok, out) = decap_cmd(
+        &mut lab,
+        &["--remove", "--iface", "eth0", "--pin-path", &pins],
+    );
+    assert!(ok, "{out}");
+    println!("{out}");
+    assert!(!std::path::Path::new(&pins).exists(), "pins left at {pins}");
+    lab.wait_backend("web", 0, WINDOW, "down", |b| b["oper_state"] == "down")
+        .unwrap();
+    let (ok, out) = decap_cmd(
+        &mut lab,
+        &["--remove", "--iface", "eth0", "--pin-path", &pins],
+    );
+    assert!(!ok && out.contains("no decapsulator is pinned"), "{out}");
+}
