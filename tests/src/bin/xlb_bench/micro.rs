@@ -20,7 +20,7 @@ use xlb::dataplane::{
     BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Program, Protocol, ServiceSpec,
 };
 use xlb_tests::{
-    packet::Frame,
+    packet::{Frame, DIRECTOR_MAC},
     testrun::{self, accept_test_frames, XdpAction},
 };
 
@@ -253,14 +253,16 @@ fn services() -> Vec<ServiceSpec> {
     let service = |vip: IpAddr, port, protocol, mode, backends: [IpAddr; 3], backend_port| {
         let backends = backends
             .iter()
-            .zip(1u8..)
-            .map(|(&addr, i)| BackendSpec {
+            .map(|&addr| BackendSpec {
                 addr,
                 port: backend_port,
                 weight: 100,
                 drain: false,
+                // Behind the director's own MAC: the program balances only
+                // frames to it, and a repeated run sees the frame the last
+                // one left.
                 next_hop: NextHop {
-                    mac: [0x02, 0, 0, 0, 0x10, i],
+                    mac: DIRECTOR_MAC,
                     ifindex: 0,
                     src_mac: [0; 6],
                 },

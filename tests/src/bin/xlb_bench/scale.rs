@@ -24,7 +24,7 @@ use xlb::dataplane::{
     BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Protocol, ServiceSpec,
 };
 use xlb_tests::{
-    packet::Frame,
+    packet::{Frame, DIRECTOR_MAC},
     testrun::{accept_test_frames, XdpAction},
 };
 
@@ -504,19 +504,19 @@ fn load(options: LoadOptions) -> anyhow::Result<Dataplane> {
 /// from [`BACKEND_NET`] + 1 + `first` up.
 fn service(vip: Ipv4Addr, first: u32, count: u32) -> ServiceSpec {
     let backends = (first + 1..first + 1 + count)
-        .map(|n| {
-            let [_, a, b, c] = n.to_be_bytes();
-            BackendSpec {
-                addr: IpAddr::V4(Ipv4Addr::from(BACKEND_NET + n)),
-                port: PORT,
-                weight: 100,
-                drain: false,
-                next_hop: NextHop {
-                    mac: [0x02, 0, 0x10, a, b, c],
-                    ifindex: 0,
-                    src_mac: [0; 6],
-                },
-            }
+        .map(|n| BackendSpec {
+            addr: IpAddr::V4(Ipv4Addr::from(BACKEND_NET + n)),
+            port: PORT,
+            weight: 100,
+            drain: false,
+            // Behind the director's own MAC: the program balances only
+            // frames to it, and a repeated run sees the frame the last one
+            // left.
+            next_hop: NextHop {
+                mac: DIRECTOR_MAC,
+                ifindex: 0,
+                src_mac: [0; 6],
+            },
         })
         .collect();
     ServiceSpec {
