@@ -39,6 +39,7 @@ pub fn service(dst: &[u32; 4], port: u16, proto: u8, family: u8) -> Option<&'sta
 pub struct Chosen {
     pub id: u32,
     pub backend: &'static Backend,
+    /// A new connection (a TCP SYN) or flow (UDP), counted in `new_flows`.
     pub new_flow: bool,
 }
 
@@ -195,7 +196,20 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
         (None, None) => from_ring(service, flow_hash(key, seed))?,
     };
     let backend = BACKENDS.get(id).filter(|b| b.family != 0)?;
-    if record && keeps_state(signal, key, settings, now) {
+    let keep = record && keeps_state(signal, key, settings, now);
+    if syn {
+        // A new connection: every CPU's copy of an old flow on this port
+        // goes, so that all of them find the new entry, or (without one)
+        // the ring, as this SYN did.
+        let _ = FLOWS.remove(key);
+        if reused {
+            stats::inc(Counter::ResetFlow);
+            if !keep {
+                let _ = FLOWS_SHARED.remove(key);
+            }
+        }
+    }
+    if keep {
         let flow = Flow {
             backend: id,
             generation: backend.generation,
@@ -203,14 +217,6 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
             flags: signal.initial(),
             last_seen_ns: now,
         };
-        if syn {
-            // A new connection: every CPU's copy of an old flow on this
-            // port goes, so all of them find the new entry.
-            let _ = FLOWS.remove(key);
-            if reused {
-                stats::inc(Counter::ResetFlow);
-            }
-        }
         // A full LRU evicts its oldest entry; insert fails only on a bad map.
         let _ = FLOWS.insert(key, &flow, 0);
         let _ = FLOWS_SHARED.insert(key, &flow, 0);

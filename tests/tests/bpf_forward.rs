@@ -2198,8 +2198,24 @@ fn bpf_forward_flood_guard() {
             ack(40001),
             &[FlowHit, Tx],
         ));
+        // The first flow's port reused: over the cap the old entries go and
+        // the ring alone forwards the new connection.
+        cases.push(forwarded(
+            format!("cap {cap}: a SYN reusing the first flow's port"),
+            syn(40001),
+            if cap == 0 {
+                &[FlowMiss, ResetFlow, Tx]
+            } else {
+                &[FlowMiss, ResetFlow, FloodStateless, Tx]
+            },
+        ));
         lab.check(cases);
-        for (n, port) in (40001..=40003).enumerate() {
+        lab.expect_eq(
+            format!("cap {cap}: an entry for the reused port"),
+            table.get(&tcp_flow_key(CLIENT4, vip, 40001)).is_some(),
+            cap == 0,
+        );
+        for (n, port) in (40002..=40003).enumerate().map(|(n, p)| (n + 1, p)) {
             lab.expect_eq(
                 format!("cap {cap}: an entry for new flow {}", n + 1),
                 table.get(&tcp_flow_key(CLIENT4, vip, port)).is_some(),
