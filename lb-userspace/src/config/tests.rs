@@ -535,7 +535,11 @@ fn hash_seed_flood_guard_and_icmp_rate() {
     assert_eq!(model.agent.icmp_rate, 10);
     let settings = model.agent.director_settings(&model.tables);
     assert_eq!(
-        (settings.hash_seed, settings.new_flows_per_cpu, settings.icmp_per_cpu),
+        (
+            settings.hash_seed,
+            settings.new_flows_per_cpu,
+            settings.icmp_per_cpu
+        ),
         (0x00c0_ffee, 0, 10)
     );
     for bad in ["\"c0ffee\"", "\"0x\"", "\"0x123456789\"", "\"0xcoffee\""] {
@@ -561,7 +565,10 @@ fn the_default_flood_guard_cannot_flush_the_flow_table() {
     assert_eq!(model.agent.new_flows_per_cpu(&model.tables, 4), 2184);
     assert_eq!(model.agent.new_flows_per_cpu(&model.tables, 64), 1000);
     let configured = valid(&agent("flood_guard = 500"));
-    assert_eq!(configured.agent.new_flows_per_cpu(&configured.tables, 4), 500);
+    assert_eq!(
+        configured.agent.new_flows_per_cpu(&configured.tables, 4),
+        500
+    );
 }
 
 #[test]
