@@ -133,6 +133,8 @@ pub struct Lab {
     pub director: Dataplane,
     pub net: Net,
     pub family: Family,
+    /// What [`Lab::apply`] gives the director besides the tunnel sources and the MTU.
+    pub settings: DirectorSettings,
 }
 
 impl std::ops::Deref for Lab {
@@ -319,20 +321,43 @@ impl Lab {
         backends: usize,
         members: &[Member],
     ) -> anyhow::Result<Lab> {
-        // Verifying the balancer takes about a second of CPU, so it happens before the pin, on
-        // whichever CPU is free.
-        let director = Dataplane::load(&LoadOptions {
+        let options = LoadOptions {
             bpf_log: LevelFilter::Off,
             max_services: 4,
             max_backends: 16,
             ..LoadOptions::default()
-        })
-        .context("loading the director's program")?;
+        };
+        Lab::tuned(
+            tag,
+            mode,
+            family,
+            backends,
+            members,
+            &options,
+            DirectorSettings::default(),
+        )
+    }
+
+    /// [`Lab::new`] with the director's program loaded with `options` (table sizes) and given
+    /// `settings` (the flood guard, say); the tunnel sources and the MTU are the lab's.
+    pub fn tuned(
+        tag: &str,
+        mode: Mode,
+        family: Family,
+        backends: usize,
+        members: &[Member],
+        options: &LoadOptions,
+        settings: DirectorSettings,
+    ) -> anyhow::Result<Lab> {
+        // Verifying the balancer takes about a second of CPU, so it happens before the pin, on
+        // whichever CPU is free.
+        let director = Dataplane::load(options).context("loading the director's program")?;
         let net = Net::new(tag, mode, backends)?;
         let mut lab = Lab {
             director,
             net,
             family,
+            settings,
         };
         lab.apply(members)?;
         let director_ns = lab.net.director.clone();
@@ -373,7 +398,7 @@ impl Lab {
             tunnel_src_v4: Some(DIRECTOR_V4),
             tunnel_src_v6: Some(DIRECTOR_V6),
             mtu: 1500,
-            ..DirectorSettings::default()
+            ..self.settings
         };
         self.director
             .apply(&services, &settings)

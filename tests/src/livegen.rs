@@ -1,5 +1,6 @@
-//! The UDP benchmark's load generator and counters: `xlb_gen` run by
-//! BPF_PROG_TEST_RUN in live-frames mode, and `xlb_count` on the receivers.
+//! The load benchmarks' generator and counters: `xlb_gen` run by
+//! BPF_PROG_TEST_RUN in live-frames mode (UDP flows for `udp`, spoofed TCP
+//! SYNs for `flood`), and `xlb_count` on the receivers.
 //!
 //! In live-frames mode the kernel runs the program on the frame `repeat`
 //! times, in batches, and sends each frame it returns XDP_TX for out of the
@@ -62,6 +63,9 @@ pub const BATCH: u32 = 64;
 const CHUNK: u64 = 16_384;
 /// Shortest frame `xlb_gen` sends: Ethernet, IPv4 without options, UDP.
 const MIN_FRAME: usize = 14 + 20 + 8;
+/// The only TCP frame `xlb_gen` sends: Ethernet, IPv4 and TCP without options
+/// or payload (a SYN, whose source it randomizes).
+const TCP_FRAME: usize = 14 + 20 + 20;
 /// What a redirect allows a frame over the MTU: an Ethernet header and a VLAN tag.
 const LINK_HEADER: usize = 14 + 4;
 
@@ -130,13 +134,28 @@ impl Generator {
         Ok(())
     }
 
+    /// Sends from one thread on each of `cpus` (online CPUs), rather than
+    /// from the first online CPUs.
+    pub fn set_cpus(&mut self, cpus: &[usize]) -> anyhow::Result<()> {
+        let online = online_cpus()?;
+        ensure!(
+            !cpus.is_empty() && cpus.iter().all(|cpu| online.contains(cpu)),
+            "generator CPUs {cpus:?}: some of the online CPUs {online:?}"
+        );
+        self.cpus = cpus.to_vec();
+        self.threads = cpus.len();
+        Ok(())
+    }
+
     /// How many threads [`Generator::send`] sends from.
     pub fn threads(&self) -> usize {
         self.threads
     }
 
     /// Sends `frame` (Ethernet + IPv4 without options + UDP, source port
-    /// rewritten, UDP checksum zeroed) out of `ifname` in `ns` about `count`
+    /// rewritten, UDP checksum zeroed; or a bare TCP header, sent as SYNs
+    /// from random addresses in the frame's source /16 and random ports,
+    /// checksums recomputed) out of `ifname` in `ns` about `count`
     /// times, in live-frame batches from each thread, stopping early once
     /// `limit` has passed. Returns how many frames the program sent, from its
     /// per-CPU counts, and how long that took.
@@ -348,10 +367,22 @@ fn check_frame(frame: &[u8]) -> anyhow::Result<()> {
         frame.len()
     );
     ensure!(
-        frame[12..14] == [0x08, 0x00] && frame[14] == 0x45 && frame[23] == 17,
-        "the generator sends untagged Ethernet + IPv4 without options + UDP frames only"
+        frame[12..14] == [0x08, 0x00] && frame[14] == 0x45,
+        "the generator sends untagged Ethernet + IPv4 without options frames only"
     );
-    Ok(())
+    match frame[23] {
+        17 => Ok(()),
+        6 => {
+            ensure!(
+                frame.len() == TCP_FRAME && frame[46] >> 4 == 5,
+                "the generator's TCP frames are bare headers ({TCP_FRAME} bytes, no options or \
+                 payload), not {} bytes",
+                frame.len()
+            );
+            Ok(())
+        }
+        proto => bail!("the generator sends UDP or TCP frames, not IP protocol {proto}"),
+    }
 }
 
 /// A `struct xdp_md` for a frame of `len` bytes arriving on `ifindex`, queue 0.

@@ -33,6 +33,11 @@ pub enum Bench {
     /// through xlb (DR, IP-in-IP, NAT), nftables DNAT and no director:
     /// delivered packets/s and CPU-ns per delivered packet.
     Udp(Options),
+    /// A spoofed-source SYN flood at the generator's full rate against a
+    /// VIP while 1,000 established connections exchange data through it:
+    /// their delivery ratio, the director's CPU and the flood's rate, for
+    /// xlb with the flood guard on and off and nftables DNAT.
+    Flood(Options),
     /// How xlb's cost per packet grows with 1 to 1M flows, 3 to 1000
     /// backends and 1 to 512 services (BPF_PROG_TEST_RUN).
     Scale(Options),
@@ -58,6 +63,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
         Bench::Udp(options) => ("udp", options),
+        Bench::Flood(options) => ("flood", options),
         Bench::Scale(options) => ("scale", options),
         Bench::All(options) => ("all", options),
     };

@@ -14,6 +14,7 @@ use std::{
 use anyhow::{bail, Context};
 use lb_common::maps::Mode;
 use serde_json::{json, Value};
+use xlb::dataplane::{DirectorSettings, LoadOptions};
 use xlb_tests::{
     lab::{backend_port, Family, Lab, Net, NAT_PORT, VIP_PORT, VIP_V4},
     netns::{ChildHandle, Netns},
@@ -112,6 +113,25 @@ impl Rig {
         Ok(rig)
     }
 
+    /// xlb in `mode` over three backends of weight 1, its program loaded with `options` and
+    /// given `settings` (table sizes, the flood guard).
+    pub fn xlb_tuned(
+        tag: &str,
+        mode: Mode,
+        options: &LoadOptions,
+        settings: DirectorSettings,
+    ) -> anyhow::Result<Rig> {
+        let members: Vec<_> = (0..3).map(|n| (n, 1, false)).collect();
+        let lab = Lab::tuned(tag, mode, Family::V4, 3, &members, options, settings)?;
+        every_cpu()?;
+        Ok(Rig {
+            target: SocketAddr::new(VIP_V4.into(), VIP_PORT),
+            backend_port: backend_port(mode),
+            _haproxy: None,
+            topology: Topology::Xlb(Box::new(lab)),
+        })
+    }
+
     fn build(tag: &str, contender: Contender) -> anyhow::Result<Rig> {
         let vip = SocketAddr::new(VIP_V4.into(), VIP_PORT);
         match contender {
@@ -154,7 +174,7 @@ impl Rig {
                         None
                     }
                     _nftables => {
-                        nftables_dnat(&net.director)?;
+                        nftables_dnat(&net.director, &[1, 1, 1])?;
                         None
                     }
                 };
@@ -175,6 +195,14 @@ impl Rig {
         }
     }
 
+    /// xlb's lab, for a contender that is xlb.
+    pub fn lab_mut(&mut self) -> Option<&mut Lab> {
+        match &mut self.topology {
+            Topology::Xlb(lab) => Some(lab),
+            Topology::Kernel(_) => None,
+        }
+    }
+
     pub fn net_mut(&mut self) -> &mut Net {
         match &mut self.topology {
             Topology::Xlb(lab) => &mut lab.net,
@@ -183,16 +211,23 @@ impl Rig {
     }
 }
 
-/// DNAT of the VIP's TCP and UDP port 80 to a random backend's 8080.
-fn nftables_dnat(director: &Netns) -> anyhow::Result<()> {
-    let backends: Vec<String> = (0..3)
-        .map(|n| format!("{n} : {}", Family::V4.backend(n)))
+/// DNAT of the VIP's TCP and UDP port 80 to a random backend's 8080, backend `n` drawn in
+/// proportion to `weights[n]`; replaces the rules of an earlier call (atomically, one
+/// transaction), which leaves conntrack's established connections where they are.
+pub fn nftables_dnat(director: &Netns, weights: &[u16]) -> anyhow::Result<()> {
+    let slots: Vec<String> = weights
+        .iter()
+        .enumerate()
+        .flat_map(|(n, &w)| std::iter::repeat_n(Family::V4.backend(n), w.into()))
+        .enumerate()
+        .map(|(slot, addr)| format!("{slot} : {addr}"))
         .collect();
-    let map = backends.join(", ");
+    let (map, count) = (slots.join(", "), slots.len());
     let ruleset = format!(
-        "table ip xlbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n\
-         \x20   ip daddr {VIP_V4} tcp dport {VIP_PORT} dnat to numgen random mod 3 map {{ {map} }} : {NAT_PORT}\n\
-         \x20   ip daddr {VIP_V4} udp dport {VIP_PORT} dnat to numgen random mod 3 map {{ {map} }} : {NAT_PORT}\n\
+        "table ip xlbbench {{}}\nflush table ip xlbbench\n\
+         table ip xlbbench {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n\
+         \x20   ip daddr {VIP_V4} tcp dport {VIP_PORT} dnat to numgen random mod {count} map {{ {map} }} : {NAT_PORT}\n\
+         \x20   ip daddr {VIP_V4} udp dport {VIP_PORT} dnat to numgen random mod {count} map {{ {map} }} : {NAT_PORT}\n\
          \x20 }}\n}}\n"
     );
     let path = std::env::temp_dir().join(format!("xlb-bench-{}.nft", director.name()));
@@ -220,7 +255,8 @@ fn ipvs_masquerade(director: &Netns) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<()> {
+/// Runs `program` in `ns`; its stderr is the error if it fails.
+pub fn run(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<()> {
     let out = ns.exec(program, args)?;
     if !out.status.success() {
         bail!(

@@ -5,6 +5,7 @@
 mod contenders;
 mod control;
 mod failover;
+mod flood;
 mod micro;
 mod plot;
 mod report;
@@ -31,6 +32,7 @@ const BENCHES: &[(&str, Run)] = &[
     ("failover", failover::run),
     ("tcp", tcp::run),
     ("udp", udp::run),
+    ("flood", flood::run),
     ("scale", scale::run),
 ];
 
@@ -58,6 +60,10 @@ enum Bench {
     /// Small UDP packets over many flows through xlb, nftables DNAT and no
     /// director: delivered packets/s and CPU-ns per packet.
     Udp(Options),
+    /// A spoofed SYN flood against the VIP while 1,000 established
+    /// connections exchange data: their delivery ratio, the CPU and the
+    /// flood's rate, xlb with the flood guard on and off and nftables DNAT.
+    Flood(Options),
     /// How the cost per packet grows with flows, backends and services,
     /// timed by the kernel with BPF_PROG_TEST_RUN (no traffic).
     Scale(Options),
@@ -83,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
         Bench::Udp(options) => ("udp", options),
+        Bench::Flood(options) => ("flood", options),
         Bench::Scale(options) => ("scale", options),
         Bench::All(options) => ("all", options),
     };
