@@ -273,8 +273,23 @@ pub struct RateWindow {
 pub struct AffinityKey {
     pub service: u32,
     pub family: u8,
-    pub _pad: [u8; 3],
+    // Padding as a byte and a half-word, which BPF zeroes with two stores
+    // (a 3-byte array would be a call to memset).
+    pub _pad: u8,
+    pub _pad2: u16,
     pub src: [u32; 4],
+}
+
+impl AffinityKey {
+    pub const fn new(service: u32, family: u8, src: [u32; 4]) -> AffinityKey {
+        AffinityKey {
+            service,
+            family,
+            _pad: 0,
+            _pad2: 0,
+            src,
+        }
+    }
 }
 
 #[repr(C)]
@@ -310,7 +325,20 @@ pub struct NatTarget {
 pub struct VipKey {
     pub addr: [u32; 4],
     pub family: u8,
-    pub _pad: [u8; 3],
+    // As in [`AffinityKey`]: no 3-byte array to zero.
+    pub _pad: u8,
+    pub _pad2: u16,
+}
+
+impl VipKey {
+    pub const fn new(addr: [u32; 4], family: u8) -> VipKey {
+        VipKey {
+            addr,
+            family,
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
 }
 
 #[repr(C)]

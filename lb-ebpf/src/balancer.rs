@@ -40,11 +40,7 @@ pub fn balance_v6(ctx: &XdpContext, pkt: &Packet) -> u32 {
 #[inline(always)]
 fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let family = family_of::<V6>();
-    let vip = VipKey {
-        addr: pkt.dst,
-        family,
-        _pad: [0; 3],
-    };
+    let vip = VipKey::new(pkt.dst, family);
     // Fragments carry no ports past the first, and options or extension
     // headers would shift every offset: for a VIP both are dropped and
     // counted (as Katran does).

@@ -49,11 +49,7 @@ fn strip<const L2: usize, const OUTER: usize>(
     inner_v6: bool,
 ) -> u32 {
     let inner = L2 + OUTER;
-    let source = VipKey {
-        addr: pkt.src,
-        family: if OUTER == 40 { FAMILY_V6 } else { FAMILY_V4 },
-        _pad: [0; 3],
-    };
+    let source = VipKey::new(pkt.src, if OUTER == 40 { FAMILY_V6 } else { FAMILY_V4 });
     if unsafe { DECAP_SOURCES.get(&source) }.is_none() {
         stats::inc(Counter::DecapForeign);
         return xdp_action::XDP_PASS;
@@ -62,11 +58,7 @@ fn strip<const L2: usize, const OUTER: usize>(
         match ptr_at::<[u32; 10]>(ctx, inner) {
             Ok(ip) => {
                 let ip = unsafe { ip.read_unaligned() };
-                VipKey {
-                    addr: [ip[6], ip[7], ip[8], ip[9]],
-                    family: FAMILY_V6,
-                    _pad: [0; 3],
-                }
+                VipKey::new([ip[6], ip[7], ip[8], ip[9]], FAMILY_V6)
             }
             Err(_) => return xdp_action::XDP_PASS,
         }
@@ -74,11 +66,7 @@ fn strip<const L2: usize, const OUTER: usize>(
         match ptr_at::<[u32; 5]>(ctx, inner) {
             Ok(ip) => {
                 let dst = unsafe { ip.read_unaligned() }[4];
-                VipKey {
-                    addr: [dst, 0, 0, 0],
-                    family: FAMILY_V4,
-                    _pad: [0; 3],
-                }
+                VipKey::new([dst, 0, 0, 0], FAMILY_V4)
             }
             Err(_) => return xdp_action::XDP_PASS,
         }

@@ -71,20 +71,16 @@ pub fn health(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn redirect(path: &HealthPath, next_hop: bool) -> i32 {
     let rc = if next_hop {
-        let mut params = if path.family == FAMILY_V6 {
-            bpf_redir_neigh {
-                nh_family: AF_INET6,
-                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
-                    ipv6_nh: path.backend,
-                },
-            }
+        // The whole 16-byte address field written (an IPv4 next hop in its
+        // first word), so nothing is left for a memset to zero.
+        let (nh_family, address) = if path.family == FAMILY_V6 {
+            (AF_INET6, path.backend)
         } else {
-            bpf_redir_neigh {
-                nh_family: AF_INET,
-                __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
-                    ipv4_nh: path.backend[0],
-                },
-            }
+            (AF_INET, [path.backend[0], 0, 0, 0])
+        };
+        let mut params = bpf_redir_neigh {
+            nh_family,
+            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: address },
         };
         unsafe {
             bpf_redirect_neigh(
@@ -123,18 +119,20 @@ fn encap(ctx: &TcContext, path: &HealthPath, inner_v6: bool) -> Result<(), i64> 
     if outer_v6 {
         ctx.adjust_room(40, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 as u64)?;
         let [l0, l1] = (inner_len as u16).to_be_bytes();
-        let mut header = [0u8; 40];
-        header[0] = 0x60;
-        header[4] = l0;
-        header[5] = l1;
-        header[6] = proto;
-        header[7] = OUTER_TTL;
-        let mut i = 0;
-        while i < 4 {
-            header[8 + 4 * i..12 + 4 * i].copy_from_slice(&path.source[i].to_ne_bytes());
-            header[24 + 4 * i..28 + 4 * i].copy_from_slice(&path.backend[i].to_ne_bytes());
-            i += 1;
-        }
+        // As words, every one written: no memset.
+        let (src, dst) = (path.source, path.backend);
+        let header: [u32; 10] = [
+            u32::from_ne_bytes([0x60, 0, 0, 0]),
+            u32::from_ne_bytes([l0, l1, proto, OUTER_TTL]),
+            src[0],
+            src[1],
+            src[2],
+            src[3],
+            dst[0],
+            dst[1],
+            dst[2],
+            dst[3],
+        ];
         ctx.store(ETH_HLEN, &header, 0)?;
         if !inner_v6 {
             ctx.store(12, &ETH_P_IPV6.to_be_bytes(), 0)?;
@@ -146,8 +144,7 @@ fn encap(ctx: &TcContext, path: &HealthPath, inner_v6: bool) -> Result<(), i64> 
         let [t0, t1] = ((inner_len + 20) as u16).to_be_bytes();
         let [f0, f1] = df.to_be_bytes();
         let mut header = [
-            0x45, tos, t0, t1, 0, 0, f0, f1, OUTER_TTL, proto, 0, 0, s0, s1, s2, s3, d0, d1, d2,
-            d3,
+            0x45, tos, t0, t1, 0, 0, f0, f1, OUTER_TTL, proto, 0, 0, s0, s1, s2, s3, d0, d1, d2, d3,
         ];
         let mut sum = 0u64;
         let mut i = 0;

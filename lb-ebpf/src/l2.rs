@@ -49,8 +49,7 @@ pub fn move_to_front(
     l2_len: usize,
     ether_type: u16,
 ) -> Result<(), ParseError> {
-    let header = unsafe { *ptr_at::<[u8; MAX_L2]>(ctx, grown)? };
-    unsafe { *ptr_at_mut::<[u8; MAX_L2]>(ctx, 0)? = header };
+    copy_header::<MAX_L2>(ctx, grown, 0)?;
     set_ether_type(ctx, l2_len, ether_type)
 }
 
@@ -62,9 +61,35 @@ pub fn move_forward<const L2: usize>(
     to: usize,
     ether_type: u16,
 ) -> Result<(), ParseError> {
-    let header = unsafe { *ptr_at::<[u8; L2]>(ctx, 0)? };
-    unsafe { *ptr_at_mut::<[u8; L2]>(ctx, to)? = header };
+    copy_header::<L2>(ctx, 0, to)?;
     set_ether_type(ctx, to + L2, ether_type)
+}
+
+/// Copies the `N`-byte link header (14, 18 or 22: whole words, then a
+/// half-word) from `from` to `to` through registers, every load before any
+/// store, so the two may overlap, and word by word, so that no memmove is
+/// called.
+#[inline(always)]
+fn copy_header<const N: usize>(ctx: &XdpContext, from: usize, to: usize) -> Result<(), ParseError> {
+    let src = ptr_at::<[u8; N]>(ctx, from)? as *const u8;
+    let dst = ptr_at_mut::<[u8; N]>(ctx, to)? as *mut u8;
+    let word = |i: usize| unsafe { (src.add(4 * i) as *const u32).read_unaligned() };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let w3 = if N >= 18 { word(3) } else { 0 };
+    let w4 = if N >= 22 { word(4) } else { 0 };
+    let tail = unsafe { (src.add(N - 2) as *const u16).read_unaligned() };
+    let put = |i: usize, w: u32| unsafe { (dst.add(4 * i) as *mut u32).write_unaligned(w) };
+    put(0, w0);
+    put(1, w1);
+    put(2, w2);
+    if N >= 18 {
+        put(3, w3);
+    }
+    if N >= 22 {
+        put(4, w4);
+    }
+    unsafe { (dst.add(N - 2) as *mut u16).write_unaligned(tail) };
+    Ok(())
 }
 
 /// Writes the ethertype that ends a link header of `end` bytes.

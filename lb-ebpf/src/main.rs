@@ -22,6 +22,9 @@ mod parse;
 mod rate;
 mod select;
 mod stats;
+mod zero;
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -39,18 +42,19 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     stats::inc(Counter::RxPackets);
     stats::add(Counter::RxBytes, len);
 
-    let mut packet = Packet::new();
-    let action = match parse::parse(&ctx, &mut packet) {
+    let mut slot = MaybeUninit::uninit();
+    let packet = Packet::init(&mut slot);
+    let action = match parse::parse(&ctx, packet) {
         Ok(()) => {
-            stats::count_packet(&packet);
-            log_packet(&ctx, &packet);
+            stats::count_packet(packet);
+            log_packet(&ctx, packet);
             match packet.l3 {
                 L3::Ipv4 | L3::Ipv6 if !l2::addressed_to_us(&ctx) => {
                     stats::inc(Counter::ForeignMac);
                     xdp_action::XDP_PASS
                 }
-                L3::Ipv4 => balancer::balance_v4(&ctx, &packet),
-                L3::Ipv6 => balancer::balance_v6(&ctx, &packet),
+                L3::Ipv4 => balancer::balance_v4(&ctx, packet),
+                L3::Ipv6 => balancer::balance_v6(&ctx, packet),
                 L3::Arp | L3::Other => xdp_action::XDP_PASS,
             }
         }
@@ -99,11 +103,12 @@ fn log_packet(ctx: &XdpContext, packet: &Packet) {
 /// Real-server side of IP-in-IP: see [`decap`].
 #[xdp]
 pub fn xlb_decap(ctx: XdpContext) -> u32 {
-    let mut packet = Packet::new();
-    if parse::parse(&ctx, &mut packet).is_err() {
+    let mut slot = MaybeUninit::uninit();
+    let packet = Packet::init(&mut slot);
+    if parse::parse(&ctx, packet).is_err() {
         return xdp_action::XDP_PASS;
     }
-    decap::decap(&ctx, &packet)
+    decap::decap(&ctx, packet)
 }
 
 /// The director's health probes through the path client traffic takes:

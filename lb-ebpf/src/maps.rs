@@ -10,9 +10,10 @@ use aya_ebpf::{
 use lb_common::{
     flow::FlowKey,
     maps::{
-        Affinity, AffinityKey, Backend, Flow, HealthPath, Iface, NatKey, NatTarget, RateWindow, Service,
-        ServiceKey, Settings, TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES,
-        DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE, HEALTH_MAX_PATHS, RATE_SLOTS,
+        Affinity, AffinityKey, Backend, Flow, HealthPath, Iface, NatKey, NatTarget, RateWindow,
+        Service, ServiceKey, Settings, TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES,
+        DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+        HEALTH_MAX_PATHS, RATE_SLOTS,
     },
     stats::Counter,
 };

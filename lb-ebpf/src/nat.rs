@@ -4,6 +4,8 @@
 //! becomes VIP:vport -> client. The reverse needs no per-flow state: each
 //! NAT backend address:port belongs to one VIP:port (the agent enforces it).
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_NOT_FWDED,
@@ -22,7 +24,7 @@ use crate::{
     maps::NAT_REVERSE,
     output,
     parse::{ptr_at_mut, Packet, ParseError, L4},
-    stats,
+    stats, zero,
 };
 
 const AF_INET: u8 = 2;
@@ -55,7 +57,9 @@ pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) ->
 
     // The route to the client first, from the VIP as the reply will be:
     // a local destination means the director itself is the peer.
-    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    let mut slot = MaybeUninit::<FibParams>::uninit();
+    // SAFETY: plain integers, 64 bytes.
+    let fib = unsafe { zero::zero(&mut slot) };
     fib.family = if V6 { AF_INET6 } else { AF_INET };
     fib.l4_protocol = pkt.proto;
     fib.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -70,7 +74,7 @@ pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) ->
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.ctx as *mut _,
-            &mut fib,
+            fib as *mut FibParams,
             core::mem::size_of::<FibParams>() as i32,
             0,
         )
@@ -111,8 +115,11 @@ fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
     new_port: u16,
 ) -> Result<(), ParseError> {
     if V6 {
-        let addr = ptr_at_mut::<[u32; 4]>(ctx, L3 + if SRC { 8 } else { 24 })?;
-        unsafe { addr.write_unaligned(*new_addr) };
+        let addr = ptr_at_mut::<[u32; 4]>(ctx, L3 + if SRC { 8 } else { 24 })? as *mut u32;
+        // Word by word: a 16-byte copy from a map value would be a memmove.
+        for (i, word) in new_addr.iter().enumerate() {
+            unsafe { addr.add(i).write_unaligned(*word) };
+        }
     } else {
         let check = ptr_at_mut::<u16>(ctx, L3 + 10)?;
         let addr = ptr_at_mut::<u32>(ctx, L3 + if SRC { 12 } else { 16 })?;

@@ -349,12 +349,11 @@ fn from_ring(service: &Service, hash: u32) -> Option<u32> {
 /// service's mask (IPVS `-M`).
 #[inline(always)]
 fn affinity_key(service: &Service, key: &FlowKey) -> AffinityKey {
-    AffinityKey {
-        service: service.id,
-        family: key.family,
-        _pad: [0; 3],
-        src: masked(&key.src, &service.affinity_mask),
-    }
+    AffinityKey::new(
+        service.id,
+        key.family,
+        masked(&key.src, &service.affinity_mask),
+    )
 }
 
 /// The client's remembered backend while the entry is fresh and the

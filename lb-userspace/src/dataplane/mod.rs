@@ -1329,3 +1329,33 @@ fn raise_memlock_limit() {
         );
     }
 }
+
+#[cfg(test)]
+mod object_tests {
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+
+    /// The library routines BPF links as byte-at-a-time loops.
+    const BYTE_LOOPS: [&str; 4] = ["memset", "memcpy", "memmove", "memcmp"];
+
+    #[test]
+    fn no_program_calls_a_byte_loop() {
+        let file = object::File::parse(super::BPF_OBJECT).expect("the embedded BPF object");
+        let mut calls = Vec::new();
+        for section in file.sections() {
+            for (offset, relocation) in section.relocations() {
+                let RelocationTarget::Symbol(index) = relocation.target() else {
+                    continue;
+                };
+                let name = file
+                    .symbol_by_index(index)
+                    .and_then(|symbol| symbol.name())
+                    .unwrap_or_default();
+                if BYTE_LOOPS.contains(&name) {
+                    let section = section.name().unwrap_or_default();
+                    calls.push(format!("{section}+{offset:#x} calls {name}"));
+                }
+            }
+        }
+        assert!(calls.is_empty(), "{calls:#?}");
+    }
+}

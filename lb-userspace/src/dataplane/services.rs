@@ -187,11 +187,7 @@ fn bytes_to_words(bytes: [u8; 16]) -> [u32; 4] {
 }
 
 pub fn vip_key(addr: IpAddr) -> VipKey {
-    VipKey {
-        addr: words(addr),
-        family: family(addr),
-        _pad: [0; 3],
-    }
+    VipKey::new(words(addr), family(addr))
 }
 
 pub fn service_key(spec: &ServiceSpec) -> ServiceKey {
