@@ -27,7 +27,7 @@ use lb_common::maps::{
 
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_DF},
-    csum,
+    ip,
     maps::HEALTH_PATHS,
 };
 
@@ -139,20 +139,15 @@ fn encap(ctx: &TcContext, path: &HealthPath, inner_v6: bool) -> Result<(), i64> 
         }
     } else {
         ctx.adjust_room(20, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64)?;
-        let [s0, s1, s2, s3] = path.source[0].to_ne_bytes();
-        let [d0, d1, d2, d3] = path.backend[0].to_ne_bytes();
-        let [t0, t1] = ((inner_len + 20) as u16).to_be_bytes();
-        let [f0, f1] = df.to_be_bytes();
-        let mut header = [
-            0x45, tos, t0, t1, 0, 0, f0, f1, OUTER_TTL, proto, 0, 0, s0, s1, s2, s3, d0, d1, d2, d3,
-        ];
-        let mut sum = 0u64;
-        let mut i = 0;
-        while i < header.len() {
-            sum += u16::from_ne_bytes([header[i], header[i + 1]]) as u64;
-            i += 2;
-        }
-        header[10..12].copy_from_slice(&(!csum::fold(sum)).to_ne_bytes());
+        let header = ip::v4_header(
+            inner_len + 20,
+            tos,
+            df,
+            OUTER_TTL,
+            proto,
+            path.source[0],
+            path.backend[0],
+        );
         ctx.store(ETH_HLEN, &header, 0)?;
     }
     Ok(())

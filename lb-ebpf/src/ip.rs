@@ -22,6 +22,22 @@ pub fn write_v4(
     src: u32,
     dst: u32,
 ) -> Result<(), ParseError> {
+    let header = v4_header(total_len, tos, flags, ttl, proto, src, dst);
+    unsafe { *ptr_at_mut::<[u8; 20]>(ctx, off)? = header };
+    Ok(())
+}
+
+/// The bytes of an IPv4 header (no options, id 0) with its checksum.
+#[inline(always)]
+pub fn v4_header(
+    total_len: usize,
+    tos: u8,
+    flags: u16,
+    ttl: u8,
+    proto: u8,
+    src: u32,
+    dst: u32,
+) -> [u8; 20] {
     let [s0, s1, s2, s3] = src.to_ne_bytes();
     let [d0, d1, d2, d3] = dst.to_ne_bytes();
     let [t0, t1] = (total_len as u16).to_be_bytes();
@@ -36,8 +52,7 @@ pub fn write_v4(
         i += 2;
     }
     header[10..12].copy_from_slice(&(!csum::fold(sum)).to_ne_bytes());
-    unsafe { *ptr_at_mut::<[u8; 20]>(ctx, off)? = header };
-    Ok(())
+    header
 }
 
 /// An IPv6 header (no extension headers), at `off`.
