@@ -115,6 +115,21 @@ pub const VIP_ANY_PORT_UDP: u8 = 2;
 /// Hash: a local VIP's address ([`VipKey`]) -> `u8` 1, for `xlb_decap`.
 pub const MAP_DECAP_VIPS: &str = "XLB_DECAP_VIPS";
 
+/// Array of [`ADDR_FILTER_WORDS`] `u64`: a bitmap with the bit
+/// [`addr_filter_bit`] of every VIP and every NAT backend address set. A
+/// packet whose destination's and source's bits are both clear concerns no
+/// service and passes at once, without a hash lookup.
+pub const MAP_ADDR_FILTER: &str = "XLB_ADDR_FILTER";
+pub const ADDR_FILTER_WORDS: u32 = 256;
+const ADDR_FILTER_BITS_LOG2: u32 = 14;
+
+/// An address's bit in [`MAP_ADDR_FILTER`] (of `64 * ADDR_FILTER_WORDS`).
+#[inline(always)]
+pub const fn addr_filter_bit(addr: &[u32; 4]) -> u32 {
+    (addr[0] ^ addr[1] ^ addr[2] ^ addr[3]).wrapping_mul(0x9e37_79b1)
+        >> (32 - ADDR_FILTER_BITS_LOG2)
+}
+
 /// Hash: ifindex -> [`Iface`] for every interface the program is attached
 /// to: the program balances only frames addressed to that interface's MAC.
 pub const MAP_IFACES: &str = "XLB_IFACES";
@@ -411,6 +426,19 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::size_of;
+
+    #[test]
+    fn the_address_filter_has_a_bit_for_each_address() {
+        assert_eq!(1 << ADDR_FILTER_BITS_LOG2, 64 * ADDR_FILTER_WORDS);
+        let bit = |a: u32| addr_filter_bit(&[a, 0, 0, 0]);
+        assert!((0..4096).all(|a| bit(a) < 64 * ADDR_FILTER_WORDS));
+        // Neighbouring addresses spread: 256 of them take nearly 256 bits.
+        let mut bits: [bool; 16384] = [false; 16384];
+        for a in 0..256u32 {
+            bits[bit(u32::from_ne_bytes([198, 18, 0, a as u8])) as usize] = true;
+        }
+        assert!(bits.iter().filter(|b| **b).count() > 250);
+    }
 
     #[test]
     fn layouts_have_no_hidden_padding() {

@@ -9,6 +9,7 @@ mod bench;
 mod consts;
 mod csum;
 mod decap;
+mod filter;
 mod forward;
 mod health;
 mod icmp;
@@ -49,6 +50,7 @@ pub fn xlb(ctx: XdpContext) -> u32 {
             stats::count_packet(packet);
             log_packet(&ctx, packet);
             match packet.l3 {
+                L3::Ipv4 | L3::Ipv6 if !filter::may_concern(packet) => xdp_action::XDP_PASS,
                 L3::Ipv4 | L3::Ipv6 if !l2::addressed_to_us(&ctx) => {
                     stats::inc(Counter::ForeignMac);
                     xdp_action::XDP_PASS

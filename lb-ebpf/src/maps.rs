@@ -11,9 +11,9 @@ use lb_common::{
     flow::FlowKey,
     maps::{
         Affinity, AffinityKey, Backend, Flow, HealthPath, Iface, NatKey, NatTarget, RateWindow,
-        Service, ServiceKey, Settings, TrafficStats, VipKey, DEFAULT_AFFINITY_ENTRIES,
-        DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
-        HEALTH_MAX_PATHS, RATE_SLOTS,
+        Service, ServiceKey, Settings, TrafficStats, VipKey, ADDR_FILTER_WORDS,
+        DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
+        DEFAULT_RING_SIZE, HEALTH_MAX_PATHS, RATE_SLOTS,
     },
     stats::Counter,
 };
@@ -72,6 +72,9 @@ pub static VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(DEFAULT_MAX_SER
 
 #[map(name = "XLB_DECAP_VIPS")]
 pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::with_max_entries(256, 0);
+
+#[map(name = "XLB_ADDR_FILTER")]
+pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 0);
 
 /// The interfaces the program is attached to, by ifindex.
 #[map(name = "XLB_IFACES")]

@@ -2287,10 +2287,10 @@ fn bpf_forward_icmp_and_length_rules() {
     let director = ip("198.18.0.2");
     let router = ip("198.18.9.1");
     let about_dr = from_vip(dr4, Protocol::Tcp, 80, CLIENT_PORT);
-    let misaddressed = frame(router, director).proto(
-        IPPROTO_ICMP,
-        &icmp(router, director, 3, 4, [0, 0, 5, 0], &about_dr),
-    );
+    let error_to = |dst: IpAddr| {
+        let message = icmp(router, dst, 3, 4, [0, 0, 5, 0], &about_dr);
+        frame(router, dst).proto(IPPROTO_ICMP, &message)
+    };
     // Not DF, and too big to tunnel at MTU 1320.
     let fragmentable =
         frame(CLIENT4, ipip4)
@@ -2316,9 +2316,14 @@ fn bpf_forward_icmp_and_length_rules() {
     };
     lab.check(vec![
         unchanged(
-            "an ICMP error quoting a VIP's packet but addressed elsewhere",
-            misaddressed,
+            "an ICMP error quoting a VIP's packet, to another VIP",
+            error_to(nat4),
             &[IcmpMismatch],
+        ),
+        unchanged(
+            "an ICMP error quoting a VIP's packet, to the director: the kernel's at once",
+            error_to(director),
+            &[],
         ),
         dropped(
             "IP-in-IP: too big without DF is dropped, not answered",

@@ -227,7 +227,7 @@ const RINGS_MISSING: DataplaneError = DataplaneError::Missing {
 };
 
 /// The maps the agent reads and writes, and pins.
-const AGENT_MAPS: [&str; 16] = [
+const AGENT_MAPS: [&str; 17] = [
     maps::MAP_STATS,
     maps::MAP_SERVICES,
     maps::MAP_BACKENDS,
@@ -243,6 +243,7 @@ const AGENT_MAPS: [&str; 16] = [
     maps::MAP_DECAP_VIPS,
     maps::MAP_DECAP_SOURCES,
     maps::MAP_IFACES,
+    maps::MAP_ADDR_FILTER,
     maps::MAP_JUMPS,
 ];
 
@@ -731,6 +732,14 @@ impl Dataplane {
     ) -> Result<(), DataplaneError> {
         let map_err = |map: &'static str| move |source| DataplaneError::Map { map, source };
         let (old, new) = (&self.installed, &plan.installed);
+        // The address filter lets the old and the new addresses through
+        // while the maps change, then only the new ones.
+        let (old_filter, new_filter) = (services::addr_filter(old), services::addr_filter(new));
+        let both: Vec<u64> = old_filter
+            .iter()
+            .zip(&new_filter)
+            .map(|(o, n)| o | n)
+            .collect();
         let gone_services: Vec<_> = old
             .services
             .keys()
@@ -760,6 +769,7 @@ impl Dataplane {
         self.array::<maps::Settings>(maps::MAP_SETTINGS)?
             .set(0, services::settings_entry(settings, new), 0)
             .map_err(map_err(maps::MAP_SETTINGS))?;
+        self.write_filter(&old_filter, &both)?;
 
         let mut service_map = self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?;
         for key in &gone_services {
@@ -825,6 +835,23 @@ impl Dataplane {
             backend_map
                 .set(*id, Backend::default(), 0)
                 .map_err(map_err(maps::MAP_BACKENDS))?;
+        }
+        self.write_filter(&both, &new_filter)
+    }
+
+    /// Writes the address-filter words of `to` that differ from `from`,
+    /// what the map holds.
+    fn write_filter(&mut self, from: &[u64], to: &[u64]) -> Result<(), DataplaneError> {
+        let mut filter = self.array::<u64>(maps::MAP_ADDR_FILTER)?;
+        for (index, (was, word)) in (0u32..).zip(from.iter().zip(to)) {
+            if was != word {
+                filter
+                    .set(index, word, 0)
+                    .map_err(|source| DataplaneError::Map {
+                        map: maps::MAP_ADDR_FILTER,
+                        source,
+                    })?;
+            }
         }
         Ok(())
     }

@@ -11,9 +11,9 @@ use std::{
 use lb_common::{
     maglev::{build_table, MaglevBackend},
     maps::{
-        Backend, Flow, Mode, NatKey, NatTarget, Service, ServiceKey, Settings, VipKey,
-        BACKEND_DRAIN, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY,
-        VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
+        addr_filter_bit, Backend, Flow, Mode, NatKey, NatTarget, Service, ServiceKey, Settings,
+        VipKey, ADDR_FILTER_WORDS, BACKEND_DRAIN, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP,
+        SERVICE_AFFINITY, VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
     },
 };
 
@@ -404,6 +404,18 @@ pub struct InstalledService {
     /// table is written there, only where the two differ.
     pub idle_table: Vec<u32>,
     pub entry: Service,
+}
+
+/// The address filter for `installed`: the bits of its VIPs and NAT
+/// backends (see [`lb_common::maps::MAP_ADDR_FILTER`]).
+pub fn addr_filter(installed: &Installed) -> Vec<u64> {
+    let mut words = vec![0u64; ADDR_FILTER_WORDS as usize];
+    let vips = installed.vips.keys().map(|v| &v.addr);
+    for addr in vips.chain(installed.nat.keys().map(|n| &n.addr)) {
+        let bit = addr_filter_bit(addr);
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    words
 }
 
 /// What the maps of a running data plane hold, read back by an agent that
