@@ -118,21 +118,7 @@ fn encap(ctx: &TcContext, path: &HealthPath, inner_v6: bool) -> Result<(), i64> 
     let proto = if inner_v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
     if outer_v6 {
         ctx.adjust_room(40, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 as u64)?;
-        let [l0, l1] = (inner_len as u16).to_be_bytes();
-        // As words, every one written: no memset.
-        let (src, dst) = (path.source, path.backend);
-        let header: [u32; 10] = [
-            u32::from_ne_bytes([0x60, 0, 0, 0]),
-            u32::from_ne_bytes([l0, l1, proto, OUTER_TTL]),
-            src[0],
-            src[1],
-            src[2],
-            src[3],
-            dst[0],
-            dst[1],
-            dst[2],
-            dst[3],
-        ];
+        let header = ip::v6_header(inner_len, proto, OUTER_TTL, &path.source, &path.backend);
         ctx.store(ETH_HLEN, &header, 0)?;
         if !inner_v6 {
             ctx.store(12, &ETH_P_IPV6.to_be_bytes(), 0)?;

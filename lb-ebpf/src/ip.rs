@@ -66,8 +66,22 @@ pub fn write_v6(
     src: &[u32; 4],
     dst: &[u32; 4],
 ) -> Result<(), ParseError> {
+    let words = v6_header(payload_len, next, hop_limit, src, dst);
+    unsafe { ptr_at_mut::<[u32; 10]>(ctx, off)?.write_unaligned(words) };
+    Ok(())
+}
+
+/// The words of an IPv6 header (no extension headers, flow label 0).
+#[inline(always)]
+pub fn v6_header(
+    payload_len: usize,
+    next: u8,
+    hop_limit: u8,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+) -> [u32; 10] {
     let [l0, l1] = (payload_len as u16).to_be_bytes();
-    let words = [
+    [
         u32::from_ne_bytes([0x60, 0, 0, 0]),
         u32::from_ne_bytes([l0, l1, next, hop_limit]),
         src[0],
@@ -78,7 +92,5 @@ pub fn write_v6(
         dst[1],
         dst[2],
         dst[3],
-    ];
-    unsafe { ptr_at_mut::<[u32; 10]>(ctx, off)?.write_unaligned(words) };
-    Ok(())
+    ]
 }
