@@ -10,7 +10,7 @@ use std::{
 
 use lb_common::maps::Mode;
 use xlb_tests::{
-    agent::{AgentLab, BPF_FS},
+    agent::{AgentLab, ServiceConf, BPF_FS},
     lab::{Family, VIP_V4},
     require_privileged,
     servers::tcp_spread,
@@ -33,6 +33,9 @@ fn service(mode: &str, via: Option<&str>) -> String {
     text
 }
 
+/// The TCP check of [`service`], for [`ServiceConf`].
+const CHECK: &str = "kind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3";
+
 const WINDOW: Duration = Duration::from_millis(3 * 200 + 100 + 1000);
 
 fn all_up(lab: &AgentLab) {
@@ -50,11 +53,15 @@ fn stays_up(lab: &AgentLab, n: usize) {
     assert_eq!(b["check"]["transitions"], 0, "b{} flapped: {b}", n + 1);
 }
 
-#[test]
-fn ipip_checks_go_through_the_tunnel_and_a_broken_decapsulator_is_down() {
-    require_privileged!();
-    let mut lab =
-        AgentLab::new("hpipip", Mode::Ipip, Family::V4, 3, &service("ipip", None)).unwrap();
+/// IP-in-IP checked through the tunnel (the default) in `family`: a backend without its
+/// decapsulator, or without its VIP, goes DOWN while the others stay up.
+fn ipip_checks_go_through_the_tunnel(tag: &str, family: Family) {
+    let config = ServiceConf {
+        health: Some(CHECK),
+        ..ServiceConf::new("web", Mode::Ipip, family)
+    }
+    .toml();
+    let mut lab = AgentLab::new(tag, Mode::Ipip, family, 3, &config).unwrap();
     lab.start().unwrap();
     all_up(&lab);
     std::thread::sleep(Duration::from_millis(1000));
@@ -89,13 +96,27 @@ fn ipip_checks_go_through_the_tunnel_and_a_broken_decapsulator_is_down() {
 
     // b2 loses its VIP: it decapsulates, but nothing answers for the VIP.
     let b2 = lab.net.backends[1].clone();
-    let out = b2
-        .exec("ip", &["addr", "del", &format!("{VIP_V4}/32"), "dev", "lo"])
-        .unwrap();
+    let vip = match family {
+        Family::V4 => format!("{}/32", family.vip()),
+        Family::V6 => format!("{}/128", family.vip()),
+    };
+    let out = b2.exec("ip", &["addr", "del", &vip, "dev", "lo"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     lab.wait_backend("web", 1, WINDOW, "down", |b| b["oper_state"] == "down")
         .unwrap();
     stays_up(&lab, 2);
+}
+
+#[test]
+fn ipip_checks_go_through_the_tunnel_and_a_broken_decapsulator_is_down_ipv4() {
+    require_privileged!();
+    ipip_checks_go_through_the_tunnel("hpipip4", Family::V4);
+}
+
+#[test]
+fn ipip_checks_go_through_the_tunnel_and_a_broken_decapsulator_is_down_ipv6() {
+    require_privileged!();
+    ipip_checks_go_through_the_tunnel("hpipip6", Family::V6);
 }
 
 #[test]
