@@ -377,6 +377,13 @@ fn every_cpu() -> anyhow::Result<()> {
 
 /// CPU time all CPUs spent busy (user, system, interrupts), from /proc/stat.
 pub fn cpu_busy() -> anyhow::Result<Duration> {
+    // user nice system idle iowait irq softirq steal ...
+    cpu_time(&[0, 1, 2, 5, 6])
+}
+
+/// CPU time all CPUs spent in the given columns of /proc/stat's `cpu` line
+/// (0 user, 1 nice, 2 system, 3 idle, 4 iowait, 5 irq, 6 softirq, ...).
+pub fn cpu_time(columns: &[usize]) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let fields: Vec<u64> = line
@@ -384,8 +391,7 @@ pub fn cpu_busy() -> anyhow::Result<Duration> {
         .skip(1)
         .map(|f| f.parse().unwrap_or(0))
         .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(Duration::from_nanos(busy * 1_000_000_000 / ticks))
+    let ticks: u64 = columns.iter().filter_map(|&i| fields.get(i)).sum();
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
 }

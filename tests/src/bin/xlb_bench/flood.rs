@@ -44,7 +44,7 @@ use xlb_tests::{
 };
 
 use crate::{
-    contenders::{nftables_dnat, run as run_in, Contender, Rig},
+    contenders::{cpu_time, nftables_dnat, run as run_in, Contender, Rig},
     micro::steps,
     plot,
     report::{verdict, Machine, Plot, Report, Table},
@@ -432,17 +432,7 @@ fn backlog_drops() -> anyhow::Result<u64> {
 /// System, interrupt and softirq time of all CPUs, from /proc/stat: the kernel's side of the
 /// traffic, where XDP, the switch, conntrack and the TCP stacks run.
 fn cpu_kernel() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let kernel: u64 = [2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(Duration::from_nanos(kernel * 1_000_000_000 / ticks))
+    cpu_time(&[2, 5, 6])
 }
 
 #[derive(Clone, Copy)]

@@ -248,25 +248,29 @@ fn frame_to(vip: Ipv4Addr, protocol: Protocol) -> Vec<u8> {
     }
 }
 
+/// A backend at weight 100 behind the director's own MAC: the program
+/// balances only frames to it, and a repeated run sees the frame the last
+/// one left.
+pub(crate) fn backend_behind_director(addr: IpAddr, port: u16) -> BackendSpec {
+    BackendSpec {
+        addr,
+        port,
+        weight: 100,
+        drain: false,
+        next_hop: NextHop {
+            mac: DIRECTOR_MAC,
+            ifindex: 0,
+            src_mac: [0; 6],
+        },
+    }
+}
+
 /// DR (TCP, UDP, IPv6), IP-in-IP and NAT services of three backends each.
 fn services() -> Vec<ServiceSpec> {
     let service = |vip: IpAddr, port, protocol, mode, backends: [IpAddr; 3], backend_port| {
         let backends = backends
             .iter()
-            .map(|&addr| BackendSpec {
-                addr,
-                port: backend_port,
-                weight: 100,
-                drain: false,
-                // Behind the director's own MAC: the program balances only
-                // frames to it, and a repeated run sees the frame the last
-                // one left.
-                next_hop: NextHop {
-                    mac: DIRECTOR_MAC,
-                    ifindex: 0,
-                    src_mac: [0; 6],
-                },
-            })
+            .map(|&addr| backend_behind_director(addr, backend_port))
             .collect();
         ServiceSpec {
             vip,

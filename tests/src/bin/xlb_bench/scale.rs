@@ -20,17 +20,16 @@ use lb_common::{
     stats::Counter,
 };
 use serde_json::json;
-use xlb::dataplane::{
-    BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Protocol, ServiceSpec,
-};
+use xlb::dataplane::{Dataplane, DirectorSettings, LoadOptions, Protocol, ServiceSpec};
 use xlb_tests::{
-    packet::{Frame, DIRECTOR_MAC},
+    packet::Frame,
     testrun::{accept_test_frames, XdpAction},
 };
 
 use crate::{
     micro::{
-        check_repeatable, median, moved_once_per_run, one_shot, pin_to_one_cpu, progress, repeated,
+        backend_behind_director, check_repeatable, median, moved_once_per_run, one_shot,
+        pin_to_one_cpu, progress, repeated,
     },
     plot,
     report::{verdict, Machine, Plot, Report, Table},
@@ -504,20 +503,7 @@ fn load(options: LoadOptions) -> anyhow::Result<Dataplane> {
 /// from [`BACKEND_NET`] + 1 + `first` up.
 fn service(vip: Ipv4Addr, first: u32, count: u32) -> ServiceSpec {
     let backends = (first + 1..first + 1 + count)
-        .map(|n| BackendSpec {
-            addr: IpAddr::V4(Ipv4Addr::from(BACKEND_NET + n)),
-            port: PORT,
-            weight: 100,
-            drain: false,
-            // Behind the director's own MAC: the program balances only
-            // frames to it, and a repeated run sees the frame the last one
-            // left.
-            next_hop: NextHop {
-                mac: DIRECTOR_MAC,
-                ifindex: 0,
-                src_mac: [0; 6],
-            },
-        })
+        .map(|n| backend_behind_director(IpAddr::V4(Ipv4Addr::from(BACKEND_NET + n)), PORT))
         .collect();
     ServiceSpec {
         vip: vip.into(),
