@@ -44,6 +44,7 @@ fn main() {
         ebpf_dir.join("src"),
         ebpf_dir.join("Cargo.toml"),
         ebpf_dir.join("Cargo.lock"),
+        ebpf_dir.join(".cargo/config.toml"),
         root.join("lb-common/src"),
         root.join("lb-common/Cargo.toml"),
     ] {

@@ -97,14 +97,15 @@ pub const MAP_RINGS: &str = "XLB_RINGS";
 /// cache of [`FLOW_WAYS`] ways per bucket. CPU `c` owns the buckets
 /// `c * FLOW_BUCKETS .. (c + 1) * FLOW_BUCKETS` ([`GLOBAL_FLOW_BUCKETS`]);
 /// a flow's bucket there is [`crate::flow::cache_bucket`]. Only that CPU
-/// writes them, but for a SYN that reuses a port, which clears the flow
-/// from every CPU's bucket.
+/// writes them.
 pub const MAP_FLOW_CACHE: &str = "XLB_FLOW_CACHE";
 /// Global set at load time: buckets per CPU in [`MAP_FLOW_CACHE`].
 pub const GLOBAL_FLOW_BUCKETS: &str = "FLOW_BUCKETS";
-/// Global set at load time: the possible CPUs, which own a region of
-/// [`MAP_FLOW_CACHE`] each.
-pub const GLOBAL_CPUS: &str = "CPUS";
+/// Array of `FLOW_BUCKETS` `u32`: the low 32 bits of `jiffies` at the last
+/// SYN whose flow hashed to each bucket index; a CPU's cached flow seen
+/// before it is looked up again, as the SYN may have started a new
+/// connection on its port on another CPU.
+pub const MAP_SYN_STAMPS: &str = "XLB_SYN_STAMPS";
 pub const FLOW_WAYS: usize = 4;
 /// LRU hash: [`crate::flow::FlowKey`] -> [`Flow`], shared by all CPUs and
 /// written lazily: a flow enters it when its handshake completes (or, for

@@ -11,10 +11,7 @@ use lb_common::{
     maps::{CachedFlow, FlowBucket, Settings, FLOW_WAYS},
 };
 
-use crate::maps::{CPUS, FLOW_BUCKETS, FLOW_CACHE};
-
-/// The most CPUs a SYN that reuses a port clears the flow from.
-const MAX_CPUS: u32 = 1024;
+use crate::maps::{FLOW_BUCKETS, FLOW_CACHE, SYN_STAMPS};
 
 /// The flow's bucket index within a CPU's region.
 #[inline(always)]
@@ -116,29 +113,31 @@ fn write(way: &mut CachedFlow, key: &FlowKey, entry: &Entry) {
     way.last_seen_ns = entry.last_seen_ns;
 }
 
-/// Empties `way` (one byte store, so a reader on another CPU never sees
-/// half a key match).
+/// Empties `way`.
 #[inline(always)]
 pub fn clear(way: &mut CachedFlow) {
     way.key.family = 0;
 }
 
-/// Clears `key` from every CPU's cache: a SYN that reuses the port of a
-/// known flow starts a new connection, which no CPU's old entry may
-/// contradict. (Rare: bounded by the CPU count, read from `CPUS`.)
+/// Notes a SYN that hashed to bucket `index` at `jiffies`: from now on
+/// every CPU's entries in that bucket seen before it are suspect (see
+/// [`stale`]). One store: a SYN never walks the other CPUs' caches.
 #[inline(always)]
-pub fn forget_everywhere(key: &FlowKey, index: u32) {
-    let cpus = CPUS.load();
-    for cpu in 0..MAX_CPUS {
-        if cpu >= cpus {
-            break;
-        }
-        if let Some(bucket) = bucket(cpu, index) {
-            for i in 0..FLOW_WAYS {
-                if holds(&bucket.ways[i], key) {
-                    clear(&mut bucket.ways[i]);
-                }
-            }
-        }
+pub fn stamp_syn(index: u32, jiffies: u32) {
+    if let Some(stamp) = SYN_STAMPS.get_ptr_mut(index) {
+        unsafe { *stamp = jiffies };
     }
+}
+
+/// Whether a SYN for bucket `index` came after `way` was last seen: it may
+/// have been a new connection on the way's port, made on another CPU, so
+/// the way is not trusted; its flow is looked up again (the shared table,
+/// else the current ring, which that SYN went by). Other flows sharing
+/// the bucket pay one such lookup now and then. (A way last seen in the
+/// SYN's own jiffy is trusted: a port is not reused that fast.)
+#[inline(always)]
+pub fn stale(way: &CachedFlow, index: u32) -> bool {
+    SYN_STAMPS
+        .get(index)
+        .is_some_and(|&stamp| (stamp.wrapping_sub(way.seen_jiffies) as i32) > 0)
 }

@@ -26,10 +26,6 @@ pub static RING_SIZE: Global<u32> = Global::new(DEFAULT_RING_SIZE);
 #[no_mangle]
 pub static FLOW_BUCKETS: Global<u32> = Global::new(1024);
 
-/// Possible CPUs; set by the loader.
-#[no_mangle]
-pub static CPUS: Global<u32> = Global::new(1);
-
 /// The global counters, one record per CPU: a `u64` per
 /// [`lb_common::stats::Counter`].
 #[map(name = "XLB_STATS")]
@@ -52,6 +48,10 @@ pub static RINGS: Array<RingPair> =
 /// Every CPU's flow cache: see [`crate::cache`].
 #[map(name = "XLB_FLOW_CACHE")]
 pub static FLOW_CACHE: Array<FlowBucket> = Array::with_max_entries(1024, 0);
+
+/// Jiffies of the last SYN per cache bucket index: see [`crate::cache::stale`].
+#[map(name = "XLB_SYN_STAMPS")]
+pub static SYN_STAMPS: Array<u32> = Array::with_max_entries(1024, 0);
 
 /// Where a flow's packet on another CPU than its first finds its backend.
 #[map(name = "XLB_FLOWS_SHARED")]

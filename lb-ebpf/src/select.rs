@@ -152,13 +152,17 @@ const SYN_RETRY_NS: u64 = 60 * NS_PER_S;
 const REFRESH_JIFFIES: u32 = 100;
 
 /// The fast path: a segment other than a SYN of a flow in this CPU's
-/// cache, whose backend is still the one it was made with. Reads the
+/// cache, whose backend is still the one it was made with and that no
+/// later SYN may have replaced on another CPU. Reads the
 /// clock and touches the shared table only on a FIN or RST, when the
 /// flow's marks change, or about once a second, to refresh (and so lazily
 /// write) its shared entry. `None`: a miss, for [`choose`].
 #[inline(always)]
 pub fn cached(key: &FlowKey, index: u32, signal: TcpSignal) -> Option<Chosen> {
     let way = cache::find(key, index)?;
+    if cache::stale(way, index) {
+        return None;
+    }
     let backend = backend(way.backend, way.generation)?;
     let jiffies = cache::jiffies();
     let flags = signal.apply(way.flags);
@@ -237,29 +241,18 @@ pub fn choose(
     let syn = signal == TcpSignal::Opening;
     let mut reused = false;
     if syn {
-        // This CPU's entry, else the shared one, decides.
-        if let Some(way) = cache::find(key, index) {
-            let opening = way.flags & FLOW_OPENING != 0;
-            if let Some(backend) = retransmitted(opening, way.last_seen_ns, now)
-                .then(|| backend(way.backend, way.generation))
+        if record {
+            cache::stamp_syn(index, jiffies);
+        }
+        // The shared entry decides (another CPU may have seen the
+        // handshake complete), else this CPU's.
+        if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
+            let flow = unsafe { &*flow };
+            let opening = flow.flags & FLOW_OPENING != 0;
+            if let Some(backend) = retransmitted(opening, flow.last_seen_ns, now)
+                .then(|| live(flow, service, key, now))
                 .flatten()
                 .filter(|b| b.flags & BACKEND_DRAIN == 0)
-            {
-                stats::inc(Counter::FlowHit);
-                return Some(Chosen {
-                    id: way.backend,
-                    backend,
-                    new_flow: false,
-                });
-            }
-            reused = true;
-        } else if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
-            let flow = unsafe { &*flow };
-            if let Some(backend) =
-                retransmitted(flow.flags & FLOW_OPENING != 0, flow.last_seen_ns, now)
-                    .then(|| live(flow, service, key, now))
-                    .flatten()
-                    .filter(|b| b.flags & BACKEND_DRAIN == 0)
             {
                 if record {
                     adopt(key, index, flow, jiffies);
@@ -267,6 +260,23 @@ pub fn choose(
                 stats::inc(Counter::FlowHit);
                 return Some(Chosen {
                     id: flow.backend,
+                    backend,
+                    new_flow: false,
+                });
+            }
+            reused = true;
+        } else if let Some(way) = cache::find(key, index) {
+            let opening = way.flags & FLOW_OPENING != 0;
+            if let Some(backend) = retransmitted(opening, way.last_seen_ns, now)
+                .then(|| backend(way.backend, way.generation))
+                .flatten()
+                .filter(|b| b.flags & BACKEND_DRAIN == 0)
+            {
+                // Still trusted after this SYN's own stamp.
+                way.seen_jiffies = jiffies;
+                stats::inc(Counter::FlowHit);
+                return Some(Chosen {
+                    id: way.backend,
                     backend,
                     new_flow: false,
                 });
@@ -314,10 +324,10 @@ pub fn choose(
     let backend = BACKENDS.get(id).filter(|b| b.family != 0)?;
     let keep = record && keeps_state(signal, key, settings, now);
     if syn && reused {
-        // A new connection on a known flow's port: no CPU's entry, nor the
-        // shared one, may send its segments to the old backend.
+        // A new connection on a known flow's port: the shared entry may not
+        // send its segments to the old backend (other CPUs' entries are
+        // stale by the SYN's stamp).
         stats::inc(Counter::ResetFlow);
-        cache::forget_everywhere(key, index);
         let _ = FLOWS_SHARED.remove(key);
     }
     if keep {
@@ -350,7 +360,7 @@ pub fn choose(
             };
             let _ = AFFINITY.insert(akey, &entry, 0);
         }
-    } else if !syn {
+    } else {
         // Whatever this CPU cached for the flow no longer holds.
         if let Some(way) = cache::find(key, index) {
             cache::clear(way);

@@ -1277,7 +1277,6 @@ fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError> {
         .override_global(aya_log::LEVEL, &level, true)
         .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
         .override_global(maps::GLOBAL_FLOW_BUCKETS, &buckets, true)
-        .override_global(maps::GLOBAL_CPUS, &cpus, true)
         .map_max_entries(maps::MAP_RINGS, rings)
         .map_max_entries(maps::MAP_SERVICES, options.max_services)
         .map_max_entries(maps::MAP_VIPS, options.max_services)
@@ -1286,6 +1285,7 @@ fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
         .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
         .map_max_entries(maps::MAP_FLOW_CACHE, cpus * buckets)
+        .map_max_entries(maps::MAP_SYN_STAMPS, buckets)
         .map_max_entries(maps::MAP_FLOWS_SHARED, options.flow_entries)
         .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
         .load(BPF_OBJECT)
@@ -1437,5 +1437,45 @@ mod object_tests {
             }
         }
         assert!(calls.is_empty(), "{calls:#?}");
+    }
+
+    /// `bpf_tail_call`'s helper number.
+    const TAIL_CALL: i32 = 12;
+
+    /// The entry program jumps to each forwarder by a constant index (its
+    /// instruction before the call loads r3 with an immediate), which the
+    /// kernel patches into a direct jump; a computed one would go through
+    /// a retpoline.
+    #[test]
+    fn the_entry_program_tail_calls_by_constant_index() {
+        let file = object::File::parse(super::BPF_OBJECT).expect("the embedded BPF object");
+        let xlb = file
+            .symbols()
+            .find(|s| s.name() == Ok(lb_common::maps::PROG_XLB))
+            .expect("the xlb program");
+        let section = file
+            .section_by_index(xlb.section_index().expect("in a section"))
+            .expect("its section");
+        let code = section.data().expect("its code");
+        let start = xlb.address() as usize;
+        let program = &code[start..start + xlb.size() as usize];
+        let instructions: Vec<&[u8]> = program.chunks_exact(8).collect();
+        let mut calls = 0;
+        for (i, insn) in instructions.iter().enumerate() {
+            let imm = i32::from_le_bytes(insn[4..8].try_into().unwrap());
+            // BPF_JMP | BPF_CALL to a helper (src register 0).
+            if insn[0] != 0x85 || insn[1] >> 4 != 0 || imm != TAIL_CALL {
+                continue;
+            }
+            calls += 1;
+            let before = instructions[i - 1];
+            // BPF_ALU64 | BPF_MOV | BPF_K into r3.
+            assert!(
+                before[0] == 0xb7 && before[1] & 0x0f == 3,
+                "the tail call at instruction {i} has a computed index"
+            );
+        }
+        let forwarders = lb_common::maps::FORWARDERS.len();
+        assert_eq!(calls, forwarders, "one tail call per forwarder");
     }
 }
