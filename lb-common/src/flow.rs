@@ -116,7 +116,7 @@ pub fn cache_bucket(key: &FlowKey, keys: &[u32; 10], buckets: u32) -> u32 {
         .wrapping_add(pair(d[2], d[3], 6))
         .wrapping_add(pair(ports, tail, 8));
     let folded = ((h >> 32) as u32 ^ h as u32).wrapping_mul(PRIME_1);
-    ((folded ^ folded >> 15) as u64 * buckets as u64 >> 32) as u32
+    (((folded ^ (folded >> 15)) as u64 * buckets as u64) >> 32) as u32
 }
 
 #[cfg(test)]

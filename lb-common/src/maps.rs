@@ -145,8 +145,14 @@ const ADDR_FILTER_BITS_LOG2: u32 = 14;
 /// An address's bit in [`MAP_ADDR_FILTER`] (of `64 * ADDR_FILTER_WORDS`).
 #[inline(always)]
 pub const fn addr_filter_bit(addr: &[u32; 4]) -> u32 {
-    (addr[0] ^ addr[1] ^ addr[2] ^ addr[3]).wrapping_mul(0x9e37_79b1)
-        >> (32 - ADDR_FILTER_BITS_LOG2)
+    folded_filter_bit(addr[0] ^ addr[1] ^ addr[2] ^ addr[3])
+}
+
+/// [`addr_filter_bit`] of an address whose four words are already folded
+/// into one by XOR.
+#[inline(always)]
+pub const fn folded_filter_bit(folded: u32) -> u32 {
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - ADDR_FILTER_BITS_LOG2)
 }
 
 /// Array of [`IFACE_SLOTS`] [`Iface`]s, at [`iface_slot`] of each

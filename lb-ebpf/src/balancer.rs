@@ -107,7 +107,7 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 /// lookup (its backend's entry says how to forward). A SYN always takes
 /// the full path, which decides whether it starts a new connection.
 #[inline(always)]
-fn fast_path<const V6: bool>(
+pub fn fast_path<const V6: bool>(
     ctx: &XdpContext,
     pkt: &Packet,
     key: &FlowKey,

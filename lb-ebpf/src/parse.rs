@@ -115,6 +115,17 @@ pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ParseErr
     ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
 }
 
+/// Reads a `T` from packet memory at `addr` with word loads. The kernel
+/// allows misaligned packet access on the CPUs xlb runs on (x86-64,
+/// arm64), and LLVM would turn `read_unaligned` into a load per byte.
+///
+/// # Safety
+/// `addr .. addr + size_of::<T>()` must lie within the bounds checked.
+#[inline(always)]
+pub unsafe fn load<T: Copy>(addr: usize) -> T {
+    unsafe { (addr as *const T).read() }
+}
+
 #[inline(always)]
 pub fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
