@@ -583,6 +583,7 @@ fn report(
             right: vec![false, false, false, true, true, true],
             rows,
         },
+        tables: vec![],
         sections: vec![("goals", goal_lines), ("method", method)],
         plots: vec![],
         json,

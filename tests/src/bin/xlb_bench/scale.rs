@@ -749,6 +749,7 @@ fn report(quick: bool, bench: &Bench, cpu: usize, rows: &[Row], reference: Refer
             right: vec![false, true, false, false, true, true, true],
             rows: table,
         },
+        tables: vec![],
         sections: vec![("goals", goal_lines), ("method", method)],
         plots: vec![plot(rows)],
         json,

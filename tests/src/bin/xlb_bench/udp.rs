@@ -225,6 +225,7 @@ fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Repor
             right: vec![false, true, true, true, true],
             rows,
         },
+        tables: vec![],
         sections: vec![
             ("goals", goals),
             (
