@@ -195,6 +195,15 @@ impl Report {
     }
 }
 
+/// A goals table's verdict.
+pub fn met(met: bool) -> &'static str {
+    if met {
+        "MET"
+    } else {
+        "MISSED"
+    }
+}
+
 /// A goal's line: `met:` or `MISSED:`, then `line`.
 pub fn verdict(line: &str, met: bool) -> String {
     format!("{} {line}", if met { "met:" } else { "MISSED:" })
