@@ -317,7 +317,9 @@ fn flows(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<(Reference, F
             refreshing: (n > 1).then(|| refreshes.share()),
         });
     }
-    let memory = FlowMemory::read(dataplane.program()).context("the flow tables' memory")?;
+    let flow_entries = dataplane.options().flow_entries;
+    let memory =
+        FlowMemory::read(dataplane.program(), flow_entries).context("the flow tables' memory")?;
     let reference = Reference {
         repeat: median(&repeated),
         one_shot: median(&one_shot),
@@ -330,6 +332,8 @@ fn flows(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<(Reference, F
 struct FlowMemory {
     /// Possible CPUs: a per-CPU map holds a value for each.
     cpus: usize,
+    /// The flows the data plane is sized for (its `flow_entries`).
+    flows: u32,
     maps: Vec<FlowMap>,
 }
 
@@ -343,8 +347,7 @@ struct FlowMap {
 }
 
 impl FlowMap {
-    /// A per-CPU type: its memlock covers every CPU's values, and each CPU
-    /// reads its own on its hot path.
+    /// A per-CPU type: its memlock covers every CPU's values.
     fn per_cpu(&self) -> bool {
         matches!(
             self.kind,
@@ -355,18 +358,16 @@ impl FlowMap {
         )
     }
 
-    fn per_entry(&self) -> f64 {
-        self.memlock as f64 / f64::from(self.max_entries.max(1))
-    }
-
-    /// One CPU's share of an entry of a per-CPU map.
-    fn per_entry_one_cpu(&self, cpus: usize) -> Option<f64> {
-        self.per_cpu().then(|| self.per_entry() / cpus as f64)
+    /// The table all CPUs share (`XLB_FLOWS_SHARED`, which the kernel
+    /// keeps as `XLB_FLOWS_SHARE`); any other flow map is on each CPU's
+    /// hot path.
+    fn shared(&self) -> bool {
+        self.name.contains("SHARE")
     }
 }
 
 impl FlowMemory {
-    fn read(program: &Xdp) -> anyhow::Result<FlowMemory> {
+    fn read(program: &Xdp, flows: u32) -> anyhow::Result<FlowMemory> {
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| anyhow!("reading {path}: {e}"))?;
         let mut maps = Vec::new();
         for id in data_plane_map_ids(program)? {
@@ -386,24 +387,36 @@ impl FlowMemory {
             !maps.is_empty(),
             "the data plane has no map named {FLOW_MAP_PREFIX}*"
         );
-        Ok(FlowMemory { cpus, maps })
+        Ok(FlowMemory { cpus, flows, maps })
     }
 
-    /// Bytes per flow on one CPU's path: one CPU's share of an entry of
-    /// each per-CPU flow map; `None` without any.
+    /// A map's bytes per flow the data plane is sized for.
+    fn per_flow(&self, map: &FlowMap) -> f64 {
+        map.memlock as f64 / f64::from(self.flows.max(1))
+    }
+
+    /// A hot-path map's bytes per flow on one CPU's path: a per-CPU map's
+    /// divided by the CPUs; `None` for the shared table.
+    fn per_flow_one_cpu(&self, map: &FlowMap) -> Option<f64> {
+        let cpus = if map.per_cpu() { self.cpus } else { 1 };
+        (!map.shared()).then(|| self.per_flow(map) / cpus as f64)
+    }
+
+    /// Bytes per flow on one CPU's path, over the hot-path maps; `None`
+    /// without any.
     fn one_cpu_per_flow(&self) -> Option<f64> {
         let shares: Vec<f64> = self
             .maps
             .iter()
-            .filter_map(|m| m.per_entry_one_cpu(self.cpus))
+            .filter_map(|m| self.per_flow_one_cpu(m))
             .collect();
         (!shares.is_empty()).then(|| shares.iter().sum())
     }
 
-    /// Bytes for `flows` flows: an entry of every flow map per flow, at
-    /// what an entry takes now.
+    /// Bytes for `flows` flows: every flow map sized for them, at what it
+    /// takes per flow now.
     fn for_flows(&self, flows: u64) -> f64 {
-        self.maps.iter().map(FlowMap::per_entry).sum::<f64>() * flows as f64
+        self.maps.iter().map(|m| self.per_flow(m)).sum::<f64>() * flows as f64
     }
 
     fn total(&self) -> u64 {
@@ -840,11 +853,13 @@ fn report(
             "flow-table memory: every map of the flows dimension's data plane (its program \
              and the programs sharing its maps) whose name starts with {FLOW_MAP_PREFIX}, with \
              the kernel's memlock for it (/proc/self/fdinfo) once every flow was established, \
-             divided by its max_entries: the bytes an entry takes, one entry taken as one \
-             flow. A per-CPU map type (on each CPU's hot path) holds a value per possible CPU \
-             ({} here) and its memlock covers them all, so one CPU's path is that divided by \
-             the CPUs; a map of any other type is shared by all CPUs. {} flows take an entry \
-             of every flow map each, at today's bytes per entry.",
+             divided by the {} flows the data plane is sized for (its flow_entries; a map's \
+             max_entries may count buckets of several flows). The shared table (named \
+             *SHARED) serves all CPUs; the other flow maps are on each CPU's hot path, and \
+             one CPU's path is their bytes per flow added up, a per-CPU map type's divided by \
+             the {} possible CPUs (its memlock covers a value for each). {} flows take every \
+             flow map sized for them, at today's bytes per flow.",
+            grouped(memory.flows),
             memory.cpus,
             grouped_u64(GOAL_FLOWS)
         ),
@@ -999,7 +1014,7 @@ fn flows_goal(goals: &mut Goals, rows: &[Row], memory: &FlowMemory) {
              the other CPUs, so most hits miss the caches and the TLB",
             grouped(last.size),
             memory.total() as f64 / 1e6,
-            grouped(FLOW_TABLE),
+            grouped(memory.flows),
             cache_size(2),
             cache_size(3)
         ));
@@ -1014,7 +1029,7 @@ fn memory_goals(goals: &mut Goals, memory: &FlowMemory) {
         "flow-table memory per flow, one CPU's path",
         match one_cpu {
             Some(bytes) => format!("{bytes:.1} bytes"),
-            None => "no per-CPU flow map".into(),
+            None => "no flow map but the shared one".into(),
         },
         format!("<= {GOAL_BYTES_PER_FLOW} bytes"),
         one_cpu.is_some_and(|bytes| bytes <= GOAL_BYTES_PER_FLOW),
@@ -1039,12 +1054,14 @@ fn memory_table(memory: &FlowMemory) -> Table {
                 format!("{:?}", m.kind),
                 grouped(m.max_entries),
                 grouped_u64(m.memlock),
-                format!("{:.1}", m.per_entry()),
-                match m.per_cpu() {
-                    true => format!("per CPU (values for {} CPUs)", memory.cpus),
-                    false => "shared by all CPUs".into(),
+                format!("{:.1}", memory.per_flow(m)),
+                match (m.shared(), m.per_cpu()) {
+                    (true, _) => "shared by all CPUs".to_string(),
+                    (false, true) => format!("hot path (values for {} CPUs)", memory.cpus),
+                    (false, false) => "hot path".to_string(),
                 },
-                m.per_entry_one_cpu(memory.cpus)
+                memory
+                    .per_flow_one_cpu(m)
                     .map_or("-".into(), |b| format!("{b:.1}")),
             ]
         })
@@ -1055,9 +1072,9 @@ fn memory_table(memory: &FlowMemory) -> Table {
             "type",
             "max_entries",
             "memlock bytes",
-            "bytes/entry",
+            "bytes/flow",
             "path",
-            "bytes/entry, one CPU",
+            "bytes/flow, one CPU",
         ],
         right: vec![false, false, true, true, true, false, true],
         rows,
@@ -1074,14 +1091,16 @@ fn memory_json(memory: &FlowMemory) -> serde_json::Value {
                 "type": format!("{:?}", m.kind),
                 "max_entries": m.max_entries,
                 "memlock_bytes": m.memlock,
-                "bytes_per_entry": m.per_entry(),
-                "per_cpu": m.per_cpu(),
-                "bytes_per_entry_one_cpu": m.per_entry_one_cpu(memory.cpus),
+                "bytes_per_flow": memory.per_flow(m),
+                "per_cpu_type": m.per_cpu(),
+                "shared": m.shared(),
+                "bytes_per_flow_one_cpu": memory.per_flow_one_cpu(m),
             })
         })
         .collect();
     json!({
         "possible_cpus": memory.cpus,
+        "flows_sized_for": memory.flows,
         "maps": maps,
         "bytes_per_flow_one_cpu": memory.one_cpu_per_flow(),
         "flows": GOAL_FLOWS,
