@@ -3,8 +3,8 @@
 
 /// A transport 5-tuple. Addresses are the packet's bytes as four native
 /// `u32` words (IPv4 in the first word, the rest zero); ports are in host
-/// byte order.
-#[repr(C)]
+/// byte order. Aligned to 8 bytes, so that it compares as five words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u32; 4],
@@ -64,12 +64,59 @@ pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     )
 }
 
+/// The Maglev slot (of a ring of `size`) for `hash`: a multiply and a
+/// shift (Lemire's fast range) where `hash % size` would be a division.
+#[inline(always)]
+pub const fn ring_slot(hash: u32, size: u32) -> u32 {
+    ((hash as u64 * size as u64) >> 32) as u32
+}
+
 /// The hash for source-IP affinity: only the (masked) source address, so
 /// every connection of one client lands on one backend.
 #[inline(always)]
 pub fn source_hash(masked_src: &[u32; 4], family: u8, seed: u32) -> u32 {
     let s = masked_src;
     hash_words(seed ^ 1, &[s[0], s[1], s[2], s[3], family as u32])
+}
+
+/// The keys of [`cache_bucket`]'s hash for hash seed `seed`
+/// (SplitMix64's outputs): secret with the seed, so that clients cannot
+/// aim their flows at one bucket.
+pub const fn cache_keys(seed: u32) -> [u32; 10] {
+    let mut keys = [0; 10];
+    let mut state = seed as u64;
+    let mut i = 0;
+    while i < keys.len() {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        keys[i] = (z ^ (z >> 31)) as u32;
+        i += 1;
+    }
+    keys
+}
+
+/// The flow cache's bucket (of `buckets`) for `key`: NH, UMAC's universal
+/// hash (five independent multiplies, cheaper in BPF than [`flow_hash`]'s
+/// chain of ten), folded and mixed once so that neighbouring ports spread,
+/// then scaled to the bucket count by a multiply.
+#[inline(always)]
+pub fn cache_bucket(key: &FlowKey, keys: &[u32; 10], buckets: u32) -> u32 {
+    let s = key.src;
+    let d = key.dst;
+    let ports = (key.sport as u32) << 16 | key.dport as u32;
+    let tail = (key.proto as u32) << 8 | key.family as u32;
+    let pair = |a: u32, b: u32, i: usize| {
+        a.wrapping_add(keys[i]) as u64 * b.wrapping_add(keys[i + 1]) as u64
+    };
+    let h = pair(s[0], s[1], 0)
+        .wrapping_add(pair(s[2], s[3], 2))
+        .wrapping_add(pair(d[0], d[1], 4))
+        .wrapping_add(pair(d[2], d[3], 6))
+        .wrapping_add(pair(ports, tail, 8));
+    let folded = ((h >> 32) as u32 ^ h as u32).wrapping_mul(PRIME_1);
+    ((folded ^ folded >> 15) as u64 * buckets as u64 >> 32) as u32
 }
 
 #[cfg(test)]
@@ -120,6 +167,21 @@ mod tests {
         }
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(*max as f64 / *min as f64 <= 1.15, "{counts:?}");
+    }
+
+    #[test]
+    fn cache_buckets_spread_ports_and_clients_evenly() {
+        let keys = cache_keys(0x5eed);
+        let buckets = 64u32;
+        let mut counts = [0u32; 64];
+        for port in 0..32_000u16 {
+            let mut k = key(port);
+            k.src[0] ^= (port as u32 % 7) << 24;
+            counts[cache_bucket(&k, &keys, buckets) as usize] += 1;
+        }
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*max as f64 / *min as f64 <= 1.25, "{counts:?}");
+        assert_ne!(cache_keys(1), cache_keys(2));
     }
 
     #[test]

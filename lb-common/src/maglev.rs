@@ -2,7 +2,7 @@
 //!
 //! [`build_table`] fills one lookup table per service: slot `i` holds a
 //! backend id and the XDP program sends a new flow to
-//! `table[flow_hash % M]`. Every backend walks its own permutation of the
+//! `table[ring_slot(flow_hash, M)]`. Every backend walks its own permutation of the
 //! slots, derived only from its address and port, and takes the next free
 //! slot on it whenever its turn comes. Removing a backend therefore moves
 //! its own slots and few others, and directors with the same configuration

@@ -81,20 +81,38 @@ pub struct HealthPath {
     pub _pad: [u8; 2],
 }
 
-/// Per-CPU array of `u64`, indexed by [`crate::stats::Counter`].
+/// Per-CPU array of one record: a `u64` per [`crate::stats::Counter`], by
+/// its index, so that a packet's counting costs one map lookup.
 pub const MAP_STATS: &str = "XLB_STATS";
 /// Hash: [`ServiceKey`] -> [`Service`].
 pub const MAP_SERVICES: &str = "XLB_SERVICES";
 /// Array: backend id -> [`Backend`]. Id 0 is never used.
 pub const MAP_BACKENDS: &str = "XLB_BACKENDS";
-/// Array of backend ids: `ring slot * RING_SIZE + hash % RING_SIZE`.
+/// Array of [`RingPair`]s: backend ids, slot `i` of the rings at element
+/// `i / 2`, half `i % 2`; ring `r`'s slot for hash `h` is
+/// `r * RING_SIZE + (h * RING_SIZE) >> 32`. Packed two to an element:
+/// the kernel rounds an array's values up to 8 bytes.
 pub const MAP_RINGS: &str = "XLB_RINGS";
-/// Per-CPU LRU hash: [`crate::flow::FlowKey`] -> [`Flow`].
-pub const MAP_FLOWS: &str = "XLB_FLOWS";
-/// LRU hash: [`crate::flow::FlowKey`] -> [`Flow`], shared by all CPUs: a
-/// flow's packet that reaches a CPU whose own table lacks the flow (RSS
-/// changed, or a virtual NIC) finds its backend here, so a ring change does
-/// not move it.
+/// Array of [`FlowBucket`]: each CPU's own flow table, a set-associative
+/// cache of [`FLOW_WAYS`] ways per bucket. CPU `c` owns the buckets
+/// `c * FLOW_BUCKETS .. (c + 1) * FLOW_BUCKETS` ([`GLOBAL_FLOW_BUCKETS`]);
+/// a flow's bucket there is [`crate::flow::cache_bucket`]. Only that CPU
+/// writes them, but for a SYN that reuses a port, which clears the flow
+/// from every CPU's bucket.
+pub const MAP_FLOW_CACHE: &str = "XLB_FLOW_CACHE";
+/// Global set at load time: buckets per CPU in [`MAP_FLOW_CACHE`].
+pub const GLOBAL_FLOW_BUCKETS: &str = "FLOW_BUCKETS";
+/// Global set at load time: the possible CPUs, which own a region of
+/// [`MAP_FLOW_CACHE`] each.
+pub const GLOBAL_CPUS: &str = "CPUS";
+pub const FLOW_WAYS: usize = 4;
+/// LRU hash: [`crate::flow::FlowKey`] -> [`Flow`], shared by all CPUs and
+/// written lazily: a flow enters it when its handshake completes (or, for
+/// UDP and other flows, on its first refresh) and when its marks change,
+/// never on a SYN, so a flood of new flows does not churn it. A flow's
+/// packet that reaches a CPU whose own cache lacks the flow (RSS changed,
+/// or a virtual NIC) finds its backend here, so a ring change does not
+/// move it; the agent lists and counts connections from it.
 pub const MAP_FLOWS_SHARED: &str = "XLB_FLOWS_SHARED";
 /// LRU hash: [`AffinityKey`] -> [`Affinity`], shared by all CPUs.
 pub const MAP_AFFINITY: &str = "XLB_AFFINITY";
@@ -130,9 +148,18 @@ pub const fn addr_filter_bit(addr: &[u32; 4]) -> u32 {
         >> (32 - ADDR_FILTER_BITS_LOG2)
 }
 
-/// Hash: ifindex -> [`Iface`] for every interface the program is attached
-/// to: the program balances only frames addressed to that interface's MAC.
+/// Array of [`IFACE_SLOTS`] [`Iface`]s, at [`iface_slot`] of each
+/// interface the program is attached to: the program balances only frames
+/// addressed to that interface's MAC. (An array, not a hash: the lookup is
+/// inlined.)
 pub const MAP_IFACES: &str = "XLB_IFACES";
+pub const IFACE_SLOTS: u32 = 1024;
+
+/// Where interface `ifindex` sits in [`MAP_IFACES`].
+#[inline(always)]
+pub const fn iface_slot(ifindex: u32) -> u32 {
+    ifindex % IFACE_SLOTS
+}
 /// Hash: an outer source address ([`VipKey`]) -> `u8` 1: the directors
 /// `xlb_decap` accepts IP-in-IP from; anything else passes untouched.
 pub const MAP_DECAP_SOURCES: &str = "XLB_DECAP_SOURCES";
@@ -152,7 +179,8 @@ pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// Default Maglev ring size: 65537 slots of 4 bytes, 256 KiB per ring.
+/// Default Maglev ring size: 65537 slots of 4 bytes, 256 KiB per ring
+/// (two slots per 8-byte array element).
 pub const DEFAULT_RING_SIZE: u32 = 65537;
 /// Default capacity: services (each has two rings, for flipping).
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
@@ -237,10 +265,18 @@ pub struct Backend {
     /// Changes whenever the id is given to another backend, so that flow and
     /// affinity entries made for the old one stop matching.
     pub generation: u32,
-    /// The id of the service this entry belongs to, for an agent that
-    /// restarts and adopts the maps.
+    /// The id of the service this entry belongs to: its traffic counts
+    /// there, and an agent that restarts and adopts the maps reads it.
     pub service: u32,
+    /// The service's [`Mode`], so that a flow-table hit forwards without
+    /// looking the service up.
+    pub mode: u8,
+    pub _pad: u8,
+    pub _pad2: u16,
 }
+
+/// Two Maglev ring slots (backend ids) in one array element.
+pub type RingPair = [u32; 2];
 
 /// [`Flow::flags`]: the client sent a TCP FIN or RST; a SYN on the flow
 /// (the port reused) clears it.
@@ -264,6 +300,46 @@ pub struct Flow {
     pub last_seen_ns: u64,
 }
 
+/// One way of a [`FlowBucket`]: a flow, the backend its packets go to and
+/// its marks, 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedFlow {
+    /// `key.family == 0`: an empty way.
+    pub key: crate::flow::FlowKey,
+    pub backend: u32,
+    /// The backend's [`Backend::generation`] when the flow was made.
+    pub generation: u32,
+    /// [`FLOW_OPENING`], [`FLOW_CLOSING`] or 0.
+    pub flags: u32,
+    /// Low 32 bits of `jiffies` when `last_seen_ns` was last set: a hit
+    /// reads the (cheap) jiffies counter, and the clock only about once a
+    /// second, to refresh the entry and the shared one.
+    pub seen_jiffies: u32,
+    /// Monotonic nanoseconds of the last refresh or change of marks.
+    pub last_seen_ns: u64,
+}
+
+/// A bucket of one CPU's flow cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBucket {
+    pub ways: [CachedFlow; FLOW_WAYS],
+}
+
+/// Buckets per CPU for a flow table of `flow_entries` on `cpus` CPUs: the
+/// CPUs' caches hold `flow_entries` flows together (a flow lives on the
+/// CPU its packets arrive on), and each at least 4096.
+pub const fn flow_buckets(flow_entries: u32, cpus: u32) -> u32 {
+    let cpus = if cpus == 0 { 1 } else { cpus };
+    let per_cpu = flow_entries.div_ceil(cpus).div_ceil(FLOW_WAYS as u32);
+    if per_cpu < 1024 {
+        1024
+    } else {
+        per_cpu
+    }
+}
+
 /// An interface the program is attached to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -272,6 +348,8 @@ pub struct Iface {
     /// frames sent back out of it.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// The interface's index; 0: a free slot.
+    pub ifindex: u32,
 }
 
 /// One CPU's count of events in a one-second window, for rate limits.
@@ -397,6 +475,8 @@ pub struct Settings {
     /// ICMP messages per second one CPU sends; past it they are dropped.
     pub icmp_per_cpu: u32,
     pub _pad: u32,
+    /// Keys of the flow cache's bucket hash, from [`crate::flow::cache_keys`].
+    pub cache_keys: [u32; 10],
 }
 
 #[cfg(feature = "user")]
@@ -419,6 +499,8 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for CachedFlow {}
+    unsafe impl aya::Pod for FlowBucket {}
     unsafe impl aya::Pod for RateWindow {}
 }
 
@@ -444,7 +526,9 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 32);
-        assert_eq!(size_of::<Backend>(), 44);
+        assert_eq!(size_of::<Backend>(), 48);
+        assert_eq!(size_of::<CachedFlow>(), 64);
+        assert_eq!(size_of::<FlowBucket>(), 64 * FLOW_WAYS);
         assert_eq!(size_of::<crate::flow::FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<AffinityKey>(), 24);
@@ -452,8 +536,8 @@ mod tests {
         assert_eq!(size_of::<NatKey>(), 20);
         assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<VipKey>(), 20);
-        assert_eq!(size_of::<Settings>(), 64);
-        assert_eq!(size_of::<Iface>(), 8);
+        assert_eq!(size_of::<Settings>(), 104);
+        assert_eq!(size_of::<Iface>(), 12);
         assert_eq!(size_of::<RateWindow>(), 16);
     }
 }

@@ -17,10 +17,16 @@ pub enum Counter {
     OtherEthertype,
     Ipv4,
     Ipv6,
-    /// IPv4 with options or IPv6 with extension headers that were skipped.
+    /// IPv4 with options or IPv6 with extension headers that were skipped
+    /// (counted for parsed frames: see [`Counter::Tcp`]).
     IpOptions,
-    /// Non-first IP fragments: no transport header to parse.
+    /// Non-first IP fragments: no transport header to parse (parsed
+    /// frames only).
     Fragment,
+    /// The transport counters (TCP to other). A frame the address filter
+    /// passes before parsing (nothing in it concerns a service) counts by
+    /// its IP protocol field alone: a fragment under its protocol, an IPv6
+    /// extension header as other.
     Tcp,
     Udp,
     Icmp,

@@ -1,19 +1,20 @@
-//! The load balancer's flow for an IP packet: a VIP's service, a backend
-//! for the flow, then the service's forwarding mode (direct routing here,
+//! The load balancer's flow for an IP packet: this CPU's cached flow, or
+//! else a VIP's service and a backend for the flow; then the forwarding
+//! mode (direct routing here,
 //! the others by tail call to a forwarder).
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     flow::FlowKey,
     maps::{
-        Mode, Service, VipKey, FAMILY_V4, FAMILY_V6, JUMP_IPIP_V4, JUMP_IPIP_V6, JUMP_NAT_REPLY_V4,
+        Mode, VipKey, FAMILY_V4, FAMILY_V6, JUMP_IPIP_V4, JUMP_IPIP_V6, JUMP_NAT_REPLY_V4,
         JUMP_NAT_REPLY_V6, JUMP_NAT_V4, JUMP_NAT_V6, VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
     },
     stats::Counter,
 };
 
 use crate::{
-    csum, icmp,
+    cache, csum, filter, icmp,
     maps::{HANDOFF, SETTINGS, VIPS},
     output,
     parse::{ptr_at, Packet, L4},
@@ -60,22 +61,9 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         L4::Icmp | L4::Icmpv6 => return icmp_error::<V6>(ctx, pkt),
         _ => return None,
     };
-    // The exact service first: one lookup on the hot path. The VIP set is
-    // consulted only when that misses.
-    let service = match select::service(&pkt.dst, pkt.dport, pkt.proto, family) {
-        Some(service) => service,
-        None => match unsafe { VIPS.get(&vip) } {
-            Some(flags) if flags & any_port != 0 => {
-                select::service(&pkt.dst, 0, pkt.proto, family)?
-            }
-            Some(_) => return None,
-            None => return nat_reply::<V6>(pkt),
-        },
-    };
-    if !V6 && service.mode == Mode::Nat as u8 && !v4_header_ok(ctx, pkt) {
-        // The kernel would drop it; a rewrite would launder the checksum.
-        stats::inc(Counter::DropBadChecksum);
-        return Some(xdp_action::XDP_DROP);
+    // A destination the address filter leaves unmarked is no VIP.
+    if !filter::marked(&pkt.dst) {
+        return nat_reply::<V6>(pkt);
     }
     let key = FlowKey {
         src: pkt.src,
@@ -87,25 +75,67 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
         _pad: [0; 2],
     };
     let signal = TcpSignal::of(pkt.tcp_flags);
-    let Some(chosen) = select::choose(service, &key, signal, true) else {
+    let index = cache::index(&key, SETTINGS.get(0)?);
+    let probed = signal != TcpSignal::Opening;
+    if probed {
+        if let Some(action) = fast_path::<V6>(ctx, pkt, &key, index, signal) {
+            return Some(action);
+        }
+    }
+    // The exact service first, the VIP set only when that misses.
+    let service = match select::service(&pkt.dst, pkt.dport, pkt.proto, family) {
+        Some(service) => service,
+        None => match unsafe { VIPS.get(&vip) } {
+            Some(flags) if flags & any_port != 0 => {
+                select::service(&pkt.dst, 0, pkt.proto, family)?
+            }
+            Some(_) => return None,
+            None => return nat_reply::<V6>(pkt),
+        },
+    };
+    if !V6 && service.mode == Mode::Nat as u8 && !v4_header_ok(ctx, pkt) {
+        return Some(bad_checksum());
+    }
+    let Some(chosen) = select::choose(service, &key, index, signal, true, probed) else {
         stats::inc(Counter::DropNoBackend);
         return Some(xdp_action::XDP_DROP);
     };
-    stats::account(service.id, chosen.id, pkt.ip_len as u64, chosen.new_flow);
-    forward::<V6>(ctx, pkt, service, &chosen)
+    forward::<V6>(ctx, pkt, &chosen)
 }
 
-/// Sends the packet on by the service's mode: direct routing here, the
-/// other modes through their forwarder.
+/// The fast path: a flow this CPU has cached, found before any service
+/// lookup (its backend's entry says how to forward). A SYN always takes
+/// the full path, which decides whether it starts a new connection.
 #[inline(always)]
-fn forward<const V6: bool>(
+fn fast_path<const V6: bool>(
     ctx: &XdpContext,
     pkt: &Packet,
-    service: &Service,
-    chosen: &Chosen,
+    key: &FlowKey,
+    index: u32,
+    signal: TcpSignal,
 ) -> Option<u32> {
+    let chosen = select::cached(key, index, signal)?;
+    if !V6 && chosen.backend.mode == Mode::Nat as u8 && !v4_header_ok(ctx, pkt) {
+        return Some(bad_checksum());
+    }
+    forward::<V6>(ctx, pkt, &chosen)
+}
+
+/// The kernel would drop it; a rewrite would launder the checksum.
+#[inline(always)]
+fn bad_checksum() -> u32 {
+    stats::inc(Counter::DropBadChecksum);
+    xdp_action::XDP_DROP
+}
+
+/// Counts the packet for its backend and service, and sends it on by the
+/// service's mode (from the backend's entry): direct routing here, the
+/// other modes through their forwarder.
+#[inline(always)]
+fn forward<const V6: bool>(ctx: &XdpContext, pkt: &Packet, chosen: &Chosen) -> Option<u32> {
     let b = chosen.backend;
-    let jump = match Mode::from_u8(service.mode)? {
+    stats::account(b.service, chosen.id, pkt.ip_len as u64, chosen.new_flow);
+    let jump = match Mode::from_u8(b.mode)? {
         // A MAC rewrite needs no handoff.
         Mode::Dr => return Some(output::send(ctx, b.mac, b.src_mac, b.ifindex)),
         Mode::Ipip if V6 => JUMP_IPIP_V6,
@@ -159,9 +189,9 @@ fn icmp_error<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     if service.mode == Mode::Nat as u8 {
         return None;
     }
-    let chosen = select::choose(&service, &key, TcpSignal::None, false)?;
-    stats::account(service.id, chosen.id, pkt.ip_len as u64, false);
-    forward::<V6>(ctx, pkt, service, &chosen)
+    let index = cache::index(&key, SETTINGS.get(0)?);
+    let chosen = select::choose(service, &key, index, TcpSignal::None, false, false)?;
+    forward::<V6>(ctx, pkt, &chosen)
 }
 
 #[inline(always)]

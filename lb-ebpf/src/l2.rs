@@ -2,6 +2,7 @@
 //! start moves for encapsulation, decapsulation or an ICMP reply.
 
 use aya_ebpf::programs::XdpContext;
+use lb_common::maps::iface_slot;
 
 use crate::{
     maps::IFACES,
@@ -12,7 +13,10 @@ use crate::{
 #[inline(always)]
 pub fn own_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    unsafe { IFACES.get(&ingress) }.map(|iface| iface.mac)
+    IFACES
+        .get(iface_slot(ingress))
+        .filter(|iface| iface.ifindex == ingress)
+        .map(|iface| iface.mac)
 }
 
 /// Whether the frame is addressed to the ingress interface's own MAC: not

@@ -6,6 +6,7 @@
 
 mod balancer;
 mod bench;
+mod cache;
 mod consts;
 mod csum;
 mod decap;
@@ -33,15 +34,33 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::{debug, trace};
-use lb_common::stats::Counter;
+use lb_common::{
+    maps::{
+        JUMP_IPIP_V4, JUMP_IPIP_V6, JUMP_NAT_REPLY_V4, JUMP_NAT_REPLY_V6, JUMP_NAT_V4, JUMP_NAT_V6,
+    },
+    stats::Counter,
+};
 
 use parse::{Packet, ParseError, L3, L4};
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    stats::inc(Counter::RxPackets);
-    stats::add(Counter::RxBytes, len);
+    if let Some(mut record) = stats::record() {
+        record.inc(Counter::RxPackets);
+        record.add(Counter::RxBytes, len);
+        // Most of a director's own traffic: passed before any parsing.
+        if let Some((family, proto)) = filter::unconcerned(&ctx) {
+            record.inc(if family == 4 {
+                Counter::Ipv4
+            } else {
+                Counter::Ipv6
+            });
+            record.inc(stats::protocol(proto));
+            record.inc(Counter::Pass);
+            return xdp_action::XDP_PASS;
+        }
+    }
 
     let mut slot = MaybeUninit::uninit();
     let packet = Packet::init(&mut slot);
@@ -76,8 +95,19 @@ pub fn xlb(ctx: XdpContext) -> u32 {
         }
     };
     if action >= balancer::JUMP_VERDICT {
-        // Returns only if the forwarder is missing.
-        unsafe { maps::JUMPS.tail_call(&ctx, action - balancer::JUMP_VERDICT) };
+        // Each forwarder by a constant index, which the kernel turns into a
+        // direct jump. Returns only if the forwarder is missing.
+        unsafe {
+            match action - balancer::JUMP_VERDICT {
+                JUMP_IPIP_V4 => maps::JUMPS.tail_call(&ctx, JUMP_IPIP_V4),
+                JUMP_IPIP_V6 => maps::JUMPS.tail_call(&ctx, JUMP_IPIP_V6),
+                JUMP_NAT_V4 => maps::JUMPS.tail_call(&ctx, JUMP_NAT_V4),
+                JUMP_NAT_V6 => maps::JUMPS.tail_call(&ctx, JUMP_NAT_V6),
+                JUMP_NAT_REPLY_V4 => maps::JUMPS.tail_call(&ctx, JUMP_NAT_REPLY_V4),
+                JUMP_NAT_REPLY_V6 => maps::JUMPS.tail_call(&ctx, JUMP_NAT_REPLY_V6),
+                _ => {}
+            }
+        }
         return xdp_action::XDP_ABORTED;
     }
     if action == xdp_action::XDP_PASS {

@@ -4,16 +4,16 @@ use crate::parse::Packet;
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     Global,
 };
 use lb_common::{
     flow::FlowKey,
     maps::{
-        Affinity, AffinityKey, Backend, Flow, HealthPath, Iface, NatKey, NatTarget, RateWindow,
-        Service, ServiceKey, Settings, TrafficStats, VipKey, ADDR_FILTER_WORDS,
+        Affinity, AffinityKey, Backend, Flow, FlowBucket, HealthPath, Iface, NatKey, NatTarget, RateWindow,
+        RingPair, Service, ServiceKey, Settings, TrafficStats, VipKey, ADDR_FILTER_WORDS,
         DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
-        DEFAULT_RING_SIZE, HEALTH_MAX_PATHS, RATE_SLOTS,
+        DEFAULT_RING_SIZE, HEALTH_MAX_PATHS, IFACE_SLOTS, RATE_SLOTS,
     },
     stats::Counter,
 };
@@ -22,9 +22,18 @@ use lb_common::{
 #[no_mangle]
 pub static RING_SIZE: Global<u32> = Global::new(DEFAULT_RING_SIZE);
 
-/// Global counters, one per [`lb_common::stats::Counter`].
+/// Buckets per CPU in `FLOW_CACHE`; set by the loader.
+#[no_mangle]
+pub static FLOW_BUCKETS: Global<u32> = Global::new(1024);
+
+/// Possible CPUs; set by the loader.
+#[no_mangle]
+pub static CPUS: Global<u32> = Global::new(1);
+
+/// The global counters, one record per CPU: a `u64` per
+/// [`lb_common::stats::Counter`].
 #[map(name = "XLB_STATS")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+pub static STATS: PerCpuArray<[u64; Counter::COUNT as usize]> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "XLB_SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, Service> =
@@ -34,14 +43,15 @@ pub static SERVICES: HashMap<ServiceKey, Service> =
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
 /// Two rings per service, so the agent can fill one while packets read the
-/// other. Memory-mapped by the agent, which writes a ring in one pass.
+/// other, two slots to an element. Memory-mapped by the agent, which
+/// writes a ring in one pass.
 #[map(name = "XLB_RINGS")]
-pub static RINGS: Array<u32> =
-    Array::with_max_entries(DEFAULT_MAX_SERVICES * 2 * DEFAULT_RING_SIZE, BPF_F_MMAPABLE);
+pub static RINGS: Array<RingPair> =
+    Array::with_max_entries(DEFAULT_MAX_SERVICES * DEFAULT_RING_SIZE, BPF_F_MMAPABLE);
 
-#[map(name = "XLB_FLOWS")]
-pub static FLOWS: LruPerCpuHashMap<FlowKey, Flow> =
-    LruPerCpuHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+/// Every CPU's flow cache: see [`crate::cache`].
+#[map(name = "XLB_FLOW_CACHE")]
+pub static FLOW_CACHE: Array<FlowBucket> = Array::with_max_entries(1024, 0);
 
 /// Where a flow's packet on another CPU than its first finds its backend.
 #[map(name = "XLB_FLOWS_SHARED")]
@@ -78,7 +88,7 @@ pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 
 
 /// The interfaces the program is attached to, by ifindex.
 #[map(name = "XLB_IFACES")]
-pub static IFACES: HashMap<u32, Iface> = HashMap::with_max_entries(64, 0);
+pub static IFACES: Array<Iface> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 #[map(name = "XLB_DECAP_SOURCES")]
 pub static DECAP_SOURCES: HashMap<VipKey, u8> = HashMap::with_max_entries(256, 0);

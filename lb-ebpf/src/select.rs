@@ -1,26 +1,25 @@
-//! Service lookup and backend selection: this CPU's flow table, then the
-//! shared one, then source affinity, then the service's Maglev ring.
+//! Service lookup and backend selection: this CPU's flow cache, then the
+//! shared flow table, then source affinity, then the service's Maglev ring.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
-    flow::{flow_hash, source_hash, FlowKey},
+    flow::{flow_hash, ring_slot, source_hash, FlowKey},
     maps::{
-        Affinity, AffinityKey, Backend, Flow, Service, ServiceKey, Settings, BACKEND_DRAIN,
-        FLOW_CLOSING, FLOW_OPENING, NO_BACKEND, PROTO_TCP, PROTO_UDP, RATE_NEW_FLOWS,
-        SERVICE_AFFINITY,
+        Affinity, AffinityKey, Backend, CachedFlow, Flow, Service, ServiceKey, Settings,
+        BACKEND_DRAIN, FLOW_CLOSING, FLOW_OPENING, NO_BACKEND, PROTO_TCP, PROTO_UDP,
+        RATE_NEW_FLOWS, SERVICE_AFFINITY,
     },
     stats::Counter,
 };
 
 use crate::{
+    cache,
     consts::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    maps::{AFFINITY, BACKENDS, FLOWS, FLOWS_SHARED, RINGS, RING_SIZE, SERVICES, SETTINGS},
+    maps::{AFFINITY, BACKENDS, FLOWS_SHARED, RINGS, RING_SIZE, SERVICES, SETTINGS},
     rate, stats,
 };
 
 const NS_PER_S: u64 = 1_000_000_000;
-/// Flow entries refresh their last-seen time at most this often.
-const REFRESH_NS: u64 = NS_PER_S;
 
 /// The service for exactly `dst:port/proto` (port 0: the any-port service).
 #[inline(always)]
@@ -115,30 +114,32 @@ fn backend(id: u32, generation: u32) -> Option<&'static Backend> {
     (backend.family != 0 && backend.generation == generation).then_some(backend)
 }
 
-/// The backend of a flow-table entry, if the entry still holds: same
-/// service, backend unchanged, and (UDP) not idle past the timeout.
+/// The backend of a shared flow-table entry, if the entry still holds:
+/// same service, backend unchanged, and (UDP) not idle past the timeout.
 #[inline(always)]
 fn live(flow: &Flow, service: &Service, key: &FlowKey, now: u64) -> Option<&'static Backend> {
-    let udp_expired =
-        key.proto == PROTO_UDP && now.saturating_sub(flow.last_seen_ns) > udp_timeout_ns();
-    if udp_expired || flow.service != service.id {
+    if expired(key, flow.last_seen_ns, now) || flow.service != service.id {
         return None;
     }
     backend(flow.backend, flow.generation)
 }
 
-/// Applies `signal` to a flow entry's marks; a change also sets the
-/// last-seen time, so that the agent knows since when a flow is opening
-/// or closing. Returns whether the marks changed.
+/// A UDP flow idle past the timeout: the next datagram is a new flow.
 #[inline(always)]
-fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) -> bool {
+fn expired(key: &FlowKey, last_seen_ns: u64, now: u64) -> bool {
+    key.proto == PROTO_UDP && now.saturating_sub(last_seen_ns) > udp_timeout_ns()
+}
+
+/// Applies `signal` to a shared entry's marks; a change also sets the
+/// last-seen time, so that the agent knows since when a flow is opening
+/// or closing.
+#[inline(always)]
+fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) {
     let flags = signal.apply(flow.flags);
-    let changed = flags != flow.flags;
-    if changed {
+    if flags != flow.flags {
         flow.flags = flags;
         flow.last_seen_ns = now;
     }
-    changed
 }
 
 /// How long a SYN that finds a half-open flow counts as a retransmission
@@ -146,27 +147,122 @@ fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) -> bool {
 /// SYN that finds a flow reuses the port for a new connection.
 const SYN_RETRY_NS: u64 = 60 * NS_PER_S;
 
-/// Picks the backend for `key` of `service`. With `record`, a new choice
-/// is remembered in the flow table (and the affinity table); ICMP errors
-/// look up without recording. `signal` sets or clears the flow's marks,
-/// writing the flow tables only where that changes them.
+/// A cached flow's last-seen time is refreshed, and the clock read, once
+/// this many jiffies have passed (at most a second at any HZ).
+const REFRESH_JIFFIES: u32 = 100;
+
+/// The fast path: a segment other than a SYN of a flow in this CPU's
+/// cache, whose backend is still the one it was made with. Reads the
+/// clock and touches the shared table only on a FIN or RST, when the
+/// flow's marks change, or about once a second, to refresh (and so lazily
+/// write) its shared entry. `None`: a miss, for [`choose`].
+#[inline(always)]
+pub fn cached(key: &FlowKey, index: u32, signal: TcpSignal) -> Option<Chosen> {
+    let way = cache::find(key, index)?;
+    let backend = backend(way.backend, way.generation)?;
+    let jiffies = cache::jiffies();
+    let flags = signal.apply(way.flags);
+    let changed = flags != way.flags;
+    let refresh = jiffies.wrapping_sub(way.seen_jiffies) >= REFRESH_JIFFIES;
+    if changed || refresh || signal.is_control() {
+        let now = unsafe { bpf_ktime_get_coarse_ns() };
+        if expired(key, way.last_seen_ns, now) {
+            return None;
+        }
+        if changed || refresh {
+            way.flags = flags;
+            way.seen_jiffies = jiffies;
+            way.last_seen_ns = now;
+        }
+        share(key, way, signal, now, refresh);
+    }
+    stats::inc(Counter::FlowHit);
+    Some(Chosen {
+        id: way.backend,
+        backend,
+        new_flow: false,
+    })
+}
+
+/// Writes a cached flow's state to the shared table, where the agent
+/// counts it and a packet of the flow on another CPU finds its backend:
+/// `signal`'s marks, and with `refresh` the last-seen time `now`. A flow
+/// the table lacks (new, evicted, or pruned by the agent) goes in.
+#[inline(always)]
+fn share(key: &FlowKey, way: &CachedFlow, signal: TcpSignal, now: u64, refresh: bool) {
+    if let Some(shared) = FLOWS_SHARED.get_ptr_mut(key) {
+        let shared = unsafe { &mut *shared };
+        if shared.backend == way.backend && shared.generation == way.generation {
+            mark(shared, signal, now);
+            if refresh {
+                shared.last_seen_ns = now;
+            }
+            return;
+        }
+    }
+    let Some(service) = BACKENDS.get(way.backend).map(|b| b.service) else {
+        return;
+    };
+    let flow = Flow {
+        backend: way.backend,
+        generation: way.generation,
+        service,
+        flags: way.flags,
+        last_seen_ns: way.last_seen_ns,
+    };
+    // A full LRU evicts its oldest entry; insert fails only on a bad map.
+    let _ = FLOWS_SHARED.insert(key, &flow, 0);
+}
+
+/// Picks the backend for `key` of `service` when the fast path missed (or
+/// was not tried: a SYN, an ICMP error, `probed` false). With `record`, a
+/// new choice is remembered in this CPU's cache (and the affinity table);
+/// ICMP errors look up without recording. `signal` sets or clears the
+/// flow's marks.
 ///
 /// A SYN is a new connection, scheduled by the current ring, unless it
 /// retransmits the handshake of the flow it finds: so a drained or
 /// replaced backend gets no connection through a reused client port.
 #[inline(always)]
-pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool) -> Option<Chosen> {
-    // Coarse (a tick or so) is plenty for 1 s refreshes and 30 s timeouts.
+pub fn choose(
+    service: &Service,
+    key: &FlowKey,
+    index: u32,
+    signal: TcpSignal,
+    record: bool,
+    probed: bool,
+) -> Option<Chosen> {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let jiffies = cache::jiffies();
     let syn = signal == TcpSignal::Opening;
     let mut reused = false;
     if syn {
-        // The shared entry decides: this CPU's copy may be older.
-        if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
-            let flow = unsafe { &mut *flow };
-            if let Some(backend) = retransmitted(flow, service, key, now) {
+        // This CPU's entry, else the shared one, decides.
+        if let Some(way) = cache::find(key, index) {
+            let opening = way.flags & FLOW_OPENING != 0;
+            if let Some(backend) = retransmitted(opening, way.last_seen_ns, now)
+                .then(|| backend(way.backend, way.generation))
+                .flatten()
+                .filter(|b| b.flags & BACKEND_DRAIN == 0)
+            {
+                stats::inc(Counter::FlowHit);
+                return Some(Chosen {
+                    id: way.backend,
+                    backend,
+                    new_flow: false,
+                });
+            }
+            reused = true;
+        } else if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
+            let flow = unsafe { &*flow };
+            if let Some(backend) =
+                retransmitted(flow.flags & FLOW_OPENING != 0, flow.last_seen_ns, now)
+                    .then(|| live(flow, service, key, now))
+                    .flatten()
+                    .filter(|b| b.flags & BACKEND_DRAIN == 0)
+            {
                 if record {
-                    let _ = FLOWS.insert(key, &*flow, 0);
+                    adopt(key, index, flow, jiffies);
                 }
                 stats::inc(Counter::FlowHit);
                 return Some(Chosen {
@@ -177,8 +273,28 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
             }
             reused = true;
         }
-    } else if let Some(chosen) = hit(service, key, signal, record, now) {
-        return Some(chosen);
+    } else {
+        if !probed {
+            if let Some(chosen) = cached(key, index, signal) {
+                return Some(chosen);
+            }
+        }
+        // Not in this CPU's cache: the flow may have started on another CPU.
+        if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
+            let flow = unsafe { &mut *flow };
+            if let Some(backend) = live(flow, service, key, now) {
+                if record {
+                    mark(flow, signal, now);
+                    adopt(key, index, flow, jiffies);
+                }
+                stats::inc(Counter::FlowHit);
+                return Some(Chosen {
+                    id: flow.backend,
+                    backend,
+                    new_flow: false,
+                });
+            }
+        }
     }
     stats::inc(Counter::FlowMiss);
 
@@ -197,29 +313,35 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
     };
     let backend = BACKENDS.get(id).filter(|b| b.family != 0)?;
     let keep = record && keeps_state(signal, key, settings, now);
-    if syn {
-        // A new connection: every CPU's copy of an old flow on this port
-        // goes, so that all of them find the new entry, or (without one)
-        // the ring, as this SYN did.
-        let _ = FLOWS.remove(key);
-        if reused {
-            stats::inc(Counter::ResetFlow);
-            if !keep {
-                let _ = FLOWS_SHARED.remove(key);
-            }
-        }
+    if syn && reused {
+        // A new connection on a known flow's port: no CPU's entry, nor the
+        // shared one, may send its segments to the old backend.
+        stats::inc(Counter::ResetFlow);
+        cache::forget_everywhere(key, index);
+        let _ = FLOWS_SHARED.remove(key);
     }
     if keep {
-        let flow = Flow {
+        let entry = cache::Entry {
             backend: id,
             generation: backend.generation,
-            service: service.id,
             flags: signal.initial(),
+            seen_jiffies: jiffies,
             last_seen_ns: now,
         };
-        // A full LRU evicts its oldest entry; insert fails only on a bad map.
-        let _ = FLOWS.insert(key, &flow, 0);
-        let _ = FLOWS_SHARED.insert(key, &flow, 0);
+        cache::insert(key, index, &entry);
+        if !syn && key.proto == PROTO_TCP {
+            // A connection picked up mid-stream (evicted, or another
+            // director's before a failover) is shared at once: rare, and
+            // the one a ring change would otherwise move.
+            let flow = Flow {
+                backend: id,
+                generation: backend.generation,
+                service: service.id,
+                flags: entry.flags,
+                last_seen_ns: now,
+            };
+            let _ = FLOWS_SHARED.insert(key, &flow, 0);
+        }
         if let (None, Some(akey)) = (remembered, &affinity) {
             let entry = Affinity {
                 backend: id,
@@ -227,6 +349,11 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
                 last_seen_ns: now,
             };
             let _ = AFFINITY.insert(akey, &entry, 0);
+        }
+    } else if !syn {
+        // Whatever this CPU cached for the flow no longer holds.
+        if let Some(way) = cache::find(key, index) {
+            cache::clear(way);
         }
     }
     // A TCP segment other than a SYN belongs to a connection made
@@ -238,79 +365,25 @@ pub fn choose(service: &Service, key: &FlowKey, signal: TcpSignal, record: bool)
     })
 }
 
-/// A flow-table hit for a segment other than a SYN: this CPU's table,
-/// then the shared one.
+/// Caches a flow found in the shared table on this CPU.
 #[inline(always)]
-fn hit(
-    service: &Service,
-    key: &FlowKey,
-    signal: TcpSignal,
-    record: bool,
-    now: u64,
-) -> Option<Chosen> {
-    if let Some(flow) = FLOWS.get_ptr_mut(key) {
-        let flow = unsafe { &mut *flow };
-        if let Some(backend) = live(flow, service, key, now) {
-            // An established flow's segment costs a compare here: only a
-            // change of this CPU's marks, or a FIN or RST, touches the
-            // shared entry, where the agent counts.
-            if mark(flow, signal, now) || signal.is_control() {
-                match FLOWS_SHARED.get_ptr_mut(key) {
-                    Some(shared) => {
-                        mark(unsafe { &mut *shared }, signal, now);
-                    }
-                    // Evicted, or pruned by the agent: back in, to be counted.
-                    None => {
-                        let _ = FLOWS_SHARED.insert(key, &*flow, 0);
-                    }
-                }
-            }
-            if now.saturating_sub(flow.last_seen_ns) > REFRESH_NS {
-                flow.last_seen_ns = now;
-                // Keep the shared entry fresh too, for UDP timeouts, and
-                // its marks in step with this CPU's segments.
-                if let Some(shared) = FLOWS_SHARED.get_ptr_mut(key) {
-                    let shared = unsafe { &mut *shared };
-                    mark(shared, signal, now);
-                    shared.last_seen_ns = now;
-                }
-            }
-            stats::inc(Counter::FlowHit);
-            return Some(Chosen {
-                id: flow.backend,
-                backend,
-                new_flow: false,
-            });
-        }
-    }
-    // Not in this CPU's table: the flow may have started on another CPU.
-    let flow = unsafe { &mut *FLOWS_SHARED.get_ptr_mut(key)? };
-    let backend = live(flow, service, key, now)?;
-    mark(flow, signal, now);
-    if record {
-        let _ = FLOWS.insert(key, &*flow, 0);
-    }
-    stats::inc(Counter::FlowHit);
-    Some(Chosen {
-        id: flow.backend,
-        backend,
-        new_flow: false,
-    })
+fn adopt(key: &FlowKey, index: u32, flow: &Flow, jiffies: u32) {
+    let entry = cache::Entry {
+        backend: flow.backend,
+        generation: flow.generation,
+        flags: flow.flags,
+        seen_jiffies: jiffies,
+        last_seen_ns: flow.last_seen_ns,
+    };
+    cache::insert(key, index, &entry);
 }
 
-/// The backend of a half-open flow that a SYN retransmits the handshake
-/// of, while that backend still takes new flows.
+/// Whether a SYN that finds a flow opening since `last_seen_ns`
+/// retransmits its handshake (the backend, checked by the caller, must
+/// also still take new flows).
 #[inline(always)]
-fn retransmitted(
-    flow: &Flow,
-    service: &Service,
-    key: &FlowKey,
-    now: u64,
-) -> Option<&'static Backend> {
-    if flow.flags & FLOW_OPENING == 0 || now.saturating_sub(flow.last_seen_ns) > SYN_RETRY_NS {
-        return None;
-    }
-    live(flow, service, key, now).filter(|b| b.flags & BACKEND_DRAIN == 0)
+fn retransmitted(opening: bool, last_seen_ns: u64, now: u64) -> bool {
+    opening && now.saturating_sub(last_seen_ns) <= SYN_RETRY_NS
 }
 
 /// Whether a new flow is recorded: never for a RST or FIN that found no
@@ -338,10 +411,11 @@ fn udp_timeout_ns() -> u64 {
 #[inline(always)]
 fn from_ring(service: &Service, hash: u32) -> Option<u32> {
     let size = RING_SIZE.load();
-    let slot = service.ring.checked_mul(size)? + hash.checked_rem(size)?;
-    match RINGS.get(slot) {
-        Some(&id) if id != NO_BACKEND => Some(id),
-        _ => None,
+    let slot = service.ring.checked_mul(size)?.checked_add(ring_slot(hash, size))?;
+    let pair = RINGS.get(slot / 2)?;
+    match pair[(slot % 2) as usize] {
+        NO_BACKEND => None,
+        id => Some(id),
     }
 }
 

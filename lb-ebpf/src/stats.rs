@@ -1,11 +1,35 @@
-//! Per-CPU counters, read and summed by the agent.
+//! Per-CPU counters, read and summed by the agent: the global ones in one
+//! record per CPU ([`STATS`]), so a path that counts several things looks
+//! it up once ([`record`]), and traffic per service and backend.
 
 use lb_common::{maps::TrafficStats, stats::Counter};
 
 use crate::{
+    consts::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_VRRP},
     maps::{BACKEND_STATS, SERVICE_STATS, STATS},
     parse::{Packet, L3, L4},
 };
+
+/// This CPU's global counters.
+pub struct Record(&'static mut [u64; Counter::COUNT as usize]);
+
+impl Record {
+    #[inline(always)]
+    pub fn add(&mut self, counter: Counter, value: u64) {
+        // Per-CPU: no other writer while this program runs here.
+        self.0[counter.index() as usize] += value;
+    }
+
+    #[inline(always)]
+    pub fn inc(&mut self, counter: Counter) {
+        self.add(counter, 1)
+    }
+}
+
+#[inline(always)]
+pub fn record() -> Option<Record> {
+    STATS.get_ptr_mut(0).map(|r| Record(unsafe { &mut *r }))
+}
 
 /// Counts a forwarded packet of `bytes` for its service and backend.
 #[inline(always)]
@@ -25,9 +49,8 @@ pub fn account(service: u32, backend: u32, bytes: u64, new_flow: bool) {
 
 #[inline(always)]
 pub fn add(counter: Counter, value: u64) {
-    if let Some(slot) = STATS.get_ptr_mut(counter.index()) {
-        // Per-CPU slot: no other writer while this program runs here.
-        unsafe { *slot += value }
+    if let Some(mut record) = record() {
+        record.add(counter, value)
     }
 }
 
@@ -36,21 +59,25 @@ pub fn inc(counter: Counter) {
     add(counter, 1)
 }
 
+/// Counts what the parser found, in one lookup.
 #[inline(always)]
 pub fn count_packet(packet: &Packet) {
+    let Some(mut record) = record() else {
+        return;
+    };
     if packet.vlan_tagged {
-        inc(Counter::Vlan);
+        record.inc(Counter::Vlan);
     }
     match packet.l3 {
-        L3::Arp => return inc(Counter::Arp),
-        L3::Other => return inc(Counter::OtherEthertype),
-        L3::Ipv4 => inc(Counter::Ipv4),
-        L3::Ipv6 => inc(Counter::Ipv6),
+        L3::Arp => return record.inc(Counter::Arp),
+        L3::Other => return record.inc(Counter::OtherEthertype),
+        L3::Ipv4 => record.inc(Counter::Ipv4),
+        L3::Ipv6 => record.inc(Counter::Ipv6),
     }
     if packet.ip_options {
-        inc(Counter::IpOptions);
+        record.inc(Counter::IpOptions);
     }
-    inc(match packet.l4 {
+    record.inc(match packet.l4 {
         L4::Tcp => Counter::Tcp,
         L4::Udp => Counter::Udp,
         L4::Icmp => Counter::Icmp,
@@ -59,4 +86,17 @@ pub fn count_packet(packet: &Packet) {
         L4::Fragment => Counter::Fragment,
         L4::None | L4::Other => Counter::OtherProto,
     });
+}
+
+/// The counter of IP protocol `proto`, for a frame passed unparsed.
+#[inline(always)]
+pub fn protocol(proto: u8) -> Counter {
+    match proto {
+        IPPROTO_TCP => Counter::Tcp,
+        IPPROTO_UDP => Counter::Udp,
+        IPPROTO_ICMP => Counter::Icmp,
+        IPPROTO_ICMPV6 => Counter::Icmpv6,
+        IPPROTO_VRRP => Counter::Vrrp,
+        _ => Counter::OtherProto,
+    }
 }

@@ -12,7 +12,9 @@ use std::{
 
 use lb_common::{
     flow::FlowKey,
-    maps::{Mode, TrafficStats, FLOW_CLOSING, FLOW_OPENING, PROTO_TCP, PROTO_UDP},
+    maps::{
+        CachedFlow, Flow, Mode, TrafficStats, FLOW_CLOSING, FLOW_OPENING, PROTO_TCP, PROTO_UDP,
+    },
     stats::Counter::{self, *},
 };
 use nix::sched::{sched_getcpu, unshare, CloneFlags};
@@ -1704,15 +1706,27 @@ fn tcp_flow_key(client: IpAddr, vip: IpAddr, sport: u16) -> FlowKey {
 }
 
 /// Longer than a tick of the coarse clock the program stamps entries with,
-/// shorter than the 1 s between refreshes of an entry's last-seen time.
+/// shorter than the refresh of an entry's last-seen time (100 jiffies).
 const CLOCK_STEP: Duration = Duration::from_millis(50);
 
-/// A bare SYN makes a flow half-open (`FLOW_OPENING`), in this CPU's
-/// table and the shared one; the client's next segment without SYN clears
-/// it; a FIN or RST marks it closing; a SYN on a closing flow, its port
-/// reused, makes it half-open again. Each change stamps the time (the
-/// agent counts the flow inactive from then). Segments that change
-/// nothing write nothing, and every one is forwarded as before.
+/// Whether this CPU's cached entry and the shared one agree.
+fn agree(own: &CachedFlow, shared: &Flow) -> bool {
+    (own.backend, own.generation, own.flags, own.last_seen_ns)
+        == (
+            shared.backend,
+            shared.generation,
+            shared.flags,
+            shared.last_seen_ns,
+        )
+}
+
+/// A bare SYN makes a flow half-open (`FLOW_OPENING`) in this CPU's cache
+/// only; the client's next segment without SYN clears it and writes the
+/// flow to the shared table (lazily: a SYN flood never reaches it); a FIN
+/// or RST marks it closing; a SYN on a known flow, its port reused, starts
+/// a new connection and drops the shared entry. Each change stamps the
+/// time (the agent counts the flow inactive from then). Segments that
+/// change nothing write nothing, and every one is forwarded as before.
 #[test]
 fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     require_privileged!();
@@ -1722,14 +1736,14 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     let table = lab.dataplane.flow_table().expect("the shared flow table");
     let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
     let cpu = sched_getcpu().expect("sched_getcpu");
-    // The shared entry and this CPU's.
+    pin_to_cpu(cpu).expect("staying on one CPU");
+    // The shared entry, if any, and this CPU's.
     let entries = |lab: &Lab| {
-        let shared = table.get(&key).expect("the flow's shared entry");
         let own = lab
             .dataplane
             .cpu_flow(&key, cpu)
-            .expect("reading XLB_FLOWS");
-        (shared, own.expect("this CPU's entry"))
+            .expect("reading XLB_FLOW_CACHE");
+        (table.get(&key), own.expect("this CPU's entry"))
     };
     let client = || frame(CLIENT4, vip);
     let syn = client().tcp_syn(CLIENT_PORT, 80);
@@ -1738,6 +1752,11 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     let rst = client().tcp_rst(CLIENT_PORT, 80, 1019);
     let forwarded =
         |what: &str, input: &[u8], counted| sent(what, input.to_vec(), dr(input, mac(70)), counted);
+    let shared_agrees = |lab: &mut Lab, what: &str| {
+        let (shared, own) = entries(lab);
+        let agreed = shared.is_some_and(|shared| agree(&own, &shared));
+        lab.expect_eq(format!("{what}: the shared entry agrees"), agreed, true);
+    };
 
     lab.check(vec![forwarded(
         "a SYN starts the flow",
@@ -1745,8 +1764,8 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
         &[FlowMiss, Tx],
     )]);
     let opening = entries(&lab);
-    lab.expect_eq("flags of a new flow".into(), opening.0.flags, FLOW_OPENING);
-    lab.expect_eq("this CPU's entry".into(), opening.1, opening.0);
+    lab.expect_eq("flags of a new flow".into(), opening.1.flags, FLOW_OPENING);
+    lab.expect_eq("no shared entry for a SYN".into(), opening.0, None);
 
     std::thread::sleep(CLOCK_STEP);
     lab.check(vec![forwarded(
@@ -1755,13 +1774,13 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
         &[FlowHit, Tx],
     )]);
     let established = entries(&lab);
-    lab.expect_eq("flags after an ACK".into(), established.0.flags, 0);
+    lab.expect_eq("flags after an ACK".into(), established.1.flags, 0);
     lab.expect_eq(
-        "the ACK stamped the shared entry".into(),
-        established.0.last_seen_ns > opening.0.last_seen_ns,
+        "the ACK stamped the entry".into(),
+        established.1.last_seen_ns > opening.1.last_seen_ns,
         true,
     );
-    lab.expect_eq("this CPU's entry".into(), established.1, established.0);
+    shared_agrees(&mut lab, "after the handshake");
 
     std::thread::sleep(CLOCK_STEP);
     lab.check(vec![
@@ -1773,8 +1792,12 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
         ),
     ]);
     let reopened = entries(&lab);
-    lab.expect_eq("flags after the SYN".into(), reopened.0.flags, FLOW_OPENING);
-    lab.expect_eq("this CPU's entry".into(), reopened.1, reopened.0);
+    lab.expect_eq("flags after the SYN".into(), reopened.1.flags, FLOW_OPENING);
+    lab.expect_eq(
+        "the old connection's shared entry, dropped".into(),
+        reopened.0,
+        None,
+    );
     lab.check(vec![forwarded(
         "the new handshake's ACK",
         &ack,
@@ -1782,20 +1805,22 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     )]);
     lab.expect_eq(
         "flags after the new handshake".into(),
-        entries(&lab).0.flags,
+        entries(&lab).1.flags,
         0,
     );
+    shared_agrees(&mut lab, "after the new handshake");
+    let established = entries(&lab);
 
     std::thread::sleep(CLOCK_STEP);
     lab.check(vec![forwarded("the client's FIN", &fin, &[FlowHit, Tx])]);
     let closing = entries(&lab);
-    lab.expect_eq("flags after the FIN".into(), closing.0.flags, FLOW_CLOSING);
+    lab.expect_eq("flags after the FIN".into(), closing.1.flags, FLOW_CLOSING);
     lab.expect_eq(
         "the FIN stamped the entry".into(),
-        closing.0.last_seen_ns > established.0.last_seen_ns,
+        closing.1.last_seen_ns > established.1.last_seen_ns,
         true,
     );
-    lab.expect_eq("this CPU's entry".into(), closing.1, closing.0);
+    shared_agrees(&mut lab, "after the FIN");
     std::thread::sleep(CLOCK_STEP);
     lab.check(vec![
         forwarded("the FIN again", &fin, &[FlowHit, Tx]),
@@ -1813,7 +1838,7 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
         &[FlowMiss, ResetFlow, Tx],
     )]);
     let reused = entries(&lab);
-    lab.expect_eq("flags after the SYN".into(), reused.0.flags, FLOW_OPENING);
+    lab.expect_eq("flags after the SYN".into(), reused.1.flags, FLOW_OPENING);
     lab.check(vec![forwarded(
         "the same SYN retransmitted",
         &syn,
@@ -1831,17 +1856,21 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     )]);
     lab.expect_eq(
         "a RST during the handshake leaves it half-open, for the SYN it retries".into(),
-        entries(&lab).0.flags,
+        entries(&lab).1.flags,
         FLOW_OPENING,
     );
+    shared_agrees(&mut lab, "after a RST, which writes the shared entry");
     lab.check(vec![
         forwarded("the same SYN again", &syn, &[FlowHit, Tx]),
         forwarded("the handshake's ACK", &ack, &[FlowHit, Tx]),
         forwarded("a RST", &rst, &[FlowHit, Tx]),
     ]);
-    let reset = entries(&lab);
-    lab.expect_eq("flags after the RST".into(), reset.0.flags, FLOW_CLOSING);
-    lab.expect_eq("this CPU's entry".into(), reset.1, reset.0);
+    lab.expect_eq(
+        "flags after the RST".into(),
+        entries(&lab).1.flags,
+        FLOW_CLOSING,
+    );
+    shared_agrees(&mut lab, "after the RST");
     lab.finish();
 }
 
@@ -1860,7 +1889,7 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
     let own = |lab: &Lab, cpu| {
         lab.dataplane
             .cpu_flow(&key, cpu)
-            .expect("reading XLB_FLOWS")
+            .expect("reading XLB_FLOW_CACHE")
     };
     let syn = frame(CLIENT4, vip).tcp_syn(CLIENT_PORT, 80);
     let ack = segment(frame(CLIENT4, vip), Protocol::Tcp, CLIENT_PORT, 80);
@@ -1896,8 +1925,8 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
         own(&lab, other).map(|f| f.flags),
         Some(FLOW_CLOSING),
     );
-    // The port reused on the first CPU: a new connection, whose entry
-    // replaces every CPU's copy of the old one.
+    // The port reused on the first CPU: a new connection, which clears
+    // every CPU's copy of the old one and its shared entry.
     lab.check(vec![sent_on(
         first,
         "a SYN back",
@@ -1905,9 +1934,9 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
         &[FlowMiss, ResetFlow, Tx],
     )]);
     lab.expect_eq(
-        format!("flags after a SYN on CPU {first}"),
-        flags(&table),
-        FLOW_OPENING,
+        format!("the shared entry after a SYN on CPU {first}"),
+        table.get(&key),
+        None,
     );
     lab.expect_eq(
         format!("CPU {first}'s own entry after the SYN"),
@@ -1919,14 +1948,17 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
         own(&lab, other),
         None,
     );
+    // Not yet shared: the other CPU finds the new connection's backend by
+    // the ring, as its SYN did.
     lab.check(vec![sent_on(
         other,
         "the new handshake's ACK",
         &ack,
-        &[FlowHit, Tx],
+        &[FlowMiss, Tx],
     )]);
+    lab.check(vec![sent_on(first, "an ACK", &ack, &[FlowHit, Tx])]);
     lab.expect_eq(
-        format!("flags after the ACK on CPU {other}"),
+        format!("flags after the ACK on CPU {first}"),
         flags(&table),
         0,
     );
@@ -1957,23 +1989,34 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
     let syn = |vip, port| client(vip).tcp_syn(port, 80);
     let ack = |vip, port| segment(client(vip), Protocol::Tcp, port, 80);
     let fin = |vip, port| client(vip).tcp_fin(port, 80, 1018, 2000);
+    let rst = |vip, port| client(vip).tcp_rst(port, 80, 1019);
+    let datagram = || segment(client(udp_vip), Protocol::Udp, CLIENT_PORT, 80);
+    // The shared table gets a flow once it is more than a SYN or a single
+    // datagram: a completed handshake, a FIN or RST, a refresh.
     let frames = [
-        // Established, half-open and closing flows to b.
+        // Established, half-open (a RST during its handshake, the SYN to be
+        // retried) and closing flows to b.
         syn(tcp_vip, CLIENT_PORT),
         ack(tcp_vip, CLIENT_PORT),
         syn(tcp_vip, CLIENT_PORT + 1),
+        rst(tcp_vip, CLIENT_PORT + 1),
         syn(tcp_vip, CLIENT_PORT + 2),
         ack(tcp_vip, CLIENT_PORT + 2),
         fin(tcp_vip, CLIENT_PORT + 2),
         // A UDP flow to u, an established one to g.
-        segment(client(udp_vip), Protocol::Udp, CLIENT_PORT, 80),
+        datagram(),
         syn(gone_vip, CLIENT_PORT),
         ack(gone_vip, CLIENT_PORT),
     ];
+    pin_to_cpu(sched_getcpu().expect("sched_getcpu")).expect("staying on one CPU");
     for frame in &frames {
         let (action, _) = run(lab.dataplane.program(), frame).expect("test run");
         assert_eq!(action, XdpAction::Tx, "{}", hex(frame));
     }
+    // The UDP flow's refresh, past 100 jiffies (a second at HZ=100).
+    std::thread::sleep(Duration::from_millis(1100));
+    let (action, _) = run(lab.dataplane.program(), &datagram()).expect("test run");
+    assert_eq!(action, XdpAction::Tx);
 
     let slot = |vip, protocol, b: &BackendSpec| {
         let spec = service(vip, 80, protocol, Mode::Dr, vec![b.clone()]);
@@ -2179,7 +2222,16 @@ fn bpf_forward_flood_guard() {
             ..settings()
         };
         lab.apply_with(&services, &guarded);
-        let table = lab.dataplane.flow_table().expect("the shared flow table");
+        let cpu = sched_getcpu().expect("sched_getcpu");
+        pin_to_cpu(cpu).expect("staying on one CPU");
+        // New flows are recorded in this CPU's cache (the shared table
+        // gets them later, lazily).
+        let cached = |lab: &Lab, port| {
+            lab.dataplane
+                .cpu_flow(&tcp_flow_key(CLIENT4, vip, port), cpu)
+                .expect("reading XLB_FLOW_CACHE")
+                .is_some()
+        };
         let mut cases = Vec::new();
         for (n, port) in (40001..=40003).enumerate() {
             let counted: &'static [Counter] = if recorded[n] {
@@ -2212,13 +2264,13 @@ fn bpf_forward_flood_guard() {
         lab.check(cases);
         lab.expect_eq(
             format!("cap {cap}: an entry for the reused port"),
-            table.get(&tcp_flow_key(CLIENT4, vip, 40001)).is_some(),
+            cached(&lab, 40001),
             cap == 0,
         );
         for (n, port) in (40002..=40003).enumerate().map(|(n, p)| (n + 1, p)) {
             lab.expect_eq(
                 format!("cap {cap}: an entry for new flow {}", n + 1),
-                table.get(&tcp_flow_key(CLIENT4, vip, port)).is_some(),
+                cached(&lab, port),
                 recorded[n],
             );
         }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLinkId,
@@ -226,13 +226,16 @@ const RINGS_MISSING: DataplaneError = DataplaneError::Missing {
     name: maps::MAP_RINGS,
 };
 
+/// One CPU's global counters: a `u64` per [`Counter`], by index.
+type StatsRecord = [u64; Counter::COUNT as usize];
+
 /// The maps the agent reads and writes, and pins.
 const AGENT_MAPS: [&str; 17] = [
     maps::MAP_STATS,
     maps::MAP_SERVICES,
     maps::MAP_BACKENDS,
     maps::MAP_RINGS,
-    maps::MAP_FLOWS,
+    maps::MAP_FLOW_CACHE,
     maps::MAP_FLOWS_SHARED,
     maps::MAP_AFFINITY,
     maps::MAP_NAT_REVERSE,
@@ -335,14 +338,14 @@ impl Dataplane {
         let sizes = &parts.sizes;
         let max_services = sizes[maps::MAP_SERVICES];
         let options = LoadOptions {
-            ring_size: sizes[maps::MAP_RINGS] / (2 * max_services),
+            ring_size: sizes[maps::MAP_RINGS] / max_services,
             max_services,
             max_backends: sizes[maps::MAP_BACKENDS],
-            flow_entries: sizes[maps::MAP_FLOWS],
+            flow_entries: sizes[maps::MAP_FLOWS_SHARED],
             affinity_entries: sizes[maps::MAP_AFFINITY],
             ..LoadOptions::default()
         };
-        let rings = sizes[maps::MAP_RINGS];
+        let rings = sizes[maps::MAP_RINGS] * 2;
         let mut dataplane = parts.into_dataplane(dir, options);
         dataplane.map_rings(rings)?;
         dataplane.installed = services::recover(dataplane.read_contents()?, max_services)
@@ -357,7 +360,7 @@ impl Dataplane {
         let Some(parts) = Self::adopt_pins(dir, Program::Decap)? else {
             return Ok(None);
         };
-        let rings = parts.sizes[maps::MAP_RINGS];
+        let rings = parts.sizes[maps::MAP_RINGS] * 2;
         let mut dataplane = parts.into_dataplane(dir, LoadOptions::decap(LevelFilter::Info));
         dataplane.map_rings(rings)?;
         Ok(Some(dataplane))
@@ -601,8 +604,14 @@ impl Dataplane {
         let (attachment, link) = self.attachments.remove(at);
         // Gone with the interface, or left for a later attach: either way
         // harmless, so a failure here does not stop the detach.
-        if let Ok(mut ifaces) = self.hash::<u32, maps::Iface>(maps::MAP_IFACES) {
-            let _ = ifaces.remove(&attachment.ifindex);
+        if let Ok(mut ifaces) = self.array::<maps::Iface>(maps::MAP_IFACES) {
+            let slot = maps::iface_slot(attachment.ifindex);
+            if ifaces
+                .get(&slot, 0)
+                .is_ok_and(|i| i.ifindex == attachment.ifindex)
+            {
+                let _ = ifaces.set(slot, maps::Iface::default(), 0);
+            }
         }
         match link {
             Link::Owned(id) => {
@@ -637,8 +646,8 @@ impl Dataplane {
     pub fn maps_answer(&self) -> bool {
         self.map(maps::MAP_STATS)
             .ok()
-            .and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok())
-            .is_some_and(|stats| stats.get(&Counter::ALL[0].index(), 0).is_ok())
+            .and_then(|map| PerCpuArray::<_, StatsRecord>::try_from(map).ok())
+            .is_some_and(|stats| stats.get(&0, 0).is_ok())
     }
 
     /// Sums the per-CPU counters.
@@ -647,11 +656,13 @@ impl Dataplane {
             map: maps::MAP_STATS,
             source,
         };
-        let stats = PerCpuArray::<_, u64>::try_from(self.map(maps::MAP_STATS)?).map_err(map_err)?;
+        let stats =
+            PerCpuArray::<_, StatsRecord>::try_from(self.map(maps::MAP_STATS)?).map_err(map_err)?;
+        let per_cpu = stats.get(&0, 0).map_err(map_err)?;
         let mut counters = Counters::default();
         for counter in Counter::ALL {
-            let per_cpu = stats.get(&counter.index(), 0).map_err(map_err)?;
-            counters.set(counter, per_cpu.iter().sum());
+            let i = counter.index() as usize;
+            counters.set(counter, per_cpu.iter().map(|record| record[i]).sum());
         }
         Ok(counters)
     }
@@ -839,6 +850,14 @@ impl Dataplane {
         self.write_filter(&both, &new_filter)
     }
 
+    /// Marks every address in the address filter, so that the program
+    /// parses every IP frame (until the next [`Dataplane::apply`]): for
+    /// tests of the parser.
+    pub fn parse_every_frame(&mut self) -> Result<(), DataplaneError> {
+        let words = maps::ADDR_FILTER_WORDS as usize;
+        self.write_filter(&vec![0; words], &vec![u64::MAX; words])
+    }
+
     /// Writes the address-filter words of `to` that differ from `from`,
     /// what the map holds.
     fn write_filter(&mut self, from: &[u64], to: &[u64]) -> Result<(), DataplaneError> {
@@ -993,27 +1012,31 @@ impl Dataplane {
         Map::from_map_data(data).map_err(map_err)
     }
 
-    /// CPU `cpu`'s own entry for `key` in the per-CPU flow table, if it
-    /// has one (a key in the table has a value on every CPU: zero on
-    /// those without an entry).
+    /// CPU `cpu`'s own entry for `key` in its flow cache, if it has one.
     pub fn cpu_flow(
         &self,
         key: &lb_common::flow::FlowKey,
         cpu: usize,
-    ) -> Result<Option<maps::Flow>, DataplaneError> {
-        let name = maps::MAP_FLOWS;
+    ) -> Result<Option<maps::CachedFlow>, DataplaneError> {
+        let name = maps::MAP_FLOW_CACHE;
         let map_err = |source| DataplaneError::Map { map: name, source };
-        let table =
-            PerCpuHashMap::<_, lb_common::flow::FlowKey, maps::Flow>::try_from(self.map(name)?)
-                .map_err(map_err)?;
-        match table.get(key, 0) {
-            Ok(values) => Ok(values
-                .get(cpu)
-                .copied()
-                .filter(|flow| *flow != maps::Flow::default())),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(e)),
-        }
+        let cache = Array::<_, maps::FlowBucket>::try_from(self.map(name)?).map_err(map_err)?;
+        let settings = Array::<_, maps::Settings>::try_from(self.map(maps::MAP_SETTINGS)?)
+            .map_err(|source| DataplaneError::Map {
+                map: maps::MAP_SETTINGS,
+                source,
+            })?
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: maps::MAP_SETTINGS,
+                source,
+            })?;
+        let buckets = flow_buckets_per_cpu(&self.options)?;
+        let index = lb_common::flow::cache_bucket(key, &settings.cache_keys, buckets);
+        let bucket = cache
+            .get(&(cpu as u32 * buckets + index), 0)
+            .map_err(map_err)?;
+        Ok(bucket.ways.into_iter().find(|way| way.key == *key))
     }
 
     /// The slot (id and generation) of a service's backend in the last
@@ -1086,13 +1109,26 @@ impl Dataplane {
     /// program's only source MAC out of it); [`Dataplane::attach`] does
     /// this for the interface's own MAC.
     pub fn set_interface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
-        let iface = maps::Iface { mac, _pad: [0; 2] };
-        self.hash::<u32, maps::Iface>(maps::MAP_IFACES)?
-            .insert(ifindex, iface, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: maps::MAP_IFACES,
-                source,
-            })
+        let map_err = |source| DataplaneError::Map {
+            map: maps::MAP_IFACES,
+            source,
+        };
+        let slot = maps::iface_slot(ifindex);
+        let mut ifaces = self.array::<maps::Iface>(maps::MAP_IFACES)?;
+        let held = ifaces.get(&slot, 0).map_err(map_err)?.ifindex;
+        if held != 0 && held != ifindex {
+            return Err(DataplaneError::Options(format!(
+                "interface index {ifindex} shares slot {slot} of {} with the attached interface \
+                 {held}; detach that one first",
+                maps::MAP_IFACES
+            )));
+        }
+        let iface = maps::Iface {
+            mac,
+            _pad: [0; 2],
+            ifindex,
+        };
+        ifaces.set(slot, iface, 0).map_err(map_err)
     }
 
     /// Adds VIPs that `xlb_decap` strips IP-in-IP for.
@@ -1215,16 +1251,33 @@ impl Dataplane {
     }
 }
 
+/// The CPUs the kernel may run the program on.
+fn possible_cpus() -> Result<u32, DataplaneError> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(_, e)| DataplaneError::Options(format!("counting the CPUs: {e}")))
+}
+
+/// Buckets per CPU in the flow cache for `options`.
+fn flow_buckets_per_cpu(options: &LoadOptions) -> Result<u32, DataplaneError> {
+    Ok(maps::flow_buckets(options.flow_entries, possible_cpus()?))
+}
+
 /// Loads the object (its maps, sized by `options`), not yet its programs.
 fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError> {
     options.check()?;
     check_privileges()?;
     raise_memlock_limit();
     let level = options.bpf_log as u8;
-    let rings = options.max_services * 2 * options.ring_size;
+    // Two ring slots to an element.
+    let rings = options.max_services * options.ring_size;
+    let cpus = possible_cpus()?;
+    let buckets = flow_buckets_per_cpu(options)?;
     EbpfLoader::new()
         .override_global(aya_log::LEVEL, &level, true)
         .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
+        .override_global(maps::GLOBAL_FLOW_BUCKETS, &buckets, true)
+        .override_global(maps::GLOBAL_CPUS, &cpus, true)
         .map_max_entries(maps::MAP_RINGS, rings)
         .map_max_entries(maps::MAP_SERVICES, options.max_services)
         .map_max_entries(maps::MAP_VIPS, options.max_services)
@@ -1232,7 +1285,7 @@ fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(maps::MAP_BACKENDS, options.max_backends)
         .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
         .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
-        .map_max_entries(maps::MAP_FLOWS, options.flow_entries)
+        .map_max_entries(maps::MAP_FLOW_CACHE, cpus * buckets)
         .map_max_entries(maps::MAP_FLOWS_SHARED, options.flow_entries)
         .map_max_entries(maps::MAP_AFFINITY, options.affinity_entries)
         .load(BPF_OBJECT)

@@ -9,8 +9,9 @@ use std::{
 
 use aya::maps::MapData;
 
-/// An array map element's stride: the kernel rounds values up to 8 bytes.
-const STRIDE: usize = 8;
+/// A slot's size: the map's 8-byte elements hold two slots each, so the
+/// slots lie packed.
+const STRIDE: usize = 4;
 
 pub struct Rings {
     base: NonNull<u8>,
@@ -23,7 +24,8 @@ unsafe impl Send for Rings {}
 unsafe impl Sync for Rings {}
 
 impl Rings {
-    /// Maps `map`, an array of `u32` created with `BPF_F_MMAPABLE`.
+    /// Maps `map`, an array of slot pairs created with `BPF_F_MMAPABLE`,
+    /// as `entries` slots.
     pub fn map(map: &MapData, entries: u32) -> io::Result<Rings> {
         let len = entries as usize * STRIDE;
         // SAFETY: a shared mapping of the map's fd; the kernel checks the
@@ -48,7 +50,7 @@ impl Rings {
 
     fn slot(&self, index: u32) -> *mut u32 {
         assert!(index < self.entries, "ring slot {index} out of range");
-        // SAFETY: in bounds by the assertion; elements are 8-byte aligned.
+        // SAFETY: in bounds by the assertion; slots are 4-byte aligned.
         unsafe { self.base.as_ptr().add(index as usize * STRIDE).cast() }
     }
 

@@ -531,6 +531,10 @@ pub fn plan(
         };
         service_ids.insert(key, id);
     }
+    let modes: HashMap<ServiceKey, Mode> = services
+        .iter()
+        .map(|spec| (service_key(spec), spec.mode))
+        .collect();
     let mut next = Installed {
         last_backend_id: installed.last_backend_id,
         last_generation: installed.last_generation,
@@ -565,7 +569,7 @@ pub fn plan(
         next.backends.insert(*key, slot);
         backend_entries.push((
             slot.id,
-            backend_entry(spec, slot.generation, service_ids[&key.0]),
+            backend_entry(spec, slot.generation, service_ids[&key.0], modes[&key.0]),
         ));
     }
     for spec in services {
@@ -601,7 +605,7 @@ pub fn plan(
     }
 }
 
-pub fn backend_entry(spec: &BackendSpec, generation: u32, service: u32) -> Backend {
+pub fn backend_entry(spec: &BackendSpec, generation: u32, service: u32, mode: Mode) -> Backend {
     Backend {
         addr: words(spec.addr),
         family: family(spec.addr),
@@ -616,6 +620,9 @@ pub fn backend_entry(spec: &BackendSpec, generation: u32, service: u32) -> Backe
         ifindex: spec.next_hop.ifindex,
         generation,
         service,
+        mode: mode as u8,
+        _pad: 0,
+        _pad2: 0,
     }
 }
 
@@ -669,6 +676,7 @@ pub fn settings_entry(s: &DirectorSettings, installed: &Installed) -> Settings {
         new_flows_per_cpu: s.new_flows_per_cpu,
         icmp_per_cpu: s.icmp_per_cpu,
         _pad: 0,
+        cache_keys: lb_common::flow::cache_keys(s.hash_seed),
     }
 }
 
