@@ -211,8 +211,9 @@ fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Repor
             "why: the no-director path costs {:.0} ns per packet here (generator, two veth hops, \
              the bridge, the backend's counter, all in one softirq); a director adds a veth \
              hop and a bridge pass of its own besides its work: {}. The XDP program itself \
-             takes about 200 ns per packet (`cargo xtask bench micro`), so most of xlb's added \
-             cost is the extra hop through the virtual switch, which a NIC would not have",
+             takes a few hundred ns per packet at most (`cargo xtask bench micro` times each \
+             path), so most of xlb's added cost is the extra hop through the virtual switch, \
+             which a NIC would not have",
             base.cpu_ns_per_packet(),
             shares.join(", ")
         ));
