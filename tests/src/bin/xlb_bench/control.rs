@@ -164,6 +164,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
             right: vec![false, true, true, true, true],
             rows,
         },
+        tables: vec![],
         sections: vec![
             ("goals", goals),
             (

@@ -282,6 +282,7 @@ fn report(rows: &[Row], fastest: Duration, quick: bool) -> Report {
             right: vec![false, true, false, true, true, true, true, true],
             rows: table_rows,
         },
+        tables: vec![],
         sections: vec![
             ("goals", vec![goal, compare]),
             (

@@ -784,6 +784,7 @@ fn report(
             right: vec![false, true, true, true, true, true, true, true],
             rows,
         },
+        tables: vec![],
         sections: vec![
             ("goals", goals),
             (

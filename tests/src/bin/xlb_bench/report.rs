@@ -145,7 +145,9 @@ pub struct Report {
     /// Lines under the title: machine, run sizes.
     pub about: Vec<String>,
     pub table: Table,
-    /// Headed lists after the table.
+    /// Headed tables after the table (and its charts): the goals.
+    pub tables: Vec<(&'static str, Table)>,
+    /// Headed lists after the tables.
     pub sections: Vec<(&'static str, Vec<String>)>,
     /// Charts, shown in the markdown after the table.
     pub plots: Vec<Plot>,
@@ -159,6 +161,9 @@ impl Report {
             out += &format!("{line}\n");
         }
         out += &format!("\n{}", self.table.text());
+        for (heading, table) in &self.tables {
+            out += &format!("\n{heading}\n{}", table.text());
+        }
         for (heading, lines) in &self.sections {
             out += &format!("\n{heading}\n");
             for line in lines {
@@ -177,6 +182,9 @@ impl Report {
         for plot in &self.plots {
             out += &format!("\n![{}]({})\n", plot.caption, plot.file);
         }
+        for (heading, table) in &self.tables {
+            out += &format!("\n## {heading}\n\n{}", table.markdown());
+        }
         for (heading, lines) in &self.sections {
             out += &format!("\n## {heading}\n\n");
             for line in lines {
@@ -184,6 +192,15 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// A goals table's verdict.
+pub fn met(met: bool) -> &'static str {
+    if met {
+        "MET"
+    } else {
+        "MISSED"
     }
 }
 
@@ -222,6 +239,7 @@ mod tests {
                 right: vec![true],
                 rows: vec![vec!["1".into()]],
             },
+            tables: vec![],
             sections: vec![("goals", vec!["met".into()])],
             plots: vec![Plot::new("t.svg", "outage per contender", |_| Ok(()))],
             json: Value::Null,

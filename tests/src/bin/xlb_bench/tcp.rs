@@ -159,6 +159,7 @@ fn report(measured: &[Measured<(TcpResult, Duration)>], duration: Duration) -> R
             right: vec![false, true, true, true, true, true, true, true],
             rows,
         },
+        tables: vec![],
         sections: vec![
             ("goals", goals),
             (

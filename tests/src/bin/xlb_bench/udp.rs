@@ -24,11 +24,12 @@ const FLOWS: u32 = 4096;
 /// UDP payload: with the headers, a 60-byte frame (64 on the wire with the FCS).
 const PAYLOAD: [u8; 18] = *b"xlb-bench-udp-load";
 
-const HEADERS: [&str; 5] = [
+const HEADERS: [&str; 6] = [
     "contender",
     "delivered pkt/s",
     "x nftables",
     "CPU ns/pkt",
+    "pkts per CPU-s",
     "delivered/sent",
 ];
 
@@ -46,6 +47,12 @@ impl Delivered {
 
     fn cpu_ns_per_packet(&self) -> f64 {
         self.cpu.as_nanos() as f64 / self.delivered.max(1) as f64
+    }
+
+    /// Delivered packets per second of CPU time: the same measurement as
+    /// [`Delivered::cpu_ns_per_packet`], turned over.
+    fn per_cpu_second(&self) -> f64 {
+        self.delivered as f64 / self.cpu.as_secs_f64().max(f64::EPSILON)
     }
 }
 
@@ -143,6 +150,7 @@ fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Repor
                     format!("{:.0}", d.rate()),
                     vs_nft,
                     format!("{:.0}", d.cpu_ns_per_packet()),
+                    format!("{:.0}", d.per_cpu_second()),
                     format!(
                         "{}/{} ({:.1}%)",
                         d.delivered,
@@ -158,6 +166,8 @@ fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Repor
                     "delivered": d.delivered,
                     "elapsed_s": d.elapsed.as_secs_f64(),
                     "cpu_ns_per_delivered_packet": d.cpu_ns_per_packet(),
+                    "delivered_per_cpu_second": d.per_cpu_second(),
+                    "cpu_s": d.cpu.as_secs_f64(),
                 }));
             }
             Err(why) => {
@@ -201,12 +211,24 @@ fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Repor
             "why: the no-director path costs {:.0} ns per packet here (generator, two veth hops, \
              the bridge, the backend's counter, all in one softirq); a director adds a veth \
              hop and a bridge pass of its own besides its work: {}. The XDP program itself \
-             takes about 200 ns per packet (`cargo xtask bench micro`), so most of xlb's added \
-             cost is the extra hop through the virtual switch, which a NIC would not have",
+             takes a few hundred ns per packet at most (`cargo xtask bench micro` times each \
+             path), so most of xlb's added cost is the extra hop through the virtual switch, \
+             which a NIC would not have",
             base.cpu_ns_per_packet(),
             shares.join(", ")
         ));
     }
+    let per_cpu_second: Vec<String> = measured
+        .iter()
+        .filter_map(|m| {
+            let d = m.result.as_ref().ok()?;
+            Some(format!("{} {:.0}", m.contender.name(), d.per_cpu_second()))
+        })
+        .collect();
+    goals.push(format!(
+        "delivered packets per CPU-second: {}",
+        per_cpu_second.join(", ")
+    ));
     goals.push(
         "not measured: xlb >= 20x HAProxy in packets/s, since HAProxy does not balance UDP".into(),
     );
@@ -222,9 +244,10 @@ fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Repor
         ],
         table: Table {
             headers: HEADERS.to_vec(),
-            right: vec![false, true, true, true, true],
+            right: vec![false, true, true, true, true, true],
             rows,
         },
+        tables: vec![],
         sections: vec![
             ("goals", goals),
             (
@@ -240,7 +263,9 @@ fn report(measured: &[Measured<Delivered>], count: u64, threads: usize) -> Repor
                      there), or decapsulated by `xlb_decap` with IP-in-IP"
                         .into(),
                     "CPU ns/pkt: busy time of all CPUs (/proc/stat) during the run divided by \
-                     delivered packets: generator, director and backends together"
+                     delivered packets: generator, director and backends together; pkts per \
+                     CPU-s: the same two figures the other way up, delivered packets per second \
+                     of that busy time"
                         .into(),
                 ],
             ),
