@@ -82,8 +82,8 @@ pub fn source_hash(masked_src: &[u32; 4], family: u8, seed: u32) -> u32 {
 /// The keys of [`cache_bucket`]'s hash for hash seed `seed`
 /// (SplitMix64's outputs): secret with the seed, so that clients cannot
 /// aim their flows at one bucket.
-pub const fn cache_keys(seed: u32) -> [u32; 10] {
-    let mut keys = [0; 10];
+pub const fn cache_keys(seed: u32) -> [u64; 5] {
+    let mut keys = [0; 5];
     let mut state = seed as u64;
     let mut i = 0;
     while i < keys.len() {
@@ -91,30 +91,36 @@ pub const fn cache_keys(seed: u32) -> [u32; 10] {
         let mut z = state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        keys[i] = (z ^ (z >> 31)) as u32;
+        keys[i] = z ^ (z >> 31);
         i += 1;
     }
     keys
 }
 
-/// The flow cache's bucket (of `buckets`) for `key`: NH, UMAC's universal
-/// hash (five independent multiplies, cheaper in BPF than [`flow_hash`]'s
-/// chain of ten), folded and mixed once so that neighbouring ports spread,
-/// then scaled to the bucket count by a multiply.
+/// Odd multipliers for the five words of [`cache_bucket`].
+const CACHE_MULTIPLIERS: [u64; 5] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xc2b2_ae3d_27d4_eb4f,
+    0x1656_67b1_9e37_79f9,
+    0x85eb_ca77_c2b2_ae63,
+    0x27d4_eb2f_1656_67c5,
+];
+
+/// The flow cache's bucket (of `buckets`) for `key`: the key's five
+/// 8-byte words, each XORed with its secret key and multiplied, summed
+/// (five independent multiplies, cheap in BPF), folded and mixed once so
+/// that neighbouring ports spread, then scaled to the bucket count by a
+/// multiply.
 #[inline(always)]
-pub fn cache_bucket(key: &FlowKey, keys: &[u32; 10], buckets: u32) -> u32 {
-    let s = key.src;
-    let d = key.dst;
-    let ports = (key.sport as u32) << 16 | key.dport as u32;
-    let tail = (key.proto as u32) << 8 | key.family as u32;
-    let pair = |a: u32, b: u32, i: usize| {
-        a.wrapping_add(keys[i]) as u64 * b.wrapping_add(keys[i + 1]) as u64
-    };
-    let h = pair(s[0], s[1], 0)
-        .wrapping_add(pair(s[2], s[3], 2))
-        .wrapping_add(pair(d[0], d[1], 4))
-        .wrapping_add(pair(d[2], d[3], 6))
-        .wrapping_add(pair(ports, tail, 8));
+pub fn cache_bucket(key: &FlowKey, keys: &[u64; 5], buckets: u32) -> u32 {
+    // SAFETY: 40 bytes of plain integers with explicit padding, 8-aligned.
+    let words = unsafe { &*(key as *const FlowKey as *const [u64; 5]) };
+    let mut h = 0u64;
+    let mut i = 0;
+    while i < 5 {
+        h = h.wrapping_add((words[i] ^ keys[i]).wrapping_mul(CACHE_MULTIPLIERS[i]));
+        i += 1;
+    }
     let folded = ((h >> 32) as u32 ^ h as u32).wrapping_mul(PRIME_1);
     (((folded ^ (folded >> 15)) as u64 * buckets as u64) >> 32) as u32
 }

@@ -483,7 +483,7 @@ pub struct Settings {
     pub icmp_per_cpu: u32,
     pub _pad: u32,
     /// Keys of the flow cache's bucket hash, from [`crate::flow::cache_keys`].
-    pub cache_keys: [u32; 10],
+    pub cache_keys: [u64; 5],
 }
 
 #[cfg(feature = "user")]

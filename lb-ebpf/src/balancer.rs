@@ -79,6 +79,7 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let probed = signal != TcpSignal::Opening;
     if probed {
         if let Some(action) = fast_path::<V6>(ctx, pkt, &key, index, signal) {
+            stats::inc(Counter::FlowHit);
             return Some(action);
         }
     }
@@ -105,7 +106,8 @@ fn balance<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 
 /// The fast path: a flow this CPU has cached, found before any service
 /// lookup (its backend's entry says how to forward). A SYN always takes
-/// the full path, which decides whether it starts a new connection.
+/// the full path, which decides whether it starts a new connection. The
+/// caller counts the hit.
 #[inline(always)]
 pub fn fast_path<const V6: bool>(
     ctx: &XdpContext,

@@ -15,11 +15,11 @@ use lb_common::{
 use crate::{
     balancer, cache,
     consts::{IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_OFFSET_MASK, TCP_SYN},
-    filter, l2,
+    l2,
     maps::SETTINGS,
     parse::{load, Packet, L3, L4},
     select::TcpSignal,
-    stats,
+    stats::Record,
 };
 
 /// Returned when the frame is not the express lane's: take the full path.
@@ -27,20 +27,21 @@ pub const NOT_HANDLED: u32 = u32::MAX;
 
 const L3_OFF: usize = 14;
 
-/// An IPv4 frame's action, or [`NOT_HANDLED`].
+/// An IPv4 frame's action, or [`NOT_HANDLED`]; counted in `record`.
 #[inline(never)]
-pub fn express_v4(ctx: &XdpContext) -> u32 {
-    express::<false>(ctx).unwrap_or(NOT_HANDLED)
+pub fn express_v4(ctx: &XdpContext, record: &mut Record) -> u32 {
+    express::<false>(ctx, record).unwrap_or(NOT_HANDLED)
 }
 
-/// An IPv6 frame's action, or [`NOT_HANDLED`].
+/// An IPv6 frame's action, or [`NOT_HANDLED`]; counted in `record`.
 #[inline(never)]
-pub fn express_v6(ctx: &XdpContext) -> u32 {
-    express::<true>(ctx).unwrap_or(NOT_HANDLED)
+pub fn express_v6(ctx: &XdpContext, record: &mut Record) -> u32 {
+    express::<true>(ctx, record).unwrap_or(NOT_HANDLED)
 }
 
+/// The frame's destination may be a VIP (the address filter said so).
 #[inline(always)]
-fn express<const V6: bool>(ctx: &XdpContext) -> Option<u32> {
+fn express<const V6: bool>(ctx: &XdpContext, record: &mut Record) -> Option<u32> {
     let (start, end) = (ctx.data(), ctx.data_end());
     let l4_off = if V6 { L3_OFF + 40 } else { L3_OFF + 20 };
     // The IP header and a UDP header's worth, at least.
@@ -87,8 +88,7 @@ fn express<const V6: bool>(ctx: &XdpContext) -> Option<u32> {
         let word = |at: usize| unsafe { load::<u32>(start + at) };
         ([word(L3_OFF + 12), 0, 0, 0], [word(L3_OFF + 16), 0, 0, 0])
     };
-    // A VIP's flow (not a NAT backend's reply), to our MAC.
-    if !filter::marked(&dst) || !l2::addressed_to_us(ctx) {
+    if !l2::addressed_to_us(ctx) {
         return None;
     }
     let family = if V6 { FAMILY_V6 } else { FAMILY_V4 };
@@ -121,19 +121,13 @@ fn express<const V6: bool>(ctx: &XdpContext) -> Option<u32> {
     };
     let index = cache::index(&key, SETTINGS.get(0)?);
     let action = balancer::fast_path::<V6>(ctx, &pkt, &key, index, TcpSignal::of(tcp_flags))?;
-    count(V6, l4);
+    // What the parser would have counted, and the hit.
+    record.inc(if V6 { Counter::Ipv6 } else { Counter::Ipv4 });
+    record.inc(if l4 == L4::Tcp {
+        Counter::Tcp
+    } else {
+        Counter::Udp
+    });
+    record.inc(Counter::FlowHit);
     Some(action)
-}
-
-/// What the parser would have counted for the frame.
-#[inline(always)]
-fn count(v6: bool, l4: L4) {
-    if let Some(mut record) = stats::record() {
-        record.inc(if v6 { Counter::Ipv6 } else { Counter::Ipv4 });
-        record.inc(if l4 == L4::Tcp {
-            Counter::Tcp
-        } else {
-            Counter::Udp
-        });
-    }
 }

@@ -2,7 +2,7 @@
 //! Only if its destination may be a VIP or its source a NAT backend, by one
 //! bit each in an array the agent keeps ([`lb_common::maps::MAP_ADDR_FILTER`]);
 //! everything else passes without a hash lookup, and an untagged IPv4 or
-//! IPv6 frame ([`unconcerned`]) before it is even parsed.
+//! IPv6 frame ([`early`]) before it is even parsed.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::maps::{addr_filter_bit, folded_filter_bit};
@@ -13,47 +13,64 @@ use crate::{
     parse::{load, Packet},
 };
 
-/// The frame's family and IP protocol field (IPv6: the first next-header)
-/// if it is an untagged IPv4 or IPv6 packet whose addresses concern no
-/// service: read at their fixed offsets, with no parsing. Anything else
-/// (other ethertypes, VLAN tags, short frames) is left to the parser.
+/// What the address filter says of a frame before any parsing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Early {
+    /// An untagged IP packet whose addresses concern no service: pass it,
+    /// counted by family (4 or 6) and IP protocol field (IPv6: the first
+    /// next header).
+    Unconcerned { family: u8, proto: u8 },
+    /// An untagged IPv4 or IPv6 packet to an address that may be a VIP:
+    /// the express lane's.
+    MayBeVipV4,
+    MayBeVipV6,
+    /// Anything else (a NAT backend's packet, other ethertypes, VLAN tags,
+    /// short frames): for the parser.
+    Parse,
+}
+
+/// Reads the frame's addresses at their fixed offsets, each folded into a
+/// word as it is read (no copy on the stack), and looks their bits up.
 #[inline(always)]
-pub fn unconcerned(ctx: &XdpContext) -> Option<(u8, u8)> {
+pub fn early(ctx: &XdpContext) -> Early {
     let (start, end) = (ctx.data(), ctx.data_end());
     // Ethernet and an IPv4 header.
     if start + 34 > end {
-        return None;
+        return Early::Parse;
     }
-    let ether_type = u16::from_be(unsafe { *((start + 12) as *const u16) });
-    // Each address folded into a word as it is read: no copy on the stack.
+    let ether_type = u16::from_be(unsafe { load::<u16>(start + 12) });
     let word = |at: usize| unsafe { load::<u32>(start + at) };
+    let v6 = ether_type == ETH_P_IPV6;
     let (src, dst) = if ether_type == ETH_P_IP {
         (word(26), word(30))
-    } else if ether_type == ETH_P_IPV6 && start + 54 <= end {
+    } else if v6 && start + 54 <= end {
         let fold = |at: usize| word(at) ^ word(at + 4) ^ word(at + 8) ^ word(at + 12);
         (fold(22), fold(38))
     } else {
-        return None;
+        return Early::Parse;
     };
-    if marked_bit(folded_filter_bit(dst)) || marked_bit(folded_filter_bit(src)) {
-        return None;
+    if marked_bit(folded_filter_bit(dst)) {
+        return if v6 {
+            Early::MayBeVipV6
+        } else {
+            Early::MayBeVipV4
+        };
+    }
+    if marked_bit(folded_filter_bit(src)) {
+        return Early::Parse;
     }
     let byte = |at: usize| unsafe { *((start + at) as *const u8) };
-    Some(if ether_type == ETH_P_IP {
-        (4, byte(23))
+    if v6 {
+        Early::Unconcerned {
+            family: 6,
+            proto: byte(20),
+        }
     } else {
-        (6, byte(20))
-    })
-}
-
-/// The frame's ethertype, untagged, if it has an Ethernet header.
-#[inline(always)]
-pub fn ether_type(ctx: &XdpContext) -> Option<u16> {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + 14 > end {
-        return None;
+        Early::Unconcerned {
+            family: 4,
+            proto: byte(23),
+        }
     }
-    Some(u16::from_be(unsafe { *((start + 12) as *const u16) }))
 }
 
 #[inline(always)]

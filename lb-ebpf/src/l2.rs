@@ -6,36 +6,27 @@ use lb_common::maps::iface_slot;
 
 use crate::{
     maps::IFACES,
-    parse::{ptr_at, ptr_at_mut, ParseError},
+    parse::{load, ptr_at, ptr_at_mut, ParseError},
 };
-
-/// The ingress interface's own MAC, if the agent attached the program there.
-#[inline(always)]
-pub fn own_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    IFACES
-        .get(iface_slot(ingress))
-        .filter(|iface| iface.ifindex == ingress)
-        .map(|iface| iface.mac)
-}
 
 /// Whether the frame is addressed to the ingress interface's own MAC: not
 /// broadcast, multicast, nor another host's frame seen by a bridge, a
 /// promiscuous NIC or a flooding switch.
 #[inline(always)]
 pub fn addressed_to_us(ctx: &XdpContext) -> bool {
-    let (Ok(dst), Some(own)) = (ptr_at::<[u8; 6]>(ctx, 0), own_mac(ctx)) else {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let (Ok(dst), Some(iface)) = (
+        ptr_at::<[u8; 6]>(ctx, 0),
+        IFACES
+            .get(iface_slot(ingress))
+            .filter(|iface| iface.ifindex == ingress),
+    ) else {
         return false;
     };
-    let dst = unsafe { *dst };
-    // As a word and a half-word: no byte loop.
-    let word = |m: [u8; 6]| {
-        (
-            u32::from_ne_bytes([m[0], m[1], m[2], m[3]]),
-            u16::from_ne_bytes([m[4], m[5]]),
-        )
-    };
-    word(dst) == word(own)
+    // As a word and a half-word, each one load.
+    let dst = dst as usize;
+    let own = iface.mac.as_ptr() as usize;
+    unsafe { load::<u32>(dst) == load::<u32>(own) && load::<u16>(dst + 4) == load::<u16>(own + 4) }
 }
 
 /// The longest link header handled: Ethernet and two VLAN tags.

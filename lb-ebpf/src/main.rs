@@ -35,7 +35,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::{debug, trace};
-use consts::{ETH_P_IP, ETH_P_IPV6};
+use filter::Early;
 use lb_common::{
     maps::{
         JUMP_IPIP_V4, JUMP_IPIP_V6, JUMP_NAT_REPLY_V4, JUMP_NAT_REPLY_V6, JUMP_NAT_V4, JUMP_NAT_V6,
@@ -48,11 +48,14 @@ use parse::{Packet, ParseError, L3, L4};
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    if let Some(mut record) = stats::record() {
-        record.inc(Counter::RxPackets);
-        record.add(Counter::RxBytes, len);
+    let Some(mut record) = stats::record() else {
+        return xdp_action::XDP_ABORTED;
+    };
+    record.inc(Counter::RxPackets);
+    record.add(Counter::RxBytes, len);
+    let express = match filter::early(&ctx) {
         // Most of a director's own traffic: passed before any parsing.
-        if let Some((family, proto)) = filter::unconcerned(&ctx) {
+        Early::Unconcerned { family, proto } => {
             record.inc(if family == 4 {
                 Counter::Ipv4
             } else {
@@ -62,12 +65,9 @@ pub fn xlb(ctx: XdpContext) -> u32 {
             record.inc(Counter::Pass);
             return xdp_action::XDP_PASS;
         }
-    }
-
-    let express = match filter::ether_type(&ctx) {
-        Some(ETH_P_IP) => express::express_v4(&ctx),
-        Some(ETH_P_IPV6) => express::express_v6(&ctx),
-        _ => express::NOT_HANDLED,
+        Early::MayBeVipV4 => express::express_v4(&ctx, &mut record),
+        Early::MayBeVipV6 => express::express_v6(&ctx, &mut record),
+        Early::Parse => express::NOT_HANDLED,
     };
     let action = if express != express::NOT_HANDLED {
         express

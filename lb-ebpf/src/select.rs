@@ -156,7 +156,8 @@ const REFRESH_JIFFIES: u32 = 100;
 /// later SYN may have replaced on another CPU. Reads the
 /// clock and touches the shared table only on a FIN or RST, when the
 /// flow's marks change, or about once a second, to refresh (and so lazily
-/// write) its shared entry. `None`: a miss, for [`choose`].
+/// write) its shared entry. `None`: a miss, for [`choose`]; the caller
+/// counts a hit.
 #[inline(always)]
 pub fn cached(key: &FlowKey, index: u32, signal: TcpSignal) -> Option<Chosen> {
     let way = cache::find(key, index)?;
@@ -180,7 +181,6 @@ pub fn cached(key: &FlowKey, index: u32, signal: TcpSignal) -> Option<Chosen> {
         }
         share(key, way, signal, now, refresh);
     }
-    stats::inc(Counter::FlowHit);
     Some(Chosen {
         id: way.backend,
         backend,
@@ -286,6 +286,7 @@ pub fn choose(
     } else {
         if !probed {
             if let Some(chosen) = cached(key, index, signal) {
+                stats::inc(Counter::FlowHit);
                 return Some(chosen);
             }
         }
