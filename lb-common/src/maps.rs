@@ -119,9 +119,8 @@ pub const MAP_FLOWS_SHARED: &str = "XLB_FLOWS_SHARED";
 pub const MAP_AFFINITY: &str = "XLB_AFFINITY";
 /// Hash: [`NatKey`] (a backend's address and port) -> [`NatTarget`] (its VIP).
 pub const MAP_NAT_REVERSE: &str = "XLB_NAT_REVERSE";
-/// Per-CPU array: service id -> [`TrafficStats`].
-pub const MAP_SERVICE_STATS: &str = "XLB_SERVICE_STATS";
-/// Per-CPU array: backend id -> [`TrafficStats`].
+/// Per-CPU array: backend id -> [`TrafficStats`]. A service's traffic is
+/// its backends' (the agent keeps what removed backends carried).
 pub const MAP_BACKEND_STATS: &str = "XLB_BACKEND_STATS";
 /// Array with one [`Settings`] at index 0.
 pub const MAP_SETTINGS: &str = "XLB_SETTINGS";

@@ -130,13 +130,13 @@ fn bad_checksum() -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// Counts the packet for its backend and service, and sends it on by the
+/// Counts the packet for its backend, and sends it on by the
 /// service's mode (from the backend's entry): direct routing here, the
 /// other modes through their forwarder.
 #[inline(always)]
 fn forward<const V6: bool>(ctx: &XdpContext, pkt: &Packet, chosen: &Chosen) -> Option<u32> {
     let b = chosen.backend;
-    stats::account(b.service, chosen.id, pkt.ip_len as u64, chosen.new_flow);
+    stats::account(chosen.id, pkt.ip_len as u64, chosen.new_flow);
     let jump = match Mode::from_u8(b.mode)? {
         // A MAC rewrite needs no handoff.
         Mode::Dr => return Some(output::send(ctx, b.mac, b.src_mac, b.ifindex)),

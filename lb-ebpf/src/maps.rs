@@ -66,10 +66,6 @@ pub static AFFINITY: LruHashMap<AffinityKey, Affinity> =
 pub static NAT_REVERSE: HashMap<NatKey, NatTarget> =
     HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
 
-#[map(name = "XLB_SERVICE_STATS")]
-pub static SERVICE_STATS: PerCpuArray<TrafficStats> =
-    PerCpuArray::with_max_entries(DEFAULT_MAX_SERVICES, 0);
-
 #[map(name = "XLB_BACKEND_STATS")]
 pub static BACKEND_STATS: PerCpuArray<TrafficStats> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_BACKENDS, 0);

@@ -1,12 +1,12 @@
 //! Per-CPU counters, read and summed by the agent: the global ones in one
 //! record per CPU ([`STATS`]), so a path that counts several things looks
-//! it up once ([`record`]), and traffic per service and backend.
+//! it up once ([`record`]), and traffic per backend.
 
 use lb_common::{maps::TrafficStats, stats::Counter};
 
 use crate::{
     consts::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_VRRP},
-    maps::{BACKEND_STATS, SERVICE_STATS, STATS},
+    maps::{BACKEND_STATS, STATS},
     parse::{Packet, L3, L4},
 };
 
@@ -31,19 +31,15 @@ pub fn record() -> Option<Record> {
     STATS.get_ptr_mut(0).map(|r| Record(unsafe { &mut *r }))
 }
 
-/// Counts a forwarded packet of `bytes` for its service and backend.
+/// Counts a forwarded packet of `bytes` for its backend (the agent sums a
+/// service's from its backends'): one record.
 #[inline(always)]
-pub fn account(service: u32, backend: u32, bytes: u64, new_flow: bool) {
-    for slot in [
-        SERVICE_STATS.get_ptr_mut(service),
-        BACKEND_STATS.get_ptr_mut(backend),
-    ] {
-        if let Some(stats) = slot {
-            let stats: &mut TrafficStats = unsafe { &mut *stats };
-            stats.packets += 1;
-            stats.bytes += bytes;
-            stats.new_flows += new_flow as u64;
-        }
+pub fn account(backend: u32, bytes: u64, new_flow: bool) {
+    if let Some(stats) = BACKEND_STATS.get_ptr_mut(backend) {
+        let stats: &mut TrafficStats = unsafe { &mut *stats };
+        stats.packets += 1;
+        stats.bytes += bytes;
+        stats.new_flows += new_flow as u64;
     }
 }
 

@@ -657,6 +657,35 @@ fn bpf_forward_modes() {
             two_packets_one_flow,
         );
     }
+    // A service's traffic is its backends' and what its removed backends
+    // carried: replacing every backend, then putting them back (in fresh
+    // slots), changes no service's count.
+    let replaced: Vec<ServiceSpec> = (1..)
+        .zip(&services)
+        .map(|(n, spec)| {
+            let port = spec.backends[0].port;
+            // Of the old backend's family (IP-in-IP may cross families).
+            let addr = match spec.backends[0].addr {
+                IpAddr::V4(_) => ip(&format!("198.18.9.{n}")),
+                IpAddr::V6(_) => ip(&format!("fd00::9:{n}")),
+            };
+            ServiceSpec {
+                backends: vec![backend(addr, port, mac(99))],
+                ..spec.clone()
+            }
+        })
+        .collect();
+    for step in [&replaced, &services] {
+        lab.apply(step);
+        for (spec, _, ip_bytes) in &traffic {
+            let of_service = lab.dataplane.service_stats(spec).expect("service stats");
+            lab.expect_eq(
+                format!("{}: service stats after its backends changed", spec.name()),
+                (of_service.packets, of_service.bytes, of_service.new_flows),
+                (2, *ip_bytes, 1),
+            );
+        }
+    }
 
     let tcp = |frame: Frame, sport: u16| segment(frame, Protocol::Tcp, sport, 80);
     let over_v6 = tcp(frame(CLIENT4, v4_over_v6), CLIENT_PORT);

@@ -230,7 +230,7 @@ const RINGS_MISSING: DataplaneError = DataplaneError::Missing {
 type StatsRecord = [u64; Counter::COUNT as usize];
 
 /// The maps the agent reads and writes, and pins.
-const AGENT_MAPS: [&str; 17] = [
+const AGENT_MAPS: [&str; 16] = [
     maps::MAP_STATS,
     maps::MAP_SERVICES,
     maps::MAP_BACKENDS,
@@ -239,7 +239,6 @@ const AGENT_MAPS: [&str; 17] = [
     maps::MAP_FLOWS_SHARED,
     maps::MAP_AFFINITY,
     maps::MAP_NAT_REVERSE,
-    maps::MAP_SERVICE_STATS,
     maps::MAP_BACKEND_STATS,
     maps::MAP_SETTINGS,
     maps::MAP_VIPS,
@@ -262,6 +261,9 @@ pub struct Dataplane {
     options: LoadOptions,
     attachments: Vec<(Attachment, Link)>,
     installed: Installed,
+    /// Per service, the traffic of backends it no longer has (from this
+    /// process's changes: an adopting agent starts from its backends').
+    retired: std::collections::HashMap<maps::ServiceKey, TrafficStats>,
     pinned: Option<PathBuf>,
 }
 
@@ -283,6 +285,7 @@ impl AdoptedPins {
             options,
             attachments: self.attachments,
             installed: Installed::default(),
+            retired: Default::default(),
             pinned: Some(dir.to_path_buf()),
         }
     }
@@ -321,6 +324,7 @@ impl Dataplane {
             options: options.clone(),
             attachments: Vec::new(),
             installed: Installed::default(),
+            retired: Default::default(),
             pinned: None,
         };
         dataplane.map_rings(rings)?;
@@ -716,6 +720,7 @@ impl Dataplane {
         );
         // Never hand out a generation twice, even if a write below fails.
         self.installed.last_generation = plan.installed.last_generation;
+        let retired = self.retired_after(&plan.installed)?;
         if let Err(e) = self.write(settings, &plan) {
             // An idle ring may be half written: write whole ones next time.
             for service in self.installed.services.values_mut() {
@@ -729,7 +734,27 @@ impl Dataplane {
             plan.fresh_backends.len()
         );
         self.installed = plan.installed;
+        self.retired = retired;
         Ok(())
+    }
+
+    /// The traffic each service's removed backends carried once `next` is
+    /// installed: what it was, plus the backends `next` takes away (read
+    /// now, before their slots are cleared or reused), for services `next`
+    /// still has.
+    fn retired_after(
+        &self,
+        next: &services::Installed,
+    ) -> Result<std::collections::HashMap<maps::ServiceKey, TrafficStats>, DataplaneError> {
+        let mut retired = self.retired.clone();
+        for (key, slot) in &self.installed.backends {
+            if next.backends.get(key) != Some(slot) {
+                *retired.entry(key.0).or_default() +=
+                    self.traffic(maps::MAP_BACKEND_STATS, Some(slot.id))?;
+            }
+        }
+        retired.retain(|service, _| next.services.contains_key(service));
+        Ok(retired)
     }
 
     /// Writes `plan`: removed services, NAT replies and VIPs first, then
@@ -821,9 +846,6 @@ impl Dataplane {
         let ring_size = self.options.ring_size;
         for (key, service) in &new.services {
             let previous = self.installed.services.get(key).cloned();
-            if previous.is_none() {
-                self.zero_traffic(maps::MAP_SERVICE_STATS, &[service.id])?;
-            }
             if previous.as_ref().is_none_or(|p| p.table != service.table) {
                 // The slot being written is the one that was idle: only the
                 // slots where its table differs from the new one change.
@@ -1206,11 +1228,17 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Traffic of a service in the last applied set, summed over CPUs.
+    /// Traffic of a service in the last applied set, summed over CPUs: its
+    /// backends', and what the backends it no longer has carried.
     pub fn service_stats(&self, spec: &ServiceSpec) -> Result<TrafficStats, DataplaneError> {
         let key = services::service_key(spec);
-        let id = self.installed.services.get(&key).map(|s| s.id);
-        self.traffic(maps::MAP_SERVICE_STATS, id)
+        let mut total = self.retired.get(&key).copied().unwrap_or_default();
+        for (&(service, _, _), slot) in &self.installed.backends {
+            if service == key {
+                total += self.traffic(maps::MAP_BACKEND_STATS, Some(slot.id))?;
+            }
+        }
+        Ok(total)
     }
 
     /// Traffic of one service's backend in the last applied set.
@@ -1280,7 +1308,6 @@ fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError> {
         .map_max_entries(maps::MAP_RINGS, rings)
         .map_max_entries(maps::MAP_SERVICES, options.max_services)
         .map_max_entries(maps::MAP_VIPS, options.max_services)
-        .map_max_entries(maps::MAP_SERVICE_STATS, options.max_services)
         .map_max_entries(maps::MAP_BACKENDS, options.max_backends)
         .map_max_entries(maps::MAP_BACKEND_STATS, options.max_backends)
         .map_max_entries(maps::MAP_NAT_REVERSE, options.max_backends)
