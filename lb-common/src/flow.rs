@@ -71,6 +71,15 @@ pub const fn ring_slot(hash: u32, size: u32) -> u32 {
     ((hash as u64 * size as u64) >> 32) as u32
 }
 
+/// A hash of a flow's client side for the IP-in-IP outer source (see
+/// [`crate::maps::spread_source`]): every bit mixed, so whichever bits of
+/// the source vary, flows spread over them.
+#[inline(always)]
+pub const fn tunnel_flow_hash(src: &[u32; 4], sport: u16, dport: u16) -> u32 {
+    let ports = (sport as u32) << 16 | dport as u32;
+    finish((src[0] ^ src[1] ^ src[2] ^ src[3]).wrapping_mul(PRIME_1) ^ ports)
+}
+
 /// The hash for source-IP affinity: only the (masked) source address, so
 /// every connection of one client lands on one backend.
 #[inline(always)]

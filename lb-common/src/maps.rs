@@ -456,6 +456,28 @@ impl core::ops::AddAssign for TrafficStats {
     }
 }
 
+/// The most bits of an IP-in-IP outer source that vary per flow (256
+/// sources: plenty for RSS, and few enough for an exact allowlist).
+pub const MAX_TUNNEL_SPREAD_BITS: u8 = 8;
+
+/// [`Settings::tunnel_spread_v4`] / `_v6` for `bits` varying host bits:
+/// the low bits of the address's last word, as a packet-order word.
+pub const fn tunnel_spread_mask(bits: u8) -> u32 {
+    let host = if bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    };
+    u32::from_ne_bytes(host.to_be_bytes())
+}
+
+/// The outer source of an IP-in-IP packet: `source`'s last word with its
+/// `spread` bits taken from `flow` (any hash of the flow).
+#[inline(always)]
+pub const fn spread_source(source: u32, spread: u32, flow: u32) -> u32 {
+    (source & !spread) | (flow & spread)
+}
+
 /// Director-wide settings, at index 0 of [`MAP_SETTINGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -481,6 +503,11 @@ pub struct Settings {
     /// ICMP messages per second one CPU sends; past it they are dropped.
     pub icmp_per_cpu: u32,
     pub _pad: u32,
+    /// The bits of the IP-in-IP outer source's last word (packet order)
+    /// that vary per flow, so that a backend's NIC spreads tunnels over its
+    /// queues (RSS); 0: every flow has the tunnel source itself.
+    pub tunnel_spread_v4: u32,
+    pub tunnel_spread_v6: u32,
     /// Keys of the flow cache's bucket hash, from [`crate::flow::cache_keys`].
     pub cache_keys: [u64; 5],
 }
@@ -542,7 +569,7 @@ mod tests {
         assert_eq!(size_of::<NatKey>(), 20);
         assert_eq!(size_of::<NatTarget>(), 20);
         assert_eq!(size_of::<VipKey>(), 20);
-        assert_eq!(size_of::<Settings>(), 104);
+        assert_eq!(size_of::<Settings>(), 112);
         assert_eq!(size_of::<Iface>(), 12);
         assert_eq!(size_of::<RateWindow>(), 16);
     }

@@ -4,7 +4,8 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
-    maps::{Backend, Settings, FAMILY_V6},
+    flow::tunnel_flow_hash,
+    maps::{spread_source, Backend, Settings, FAMILY_V6},
     stats::Counter,
 };
 
@@ -49,18 +50,23 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
     }
     let ether_type = if outer_v6 { ETH_P_IPV6 } else { ETH_P_IP };
     let inner_proto = if INNER_V6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
+    // The outer source varies per flow within the configured spread.
+    let flow = tunnel_flow_hash(&pkt.src, pkt.sport, pkt.dport);
     let written = l2::move_to_front(ctx, outer, L3, ether_type).and_then(|()| {
         if outer_v6 {
+            let mut source = settings.tunnel_src_v6;
+            source[3] = spread_source(source[3], settings.tunnel_spread_v6, flow);
             ip::write_v6(
                 ctx,
                 L3,
                 pkt.ip_len,
                 inner_proto,
                 OUTER_TTL,
-                &settings.tunnel_src_v6,
+                &source,
                 &backend.addr,
             )
         } else {
+            let source = settings.tunnel_src_v4[0];
             ip::write_v4(
                 ctx,
                 L3,
@@ -69,7 +75,7 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
                 IPV4_DF,
                 OUTER_TTL,
                 inner_proto,
-                settings.tunnel_src_v4[0],
+                spread_source(source, settings.tunnel_spread_v4, flow),
                 backend.addr[0],
             )
         }

@@ -87,7 +87,7 @@ pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(ADDR_FILTER_WORDS, 
 pub static IFACES: Array<Iface> = Array::with_max_entries(IFACE_SLOTS, 0);
 
 #[map(name = "XLB_DECAP_SOURCES")]
-pub static DECAP_SOURCES: HashMap<VipKey, u8> = HashMap::with_max_entries(256, 0);
+pub static DECAP_SOURCES: HashMap<VipKey, u8> = HashMap::with_max_entries(1024, 0);
 
 #[map(name = "XLB_RATES")]
 pub static RATES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(RATE_SLOTS, 0);

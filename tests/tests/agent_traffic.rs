@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::maps::Mode;
+use lb_common::{maps::Mode, stats::Counter};
 use xlb_tests::{
     agent::{encode, total, AgentLab, ServiceConf, SteadyLoad},
     lab::{backend_port, pin_to_cpu, Family, NAT_PORT, VIP_PORT},
@@ -648,4 +648,100 @@ fn port_reuse_across_a_ring_change_keeps_each_connection_on_one_backend() {
         new_flows, accepted,
         "xlb's new flows are the accepted connections"
     );
+}
+
+/// Connections from the client to the VIP, each `timeout` at most to
+/// connect: how many were answered by a backend.
+fn answered_connections(lab: &AgentLab, count: usize, timeout: Duration) -> usize {
+    let vip = lab.vip();
+    lab.net
+        .client
+        .run(move || {
+            (0..count)
+                .filter(|_| {
+                    let Ok(mut stream) = TcpStream::connect_timeout(&vip, timeout) else {
+                        return false;
+                    };
+                    let mut reply = Vec::new();
+                    stream.set_read_timeout(Some(timeout)).is_ok()
+                        && stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_ok()
+                        && stream.read_to_end(&mut reply).is_ok()
+                        && loadgen::backend_name(&reply).is_ok()
+                })
+                .count()
+        })
+        .unwrap()
+}
+
+/// IP-in-IP packets the backends' decapsulators passed untouched, their
+/// source not allowed.
+fn foreign_tunnels(lab: &AgentLab) -> u64 {
+    lab.net
+        .decaps
+        .iter()
+        .map(|d| d.counters().unwrap().get(Counter::DecapForeign))
+        .sum()
+}
+
+/// A director whose `tunnel_source_v4`/`_v6` is a prefix (`/30`, `/126`)
+/// sends each flow's tunnel from an address of it: backends whose
+/// decapsulators accept only the one address take some connections and
+/// pass the other flows' tunnels untouched (`decap_foreign`), so the
+/// sources differ per flow; once they accept the prefix (what `xlb decap
+/// --from ADDR/LEN` loads), every connection goes through. The agent's
+/// health checks keep the one address, and the backends stay up.
+fn tunnel_source_prefix(tag: &str, family: Family) {
+    let _alone = one_at_a_time();
+    let config = ServiceConf::new("web", Mode::Ipip, family).toml();
+    let mut lab = AgentLab::new(tag, Mode::Ipip, family, 3, &config).unwrap();
+    let path = lab.config_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"198.18.1.2\"", "\"198.18.1.2/30\"")
+        .replace("\"fd00:1::2\"", "\"fd00:1::2/126\"");
+    std::fs::write(&path, text).unwrap();
+    let prefix: Vec<IpAddr> = match family {
+        Family::V4 => (0..4).map(|n| IpAddr::from([198, 18, 1, n])).collect(),
+        Family::V6 => (0..4)
+            .map(|n| IpAddr::from([0xfd00, 1, 0, 0, 0, 0, 0, n]))
+            .collect(),
+    };
+    let configured = prefix[2];
+    for decap in &mut lab.net.decaps {
+        decap.replace_decap_sources(&[configured]).unwrap();
+    }
+    lab.start().unwrap();
+    for n in 0..3 {
+        lab.wait_backend("web", n, Duration::from_secs(10), "up", |b| {
+            b["oper_state"] == "up" && b["serving"] == true
+        })
+        .unwrap();
+    }
+
+    let answered = answered_connections(&lab, 24, Duration::from_millis(300));
+    let foreign = foreign_tunnels(&lab);
+    println!("{family:?}, one source accepted: {answered} of 24 answered, {foreign} foreign");
+    assert!(
+        answered > 0 && answered < 24 && foreign > 0,
+        "with one source accepted: {answered} of 24 answered, {foreign} tunnels passed as foreign"
+    );
+
+    for decap in &mut lab.net.decaps {
+        decap.replace_decap_sources(&prefix).unwrap();
+    }
+    let answered = answered_connections(&lab, 100, Duration::from_secs(2));
+    assert_eq!(answered, 100, "with the prefix accepted");
+    assert_eq!(foreign_tunnels(&lab), foreign, "no foreign tunnel");
+}
+
+#[test]
+fn tunnel_source_prefix_spreads_flows_ipv4() {
+    require_privileged!();
+    tunnel_source_prefix("agspread4", Family::V4);
+}
+
+#[test]
+fn tunnel_source_prefix_spreads_flows_ipv6() {
+    require_privileged!();
+    tunnel_source_prefix("agspread6", Family::V6);
 }

@@ -2119,6 +2119,76 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
     lab.finish();
 }
 
+/// With a tunnel source prefix, the outer source of IP-in-IP varies per
+/// flow over the prefix's host bits (so backends' NICs spread tunnels over
+/// their queues), stays the same for a flow, and the outer IPv4 header's
+/// checksum holds; IPv4 and IPv6.
+#[test]
+fn bpf_forward_tunnel_sources_spread_per_flow() {
+    require_privileged!();
+    let (vip4, vip6) = (ip("198.18.0.190"), ip("fd00::190"));
+    let services = [
+        service(
+            vip4,
+            80,
+            Protocol::Tcp,
+            Mode::Ipip,
+            vec![backend(ip("198.18.1.90"), 80, mac(90))],
+        ),
+        service(
+            vip6,
+            80,
+            Protocol::Tcp,
+            Mode::Ipip,
+            vec![backend(ip("fd00::1:90"), 80, mac(91))],
+        ),
+    ];
+    let mut lab = Lab::balancer(&[]);
+    let spread = DirectorSettings {
+        tunnel_spread_v4: 2,
+        tunnel_spread_v6: 2,
+        ..settings()
+    };
+    lab.apply_with(&services, &spread);
+    // The outer source of a flow's packet, and whether its checksums hold.
+    let outer_source = |lab: &mut Lab, client: IpAddr, vip: IpAddr, port: u16| {
+        let input = segment(frame(client, vip), Protocol::Tcp, port, 80);
+        let (action, out) = run(lab.dataplane.program(), &input).expect("test run");
+        assert_eq!(action, XdpAction::Tx, "{}", hex(&input));
+        verify_checksums(&out).expect("the outer header's checksum");
+        match vip {
+            IpAddr::V4(_) => IpAddr::from(<[u8; 4]>::try_from(&out[26..30]).unwrap()),
+            IpAddr::V6(_) => IpAddr::from(<[u8; 16]>::try_from(&out[22..38]).unwrap()),
+        }
+    };
+    for (client, vip, tunnel) in [
+        (CLIENT4, vip4, IpAddr::V4(TUNNEL_SRC4)),
+        (CLIENT6, vip6, IpAddr::V6(TUNNEL_SRC6)),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        for port in 40000..40032 {
+            let source = outer_source(&mut lab, client, vip, port);
+            let again = outer_source(&mut lab, client, vip, port);
+            lab.expect_eq(format!("flow {port}: the same source twice"), again, source);
+            seen.insert(source);
+        }
+        // The prefix of the tunnel source with its last two bits free.
+        let within = |a: &IpAddr| match (a, tunnel) {
+            (IpAddr::V4(a), IpAddr::V4(t)) => u32::from(*a) >> 2 == u32::from(t) >> 2,
+            (IpAddr::V6(a), IpAddr::V6(t)) => u128::from(*a) >> 2 == u128::from(t) >> 2,
+            _ => false,
+        };
+        let outside: Vec<_> = seen.iter().filter(|a| !within(a)).collect();
+        lab.expect_eq(format!("{tunnel}/..: sources outside"), outside.len(), 0);
+        lab.expect_eq(
+            format!("{tunnel}/..: distinct sources of 32 flows"),
+            seen.len(),
+            4,
+        );
+    }
+    lab.finish();
+}
+
 /// Only frames addressed to the interface's own MAC are balanced: a VIP's
 /// packet to another host's MAC, to broadcast or to multicast is the
 /// kernel's, untouched.

@@ -11,6 +11,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use log::LevelFilter;
 
+use lb_common::maps::MAX_TUNNEL_SPREAD_BITS;
+
 use crate::dataplane::{AttachMode, Dataplane, LoadOptions};
 
 /// Where `xlb decap` pins its program, maps and links by default.
@@ -21,7 +23,8 @@ pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb-decap";
     after_help = "Real-server setup for IP-in-IP (the VIP on lo, not answering ARP for it):\n  \
     ip addr add 198.18.0.100/32 dev lo\n  \
     sysctl -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2\n  \
-    xlb decap --iface eth0 --vip 198.18.0.100 --from 198.18.1.2\n\n\
+    xlb decap --iface eth0 --vip 198.18.0.100 --from 198.18.1.2 (or --from 198.18.1.0/28, \
+    for a director whose tunnel_source_v4 is a /28)\n\n\
     The program stays attached (pinned under --pin-path) after the command exits. Run it again \
     with other --vip/--from to change them in place; `xlb decap --remove --iface eth0` detaches \
     it and removes the pins."
@@ -36,12 +39,17 @@ pub struct DecapArgs {
     #[arg(long = "vip", value_name = "ADDR", required_unless_present = "remove")]
     pub vips: Vec<IpAddr>,
 
-    /// A director's tunnel source address (its `tunnel_source_v4`/`_v6`)
-    /// to accept IP-in-IP from (repeat for several); tunnelled packets
-    /// from any other source pass untouched. Replaces the sources of a
-    /// decapsulator already pinned at --pin-path.
-    #[arg(long = "from", value_name = "ADDR", required_unless_present = "remove")]
-    pub sources: Vec<IpAddr>,
+    /// A director's tunnel source (its `tunnel_source_v4`/`_v6`, with its
+    /// prefix length if it has one: ADDR/LEN accepts every address of the
+    /// prefix, at most 256) to accept IP-in-IP from (repeat for several);
+    /// tunnelled packets from any other source pass untouched. Replaces the
+    /// sources of a decapsulator already pinned at --pin-path.
+    #[arg(
+        long = "from",
+        value_name = "ADDR[/LEN]",
+        required_unless_present = "remove"
+    )]
+    pub sources: Vec<SourcePrefix>,
 
     /// Where the program runs: in the driver (native) or in the kernel stack (generic).
     #[arg(short, long, value_enum, default_value_t = AttachMode::Native)]
@@ -66,7 +74,67 @@ pub fn run(args: DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
     install(&args, log_level)
 }
 
+/// A tunnel source as `--from` takes it: an address, or a prefix of at
+/// most [`MAX_TUNNEL_SPREAD_BITS`] host bits, whose every address a
+/// director may send from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourcePrefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl std::str::FromStr for SourcePrefix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, len) = text.split_once('/').unwrap_or((text, ""));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if len.is_empty() {
+            return Ok(SourcePrefix { addr, len: bits });
+        }
+        let shortest = bits - MAX_TUNNEL_SPREAD_BITS;
+        match len.parse::<u8>() {
+            Ok(len) if (shortest..=bits).contains(&len) => Ok(SourcePrefix { addr, len }),
+            _ => Err(format!(
+                "{text:?}: the prefix length must be {shortest} to {bits} (at most {} addresses)",
+                1u32 << MAX_TUNNEL_SPREAD_BITS
+            )),
+        }
+    }
+}
+
+impl SourcePrefix {
+    /// Every address of the prefix.
+    fn addresses(self) -> impl Iterator<Item = IpAddr> {
+        let host_bits = if self.addr.is_ipv4() { 32 } else { 128 } - self.len;
+        let hosts: u128 = (1 << host_bits) - 1;
+        let (base, bits) = match self.addr {
+            IpAddr::V4(a) => (u32::from(a) as u128, 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        };
+        let network = base & !hosts;
+        (0..=hosts).map(move |host| match bits {
+            32 => IpAddr::V4(((network | host) as u32).into()),
+            _ => IpAddr::V6((network | host).into()),
+        })
+    }
+}
+
+/// The addresses of `prefixes`.
+fn expanded(prefixes: &[SourcePrefix]) -> Vec<IpAddr> {
+    prefixes.iter().flat_map(|p| p.addresses()).collect()
+}
+
 fn list(addrs: &[IpAddr]) -> String {
+    // A prefix's hundreds of addresses, in brief.
+    if let [first, .., last] = addrs {
+        if addrs.len() > 8 {
+            return format!("{} addresses, {first} to {last}", addrs.len());
+        }
+    }
     addrs
         .iter()
         .map(IpAddr::to_string)
@@ -86,7 +154,7 @@ fn normalized(addrs: &[IpAddr]) -> Vec<IpAddr> {
 fn install(args: &DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
     let dir = &args.pin_path;
     let vips = normalized(&args.vips);
-    let sources = normalized(&args.sources);
+    let sources = normalized(&expanded(&args.sources));
     let adopted = Dataplane::adopt_decap(dir)
         .with_context(|| format!("reading the decapsulator pinned at {}", dir.display()))?;
     let Some(mut dataplane) = adopted else {
@@ -244,6 +312,41 @@ mod tests {
         let b: IpAddr = "198.18.0.7".parse().unwrap();
         let c: IpAddr = "fd00::100".parse().unwrap();
         assert_eq!(normalized(&[c, a, b, a]), vec![b, a, c]);
+    }
+
+    #[test]
+    fn a_prefix_accepts_each_of_its_addresses() {
+        let prefix: SourcePrefix = "198.18.1.2/30".parse().unwrap();
+        let four: Vec<IpAddr> = (0..4).map(|n| IpAddr::from([198, 18, 1, n])).collect();
+        assert_eq!(expanded(&[prefix]), four);
+        let prefix: SourcePrefix = "fd00:1::102/127".parse().unwrap();
+        let two = ["fd00:1::102", "fd00:1::103"].map(|a| a.parse::<IpAddr>().unwrap());
+        assert_eq!(expanded(&[prefix]), two);
+        let one: SourcePrefix = "198.18.1.2".parse().unwrap();
+        assert_eq!(expanded(&[one]), vec![IpAddr::from([198, 18, 1, 2])]);
+        assert_eq!(expanded(&["198.18.1.9/24".parse().unwrap()]).len(), 256);
+        assert_eq!(
+            "198.18.1.2/23".parse::<SourcePrefix>(),
+            Err(
+                "\"198.18.1.2/23\": the prefix length must be 24 to 32 (at most 256 addresses)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            "fd00::1/119".parse::<SourcePrefix>(),
+            Err(
+                "\"fd00::1/119\": the prefix length must be 120 to 128 (at most 256 addresses)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            "director/32".parse::<SourcePrefix>(),
+            Err("\"director\" is not an IP address".into())
+        );
+        assert_eq!(
+            list(&expanded(&["198.18.1.0/28".parse().unwrap()])),
+            "16 addresses, 198.18.1.0 to 198.18.1.15"
+        );
     }
 
     #[test]

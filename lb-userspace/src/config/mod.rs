@@ -330,8 +330,12 @@ impl Config {
                     .map(|p| p.to_string_lossy().into_owned()),
                 pin_path: Some(agent.pin_path.to_string_lossy().into_owned())
                     .filter(|path| path != DEFAULT_PIN_PATH),
-                tunnel_source_v4: agent.tunnel_source_v4.map(|a| a.to_string()),
-                tunnel_source_v6: agent.tunnel_source_v6.map(|a| a.to_string()),
+                tunnel_source_v4: agent
+                    .tunnel_source_v4
+                    .map(|a| with_spread(a.into(), agent.tunnel_spread_v4)),
+                tunnel_source_v6: agent
+                    .tunnel_source_v6
+                    .map(|a| with_spread(a.into(), agent.tunnel_spread_v6)),
                 mtu: unless_default(agent.mtu, DEFAULT_MTU).map(i64::from),
                 udp_timeout: unless_default(agent.udp_timeout, DEFAULT_UDP_TIMEOUT)
                     .map(format_duration),
@@ -475,5 +479,15 @@ impl HealthConfig {
                 ..common
             },
         }
+    }
+}
+
+/// A tunnel source as the file spells it: `ADDRESS`, or `ADDRESS/LENGTH`
+/// when `spread` host bits vary per flow.
+fn with_spread(addr: std::net::IpAddr, spread: u8) -> String {
+    let bits = if addr.is_ipv4() { 32 } else { 128 };
+    match spread {
+        0 => addr.to_string(),
+        spread => format!("{addr}/{}", bits - spread),
     }
 }

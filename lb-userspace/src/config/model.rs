@@ -41,6 +41,9 @@ pub struct Agent {
     /// Outer source addresses for IP-in-IP.
     pub tunnel_source_v4: Option<Ipv4Addr>,
     pub tunnel_source_v6: Option<Ipv6Addr>,
+    /// Host bits of those sources that vary per flow (`ADDRESS/LENGTH`).
+    pub tunnel_spread_v4: u8,
+    pub tunnel_spread_v6: u8,
     /// The largest packet the backends' link carries (IP-in-IP too-big).
     pub mtu: u32,
     /// Idle time after which a UDP flow picks its backend again.
@@ -227,6 +230,8 @@ impl Agent {
         DirectorSettings {
             tunnel_src_v4: self.tunnel_source_v4,
             tunnel_src_v6: self.tunnel_source_v6,
+            tunnel_spread_v4: self.tunnel_spread_v4,
+            tunnel_spread_v6: self.tunnel_spread_v6,
             mtu: self.mtu,
             udp_timeout: self.udp_timeout,
             hash_seed: self.hash_seed,

@@ -377,8 +377,8 @@ xdp_mode = "generic"
 api_listen = "[fd00::1]:9000"
 api_token_file = "/etc/xlb/token"
 pin_path = "/sys/fs/bpf/xlb-test"
-tunnel_source_v4 = "198.18.1.2"
-tunnel_source_v6 = "fd00:1::2"
+tunnel_source_v4 = "198.18.1.2/28"
+tunnel_source_v6 = "fd00:1::2/124"
 mtu = 9000
 udp_timeout = "1m 30s"
 hash_seed = "0x5eed1234"
@@ -628,6 +628,49 @@ fn tunnel_sources_are_of_their_family() {
             "\"198.18.1.2\" is not an IPv6 address"
         )
     );
+}
+
+#[test]
+fn a_tunnel_source_prefix_spreads_flows_over_its_host_bits() {
+    let model = valid(&agent(
+        "tunnel_source_v4 = \"198.18.1.2/28\"\ntunnel_source_v6 = \"fd00:1::2/120\"",
+    ));
+    let a = &model.agent;
+    assert_eq!(
+        (a.tunnel_source_v4, a.tunnel_spread_v4),
+        (Some("198.18.1.2".parse().unwrap()), 4)
+    );
+    assert_eq!(
+        (a.tunnel_source_v6, a.tunnel_spread_v6),
+        (Some("fd00:1::2".parse().unwrap()), 8)
+    );
+    let settings = a.director_settings(&model.tables);
+    assert_eq!(
+        (settings.tunnel_spread_v4, settings.tunnel_spread_v6),
+        (4, 8)
+    );
+    for (line, field, message) in [
+        (
+            "tunnel_source_v4 = \"198.18.1.2/23\"",
+            "agent.tunnel_source_v4",
+            "\"198.18.1.2/23\": the prefix length must be 24 to 32 (at most 256 sources \
+             a flow's outer address is chosen from)",
+        ),
+        (
+            "tunnel_source_v6 = \"fd00:1::2/129\"",
+            "agent.tunnel_source_v6",
+            "\"fd00:1::2/129\": the prefix length must be 120 to 128 (at most 256 sources \
+             a flow's outer address is chosen from)",
+        ),
+        (
+            "tunnel_source_v4 = \"198.18.1.2/x\"",
+            "agent.tunnel_source_v4",
+            "\"198.18.1.2/x\": the prefix length must be 24 to 32 (at most 256 sources \
+             a flow's outer address is chosen from)",
+        ),
+    ] {
+        assert_eq!(err(&agent(line)), error(field, message));
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use lb_common::{
     maglev::is_prime,
     maps::{
         Mode, DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS,
-        DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
+        DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE, MAX_TUNNEL_SPREAD_BITS,
     },
 };
 
@@ -107,16 +107,22 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
             format!("{pin_path:?} is not an absolute path"),
         ));
     }
-    let tunnel_source_v4: Option<Ipv4Addr> = raw
-        .tunnel_source_v4
-        .as_deref()
-        .map(|a| parsed("agent.tunnel_source_v4", a, "an IPv4 address"))
-        .transpose()?;
-    let tunnel_source_v6: Option<Ipv6Addr> = raw
-        .tunnel_source_v6
-        .as_deref()
-        .map(|a| parsed("agent.tunnel_source_v6", a, "an IPv6 address"))
-        .transpose()?;
+    let (tunnel_source_v4, tunnel_spread_v4) = match raw.tunnel_source_v4.as_deref() {
+        Some(text) => {
+            let (addr, spread): (Ipv4Addr, u8) =
+                tunnel_source("agent.tunnel_source_v4", text, 32, "an IPv4")?;
+            (Some(addr), spread)
+        }
+        None => (None, 0),
+    };
+    let (tunnel_source_v6, tunnel_spread_v6) = match raw.tunnel_source_v6.as_deref() {
+        Some(text) => {
+            let (addr, spread): (Ipv6Addr, u8) =
+                tunnel_source("agent.tunnel_source_v6", text, 128, "an IPv6")?;
+            (Some(addr), spread)
+        }
+        None => (None, 0),
+    };
     Ok(Agent {
         interfaces: raw.interfaces.clone(),
         xdp_mode,
@@ -125,6 +131,8 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
         pin_path: PathBuf::from(pin_path),
         tunnel_source_v4,
         tunnel_source_v6,
+        tunnel_spread_v4,
+        tunnel_spread_v6,
         mtu: integer(
             "agent.mtu",
             raw.mtu,
@@ -841,6 +849,34 @@ pub(super) fn ip(field: &str, value: &str) -> Result<IpAddr, ConfigError> {
 }
 
 /// `value` parsed as a `T`, or "`value` is not `what`".
+/// A tunnel source, `ADDRESS` or `ADDRESS/LENGTH`: with a length, the
+/// outer source of client packets varies per flow over the prefix's host
+/// bits (at most [`MAX_TUNNEL_SPREAD_BITS`] of them); returns the address
+/// and those bits.
+fn tunnel_source<A: FromStr>(
+    field: &str,
+    text: &str,
+    bits: u8,
+    family: &str,
+) -> Result<(A, u8), ConfigError> {
+    let Some((addr, len)) = text.split_once('/') else {
+        return Ok((parsed(field, text, &format!("{family} address"))?, 0));
+    };
+    let addr = parsed(field, addr, &format!("{family} address"))?;
+    let shortest = bits - MAX_TUNNEL_SPREAD_BITS;
+    match len.parse::<u8>() {
+        Ok(len) if (shortest..=bits).contains(&len) => Ok((addr, bits - len)),
+        _ => Err(ConfigError::new(
+            field,
+            format!(
+                "{text:?}: the prefix length must be {shortest} to {bits} (at most {} \
+                 sources a flow's outer address is chosen from)",
+                1u32 << MAX_TUNNEL_SPREAD_BITS
+            ),
+        )),
+    }
+}
+
 fn parsed<T: FromStr>(field: &str, value: &str, what: &str) -> Result<T, ConfigError> {
     value
         .parse()

@@ -11,9 +11,9 @@ use std::{
 use lb_common::{
     maglev::{build_table, MaglevBackend},
     maps::{
-        addr_filter_bit, Backend, Flow, Mode, NatKey, NatTarget, Service, ServiceKey, Settings,
-        VipKey, ADDR_FILTER_WORDS, BACKEND_DRAIN, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP,
-        SERVICE_AFFINITY, VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
+        addr_filter_bit, tunnel_spread_mask, Backend, Flow, Mode, NatKey, NatTarget, Service,
+        ServiceKey, Settings, VipKey, ADDR_FILTER_WORDS, BACKEND_DRAIN, FAMILY_V4, FAMILY_V6,
+        PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY, VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
     },
 };
 
@@ -102,6 +102,10 @@ pub struct DirectorSettings {
     /// Outer source addresses for IP-in-IP.
     pub tunnel_src_v4: Option<std::net::Ipv4Addr>,
     pub tunnel_src_v6: Option<std::net::Ipv6Addr>,
+    /// Low bits of those sources that vary per flow (0 to
+    /// [`lb_common::maps::MAX_TUNNEL_SPREAD_BITS`]).
+    pub tunnel_spread_v4: u8,
+    pub tunnel_spread_v6: u8,
     pub mtu: u32,
     pub udp_timeout: Duration,
     /// Seed of the flow and source hashes; the same on every director.
@@ -117,6 +121,8 @@ impl Default for DirectorSettings {
         DirectorSettings {
             tunnel_src_v4: None,
             tunnel_src_v6: None,
+            tunnel_spread_v4: 0,
+            tunnel_spread_v6: 0,
             mtu: 1500,
             udp_timeout: Duration::from_secs(lb_common::maps::DEFAULT_UDP_TIMEOUT_S.into()),
             hash_seed: 0,
@@ -676,6 +682,8 @@ pub fn settings_entry(s: &DirectorSettings, installed: &Installed) -> Settings {
         new_flows_per_cpu: s.new_flows_per_cpu,
         icmp_per_cpu: s.icmp_per_cpu,
         _pad: 0,
+        tunnel_spread_v4: tunnel_spread_mask(s.tunnel_spread_v4),
+        tunnel_spread_v6: tunnel_spread_mask(s.tunnel_spread_v6),
         cache_keys: lb_common::flow::cache_keys(s.hash_seed),
     }
 }
