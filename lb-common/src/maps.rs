@@ -279,6 +279,37 @@ pub struct Backend {
     pub mode: u8,
     pub _pad: u8,
     pub _pad2: u16,
+    /// IP-in-IP to an IPv4 backend: [`tunnel_v4_partial_sum`] of its
+    /// address, the outer header's checksum less what varies per packet.
+    pub outer_sum: u32,
+}
+
+/// The outer IPv4 header of IP-in-IP: TTL, protocol, Don't Fragment.
+pub const TUNNEL_TTL: u8 = 64;
+pub const TUNNEL_PROTO_IPIP: u8 = 4;
+pub const TUNNEL_FLAGS_DF: u16 = 0x4000;
+
+/// The ones' complement sum (unfolded) of the parts of an outer IPv4
+/// header to `dst` that are the same for every packet: version and header
+/// length, flags, TTL and protocol, destination. Header words are summed as
+/// loaded from the packet (native loads of network-order bytes), as the
+/// program sums them.
+pub const fn tunnel_v4_partial_sum(dst: u32) -> u32 {
+    let [f0, f1] = TUNNEL_FLAGS_DF.to_be_bytes();
+    let halves = [
+        u16::from_ne_bytes([0x45, 0]),
+        u16::from_ne_bytes([f0, f1]),
+        u16::from_ne_bytes([TUNNEL_TTL, TUNNEL_PROTO_IPIP]),
+        (dst & 0xffff) as u16,
+        (dst >> 16) as u16,
+    ];
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < halves.len() {
+        sum += halves[i] as u32;
+        i += 1;
+    }
+    sum
 }
 
 /// Two Maglev ring slots (backend ids) in one array element.
@@ -559,7 +590,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 32);
-        assert_eq!(size_of::<Backend>(), 48);
+        assert_eq!(size_of::<Backend>(), 52);
         assert_eq!(size_of::<CachedFlow>(), 64);
         assert_eq!(size_of::<FlowBucket>(), 64 * FLOW_WAYS);
         assert_eq!(size_of::<crate::flow::FlowKey>(), 40);

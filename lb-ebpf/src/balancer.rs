@@ -16,7 +16,7 @@ use lb_common::{
 use crate::{
     cache, csum, filter, icmp,
     maps::{HANDOFF, SETTINGS, VIPS},
-    output,
+    output::{self, Mac},
     parse::{ptr_at, Packet, L4},
     select::{self, Chosen, TcpSignal},
     stats,
@@ -139,7 +139,7 @@ fn forward<const V6: bool>(ctx: &XdpContext, pkt: &Packet, chosen: &Chosen) -> O
     stats::account(chosen.id, pkt.ip_len as u64, chosen.new_flow);
     let jump = match Mode::from_u8(b.mode)? {
         // A MAC rewrite needs no handoff.
-        Mode::Dr => return Some(output::send(ctx, b.mac, b.src_mac, b.ifindex)),
+        Mode::Dr => return Some(output::send(ctx, Mac::of(&b.mac), Mac::of(&b.src_mac), b.ifindex)),
         Mode::Ipip if V6 => JUMP_IPIP_V6,
         Mode::Ipip => JUMP_IPIP_V4,
         Mode::Nat if V6 => JUMP_NAT_V6,
@@ -199,7 +199,7 @@ fn icmp_error<const V6: bool>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
 #[inline(always)]
 fn v4_header_ok(ctx: &XdpContext, pkt: &Packet) -> bool {
     ptr_at::<[u32; 5]>(ctx, pkt.l3_off)
-        .is_ok_and(|header| csum::v4_header_ok(&unsafe { header.read_unaligned() }))
+        .is_ok_and(|header| csum::v4_header_ok(&unsafe { header.read() }))
 }
 
 #[inline(always)]

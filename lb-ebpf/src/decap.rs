@@ -57,7 +57,7 @@ fn strip<const L2: usize, const OUTER: usize>(
     let key = if inner_v6 {
         match ptr_at::<[u32; 10]>(ctx, inner) {
             Ok(ip) => {
-                let ip = unsafe { ip.read_unaligned() };
+                let ip = unsafe { ip.read() };
                 VipKey::new([ip[6], ip[7], ip[8], ip[9]], FAMILY_V6)
             }
             Err(_) => return xdp_action::XDP_PASS,
@@ -65,7 +65,7 @@ fn strip<const L2: usize, const OUTER: usize>(
     } else {
         match ptr_at::<[u32; 5]>(ctx, inner) {
             Ok(ip) => {
-                let dst = unsafe { ip.read_unaligned() }[4];
+                let dst = unsafe { ip.read() }[4];
                 VipKey::new([dst, 0, 0, 0], FAMILY_V4)
             }
             Err(_) => return xdp_action::XDP_PASS,

@@ -15,7 +15,8 @@ use lb_common::{maps::Backend, stats::Counter};
 use crate::{
     ipip,
     maps::{Handoff, BACKENDS, HANDOFF, SETTINGS},
-    nat, output,
+    nat,
+    output::{self, Mac},
     parse::Packet,
     stats,
 };
@@ -108,7 +109,7 @@ fn nat_forward_at<const V6: bool, const L3: usize>(
     if nat::forward::<V6, L3>(ctx, pkt, b).is_err() {
         return xdp_action::XDP_ABORTED;
     }
-    output::send(ctx, b.mac, b.src_mac, b.ifindex)
+    output::send(ctx, Mac::of(&b.mac), Mac::of(&b.src_mac), b.ifindex)
 }
 
 #[xdp]

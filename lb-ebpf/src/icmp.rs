@@ -99,7 +99,7 @@ fn write_v4(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), 
     let icmp_off = off + Ipv4Hdr::LEN;
     unsafe { *ptr_at_mut::<[u8; ICMP_HDR]>(ctx, icmp_off)? = header };
     let check = !csum::fold(sum_packet::<{ ICMP_HDR + QUOTE_V4 }>(ctx, icmp_off)?);
-    unsafe { ptr_at_mut::<u16>(ctx, icmp_off + 2)?.write_unaligned(check) };
+    unsafe { ptr_at_mut::<u16>(ctx, icmp_off + 2)?.write(check) };
     Ok(())
 }
 
@@ -116,7 +116,7 @@ fn write_v6(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), 
     let mut sum = csum::sum_v6(csum::sum_v6(0, &src), &dst);
     sum += (PAYLOAD as u16).to_be() as u64 + (IPPROTO_ICMPV6 as u16).to_be() as u64;
     let check = !csum::fold(sum + sum_packet::<PAYLOAD>(ctx, icmp_off)?);
-    unsafe { ptr_at_mut::<u16>(ctx, icmp_off + 2)?.write_unaligned(check) };
+    unsafe { ptr_at_mut::<u16>(ctx, icmp_off + 2)?.write(check) };
     Ok(())
 }
 

@@ -5,20 +5,20 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     flow::tunnel_flow_hash,
-    maps::{spread_source, Backend, Settings, FAMILY_V6},
+    maps::{spread_source, Backend, Settings, FAMILY_V6, TUNNEL_TTL},
     stats::Counter,
 };
 
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_DF},
-    icmp, ip, l2, output,
+    icmp, ip, l2,
+    output::{self, Mac},
     parse::{ptr_at, Packet},
     stats,
 };
 
 pub const OUTER_V4: usize = 20;
 pub const OUTER_V6: usize = 40;
-const OUTER_TTL: u8 = 64;
 
 #[inline(always)]
 pub fn encap<const INNER_V6: bool, const L3: usize>(
@@ -61,29 +61,32 @@ pub fn encap<const INNER_V6: bool, const L3: usize>(
                 L3,
                 pkt.ip_len,
                 inner_proto,
-                OUTER_TTL,
+                TUNNEL_TTL,
                 &source,
                 &backend.addr,
             )
         } else {
+            // IPv4 carries only IPv4 (IPPROTO_IPIP, as the backend's sum has it).
             let source = settings.tunnel_src_v4[0];
-            ip::write_v4(
+            ip::write_tunnel_v4(
                 ctx,
                 L3,
                 pkt.ip_len + OUTER_V4,
                 tos,
-                IPV4_DF,
-                OUTER_TTL,
-                inner_proto,
                 spread_source(source, settings.tunnel_spread_v4, flow),
-                backend.addr[0],
+                backend,
             )
         }
     });
     if written.is_err() {
         return xdp_action::XDP_ABORTED;
     }
-    output::send(ctx, backend.mac, backend.src_mac, backend.ifindex)
+    output::send(
+        ctx,
+        Mac::of(&backend.mac),
+        Mac::of(&backend.src_mac),
+        backend.ifindex,
+    )
 }
 
 /// Whether an IPv4 header sets Don't Fragment.
@@ -95,5 +98,5 @@ fn ipv4_df<const L3: usize>(ctx: &XdpContext) -> bool {
 #[inline(always)]
 fn ipv4_tos<const L3: usize>(ctx: &XdpContext) -> u8 {
     // Read with the version/IHL byte before it, as one word.
-    ptr_at::<u16>(ctx, L3).map_or(0, |w| unsafe { w.read_unaligned().to_ne_bytes()[1] })
+    ptr_at::<u16>(ctx, L3).map_or(0, |w| unsafe { w.read().to_ne_bytes()[1] })
 }

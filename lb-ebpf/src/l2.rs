@@ -68,12 +68,12 @@ pub fn move_forward<const L2: usize>(
 fn copy_header<const N: usize>(ctx: &XdpContext, from: usize, to: usize) -> Result<(), ParseError> {
     let src = ptr_at::<[u8; N]>(ctx, from)? as *const u8;
     let dst = ptr_at_mut::<[u8; N]>(ctx, to)? as *mut u8;
-    let word = |i: usize| unsafe { (src.add(4 * i) as *const u32).read_unaligned() };
+    let word = |i: usize| unsafe { (src.add(4 * i) as *const u32).read() };
     let (w0, w1, w2) = (word(0), word(1), word(2));
     let w3 = if N >= 18 { word(3) } else { 0 };
     let w4 = if N >= 22 { word(4) } else { 0 };
-    let tail = unsafe { (src.add(N - 2) as *const u16).read_unaligned() };
-    let put = |i: usize, w: u32| unsafe { (dst.add(4 * i) as *mut u32).write_unaligned(w) };
+    let tail = unsafe { (src.add(N - 2) as *const u16).read() };
+    let put = |i: usize, w: u32| unsafe { (dst.add(4 * i) as *mut u32).write(w) };
     put(0, w0);
     put(1, w1);
     put(2, w2);
@@ -83,7 +83,7 @@ fn copy_header<const N: usize>(ctx: &XdpContext, from: usize, to: usize) -> Resu
     if N >= 22 {
         put(4, w4);
     }
-    unsafe { (dst.add(N - 2) as *mut u16).write_unaligned(tail) };
+    unsafe { (dst.add(N - 2) as *mut u16).write(tail) };
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use lb_common::{
 use crate::{
     csum,
     maps::NAT_REVERSE,
-    output,
+    output::{self, Mac},
     parse::{ptr_at_mut, Packet, ParseError, L4},
     stats, zero,
 };
@@ -100,7 +100,12 @@ pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) ->
         stats::inc(Counter::FibPass);
         return None;
     }
-    Some(output::send(ctx, fib.dmac, fib.smac, fib.ifindex))
+    Some(output::send(
+        ctx,
+        Mac::from_bytes(fib.dmac),
+        Mac::from_bytes(fib.smac),
+        fib.ifindex,
+    ))
 }
 
 /// Replaces the source (`SRC`) or destination address and port, updating
@@ -118,18 +123,18 @@ fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
         let addr = ptr_at_mut::<[u32; 4]>(ctx, L3 + if SRC { 8 } else { 24 })? as *mut u32;
         // Word by word: a 16-byte copy from a map value would be a memmove.
         for (i, word) in new_addr.iter().enumerate() {
-            unsafe { addr.add(i).write_unaligned(*word) };
+            unsafe { addr.add(i).write(*word) };
         }
     } else {
         let check = ptr_at_mut::<u16>(ctx, L3 + 10)?;
         let addr = ptr_at_mut::<u32>(ctx, L3 + if SRC { 12 } else { 16 })?;
         unsafe {
-            check.write_unaligned(csum::replace_v4(
-                check.read_unaligned(),
+            check.write(csum::replace_v4(
+                check.read(),
                 old_addr[0],
                 new_addr[0],
             ));
-            addr.write_unaligned(new_addr[0]);
+            addr.write(new_addr[0]);
         }
     }
 
@@ -140,7 +145,7 @@ fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
     let check = ptr_at_mut::<u16>(ctx, check_off)?;
     let port = ptr_at_mut::<u16>(ctx, l4 + if SRC { 0 } else { 2 })?;
     unsafe {
-        let old_check = check.read_unaligned();
+        let old_check = check.read();
         // An IPv4 UDP checksum of 0 means "none" and stays so.
         if V6 || !udp || old_check != 0 {
             let mut c = if V6 {
@@ -152,9 +157,9 @@ fn rewrite<const V6: bool, const L3: usize, const SRC: bool>(
             if udp && c == 0 {
                 c = 0xffff;
             }
-            check.write_unaligned(c);
+            check.write(c);
         }
-        port.write_unaligned(new_be);
+        port.write(new_be);
     }
     Ok(())
 }
@@ -167,27 +172,27 @@ pub fn decrement_ttl<const V6: bool, const L3: usize>(ctx: &XdpContext) -> Resul
         // Next header and hop limit, as one word like IPv4's TTL and protocol.
         let field = ptr_at_mut::<u16>(ctx, L3 + 6)?;
         unsafe {
-            let mut bytes = field.read_unaligned().to_ne_bytes();
+            let mut bytes = field.read().to_ne_bytes();
             if bytes[1] <= 1 {
                 return Err(ParseError::Malformed);
             }
             bytes[1] -= 1;
-            field.write_unaligned(u16::from_ne_bytes(bytes));
+            field.write(u16::from_ne_bytes(bytes));
         }
         return Ok(());
     }
     let ttl_proto = ptr_at_mut::<u16>(ctx, L3 + 8)?;
     let check = ptr_at_mut::<u16>(ctx, L3 + 10)?;
     unsafe {
-        let old = ttl_proto.read_unaligned();
+        let old = ttl_proto.read();
         let mut bytes = old.to_ne_bytes();
         if bytes[0] <= 1 {
             return Err(ParseError::Malformed);
         }
         bytes[0] -= 1;
         let new = u16::from_ne_bytes(bytes);
-        ttl_proto.write_unaligned(new);
-        check.write_unaligned(csum::replace16(check.read_unaligned(), old, new));
+        ttl_proto.write(new);
+        check.write(csum::replace16(check.read(), old, new));
     }
     Ok(())
 }

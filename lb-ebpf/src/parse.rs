@@ -3,6 +3,12 @@
 //!
 //! Every read goes through [`ptr_at`], which checks the header lies inside
 //! the frame; nothing here writes to the packet.
+//!
+//! Packet memory, here and wherever the programs read or rewrite headers,
+//! is accessed with plain word loads and stores (`read`/`write`, [`load`]),
+//! though a field may sit at any offset: the kernel allows misaligned
+//! packet access on the CPUs xlb runs on (x86-64, arm64), and LLVM would
+//! turn `read_unaligned`/`write_unaligned` into a load or store per byte.
 
 use core::mem::{self, MaybeUninit};
 
@@ -115,15 +121,24 @@ pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ParseErr
     ptr_at::<T>(ctx, offset).map(|p| p as *mut T)
 }
 
-/// Reads a `T` from packet memory at `addr` with word loads. The kernel
-/// allows misaligned packet access on the CPUs xlb runs on (x86-64,
-/// arm64), and LLVM would turn `read_unaligned` into a load per byte.
+/// Reads a `T` from packet memory at `addr` with word loads (see the
+/// module's notes).
 ///
 /// # Safety
 /// `addr .. addr + size_of::<T>()` must lie within the bounds checked.
 #[inline(always)]
 pub unsafe fn load<T: Copy>(addr: usize) -> T {
     unsafe { (addr as *const T).read() }
+}
+
+/// Writes `value` to packet memory at `addr` with word stores, as [`load`]
+/// reads.
+///
+/// # Safety
+/// `addr .. addr + size_of::<T>()` must lie within the bounds checked.
+#[inline(always)]
+pub unsafe fn store<T: Copy>(addr: usize, value: T) {
+    unsafe { (addr as *mut T).write(value) }
 }
 
 #[inline(always)]

@@ -11,9 +11,10 @@ use std::{
 use lb_common::{
     maglev::{build_table, MaglevBackend},
     maps::{
-        addr_filter_bit, tunnel_spread_mask, Backend, Flow, Mode, NatKey, NatTarget, Service,
-        ServiceKey, Settings, VipKey, ADDR_FILTER_WORDS, BACKEND_DRAIN, FAMILY_V4, FAMILY_V6,
-        PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY, VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
+        addr_filter_bit, tunnel_spread_mask, tunnel_v4_partial_sum, Backend, Flow, Mode, NatKey,
+        NatTarget, Service, ServiceKey, Settings, VipKey, ADDR_FILTER_WORDS, BACKEND_DRAIN,
+        FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY, VIP_ANY_PORT_TCP,
+        VIP_ANY_PORT_UDP,
     },
 };
 
@@ -629,6 +630,10 @@ pub fn backend_entry(spec: &BackendSpec, generation: u32, service: u32, mode: Mo
         mode: mode as u8,
         _pad: 0,
         _pad2: 0,
+        outer_sum: match spec.addr {
+            IpAddr::V4(_) => tunnel_v4_partial_sum(words(spec.addr)[0]),
+            IpAddr::V6(_) => 0,
+        },
     }
 }
 
