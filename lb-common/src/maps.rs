@@ -333,7 +333,8 @@ pub struct Flow {
     pub service: u32,
     /// [`FLOW_OPENING`], [`FLOW_CLOSING`] or 0.
     pub flags: u32,
-    /// Monotonic nanoseconds of the last packet (refreshed about once a second).
+    /// Monotonic nanoseconds of the last packet (refreshed about once a
+    /// second for UDP, every 4 s to 40 s for TCP).
     pub last_seen_ns: u64,
 }
 
@@ -350,8 +351,8 @@ pub struct CachedFlow {
     /// [`FLOW_OPENING`], [`FLOW_CLOSING`] or 0.
     pub flags: u32,
     /// Low 32 bits of `jiffies` when `last_seen_ns` was last set: a hit
-    /// reads the (cheap) jiffies counter, and the clock only about once a
-    /// second, to refresh the entry and the shared one.
+    /// reads the (cheap) jiffies counter, and the clock only now and then
+    /// (UDP: about once a second), to refresh the entry and the shared one.
     pub seen_jiffies: u32,
     /// Monotonic nanoseconds of the last refresh or change of marks.
     pub last_seen_ns: u64,

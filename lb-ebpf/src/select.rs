@@ -147,16 +147,22 @@ fn mark(flow: &mut Flow, signal: TcpSignal, now: u64) {
 /// SYN that finds a flow reuses the port for a new connection.
 const SYN_RETRY_NS: u64 = 60 * NS_PER_S;
 
-/// A cached flow's last-seen time is refreshed, and the clock read, once
-/// this many jiffies have passed (at most a second at any HZ).
+/// A cached UDP flow's last-seen time is refreshed, and the clock read,
+/// once this many jiffies have passed (at most a second at any HZ): its
+/// timeout is counted from it.
 const REFRESH_JIFFIES: u32 = 100;
+/// Other flows' (TCP's), whose time only tells the agent how long they
+/// have been idle (an established connection stays active for 900 s):
+/// 4 s to 40 s, by HZ. A long-lived connection's packets then touch the
+/// shared table that seldom.
+const REFRESH_JIFFIES_TCP: u32 = 4000;
 
 /// The fast path: a segment other than a SYN of a flow in this CPU's
 /// cache, whose backend is still the one it was made with and that no
 /// later SYN may have replaced on another CPU. Reads the
 /// clock and touches the shared table only on a FIN or RST, when the
-/// flow's marks change, or about once a second, to refresh (and so lazily
-/// write) its shared entry. `None`: a miss, for [`choose`]; the caller
+/// flow's marks change, or now and then (UDP: about once a second) to
+/// refresh (and so lazily write) its shared entry. `None`: a miss, for [`choose`]; the caller
 /// counts a hit.
 #[inline(always)]
 pub fn cached(key: &FlowKey, index: u32, signal: TcpSignal) -> Option<Chosen> {
@@ -168,7 +174,12 @@ pub fn cached(key: &FlowKey, index: u32, signal: TcpSignal) -> Option<Chosen> {
     let jiffies = cache::jiffies();
     let flags = signal.apply(way.flags);
     let changed = flags != way.flags;
-    let refresh = jiffies.wrapping_sub(way.seen_jiffies) >= REFRESH_JIFFIES;
+    let every = if key.proto == PROTO_UDP {
+        REFRESH_JIFFIES
+    } else {
+        REFRESH_JIFFIES_TCP
+    };
+    let refresh = jiffies.wrapping_sub(way.seen_jiffies) >= every;
     if changed || refresh || signal.is_control() {
         let now = unsafe { bpf_ktime_get_coarse_ns() };
         if expired(key, way.last_seen_ns, now) {

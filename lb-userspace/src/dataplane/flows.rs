@@ -28,7 +28,8 @@ pub struct FlowEntry {
     pub protocol: Protocol,
     pub service: ServiceKey,
     pub backend: SocketAddr,
-    /// Since the last packet (the program refreshes about once a second).
+    /// Since the last packet (the program refreshes it about once a second
+    /// for UDP, every 4 s to 40 s for TCP).
     pub idle: Duration,
 }
 
