@@ -259,38 +259,20 @@ pub fn choose(
         // handshake complete), else this CPU's.
         if let Some(flow) = FLOWS_SHARED.get_ptr_mut(key) {
             let flow = unsafe { &*flow };
-            let opening = flow.flags & FLOW_OPENING != 0;
-            if let Some(backend) = retransmitted(opening, flow.last_seen_ns, now)
-                .then(|| live(flow, service, key, now))
-                .flatten()
-                .filter(|b| b.flags & BACKEND_DRAIN == 0)
-            {
+            let current = || live(flow, service, key, now);
+            if let Some(backend) = retried(flow.flags, flow.last_seen_ns, now, current) {
                 if record {
                     adopt(key, index, flow, jiffies);
                 }
-                stats::inc(Counter::FlowHit);
-                return Some(Chosen {
-                    id: flow.backend,
-                    backend,
-                    new_flow: false,
-                });
+                return Some(found(flow.backend, backend));
             }
             reused = true;
         } else if let Some(way) = cache::find(key, index) {
-            let opening = way.flags & FLOW_OPENING != 0;
-            if let Some(backend) = retransmitted(opening, way.last_seen_ns, now)
-                .then(|| backend(way.backend, way.generation))
-                .flatten()
-                .filter(|b| b.flags & BACKEND_DRAIN == 0)
-            {
+            let current = || backend(way.backend, way.generation);
+            if let Some(backend) = retried(way.flags, way.last_seen_ns, now, current) {
                 // Still trusted after this SYN's own stamp.
                 way.seen_jiffies = jiffies;
-                stats::inc(Counter::FlowHit);
-                return Some(Chosen {
-                    id: way.backend,
-                    backend,
-                    new_flow: false,
-                });
+                return Some(found(way.backend, backend));
             }
             reused = true;
         }
@@ -309,12 +291,7 @@ pub fn choose(
                     mark(flow, signal, now);
                     adopt(key, index, flow, jiffies);
                 }
-                stats::inc(Counter::FlowHit);
-                return Some(Chosen {
-                    id: flow.backend,
-                    backend,
-                    new_flow: false,
-                });
+                return Some(found(flow.backend, backend));
             }
         }
     }
@@ -400,12 +377,32 @@ fn adopt(key: &FlowKey, index: u32, flow: &Flow, jiffies: u32) {
     cache::insert(key, index, &entry);
 }
 
-/// Whether a SYN that finds a flow opening since `last_seen_ns`
-/// retransmits its handshake (the backend, checked by the caller, must
-/// also still take new flows).
+/// The backend of the flow a SYN found (with `flags`, last seen at
+/// `last_seen_ns`, its backend from `current`) if the SYN retransmits that
+/// flow's handshake: the flow is opening, recently, and its backend is
+/// still there and takes new flows.
 #[inline(always)]
-fn retransmitted(opening: bool, last_seen_ns: u64, now: u64) -> bool {
-    opening && now.saturating_sub(last_seen_ns) <= SYN_RETRY_NS
+fn retried(
+    flags: u32,
+    last_seen_ns: u64,
+    now: u64,
+    current: impl FnOnce() -> Option<&'static Backend>,
+) -> Option<&'static Backend> {
+    if flags & FLOW_OPENING == 0 || now.saturating_sub(last_seen_ns) > SYN_RETRY_NS {
+        return None;
+    }
+    current().filter(|b| b.flags & BACKEND_DRAIN == 0)
+}
+
+/// A flow found in a table: a hit, counted.
+#[inline(always)]
+fn found(id: u32, backend: &'static Backend) -> Chosen {
+    stats::inc(Counter::FlowHit);
+    Chosen {
+        id,
+        backend,
+        new_flow: false,
+    }
 }
 
 /// Whether a new flow is recorded: never for a RST or FIN that found no

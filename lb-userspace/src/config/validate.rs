@@ -107,22 +107,18 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
             format!("{pin_path:?} is not an absolute path"),
         ));
     }
-    let (tunnel_source_v4, tunnel_spread_v4) = match raw.tunnel_source_v4.as_deref() {
-        Some(text) => {
-            let (addr, spread): (Ipv4Addr, u8) =
-                tunnel_source("agent.tunnel_source_v4", text, 32, "an IPv4")?;
-            (Some(addr), spread)
-        }
-        None => (None, 0),
-    };
-    let (tunnel_source_v6, tunnel_spread_v6) = match raw.tunnel_source_v6.as_deref() {
-        Some(text) => {
-            let (addr, spread): (Ipv6Addr, u8) =
-                tunnel_source("agent.tunnel_source_v6", text, 128, "an IPv6")?;
-            (Some(addr), spread)
-        }
-        None => (None, 0),
-    };
+    let (tunnel_source_v4, tunnel_spread_v4) = tunnel_source::<Ipv4Addr>(
+        "agent.tunnel_source_v4",
+        raw.tunnel_source_v4.as_deref(),
+        32,
+        "an IPv4",
+    )?;
+    let (tunnel_source_v6, tunnel_spread_v6) = tunnel_source::<Ipv6Addr>(
+        "agent.tunnel_source_v6",
+        raw.tunnel_source_v6.as_deref(),
+        128,
+        "an IPv6",
+    )?;
     Ok(Agent {
         interfaces: raw.interfaces.clone(),
         xdp_mode,
@@ -851,21 +847,25 @@ pub(super) fn ip(field: &str, value: &str) -> Result<IpAddr, ConfigError> {
 /// `value` parsed as a `T`, or "`value` is not `what`".
 /// A tunnel source, `ADDRESS` or `ADDRESS/LENGTH`: with a length, the
 /// outer source of client packets varies per flow over the prefix's host
-/// bits (at most [`MAX_TUNNEL_SPREAD_BITS`] of them); returns the address
-/// and those bits.
+/// bits (at most [`MAX_TUNNEL_SPREAD_BITS`] of them); returns the address,
+/// if set, and those bits.
 fn tunnel_source<A: FromStr>(
     field: &str,
-    text: &str,
+    text: Option<&str>,
     bits: u8,
     family: &str,
-) -> Result<(A, u8), ConfigError> {
-    let Some((addr, len)) = text.split_once('/') else {
-        return Ok((parsed(field, text, &format!("{family} address"))?, 0));
+) -> Result<(Option<A>, u8), ConfigError> {
+    let Some(text) = text else {
+        return Ok((None, 0));
     };
-    let addr = parsed(field, addr, &format!("{family} address"))?;
+    let what = format!("{family} address");
+    let Some((addr, len)) = text.split_once('/') else {
+        return Ok((Some(parsed(field, text, &what)?), 0));
+    };
+    let addr = parsed(field, addr, &what)?;
     let shortest = bits - MAX_TUNNEL_SPREAD_BITS;
     match len.parse::<u8>() {
-        Ok(len) if (shortest..=bits).contains(&len) => Ok((addr, bits - len)),
+        Ok(len) if (shortest..=bits).contains(&len) => Ok((Some(addr), bits - len)),
         _ => Err(ConfigError::new(
             field,
             format!(
