@@ -165,16 +165,16 @@ fn nat_reply<const V6: bool>(pkt: &Packet) -> Option<u32> {
     Some(hand_off(pkt, 0, jump))
 }
 
-/// Leaves the packet's facts and `backend` for forwarder `jump` and
-/// returns the verdict that makes the entry program tail-call it (tail
-/// calls from a subprogram would need BTF).
+/// Leaves `backend` and where the packet's IP header starts for forwarder
+/// `jump`, and returns the verdict that makes the entry program tail-call
+/// it (tail calls from a subprogram would need BTF).
 #[inline(always)]
 fn hand_off(pkt: &Packet, backend: u32, jump: u32) -> u32 {
     match HANDOFF.get_ptr_mut(0) {
         Some(slot) => {
             unsafe {
-                (*slot).pkt = *pkt;
                 (*slot).backend = backend;
+                (*slot).l3_off = pkt.l3_off as u32;
             }
             JUMP_VERDICT + jump
         }

@@ -1,6 +1,5 @@
 //! The program's maps. Sizes here are defaults; the loader resizes them.
 
-use crate::parse::Packet;
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
@@ -92,11 +91,13 @@ pub static DECAP_SOURCES: HashMap<VipKey, u8> = HashMap::with_max_entries(1024, 
 #[map(name = "XLB_RATES")]
 pub static RATES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(RATE_SLOTS, 0);
 
-/// What the entry program hands its tail-called forwarder.
+/// What the entry program hands its tail-called forwarder: the backend
+/// and where the IP header starts. The forwarder reads the rest from the
+/// packet (see [`crate::forward`]), so nothing is copied.
 #[derive(Clone, Copy)]
 pub struct Handoff {
-    pub pkt: Packet,
     pub backend: u32,
+    pub l3_off: u32,
 }
 
 #[map(name = "XLB_HANDOFF")]
