@@ -17,7 +17,7 @@ use crate::{
     consts::{IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_OFFSET_MASK, TCP_SYN},
     l2,
     maps::SETTINGS,
-    parse::{load, Packet, L3, L4},
+    parse::{load, plain_at, L4},
     select::TcpSignal,
     stats::Record,
 };
@@ -64,9 +64,9 @@ fn express<const V6: bool>(ctx: &XdpContext, record: &mut Record) -> Option<u32>
         }
         (byte(L3_OFF + 9), be16(L3_OFF + 2) as usize)
     };
-    let (l4, header) = match proto {
-        IPPROTO_TCP => (L4::Tcp, 20),
-        IPPROTO_UDP => (L4::Udp, 8),
+    let header = match proto {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP => 8,
         _ => return None,
     };
     // The transport header within the IP packet, the packet within the frame.
@@ -74,56 +74,25 @@ fn express<const V6: bool>(ctx: &XdpContext, record: &mut Record) -> Option<u32>
     if ip_len < ip_header + header || L3_OFF + ip_len > frame_len {
         return None;
     }
-    if start + l4_off + 20 > end && l4 == L4::Tcp {
+    let pkt = plain_at::<V6, L3_OFF>(ctx)?;
+    if pkt.tcp_flags & TCP_SYN != 0 || !l2::addressed_to_us(ctx) {
         return None;
     }
-    let tcp_flags = if l4 == L4::Tcp { byte(l4_off + 13) } else { 0 };
-    if tcp_flags & TCP_SYN != 0 {
-        return None;
-    }
-    let (src, dst) = if V6 {
-        let addr = |at: usize| unsafe { load::<[u32; 4]>(start + at) };
-        (addr(L3_OFF + 8), addr(L3_OFF + 24))
-    } else {
-        let word = |at: usize| unsafe { load::<u32>(start + at) };
-        ([word(L3_OFF + 12), 0, 0, 0], [word(L3_OFF + 16), 0, 0, 0])
-    };
-    if !l2::addressed_to_us(ctx) {
-        return None;
-    }
-    let family = if V6 { FAMILY_V6 } else { FAMILY_V4 };
-    let (sport, dport) = (be16(l4_off), be16(l4_off + 2));
     let key = FlowKey {
-        src,
-        dst,
-        sport,
-        dport,
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: pkt.sport,
+        dport: pkt.dport,
         proto,
-        family,
+        family: if V6 { FAMILY_V6 } else { FAMILY_V4 },
         _pad: [0; 2],
     };
-    let pkt = Packet {
-        vlan_tagged: false,
-        l3: if V6 { L3::Ipv6 } else { L3::Ipv4 },
-        ip_options: false,
-        fragment: false,
-        l4,
-        proto,
-        sport,
-        dport,
-        tcp_flags,
-        icmp_type: 0,
-        l3_off: L3_OFF,
-        l4_off,
-        ip_len,
-        src,
-        dst,
-    };
     let index = cache::index(&key, SETTINGS.get(0)?);
-    let action = balancer::fast_path::<V6>(ctx, &pkt, &key, index, TcpSignal::of(tcp_flags))?;
+    let signal = TcpSignal::of(pkt.tcp_flags);
+    let action = balancer::fast_path::<V6>(ctx, &pkt, &key, index, signal)?;
     // What the parser would have counted, and the hit.
     record.inc(if V6 { Counter::Ipv6 } else { Counter::Ipv4 });
-    record.inc(if l4 == L4::Tcp {
+    record.inc(if pkt.l4 == L4::Tcp {
         Counter::Tcp
     } else {
         Counter::Udp

@@ -5,8 +5,8 @@
 //! Packets reaching them carry no IP options or extension headers and are
 //! no fragments, so every header sits at a fixed distance from the IP
 //! header, which starts after 14, 18 or 22 bytes of link header: each
-//! forwarder reads the packet's facts there again ([`packet_at`]) rather
-//! than have them copied over. Each forwarder is built for each of
+//! forwarder reads the packet's facts there again
+//! ([`parse::plain_at`]) rather than have them copied over. Each forwarder is built for each of
 //! those as a constant: offsets the program reads from a map would reach the
 //! verifier as unknown values, and LLVM recomputes such pointers after their
 //! bounds checks, which the verifier then refuses.
@@ -18,12 +18,11 @@ use lb_common::{
 };
 
 use crate::{
-    consts::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
     ipip,
     maps::{Handoff, BACKENDS, HANDOFF, SETTINGS},
     nat,
     output::{self, Mac},
-    parse::{self, load, Packet, L4},
+    parse,
     stats,
 };
 
@@ -54,69 +53,6 @@ fn handoff_to_backend() -> Option<(&'static Handoff, &'static Backend)> {
     Some((handoff, backend))
 }
 
-/// The facts of a forwarded packet (see the module's notes), read at
-/// their fixed offsets.
-#[inline(always)]
-fn packet_at<const V6: bool, const L3: usize>(ctx: &XdpContext) -> Option<Packet> {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    let l4_off = L3 + if V6 { 40 } else { 20 };
-    // Up to the ports, or an ICMP message's type and code.
-    if start + l4_off + 4 > end {
-        return None;
-    }
-    let byte = |at: usize| unsafe { load::<u8>(start + at) };
-    let be16 = |at: usize| u16::from_be(unsafe { load::<u16>(start + at) });
-    let (proto, ip_len, src, dst) = if V6 {
-        let addr = |at: usize| unsafe { load::<[u32; 4]>(start + at) };
-        let len = 40 + be16(L3 + 4) as usize;
-        (byte(L3 + 6), len, addr(L3 + 8), addr(L3 + 24))
-    } else {
-        let word = |at: usize| unsafe { load::<u32>(start + at) };
-        let (src, dst) = ([word(L3 + 12), 0, 0, 0], [word(L3 + 16), 0, 0, 0]);
-        (byte(L3 + 9), be16(L3 + 2) as usize, src, dst)
-    };
-    let l4 = match proto {
-        IPPROTO_TCP => L4::Tcp,
-        IPPROTO_UDP => L4::Udp,
-        IPPROTO_ICMP if !V6 => L4::Icmp,
-        IPPROTO_ICMPV6 if V6 => L4::Icmpv6,
-        _ => L4::Other,
-    };
-    let ported = l4 == L4::Tcp || l4 == L4::Udp;
-    let (sport, dport) = if ported {
-        (be16(l4_off), be16(l4_off + 2))
-    } else {
-        (0, 0)
-    };
-    let tcp_flags = if l4 == L4::Tcp && start + l4_off + 14 <= end {
-        byte(l4_off + 13)
-    } else {
-        0
-    };
-    let icmp_type = if ported { 0 } else { byte(l4_off) };
-    Some(Packet {
-        vlan_tagged: L3 > 14,
-        l3: if V6 {
-            parse::L3::Ipv6
-        } else {
-            parse::L3::Ipv4
-        },
-        ip_options: false,
-        fragment: false,
-        l4,
-        proto,
-        sport,
-        dport,
-        tcp_flags,
-        icmp_type,
-        l3_off: L3,
-        l4_off,
-        ip_len,
-        src,
-        dst,
-    })
-}
-
 #[xdp]
 pub fn xlb_fwd_ipip4(ctx: XdpContext) -> u32 {
     encap::<false>(&ctx)
@@ -137,7 +73,7 @@ fn encap<const V6: bool>(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn encap_at<const V6: bool, const L3: usize>(ctx: &XdpContext, b: &Backend, s: &Settings) -> u32 {
-    match packet_at::<V6, L3>(ctx) {
+    match parse::plain_at::<V6, L3>(ctx) {
         Some(pkt) => ipip::encap::<V6, L3>(ctx, &pkt, b, s),
         None => xdp_action::XDP_ABORTED,
     }
@@ -163,7 +99,7 @@ fn nat_forward<const V6: bool>(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn nat_forward_at<const V6: bool, const L3: usize>(ctx: &XdpContext, b: &Backend) -> u32 {
-    let Some(pkt) = packet_at::<V6, L3>(ctx) else {
+    let Some(pkt) = parse::plain_at::<V6, L3>(ctx) else {
         return xdp_action::XDP_ABORTED;
     };
     let pkt = &pkt;
@@ -197,7 +133,7 @@ fn nat_reply<const V6: bool>(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn reply_at<const V6: bool, const L3: usize>(ctx: &XdpContext) -> Option<u32> {
-    nat::reply::<V6, L3>(ctx, &packet_at::<V6, L3>(ctx)?)
+    nat::reply::<V6, L3>(ctx, &parse::plain_at::<V6, L3>(ctx)?)
 }
 
 /// To the kernel, counted as the entry program counts its own passes.

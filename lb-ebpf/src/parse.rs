@@ -151,6 +151,67 @@ fn be16(bytes: [u8; 2]) -> u16 {
     u16::from_be_bytes(bytes)
 }
 
+/// The facts of a packet with its IP header at `AT`, no IPv4 options or
+/// IPv6 extension headers, and no fragment, read at their fixed offsets:
+/// for the express lane (which checks the packet is such) and the
+/// forwarders (to which only such packets are handed).
+#[inline(always)]
+pub fn plain_at<const V6: bool, const AT: usize>(ctx: &XdpContext) -> Option<Packet> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let l4_off = AT + if V6 { 40 } else { 20 };
+    // Up to the ports, or an ICMP message's type and code.
+    if start + l4_off + 4 > end {
+        return None;
+    }
+    let byte = |at: usize| unsafe { load::<u8>(start + at) };
+    let be16 = |at: usize| u16::from_be(unsafe { load::<u16>(start + at) });
+    let (proto, ip_len, src, dst) = if V6 {
+        let addr = |at: usize| unsafe { load::<[u32; 4]>(start + at) };
+        let len = 40 + be16(AT + 4) as usize;
+        (byte(AT + 6), len, addr(AT + 8), addr(AT + 24))
+    } else {
+        let word = |at: usize| unsafe { load::<u32>(start + at) };
+        let (src, dst) = ([word(AT + 12), 0, 0, 0], [word(AT + 16), 0, 0, 0]);
+        (byte(AT + 9), be16(AT + 2) as usize, src, dst)
+    };
+    let l4 = match proto {
+        IPPROTO_TCP => L4::Tcp,
+        IPPROTO_UDP => L4::Udp,
+        IPPROTO_ICMP if !V6 => L4::Icmp,
+        IPPROTO_ICMPV6 if V6 => L4::Icmpv6,
+        _ => L4::Other,
+    };
+    let ported = l4 == L4::Tcp || l4 == L4::Udp;
+    let (sport, dport) = if ported {
+        (be16(l4_off), be16(l4_off + 2))
+    } else {
+        (0, 0)
+    };
+    let tcp_flags = if l4 == L4::Tcp && start + l4_off + 14 <= end {
+        byte(l4_off + 13)
+    } else {
+        0
+    };
+    let icmp_type = if ported { 0 } else { byte(l4_off) };
+    Some(Packet {
+        vlan_tagged: AT > 14,
+        l3: if V6 { L3::Ipv6 } else { L3::Ipv4 },
+        ip_options: false,
+        fragment: false,
+        l4,
+        proto,
+        sport,
+        dport,
+        tcp_flags,
+        icmp_type,
+        l3_off: AT,
+        l4_off,
+        ip_len,
+        src,
+        dst,
+    })
+}
+
 /// Fills `packet` from the frame in `ctx`.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext, packet: &mut Packet) -> Result<(), ParseError> {
