@@ -45,6 +45,7 @@ fn main() {
         ebpf_dir.join("Cargo.toml"),
         ebpf_dir.join("Cargo.lock"),
         ebpf_dir.join(".cargo/config.toml"),
+        ebpf_dir.join("tools"),
         root.join("lb-common/src"),
         root.join("lb-common/Cargo.toml"),
     ] {

@@ -82,17 +82,8 @@ pub fn too_big<const V6: bool, const L3: usize>(
 #[inline(always)]
 fn write_v4(ctx: &XdpContext, off: usize, pkt: &Packet, mtu: u32) -> Result<(), ParseError> {
     const LEN: usize = Ipv4Hdr::LEN + ICMP_HDR + QUOTE_V4;
-    ip::write_v4(
-        ctx,
-        off,
-        LEN,
-        0,
-        0,
-        64,
-        IPPROTO_ICMP,
-        pkt.dst[0],
-        pkt.src[0],
-    )?;
+    let header = ip::v4_header(LEN, 0, 0, 64, IPPROTO_ICMP, pkt.dst[0], pkt.src[0]);
+    unsafe { ptr_at_mut::<[u32; 5]>(ctx, off)?.write(header) };
 
     let [m0, m1] = (mtu as u16).to_be_bytes();
     let header = [3u8, 4, 0, 0, 0, 0, m0, m1];

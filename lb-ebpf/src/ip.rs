@@ -10,26 +10,8 @@ use crate::{
     parse::{ptr_at_mut, ParseError},
 };
 
-/// An IPv4 header (no options) with its checksum, at `off`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub fn write_v4(
-    ctx: &XdpContext,
-    off: usize,
-    total_len: usize,
-    tos: u8,
-    flags: u16,
-    ttl: u8,
-    proto: u8,
-    src: u32,
-    dst: u32,
-) -> Result<(), ParseError> {
-    let header = v4_header(total_len, tos, flags, ttl, proto, src, dst);
-    unsafe { *ptr_at_mut::<[u8; 20]>(ctx, off)? = header };
-    Ok(())
-}
-
-/// The bytes of an IPv4 header (no options, id 0) with its checksum.
+/// The words of an IPv4 header (no options, id 0) with its checksum, as
+/// packet-order words (like [`v6_header`]'s).
 #[inline(always)]
 pub fn v4_header(
     total_len: usize,
@@ -39,22 +21,23 @@ pub fn v4_header(
     proto: u8,
     src: u32,
     dst: u32,
-) -> [u8; 20] {
-    let [s0, s1, s2, s3] = src.to_ne_bytes();
-    let [d0, d1, d2, d3] = dst.to_ne_bytes();
+) -> [u32; 5] {
     let [t0, t1] = (total_len as u16).to_be_bytes();
     let [f0, f1] = flags.to_be_bytes();
-    let mut header = [
-        0x45, tos, t0, t1, 0, 0, f0, f1, ttl, proto, 0, 0, s0, s1, s2, s3, d0, d1, d2, d3,
+    let mut words = [
+        u32::from_ne_bytes([0x45, tos, t0, t1]),
+        u32::from_ne_bytes([0, 0, f0, f1]),
+        u32::from_ne_bytes([ttl, proto, 0, 0]),
+        src,
+        dst,
     ];
-    let mut sum = 0u64;
-    let mut i = 0;
-    while i < header.len() {
-        sum += u16::from_ne_bytes([header[i], header[i + 1]]) as u64;
-        i += 2;
-    }
-    header[10..12].copy_from_slice(&(!csum::fold(sum)).to_ne_bytes());
-    header
+    let sum: u64 = words
+        .iter()
+        .map(|&w| (w & 0xffff) as u64 + (w >> 16) as u64)
+        .sum();
+    let [c0, c1] = (!csum::fold(sum)).to_ne_bytes();
+    words[2] = u32::from_ne_bytes([ttl, proto, c0, c1]);
+    words
 }
 
 /// The outer IPv4 header of IP-in-IP from `src` to `backend`, at `off`:

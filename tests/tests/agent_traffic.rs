@@ -387,10 +387,10 @@ fn accepted(servers: &[FixedServer]) -> Vec<u64> {
 /// counted at b1 itself; every connection, those established on b1 included, finishes; each
 /// backend accepted exactly the connections the client saw it answer and xlb counted as new
 /// flows to it.
-fn drain_under_port_reuse(tag: &str, mode: Mode) {
+fn drain_under_port_reuse(tag: &str, mode: Mode, family: Family) {
     let _alone = one_at_a_time();
-    let config = ServiceConf::new("web", mode, Family::V4).toml();
-    let mut lab = AgentLab::new(tag, mode, Family::V4, 3, &config).unwrap();
+    let config = ServiceConf::new("web", mode, family).toml();
+    let mut lab = AgentLab::new(tag, mode, family, 3, &config).unwrap();
     // Servers that close first, so the client's ports are free again at once.
     lab.net.servers.clear();
     let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), backend_port(mode));
@@ -507,19 +507,37 @@ fn drain_under_port_reuse(tag: &str, mode: Mode) {
 #[test]
 fn drain_under_port_reuse_dr() {
     require_privileged!();
-    drain_under_port_reuse("agdraindr", Mode::Dr);
+    drain_under_port_reuse("agdraindr4", Mode::Dr, Family::V4);
+}
+
+#[test]
+fn drain_under_port_reuse_dr_ipv6() {
+    require_privileged!();
+    drain_under_port_reuse("agdraindr6", Mode::Dr, Family::V6);
 }
 
 #[test]
 fn drain_under_port_reuse_ipip() {
     require_privileged!();
-    drain_under_port_reuse("agdrainipip", Mode::Ipip);
+    drain_under_port_reuse("agdrainipip4", Mode::Ipip, Family::V4);
+}
+
+#[test]
+fn drain_under_port_reuse_ipip_ipv6() {
+    require_privileged!();
+    drain_under_port_reuse("agdrainipip6", Mode::Ipip, Family::V6);
 }
 
 #[test]
 fn drain_under_port_reuse_nat() {
     require_privileged!();
-    drain_under_port_reuse("agdrainnat", Mode::Nat);
+    drain_under_port_reuse("agdrainnat4", Mode::Nat, Family::V4);
+}
+
+#[test]
+fn drain_under_port_reuse_nat_ipv6() {
+    require_privileged!();
+    drain_under_port_reuse("agdrainnat6", Mode::Nat, Family::V6);
 }
 
 /// Client ports of the port-reuse test: few, so that each is reused often.

@@ -1466,6 +1466,20 @@ mod object_tests {
         assert!(calls.is_empty(), "{calls:#?}");
     }
 
+    /// Nor does the object carry them: aya-ebpf defines them, and the
+    /// linker wrapper (`lb-ebpf/tools/bpf-linker-filtered`) keeps them
+    /// from being exported, so they are dropped.
+    #[test]
+    fn the_object_holds_no_byte_loop() {
+        let file = object::File::parse(super::BPF_OBJECT).expect("the embedded BPF object");
+        let held: Vec<&str> = file
+            .symbols()
+            .filter_map(|symbol| symbol.name().ok())
+            .filter(|name| BYTE_LOOPS.contains(name))
+            .collect();
+        assert!(held.is_empty(), "{held:?}");
+    }
+
     /// `bpf_tail_call`'s helper number.
     const TAIL_CALL: i32 = 12;
 
