@@ -71,6 +71,15 @@ pub const fn ring_slot(hash: u32, size: u32) -> u32 {
     ((hash as u64 * size as u64) >> 32) as u32
 }
 
+/// An address's slot among `slots`, for per-address caches.
+#[inline(always)]
+pub const fn address_slot(addr: &[u32; 4], slots: u32) -> u32 {
+    ring_slot(
+        finish((addr[0] ^ addr[1] ^ addr[2] ^ addr[3]).wrapping_mul(PRIME_1)),
+        slots,
+    )
+}
+
 /// A hash of a flow's client side for the IP-in-IP outer source (see
 /// [`crate::maps::spread_source`]): every bit mixed, so whichever bits of
 /// the source vary, flows spread over them.

@@ -119,6 +119,16 @@ pub const MAP_FLOWS_SHARED: &str = "XLB_FLOWS_SHARED";
 pub const MAP_AFFINITY: &str = "XLB_AFFINITY";
 /// Hash: [`NatKey`] (a backend's address and port) -> [`NatTarget`] (its VIP).
 pub const MAP_NAT_REVERSE: &str = "XLB_NAT_REVERSE";
+/// Per-CPU array of [`REPLY_ROUTE_SLOTS`] [`ReplyRoute`]s, a slot per
+/// client address hash: where this CPU last routed NAT replies to a client,
+/// so that most replies skip the kernel's FIB lookup. A slot is trusted for
+/// [`REPLY_ROUTE_JIFFIES`] and for packets no longer than one the lookup
+/// passed (its MTU check), so a route or neighbour change reaches the
+/// replies within that time.
+pub const MAP_REPLY_ROUTES: &str = "XLB_REPLY_ROUTES";
+pub const REPLY_ROUTE_SLOTS: u32 = 4096;
+/// How long a [`ReplyRoute`] is trusted: 25 to 100 ms with `HZ` of 1000 to 250.
+pub const REPLY_ROUTE_JIFFIES: u32 = 25;
 /// Per-CPU array: backend id -> [`TrafficStats`]. A service's traffic is
 /// its backends' (the agent keeps what removed backends carried).
 pub const MAP_BACKEND_STATS: &str = "XLB_BACKEND_STATS";
@@ -451,6 +461,29 @@ pub struct NatTarget {
     pub _pad: [u8; 2],
 }
 
+/// One FIB result for NAT replies: see [`MAP_REPLY_ROUTES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyRoute {
+    /// The client, the replies' destination.
+    pub dst: [u32; 4],
+    /// The VIP the replies come from after translation.
+    pub src: [u32; 4],
+    /// The interface the replies came in on.
+    pub ingress: u32,
+    /// The interface they leave by.
+    pub ifindex: u32,
+    /// The longest IP packet the lookup passed.
+    pub max_len: u32,
+    /// Low 32 bits of `jiffies` at the lookup.
+    pub looked_up: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`]; 0 in an empty slot.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VipKey {
@@ -596,6 +629,7 @@ mod tests {
         assert_eq!(size_of::<FlowBucket>(), 64 * FLOW_WAYS);
         assert_eq!(size_of::<crate::flow::FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 24);
+        assert_eq!(size_of::<ReplyRoute>(), 64);
         assert_eq!(size_of::<AffinityKey>(), 24);
         assert_eq!(size_of::<Affinity>(), 16);
         assert_eq!(size_of::<NatKey>(), 20);

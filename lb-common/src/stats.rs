@@ -99,10 +99,13 @@ pub enum Counter {
     /// SYNs that reused the port of a flow that was not opening: scheduled
     /// anew by the ring and counted as new flows.
     ResetFlow,
+    /// NAT replies routed by this CPU's recent FIB result for their
+    /// client, without a lookup of their own.
+    NatRouteCached,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 42] = [
+    pub const ALL: [Counter; 43] = [
         Counter::RxPackets,
         Counter::RxBytes,
         Counter::Vlan,
@@ -145,6 +148,7 @@ impl Counter {
         Counter::DropBadChecksum,
         Counter::DecapForeign,
         Counter::ResetFlow,
+        Counter::NatRouteCached,
     ];
 
     /// Number of slots in the stats map.
@@ -195,6 +199,7 @@ impl Counter {
             Counter::DropBadChecksum => "drop_bad_checksum",
             Counter::DecapForeign => "decap_foreign",
             Counter::ResetFlow => "reset_flow",
+            Counter::NatRouteCached => "nat_route_cached",
         }
     }
 

@@ -10,9 +10,9 @@ use lb_common::{
     flow::FlowKey,
     maps::{
         Affinity, AffinityKey, Backend, Flow, FlowBucket, HealthPath, Iface, NatKey, NatTarget, RateWindow,
-        RingPair, Service, ServiceKey, Settings, TrafficStats, VipKey, ADDR_FILTER_WORDS,
+        ReplyRoute, RingPair, Service, ServiceKey, Settings, TrafficStats, VipKey, ADDR_FILTER_WORDS,
         DEFAULT_AFFINITY_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_SERVICES,
-        DEFAULT_RING_SIZE, HEALTH_MAX_PATHS, IFACE_SLOTS, RATE_SLOTS,
+        DEFAULT_RING_SIZE, HEALTH_MAX_PATHS, IFACE_SLOTS, RATE_SLOTS, REPLY_ROUTE_SLOTS,
     },
     stats::Counter,
 };
@@ -64,6 +64,11 @@ pub static AFFINITY: LruHashMap<AffinityKey, Affinity> =
 #[map(name = "XLB_NAT_REVERSE")]
 pub static NAT_REVERSE: HashMap<NatKey, NatTarget> =
     HashMap::with_max_entries(DEFAULT_MAX_BACKENDS, 0);
+
+/// Each CPU's recent FIB results for NAT replies: see [`crate::nat::reply`].
+#[map(name = "XLB_REPLY_ROUTES")]
+pub static REPLY_ROUTES: PerCpuArray<ReplyRoute> =
+    PerCpuArray::with_max_entries(REPLY_ROUTE_SLOTS, 0);
 
 #[map(name = "XLB_BACKEND_STATS")]
 pub static BACKEND_STATS: PerCpuArray<TrafficStats> =

@@ -15,13 +15,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    maps::{Backend, NatKey, FAMILY_V4, FAMILY_V6},
+    flow::address_slot,
+    maps::{Backend, NatKey, NatTarget, FAMILY_V4, FAMILY_V6, REPLY_ROUTE_JIFFIES, REPLY_ROUTE_SLOTS},
     stats::Counter,
 };
 
 use crate::{
-    csum,
-    maps::NAT_REVERSE,
+    cache, csum,
+    maps::{NAT_REVERSE, REPLY_ROUTES},
     output::{self, Mac},
     parse::{ptr_at_mut, Packet, ParseError, L4},
     stats, zero,
@@ -44,6 +45,9 @@ pub fn forward<const V6: bool, const L3: usize>(
 /// client; `None` (the kernel's, untouched) if the packet is no NAT reply,
 /// is for the director itself (the agent's health checks, an operator's
 /// connection, a VRRP peer), or has no route to its client.
+///
+/// The route is this CPU's recent FIB result for the client when it has
+/// one (see [`lb_common::maps::MAP_REPLY_ROUTES`]), else the FIB's.
 #[inline(always)]
 pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) -> Option<u32> {
     let family = if V6 { FAMILY_V6 } else { FAMILY_V4 };
@@ -54,21 +58,109 @@ pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) ->
         family,
     };
     let target = unsafe { NAT_REVERSE.get(&key) }?;
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let jiffies = cache::jiffies();
+    let route = REPLY_ROUTES.get_ptr_mut(address_slot(&pkt.dst, REPLY_ROUTE_SLOTS))?;
+    // SAFETY: this CPU's own slot, written only here.
+    let route = unsafe { &mut *route };
+    let len = pkt.ip_len as u32;
+    let known = route.family == family
+        && route.ingress == ingress
+        && same::<V6>(&route.dst, &pkt.dst)
+        && same::<V6>(&route.src, &target.vip)
+        && jiffies.wrapping_sub(route.looked_up) < REPLY_ROUTE_JIFFIES;
+    let (dmac, smac, ifindex) = if known && len <= route.max_len {
+        stats::inc(Counter::NatRouteCached);
+        (Mac::of(&route.dmac), Mac::of(&route.smac), route.ifindex)
+    } else {
+        let mut slot = MaybeUninit::<FibParams>::uninit();
+        // SAFETY: plain integers, 64 bytes.
+        let fib = unsafe { zero::zero(&mut slot) };
+        if !fib_lookup::<V6>(ctx, pkt, &target.vip, ingress, fib)? {
+            // No neighbour entry yet: the kernel forwards this one
+            // (translated) and resolves the neighbour for the next.
+            return match translate::<V6, L3>(ctx, pkt, target) {
+                Ok(()) => {
+                    stats::inc(Counter::FibPass);
+                    None
+                }
+                Err(_) => Some(xdp_action::XDP_ABORTED),
+            };
+        }
+        // The longest packet the lookup passed, while the route holds.
+        route.max_len = if known { len.max(route.max_len) } else { len };
+        copy::<V6>(&mut route.dst, &pkt.dst);
+        copy::<V6>(&mut route.src, &target.vip);
+        route.ingress = ingress;
+        route.ifindex = fib.ifindex;
+        route.looked_up = jiffies;
+        let (dmac, smac) = (Mac::from_bytes(fib.dmac), Mac::from_bytes(fib.smac));
+        dmac.store_into(&mut route.dmac);
+        smac.store_into(&mut route.smac);
+        route.family = family;
+        (dmac, smac, fib.ifindex)
+    };
+    if translate::<V6, L3>(ctx, pkt, target).is_err() {
+        return Some(xdp_action::XDP_ABORTED);
+    }
+    if decrement_ttl::<V6, L3>(ctx).is_err() {
+        // Not to be forwarded (the kernel answers it with ICMP).
+        stats::inc(Counter::FibPass);
+        return None;
+    }
+    Some(output::send(ctx, dmac, smac, ifindex))
+}
 
-    // The route to the client first, from the VIP as the reply will be:
-    // a local destination means the director itself is the peer.
-    let mut slot = MaybeUninit::<FibParams>::uninit();
-    // SAFETY: plain integers, 64 bytes.
-    let fib = unsafe { zero::zero(&mut slot) };
+/// Rewrites a reply's source to its VIP and counts it.
+#[inline(always)]
+fn translate<const V6: bool, const L3: usize>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    target: &NatTarget,
+) -> Result<(), ParseError> {
+    rewrite::<V6, L3, true>(ctx, pkt, &pkt.src, &target.vip, pkt.sport, target.vport)?;
+    stats::inc(Counter::NatReply);
+    Ok(())
+}
+
+/// Whether two addresses are one, word by word (a 16-byte compare would be
+/// a call to `bcmp`).
+#[inline(always)]
+fn same<const V6: bool>(a: &[u32; 4], b: &[u32; 4]) -> bool {
+    a[0] == b[0] && (!V6 || (a[1] == b[1] && a[2] == b[2] && a[3] == b[3]))
+}
+
+/// Copies an address word by word (a 16-byte copy would be a `memmove`).
+#[inline(always)]
+fn copy<const V6: bool>(to: &mut [u32; 4], from: &[u32; 4]) {
+    to[0] = from[0];
+    if V6 {
+        to[1] = from[1];
+        to[2] = from[2];
+        to[3] = from[3];
+    }
+}
+
+/// Looks up the route to the reply's client into `fib` (zeroed), from the
+/// VIP as the reply will be: `None` (counted) if the reply is not to be
+/// forwarded, `Some(false)` if the neighbour is not known yet.
+#[inline(always)]
+fn fib_lookup<const V6: bool>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    vip: &[u32; 4],
+    ingress: u32,
+    fib: &mut FibParams,
+) -> Option<bool> {
     fib.family = if V6 { AF_INET6 } else { AF_INET };
     fib.l4_protocol = pkt.proto;
-    fib.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    fib.ifindex = ingress;
     fib.__bindgen_anon_1.tot_len = pkt.ip_len as u16;
     if V6 {
-        fib.__bindgen_anon_3.ipv6_src = target.vip;
+        fib.__bindgen_anon_3.ipv6_src = *vip;
         fib.__bindgen_anon_4.ipv6_dst = pkt.dst;
     } else {
-        fib.__bindgen_anon_3.ipv4_src = target.vip[0];
+        fib.__bindgen_anon_3.ipv4_src = vip[0];
         fib.__bindgen_anon_4.ipv4_dst = pkt.dst[0];
     }
     let rc = unsafe {
@@ -80,32 +172,18 @@ pub fn reply<const V6: bool, const L3: usize>(ctx: &XdpContext, pkt: &Packet) ->
         )
     } as u32;
     match rc {
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => {}
+        BPF_FIB_LKUP_RET_SUCCESS => Some(true),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Some(false),
         BPF_FIB_LKUP_RET_NOT_FWDED => {
+            // A local destination: the director itself is the peer.
             stats::inc(Counter::NatToDirector);
-            return None;
+            None
         }
         _ => {
             stats::inc(Counter::NatNoRoute);
-            return None;
+            None
         }
     }
-    if rewrite::<V6, L3, true>(ctx, pkt, &pkt.src, &target.vip, pkt.sport, target.vport).is_err() {
-        return Some(xdp_action::XDP_ABORTED);
-    }
-    stats::inc(Counter::NatReply);
-    // No neighbour entry yet: the kernel forwards this one (translated)
-    // and resolves the neighbour for the next.
-    if rc != BPF_FIB_LKUP_RET_SUCCESS || decrement_ttl::<V6, L3>(ctx).is_err() {
-        stats::inc(Counter::FibPass);
-        return None;
-    }
-    Some(output::send(
-        ctx,
-        Mac::from_bytes(fib.dmac),
-        Mac::from_bytes(fib.smac),
-        fib.ifindex,
-    ))
 }
 
 /// Replaces the source (`SRC`) or destination address and port, updating

@@ -22,6 +22,16 @@ impl Mac {
         unsafe { Mac(load(at), load(at + 4)) }
     }
 
+    /// Into a map value: two stores, as [`Mac::of`] loads.
+    #[inline(always)]
+    pub fn store_into(self, mac: &mut [u8; 6]) {
+        let at = mac.as_mut_ptr() as usize;
+        unsafe {
+            store(at, self.0);
+            store(at + 4, self.1);
+        }
+    }
+
     /// From bytes on the stack, where loads must be aligned.
     #[inline(always)]
     pub fn from_bytes(m: [u8; 6]) -> Mac {

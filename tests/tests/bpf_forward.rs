@@ -80,6 +80,7 @@ const OUTCOMES: &[Counter] = &[
     DropZeroPayload,
     DropBadChecksum,
     ResetFlow,
+    NatRouteCached,
 ];
 
 /// A frame, what must become of it, and the outcome counters it moves.
@@ -283,6 +284,39 @@ fn ip_in_this_thread(command: &str) {
         .status()
         .expect("running nsenter ip");
     assert!(status.success(), "ip {command}: {status}");
+}
+
+/// Waits until `link` in the test thread's namespace has its carrier, so
+/// that its IPv6 addresses and routes are in place: a veth's carrier comes
+/// from the kernel's link watch, up to a second late while other tests
+/// make links.
+fn wait_for_carrier(link: &str) {
+    let netns = format!(
+        "--net=/proc/{}/task/{}/ns/net",
+        std::process::id(),
+        nix::unistd::gettid()
+    );
+    for _ in 0..250 {
+        let out = std::process::Command::new("nsenter")
+            .args([
+                netns.as_str(),
+                "ip",
+                "-6",
+                "route",
+                "show",
+                "table",
+                "local",
+                "dev",
+                link,
+            ])
+            .output()
+            .expect("running nsenter ip");
+        if String::from_utf8_lossy(&out.stdout).contains("local") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{link} got no IPv6 local route in 5 s");
 }
 
 fn ip(addr: &str) -> IpAddr {
@@ -1194,6 +1228,7 @@ fn bpf_forward_nat_replies() {
     ] {
         ip_in_this_thread(command);
     }
+    wait_for_carrier("d0");
     for sysctl in ["ipv4/conf/all/forwarding", "ipv6/conf/all/forwarding"] {
         std::fs::write(format!("/proc/sys/net/{sysctl}"), "1").expect(sysctl);
     }
@@ -1265,6 +1300,164 @@ fn bpf_forward_nat_replies() {
         ),
         translated(vip4, real4, Protocol::Udp, 53, 5353),
     ]);
+    lab.finish();
+}
+
+/// A NAT reply is routed by the kernel's FIB once per client, then by this
+/// CPU's copy of the result: for packets no longer than one the FIB passed,
+/// and until the copy is a few jiffies old, after which a neighbour change
+/// shows.
+#[test]
+fn bpf_forward_nat_reply_routes_are_remembered_briefly() {
+    require_privileged!();
+    const OUT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xee, 0x02];
+    let mut services = Vec::new();
+    let pairs = [
+        (ip("198.18.0.102"), ip("198.18.3.10"), ip("198.18.0.7")),
+        (ip("fd00::102"), ip("fd00:3::10"), ip("fd00::7")),
+    ];
+    for (vip, real, _) in pairs {
+        let backends = vec![backend(real, 8080, mac(5))];
+        services.push(service(vip, 80, Protocol::Tcp, Mode::Nat, backends));
+    }
+    let mut lab = Lab::balancer(&services);
+    for command in [
+        "link set lo up",
+        "link add d0 type veth peer name d1",
+        "link set d0 address 02:00:00:00:ee:02",
+        "link set d1 up",
+        "link set d0 up",
+        "addr add 198.18.0.2/24 dev d0",
+        "addr add 198.18.3.2/24 dev d0",
+        "addr add fd00::2/64 dev d0 nodad",
+        "addr add fd00:3::2/64 dev d0 nodad",
+    ] {
+        ip_in_this_thread(command);
+    }
+    wait_for_carrier("d0");
+    for sysctl in ["ipv4/conf/all/forwarding", "ipv6/conf/all/forwarding"] {
+        std::fs::write(format!("/proc/sys/net/{sysctl}"), "1").expect(sysctl);
+    }
+    let neighbour = |verb: &str, addr: IpAddr, lladdr: [u8; 6]| {
+        let lladdr = lladdr.map(|b| format!("{b:02x}")).join(":");
+        ip_in_this_thread(&format!(
+            "neigh {verb} {addr} lladdr {lladdr} dev d0 nud permanent"
+        ));
+    };
+    for (_, _, other) in pairs {
+        for client in [client_of(other), other] {
+            neighbour("add", client, mac(9));
+        }
+    }
+    // A reply of `len` bytes of IP packet from `src`:`sport` to `client`.
+    let reply = |src: IpAddr, sport: u16, client: IpAddr, len: usize| {
+        let headers = if src.is_ipv4() { 40 } else { 60 };
+        frame(src, client).macs(mac(5), DIRECTOR_MAC).tcp_data(
+            sport,
+            CLIENT_PORT,
+            1000,
+            2000,
+            &vec![b'x'; len - headers],
+        )
+    };
+    let routed = |description: String, (vip, real): (IpAddr, IpAddr), client, len, to, counted| {
+        let output = frame(vip, client).ttl(63).macs(OUT_MAC, to).tcp_data(
+            80,
+            CLIENT_PORT,
+            1000,
+            2000,
+            &vec![b'x'; len - if vip.is_ipv4() { 40 } else { 60 }],
+        );
+        case(
+            description,
+            reply(real, 8080, client, len),
+            XdpAction::Redirect,
+            output,
+            counted,
+        )
+    };
+    const LOOKED_UP: &[Counter] = &[NatReply, Redirect];
+    const REMEMBERED: &[Counter] = &[NatReply, NatRouteCached, Redirect];
+    for (vip, real, other) in pairs {
+        let client = client_of(vip);
+        let nat = (vip, real);
+        lab.check(vec![
+            routed(
+                format!("{vip}: the first reply is routed by the FIB"),
+                nat,
+                client,
+                100,
+                mac(9),
+                LOOKED_UP,
+            ),
+            routed(
+                format!("{vip}: the next by the CPU's copy"),
+                nat,
+                client,
+                100,
+                mac(9),
+                REMEMBERED,
+            ),
+            routed(
+                format!("{vip}: a longer one by the FIB (the MTU check)"),
+                nat,
+                client,
+                1400,
+                mac(9),
+                LOOKED_UP,
+            ),
+            routed(
+                format!("{vip}: then the longer by the copy"),
+                nat,
+                client,
+                1400,
+                mac(9),
+                REMEMBERED,
+            ),
+            routed(
+                format!("{vip}: and a shorter by the copy"),
+                nat,
+                client,
+                100,
+                mac(9),
+                REMEMBERED,
+            ),
+            routed(
+                format!("{vip}: another client's by the FIB"),
+                nat,
+                other,
+                100,
+                mac(9),
+                LOOKED_UP,
+            ),
+            unchanged(
+                format!("{vip}: one over the MTU is the kernel's, untranslated"),
+                reply(real, 8080, client, 1600),
+                &[NatNoRoute],
+            ),
+        ]);
+        neighbour("replace", client, mac(10));
+        // Past the copy's life (REPLY_ROUTE_JIFFIES, 100 ms at HZ 100).
+        std::thread::sleep(Duration::from_millis(300));
+        lab.check(vec![
+            routed(
+                format!("{vip}: after a while, the FIB's new neighbour"),
+                nat,
+                client,
+                100,
+                mac(10),
+                LOOKED_UP,
+            ),
+            routed(
+                format!("{vip}: and the copy of it"),
+                nat,
+                client,
+                100,
+                mac(10),
+                REMEMBERED,
+            ),
+        ]);
+    }
     lab.finish();
 }
 

@@ -49,7 +49,7 @@ fn positive_secs(text: &str) -> Result<f64, String> {
 }
 
 /// The global counters shown, in this order.
-const COUNTERS: [Counter; 27] = [
+const COUNTERS: [Counter; 28] = [
     Counter::RxPackets,
     Counter::RxBytes,
     Counter::Pass,
@@ -62,6 +62,7 @@ const COUNTERS: [Counter; 27] = [
     Counter::FloodStateless,
     Counter::ForeignMac,
     Counter::NatReply,
+    Counter::NatRouteCached,
     Counter::NatToDirector,
     Counter::NatNoRoute,
     Counter::FibPass,
