@@ -17,7 +17,7 @@ use crate::{setup, shell};
 pub enum Bench {
     /// Nanoseconds per packet on each path through the XDP program, timed
     /// by the kernel with BPF_PROG_TEST_RUN (no traffic).
-    Micro(Options),
+    Micro(MicroOptions),
     /// The agent's control plane: API change to data plane (p50/p99),
     /// Maglev builds, and the CPU of health-checking 1000 backends.
     Control(Options),
@@ -56,9 +56,26 @@ pub struct Options {
     out: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct MicroOptions {
+    #[command(flatten)]
+    options: Options,
+    /// Time only the cases whose name or path contains TEXT (and the floor
+    /// and the DR hit they are set against), to profile one path with
+    /// `perf record -a -g`.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+}
+
 pub fn run(bench: Bench) -> anyhow::Result<()> {
+    let mut extra = Vec::new();
     let (name, options) = match bench {
-        Bench::Micro(options) => ("micro", options),
+        Bench::Micro(MicroOptions { options, only }) => {
+            if let Some(only) = only {
+                extra = vec!["--only".to_string(), only];
+            }
+            ("micro", options)
+        }
         Bench::Control(options) => ("control", options),
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
@@ -75,12 +92,20 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Some(out) => std::path::absolute(out)?,
         None => shell::root().join("target").join("bench"),
     };
-    harness(name, options.quick, &out, true, &xlb)
+    harness(name, options.quick, &out, true, &xlb, &extra)
 }
 
 /// Runs `xlb-bench <name>` (a benchmark or `all`) with the `xlb` binary at
-/// `xlb`, writing its files into `out`, an absolute path.
-fn harness(name: &str, quick: bool, out: &Path, release: bool, xlb: &Path) -> anyhow::Result<()> {
+/// `xlb`, writing its files into `out`, an absolute path, with the
+/// benchmark's own arguments `extra`.
+fn harness(
+    name: &str,
+    quick: bool,
+    out: &Path,
+    release: bool,
+    xlb: &Path,
+    extra: &[String],
+) -> anyhow::Result<()> {
     shell::step(&match name {
         "all" => "running every benchmark".to_string(),
         _ => format!("running the {name} benchmark"),
@@ -90,6 +115,7 @@ fn harness(name: &str, quick: bool, out: &Path, release: bool, xlb: &Path) -> an
     if quick {
         cmd.arg("--quick");
     }
+    cmd.args(extra);
     shell::run_foreground(&mut cmd)
 }
 
@@ -124,7 +150,7 @@ pub fn smoke(xlb: &Path) -> anyhow::Result<()> {
         fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
     }
     let started = Instant::now();
-    let run = harness("all", true, &out, false, xlb);
+    let run = harness("all", true, &out, false, xlb, &[]);
     eprintln!(
         "    benchmark smoke run: {:.0} s",
         started.elapsed().as_secs_f64()

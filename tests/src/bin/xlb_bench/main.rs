@@ -47,7 +47,7 @@ struct Cli {
 enum Bench {
     /// Nanoseconds per packet on each path through the XDP program, timed
     /// by the kernel with BPF_PROG_TEST_RUN (no traffic).
-    Micro(Options),
+    Micro(MicroOptions),
     /// The agent's control plane: API change to data plane, Maglev builds,
     /// CPU of health checks.
     Control(Options),
@@ -82,9 +82,27 @@ struct Options {
     out: PathBuf,
 }
 
+#[derive(Args)]
+struct MicroOptions {
+    #[command(flatten)]
+    options: Options,
+    /// Time only the cases whose name or path contains TEXT (and the floor
+    /// and the DR hit they are set against): to profile one path, as in
+    /// `perf record -a -g -- xlb-bench micro --only "NAT reply" --out DIR`.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+}
+
 fn main() -> anyhow::Result<()> {
     let (name, options) = match Cli::parse().bench {
-        Bench::Micro(options) => ("micro", options),
+        Bench::Micro(MicroOptions {
+            options,
+            only: Some(only),
+        }) => {
+            let report = micro::run_only(options.quick, Some(&only))?;
+            return write(&report, "micro", &options.out);
+        }
+        Bench::Micro(MicroOptions { options, .. }) => ("micro", options),
         Bench::Control(options) => ("control", options),
         Bench::Failover(options) => ("failover", options),
         Bench::Tcp(options) => ("tcp", options),
