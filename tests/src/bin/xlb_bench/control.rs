@@ -28,8 +28,16 @@ const API_P99_GOAL_MS: f64 = 10.0;
 const BUILD_GOAL_MS: f64 = 20.0;
 const HEALTH_CPU_GOAL: f64 = 0.05;
 
+/// A backend no host answers for: its next hop never resolves.
+const SILENT_BACKEND: usize = 9;
+/// How often the API is called beside it.
+const PACE: Duration = Duration::from_millis(20);
+
 struct Size {
     api_calls: usize,
+    /// How long the API is called beside a backend whose next hop never
+    /// resolves: the agent tries it again every 5 s.
+    silent_window: Duration,
     builds: usize,
     cpu_window: Duration,
     checked: usize,
@@ -39,6 +47,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     let size = if quick {
         Size {
             api_calls: 20,
+            silent_window: Duration::from_secs(6),
             builds: 2,
             cpu_window: Duration::from_secs(3),
             checked: 100,
@@ -46,17 +55,21 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     } else {
         Size {
             api_calls: 300,
+            silent_window: Duration::from_secs(16),
             builds: 10,
             cpu_window: Duration::from_secs(20),
             checked: 1000,
         }
     };
-    let progress = steps(3);
+    let progress = steps(4);
     progress.set_message("Maglev builds");
     let builds = maglev_builds(size.builds);
     progress.inc(1);
     progress.set_message("API changes");
-    let api = api_latency(size.api_calls).context("timing API changes")?;
+    let mut api = api_latency(size.api_calls).context("timing API changes")?;
+    progress.inc(1);
+    progress.set_message("the API beside a next hop that never resolves");
+    api.extend(api_beside_a_silent_backend(size.silent_window).context("timing the API")?);
     progress.inc(1);
     progress.set_message(format!("health-checking {} backends", size.checked));
     let cpu = health_cpu(size.checked, size.cpu_window).context("measuring health checks")?;
@@ -71,7 +84,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
             percentile(samples, 1.0),
         );
         rows.push(vec![
-            format!("API {what} -> data plane written"),
+            format!("API {what}"),
             format!("{p50:.2} ms"),
             format!("{p99:.2} ms"),
             format!("{max:.2} ms"),
@@ -175,6 +188,14 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
                          drain), {} times each, M = {RING}; the response comes after the \
                          ring's changed slots and the service entry are written",
                         size.api_calls
+                    ),
+                    format!(
+                        "API beside a next hop that never resolves: a service with a fourth \
+                         backend no host answers for (the agent tries its next hop again every \
+                         5 s, for up to 1 s); a GET of the service and a PATCH of a weight in \
+                         turn, one due every {} ms for {:.0} s, each timed from when it was due",
+                        PACE.as_millis(),
+                        size.silent_window.as_secs_f64()
                     ),
                     "Maglev: lb_common::maglev::build_table, equal weights, in this process \
                      (release build)"
@@ -314,9 +335,12 @@ fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
         encode(&SocketAddr::new(backend(0), 80).to_string())
     );
     let changes: [(&'static str, [&str; 2]); 2] = [
-        ("weight change", [r#"{"weight": 2}"#, r#"{"weight": 1}"#]),
         (
-            "drain / ready",
+            "weight change -> data plane written",
+            [r#"{"weight": 2}"#, r#"{"weight": 1}"#],
+        ),
+        (
+            "drain / ready -> data plane written",
             [r#"{"admin_state": "drain"}"#, r#"{"admin_state": "ready"}"#],
         ),
     ];
@@ -346,6 +370,62 @@ fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
             results.push((what, samples));
         }
         Ok(results)
+    })?
+}
+
+/// Reads a service and PATCHes a weight through the API, in turn, one call
+/// due every [`PACE`] for `window`, while one backend's next hop never
+/// resolves. Each call's latency counts from when it was due, so a call
+/// held up also counts against those due behind it.
+fn api_beside_a_silent_backend(window: Duration) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
+    let silent = Family::V6.backend(SILENT_BACKEND);
+    let text = services(3, false) + &format!("[[service.backend]]\naddress = \"{silent}\"\n");
+    let mut lab = AgentLab::new("bctlhop", Mode::Dr, Family::V6, 3, &text)?;
+    lab.write_config(&text)?;
+    lab.start()?;
+    let read = format!("http://{API}/api/v1/services/web");
+    let write = format!(
+        "{read}/backends/{}",
+        encode(&SocketAddr::new(backend(0), 80).to_string())
+    );
+    let calls = (window.as_millis() / PACE.as_millis()) as u32;
+    lab.net.director.run(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let (mut reads, mut writes) = (Vec::new(), Vec::new());
+        let started = Instant::now();
+        for i in 0..calls {
+            let due = started + PACE * i;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let status = if i % 2 == 0 {
+                agent
+                    .get(&read)
+                    .call()
+                    .with_context(|| format!("GET {read}"))?
+                    .status()
+            } else {
+                let body = [r#"{"weight": 2}"#, r#"{"weight": 1}"#][(i / 2 % 2) as usize];
+                agent
+                    .patch(&write)
+                    .header("Content-Type", "application/json")
+                    .send(body)
+                    .with_context(|| format!("PATCH {write}"))?
+                    .status()
+            };
+            ensure!(status == 200, "API call {i}: {status}");
+            let ms = due.elapsed().as_secs_f64() * 1e3;
+            if i % 2 == 0 {
+                reads.push(ms)
+            } else {
+                writes.push(ms)
+            }
+        }
+        Ok(vec![
+            ("read, a next hop never resolving", reads),
+            ("weight change, a next hop never resolving", writes),
+        ])
     })?
 }
 
