@@ -252,31 +252,35 @@ impl Agent {
     /// Resolves the next hops of `model`'s backends that `which` says.
     /// Applies nothing; true if a next hop changed.
     async fn resolve(&mut self, model: &Model, which: Resolve) -> bool {
-        let wanted: HashSet<IpAddr> = model
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.backends
-                    .iter()
-                    .map(|b| b.addr)
-                    .chain(s.fallback.map(|f| f.ip()))
-            })
-            .collect();
+        let todo = self.unresolved(model, which);
+        if todo.is_empty() {
+            return false;
+        }
+        let results = resolve_next_hops(&todo).await;
+        self.record_next_hops(model, results)
+    }
+
+    /// The addresses among `model`'s backends and fallbacks whose next hops
+    /// `which` says to resolve; forgets those of addresses it no longer has.
+    fn unresolved(&mut self, model: &Model, which: Resolve) -> Vec<IpAddr> {
+        let wanted = next_hop_addresses(model);
         self.next_hops.retain(|addr, _| wanted.contains(addr));
-        let todo: Vec<IpAddr> = wanted
+        wanted
             .into_iter()
             .filter(|a| match (which, self.next_hops.get(a)) {
                 (Resolve::All, _) | (_, None) => true,
                 (Resolve::Failed, Some(known)) => known.is_err(),
                 (Resolve::New, Some(_)) => false,
             })
-            .collect();
-        if todo.is_empty() {
-            return false;
-        }
+            .collect()
+    }
+
+    /// Keeps what resolution found for the addresses `model` still has,
+    /// logging what changed; true if a next hop changed.
+    fn record_next_hops(&mut self, model: &Model, results: NextHopResults) -> bool {
+        let wanted = next_hop_addresses(model);
         let mut changed = false;
-        for (addr, result) in neigh::resolve_all(&todo, RESOLVE_TIMEOUT).await {
-            let result = result.map(|r| r.next_hop).map_err(|e| e.to_string());
+        for (addr, result) in results.into_iter().filter(|(a, _)| wanted.contains(a)) {
             match (&result, self.next_hops.get(&addr)) {
                 (Err(e), Some(Ok(_)) | None) => log::warn!("backend {addr}: {e}"),
                 (Ok(hop), Some(Err(_)) | None) => {
@@ -294,11 +298,19 @@ impl Agent {
         changed
     }
 
-    /// Resolves next hops again and re-applies if one changed (a backend's
-    /// MAC moved, or one that failed now resolves).
-    pub async fn refresh_next_hops(&mut self, which: Resolve) {
+    /// The next hops to resolve again: those `which` says, of the running
+    /// configuration. Resolve them with [`resolve_next_hops`], which needs
+    /// no agent, and hand the results to [`Agent::next_hops_resolved`].
+    pub fn next_hops_to_resolve(&mut self, which: Resolve) -> Vec<IpAddr> {
         let model = self.model.clone();
-        if self.resolve(&model, which).await {
+        self.unresolved(&model, which)
+    }
+
+    /// Takes what [`resolve_next_hops`] found, and re-applies if a next hop
+    /// changed (a backend's MAC moved, or one that failed now resolves).
+    pub async fn next_hops_resolved(&mut self, results: NextHopResults) {
+        let model = self.model.clone();
+        if self.record_next_hops(&model, results) {
             if let Err(e) = self.refresh().await {
                 log::error!("applying changed next hops: {e}");
             }
@@ -488,6 +500,33 @@ impl Agent {
     pub fn stop_checks(&mut self) {
         self.monitor.stop_all();
     }
+}
+
+/// What resolving next hops found, by address: the next hop, or why not.
+pub type NextHopResults = Vec<(IpAddr, Result<NextHop, String>)>;
+
+/// Resolves the next hops of `addrs`, together taking at most
+/// [`RESOLVE_TIMEOUT`].
+pub async fn resolve_next_hops(addrs: &[IpAddr]) -> NextHopResults {
+    neigh::resolve_all(addrs, RESOLVE_TIMEOUT)
+        .await
+        .into_iter()
+        .map(|(addr, result)| (addr, result.map(|r| r.next_hop).map_err(|e| e.to_string())))
+        .collect()
+}
+
+/// Every address of `model`'s backends and fallbacks.
+fn next_hop_addresses(model: &Model) -> HashSet<IpAddr> {
+    model
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.backends
+                .iter()
+                .map(|b| b.addr)
+                .chain(s.fallback.map(|f| f.ip()))
+        })
+        .collect()
 }
 
 /// Which next hops to resolve.

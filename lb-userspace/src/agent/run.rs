@@ -21,7 +21,7 @@ use lb_common::stats::Counter;
 
 use super::{
     flood::{FloodChange, FloodState, FloodWatch},
-    Agent, FlowCount, Resolve,
+    resolve_next_hops, Agent, FlowCount, Resolve,
 };
 use crate::{
     api::{self, ApiState},
@@ -306,6 +306,9 @@ async fn follow_health(
     }
 }
 
+/// Resolves failed next hops again every [`RETRY_NEXT_HOPS`] and all of them
+/// every [`REFRESH_NEXT_HOPS`], with the agent unlocked while a neighbour
+/// that does not answer is waited for.
 async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
     let mut retry = tokio::time::interval(RETRY_NEXT_HOPS);
     let mut refresh = tokio::time::interval(REFRESH_NEXT_HOPS);
@@ -316,7 +319,12 @@ async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
             _ = retry.tick() => Resolve::Failed,
             _ = refresh.tick() => Resolve::All,
         };
-        agent.lock().await.refresh_next_hops(which).await;
+        let todo = agent.lock().await.next_hops_to_resolve(which);
+        if todo.is_empty() {
+            continue;
+        }
+        let results = resolve_next_hops(&todo).await;
+        agent.lock().await.next_hops_resolved(results).await;
     }
 }
 
