@@ -3,6 +3,7 @@
 //! Every change goes through [`Agent::install`]: validated as a whole
 //! first, so a rejected change leaves everything as it was.
 
+mod desired;
 mod flood;
 mod probes;
 mod run;
@@ -23,11 +24,12 @@ use crate::{
         model::{AdminState, Backend, Model, OperState, Service},
         routes, Config, ConfigError,
     },
-    dataplane::{BackendSpec, Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
+    dataplane::{Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
     neigh, sysctl,
 };
 
+use desired::{Desired, Health, NextHops};
 pub use run::{run, RunOptions};
 pub use view::{
     BackendView, FloodGuardView, FlowCountView, FlowView, FlowWalkView, ServiceView, StatsView,
@@ -96,7 +98,7 @@ pub struct Agent {
     dataplane: Dataplane,
     monitor: Monitor,
     /// Resolved next hops, or why resolution failed, by backend address.
-    next_hops: HashMap<IpAddr, Result<NextHop, String>>,
+    next_hops: NextHops,
     /// States to start checks in instead of their configured `initial`:
     /// after adopting a data plane, what it was serving.
     initial_states: HashMap<CheckId, OperState>,
@@ -358,45 +360,16 @@ impl Agent {
             .unwrap_or(check.initial)
     }
 
-    fn next_hop(&self, addr: IpAddr) -> Option<NextHop> {
-        self.next_hops
-            .get(&addr)
-            .and_then(|r| r.as_ref().ok())
-            .copied()
-    }
-
-    /// The backends `service` serves now: neither in maintenance nor down,
-    /// with a next hop; and the fallback when none of them takes new flows
-    /// (drained ones keep their established flows).
-    fn serving(&self, service: &Service) -> Vec<BackendSpec> {
-        let mut backends: Vec<BackendSpec> = service
-            .backends
-            .iter()
-            .filter(|b| b.admin != AdminState::Maint)
-            .filter(|b| self.oper_state(service, b) == OperState::Up)
-            .filter_map(|b| Some(b.spec(self.next_hop(b.addr)?)))
-            .collect();
-        let takes_new_flows = backends.iter().any(|b| !b.drain && b.weight > 0);
-        let fallback = service.fallback.filter(|_| !takes_new_flows);
-        if let Some((fallback, next_hop)) = fallback.and_then(|f| Some((f, self.next_hop(f.ip())?)))
-        {
-            backends.push(BackendSpec {
-                addr: fallback.ip(),
-                port: fallback.port(),
-                weight: 1,
-                drain: false,
-                next_hop,
-            });
+    /// The running inputs of the data plane and of VRRP tracking.
+    fn desired(&self) -> Desired<'_, Self> {
+        Desired {
+            health: self,
+            next_hops: &self.next_hops,
         }
-        backends
     }
 
     fn specs(&self, model: &Model) -> Vec<ServiceSpec> {
-        model
-            .services
-            .iter()
-            .map(|s| s.spec(self.serving(s)))
-            .collect()
+        self.desired().specs(model)
     }
 
     /// Changes the running configuration through its file form, so that
@@ -473,20 +446,7 @@ impl Agent {
         // Polled every 100 ms: one read of a map, not all the counters.
         let dataplane_ok =
             self.dataplane.attachments().next().is_some() && self.dataplane.maps_answer();
-        let services_up = self
-            .model
-            .services
-            .iter()
-            .filter(|s| {
-                s.backends.iter().any(|b| {
-                    b.admin == AdminState::Ready
-                        && b.weight > 0
-                        && self.oper_state(s, b) == OperState::Up
-                        && self.next_hop(b.addr).is_some()
-                })
-            })
-            .map(|s| s.name.clone())
-            .collect();
+        let services_up = self.desired().services_up(&self.model);
         crate::vrrp::Tracking {
             dataplane_ok,
             services_up,
@@ -499,6 +459,12 @@ impl Agent {
 
     pub fn stop_checks(&mut self) {
         self.monitor.stop_all();
+    }
+}
+
+impl Health for Agent {
+    fn state(&self, service: &Service, backend: &Backend) -> OperState {
+        self.oper_state(service, backend)
     }
 }
 

@@ -237,7 +237,8 @@ impl Agent {
         let config = ServiceConfig::from_model(service);
         let in_dataplane = self.in_dataplane(service);
         let fallback_active = service.fallback.is_some_and(|f| {
-            self.serving(service)
+            self.desired()
+                .serving(service)
                 .iter()
                 .any(|b| (b.addr, b.port) == (f.ip(), f.port()))
         });
