@@ -171,6 +171,40 @@ fn a_clean_stop_hands_over_within_the_skew_time() {
     assert_eq!(long_lived.check().unwrap(), vec![]);
 }
 
+/// A master tracking a service hands over when the service has no backend
+/// taking new flows (here: all drained through the API), and takes the
+/// VIP back when one is ready again: the agent publishes what instances
+/// track as it changes.
+#[test]
+fn a_master_hands_over_while_its_tracked_service_takes_no_new_flows() {
+    require_privileged!();
+    let track = "track = [{ service = \"web\", weight = -60 }]";
+    let lab = lab("vrtrack", [track, "", ""]);
+    settled(&lab);
+    assert_eq!(instance(&lab, 0)["priority"], 150);
+    let set_all = |state: &str| {
+        for n in 0..3 {
+            let path = format!("/api/v1/services/web/backends/198.18.1.{}:80", 10 + n);
+            let body = format!("{{\"admin_state\": \"{state}\"}}");
+            let (status, text) = lab.directors[0]
+                .request("PATCH", &path, Some(&body), None)
+                .unwrap();
+            assert_eq!(status, 200, "PATCH {path}: {text}");
+        }
+    };
+    set_all("drain");
+    wait_state(&lab, 1, "master", MARGIN * 2);
+    wait_state(&lab, 0, "backup", MARGIN);
+    assert_eq!(instance(&lab, 0)["priority"], 90, "150 less the tracked 60");
+    assert!(holds_vip(&lab, 1) && !holds_vip(&lab, 0));
+
+    set_all("ready");
+    wait_state(&lab, 0, "master", MARGIN * 2);
+    wait_state(&lab, 1, "backup", MARGIN);
+    assert_eq!(instance(&lab, 0)["priority"], 150);
+    assert!(holds_vip(&lab, 0) && !holds_vip(&lab, 1));
+}
+
 #[test]
 fn the_old_master_preempts_on_return_unless_told_not_to() {
     require_privileged!();

@@ -27,6 +27,7 @@ use crate::{
     dataplane::{Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
     neigh, sysctl,
+    vrrp::Tracking,
 };
 
 use desired::{Desired, Health, NextHops};
@@ -117,6 +118,8 @@ pub struct Agent {
     redirects_off: Vec<String>,
     /// Health probes through the data path.
     probe_paths: probes::ProbePaths,
+    /// What VRRP instances may track, published as it changes.
+    tracking: watch::Sender<Tracking>,
 }
 
 impl Agent {
@@ -142,7 +145,24 @@ impl Agent {
             flood,
             redirects_off: Vec::new(),
             probe_paths: probes::ProbePaths::default(),
+            tracking: watch::Sender::new(Tracking::default()),
         }
+    }
+
+    /// What VRRP instances may track, current from the last change of the
+    /// data plane, the health checks or the next hops.
+    pub fn tracking_updates(&self) -> watch::Receiver<Tracking> {
+        self.tracking.subscribe()
+    }
+
+    /// Publishes what VRRP instances may track, if it changed.
+    fn publish_tracking(&self) {
+        let now = self.tracking();
+        self.tracking.send_if_modified(|seen| {
+            let changed = *seen != now;
+            *seen = now;
+            changed
+        });
     }
 
     pub fn model(&self) -> &Model {
@@ -196,6 +216,7 @@ impl Agent {
         self.monitor.reconcile(checks);
         self.initial_states.clear();
         self.model = model;
+        self.publish_tracking();
         Ok(())
     }
 
@@ -239,7 +260,10 @@ impl Agent {
     /// Health checks changed state.
     pub async fn on_transitions(&mut self, transitions: &[Transition]) {
         self.health_transitions += transitions.len() as u64;
-        if let Err(e) = self.refresh().await {
+        let refreshed = self.refresh().await;
+        // The checks' states changed whether or not the data plane took it.
+        self.publish_tracking();
+        if let Err(e) = refreshed {
             for t in transitions {
                 log::error!(
                     "service {}: applying {} going {:?}: {e}",
@@ -316,6 +340,7 @@ impl Agent {
             if let Err(e) = self.refresh().await {
                 log::error!("applying changed next hops: {e}");
             }
+            self.publish_tracking();
         }
     }
 
@@ -437,17 +462,17 @@ impl Agent {
             self.dataplane.detach_from(iface)?;
             log::info!("detached from {iface}");
         }
+        self.publish_tracking();
         Ok(())
     }
 
     /// What VRRP instances may track: the data plane attached and its maps
     /// answering, and the services with a backend that takes new flows.
-    pub fn tracking(&self) -> crate::vrrp::Tracking {
-        // Polled every 100 ms: one read of a map, not all the counters.
+    fn tracking(&self) -> Tracking {
         let dataplane_ok =
             self.dataplane.attachments().next().is_some() && self.dataplane.maps_answer();
         let services_up = self.desired().services_up(&self.model);
-        crate::vrrp::Tracking {
+        Tracking {
             dataplane_ok,
             services_up,
         }

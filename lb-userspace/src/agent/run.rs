@@ -28,7 +28,7 @@ use crate::{
     config::{model::Model, routes, Config},
     dataplane::{Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
-    vrrp::{Tracking, Vrrp},
+    vrrp::Vrrp,
 };
 
 /// How often next hops that failed to resolve are tried again.
@@ -179,7 +179,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         stop(&mut *agent.lock().await, adopted);
         return Err(e);
     }
-    let (tracking_tx, tracking) = watch::channel(agent.lock().await.tracking());
+    let tracking = agent.lock().await.tracking_updates();
     let vrrp = if model.vrrp.is_empty() {
         None
     } else {
@@ -202,7 +202,6 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
 
     let follower = tokio::spawn(follow_health(agent.clone(), transitions));
     let resolver = tokio::spawn(follow_next_hops(agent.clone()));
-    let tracker = tokio::spawn(follow_tracking(agent.clone(), tracking_tx));
     let flood_watch = tokio::spawn(watch_flood(agent.clone(), flood_tx));
     // Set on the way out: a walk under way stops within a few ms.
     let stop_walks = Arc::new(AtomicBool::new(false));
@@ -235,7 +234,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     if let Some(vrrp) = &vrrp {
         vrrp.shutdown().await;
     }
-    for task in [api, follower, resolver, tracker, flood_watch]
+    for task in [api, follower, resolver, flood_watch]
         .into_iter()
         .chain(log_forwarder)
         .chain(counter)
@@ -325,23 +324,6 @@ async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
         }
         let results = resolve_next_hops(&todo).await;
         agent.lock().await.next_hops_resolved(results).await;
-    }
-}
-
-/// How often what VRRP instances track is looked at.
-const TRACK_EVERY: Duration = Duration::from_millis(100);
-
-/// Keeps VRRP's view of the data plane and the services current.
-async fn follow_tracking(agent: Arc<Mutex<Agent>>, tracking: watch::Sender<Tracking>) {
-    let mut every = tokio::time::interval(TRACK_EVERY);
-    loop {
-        every.tick().await;
-        let now = agent.lock().await.tracking();
-        tracking.send_if_modified(|seen| {
-            let changed = *seen != now;
-            *seen = now;
-            changed
-        });
     }
 }
 
