@@ -8,6 +8,6 @@ pub mod config;
 pub mod dataplane;
 pub mod health;
 pub mod neigh;
-mod rtnl;
+mod net;
 pub mod sysctl;
 pub mod vrrp;

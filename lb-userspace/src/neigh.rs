@@ -25,8 +25,10 @@ use netlink_packet_route::{
 
 use crate::{
     dataplane::NextHop,
-    rtnl::{self, family, Rtnl},
-    vrrp::net::sys,
+    net::{
+        rtnl::{self, family, Rtnl},
+        sys,
+    },
 };
 
 /// How often the neighbour table is read while the kernel resolves an entry.

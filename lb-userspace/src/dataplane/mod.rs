@@ -1366,24 +1366,19 @@ fn load_error(e: Box<dyn std::error::Error + Send + Sync>) -> DataplaneError {
 }
 
 fn ifindex(iface: &str) -> Result<u32, DataplaneError> {
-    let name = std::ffi::CString::new(iface)
-        .map_err(|_| DataplaneError::NoSuchInterface(iface.to_string()))?;
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => Err(DataplaneError::NoSuchInterface(iface.to_string())),
-        index => Ok(index),
-    }
+    crate::net::ifindex(iface).ok_or_else(|| DataplaneError::NoSuchInterface(iface.to_string()))
 }
 
 /// The interface's own MAC, by rtnetlink (in this thread's namespace);
 /// `None` for an interface that is not Ethernet.
 fn interface_mac(iface: &str) -> Result<Option<[u8; 6]>, DataplaneError> {
-    let link = crate::rtnl::Rtnl::open()
+    let link = crate::net::rtnl::Rtnl::open()
         .and_then(|mut rtnl| rtnl.link(iface))
         .map_err(|e| DataplaneError::Interface {
             iface: iface.to_string(),
             problem: format!("reading its link: {e}"),
         })?;
-    Ok(crate::rtnl::ether_mac(&link))
+    Ok(crate::net::rtnl::ether_mac(&link))
 }
 
 fn attach_error(iface: &str, mode: AttachMode, source: ProgramError) -> DataplaneError {

@@ -10,7 +10,7 @@ use netlink_packet_route::{
 };
 
 use super::{host_prefix, Family, NetError};
-use crate::rtnl::{self, Rtnl};
+use crate::net::rtnl::{self, Rtnl};
 
 /// Adds `addr` to the interface as a single address (IPv4 /32, IPv6 /128). An IPv6 address skips
 /// duplicate address detection (IFA_F_NODAD), so it is usable at once. Adding the same address

@@ -4,8 +4,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::{link::ether_link, sys, NetError};
-use crate::rtnl::Rtnl;
+use super::{link::ether_link, NetError};
+use crate::net::rtnl::Rtnl;
+use crate::net::sys;
 
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 /// All nodes on the link, where unsolicited advertisements go (RFC 4861 7.2.6).

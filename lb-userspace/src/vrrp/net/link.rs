@@ -5,11 +5,14 @@ use std::io;
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
 
 use super::NetError;
-use crate::rtnl::{self, Rtnl};
+use crate::net::rtnl::{self, Rtnl};
 
 /// The interface's index.
 pub fn ifindex(ifname: &str) -> Result<u32, NetError> {
-    read_link(ifname).map(|link| link.header.index)
+    crate::net::ifindex(ifname).ok_or_else(|| NetError::Link {
+        ifname: ifname.into(),
+        error: io::Error::from_raw_os_error(libc::ENODEV),
+    })
 }
 
 /// Whether the interface can pass traffic: administratively up (IFF_UP) and operationally up

@@ -11,7 +11,6 @@ mod addr;
 mod announce;
 mod link;
 mod socket;
-pub(crate) mod sys;
 
 use std::{
     io,

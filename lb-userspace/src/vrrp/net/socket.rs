@@ -8,8 +8,9 @@ use std::{
 
 use tokio::io::{unix::AsyncFd, Interest};
 
-use super::{addr::source_address, sys, Family};
-use crate::rtnl::Rtnl;
+use super::{addr::source_address, Family};
+use crate::net::rtnl::Rtnl;
+use crate::net::sys;
 use crate::vrrp::{GROUP_V4, GROUP_V6, IPPROTO_VRRP, TTL};
 
 /// Where the checksum sits in a VRRP message (RFC 5798 5.1).

@@ -1,4 +1,4 @@
-//! The few system calls the sockets here (and next-hop resolution's) need, as safe functions
+//! The few system calls the VRRP and next-hop sockets need, as safe functions
 //! over `libc`.
 
 use std::{
@@ -13,14 +13,14 @@ use std::{
 struct ControlBuffer([u8; 128]);
 
 /// One control message as received: its level, type and data.
-pub(super) struct ControlMessage {
+pub struct ControlMessage {
     pub level: libc::c_int,
     pub kind: libc::c_int,
     pub data: Vec<u8>,
 }
 
 /// socket(2); the descriptor is close-on-exec.
-pub(super) fn socket(
+pub fn socket(
     domain: libc::c_int,
     kind: libc::c_int,
     protocol: libc::c_int,
@@ -35,7 +35,7 @@ pub(super) fn socket(
 }
 
 /// setsockopt(2) with `value` as the option's value, passed by address and size.
-pub(super) fn setsockopt<T>(
+pub fn setsockopt<T>(
     fd: &OwnedFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -55,7 +55,7 @@ pub(super) fn setsockopt<T>(
 }
 
 /// An integer socket option, the type most of them take.
-pub(super) fn set_int(
+pub fn set_int(
     fd: &OwnedFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -81,7 +81,7 @@ pub(crate) fn bind_to_device(fd: &impl AsRawFd, ifname: &str) -> io::Result<()> 
 }
 
 /// sendto(2) of one datagram to a `sockaddr_*` value.
-pub(super) fn send_to<A>(fd: &OwnedFd, data: &[u8], addr: &A) -> io::Result<()> {
+pub fn send_to<A>(fd: &OwnedFd, data: &[u8], addr: &A) -> io::Result<()> {
     // SAFETY: `data` and `addr` are valid for the lengths given and live across the call.
     let ret = unsafe {
         libc::sendto(
@@ -102,7 +102,7 @@ pub(super) fn send_to<A>(fd: &OwnedFd, data: &[u8], addr: &A) -> io::Result<()> 
 
 /// sendmsg(2) of one datagram to `to` (a `sockaddr_*` value) with one control message, whose
 /// data is `value`.
-pub(super) fn send_msg<A, C: Copy>(
+pub fn send_msg<A, C: Copy>(
     fd: &OwnedFd,
     data: &[u8],
     to: &A,
@@ -152,7 +152,7 @@ pub(super) fn send_msg<A, C: Copy>(
 
 /// recvmsg(2) of one datagram into `buf`: its length, the sender's address and the control
 /// messages.
-pub(super) fn recv_msg(
+pub fn recv_msg(
     fd: &OwnedFd,
     buf: &mut [u8],
 ) -> io::Result<(usize, Option<IpAddr>, Vec<ControlMessage>)> {
@@ -216,7 +216,7 @@ fn ip_of(storage: &libc::sockaddr_storage) -> Option<IpAddr> {
     }
 }
 
-pub(super) fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr_in {
+pub fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
@@ -226,7 +226,7 @@ pub(super) fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr_in {
 }
 
 /// An IPv6 socket address; `scope_id` names the link of a link-local address.
-pub(super) fn sockaddr_in6(addr: Ipv6Addr, scope_id: u32) -> libc::sockaddr_in6 {
+pub fn sockaddr_in6(addr: Ipv6Addr, scope_id: u32) -> libc::sockaddr_in6 {
     libc::sockaddr_in6 {
         sin6_family: libc::AF_INET6 as libc::sa_family_t,
         sin6_port: 0,
@@ -236,13 +236,13 @@ pub(super) fn sockaddr_in6(addr: Ipv6Addr, scope_id: u32) -> libc::sockaddr_in6 
     }
 }
 
-pub(super) fn in_addr(addr: Ipv4Addr) -> libc::in_addr {
+pub fn in_addr(addr: Ipv4Addr) -> libc::in_addr {
     libc::in_addr {
         s_addr: u32::from_ne_bytes(addr.octets()),
     }
 }
 
-pub(super) fn in6_addr(addr: Ipv6Addr) -> libc::in6_addr {
+pub fn in6_addr(addr: Ipv6Addr) -> libc::in6_addr {
     libc::in6_addr {
         s6_addr: addr.octets(),
     }
