@@ -7,7 +7,12 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod health;
+pub mod model;
 pub mod neigh;
 mod net;
+pub mod run;
 pub mod sysctl;
 pub mod vrrp;
+
+#[cfg(test)]
+mod layering;

@@ -5,8 +5,8 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use crate::{
-    config::model::{AdminState, Backend, Model, OperState, Service},
     dataplane::{BackendSpec, NextHop, ServiceSpec},
+    model::{AdminState, Backend, Model, OperState, Service},
 };
 
 /// The backends' next hops by address, or why one did not resolve.

@@ -4,9 +4,8 @@
 //! first, so a rejected change leaves everything as it was.
 
 mod desired;
-mod flood;
+pub(crate) mod flood;
 mod probes;
-mod run;
 mod view;
 
 use std::{
@@ -20,18 +19,15 @@ use lb_common::maps::Mode;
 use tokio::sync::watch;
 
 use crate::{
-    config::{
-        model::{AdminState, Backend, Model, OperState, Service},
-        routes, Config, ConfigError,
-    },
+    config::{routes, Config, ConfigError},
     dataplane::{Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
+    model::{AdminState, Backend, Model, OperState, Service},
     neigh, sysctl,
     vrrp::Tracking,
 };
 
 use desired::{Desired, Health, NextHops};
-pub use run::{run, RunOptions};
 pub use view::{
     BackendView, FloodGuardView, FlowCountView, FlowView, FlowWalkView, ServiceView, StatsView,
     TrafficView,
@@ -344,7 +340,7 @@ impl Agent {
         }
     }
 
-    fn checks(&self, model: &Model) -> Vec<(CheckId, crate::config::model::HealthCheck)> {
+    fn checks(&self, model: &Model) -> Vec<(CheckId, crate::model::HealthCheck)> {
         let mut checks = Vec::new();
         for service in &model.services {
             let Some(check) = &service.health else {

@@ -14,9 +14,9 @@ use std::{
 };
 
 use crate::{
-    config::model::{HealthCheck, HealthVia, Model, ProbeRoute, Service},
     dataplane::health::{mark_of, HealthPaths, ProbeVia},
     health::CheckId,
+    model::{HealthCheck, HealthVia, Model, ProbeRoute, Service},
     neigh, sysctl,
 };
 

@@ -11,15 +11,13 @@ use serde::Serialize;
 
 use super::{check_id, mac, Agent, ApiError, FlowCount};
 use crate::{
-    config::{
-        model::{AdminState, Backend, OperState, Service},
-        HealthConfig, PersistenceConfig, ServiceConfig,
-    },
+    config::{HealthConfig, PersistenceConfig, ServiceConfig},
     dataplane::{
         services::{service_key, Slot},
         Counters, DataplaneError, FlowCounts, FlowCountsBySlot, ServiceSpec,
     },
     health::{monitor::unix_ms, CheckStatus},
+    model::{AdminState, Backend, OperState, Service},
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -13,7 +13,7 @@ use prometheus_client::{
 
 use super::{ApiError, ApiState};
 use crate::{
-    config::model::{AdminState, OperState},
+    model::{AdminState, OperState},
     vrrp::State as VrrpState,
 };
 

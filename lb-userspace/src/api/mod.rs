@@ -23,7 +23,8 @@ use tokio::sync::Mutex;
 
 use crate::{
     agent::{Agent, ApiError},
-    config::{model::AdminState, BackendConfig, Config, ServiceConfig},
+    config::{BackendConfig, Config, ServiceConfig},
+    model::AdminState,
     vrrp::{InstanceStatus, Vrrp},
 };
 

@@ -6,8 +6,8 @@ use clap::Args;
 use log::LevelFilter;
 
 use crate::{
-    agent::{self, RunOptions},
     config::{routes, Config},
+    run::{self, RunOptions},
 };
 
 #[derive(Debug, Args)]
@@ -34,7 +34,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: RunArgs, log_level: LevelFilter) -> anyhow::Result<()> {
-    agent::run(RunOptions {
+    run::run(RunOptions {
         config: args.config,
         keep_dataplane: args.keep_dataplane,
         bpf_log: log_level,

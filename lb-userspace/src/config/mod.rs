@@ -7,7 +7,6 @@
 //! rather than by serde.
 
 mod key_path;
-pub mod model;
 pub mod routes;
 #[cfg(test)]
 mod tests;
@@ -24,7 +23,9 @@ use lb_common::maps::{
 };
 
 use crate::dataplane::{AttachMode, Protocol};
-use model::{AdminState, Backend, CheckKind, HealthCheck, HealthVia, Model, OperState, Service};
+use crate::model::{
+    AdminState, Backend, CheckKind, HealthCheck, HealthVia, Model, OperState, Service,
+};
 pub use vrrp::{InstanceConfig, SyncGroupConfig, TrackConfig, VrrpConfig};
 
 /// The file as written: every key optional where a default exists.
@@ -236,9 +237,9 @@ const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protoco
 const MODES: &[(&str, Mode)] = &[("dr", Mode::Dr), ("ipip", Mode::Ipip), ("nat", Mode::Nat)];
 const SCHEDULERS: &[(&str, ())] = &[("maglev", ())];
 const ADMIN_STATES: &[(&str, AdminState)] = &[
-    ("ready", AdminState::Ready),
-    ("drain", AdminState::Drain),
-    ("maint", AdminState::Maint),
+    (AdminState::Ready.name(), AdminState::Ready),
+    (AdminState::Drain.name(), AdminState::Drain),
+    (AdminState::Maint.name(), AdminState::Maint),
 ];
 const HEALTH_VIAS: &[(&str, HealthVia)] = &[
     ("direct", HealthVia::Direct),

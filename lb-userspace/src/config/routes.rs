@@ -11,7 +11,8 @@ use std::{
 
 use lb_common::maps::Mode;
 
-use super::{model::Model, ConfigError};
+use super::ConfigError;
+use crate::model::Model;
 use crate::neigh::{self, Egress, NeighError};
 
 /// A NAT backend or fallback: its key path and its address.

@@ -8,12 +8,12 @@ use std::{
 use lb_common::maps::Mode;
 
 use super::{
-    model::{AdminState, CheckKind, Model, OperState},
     routes::{self, NatRoutes, NatTarget},
     Config, ConfigError,
 };
 use crate::{
     dataplane::{AttachMode, Protocol},
+    model::{AdminState, CheckKind, Model, OperState},
     neigh::{Egress, NeighError},
 };
 
@@ -162,7 +162,7 @@ fn defaults_apply() {
     assert_eq!(agent.udp_timeout, Duration::from_secs(30));
     assert_eq!(
         model.tables,
-        crate::config::model::Tables {
+        crate::model::Tables {
             maglev_size: 65537,
             max_services: 64,
             max_backends: 4096,
@@ -1478,7 +1478,7 @@ fn a_vrrp_instance_gets_keepalived_like_defaults() {
     let instance = &model.vrrp[0];
     assert_eq!(
         (instance.vrid, instance.priority, instance.version),
-        (51, 150, crate::vrrp::Version::V3)
+        (51, 150, crate::model::Version::V3)
     );
     assert_eq!(instance.advert_interval, Duration::from_secs(1));
     assert!(instance.preempt && instance.garp_refresh.is_none());
@@ -1605,13 +1605,13 @@ fn checked(mode: &str, lines: &str) -> String {
     ))
 }
 
-fn via_of(toml: &str) -> super::model::HealthVia {
+fn via_of(toml: &str) -> crate::model::HealthVia {
     valid(toml).services[0].health.as_ref().unwrap().via
 }
 
 #[test]
 fn health_via_defaults_to_the_tunnel_for_ipip_only() {
-    use super::model::HealthVia;
+    use crate::model::HealthVia;
     assert_eq!(
         via_of(&checked("ipip", "kind = \"tcp\"")),
         HealthVia::Tunnel

@@ -19,21 +19,19 @@ use lb_common::{
 };
 
 use super::{
-    format_duration, full_prefix,
-    model::{
-        AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, HealthVia, Model, Service,
-        Tables,
-    },
-    spell, AgentConfig, BackendConfig, Config, ConfigError, HealthConfig, PersistenceConfig,
-    ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN, DEFAULT_FALL, DEFAULT_HTTP_PATH,
-    DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL, DEFAULT_MTU,
-    DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
+    format_duration, full_prefix, spell, AgentConfig, BackendConfig, Config, ConfigError,
+    HealthConfig, PersistenceConfig, ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN,
+    DEFAULT_FALL, DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL,
+    DEFAULT_MTU, DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
     DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, HEALTH_VIAS, MODES, OPER_STATES, PROTOCOLS,
     SCHEDULERS, XDP_MODES,
 };
 use crate::dataplane::{
     services::{self, MIN_MTU_V4, MIN_MTU_V6},
     NextHop, Protocol, ServiceSpec,
+};
+use crate::model::{
+    AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, HealthVia, Model, Service, Tables,
 };
 
 const CHECK_KINDS: &[&str] = &["tcp", "http", "udp", "dns", "exec"];

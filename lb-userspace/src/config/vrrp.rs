@@ -6,13 +6,11 @@ use std::{net::IpAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    format_duration,
-    model::{Service, SyncGroup, Track, Tracked, VrrpInstance},
-    unless_default,
+    format_duration, unless_default,
     validate::{choice, duration_in, integer, ip, is_interface_name, is_service_name},
     ConfigError,
 };
-use crate::vrrp::{V3Checksum, Version};
+use crate::model::{Service, SyncGroup, Track, Tracked, V3Checksum, Version, VrrpInstance};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

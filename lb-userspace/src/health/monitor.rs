@@ -19,7 +19,7 @@ use super::{
     random::random_u64,
     state::{ProbeOutcome, Tracker},
 };
-use crate::config::model::{CheckKind, HealthCheck, HealthVia, OperState};
+use crate::model::{CheckKind, HealthCheck, HealthVia, OperState};
 
 /// Which backend of which service a check is for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

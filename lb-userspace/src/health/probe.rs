@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use super::{dns, random::random_u64, state::ProbeOutcome};
-use crate::config::model::{CheckKind, ProbeRoute};
+use crate::model::{CheckKind, ProbeRoute};
 
 /// The most of an HTTP response that is read.
 const HTTP_RESPONSE_CAP: usize = 64 * 1024;

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::config::model::OperState;
+use crate::model::OperState;
 
 /// What one probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]

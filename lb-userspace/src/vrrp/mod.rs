@@ -9,6 +9,7 @@ pub mod packet;
 mod runtime;
 pub mod state;
 
+pub use crate::model::{V3Checksum, Version};
 pub use runtime::{InstanceStatus, Tracking, Vrrp};
 
 use serde::Serialize;
@@ -20,29 +21,6 @@ pub const GROUP_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(224, 0, 0, 18);
 pub const GROUP_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// The TTL / hop limit advertisements are sent with and must arrive with.
 pub const TTL: u8 = 255;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Version {
-    /// RFC 3768: IPv4 only, whole-second intervals, optional PASS authentication.
-    V2,
-    /// RFC 5798: IPv4 and IPv6, intervals in centiseconds.
-    #[default]
-    V3,
-}
-
-/// How a VRRPv3 advertisement over IPv4 is checksummed (RFC 5798 includes
-/// the IPv4 pseudo-header; some older implementations leave it out). IPv6
-/// always includes it, VRRPv2 never does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum V3Checksum {
-    /// With the pseudo-header: RFC 5798, keepalived, tcpdump.
-    #[default]
-    PseudoHeader,
-    /// Over the VRRP message alone.
-    MessageOnly,
-}
 
 /// An instance's protocol state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]

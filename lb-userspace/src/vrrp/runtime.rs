@@ -24,7 +24,7 @@ use super::{
     state::{Action, Input, Instance, Params},
     State, Version, GROUP_V4, GROUP_V6, TTL,
 };
-use crate::config::model::{SyncGroup, Tracked, VrrpInstance};
+use crate::model::{SyncGroup, Tracked, VrrpInstance};
 
 /// How often tracked interfaces are looked at.
 const TRACK_POLL: Duration = Duration::from_millis(100);

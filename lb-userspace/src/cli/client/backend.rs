@@ -13,7 +13,7 @@ use super::{
     table::Table,
     views::{read, Backend},
 };
-use crate::config::{model::AdminState, BackendConfig};
+use crate::{config::BackendConfig, model::AdminState};
 
 #[derive(Debug, Subcommand)]
 pub enum BackendCommand {

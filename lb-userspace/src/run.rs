@@ -19,15 +19,16 @@ use tokio::{
 
 use lb_common::stats::Counter;
 
-use super::{
+use crate::agent::{
     flood::{FloodChange, FloodState, FloodWatch},
     resolve_next_hops, Agent, FlowCount, Resolve,
 };
 use crate::{
     api::{self, ApiState},
-    config::{model::Model, routes, Config},
+    config::{routes, Config},
     dataplane::{Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
+    model::Model,
     vrrp::Vrrp,
 };
 

@@ -1,6 +1,6 @@
 //! The configuration once validated: what the agent runs from. Built by
-//! [`super::Config::validate`] from the file, or from API requests; turned
-//! back into the file's form by [`super::Config::from_model`].
+//! [`crate::config::Config::validate`] from the file, or from API requests; turned
+//! back into the file's form by [`crate::config::Config::from_model`].
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -10,12 +10,12 @@ use std::{
 };
 
 use lb_common::maps::Mode;
+use serde::Serialize;
 
 use crate::dataplane::{
     AffinitySpec, AttachMode, BackendSpec, DirectorSettings, LoadOptions, NextHop, Protocol,
     ServiceSpec,
 };
-use crate::vrrp::{V3Checksum, Version};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
@@ -120,9 +120,13 @@ pub enum AdminState {
 }
 
 impl AdminState {
-    /// Its spelling in the file and the API.
-    pub fn name(self) -> &'static str {
-        super::spelling(super::ADMIN_STATES, &self).expect("every state has a spelling")
+    /// Its spelling in the file and the API (as serde spells it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
     }
 }
 
@@ -371,4 +375,28 @@ pub enum Tracked {
 pub struct SyncGroup {
     pub name: String,
     pub instances: Vec<String>,
+}
+
+/// A VRRP version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    /// RFC 3768: IPv4 only, whole-second intervals, optional PASS authentication.
+    V2,
+    /// RFC 5798: IPv4 and IPv6, intervals in centiseconds.
+    #[default]
+    V3,
+}
+
+/// How a VRRPv3 advertisement over IPv4 is checksummed (RFC 5798 includes
+/// the IPv4 pseudo-header; some older implementations leave it out). IPv6
+/// always includes it, VRRPv2 never does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum V3Checksum {
+    /// With the pseudo-header: RFC 5798, keepalived, tcpdump.
+    #[default]
+    PseudoHeader,
+    /// Over the VRRP message alone.
+    MessageOnly,
 }
