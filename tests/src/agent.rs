@@ -192,6 +192,8 @@ pub struct AgentLab {
     pub maglev_size: u32,
     /// Room for backends over all services.
     pub max_backends: u32,
+    /// Room for services.
+    pub max_services: u32,
 }
 
 impl std::ops::Deref for AgentLab {
@@ -251,6 +253,7 @@ impl AgentLab {
             family,
             maglev_size: 4099,
             max_backends: 64,
+            max_services: 8,
         })
     }
 
@@ -266,10 +269,11 @@ impl AgentLab {
         let text = format!(
             "[agent]\ninterfaces = [\"eth0\"]\napi_listen = \"{API}\"\npin_path = \"{}\"\n\
              tunnel_source_v4 = \"198.18.1.{host}\"\ntunnel_source_v6 = \"fd00:1::{host}\"\n\n\
-             [tables]\nmaglev_size = {}\nmax_services = 8\nmax_backends = {}\n\
+             [tables]\nmaglev_size = {}\nmax_services = {}\nmax_backends = {}\n\
              flow_entries = 262144\naffinity_entries = 1024\n\n{rest}",
             director.pins.display(),
             self.maglev_size,
+            self.max_services,
             self.max_backends,
         );
         std::fs::write(director.config_path(), text).context("writing the agent's config")

@@ -177,6 +177,8 @@ pub struct StatsView {
     pub interfaces: Vec<String>,
     pub health_transitions: u64,
     pub applies: u64,
+    /// Maglev tables built since the agent started.
+    pub maglev_builds: u64,
     pub counters: Counters,
     pub flow_count: FlowWalkView,
     pub flood_guard: FloodGuardView,
@@ -385,6 +387,7 @@ impl Agent {
                 .collect(),
             health_transitions: self.health_transitions,
             applies: self.applies,
+            maglev_builds: self.dataplane.maglev_builds(),
             counters: self.dataplane.counters()?,
             flow_count: FlowWalkView::from(&*self.flow_count.borrow()),
             flood_guard: {

@@ -191,6 +191,13 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
     transitions
         .get_or_create(&Vec::new())
         .inc_by(stats.health_transitions);
+    counter_family(
+        &mut registry,
+        "maglev_builds",
+        "Maglev tables built: one per service whose backends or weights changed",
+    )
+    .get_or_create(&Vec::new())
+    .inc_by(stats.maglev_builds);
     let uptime = gauge_family(
         &mut registry,
         "uptime_seconds",

@@ -264,6 +264,11 @@ pub struct Dataplane {
     /// Per service, the traffic of backends it no longer has (from this
     /// process's changes: an adopting agent starts from its backends').
     retired: std::collections::HashMap<maps::ServiceKey, TrafficStats>,
+    /// Maglev tables built by this process's applies.
+    maglev_builds: u64,
+    /// A write failed part way: the next writes every entry, not only
+    /// those that differ from what was installed.
+    resync: bool,
     pinned: Option<PathBuf>,
 }
 
@@ -286,6 +291,8 @@ impl AdoptedPins {
             attachments: self.attachments,
             installed: Installed::default(),
             retired: Default::default(),
+            maglev_builds: 0,
+            resync: false,
             pinned: Some(dir.to_path_buf()),
         }
     }
@@ -325,6 +332,8 @@ impl Dataplane {
             attachments: Vec::new(),
             installed: Installed::default(),
             retired: Default::default(),
+            maglev_builds: 0,
+            resync: false,
             pinned: None,
         };
         dataplane.map_rings(rings)?;
@@ -722,12 +731,15 @@ impl Dataplane {
         self.installed.last_generation = plan.installed.last_generation;
         let retired = self.retired_after(&plan.installed)?;
         if let Err(e) = self.write(settings, &plan) {
-            // An idle ring may be half written: write whole ones next time.
+            // The maps may hold some of the plan: write whole rings and
+            // every entry next time.
             for service in self.installed.services.values_mut() {
-                service.idle_table.clear();
+                service.idle_table = services::Table::default();
             }
+            self.resync = true;
             return Err(e);
         }
+        self.resync = false;
         log::debug!(
             "applied {} services, {} new backends",
             services.len(),
@@ -735,7 +747,14 @@ impl Dataplane {
         );
         self.installed = plan.installed;
         self.retired = retired;
+        self.maglev_builds += u64::from(plan.rings_built);
         Ok(())
+    }
+
+    /// Maglev tables built so far: an apply builds one for each service
+    /// whose backends, their ids or their weights changed, and no other.
+    pub fn maglev_builds(&self) -> u64 {
+        self.maglev_builds
     }
 
     /// The traffic each service's removed backends carried once `next` is
@@ -794,6 +813,28 @@ impl Dataplane {
             .filter(|v| !new.vips.contains_key(v))
             .copied()
             .collect();
+        // Only entries that change are written (all after a failed write).
+        let all = self.resync;
+        let changed_nat: Vec<_> = new
+            .nat
+            .iter()
+            .filter(|(key, target)| all || old.nat.get(key) != Some(target))
+            .map(|(key, target)| (*key, *target))
+            .collect();
+        let changed_vips: Vec<_> = new
+            .vips
+            .iter()
+            .filter(|(vip, flags)| all || old.vips.get(vip) != Some(flags))
+            .map(|(vip, flags)| (*vip, *flags))
+            .collect();
+        let backend_entries: Vec<(u32, Backend)> = match all {
+            true => new
+                .entries
+                .iter()
+                .map(|(id, entry)| (*id, *entry))
+                .collect(),
+            false => plan.backend_entries.clone(),
+        };
         let kept: std::collections::HashSet<u32> = new.backends.values().map(|s| s.id).collect();
         let gone_backends: Vec<u32> = old
             .backends
@@ -825,19 +866,19 @@ impl Dataplane {
         }
         self.zero_traffic(maps::MAP_BACKEND_STATS, &plan.fresh_backends)?;
         let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
-        for (id, entry) in &plan.backend_entries {
+        for (id, entry) in &backend_entries {
             backend_map
                 .set(*id, entry, 0)
                 .map_err(map_err(maps::MAP_BACKENDS))?;
         }
         let mut nat_map = self.hash::<maps::NatKey, maps::NatTarget>(maps::MAP_NAT_REVERSE)?;
-        for (key, target) in &new.nat {
+        for (key, target) in &changed_nat {
             nat_map
                 .insert(key, target, 0)
                 .map_err(map_err(maps::MAP_NAT_REVERSE))?;
         }
         let mut vip_map = self.hash::<VipKey, u8>(maps::MAP_VIPS)?;
-        for (vip, flags) in &new.vips {
+        for (vip, flags) in &changed_vips {
             vip_map
                 .insert(vip, flags, 0)
                 .map_err(map_err(maps::MAP_VIPS))?;
@@ -861,10 +902,8 @@ impl Dataplane {
         }
         // Last, once no ring points to them: zeroed, so flows and
         // affinities on them pick again.
-        let reused: std::collections::HashSet<u32> =
-            plan.backend_entries.iter().map(|(id, _)| *id).collect();
         let mut backend_map = self.array::<Backend>(maps::MAP_BACKENDS)?;
-        for id in gone_backends.iter().filter(|id| !reused.contains(id)) {
+        for id in &gone_backends {
             backend_map
                 .set(*id, Backend::default(), 0)
                 .map_err(map_err(maps::MAP_BACKENDS))?;
@@ -1097,16 +1136,17 @@ impl Dataplane {
         let Some(service) = self.installed.services.get(&key) else {
             return shares;
         };
-        let by_id: std::collections::HashMap<u32, (IpAddr, u16)> = self
-            .installed
-            .backends
-            .iter()
-            .filter(|((s, _, _), _)| *s == key)
-            .map(|(&(_, addr, port), slot)| (slot.id, (addr, port)))
-            .collect();
-        for id in &service.table {
-            if let Some(backend) = by_id.get(id) {
-                *shares.entry(*backend).or_insert(0) += 1;
+        // Slots per id, counted in an array: a ring has tens of thousands.
+        let mut per_id = vec![0u32; self.options.max_backends as usize];
+        for &id in service.table.iter() {
+            if let Some(count) = per_id.get_mut(id as usize) {
+                *count += 1;
+            }
+        }
+        for (&(service_key, addr, port), slot) in &self.installed.backends {
+            if service_key == key {
+                let count = per_id.get(slot.id as usize).copied().unwrap_or(0);
+                shares.insert((addr, port), count);
             }
         }
         shares

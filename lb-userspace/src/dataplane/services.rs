@@ -392,6 +392,8 @@ impl Slot {
 pub struct Installed {
     pub services: HashMap<ServiceKey, InstalledService>,
     pub backends: HashMap<BackendKey, Slot>,
+    /// What each backend id's entry holds.
+    pub entries: HashMap<u32, Backend>,
     pub nat: HashMap<NatKey, NatTarget>,
     pub vips: HashMap<VipKey, u8>,
     /// The last backend id handed out: new ids go round from here, so a
@@ -401,15 +403,21 @@ pub struct Installed {
     pub last_generation: u32,
 }
 
+/// A Maglev table, shared between plans that keep it.
+pub type Table = std::sync::Arc<[u32]>;
+
 #[derive(Clone)]
 pub struct InstalledService {
     pub id: u32,
     /// The ring slot packets read, holding `table`.
     pub ring: u32,
-    pub table: Vec<u32>,
+    pub table: Table,
+    /// What `table` was built from (`None` when adopted): an unchanged
+    /// input needs no new build.
+    pub ring_input: Option<Vec<MaglevBackend>>,
     /// What the other ring slot holds (empty if unknown): the next changed
     /// table is written there, only where the two differ.
-    pub idle_table: Vec<u32>,
+    pub idle_table: Table,
     pub entry: Service,
 }
 
@@ -460,6 +468,7 @@ pub fn recover(maps: MapContents, max_services: u32) -> Result<Installed, String
         ..Installed::default()
     };
     for (id, backend) in &maps.backends {
+        installed.entries.insert(*id, *backend);
         installed.last_backend_id = installed.last_backend_id.max(*id);
         installed.last_generation = installed.last_generation.max(backend.generation);
         if let Some(service) = service_keys.get(&backend.service) {
@@ -474,14 +483,18 @@ pub fn recover(maps: MapContents, max_services: u32) -> Result<Installed, String
         }
     }
     for (key, entry) in maps.services {
-        let table = maps.rings.get(&entry.ring).cloned().unwrap_or_default();
+        let table = maps
+            .rings
+            .get(&entry.ring)
+            .map_or_else(Table::default, |t| t[..].into());
         installed.services.insert(
             key,
             InstalledService {
                 id: entry.id,
                 ring: entry.ring,
                 table,
-                idle_table: Vec::new(),
+                ring_input: None,
+                idle_table: Table::default(),
                 entry,
             },
         );
@@ -492,9 +505,13 @@ pub fn recover(maps: MapContents, max_services: u32) -> Result<Installed, String
 /// What [`plan`] decided: the state to install and what to write for it.
 pub struct Plan {
     pub installed: Installed,
+    /// The backend entries that change.
     pub backend_entries: Vec<(u32, Backend)>,
     /// Backend ids given to a new owner (their stats start at zero).
     pub fresh_backends: Vec<u32>,
+    /// Maglev tables built: one per service whose backends, ids or
+    /// weights changed.
+    pub rings_built: u32,
 }
 
 /// Ids, generations, rings and entries for `services` (already
@@ -574,22 +591,32 @@ pub fn plan(
             }
         };
         next.backends.insert(*key, slot);
-        backend_entries.push((
-            slot.id,
-            backend_entry(spec, slot.generation, service_ids[&key.0], modes[&key.0]),
-        ));
+        let entry = backend_entry(spec, slot.generation, service_ids[&key.0], modes[&key.0]);
+        // Only what changed is written.
+        if installed.entries.get(&slot.id) != Some(&entry) {
+            backend_entries.push((slot.id, entry));
+        }
+        next.entries.insert(slot.id, entry);
     }
+    let mut rings_built = 0;
     for spec in services {
         let key = service_key(spec);
         let previous = installed.services.get(&key);
         let id = service_ids[&key];
-        let table = table_for(spec, &next.backends, ring_size);
+        let ring_input = ring_input(spec, &next.backends);
+        let table = match previous {
+            Some(p) if p.ring_input.as_ref() == Some(&ring_input) => p.table.clone(),
+            _ => {
+                rings_built += 1;
+                build_table(&ring_input, ring_size).into()
+            }
+        };
         // Slots 2*id and 2*id+1 belong to the service: a changed table goes
         // in the idle one.
         let (ring, idle_table) = match previous {
             Some(p) if p.table == table => (p.ring, p.idle_table.clone()),
             Some(p) => (4 * id + 1 - p.ring, p.table.clone()),
-            None => (2 * id, Vec::new()),
+            None => (2 * id, Table::default()),
         };
         let entry = service_entry(spec, id, ring);
         next.services.insert(
@@ -598,6 +625,7 @@ pub fn plan(
                 id,
                 ring,
                 table,
+                ring_input: Some(ring_input),
                 idle_table,
                 entry,
             },
@@ -609,6 +637,7 @@ pub fn plan(
         installed: next,
         backend_entries,
         fresh_backends: fresh,
+        rings_built,
     }
 }
 
@@ -637,11 +666,11 @@ pub fn backend_entry(spec: &BackendSpec, generation: u32, service: u32, mode: Mo
     }
 }
 
-/// The Maglev table for a service, given the backend ids assigned.
-pub fn table_for(spec: &ServiceSpec, ids: &HashMap<BackendKey, Slot>, size: u32) -> Vec<u32> {
+/// What a service's Maglev table is built from: its backends' ids, keys
+/// and weights (0 when drained).
+fn ring_input(spec: &ServiceSpec, ids: &HashMap<BackendKey, Slot>) -> Vec<MaglevBackend> {
     let service = service_key(spec);
-    let backends: Vec<MaglevBackend> = spec
-        .backends
+    spec.backends
         .iter()
         .map(|b| {
             let w = words(b.addr);
@@ -651,8 +680,7 @@ pub fn table_for(spec: &ServiceSpec, ids: &HashMap<BackendKey, Slot>, size: u32)
                 weight: if b.drain { 0 } else { b.weight },
             }
         })
-        .collect();
-    build_table(&backends, size)
+        .collect()
 }
 
 pub fn service_entry(spec: &ServiceSpec, id: u32, ring: u32) -> Service {
@@ -909,6 +937,65 @@ mod tests {
     }
 
     #[test]
+    fn only_a_service_whose_backends_or_weights_changed_gets_a_new_ring() {
+        let mut installed = Installed::default();
+        let services = |weight: u16, drain: bool, next_hop_mac: u8| -> Vec<ServiceSpec> {
+            (0..4)
+                .map(|n| {
+                    let mut b = backend(&format!("198.18.1.{}", n + 1), 80);
+                    if n == 2 {
+                        b.weight = weight;
+                        b.drain = drain;
+                        b.next_hop.mac = [2, 0, 0, 0, 0, next_hop_mac];
+                    }
+                    service(&format!("198.18.0.{}", 100 + n), 80, Mode::Dr, vec![b])
+                })
+                .collect()
+        };
+        assert_eq!(
+            replan(&mut installed, &services(100, false, 1), 8, 16).rings_built,
+            4
+        );
+        assert_eq!(
+            replan(&mut installed, &services(100, false, 1), 8, 16).rings_built,
+            0
+        );
+        let plan = replan(&mut installed, &services(3, false, 1), 8, 16);
+        assert_eq!(plan.rings_built, 1, "a weight");
+        assert!(
+            plan.backend_entries.is_empty(),
+            "a weight is the ring's only"
+        );
+        let third = &installed.services[&service_key(&services(3, false, 1)[2])];
+        assert_eq!(
+            third.table,
+            Table::from(build_table(third.ring_input.as_ref().unwrap(), 7)),
+            "the new table is the weight's"
+        );
+        assert_eq!(
+            replan(&mut installed, &services(3, true, 1), 8, 16).rings_built,
+            1,
+            "a drain"
+        );
+        let plan = replan(&mut installed, &services(3, true, 2), 8, 16);
+        assert_eq!(
+            plan.rings_built, 0,
+            "a next hop is the backend entry's, not the ring's"
+        );
+        let written: Vec<u32> = plan.backend_entries.iter().map(|(id, _)| *id).collect();
+        let third = installed.backends[&(
+            service_key(&services(3, true, 2)[2]),
+            "198.18.1.3".parse().unwrap(),
+            80,
+        )];
+        assert_eq!(
+            written,
+            [third.id],
+            "only the entry that changed is written"
+        );
+    }
+
+    #[test]
     fn replacing_at_full_capacity_reuses_what_was_freed() {
         let mut installed = Installed::default();
         let (b1, b2, b3) = (
@@ -1001,10 +1088,15 @@ mod tests {
         MapContents {
             settings: settings_entry(&DirectorSettings::default(), &plan.installed),
             services: services.iter().map(|(k, s)| (*k, s.entry)).collect(),
-            backends: plan.backend_entries.clone(),
+            backends: plan
+                .installed
+                .entries
+                .iter()
+                .map(|(id, entry)| (*id, *entry))
+                .collect(),
             rings: services
                 .values()
-                .map(|s| (s.ring, s.table.clone()))
+                .map(|s| (s.ring, s.table.to_vec()))
                 .collect(),
             nat: plan.installed.nat.clone(),
             vips: plan.installed.vips.clone(),

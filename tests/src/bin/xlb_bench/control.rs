@@ -28,6 +28,9 @@ const API_P99_GOAL_MS: f64 = 10.0;
 const BUILD_GOAL_MS: f64 = 20.0;
 const HEALTH_CPU_GOAL: f64 = 0.05;
 
+/// The services and backends per service of the API at scale.
+const SCALE_SERVICES: usize = 64;
+const SCALE_BACKENDS: usize = 64;
 /// A backend no host answers for: its next hop never resolves.
 const SILENT_BACKEND: usize = 9;
 /// How often the API is called beside it.
@@ -61,7 +64,7 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
             checked: 1000,
         }
     };
-    let progress = steps(4);
+    let progress = steps(5);
     progress.set_message("Maglev builds");
     let builds = maglev_builds(size.builds);
     progress.inc(1);
@@ -70,6 +73,12 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
     progress.inc(1);
     progress.set_message("the API beside a next hop that never resolves");
     api.extend(api_beside_a_silent_backend(size.silent_window).context("timing the API")?);
+    progress.inc(1);
+    progress.set_message(format!(
+        "API changes among {SCALE_SERVICES} services of {SCALE_BACKENDS} backends"
+    ));
+    let (scale, builds_per_change) = api_at_scale(size.api_calls).context("timing the API")?;
+    api.push(scale);
     progress.inc(1);
     progress.set_message(format!("health-checking {} backends", size.checked));
     let cpu = health_cpu(size.checked, size.cpu_window).context("measuring health checks")?;
@@ -95,6 +104,13 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
             p99 < API_P99_GOAL_MS,
         ));
     }
+    goals.push(verdict(
+        &format!(
+            "Maglev tables built per weight change among {SCALE_SERVICES} services: \
+             {builds_per_change:.2}, goal exactly 1"
+        ),
+        builds_per_change == 1.0,
+    ));
     for (backends, samples) in &builds {
         let (p50, max) = (percentile(samples, 0.5), percentile(samples, 1.0));
         rows.push(vec![
@@ -187,6 +203,13 @@ pub fn run(quick: bool) -> anyhow::Result<Report> {
                         "API: PATCH a backend's weight (1 <-> 2) or admin state (ready <-> \
                          drain), {} times each, M = {RING}; the response comes after the \
                          ring's changed slots and the service entry are written",
+                        size.api_calls
+                    ),
+                    format!(
+                        "API at scale: {SCALE_SERVICES} services of {SCALE_BACKENDS} backends \
+                         each (M = {RING}), one backend's weight PATCHed (1 <-> 2) {} times; \
+                         the Maglev tables built per change are the agent's count \
+                         (maglev_builds in /api/v1/stats) over the run",
                         size.api_calls
                     ),
                     format!(
@@ -427,6 +450,86 @@ fn api_beside_a_silent_backend(window: Duration) -> anyhow::Result<Vec<(&'static
             ("weight change, a next hop never resolving", writes),
         ])
     })?
+}
+
+/// PATCHes one backend's weight `calls` times among [`SCALE_SERVICES`]
+/// services of [`SCALE_BACKENDS`] backends each, timing each round trip;
+/// with the Maglev tables the agent built per change (from its stats).
+fn api_at_scale(calls: usize) -> anyhow::Result<((&'static str, Vec<f64>), f64)> {
+    let mut text = String::new();
+    for s in 0..SCALE_SERVICES {
+        text += &format!(
+            "[[service]]\nname = \"web{s}\"\nvip = \"fd00::100\"\nport = {}\n",
+            1000 + s
+        );
+        for b in 0..SCALE_BACKENDS {
+            let addr = backend(3 + s * SCALE_BACKENDS + b);
+            text += &format!("[[service.backend]]\naddress = \"{addr}\"\n");
+        }
+    }
+    let mut lab = AgentLab::new("bctlscale", Mode::Dr, Family::V6, 3, &text)?;
+    lab.maglev_size = RING;
+    lab.max_services = SCALE_SERVICES as u32;
+    lab.max_backends = (SCALE_SERVICES * SCALE_BACKENDS) as u32 + 1;
+    lab.write_config(&text)?;
+    // The backends are addresses of fd00:2::/64 behind b1: one neighbour.
+    let (b1, src) = (Family::V6.backend(0).to_string(), DIRECTOR_V6.to_string());
+    lab.net
+        .director
+        .ip(&["-6", "route", "add", "fd00:2::/64", "via", &b1, "src", &src])?;
+    lab.start()?;
+    let service = format!("/api/v1/services/web{}", SCALE_SERVICES / 2);
+    let view = lab.get(&service)?;
+    let serving = view["backends"].as_array().map_or(0, |backends| {
+        backends.iter().filter(|b| b["serving"] == true).count()
+    });
+    ensure!(
+        serving == SCALE_BACKENDS,
+        "{serving} of {SCALE_BACKENDS} backends of {service} serve: {view}"
+    );
+    let builds = |lab: &AgentLab| -> anyhow::Result<f64> {
+        let stats = lab.get("/api/v1/stats")?;
+        stats["maglev_builds"]
+            .as_f64()
+            .with_context(|| format!("no maglev_builds in the stats: {stats}"))
+    };
+    let before = builds(&lab)?;
+    let url = format!(
+        "http://{API}{service}/backends/{}",
+        encode(
+            &SocketAddr::new(
+                backend(3 + SCALE_SERVICES / 2 * SCALE_BACKENDS),
+                1000 + SCALE_SERVICES as u16 / 2
+            )
+            .to_string()
+        )
+    );
+    let samples = lab.net.director.run(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut samples = Vec::with_capacity(calls);
+        for i in 0..calls {
+            let body = [r#"{"weight": 2}"#, r#"{"weight": 1}"#][i % 2];
+            let started = Instant::now();
+            let response = agent
+                .patch(&url)
+                .header("Content-Type", "application/json")
+                .send(body)
+                .with_context(|| format!("PATCH {url}"))?;
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+            ensure!(
+                response.status() == 200,
+                "PATCH {url}: {}",
+                response.status()
+            );
+        }
+        anyhow::Ok(samples)
+    })??;
+    let per_change = (builds(&lab)? - before) / calls as f64;
+    let what = "weight change, 64 services x 64 backends -> data plane written";
+    Ok(((what, samples), per_change))
 }
 
 struct Cpu {
