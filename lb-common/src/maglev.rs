@@ -79,6 +79,19 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Vec<u32> {
         .filter(|b| b.weight > 0)
         .map(|b| Cursor::new(b, size))
         .collect();
+    let mut table = vec![NO_BACKEND; size as usize];
+    if !cursors.is_empty() && equal_weights(&sorted) {
+        fill_round_robin(&mut cursors, &mut table);
+    } else {
+        fill_by_weight(&mut cursors, &sorted, &mut table);
+    }
+    table
+}
+
+/// Fills `table`, each backend taking a turn in proportion to its weight:
+/// the turn goes to the least `(2 * claimed + 1) / weight`, ties to the
+/// first in key order.
+fn fill_by_weight(cursors: &mut [Cursor], sorted: &[MaglevBackend], table: &mut [u32]) {
     let mut turns: BinaryHeap<Turn> = sorted
         .iter()
         .filter(|b| b.weight > 0)
@@ -89,18 +102,32 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Vec<u32> {
             index,
         })
         .collect();
-
-    let mut table = vec![NO_BACKEND; size as usize];
-    for _ in 0..size {
+    for _ in 0..table.len() {
         let Some(mut turn) = turns.peek_mut() else {
             break;
         };
         let cursor = &mut cursors[turn.index];
-        let slot = cursor.next_free(&table);
+        let slot = cursor.next_free(table);
         table[slot] = cursor.id;
         turn.claimed += 1;
     }
-    table
+}
+
+/// [`fill_by_weight`] when every weight is the same, without its heap:
+/// each backend in key order, round and round.
+fn fill_round_robin(cursors: &mut [Cursor], table: &mut [u32]) {
+    for turn in 0..table.len() {
+        let cursor = &mut cursors[turn % cursors.len()];
+        let slot = cursor.next_free(table);
+        table[slot] = cursor.id;
+    }
+}
+
+/// Whether every backend that takes slots has the same weight.
+fn equal_weights(sorted: &[MaglevBackend]) -> bool {
+    let mut weights = sorted.iter().map(|b| b.weight).filter(|&w| w > 0);
+    let first = weights.next();
+    weights.all(|w| Some(w) == first)
 }
 
 /// True if `n` is prime (used to validate configured table sizes).
@@ -144,7 +171,11 @@ impl Cursor {
     /// `1..size`, so the walk visits every slot; callers ensure one is free.
     fn next_free(&mut self, table: &[u32]) -> usize {
         while table[self.pos as usize] != NO_BACKEND {
-            self.pos = (self.pos + self.skip) % self.size;
+            // `pos` and `skip` are below `size`: one subtraction is the modulo.
+            self.pos += self.skip;
+            if self.pos >= self.size {
+                self.pos -= self.size;
+            }
         }
         self.pos as usize
     }
@@ -335,6 +366,23 @@ mod tests {
         let a = build_table(&backends, M);
         let b = build_table(&renumbered, M);
         assert!(a.iter().zip(&b).all(|(x, y)| x + 100 == *y));
+    }
+
+    #[test]
+    fn equal_weights_fill_as_the_weighted_order_does() {
+        for (count, weight) in [(1, 1), (3, 1), (64, 7), (100, 100)] {
+            let backends: Vec<MaglevBackend> = (0..count).map(|i| backend(i, weight)).collect();
+            let mut sorted = backends.clone();
+            sorted.sort_unstable_by_key(|b| b.key);
+            let cursors = || -> Vec<Cursor> { sorted.iter().map(|b| Cursor::new(b, M)).collect() };
+            let mut by_weight = vec![NO_BACKEND; M as usize];
+            fill_by_weight(&mut cursors(), &sorted, &mut by_weight);
+            assert_eq!(
+                build_table(&backends, M),
+                by_weight,
+                "{count} backends of weight {weight}"
+            );
+        }
     }
 
     #[test]
