@@ -45,48 +45,61 @@ pub struct FlowCount {
 /// How long a next-hop resolution may take before the backend is left out.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A request the agent refused, as the API reports it.
+/// Why the agent refused a change or a lookup, or could not carry it out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{error}")]
-pub struct ApiError {
-    /// An HTTP status: 400, 404 or 500.
-    pub status: u16,
-    pub error: String,
+#[error("{message}")]
+pub struct AgentError {
+    pub kind: ErrorKind,
+    pub message: String,
     /// The configuration field at fault, if one is.
     pub field: Option<String>,
 }
 
-impl ApiError {
-    /// An error with `status` that names no field.
-    pub fn new(status: u16, error: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error: error.into(),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such service or backend.
+    NotFound,
+    /// The change is not valid; nothing changed.
+    Invalid,
+    /// A valid change the system could not make.
+    Failed,
+}
+
+impl AgentError {
+    pub fn not_found(message: impl Into<String>) -> Self {
+        AgentError {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
             field: None,
         }
     }
 
-    pub fn not_found(what: impl Into<String>) -> Self {
-        ApiError::new(404, what)
+    pub fn invalid(message: impl Into<String>, field: Option<String>) -> Self {
+        AgentError {
+            kind: ErrorKind::Invalid,
+            message: message.into(),
+            field,
+        }
     }
 
-    pub fn bad_request(error: impl Into<String>, field: Option<String>) -> Self {
-        ApiError {
-            field,
-            ..ApiError::new(400, error)
+    pub fn failed(message: impl Into<String>) -> Self {
+        AgentError {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+            field: None,
         }
     }
 }
 
-impl From<ConfigError> for ApiError {
+impl From<ConfigError> for AgentError {
     fn from(e: ConfigError) -> Self {
-        ApiError::bad_request(e.message, Some(e.field))
+        AgentError::invalid(e.message, Some(e.field))
     }
 }
 
-impl From<DataplaneError> for ApiError {
+impl From<DataplaneError> for AgentError {
     fn from(e: DataplaneError) -> Self {
-        ApiError::new(500, format!("the data plane refused the change: {e}"))
+        AgentError::failed(format!("the data plane refused the change: {e}"))
     }
 }
 
@@ -200,7 +213,7 @@ impl Agent {
     /// Makes `model` the running configuration: next hops of new backends
     /// resolved, the data plane written, the health checks reconciled. On
     /// error the configuration and the data plane are as they were.
-    pub async fn install(&mut self, model: Model) -> Result<(), ApiError> {
+    pub async fn install(&mut self, model: Model) -> Result<(), AgentError> {
         self.nat_redirects_off(&model)?;
         self.resolve(&model, Resolve::New).await;
         let specs = self.specs(&model);
@@ -220,7 +233,7 @@ impl Agent {
     /// (once for each set of them). The kernel forwards the replies the data
     /// plane passes to it, back out of the interface they came in by; a
     /// redirect would then tell the backend to bypass this director.
-    fn nat_redirects_off(&mut self, model: &Model) -> Result<(), ApiError> {
+    fn nat_redirects_off(&mut self, model: &Model) -> Result<(), AgentError> {
         let interfaces = &model.agent.interfaces;
         if !model.services.iter().any(|s| s.mode == Mode::Nat) || self.redirects_off == *interfaces
         {
@@ -231,8 +244,7 @@ impl Agent {
         for (name, key) in &keys {
             let before = sysctl::set(key, "0").map_err(|e| {
                 let all: Vec<String> = keys.iter().map(|(_, key)| format!("{key}=0")).collect();
-                ApiError::new(
-                    500,
+                AgentError::failed(
                     format!(
                         "NAT needs ICMP redirects off, and they could not be turned off: {e};                          run `sysctl -w {}` and try again",
                         all.join(" ")
@@ -248,7 +260,7 @@ impl Agent {
 
     /// Applies the running configuration again, after health or next hops
     /// changed.
-    pub async fn refresh(&mut self) -> Result<(), ApiError> {
+    pub async fn refresh(&mut self) -> Result<(), AgentError> {
         let model = self.model.clone();
         self.install(model).await
     }
@@ -394,35 +406,37 @@ impl Agent {
     }
 
     /// Changes the running configuration through its file form, so that
-    /// every change meets the same validation as the file.
-    pub async fn edit<T>(
+    /// every change meets the same validation as the file. `change` may
+    /// refuse with an error of its caller's own.
+    pub async fn edit<T, E: From<AgentError>>(
         &mut self,
-        change: impl FnOnce(&mut Config) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        change: impl FnOnce(&mut Config) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut config = Config::from_model(&self.model);
         let outcome = change(&mut config)?;
-        let model = config.validate()?;
+        let model = config.validate().map_err(AgentError::from)?;
         if model.agent != self.model.agent || model.tables != self.model.tables {
-            return Err(ApiError::bad_request(
+            return Err(AgentError::invalid(
                 "the agent and tables sections change only by editing the file and reloading \
                  (tables: restarting)",
                 Some("agent".into()),
-            ));
+            )
+            .into());
         }
-        routes::check_nat_routes(&model, Some(&self.model))?;
+        routes::check_nat_routes(&model, Some(&self.model)).map_err(AgentError::from)?;
         self.install(model).await?;
         Ok(outcome)
     }
 
     /// Reads the configuration file again and applies what changed.
-    pub async fn reload(&mut self) -> Result<String, ApiError> {
+    pub async fn reload(&mut self) -> Result<String, AgentError> {
         let Some(path) = self.config_path.clone() else {
-            return Err(ApiError::bad_request("the agent runs without a file", None));
+            return Err(AgentError::invalid("the agent runs without a file", None));
         };
         let model = Config::load(&path)
             .and_then(|model| routes::check_nat_routes(&model, Some(&self.model)).map(|_| model))
             .map_err(|e| {
-                ApiError::bad_request(
+                AgentError::invalid(
                     format!("{}; nothing was reloaded", e.message),
                     Some(e.field),
                 )
@@ -430,10 +444,10 @@ impl Agent {
         restart_only(&self.model, &model)?;
         let before = self.model.clone();
         self.install(model.clone()).await?;
-        self.attach_interfaces(&model).map_err(|e| ApiError {
-            error: format!(
+        self.attach_interfaces(&model).map_err(|e| AgentError {
+            message: format!(
                 "the services were reloaded, but not the interfaces: {}",
-                e.error
+                e.message
             ),
             ..e
         })?;
@@ -443,7 +457,7 @@ impl Agent {
     }
 
     /// Attaches to the interfaces `model` lists and detaches from the rest.
-    pub fn attach_interfaces(&mut self, model: &Model) -> Result<(), ApiError> {
+    pub fn attach_interfaces(&mut self, model: &Model) -> Result<(), AgentError> {
         let wanted = &model.agent.interfaces;
         let attached: Vec<String> = self
             .dataplane
@@ -535,7 +549,7 @@ pub fn check_id(service: &Service, backend: &Backend) -> CheckId {
 }
 
 /// Refuses a reload that changes what only a restart can.
-fn restart_only(running: &Model, next: &Model) -> Result<(), ApiError> {
+fn restart_only(running: &Model, next: &Model) -> Result<(), AgentError> {
     let (a, b) = (&running.agent, &next.agent);
     let fixed = [
         ("tables", running.tables != next.tables),
@@ -549,7 +563,7 @@ fn restart_only(running: &Model, next: &Model) -> Result<(), ApiError> {
         ("agent.xdp_mode", a.xdp_mode != b.xdp_mode),
     ];
     match fixed.iter().find(|(_, changed)| *changed) {
-        Some((field, _)) => Err(ApiError::bad_request(
+        Some((field, _)) => Err(AgentError::invalid(
             format!("{field} changed: it takes effect only on restart; nothing was reloaded"),
             Some(field.to_string()),
         )),

@@ -9,7 +9,7 @@ use std::{
 use lb_common::maps::{Mode, TrafficStats};
 use serde::Serialize;
 
-use super::{check_id, mac, Agent, ApiError, FlowCount};
+use super::{check_id, mac, Agent, AgentError, FlowCount};
 use crate::{
     config::{HealthConfig, PersistenceConfig, ServiceConfig},
     dataplane::{
@@ -207,21 +207,21 @@ pub fn mode_name(m: Mode) -> &'static str {
 }
 
 impl Agent {
-    pub fn service(&self, name: &str) -> Result<&Service, ApiError> {
+    pub fn service(&self, name: &str) -> Result<&Service, AgentError> {
         self.model
             .services
             .iter()
             .find(|s| s.name == name)
-            .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")))
+            .ok_or_else(|| AgentError::not_found(format!("no service named {name:?}")))
     }
 
     pub fn backend<'a>(
         &self,
         service: &'a Service,
         addr: SocketAddr,
-    ) -> Result<&'a Backend, ApiError> {
+    ) -> Result<&'a Backend, AgentError> {
         service.backend(addr).ok_or_else(|| {
-            ApiError::not_found(format!("service {:?} has no backend {addr}", service.name))
+            AgentError::not_found(format!("service {:?} has no backend {addr}", service.name))
         })
     }
 
@@ -328,7 +328,7 @@ impl Agent {
         &self,
         service: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<FlowView>, ApiError> {
+    ) -> Result<Vec<FlowView>, AgentError> {
         let key = match service {
             Some(name) => Some(service_key(&self.service(name)?.spec(Vec::new()))),
             None => None,
@@ -354,7 +354,7 @@ impl Agent {
             .collect())
     }
 
-    pub fn stats_view(&self) -> Result<StatsView, ApiError> {
+    pub fn stats_view(&self) -> Result<StatsView, AgentError> {
         let services = self
             .model
             .services

@@ -287,8 +287,12 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
     }
 
     let mut text = String::new();
-    encode(&mut text, &registry)
-        .map_err(|e| ApiError::new(500, format!("encoding metrics: {e}")))?;
+    encode(&mut text, &registry).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        )
+    })?;
     Ok((
         [(
             header::CONTENT_TYPE,

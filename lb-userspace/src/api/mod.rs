@@ -5,6 +5,7 @@
 //! `Authorization: Bearer TOKEN`; reads stay open, like HAProxy's stats
 //! page beside its admin actions.
 
+mod error;
 mod metrics;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -21,8 +22,10 @@ use axum::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+pub use error::ApiError;
+
 use crate::{
-    agent::{Agent, ApiError},
+    agent::Agent,
     config::{BackendConfig, Config, ServiceConfig},
     model::AdminState,
     vrrp::{InstanceStatus, Vrrp},
@@ -72,23 +75,6 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            field: Option<String>,
-        }
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let body = Body {
-            error: self.error,
-            field: self.field,
-        };
-        (status, Json(body)).into_response()
-    }
-}
-
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Changes need the token (if one is set) and, with a body, a JSON content
@@ -113,7 +99,7 @@ async fn authorize(
         .is_some_and(|v| v.split(';').next() == Some("application/json"));
     if changes && has_body && !json {
         return ApiError::new(
-            415,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the request body as Content-Type: application/json",
         )
         .into_response();
@@ -122,7 +108,7 @@ async fn authorize(
         .then(|| browser_refusal(&headers, state.token.is_some()))
         .flatten()
     {
-        return ApiError::new(403, error).into_response();
+        return ApiError::new(StatusCode::FORBIDDEN, error).into_response();
     }
     if let (true, Some(token)) = (changes, &state.token) {
         let given = headers
@@ -131,7 +117,7 @@ async fn authorize(
             .and_then(|v| v.strip_prefix("Bearer "));
         if given.is_none_or(|g| !constant_time_eq(g.as_bytes(), token.as_bytes())) {
             let mut response = ApiError::new(
-                401,
+                StatusCode::UNAUTHORIZED,
                 "this request changes the configuration and needs the API token \
                  (Authorization: Bearer TOKEN)",
             )
@@ -247,7 +233,7 @@ fn no_new_exec(before: Option<&ServiceConfig>, after: &ServiceConfig) -> ApiResu
     let exec = after.health.as_ref().is_some_and(|h| h.kind == "exec");
     if exec && before.and_then(|s| s.health.as_ref()) != after.health.as_ref() {
         return Err(ApiError {
-            status: 403,
+            status: StatusCode::FORBIDDEN,
             error: "exec health checks run a command as root: set them in the configuration \
                     file, not through the API"
                 .into(),
@@ -263,10 +249,10 @@ async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<im
     let name = service.name.clone();
     let mut agent = state.agent.lock().await;
     agent
-        .edit(|config| {
+        .edit::<_, ApiError>(|config| {
             if config.services.iter().any(|s| s.name == name) {
                 return Err(ApiError {
-                    status: 409,
+                    status: StatusCode::CONFLICT,
                     error: format!("a service named {name:?} exists; PATCH it instead"),
                     field: Some("name".into()),
                 });
@@ -292,7 +278,7 @@ async fn patch_service(
     let patch: serde_json::Value = parse(&body)?;
     let mut agent = state.agent.lock().await;
     let renamed = agent
-        .edit(|config| {
+        .edit::<_, ApiError>(|config| {
             let service = service_config(config, &name)?;
             let mut value = serde_json::to_value(&*service).expect("serializable");
             merge(&mut value, patch);
@@ -313,7 +299,7 @@ async fn delete_service(
 ) -> ApiResult<StatusCode> {
     let mut agent = state.agent.lock().await;
     agent
-        .edit(|config| {
+        .edit::<_, ApiError>(|config| {
             service_config(config, &name)?;
             config.services.retain(|s| s.name != name);
             Ok(())
@@ -351,7 +337,7 @@ async fn add_backend(
     let backend: BackendConfig = parse(&body)?;
     let mut agent = state.agent.lock().await;
     let index = agent
-        .edit(|config| {
+        .edit::<_, ApiError>(|config| {
             let service = service_config(config, &name)?;
             service.backends.push(backend);
             Ok(service.backends.len() - 1)
@@ -383,7 +369,7 @@ async fn patch_backend(
     let patch: BackendPatch = parse(&body)?;
     let mut agent = state.agent.lock().await;
     agent
-        .edit(|config| {
+        .edit::<_, ApiError>(|config| {
             let backend = backend_config(config, &name, addr)?;
             if let Some(weight) = patch.weight {
                 backend.weight = Some(weight);
@@ -409,7 +395,7 @@ async fn delete_backend(
     let addr = backend_addr(&addr)?;
     let mut agent = state.agent.lock().await;
     agent
-        .edit(|config| {
+        .edit::<_, ApiError>(|config| {
             backend_config(config, &name, addr)?;
             let service = service_config(config, &name)?;
             let port = service.port;

@@ -1,0 +1,95 @@
+//! The API's errors: an HTTP status and the JSON body `{"error", "field"}`.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+
+use crate::agent::{AgentError, ErrorKind};
+
+/// A request the API refused or could not carry out, as it answers it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: String,
+    /// The configuration field at fault, if one is.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// An error with `status` that names no field.
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            field: None,
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, what)
+    }
+
+    pub fn bad_request(error: impl Into<String>, field: Option<String>) -> Self {
+        ApiError {
+            field,
+            ..ApiError::new(StatusCode::BAD_REQUEST, error)
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        let status = match e.kind {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            error: e.message,
+            field: e.field,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            field: Option<String>,
+        }
+        let body = Body {
+            error: self.error,
+            field: self.field,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_s_refusals_get_their_statuses() {
+        let cases = [
+            (AgentError::not_found("no service named \"x\""), 404),
+            (
+                AgentError::invalid("bad", Some("service[x].port".into())),
+                400,
+            ),
+            (AgentError::failed("the data plane refused the change"), 500),
+        ];
+        for (e, status) in cases {
+            let api = ApiError::from(e.clone());
+            assert_eq!(api.status.as_u16(), status, "{e:?}");
+            assert_eq!((api.error, api.field), (e.message, e.field));
+        }
+    }
+}
