@@ -1,16 +1,23 @@
 //! The xlb agent: loads the XDP data plane, keeps its maps current and
 //! serves the operator's tools.
+//!
+//! What the binary, the test harness and the benchmarks use is public: the
+//! command line ([`cli`]), the configuration ([`config`]) and the model it
+//! validates to ([`model`]), the data plane ([`dataplane`]), next-hop
+//! resolution ([`neigh`]), VRRP ([`vrrp`]) and the Linux plumbing under
+//! them ([`net`], [`sysctl`]). The agent, its API and its health checks
+//! stay inside.
 
-pub mod agent;
-pub mod api;
+mod agent;
+mod api;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
-pub mod health;
+mod health;
 pub mod model;
 pub mod neigh;
-mod net;
-pub mod run;
+pub mod net;
+mod run;
 pub mod sysctl;
 pub mod vrrp;
 

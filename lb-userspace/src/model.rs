@@ -196,16 +196,6 @@ pub struct ProbeRoute {
     pub source: IpAddr,
 }
 
-impl HealthCheck {
-    /// Where a probe of `backend` goes.
-    pub fn target(&self, backend: &Backend) -> SocketAddr {
-        SocketAddr::new(
-            self.address.unwrap_or(backend.addr),
-            self.port.unwrap_or(backend.port),
-        )
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckKind {
     /// A TCP handshake completes.

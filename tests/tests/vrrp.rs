@@ -237,7 +237,7 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
     let refresh = "garp_refresh = \"200ms\"";
     let lab = lab("vrpart", [refresh, refresh, refresh]);
     settled(&lab);
-    let mac_of = |k: usize| xlb::agent::mac(&lab.directors[k].ns.mac("eth0").unwrap());
+    let mac_of = |k: usize| xlb::net::mac(&lab.directors[k].ns.mac("eth0").unwrap());
     // The client's ARP entry for the VIP follows the master.
     let client_entry_is = |k: usize| {
         let want = mac_of(k);

@@ -273,7 +273,7 @@ fn single_addresses_come_and_go() -> anyhow::Result<()> {
 fn announcements_repoint_the_peers_neighbour_entry() -> anyhow::Result<()> {
     require_privileged!();
     let pair = Pair::new("vrrpnetannounce")?;
-    let a_mac = xlb::agent::mac(&pair.a.mac(A_IF)?);
+    let a_mac = xlb::net::mac(&pair.a.mac(A_IF)?);
     for vip in [ip("198.18.0.100"), ip("fd00::100")] {
         let vip_text = vip.to_string();
         pair.b.ip(&[

@@ -28,10 +28,7 @@ use crate::{
 };
 
 use desired::{Desired, Health, NextHops};
-pub use view::{
-    BackendView, FloodGuardView, FlowCountView, FlowView, FlowWalkView, ServiceView, StatsView,
-    TrafficView,
-};
+pub use view::{FlowCountView, StatsView, TrafficView};
 
 /// The last walk of the flow table: what it found, when it ended (`None`
 /// before the first) and how long it took.
@@ -619,13 +616,7 @@ fn redirects_message(previous: &[(&str, String)]) -> String {
     )
 }
 
-pub fn mac(bytes: &[u8; 6]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use crate::net::mac;
 
 #[cfg(test)]
 mod tests {

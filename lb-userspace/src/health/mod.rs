@@ -11,6 +11,4 @@ pub mod probe;
 mod random;
 pub mod state;
 
-pub use monitor::{CheckId, CheckStatus, LastProbe, Monitor, Transition};
-pub use probe::probe;
-pub use state::{ProbeOutcome, Progress, Tracker};
+pub use monitor::{CheckId, CheckStatus, Monitor, Transition};
