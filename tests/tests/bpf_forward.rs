@@ -19,7 +19,7 @@ use lb_common::{
 };
 use nix::sched::{sched_getcpu, unshare, CloneFlags};
 use xlb::dataplane::{
-    services::{family, words},
+    services::{family, service_key, words},
     AffinitySpec, BackendSpec, Dataplane, DirectorSettings, FlowCounts, FlowCountsBySlot,
     FlowTable, LoadOptions, NextHop, Protocol, ServiceSpec, Walk, WalkError,
 };
@@ -674,7 +674,10 @@ fn bpf_forward_modes() {
             bytes: *ip_bytes,
             new_flows: 1,
         };
-        let of_service = lab.dataplane.service_stats(spec).expect("service stats");
+        let of_service = lab
+            .dataplane
+            .service_stats(&service_key(spec))
+            .expect("service stats");
         let of_backend = lab
             .dataplane
             .backend_stats(spec.backends[0].addr, *port)
@@ -712,7 +715,10 @@ fn bpf_forward_modes() {
     for step in [&replaced, &services] {
         lab.apply(step);
         for (spec, _, ip_bytes) in &traffic {
-            let of_service = lab.dataplane.service_stats(spec).expect("service stats");
+            let of_service = lab
+                .dataplane
+                .service_stats(&service_key(spec))
+                .expect("service stats");
             lab.expect_eq(
                 format!("{}: service stats after its backends changed", spec.name()),
                 (of_service.packets, of_service.bytes, of_service.new_flows),
@@ -1766,7 +1772,10 @@ fn bpf_forward_map_sync() {
     let fresh = dr_service(newcomer, pool("198.18.5.", 50)[..3].to_vec());
     lab.apply(&[remaining.to_vec(), vec![fresh.clone()]].concat());
     let none = TrafficStats::default();
-    let of_service = lab.dataplane.service_stats(&fresh).expect("service stats");
+    let of_service = lab
+        .dataplane
+        .service_stats(&service_key(&fresh))
+        .expect("service stats");
     lab.expect_eq("a new service's stats".into(), of_service, none);
     for new in &fresh.backends {
         let of_backend = lab
@@ -2251,7 +2260,7 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
     let slot = |vip, protocol, b: &BackendSpec| {
         let spec = service(vip, 80, protocol, Mode::Dr, vec![b.clone()]);
         lab.dataplane
-            .backend_slot(&spec, b.addr, b.port)
+            .backend_slot(&service_key(&spec), b.addr, b.port)
             .expect("a slot")
     };
     let (tcp_slot, udp_slot, gone_slot) = (

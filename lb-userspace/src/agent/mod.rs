@@ -15,12 +15,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use lb_common::maps::Mode;
+use lb_common::maps::{Mode, ServiceKey};
 use tokio::sync::watch;
 
 use crate::{
     config::{routes, Config, ConfigError},
-    dataplane::{Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
+    dataplane::{services, Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
     model::{AdminState, Backend, Model, OperState, Service},
     neigh, sysctl,
@@ -194,7 +194,7 @@ impl Agent {
             if service.health.is_none() {
                 continue;
             }
-            let installed = self.dataplane.installed_backends(&service.spec(Vec::new()));
+            let installed = self.dataplane.installed_backends(&service_key_of(service));
             for backend in &service.backends {
                 let state = if installed.contains(&(backend.addr, backend.port)) {
                     OperState::Up
@@ -536,6 +536,11 @@ pub enum Resolve {
     Failed,
     /// All of them.
     All,
+}
+
+/// The data plane's key of `service`.
+pub fn service_key_of(service: &Service) -> ServiceKey {
+    services::service_key_of(service.vip, service.port, service.protocol)
 }
 
 pub fn check_id(service: &Service, backend: &Backend) -> CheckId {

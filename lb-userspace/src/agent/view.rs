@@ -6,16 +6,13 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use lb_common::maps::{Mode, TrafficStats};
+use lb_common::maps::{Mode, ServiceKey, TrafficStats};
 use serde::Serialize;
 
-use super::{check_id, mac, Agent, AgentError, FlowCount};
+use super::{check_id, mac, service_key_of, Agent, AgentError, FlowCount};
 use crate::{
     config::{HealthConfig, PersistenceConfig, ServiceConfig},
-    dataplane::{
-        services::{service_key, Slot},
-        Counters, DataplaneError, FlowCounts, FlowCountsBySlot, ServiceSpec,
-    },
+    dataplane::{services::Slot, Counters, DataplaneError, FlowCounts, FlowCountsBySlot},
     health::{monitor::unix_ms, CheckStatus},
     model::{AdminState, Backend, OperState, Service},
 };
@@ -57,7 +54,7 @@ fn traffic(stats: Result<TrafficStats, DataplaneError>) -> TrafficView {
 /// A service as the data plane holds it: its spec (for the map keys), its
 /// ring slots per backend, and its backends in the data plane.
 struct InDataplane {
-    key: ServiceSpec,
+    key: ServiceKey,
     shares: HashMap<(IpAddr, u16), u32>,
     /// The ring slots its backends hold.
     slots: u32,
@@ -271,7 +268,7 @@ impl Agent {
     /// What the data plane holds of `service`, read once for all its
     /// backends' views: the ring is read whole for the shares.
     fn in_dataplane(&self, service: &Service) -> InDataplane {
-        let key = service.spec(Vec::new());
+        let key = service_key_of(service);
         let shares = self.dataplane.ring_shares(&key);
         InDataplane {
             slots: shares.values().sum(),
@@ -330,14 +327,14 @@ impl Agent {
         limit: usize,
     ) -> Result<Vec<FlowView>, AgentError> {
         let key = match service {
-            Some(name) => Some(service_key(&self.service(name)?.spec(Vec::new()))),
+            Some(name) => Some(service_key_of(self.service(name)?)),
             None => None,
         };
         let names: HashMap<_, _> = self
             .model
             .services
             .iter()
-            .map(|s| (service_key(&s.spec(Vec::new())), s.name.clone()))
+            .map(|s| (service_key_of(s), s.name.clone()))
             .collect();
         Ok(self
             .dataplane
@@ -360,7 +357,7 @@ impl Agent {
             .services
             .iter()
             .map(|s| {
-                let key = s.spec(Vec::new());
+                let key = service_key_of(s);
                 ServiceStatsView {
                     name: s.name.clone(),
                     stats: traffic(self.dataplane.service_stats(&key)),

@@ -1102,9 +1102,16 @@ impl Dataplane {
 
     /// The slot (id and generation) of a service's backend in the last
     /// applied set, which its flows carry.
-    pub fn backend_slot(&self, spec: &ServiceSpec, addr: IpAddr, port: u16) -> Option<Slot> {
-        let key = (services::service_key(spec), addr, port);
-        self.installed.backends.get(&key).copied()
+    pub fn backend_slot(
+        &self,
+        service: &maps::ServiceKey,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<Slot> {
+        self.installed
+            .backends
+            .get(&(*service, addr, port))
+            .copied()
     }
 
     pub fn options(&self) -> &LoadOptions {
@@ -1118,9 +1125,9 @@ impl Dataplane {
     /// The backends (address, port) of a service in the last applied set.
     pub fn installed_backends(
         &self,
-        spec: &ServiceSpec,
+        service: &maps::ServiceKey,
     ) -> std::collections::HashSet<(IpAddr, u16)> {
-        let key = services::service_key(spec);
+        let key = *service;
         self.installed
             .backends
             .keys()
@@ -1130,8 +1137,11 @@ impl Dataplane {
     }
 
     /// How many of a service's ring slots each of its backends holds.
-    pub fn ring_shares(&self, spec: &ServiceSpec) -> std::collections::HashMap<(IpAddr, u16), u32> {
-        let key = services::service_key(spec);
+    pub fn ring_shares(
+        &self,
+        service: &maps::ServiceKey,
+    ) -> std::collections::HashMap<(IpAddr, u16), u32> {
+        let key = *service;
         let mut shares = std::collections::HashMap::new();
         let Some(service) = self.installed.services.get(&key) else {
             return shares;
@@ -1270,8 +1280,11 @@ impl Dataplane {
 
     /// Traffic of a service in the last applied set, summed over CPUs: its
     /// backends', and what the backends it no longer has carried.
-    pub fn service_stats(&self, spec: &ServiceSpec) -> Result<TrafficStats, DataplaneError> {
-        let key = services::service_key(spec);
+    pub fn service_stats(
+        &self,
+        service: &maps::ServiceKey,
+    ) -> Result<TrafficStats, DataplaneError> {
+        let key = *service;
         let mut total = self.retired.get(&key).copied().unwrap_or_default();
         for (&(service, _, _), slot) in &self.installed.backends {
             if service == key {
@@ -1284,11 +1297,11 @@ impl Dataplane {
     /// Traffic of one service's backend in the last applied set.
     pub fn service_backend_stats(
         &self,
-        spec: &ServiceSpec,
+        service: &maps::ServiceKey,
         addr: IpAddr,
         port: u16,
     ) -> Result<TrafficStats, DataplaneError> {
-        let id = self.backend_slot(spec, addr, port).map(|slot| slot.id);
+        let id = self.backend_slot(service, addr, port).map(|slot| slot.id);
         self.traffic(maps::MAP_BACKEND_STATS, id)
     }
 

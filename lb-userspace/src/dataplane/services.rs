@@ -198,11 +198,16 @@ pub fn vip_key(addr: IpAddr) -> VipKey {
 }
 
 pub fn service_key(spec: &ServiceSpec) -> ServiceKey {
+    service_key_of(spec.vip, spec.port, spec.protocol)
+}
+
+/// The data plane's key of the service at `vip`:`port`/`protocol`.
+pub fn service_key_of(vip: IpAddr, port: u16, protocol: Protocol) -> ServiceKey {
     ServiceKey {
-        addr: words(spec.vip),
-        port: spec.port,
-        proto: spec.protocol.number(),
-        family: family(spec.vip),
+        addr: words(vip),
+        port,
+        proto: protocol.number(),
+        family: family(vip),
     }
 }
 

@@ -26,7 +26,9 @@ use lb_common::{
     stats::Counter,
 };
 use serde_json::json;
-use xlb::dataplane::{Dataplane, DirectorSettings, LoadOptions, Protocol, ServiceSpec};
+use xlb::dataplane::{
+    services::service_key, Dataplane, DirectorSettings, LoadOptions, Protocol, ServiceSpec,
+};
 use xlb_tests::{
     packet::Frame,
     testrun::{accept_test_frames, XdpAction},
@@ -508,7 +510,8 @@ fn backends(bench: &mut Bench, shift: f64, rows: &mut Vec<Row>) -> anyhow::Resul
         establish(&mut dataplane, VIP, 0..SPREAD_FLOWS)?;
         let mut reached = 0;
         for backend in &spec.backends {
-            let stats = dataplane.service_backend_stats(&spec, backend.addr, backend.port)?;
+            let stats =
+                dataplane.service_backend_stats(&service_key(&spec), backend.addr, backend.port)?;
             if stats.new_flows > 0 {
                 reached += 1;
             }
