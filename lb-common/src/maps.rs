@@ -230,6 +230,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Its spelling in the configuration, the API and the metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Dr => "dr",
+            Mode::Ipip => "ipip",
+            Mode::Nat => "nat",
+        }
+    }
+
     pub const fn from_u8(v: u8) -> Option<Mode> {
         match v {
             1 => Some(Mode::Dr),

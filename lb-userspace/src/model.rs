@@ -141,6 +141,15 @@ pub enum OperState {
     Down,
 }
 
+impl OperState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            OperState::Up => "up",
+            OperState::Down => "down",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheck {
     pub kind: CheckKind,
@@ -177,6 +186,14 @@ pub enum HealthVia {
 }
 
 impl HealthVia {
+    pub const fn name(self) -> &'static str {
+        match self {
+            HealthVia::Direct => "direct",
+            HealthVia::Tunnel => "tunnel",
+            HealthVia::Vip => "vip",
+        }
+    }
+
     /// What a check of `kind` in a service of `mode` does unless told.
     pub fn default_for(mode: Mode, kind: &CheckKind) -> HealthVia {
         match (mode, kind) {
@@ -389,4 +406,70 @@ pub enum V3Checksum {
     PseudoHeader,
     /// Over the VRRP message alone.
     MessageOnly,
+}
+
+/// A choice spelled one way in the file, the API, the metrics and the
+/// CLI: each value's spelling comes from its type's own `name`.
+pub trait Spelled: Copy + PartialEq + 'static {
+    /// Every value with its spelling; the first is the default.
+    const SPELLINGS: &'static [(&'static str, Self)];
+
+    fn as_str(self) -> &'static str {
+        Self::SPELLINGS
+            .iter()
+            .find(|(_, value)| *value == self)
+            .map(|(name, _)| *name)
+            .expect("every value is spelled")
+    }
+}
+
+macro_rules! spelled {
+    ($type:ty: $($value:expr),+) => {
+        impl Spelled for $type {
+            const SPELLINGS: &'static [(&'static str, Self)] = &[$(($value.name(), $value)),+];
+        }
+    };
+}
+
+spelled!(Mode: Mode::Dr, Mode::Ipip, Mode::Nat);
+spelled!(Protocol: Protocol::Tcp, Protocol::Udp);
+spelled!(AttachMode: AttachMode::Native, AttachMode::Generic);
+spelled!(AdminState: AdminState::Ready, AdminState::Drain, AdminState::Maint);
+spelled!(OperState: OperState::Up, OperState::Down);
+spelled!(HealthVia: HealthVia::Direct, HealthVia::Tunnel, HealthVia::Vip);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each spelling names one value, and each value has one.
+    fn spelled_once<T: Spelled + std::fmt::Debug>(all: &[T]) {
+        let names: std::collections::HashSet<&str> =
+            T::SPELLINGS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names.len(), T::SPELLINGS.len(), "{:?}", T::SPELLINGS);
+        for value in all {
+            assert_eq!(
+                T::SPELLINGS.iter().filter(|(_, v)| v == value).count(),
+                1,
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_choice_is_spelled_once() {
+        spelled_once(&[Mode::Dr, Mode::Ipip, Mode::Nat]);
+        spelled_once(&[Protocol::Tcp, Protocol::Udp]);
+        spelled_once(&[AttachMode::Native, AttachMode::Generic]);
+        spelled_once(&[AdminState::Ready, AdminState::Drain, AdminState::Maint]);
+        spelled_once(&[OperState::Up, OperState::Down]);
+        spelled_once(&[HealthVia::Direct, HealthVia::Tunnel, HealthVia::Vip]);
+        // The API's JSON spells the states as the file does.
+        for (name, state) in AdminState::SPELLINGS {
+            assert_eq!(serde_json::to_value(state).unwrap(), *name);
+        }
+        for (name, state) in OperState::SPELLINGS {
+            assert_eq!(serde_json::to_value(state).unwrap(), *name);
+        }
+    }
 }

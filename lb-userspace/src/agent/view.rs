@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use lb_common::maps::{Mode, ServiceKey, TrafficStats};
+use lb_common::maps::{ServiceKey, TrafficStats};
 use serde::Serialize;
 
 use super::{check_id, mac, service_key_of, Agent, AgentError, FlowCount};
@@ -195,14 +195,6 @@ pub struct BackendStatsView {
     pub stats: TrafficView,
 }
 
-pub fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Dr => "dr",
-        Mode::Ipip => "ipip",
-        Mode::Nat => "nat",
-    }
-}
-
 impl Agent {
     pub fn service(&self, name: &str) -> Result<&Service, AgentError> {
         self.model
@@ -249,7 +241,7 @@ impl Agent {
             vip: service.vip,
             port: service.port,
             protocol: service.protocol.name(),
-            mode: mode_name(service.mode),
+            mode: service.mode.name(),
             scheduler: "maglev",
             persistence: config.persistence,
             fallback: service.fallback,

@@ -13,7 +13,7 @@ use prometheus_client::{
 
 use super::{ApiError, ApiState};
 use crate::{
-    model::{AdminState, OperState},
+    model::{AdminState, OperState, Spelled},
     vrrp::State as VrrpState,
 };
 
@@ -174,11 +174,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
             one_hot(
                 &backend_admin,
                 &labels,
-                &[
-                    ("ready", AdminState::Ready),
-                    ("drain", AdminState::Drain),
-                    ("maint", AdminState::Maint),
-                ],
+                AdminState::SPELLINGS,
                 &backend.admin_state,
             );
         }
@@ -258,17 +254,7 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
     );
     for instance in &vrrp {
         let labels = vec![("instance", instance.name.clone())];
-        one_hot(
-            &vrrp_state,
-            &labels,
-            &[
-                ("initialize", VrrpState::Initialize),
-                ("backup", VrrpState::Backup),
-                ("master", VrrpState::Master),
-                ("fault", VrrpState::Fault),
-            ],
-            &instance.state,
-        );
+        one_hot(&vrrp_state, &labels, VrrpState::SPELLINGS, &instance.state);
         vrrp_priority
             .get_or_create(&labels)
             .set(instance.priority.into());

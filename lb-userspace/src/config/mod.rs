@@ -24,7 +24,7 @@ use lb_common::maps::{
 
 use crate::dataplane::{AttachMode, Protocol};
 use crate::model::{
-    AdminState, Backend, CheckKind, HealthCheck, HealthVia, Model, OperState, Service,
+    AdminState, Backend, CheckKind, HealthCheck, HealthVia, Model, OperState, Service, Spelled,
 };
 pub use vrrp::{InstanceConfig, SyncGroupConfig, TrackConfig, VrrpConfig};
 
@@ -227,26 +227,9 @@ const DEFAULT_HTTP_PATH: &str = "/";
 const DEFAULT_HTTP_STATUS: std::ops::RangeInclusive<u16> = 200..=399;
 const DEFAULT_WEIGHT: u16 = 1;
 
-/// The spelling of each choice, for parsing and for writing back; the
-/// first is the default.
-const XDP_MODES: &[(&str, AttachMode)] = &[
-    ("native", AttachMode::Native),
-    ("generic", AttachMode::Generic),
-];
-const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
-const MODES: &[(&str, Mode)] = &[("dr", Mode::Dr), ("ipip", Mode::Ipip), ("nat", Mode::Nat)];
+/// The spelling of each choice the model does not spell itself, for
+/// parsing and for writing back; the first is the default.
 const SCHEDULERS: &[(&str, ())] = &[("maglev", ())];
-const ADMIN_STATES: &[(&str, AdminState)] = &[
-    (AdminState::Ready.name(), AdminState::Ready),
-    (AdminState::Drain.name(), AdminState::Drain),
-    (AdminState::Maint.name(), AdminState::Maint),
-];
-const HEALTH_VIAS: &[(&str, HealthVia)] = &[
-    ("direct", HealthVia::Direct),
-    ("tunnel", HealthVia::Tunnel),
-    ("vip", HealthVia::Vip),
-];
-const OPER_STATES: &[(&str, OperState)] = &[("up", OperState::Up), ("down", OperState::Down)];
 const DNS_TYPES: &[(&str, u16)] = &[
     ("A", 1),
     ("AAAA", 28),
@@ -321,8 +304,8 @@ impl Config {
         Config {
             agent: AgentConfig {
                 interfaces: agent.interfaces.clone(),
-                xdp_mode: unless_default(agent.xdp_mode, XDP_MODES[0].1)
-                    .map(|m| spell(XDP_MODES, &m)),
+                xdp_mode: unless_default(agent.xdp_mode, AttachMode::SPELLINGS[0].1)
+                    .map(|m| spell(AttachMode::SPELLINGS, &m)),
                 api_listen: Some(agent.api_listen.to_string())
                     .filter(|listen| listen != DEFAULT_API_LISTEN),
                 api_token_file: agent
@@ -378,8 +361,9 @@ impl ServiceConfig {
             name: s.name.clone(),
             vip: s.vip.to_string(),
             port: s.port.into(),
-            protocol: unless_default(s.protocol, PROTOCOLS[0].1).map(|p| spell(PROTOCOLS, &p)),
-            mode: unless_default(s.mode, MODES[0].1).map(|m| spell(MODES, &m)),
+            protocol: unless_default(s.protocol, Protocol::SPELLINGS[0].1)
+                .map(|p| spell(Protocol::SPELLINGS, &p)),
+            mode: unless_default(s.mode, Mode::SPELLINGS[0].1).map(|m| spell(Mode::SPELLINGS, &m)),
             scheduler: None,
             fallback: s.fallback.map(|a| a.to_string()),
             persistence: s.affinity.map(|a| PersistenceConfig {
@@ -414,7 +398,8 @@ impl BackendConfig {
             address: b.addr.to_string(),
             port: Some(b.port.into()),
             weight: unless_default(b.weight, DEFAULT_WEIGHT).map(i64::from),
-            state: unless_default(b.admin, ADMIN_STATES[0].1).map(|s| spell(ADMIN_STATES, &s)),
+            state: unless_default(b.admin, AdminState::SPELLINGS[0].1)
+                .map(|s| spell(AdminState::SPELLINGS, &s)),
         }
     }
 }
@@ -430,9 +415,10 @@ impl HealthConfig {
             fall: unless_default(h.fall, DEFAULT_FALL).map(i64::from),
             address: h.address.map(|a| a.to_string()),
             port: h.port.map(i64::from),
-            initial: unless_default(h.initial, OPER_STATES[0].1).map(|s| spell(OPER_STATES, &s)),
+            initial: unless_default(h.initial, OperState::SPELLINGS[0].1)
+                .map(|s| spell(OperState::SPELLINGS, &s)),
             via: unless_default(h.via, HealthVia::default_for(mode, &h.kind))
-                .map(|v| spell(HEALTH_VIAS, &v)),
+                .map(|v| spell(HealthVia::SPELLINGS, &v)),
             ..HealthConfig::default()
         };
         match &h.kind {

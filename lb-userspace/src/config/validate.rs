@@ -20,18 +20,18 @@ use lb_common::{
 
 use super::{
     format_duration, full_prefix, spell, AgentConfig, BackendConfig, Config, ConfigError,
-    HealthConfig, PersistenceConfig, ServiceConfig, TablesConfig, ADMIN_STATES, DEFAULT_API_LISTEN,
-    DEFAULT_FALL, DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL,
-    DEFAULT_MTU, DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
-    DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, HEALTH_VIAS, MODES, OPER_STATES, PROTOCOLS,
-    SCHEDULERS, XDP_MODES,
+    HealthConfig, PersistenceConfig, ServiceConfig, TablesConfig, DEFAULT_API_LISTEN, DEFAULT_FALL,
+    DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL, DEFAULT_MTU,
+    DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
+    DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, SCHEDULERS,
 };
 use crate::dataplane::{
     services::{self, MIN_MTU_V4, MIN_MTU_V6},
-    NextHop, Protocol, ServiceSpec,
+    AttachMode, NextHop, Protocol, ServiceSpec,
 };
 use crate::model::{
-    AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, HealthVia, Model, Service, Tables,
+    AdminState, Affinity, Agent, Backend, CheckKind, HealthCheck, HealthVia, Model, OperState,
+    Service, Spelled, Tables,
 };
 
 const CHECK_KINDS: &[&str] = &["tcp", "http", "udp", "dns", "exec"];
@@ -86,7 +86,11 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
             return Err(ConfigError::new(field, format!("{name:?} is listed twice")));
         }
     }
-    let xdp_mode = choice("agent.xdp_mode", raw.xdp_mode.as_deref(), XDP_MODES)?;
+    let xdp_mode = choice(
+        "agent.xdp_mode",
+        raw.xdp_mode.as_deref(),
+        AttachMode::SPELLINGS,
+    )?;
     let api_listen: SocketAddr = parsed(
         "agent.api_listen",
         raw.api_listen.as_deref().unwrap_or(DEFAULT_API_LISTEN),
@@ -261,8 +265,12 @@ fn service(
         ));
     }
     let port: u16 = integer(&at("port"), Some(raw.port), 0, 0..=65535)?;
-    let protocol = choice(&at("protocol"), raw.protocol.as_deref(), PROTOCOLS)?;
-    let mode = choice(&at("mode"), raw.mode.as_deref(), MODES)?;
+    let protocol = choice(
+        &at("protocol"),
+        raw.protocol.as_deref(),
+        Protocol::SPELLINGS,
+    )?;
+    let mode = choice(&at("mode"), raw.mode.as_deref(), Mode::SPELLINGS)?;
     if port == 0 && mode == Mode::Nat {
         return Err(ConfigError::new(
             at("port"),
@@ -344,7 +352,7 @@ fn service(
 }
 
 fn spell_protocol(protocol: Protocol) -> String {
-    spell(PROTOCOLS, &protocol)
+    spell(Protocol::SPELLINGS, &protocol)
 }
 
 fn affinity(raw: &PersistenceConfig, path: &str, vip: IpAddr) -> Result<Affinity, ConfigError> {
@@ -390,7 +398,11 @@ fn backend(
             DEFAULT_WEIGHT,
             0..=65535,
         )?,
-        admin: choice(&format!("{path}.state"), raw.state.as_deref(), ADMIN_STATES)?,
+        admin: choice(
+            &format!("{path}.state"),
+            raw.state.as_deref(),
+            AdminState::SPELLINGS,
+        )?,
     };
     let target = backend.socket_addr();
     if let Some(other) = service
@@ -602,7 +614,7 @@ fn health(
             format!("a {kind} check of a service on every port (port = 0) needs a port"),
         ));
     }
-    let initial = choice(&at("initial"), raw.initial.as_deref(), OPER_STATES)?;
+    let initial = choice(&at("initial"), raw.initial.as_deref(), OperState::SPELLINGS)?;
     let kind = match kind {
         "tcp" => CheckKind::Tcp,
         "http" => http_check(raw, &at)?,
@@ -684,7 +696,7 @@ fn health_via(
             HealthVia::default_for(mode, kind)
         });
     };
-    let via = choice(field, Some(spelled), HEALTH_VIAS)?;
+    let via = choice(field, Some(spelled), HealthVia::SPELLINGS)?;
     let refuse = |why: &str| Err(ConfigError::new(field, format!("\"{spelled}\" {why}")));
     match via {
         HealthVia::Direct => return Ok(via),

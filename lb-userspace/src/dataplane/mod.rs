@@ -58,6 +58,14 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    /// "native" or "generic".
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+
     fn xdp_mode(self) -> XdpMode {
         match self {
             AttachMode::Native => XdpMode::Driver,
@@ -68,10 +76,7 @@ impl AttachMode {
 
 impl fmt::Display for AttachMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        })
+        f.write_str(self.name())
     }
 }
 

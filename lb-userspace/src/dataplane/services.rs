@@ -38,7 +38,7 @@ impl Protocol {
     }
 
     /// "tcp" or "udp".
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",

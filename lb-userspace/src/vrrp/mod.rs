@@ -34,3 +34,24 @@ pub enum State {
     /// and does not take part (keepalived's FAULT).
     Fault,
 }
+
+impl State {
+    /// Its spelling in the API and the metrics (as serde spells it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+            State::Fault => "fault",
+        }
+    }
+}
+
+impl crate::model::Spelled for State {
+    const SPELLINGS: &'static [(&'static str, Self)] = &[
+        (State::Initialize.name(), State::Initialize),
+        (State::Backup.name(), State::Backup),
+        (State::Master.name(), State::Master),
+        (State::Fault.name(), State::Fault),
+    ];
+}
