@@ -20,8 +20,9 @@ use tokio::{
 use lb_common::stats::Counter;
 
 use crate::agent::{
+    self,
     flood::{FloodChange, FloodState, FloodWatch},
-    resolve_next_hops, Agent, FlowCount, Resolve,
+    resolve_next_hops, Agent, AgentHandle, FlowCount, Resolve,
 };
 use crate::{
     api::{self, ApiState},
@@ -154,12 +155,15 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         Some(options.config.clone()),
         flow_count,
         flood,
-    );
+    )?;
     if adopted {
         agent.start_from_adopted();
     }
-    // The API answers from the start: /ready says when the data plane serves.
-    let agent = Arc::new(Mutex::new(agent));
+    let table = agent.dataplane().flow_table();
+    let tracking = agent.tracking_updates();
+    // From here the agent lives in its own task; the API answers from the
+    // start (/ready says when the data plane serves).
+    let (agent, owner) = agent::spawn(agent);
     let ready = Arc::new(AtomicBool::new(false));
     let vrrp_slot = Arc::new(Mutex::new(None));
     let state = ApiState {
@@ -173,14 +177,18 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             log::error!("the API server stopped: {e}");
         }
     });
-    let started = start(&mut *agent.lock().await, &model, adopted).await;
+    let first = model.clone();
+    let started = agent
+        .run(move |a: &mut Agent| Box::pin(async move { start(a, &first, adopted).await }))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|started| started);
     if let Err(e) = started {
         api.abort();
         // An adopted data plane stays as it was found.
-        stop(&mut *agent.lock().await, adopted);
+        finish(&agent, adopted).await;
         return Err(e);
     }
-    let tracking = agent.lock().await.tracking_updates();
     let vrrp = if model.vrrp.is_empty() {
         None
     } else {
@@ -188,7 +196,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             Ok(vrrp) => Some(Arc::new(vrrp)),
             Err(e) => {
                 api.abort();
-                stop(&mut *agent.lock().await, adopted);
+                finish(&agent, adopted).await;
                 return Err(e.context("starting VRRP"));
             }
         }
@@ -206,7 +214,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     let flood_watch = tokio::spawn(watch_flood(agent.clone(), flood_tx));
     // Set on the way out: a walk under way stops within a few ms.
     let stop_walks = Arc::new(AtomicBool::new(false));
-    let counter = match agent.lock().await.dataplane().flow_table() {
+    let counter = match table {
         Ok(table) => Some(tokio::spawn(count_flows(
             agent.clone(),
             table,
@@ -224,7 +232,8 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                if let Err(e) = agent.lock().await.reload().await {
+                let reloaded = agent.run(|a: &mut Agent| Box::pin(a.reload())).await;
+                if let Err(e) = reloaded.and_then(|reloaded| reloaded) {
                     log::error!("reload: {e}{}",
                         e.field.as_ref().map(|f| format!(" ({f})")).unwrap_or_default());
                 }
@@ -242,9 +251,22 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     {
         task.abort();
     }
-    let mut agent = agent.lock().await;
-    stop(&mut agent, options.keep_dataplane);
+    finish(&agent, options.keep_dataplane).await;
+    drop(agent);
+    // The owner ends once the last handle is gone (the aborted tasks' go
+    // as they wind down).
+    let _ = tokio::time::timeout(Duration::from_secs(1), owner).await;
     Ok(())
+}
+
+/// [`stop`], as the agent's last job.
+async fn finish(agent: &AgentHandle, keep: bool) {
+    let stopped = agent
+        .run(move |a: &mut Agent| Box::pin(async move { stop(a, keep) }))
+        .await;
+    if let Err(e) = stopped {
+        log::error!("stopping: {e}");
+    }
 }
 
 /// The first apply, then attaching and pinning; on a new data plane the
@@ -293,23 +315,25 @@ fn stop_dataplane(dataplane: &mut Dataplane, pins: &Path) {
 
 /// Applies health transitions as they come, several at once when they
 /// arrive together.
-async fn follow_health(
-    agent: Arc<Mutex<Agent>>,
-    mut transitions: mpsc::UnboundedReceiver<Transition>,
-) {
+async fn follow_health(agent: AgentHandle, mut transitions: mpsc::UnboundedReceiver<Transition>) {
     while let Some(first) = transitions.recv().await {
         let mut batch = vec![first];
         while let Ok(next) = transitions.try_recv() {
             batch.push(next);
         }
-        agent.lock().await.on_transitions(&batch).await;
+        let applied = agent
+            .run(move |a: &mut Agent| Box::pin(async move { a.on_transitions(&batch).await }))
+            .await;
+        if applied.is_err() {
+            return;
+        }
     }
 }
 
 /// Resolves failed next hops again every [`RETRY_NEXT_HOPS`] and all of them
-/// every [`REFRESH_NEXT_HOPS`], with the agent unlocked while a neighbour
-/// that does not answer is waited for.
-async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
+/// every [`REFRESH_NEXT_HOPS`], here: the agent goes on with other jobs
+/// while a neighbour that does not answer is waited for.
+async fn follow_next_hops(agent: AgentHandle) {
     let mut retry = tokio::time::interval(RETRY_NEXT_HOPS);
     let mut refresh = tokio::time::interval(REFRESH_NEXT_HOPS);
     retry.tick().await;
@@ -319,12 +343,22 @@ async fn follow_next_hops(agent: Arc<Mutex<Agent>>) {
             _ = retry.tick() => Resolve::Failed,
             _ = refresh.tick() => Resolve::All,
         };
-        let todo = agent.lock().await.next_hops_to_resolve(which);
+        let planned = agent
+            .run(move |a: &mut Agent| Box::pin(async move { a.next_hops_to_resolve(which) }))
+            .await;
+        let Ok(todo) = planned else {
+            return;
+        };
         if todo.is_empty() {
             continue;
         }
         let results = resolve_next_hops(&todo).await;
-        agent.lock().await.next_hops_resolved(results).await;
+        let recorded = agent
+            .run(move |a: &mut Agent| Box::pin(async move { a.next_hops_resolved(results).await }))
+            .await;
+        if recorded.is_err() {
+            return;
+        }
     }
 }
 
@@ -333,16 +367,13 @@ const FLOOD_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Follows the flood guard, logging when it starts and stops forwarding
 /// new flows without state.
-async fn watch_flood(agent: Arc<Mutex<Agent>>, state: watch::Sender<FloodState>) {
+async fn watch_flood(agent: AgentHandle, state: watch::Sender<FloodState>) {
     let mut every = tokio::time::interval(FLOOD_WATCH_EVERY);
     let mut watch = FloodWatch::default();
     loop {
         every.tick().await;
-        let (counters, cap) = {
-            let mut agent = agent.lock().await;
-            let cap = agent.flood_guard();
-            (agent.dataplane().counters(), cap)
-        };
+        let snapshot = agent.snapshot();
+        let (counters, cap) = (snapshot.reader().counters(), snapshot.flood_guard());
         let Ok(counters) = counters else { continue };
         match watch.observe(counters.get(Counter::FloodStateless), SystemTime::now()) {
             Some(FloodChange::Started) => log::warn!(
@@ -360,11 +391,11 @@ async fn watch_flood(agent: Arc<Mutex<Agent>>, state: watch::Sender<FloodState>)
 }
 
 /// Walks the flow table for each backend's active and inactive flows, and
-/// prunes it, over and over: on a blocking thread, with the agent unlocked
-/// meanwhile. A failed walk leaves the last counts and their time as they
-/// were; the next is tried after the usual pause.
+/// prunes it, over and over, on a blocking thread. A failed walk leaves
+/// the last counts and their time as they were; the next is tried after
+/// the usual pause.
 async fn count_flows(
-    agent: Arc<Mutex<Agent>>,
+    agent: AgentHandle,
     table: FlowTable,
     counts: watch::Sender<FlowCount>,
     stop: Arc<AtomicBool>,
@@ -372,7 +403,7 @@ async fn count_flows(
     let table = Arc::new(std::sync::Mutex::new(table));
     let mut failing = false;
     loop {
-        let udp_timeout = agent.lock().await.model().agent.udp_timeout;
+        let udp_timeout = agent.snapshot().model().agent.udp_timeout;
         let (walked, stop) = (table.clone(), stop.clone());
         let started = Instant::now();
         let walk = tokio::task::spawn_blocking(move || {

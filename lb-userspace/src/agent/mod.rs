@@ -5,13 +5,16 @@
 
 mod desired;
 pub(crate) mod flood;
+mod handle;
 mod probes;
+mod snapshot;
 mod view;
 
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -20,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::{
     config::{routes, Config, ConfigError},
-    dataplane::{services, Dataplane, DataplaneError, NextHop, ServiceSpec, Walk},
+    dataplane::{services, Dataplane, DataplaneError, NextHop, Reader, ServiceSpec, Walk},
     health::{CheckId, Monitor, Transition},
     model::{AdminState, Backend, Model, OperState, Service},
     neigh, sysctl,
@@ -28,6 +31,8 @@ use crate::{
 };
 
 use desired::{Desired, Health, NextHops};
+pub use handle::{spawn, AgentHandle};
+pub use snapshot::Snapshot;
 pub use view::{FlowCountView, StatsView, TrafficView};
 
 /// The last walk of the flow table: what it found, when it ended (`None`
@@ -126,6 +131,10 @@ pub struct Agent {
     probe_paths: probes::ProbePaths,
     /// What VRRP instances may track, published as it changes.
     tracking: watch::Sender<Tracking>,
+    /// Handles of its own on what the data plane counts.
+    reader: Arc<Reader>,
+    /// What readers see, published after every change.
+    snapshot: watch::Sender<Arc<Snapshot>>,
 }
 
 impl Agent {
@@ -136,15 +145,30 @@ impl Agent {
         config_path: Option<PathBuf>,
         flow_count: watch::Receiver<FlowCount>,
         flood: watch::Receiver<flood::FloodState>,
-    ) -> Self {
-        Agent {
+    ) -> Result<Self, DataplaneError> {
+        let reader = Arc::new(dataplane.reader()?);
+        let started = Instant::now();
+        let first = Snapshot {
+            model: model.clone(),
+            next_hops: NextHops::new(),
+            checks: HashMap::new(),
+            initial_states: HashMap::new(),
+            layout: dataplane.layout(),
+            reader: reader.clone(),
+            flow_count: flow_count.clone(),
+            flood: flood.clone(),
+            started,
+            health_transitions: 0,
+            applies: 0,
+        };
+        Ok(Agent {
             model,
             dataplane,
             monitor,
             next_hops: HashMap::new(),
             initial_states: HashMap::new(),
             config_path,
-            started: Instant::now(),
+            started,
             health_transitions: 0,
             applies: 0,
             flow_count,
@@ -152,6 +176,35 @@ impl Agent {
             redirects_off: Vec::new(),
             probe_paths: probes::ProbePaths::default(),
             tracking: watch::Sender::new(Tracking::default()),
+            reader,
+            snapshot: watch::Sender::new(Arc::new(first)),
+        })
+    }
+
+    /// What readers see, as of the last change.
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.subscribe()
+    }
+
+    /// Publishes what readers and VRRP instances see after a change.
+    pub fn publish(&self) {
+        self.snapshot.send_replace(Arc::new(self.take_snapshot()));
+        self.publish_tracking();
+    }
+
+    fn take_snapshot(&self) -> Snapshot {
+        Snapshot {
+            model: self.model.clone(),
+            next_hops: self.next_hops.clone(),
+            checks: self.monitor.handles(),
+            initial_states: self.initial_states.clone(),
+            layout: self.dataplane.layout(),
+            reader: self.reader.clone(),
+            flow_count: self.flow_count.clone(),
+            flood: self.flood.clone(),
+            started: self.started,
+            health_transitions: self.health_transitions,
+            applies: self.applies,
         }
     }
 
@@ -173,14 +226,6 @@ impl Agent {
 
     pub fn model(&self) -> &Model {
         &self.model
-    }
-
-    /// The flood guard's cap in force: new flows per second one CPU records.
-    pub fn flood_guard(&self) -> u32 {
-        self.model
-            .agent
-            .director_settings(&self.model.tables)
-            .new_flows_per_cpu
     }
 
     pub fn dataplane(&mut self) -> &mut Dataplane {
@@ -222,7 +267,6 @@ impl Agent {
         self.monitor.reconcile(checks);
         self.initial_states.clear();
         self.model = model;
-        self.publish_tracking();
         Ok(())
     }
 
@@ -265,10 +309,7 @@ impl Agent {
     /// Health checks changed state.
     pub async fn on_transitions(&mut self, transitions: &[Transition]) {
         self.health_transitions += transitions.len() as u64;
-        let refreshed = self.refresh().await;
-        // The checks' states changed whether or not the data plane took it.
-        self.publish_tracking();
-        if let Err(e) = refreshed {
+        if let Err(e) = self.refresh().await {
             for t in transitions {
                 log::error!(
                     "service {}: applying {} going {:?}: {e}",
@@ -345,7 +386,6 @@ impl Agent {
             if let Err(e) = self.refresh().await {
                 log::error!("applying changed next hops: {e}");
             }
-            self.publish_tracking();
         }
     }
 
@@ -469,7 +509,6 @@ impl Agent {
             self.dataplane.detach_from(iface)?;
             log::info!("detached from {iface}");
         }
-        self.publish_tracking();
         Ok(())
     }
 
@@ -483,10 +522,6 @@ impl Agent {
             dataplane_ok,
             services_up,
         }
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
     }
 
     pub fn stop_checks(&mut self) {

@@ -9,11 +9,13 @@ use std::{
 use lb_common::maps::{ServiceKey, TrafficStats};
 use serde::Serialize;
 
-use super::{check_id, mac, service_key_of, Agent, AgentError, FlowCount};
+use super::{
+    check_id, desired::Health, mac, service_key_of, snapshot::Snapshot, AgentError, FlowCount,
+};
 use crate::{
     config::{HealthConfig, PersistenceConfig, ServiceConfig},
     dataplane::{services::Slot, Counters, DataplaneError, FlowCounts, FlowCountsBySlot},
-    health::{monitor::unix_ms, CheckStatus},
+    health::{monitor::unix_ms, CheckHandle, CheckStatus},
     model::{AdminState, Backend, OperState, Service},
 };
 
@@ -195,25 +197,7 @@ pub struct BackendStatsView {
     pub stats: TrafficView,
 }
 
-impl Agent {
-    pub fn service(&self, name: &str) -> Result<&Service, AgentError> {
-        self.model
-            .services
-            .iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| AgentError::not_found(format!("no service named {name:?}")))
-    }
-
-    pub fn backend<'a>(
-        &self,
-        service: &'a Service,
-        addr: SocketAddr,
-    ) -> Result<&'a Backend, AgentError> {
-        service.backend(addr).ok_or_else(|| {
-            AgentError::not_found(format!("service {:?} has no backend {addr}", service.name))
-        })
-    }
-
+impl Snapshot {
     pub fn services_view(&self) -> Vec<ServiceView> {
         self.model
             .services
@@ -249,7 +233,7 @@ impl Agent {
             health: config.health,
             flows: backends.iter().map(|b| b.flows).sum(),
             backends,
-            stats: traffic(self.dataplane.service_stats(&in_dataplane.key)),
+            stats: traffic(self.reader.service_stats(&self.layout, &in_dataplane.key)),
         }
     }
 
@@ -261,11 +245,11 @@ impl Agent {
     /// backends' views: the ring is read whole for the shares.
     fn in_dataplane(&self, service: &Service) -> InDataplane {
         let key = service_key_of(service);
-        let shares = self.dataplane.ring_shares(&key);
+        let shares = self.layout.ring_shares(&key);
         InDataplane {
             slots: shares.values().sum(),
             shares,
-            installed: self.dataplane.installed_backends(&key),
+            installed: self.layout.installed_backends(&key),
             key,
         }
     }
@@ -293,22 +277,27 @@ impl Agent {
             port: backend.port,
             weight: backend.weight,
             admin_state: backend.admin,
-            oper_state: self.oper_state(service, backend),
+            oper_state: self.state(service, backend),
             serving: in_dataplane
                 .installed
                 .contains(&(backend.addr, backend.port)),
             ring_share: in_dataplane.ring_share(backend),
             next_hop,
             next_hop_error,
-            check: self.monitor.status(&check_id(service, backend)),
+            check: self
+                .checks
+                .get(&check_id(service, backend))
+                .map(CheckHandle::status),
             flows: backend_flows(
-                self.dataplane.backend_slot(key, backend.addr, backend.port),
+                self.layout.backend_slot(key, backend.addr, backend.port),
                 &self.flow_count.borrow().walk.counts,
             ),
-            stats: traffic(
-                self.dataplane
-                    .service_backend_stats(key, backend.addr, backend.port),
-            ),
+            stats: traffic(self.reader.backend_stats(
+                &self.layout,
+                key,
+                backend.addr,
+                backend.port,
+            )),
         }
     }
 
@@ -329,8 +318,8 @@ impl Agent {
             .map(|s| (service_key_of(s), s.name.clone()))
             .collect();
         Ok(self
-            .dataplane
-            .flows(limit, key)?
+            .reader
+            .flows(&self.layout, limit, key)?
             .into_iter()
             .map(|f| FlowView {
                 service: names.get(&f.service).cloned().unwrap_or_default(),
@@ -352,15 +341,18 @@ impl Agent {
                 let key = service_key_of(s);
                 ServiceStatsView {
                     name: s.name.clone(),
-                    stats: traffic(self.dataplane.service_stats(&key)),
+                    stats: traffic(self.reader.service_stats(&self.layout, &key)),
                     backends: s
                         .backends
                         .iter()
                         .map(|b| BackendStatsView {
                             address: b.socket_addr(),
-                            stats: traffic(
-                                self.dataplane.service_backend_stats(&key, b.addr, b.port),
-                            ),
+                            stats: traffic(self.reader.backend_stats(
+                                &self.layout,
+                                &key,
+                                b.addr,
+                                b.port,
+                            )),
                         })
                         .collect(),
                 }
@@ -368,16 +360,17 @@ impl Agent {
             .collect();
         Ok(StatsView {
             version: env!("CARGO_PKG_VERSION"),
-            uptime_s: self.uptime().as_secs_f64(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
             interfaces: self
-                .dataplane
-                .attachments()
+                .layout
+                .attachments
+                .iter()
                 .map(|a| a.iface.clone())
                 .collect(),
             health_transitions: self.health_transitions,
             applies: self.applies,
-            maglev_builds: self.dataplane.maglev_builds(),
-            counters: self.dataplane.counters()?,
+            maglev_builds: self.layout.maglev_builds,
+            counters: self.reader.counters()?,
             flow_count: FlowWalkView::from(&*self.flow_count.borrow()),
             flood_guard: {
                 let flood = *self.flood.borrow();

@@ -53,10 +53,9 @@ fn one_hot<T: PartialEq>(
 }
 
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let agent = state.agent.lock().await;
-    let stats = agent.stats_view()?;
-    let services = agent.services_view();
-    drop(agent);
+    let snapshot = state.agent.snapshot();
+    let stats = snapshot.stats_view()?;
+    let services = snapshot.services_view();
     let vrrp = super::vrrp_status(&state).await;
 
     let mut registry = Registry::with_prefix("xlb");

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 pub use error::ApiError;
 
 use crate::{
-    agent::Agent,
+    agent::{Agent, AgentHandle},
     config::{BackendConfig, Config, ServiceConfig},
     model::AdminState,
     vrrp::{InstanceStatus, Vrrp},
@@ -34,7 +34,8 @@ use crate::{
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    pub agent: Arc<Mutex<Agent>>,
+    /// Reads come from its snapshot, changes go to it as jobs.
+    pub agent: AgentHandle,
     /// The bearer token changes need, if one is configured.
     pub token: Option<Arc<str>>,
     /// Set once the data plane serves the configuration.
@@ -217,15 +218,27 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
 }
 
 async fn list_services(State(state): State<ApiState>) -> impl IntoResponse {
-    Json(state.agent.lock().await.services_view())
+    Json(state.agent.snapshot().services_view())
 }
 
 async fn show_service(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let agent = state.agent.lock().await;
-    Ok(Json(agent.service_view(agent.service(&name)?)))
+    let snapshot = state.agent.snapshot();
+    Ok(Json(snapshot.service_view(snapshot.service(&name)?)))
+}
+
+/// Runs `change` on the configuration's file form in the agent (see
+/// [`Agent::edit`]), after the changes sent before it.
+async fn edit<T: Send + 'static>(
+    state: &ApiState,
+    change: impl FnOnce(&mut Config) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    state
+        .agent
+        .run(|agent: &mut Agent| Box::pin(agent.edit::<T, ApiError>(change)))
+        .await?
 }
 
 /// Exec checks run a command as root: only the file may set them.
@@ -247,24 +260,24 @@ async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<im
     let service: ServiceConfig = parse(&body)?;
     no_new_exec(None, &service)?;
     let name = service.name.clone();
-    let mut agent = state.agent.lock().await;
-    agent
-        .edit::<_, ApiError>(|config| {
-            if config.services.iter().any(|s| s.name == name) {
-                return Err(ApiError {
-                    status: StatusCode::CONFLICT,
-                    error: format!("a service named {name:?} exists; PATCH it instead"),
-                    field: Some("name".into()),
-                });
-            }
-            config.services.push(service);
-            Ok(())
-        })
-        .await?;
+    let added = name.clone();
+    edit(&state, move |config| {
+        if config.services.iter().any(|s| s.name == added) {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                error: format!("a service named {added:?} exists; PATCH it instead"),
+                field: Some("name".into()),
+            });
+        }
+        config.services.push(service);
+        Ok(())
+    })
+    .await?;
     log::info!("API: added service {name}");
+    let snapshot = state.agent.snapshot();
     Ok((
         StatusCode::CREATED,
-        Json(agent.service_view(agent.service(&name)?)),
+        Json(snapshot.service_view(snapshot.service(&name)?)),
     ))
 }
 
@@ -276,35 +289,34 @@ async fn patch_service(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let patch: serde_json::Value = parse(&body)?;
-    let mut agent = state.agent.lock().await;
-    let renamed = agent
-        .edit::<_, ApiError>(|config| {
-            let service = service_config(config, &name)?;
-            let mut value = serde_json::to_value(&*service).expect("serializable");
-            merge(&mut value, patch);
-            let patched: ServiceConfig = serde_json::from_value(value)
-                .map_err(|e| ApiError::bad_request(format!("malformed service: {e}"), None))?;
-            no_new_exec(Some(service), &patched)?;
-            *service = patched;
-            Ok(service.name.clone())
-        })
-        .await?;
+    let patched_name = name.clone();
+    let renamed = edit(&state, move |config| {
+        let service = service_config(config, &patched_name)?;
+        let mut value = serde_json::to_value(&*service).expect("serializable");
+        merge(&mut value, patch);
+        let patched: ServiceConfig = serde_json::from_value(value)
+            .map_err(|e| ApiError::bad_request(format!("malformed service: {e}"), None))?;
+        no_new_exec(Some(service), &patched)?;
+        *service = patched;
+        Ok(service.name.clone())
+    })
+    .await?;
     log::info!("API: changed service {name}");
-    Ok(Json(agent.service_view(agent.service(&renamed)?)))
+    let snapshot = state.agent.snapshot();
+    Ok(Json(snapshot.service_view(snapshot.service(&renamed)?)))
 }
 
 async fn delete_service(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let mut agent = state.agent.lock().await;
-    agent
-        .edit::<_, ApiError>(|config| {
-            service_config(config, &name)?;
-            config.services.retain(|s| s.name != name);
-            Ok(())
-        })
-        .await?;
+    let deleted = name.clone();
+    edit(&state, move |config| {
+        service_config(config, &deleted)?;
+        config.services.retain(|s| s.name != deleted);
+        Ok(())
+    })
+    .await?;
     log::info!("API: deleted service {name}");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -313,8 +325,10 @@ async fn list_backends(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let agent = state.agent.lock().await;
-    Ok(Json(agent.service_view(agent.service(&name)?).backends))
+    let snapshot = state.agent.snapshot();
+    Ok(Json(
+        snapshot.service_view(snapshot.service(&name)?).backends,
+    ))
 }
 
 async fn show_backend(
@@ -322,10 +336,10 @@ async fn show_backend(
     Path((name, addr)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let addr = backend_addr(&addr)?;
-    let agent = state.agent.lock().await;
-    let service = agent.service(&name)?;
+    let snapshot = state.agent.snapshot();
+    let service = snapshot.service(&name)?;
     Ok(Json(
-        agent.backend_view(service, agent.backend(service, addr)?),
+        snapshot.backend_view(service, snapshot.backend(service, addr)?),
     ))
 }
 
@@ -335,25 +349,25 @@ async fn add_backend(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let backend: BackendConfig = parse(&body)?;
-    let mut agent = state.agent.lock().await;
-    let index = agent
-        .edit::<_, ApiError>(|config| {
-            let service = service_config(config, &name)?;
-            service.backends.push(backend);
-            Ok(service.backends.len() - 1)
-        })
-        .await?;
-    let service = agent.service(&name)?;
+    let to = name.clone();
+    let index = edit(&state, move |config| {
+        let service = service_config(config, &to)?;
+        service.backends.push(backend);
+        Ok(service.backends.len() - 1)
+    })
+    .await?;
+    let snapshot = state.agent.snapshot();
+    let service = snapshot.service(&name)?;
     let added = &service.backends[index];
     log::info!("API: added backend {} to {name}", added.socket_addr());
     Ok((
         StatusCode::CREATED,
-        Json(agent.backend_view(service, added)),
+        Json(snapshot.backend_view(service, added)),
     ))
 }
 
 /// What `PATCH` may change of a backend.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackendPatch {
     weight: Option<i64>,
@@ -367,24 +381,25 @@ async fn patch_backend(
 ) -> ApiResult<impl IntoResponse> {
     let addr = backend_addr(&addr)?;
     let patch: BackendPatch = parse(&body)?;
-    let mut agent = state.agent.lock().await;
-    agent
-        .edit::<_, ApiError>(|config| {
-            let backend = backend_config(config, &name, addr)?;
-            if let Some(weight) = patch.weight {
-                backend.weight = Some(weight);
-            }
-            if let Some(admin) = patch.admin_state {
-                let text = serde_json::to_value(admin).expect("serializable");
-                backend.state = text.as_str().map(str::to_string);
-            }
-            Ok(())
-        })
-        .await?;
+    let (of, change) = (name.clone(), patch.clone());
+    edit(&state, move |config| {
+        let backend = backend_config(config, &of, addr)?;
+        let patch = change;
+        if let Some(weight) = patch.weight {
+            backend.weight = Some(weight);
+        }
+        if let Some(admin) = patch.admin_state {
+            let text = serde_json::to_value(admin).expect("serializable");
+            backend.state = text.as_str().map(str::to_string);
+        }
+        Ok(())
+    })
+    .await?;
     log::info!("API: changed backend {addr} of {name}: {patch:?}");
-    let service = agent.service(&name)?;
+    let snapshot = state.agent.snapshot();
+    let service = snapshot.service(&name)?;
     Ok(Json(
-        agent.backend_view(service, agent.backend(service, addr)?),
+        snapshot.backend_view(service, snapshot.backend(service, addr)?),
     ))
 }
 
@@ -393,18 +408,17 @@ async fn delete_backend(
     Path((name, addr)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let addr = backend_addr(&addr)?;
-    let mut agent = state.agent.lock().await;
-    agent
-        .edit::<_, ApiError>(|config| {
-            backend_config(config, &name, addr)?;
-            let service = service_config(config, &name)?;
-            let port = service.port;
-            service
-                .backends
-                .retain(|b| !config_backend_is(b, port, addr));
-            Ok(())
-        })
-        .await?;
+    let of = name.clone();
+    edit(&state, move |config| {
+        backend_config(config, &of, addr)?;
+        let service = service_config(config, &of)?;
+        let port = service.port;
+        service
+            .backends
+            .retain(|b| !config_backend_is(b, port, addr));
+        Ok(())
+    })
+    .await?;
     log::info!("API: deleted backend {addr} of {name}");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -421,8 +435,8 @@ async fn flows(
     query: Result<Query<FlowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}"), None))?;
-    let agent = state.agent.lock().await;
-    let flows = agent.flows_view(query.service.as_deref(), query.limit.unwrap_or(1000))?;
+    let snapshot = state.agent.snapshot();
+    let flows = snapshot.flows_view(query.service.as_deref(), query.limit.unwrap_or(1000))?;
     Ok(Json(flows))
 }
 
@@ -435,7 +449,7 @@ async fn stats(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
         stats: crate::agent::StatsView,
         changes_need_token: bool,
     }
-    let stats = state.agent.lock().await.stats_view()?;
+    let stats = state.agent.snapshot().stats_view()?;
     Ok(Json(Body {
         stats,
         changes_need_token: state.token.is_some(),
@@ -443,12 +457,15 @@ async fn stats(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
 }
 
 async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
-    let summary = state.agent.lock().await.reload().await?;
+    let summary = state
+        .agent
+        .run(|agent: &mut Agent| Box::pin(agent.reload()))
+        .await??;
     Ok(Json(serde_json::json!({ "reloaded": summary })))
 }
 
 async fn config(State(state): State<ApiState>) -> impl IntoResponse {
-    let text = Config::from_model(state.agent.lock().await.model()).to_toml();
+    let text = Config::from_model(state.agent.snapshot().model()).to_toml();
     ([(header::CONTENT_TYPE, "application/toml")], text)
 }
 

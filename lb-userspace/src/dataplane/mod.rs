@@ -4,6 +4,7 @@ mod caps;
 mod flows;
 pub mod health;
 mod pins;
+mod reader;
 mod rings;
 pub mod services;
 mod stats;
@@ -44,6 +45,7 @@ use rings::Rings;
 use services::{Installed, Slot};
 
 pub use flows::{FlowCounts, FlowCountsBySlot, FlowEntry, FlowTable, Walk, WalkError};
+pub use reader::{Layout, Reader};
 
 /// The compiled `lb-ebpf` object, built by this crate's build script.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -221,9 +223,6 @@ pub struct Attachment {
     pub ifindex: u32,
     pub mode: AttachMode,
 }
-
-/// Flow entries a listing reads at least, however few it returns.
-const MIN_FLOWS_READ: usize = 65_536;
 
 /// The error for a data plane without its rings mapped.
 const RINGS_MISSING: DataplaneError = DataplaneError::Missing {
@@ -670,19 +669,13 @@ impl Dataplane {
 
     /// Sums the per-CPU counters.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let map_err = |source| DataplaneError::Map {
-            map: maps::MAP_STATS,
-            source,
-        };
-        let stats =
-            PerCpuArray::<_, StatsRecord>::try_from(self.map(maps::MAP_STATS)?).map_err(map_err)?;
-        let per_cpu = stats.get(&0, 0).map_err(map_err)?;
-        let mut counters = Counters::default();
-        for counter in Counter::ALL {
-            let i = counter.index() as usize;
-            counters.set(counter, per_cpu.iter().map(|record| record[i]).sum());
-        }
-        Ok(counters)
+        let stats = PerCpuArray::<_, StatsRecord>::try_from(self.map(maps::MAP_STATS)?).map_err(
+            |source| DataplaneError::Map {
+                map: maps::MAP_STATS,
+                source,
+            },
+        )?;
+        reader::counters(&stats)
     }
 }
 
@@ -773,8 +766,7 @@ impl Dataplane {
         let mut retired = self.retired.clone();
         for (key, slot) in &self.installed.backends {
             if next.backends.get(key) != Some(slot) {
-                *retired.entry(key.0).or_default() +=
-                    self.traffic(maps::MAP_BACKEND_STATS, Some(slot.id))?;
+                *retired.entry(key.0).or_default() += self.traffic(Some(slot.id))?;
             }
         }
         retired.retain(|service, _| next.services.contains_key(service));
@@ -1010,36 +1002,14 @@ impl Dataplane {
         limit: usize,
         service: Option<maps::ServiceKey>,
     ) -> Result<Vec<FlowEntry>, DataplaneError> {
-        let map_err = |source| DataplaneError::Map {
-            map: maps::MAP_FLOWS_SHARED,
-            source,
-        };
-        let by_slot: std::collections::HashMap<Slot, (maps::ServiceKey, std::net::SocketAddr)> =
-            self.installed
-                .backends
-                .iter()
-                .map(|(&(service, addr, port), &slot)| (slot, (service, (addr, port).into())))
-                .collect();
         let table = HashMap::<_, lb_common::flow::FlowKey, maps::Flow>::try_from(
             self.map(maps::MAP_FLOWS_SHARED)?,
         )
-        .map_err(map_err)?;
-        let now = flows::monotonic_ns();
-        let mut entries = Vec::new();
-        // The walk is bounded, even when few flows match the filter.
-        let most_read = limit.saturating_mul(16).max(MIN_FLOWS_READ);
-        for item in table.iter().take(most_read) {
-            if entries.len() >= limit {
-                break;
-            }
-            // An entry evicted while we walk is skipped, not an error.
-            let Ok((key, flow)) = item else { continue };
-            let found = flows::entry(&key, &flow, now, |slot| by_slot.get(&slot).copied());
-            if let Some(entry) = found.filter(|e| service.is_none_or(|s| s == e.service)) {
-                entries.push(entry);
-            }
-        }
-        Ok(entries)
+        .map_err(|source| DataplaneError::Map {
+            map: maps::MAP_FLOWS_SHARED,
+            source,
+        })?;
+        reader::flows(&table, &self.installed, limit, service)
     }
 
     /// Handles of its own on the shared flow table (and the backends its
@@ -1062,7 +1032,8 @@ impl Dataplane {
     /// The map `name` through a new file descriptor.
     fn own_map(&self, name: &'static str) -> Result<Map, DataplaneError> {
         let map_err = |source| DataplaneError::Map { map: name, source };
-        let (Map::LruHashMap(data) | Map::Array(data)) = self.map(name)? else {
+        let (Map::LruHashMap(data) | Map::Array(data) | Map::PerCpuArray(data)) = self.map(name)?
+        else {
             return Err(DataplaneError::Missing {
                 kind: "LRU hash map or array",
                 name,
@@ -1113,10 +1084,7 @@ impl Dataplane {
         addr: IpAddr,
         port: u16,
     ) -> Option<Slot> {
-        self.installed
-            .backends
-            .get(&(*service, addr, port))
-            .copied()
+        self.installed.backend_slot(service, addr, port)
     }
 
     pub fn options(&self) -> &LoadOptions {
@@ -1132,39 +1100,33 @@ impl Dataplane {
         &self,
         service: &maps::ServiceKey,
     ) -> std::collections::HashSet<(IpAddr, u16)> {
-        let key = *service;
-        self.installed
-            .backends
-            .keys()
-            .filter(|(s, _, _)| *s == key)
-            .map(|&(_, addr, port)| (addr, port))
-            .collect()
+        self.installed.backends_of(service)
     }
 
-    /// How many of a service's ring slots each of its backends holds.
-    pub fn ring_shares(
-        &self,
-        service: &maps::ServiceKey,
-    ) -> std::collections::HashMap<(IpAddr, u16), u32> {
-        let key = *service;
-        let mut shares = std::collections::HashMap::new();
-        let Some(service) = self.installed.services.get(&key) else {
-            return shares;
-        };
-        // Slots per id, counted in an array: a ring has tens of thousands.
-        let mut per_id = vec![0u32; self.options.max_backends as usize];
-        for &id in service.table.iter() {
-            if let Some(count) = per_id.get_mut(id as usize) {
-                *count += 1;
-            }
+    /// What the last apply installed, for readers that do not share this
+    /// data plane (see [`Reader`]).
+    pub fn layout(&self) -> Layout {
+        Layout {
+            installed: self.installed.clone(),
+            retired: self.retired.clone(),
+            max_backends: self.options.max_backends,
+            attachments: self.attachments().cloned().collect(),
+            maglev_builds: self.maglev_builds,
         }
-        for (&(service_key, addr, port), slot) in &self.installed.backends {
-            if service_key == key {
-                let count = per_id.get(slot.id as usize).copied().unwrap_or(0);
-                shares.insert((addr, port), count);
-            }
-        }
-        shares
+    }
+
+    /// Handles of its own on the counters, the backends' traffic and the
+    /// shared flow table (see [`Reader`]).
+    pub fn reader(&self) -> Result<Reader, DataplaneError> {
+        let map_err = |map| move |source| DataplaneError::Map { map, source };
+        let stats = maps::MAP_STATS;
+        let traffic = maps::MAP_BACKEND_STATS;
+        let flows = maps::MAP_FLOWS_SHARED;
+        Ok(Reader::new(
+            PerCpuArray::try_from(self.own_map(stats)?).map_err(map_err(stats))?,
+            PerCpuArray::try_from(self.own_map(traffic)?).map_err(map_err(traffic))?,
+            HashMap::try_from(self.own_map(flows)?).map_err(map_err(flows))?,
+        ))
     }
 
     /// Clears the per-CPU traffic counters of ids being given to new owners.
@@ -1289,14 +1251,10 @@ impl Dataplane {
         &self,
         service: &maps::ServiceKey,
     ) -> Result<TrafficStats, DataplaneError> {
-        let key = *service;
-        let mut total = self.retired.get(&key).copied().unwrap_or_default();
-        for (&(service, _, _), slot) in &self.installed.backends {
-            if service == key {
-                total += self.traffic(maps::MAP_BACKEND_STATS, Some(slot.id))?;
-            }
-        }
-        Ok(total)
+        let name = maps::MAP_BACKEND_STATS;
+        let map = PerCpuArray::<_, TrafficStats>::try_from(self.map(name)?)
+            .map_err(|source| DataplaneError::Map { map: name, source })?;
+        reader::service_traffic(&map, &self.installed, &self.retired, service)
     }
 
     /// Traffic of one service's backend in the last applied set.
@@ -1307,7 +1265,7 @@ impl Dataplane {
         port: u16,
     ) -> Result<TrafficStats, DataplaneError> {
         let id = self.backend_slot(service, addr, port).map(|slot| slot.id);
-        self.traffic(maps::MAP_BACKEND_STATS, id)
+        self.traffic(id)
     }
 
     /// Traffic to a backend (address, port) in the last applied set, over
@@ -1316,24 +1274,18 @@ impl Dataplane {
         let mut total = TrafficStats::default();
         for (&(_, a, p), slot) in &self.installed.backends {
             if (a, p) == (addr, port) {
-                total += self.traffic(maps::MAP_BACKEND_STATS, Some(slot.id))?;
+                total += self.traffic(Some(slot.id))?;
             }
         }
         Ok(total)
     }
 
-    fn traffic(&self, name: &'static str, id: Option<u32>) -> Result<TrafficStats, DataplaneError> {
-        let Some(id) = id else {
-            return Ok(TrafficStats::default());
-        };
-        let map_err = |source| DataplaneError::Map { map: name, source };
-        let per_cpu = PerCpuArray::<_, TrafficStats>::try_from(self.map(name)?).map_err(map_err)?;
-        let values = per_cpu.get(&id, 0).map_err(map_err)?;
-        let mut total = TrafficStats::default();
-        for value in values.iter() {
-            total += *value;
-        }
-        Ok(total)
+    /// Backend slot `id`'s traffic, summed over CPUs.
+    fn traffic(&self, id: Option<u32>) -> Result<TrafficStats, DataplaneError> {
+        let name = maps::MAP_BACKEND_STATS;
+        let map = PerCpuArray::<_, TrafficStats>::try_from(self.map(name)?)
+            .map_err(|source| DataplaneError::Map { map: name, source })?;
+        reader::traffic(&map, id)
     }
 }
 

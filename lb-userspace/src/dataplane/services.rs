@@ -426,6 +426,49 @@ pub struct InstalledService {
     pub entry: Service,
 }
 
+impl Installed {
+    /// The slot (id and generation) of a service's backend.
+    pub fn backend_slot(&self, service: &ServiceKey, addr: IpAddr, port: u16) -> Option<Slot> {
+        self.backends.get(&(*service, addr, port)).copied()
+    }
+
+    /// The backends (address, port) of a service.
+    pub fn backends_of(&self, service: &ServiceKey) -> HashSet<(IpAddr, u16)> {
+        self.backends
+            .keys()
+            .filter(|(s, _, _)| s == service)
+            .map(|&(_, addr, port)| (addr, port))
+            .collect()
+    }
+
+    /// How many of a service's ring slots each of its backends holds
+    /// (backend ids are below `max_backends`).
+    pub fn ring_shares(
+        &self,
+        service: &ServiceKey,
+        max_backends: u32,
+    ) -> HashMap<(IpAddr, u16), u32> {
+        let mut shares = HashMap::new();
+        let Some(installed) = self.services.get(service) else {
+            return shares;
+        };
+        // Slots per id, counted in an array: a ring has tens of thousands.
+        let mut per_id = vec![0u32; max_backends as usize];
+        for &id in installed.table.iter() {
+            if let Some(count) = per_id.get_mut(id as usize) {
+                *count += 1;
+            }
+        }
+        for (&(key, addr, port), slot) in &self.backends {
+            if key == *service {
+                let count = per_id.get(slot.id as usize).copied().unwrap_or(0);
+                shares.insert((addr, port), count);
+            }
+        }
+        shares
+    }
+}
+
 /// The address filter for `installed`: the bits of its VIPs and NAT
 /// backends (see [`lb_common::maps::MAP_ADDR_FILTER`]).
 pub fn addr_filter(installed: &Installed) -> Vec<u64> {

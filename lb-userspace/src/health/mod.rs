@@ -11,4 +11,4 @@ pub mod probe;
 mod random;
 pub mod state;
 
-pub use monitor::{CheckId, CheckStatus, Monitor, Transition};
+pub use monitor::{CheckHandle, CheckId, CheckStatus, Monitor, Transition};

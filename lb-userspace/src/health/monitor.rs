@@ -73,6 +73,20 @@ struct RunningCheck {
     task: JoinHandle<()>,
 }
 
+/// A running check's status as its task keeps it (see [`Monitor::handles`]).
+#[derive(Clone)]
+pub struct CheckHandle(Arc<Mutex<Shared>>);
+
+impl CheckHandle {
+    pub fn status(&self) -> CheckStatus {
+        lock(&self.0).status.clone()
+    }
+
+    pub fn state(&self) -> OperState {
+        lock(&self.0).status.state
+    }
+}
+
 /// What a check's task and the monitor share.
 struct Shared {
     status: CheckStatus,
@@ -123,14 +137,18 @@ impl Monitor {
         }
     }
 
-    pub fn status(&self, id: &CheckId) -> Option<CheckStatus> {
-        let running = self.checks.get(id)?;
-        Some(lock(&running.shared).status.clone())
-    }
-
     pub fn state(&self, id: &CheckId) -> Option<OperState> {
         let running = self.checks.get(id)?;
         Some(lock(&running.shared).status.state)
+    }
+
+    /// A handle on each running check's status, which its task keeps
+    /// current: for readers that do not share the monitor.
+    pub fn handles(&self) -> HashMap<CheckId, CheckHandle> {
+        self.checks
+            .iter()
+            .map(|(id, running)| (id.clone(), CheckHandle(running.shared.clone())))
+            .collect()
     }
 
     pub fn stop_all(&mut self) {
@@ -310,6 +328,11 @@ mod tests {
 
     use super::*;
 
+    /// A running check's status, as readers see it.
+    fn status_of_check(monitor: &Monitor, id: &CheckId) -> Option<CheckStatus> {
+        monitor.handles().get(id).map(CheckHandle::status)
+    }
+
     /// Long enough for any transition in these tests.
     const WAIT: Duration = Duration::from_secs(2);
 
@@ -352,7 +375,7 @@ mod tests {
     ) -> CheckStatus {
         let deadline = Instant::now() + WAIT;
         loop {
-            let status = monitor.status(id).expect("check not running");
+            let status = status_of_check(monitor, id).expect("check not running");
             if done(&status) {
                 return status;
             }
@@ -366,7 +389,7 @@ mod tests {
         let (events, mut received) = mpsc::unbounded_channel();
         let mut monitor = Monitor::new(events);
         monitor.reconcile(vec![(id.clone(), tcp_check(2, 3, OperState::Up))]);
-        let fresh = monitor.status(&id).unwrap();
+        let fresh = status_of_check(&monitor, &id).unwrap();
         assert_eq!(
             (fresh.state, fresh.last, fresh.checks),
             (OperState::Up, None, 0)
@@ -390,7 +413,7 @@ mod tests {
                 reason: "connection refused".into()
             }
         );
-        let status = monitor.status(&id).unwrap();
+        let status = status_of_check(&monitor, &id).unwrap();
         assert_eq!(status.state, OperState::Down);
         assert_eq!(status.last.as_ref().unwrap().detail, "connection refused");
         assert!(status.failures_total >= 3, "{status:?}");
@@ -401,7 +424,7 @@ mod tests {
         let up = next(&mut received).await;
         assert_eq!(up.state, OperState::Up);
         assert!(up.reason.starts_with("connected in "), "{up:?}");
-        let status = monitor.status(&id).unwrap();
+        let status = status_of_check(&monitor, &id).unwrap();
         assert_eq!((status.state, status.transitions), (OperState::Up, 2));
     }
 
@@ -429,7 +452,7 @@ mod tests {
         status_when(&monitor, &id, |s| s.checks > 0).await;
 
         monitor.reconcile(vec![(kept.clone(), check)]);
-        assert_eq!(monitor.status(&id), None);
+        assert_eq!(status_of_check(&monitor, &id), None);
         assert_eq!(monitor.state(&id), None);
         // With fall 1, a running check would report this within a probe or two.
         drop(listener);
@@ -457,7 +480,7 @@ mod tests {
         assert_eq!(next(&mut received).await.state, OperState::Up);
 
         monitor.reconcile(vec![(id.clone(), check.clone())]);
-        let kept = monitor.status(&id).unwrap();
+        let kept = status_of_check(&monitor, &id).unwrap();
         assert_eq!((kept.state, kept.transitions), (OperState::Up, 1));
         assert!(kept.checks >= 1);
 
@@ -466,7 +489,7 @@ mod tests {
             ..check.clone()
         };
         monitor.reconcile(vec![(id.clone(), other_start)]);
-        let kept = monitor.status(&id).unwrap();
+        let kept = status_of_check(&monitor, &id).unwrap();
         assert_eq!(
             (kept.state, kept.transitions),
             (OperState::Up, 1),
@@ -478,7 +501,7 @@ mod tests {
             ..check
         };
         monitor.reconcile(vec![(id.clone(), changed)]);
-        let restarted = monitor.status(&id).unwrap();
+        let restarted = status_of_check(&monitor, &id).unwrap();
         assert_eq!(
             (restarted.state, restarted.checks, restarted.last),
             (OperState::Down, 0, None)
