@@ -106,7 +106,8 @@ impl From<DataplaneError> for AgentError {
 }
 
 pub struct Agent {
-    model: Model,
+    /// Shared with the snapshots: replaced, not changed.
+    model: Arc<Model>,
     dataplane: Dataplane,
     monitor: Monitor,
     /// Resolved next hops, or why resolution failed, by backend address.
@@ -148,6 +149,7 @@ impl Agent {
     ) -> Result<Self, DataplaneError> {
         let reader = Arc::new(dataplane.reader()?);
         let started = Instant::now();
+        let model = Arc::new(model);
         let first = Snapshot {
             model: model.clone(),
             next_hops: NextHops::new(),
@@ -266,7 +268,7 @@ impl Agent {
         let checks = self.probe_paths.route(&model, checks);
         self.monitor.reconcile(checks);
         self.initial_states.clear();
-        self.model = model;
+        self.model = Arc::new(model);
         Ok(())
     }
 
@@ -302,7 +304,7 @@ impl Agent {
     /// Applies the running configuration again, after health or next hops
     /// changed.
     pub async fn refresh(&mut self) -> Result<(), AgentError> {
-        let model = self.model.clone();
+        let model = Model::clone(&self.model);
         self.install(model).await
     }
 

@@ -21,7 +21,7 @@ use crate::{
 };
 
 pub struct Snapshot {
-    pub(super) model: Model,
+    pub(super) model: Arc<Model>,
     pub(super) next_hops: NextHops,
     /// The running checks' statuses, live.
     pub(super) checks: HashMap<CheckId, CheckHandle>,

@@ -264,7 +264,8 @@ pub struct Dataplane {
     rings: Option<Rings>,
     options: LoadOptions,
     attachments: Vec<(Attachment, Link)>,
-    installed: Installed,
+    /// Shared with the layouts readers hold: replaced, not changed.
+    installed: std::sync::Arc<Installed>,
     /// Per service, the traffic of backends it no longer has (from this
     /// process's changes: an adopting agent starts from its backends').
     retired: std::collections::HashMap<maps::ServiceKey, TrafficStats>,
@@ -293,7 +294,7 @@ impl AdoptedPins {
             rings: None,
             options,
             attachments: self.attachments,
-            installed: Installed::default(),
+            installed: Default::default(),
             retired: Default::default(),
             maglev_builds: 0,
             resync: false,
@@ -334,7 +335,7 @@ impl Dataplane {
             rings: None,
             options: options.clone(),
             attachments: Vec::new(),
-            installed: Installed::default(),
+            installed: Default::default(),
             retired: Default::default(),
             maglev_builds: 0,
             resync: false,
@@ -365,8 +366,9 @@ impl Dataplane {
         let rings = sizes[maps::MAP_RINGS] * 2;
         let mut dataplane = parts.into_dataplane(dir, options);
         dataplane.map_rings(rings)?;
-        dataplane.installed = services::recover(dataplane.read_contents()?, max_services)
+        let installed = services::recover(dataplane.read_contents()?, max_services)
             .map_err(|e| DataplaneError::Pins(format!("adopting {}: {e}", dir.display())))?;
+        dataplane.installed = std::sync::Arc::new(installed);
         Ok(Some(dataplane))
     }
 
@@ -726,12 +728,16 @@ impl Dataplane {
             opts.ring_size,
         );
         // Never hand out a generation twice, even if a write below fails.
-        self.installed.last_generation = plan.installed.last_generation;
+        std::sync::Arc::make_mut(&mut self.installed).last_generation =
+            plan.installed.last_generation;
         let retired = self.retired_after(&plan.installed)?;
         if let Err(e) = self.write(settings, &plan) {
             // The maps may hold some of the plan: write whole rings and
             // every entry next time.
-            for service in self.installed.services.values_mut() {
+            for service in std::sync::Arc::make_mut(&mut self.installed)
+                .services
+                .values_mut()
+            {
                 service.idle_table = services::Table::default();
             }
             self.resync = true;
@@ -743,7 +749,7 @@ impl Dataplane {
             services.len(),
             plan.fresh_backends.len()
         );
-        self.installed = plan.installed;
+        self.installed = std::sync::Arc::new(plan.installed);
         self.retired = retired;
         self.maglev_builds += u64::from(plan.rings_built);
         Ok(())

@@ -38,7 +38,7 @@ pub struct Reader {
 /// attached; the Maglev tables built so far.
 #[derive(Clone, Default)]
 pub struct Layout {
-    pub(super) installed: Installed,
+    pub(super) installed: std::sync::Arc<Installed>,
     pub(super) retired: StdHashMap<ServiceKey, TrafficStats>,
     pub(super) max_backends: u32,
     pub attachments: Vec<Attachment>,
