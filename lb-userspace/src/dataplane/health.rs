@@ -13,7 +13,7 @@ use aya::{
 };
 use lb_common::maps::{self, HealthPath, HEALTH_MARK_BASE, HEALTH_MAX_PATHS};
 
-use super::{load_object, services, DataplaneError, LoadOptions};
+use super::{object::load_object, services, DataplaneError, LoadOptions};
 
 /// How a marked probe travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
