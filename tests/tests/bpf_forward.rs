@@ -286,6 +286,31 @@ fn ip_in_this_thread(command: &str) {
     assert!(status.success(), "ip {command}: {status}");
 }
 
+/// The test thread's namespace as a NAT director's: forwarding on, and a
+/// link `d0` with its addresses on the clients' and the backends' subnets,
+/// after `extra` commands.
+fn nat_director(extra: &[&str]) {
+    ip_in_this_thread("link set lo up");
+    ip_in_this_thread("link add d0 type veth peer name d1");
+    for command in extra {
+        ip_in_this_thread(command);
+    }
+    for command in [
+        "link set d1 up",
+        "link set d0 up",
+        "addr add 198.18.0.2/24 dev d0",
+        "addr add 198.18.3.2/24 dev d0",
+        "addr add fd00::2/64 dev d0 nodad",
+        "addr add fd00:3::2/64 dev d0 nodad",
+    ] {
+        ip_in_this_thread(command);
+    }
+    wait_for_carrier("d0");
+    for sysctl in ["ipv4/conf/all/forwarding", "ipv6/conf/all/forwarding"] {
+        std::fs::write(format!("/proc/sys/net/{sysctl}"), "1").expect(sysctl);
+    }
+}
+
 /// Waits until `link` in the test thread's namespace has its carrier, so
 /// that its IPv6 addresses and routes are in place: a veth's carrier comes
 /// from the kernel's link watch, up to a second late while other tests
@@ -1218,26 +1243,9 @@ fn bpf_forward_nat_replies() {
         ),
     ];
     let mut lab = Lab::balancer(&[vec![tcp4], others.clone()].concat());
-    // The director's routes: clients on-link (no neighbour entry yet, so the
-    // kernel forwards), its own addresses on the backends' subnet, and an
-    // unreachable range.
-    for command in [
-        "link set lo up",
-        "link add d0 type veth peer name d1",
-        "link set d1 up",
-        "link set d0 up",
-        "addr add 198.18.0.2/24 dev d0",
-        "addr add 198.18.3.2/24 dev d0",
-        "addr add fd00::2/64 dev d0 nodad",
-        "addr add fd00:3::2/64 dev d0 nodad",
-        "route add unreachable 198.19.0.0/16",
-    ] {
-        ip_in_this_thread(command);
-    }
-    wait_for_carrier("d0");
-    for sysctl in ["ipv4/conf/all/forwarding", "ipv6/conf/all/forwarding"] {
-        std::fs::write(format!("/proc/sys/net/{sysctl}"), "1").expect(sysctl);
-    }
+    // Clients on-link with no neighbour entry yet, so the kernel forwards;
+    // and an unreachable range.
+    nat_director(&["route add unreachable 198.19.0.0/16"]);
     // A reply from `src`:`sport` to `dst`, as it reaches the director.
     let reply_to = |src: IpAddr, dst: IpAddr, protocol, sport| {
         let frame = frame(src, dst).macs(mac(5), DIRECTOR_MAC);
@@ -1327,23 +1335,7 @@ fn bpf_forward_nat_reply_routes_are_remembered_briefly() {
         services.push(service(vip, 80, Protocol::Tcp, Mode::Nat, backends));
     }
     let mut lab = Lab::balancer(&services);
-    for command in [
-        "link set lo up",
-        "link add d0 type veth peer name d1",
-        "link set d0 address 02:00:00:00:ee:02",
-        "link set d1 up",
-        "link set d0 up",
-        "addr add 198.18.0.2/24 dev d0",
-        "addr add 198.18.3.2/24 dev d0",
-        "addr add fd00::2/64 dev d0 nodad",
-        "addr add fd00:3::2/64 dev d0 nodad",
-    ] {
-        ip_in_this_thread(command);
-    }
-    wait_for_carrier("d0");
-    for sysctl in ["ipv4/conf/all/forwarding", "ipv6/conf/all/forwarding"] {
-        std::fs::write(format!("/proc/sys/net/{sysctl}"), "1").expect(sysctl);
-    }
+    nat_director(&["link set d0 address 02:00:00:00:ee:02"]);
     let neighbour = |verb: &str, addr: IpAddr, lladdr: [u8; 6]| {
         let lladdr = lladdr.map(|b| format!("{b:02x}")).join(":");
         ip_in_this_thread(&format!(

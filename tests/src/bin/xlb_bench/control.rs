@@ -377,18 +377,7 @@ fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
         for (what, bodies) in changes {
             let mut samples = Vec::with_capacity(calls);
             for i in 0..calls {
-                let started = Instant::now();
-                let response = agent
-                    .patch(&url)
-                    .header("Content-Type", "application/json")
-                    .send(bodies[i % 2])
-                    .with_context(|| format!("PATCH {url}"))?;
-                samples.push(started.elapsed().as_secs_f64() * 1e3);
-                ensure!(
-                    response.status() == 200,
-                    "PATCH {url}: {}",
-                    response.status()
-                );
+                samples.push(timed_patch(&agent, &url, bodies[i % 2])?);
             }
             results.push((what, samples));
         }
@@ -512,24 +501,31 @@ fn api_at_scale(calls: usize) -> anyhow::Result<((&'static str, Vec<f64>), f64)>
         let mut samples = Vec::with_capacity(calls);
         for i in 0..calls {
             let body = [r#"{"weight": 2}"#, r#"{"weight": 1}"#][i % 2];
-            let started = Instant::now();
-            let response = agent
-                .patch(&url)
-                .header("Content-Type", "application/json")
-                .send(body)
-                .with_context(|| format!("PATCH {url}"))?;
-            samples.push(started.elapsed().as_secs_f64() * 1e3);
-            ensure!(
-                response.status() == 200,
-                "PATCH {url}: {}",
-                response.status()
-            );
+            samples.push(timed_patch(&agent, &url, body)?);
         }
         anyhow::Ok(samples)
     })??;
     let per_change = (builds(&lab)? - before) / calls as f64;
     let what = "weight change, 64 services x 64 backends -> data plane written";
     Ok(((what, samples), per_change))
+}
+
+/// `PATCH url` with the JSON `body`, which must answer 200: its round
+/// trip in ms.
+fn timed_patch(agent: &ureq::Agent, url: &str, body: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let response = agent
+        .patch(url)
+        .header("Content-Type", "application/json")
+        .send(body)
+        .with_context(|| format!("PATCH {url}"))?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    ensure!(
+        response.status() == 200,
+        "PATCH {url}: {}",
+        response.status()
+    );
+    Ok(ms)
 }
 
 struct Cpu {
