@@ -2067,10 +2067,24 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
         &syn,
         &[FlowHit, Tx],
     )]);
+    // The retransmission restamps this CPU's entry with the jiffies of its
+    // arrival, which may have ticked since the first SYN.
+    let retried = entries(&lab);
     lab.expect_eq(
-        "both entries after the retransmission".into(),
-        entries(&lab),
+        "both entries after the retransmission, the stamp aside".into(),
+        (
+            retried.0,
+            CachedFlow {
+                seen_jiffies: reused.1.seen_jiffies,
+                ..retried.1
+            },
+        ),
         reused,
+    );
+    lab.expect_eq(
+        "the retransmission's stamp is no older".into(),
+        retried.1.seen_jiffies.wrapping_sub(reused.1.seen_jiffies) < 1000,
+        true,
     );
     lab.check(vec![forwarded(
         "a RST during the handshake",
