@@ -227,10 +227,13 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
-    loop {
+    let mut owner = owner;
+    let lost = loop {
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break None,
+            _ = sigint.recv() => break None,
+            // Only a panic in a job ends it while this handle lives.
+            ended = &mut owner => break Some(ended.err()),
             _ = sighup.recv() => {
                 let reloaded = agent.run(|a: &mut Agent| Box::pin(a.reload())).await;
                 if let Err(e) = reloaded.and_then(|reloaded| reloaded) {
@@ -239,7 +242,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
                 }
             }
         }
-    }
+    };
     stop_walks.store(true, Ordering::Relaxed);
     if let Some(vrrp) = &vrrp {
         vrrp.shutdown().await;
@@ -250,6 +253,14 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         .chain(counter)
     {
         task.abort();
+    }
+    if let Some(failure) = lost {
+        let why = failure.map_or_else(|| "it returned".to_string(), |e| e.to_string());
+        bail!(
+            "the agent's task ended ({why}); the data plane is left forwarding, pinned at {}, \
+             for the next `xlb run` to adopt",
+            model.agent.pin_path.display()
+        );
     }
     finish(&agent, options.keep_dataplane).await;
     drop(agent);
