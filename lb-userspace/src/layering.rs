@@ -147,6 +147,15 @@ fn the_top_level_modules_form_no_cycle() {
     }
 }
 
+/// The model is the bottom layer: the file, the data plane, the agent and
+/// the API all speak it, and it speaks none of them.
+#[test]
+fn the_model_uses_no_other_module() {
+    let graph = graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    assert_eq!(graph["model"], BTreeSet::new(), "model uses {:?}", graph["model"]);
+    assert!(graph["config"].contains("model"), "{graph:?}");
+}
+
 #[test]
 fn a_cycle_is_found_and_named() {
     let uses = |pairs: &[(&str, &[&str])]| -> Graph {

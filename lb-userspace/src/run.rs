@@ -91,7 +91,7 @@ fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane,
     let pins = &model.agent.pin_path;
     if let Some(dataplane) = Dataplane::adopt(pins)? {
         let found = dataplane.options();
-        let wanted = model.tables.load_options();
+        let wanted = LoadOptions::of(&model.tables);
         let sizes = |o: &LoadOptions| {
             (
                 o.ring_size,
@@ -122,7 +122,7 @@ fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane,
     }
     let options = LoadOptions {
         bpf_log,
-        ..model.tables.load_options()
+        ..LoadOptions::of(&model.tables)
     };
     Ok((Dataplane::load(&options)?, false))
 }

@@ -40,7 +40,7 @@ impl<H: Health> Desired<'_, H> {
             .iter()
             .filter(|b| b.admin != AdminState::Maint)
             .filter(|b| self.health.state(service, b) == OperState::Up)
-            .filter_map(|b| Some(b.spec(self.next_hop(b.addr)?)))
+            .filter_map(|b| Some(BackendSpec::of(b, self.next_hop(b.addr)?)))
             .collect();
         let takes_new_flows = backends.iter().any(|b| !b.drain && b.weight > 0);
         let fallback = service.fallback.filter(|_| !takes_new_flows);
@@ -62,7 +62,7 @@ impl<H: Health> Desired<'_, H> {
         model
             .services
             .iter()
-            .map(|s| s.spec(self.serving(s)))
+            .map(|s| ServiceSpec::of(s, self.serving(s)))
             .collect()
     }
 

@@ -23,7 +23,9 @@ use tokio::sync::watch;
 
 use crate::{
     config::{routes, Config, ConfigError},
-    dataplane::{services, Dataplane, DataplaneError, NextHop, Reader, ServiceSpec, Walk},
+    dataplane::{
+        services, Dataplane, DataplaneError, DirectorSettings, NextHop, Reader, ServiceSpec, Walk,
+    },
     health::{CheckId, Monitor, Transition},
     model::{AdminState, Backend, Model, OperState, Service},
     neigh, sysctl,
@@ -262,7 +264,7 @@ impl Agent {
         self.resolve(&model, Resolve::New).await;
         let specs = self.specs(&model);
         self.dataplane
-            .apply(&specs, &model.agent.director_settings(&model.tables))?;
+            .apply(&specs, &DirectorSettings::of(&model.agent, &model.tables))?;
         self.applies += 1;
         let checks = self.checks(&model);
         let checks = self.probe_paths.route(&model, checks);

@@ -15,7 +15,7 @@ use super::{
     AgentError, FlowCount,
 };
 use crate::{
-    dataplane::{Layout, Reader},
+    dataplane::{DirectorSettings, Layout, Reader},
     health::{CheckHandle, CheckId},
     model::{Backend, Model, OperState, Service},
 };
@@ -66,10 +66,7 @@ impl Snapshot {
 
     /// The flood guard's cap in force: new flows per second one CPU records.
     pub fn flood_guard(&self) -> u32 {
-        self.model
-            .agent
-            .director_settings(&self.model.tables)
-            .new_flows_per_cpu
+        DirectorSettings::of(&self.model.agent, &self.model.tables).new_flows_per_cpu
     }
 
     pub(super) fn desired(&self) -> Desired<'_, Self> {

@@ -10,7 +10,8 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 
-use super::{validate::is_service_name, ConfigError};
+use super::ConfigError;
+use crate::model::rules::is_service_name;
 
 /// A parse error as a [`ConfigError`]: the key path (`config` if unknown)
 /// and the message with its line number.

@@ -6,6 +6,7 @@
 //! value is reported by [`Config::validate`] with its field and value
 //! rather than by serde.
 
+mod fields;
 mod key_path;
 pub mod routes;
 #[cfg(test)]
@@ -22,9 +23,9 @@ use lb_common::maps::{
     DEFAULT_MAX_SERVICES, DEFAULT_RING_SIZE,
 };
 
-use crate::dataplane::{AttachMode, Protocol};
 use crate::model::{
-    AdminState, Backend, CheckKind, HealthCheck, HealthVia, Model, OperState, Service, Spelled,
+    rules::Violation, AdminState, AttachMode, Backend, CheckKind, HealthCheck, HealthVia, Model,
+    OperState, Protocol, Service, Spelled,
 };
 pub use vrrp::{InstanceConfig, SyncGroupConfig, TrackConfig, VrrpConfig};
 
@@ -201,6 +202,15 @@ impl ConfigError {
         ConfigError {
             field: field.into(),
             message: message.into(),
+        }
+    }
+}
+
+impl From<Violation> for ConfigError {
+    fn from(v: Violation) -> Self {
+        ConfigError {
+            field: v.path,
+            message: v.message,
         }
     }
 }

@@ -12,8 +12,8 @@ use super::{
     Config, ConfigError,
 };
 use crate::{
-    dataplane::{AttachMode, Protocol},
-    model::{AdminState, CheckKind, Model, OperState},
+    dataplane::DirectorSettings,
+    model::{AdminState, AttachMode, CheckKind, Model, OperState, Protocol},
     neigh::{Egress, NeighError},
 };
 
@@ -533,7 +533,7 @@ fn hash_seed_flood_guard_and_icmp_rate() {
     assert_eq!(model.agent.hash_seed, 0x00c0_ffee);
     assert_eq!(model.agent.flood_guard, Some(0));
     assert_eq!(model.agent.icmp_rate, 10);
-    let settings = model.agent.director_settings(&model.tables);
+    let settings = DirectorSettings::of(&model.agent, &model.tables);
     assert_eq!(
         (
             settings.hash_seed,
@@ -644,7 +644,7 @@ fn a_tunnel_source_prefix_spreads_flows_over_its_host_bits() {
         (a.tunnel_source_v6, a.tunnel_spread_v6),
         (Some("fd00:1::2".parse().unwrap()), 8)
     );
-    let settings = a.director_settings(&model.tables);
+    let settings = DirectorSettings::of(a, &model.tables);
     assert_eq!(
         (settings.tunnel_spread_v4, settings.tunnel_spread_v6),
         (4, 8)

@@ -6,11 +6,12 @@ use std::{net::IpAddr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    format_duration, unless_default,
-    validate::{choice, duration_in, integer, ip, is_interface_name, is_service_name},
-    ConfigError,
+    fields::{choice, duration_in, integer, ip, is_interface_name},
+    format_duration, unless_default, ConfigError,
 };
-use crate::model::{Service, SyncGroup, Track, Tracked, V3Checksum, Version, VrrpInstance};
+use crate::model::{
+    rules::is_service_name, SyncGroup, Track, Tracked, V3Checksum, Version, VrrpInstance,
+};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,11 +95,10 @@ const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(super) fn validate(
     raw: &VrrpConfig,
-    services: &[Service],
 ) -> Result<(Vec<VrrpInstance>, Vec<SyncGroup>), ConfigError> {
     let mut instances: Vec<VrrpInstance> = Vec::new();
     for (index, raw) in raw.instances.iter().enumerate() {
-        let instance = self::instance(raw, index, services)?;
+        let instance = self::instance(raw, index)?;
         let path = format!("vrrp.instance[{}]", instance.name);
         if instances.iter().any(|i| i.name == instance.name) {
             return Err(ConfigError::new(
@@ -179,11 +179,7 @@ pub(super) fn validate(
     Ok((instances, groups))
 }
 
-fn instance(
-    raw: &InstanceConfig,
-    index: usize,
-    services: &[Service],
-) -> Result<VrrpInstance, ConfigError> {
+fn instance(raw: &InstanceConfig, index: usize) -> Result<VrrpInstance, ConfigError> {
     check_name(&format!("vrrp.instance[{index}].name"), &raw.name)?;
     let path = format!("vrrp.instance[{}]", raw.name);
     let at = |key: &str| format!("{path}.{key}");
@@ -314,7 +310,7 @@ fn instance(
     }
     let mut track = Vec::new();
     for (i, raw) in raw.track.iter().enumerate() {
-        track.push(tracked(raw, &format!("{path}.track[{i}]"), services)?);
+        track.push(tracked(raw, &format!("{path}.track[{i}]"))?);
     }
     let notify = match &raw.notify {
         None => None,
@@ -386,7 +382,7 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     ))
 }
 
-fn tracked(raw: &TrackConfig, path: &str, services: &[Service]) -> Result<Track, ConfigError> {
+fn tracked(raw: &TrackConfig, path: &str) -> Result<Track, ConfigError> {
     let object =
         match (&raw.interface, raw.dataplane, &raw.service) {
             (Some(ifname), None, None) => {
@@ -399,15 +395,7 @@ fn tracked(raw: &TrackConfig, path: &str, services: &[Service]) -> Result<Track,
                 Tracked::Interface(ifname.clone())
             }
             (None, Some(true), None) => Tracked::Dataplane,
-            (None, None, Some(name)) => {
-                if !services.iter().any(|s| &s.name == name) {
-                    return Err(ConfigError::new(
-                        format!("{path}.service"),
-                        format!("no service is named {name:?}"),
-                    ));
-                }
-                Tracked::Service(name.clone())
-            }
+            (None, None, Some(name)) => Tracked::Service(name.clone()),
             _ => return Err(ConfigError::new(
                 path,
                 "track exactly one of: interface = \"NAME\", dataplane = true, service = \"NAME\"",

@@ -10,7 +10,7 @@ impl Dataplane {
         let mac = interface_mac(iface)?;
         let link = self
             .program()
-            .attach_to_if_index(ifindex, mode.xdp_mode())
+            .attach_to_if_index(ifindex, super::xdp_mode(mode))
             .map_err(|source| attach_error(iface, mode, source))?;
         let attachment = Attachment {
             iface: iface.to_string(),

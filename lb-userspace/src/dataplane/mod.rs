@@ -15,6 +15,7 @@ mod pins;
 mod reader;
 mod rings;
 pub mod services;
+mod spec;
 mod stats;
 mod sync;
 mod telemetry;
@@ -45,10 +46,9 @@ use lb_common::{
 use log::LevelFilter;
 use tokio::io::unix::AsyncFd;
 
+pub use crate::model::{AttachMode, Protocol};
 pub use caps::check_privileges;
-pub use services::{
-    AffinitySpec, BackendSpec, DirectorSettings, NextHop, Protocol, ServiceSpec, SpecError,
-};
+pub use spec::{AffinitySpec, BackendSpec, DirectorSettings, NextHop, ServiceSpec, SpecError};
 pub use stats::Counters;
 
 use rings::Rings;
@@ -60,35 +60,11 @@ pub use reader::{Layout, Reader};
 /// The compiled `lb-ebpf` object, built by this crate's build script.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum AttachMode {
-    /// In the driver, before any socket buffer is allocated (fastest).
-    #[default]
-    Native,
-    /// In the kernel stack, for drivers without XDP support (slower).
-    Generic,
-}
-
-impl AttachMode {
-    /// "native" or "generic".
-    pub const fn name(self) -> &'static str {
-        match self {
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        }
-    }
-
-    fn xdp_mode(self) -> XdpMode {
-        match self {
-            AttachMode::Native => XdpMode::Driver,
-            AttachMode::Generic => XdpMode::Skb,
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The kernel's attach mode for `mode`.
+fn xdp_mode(mode: AttachMode) -> XdpMode {
+    match mode {
+        AttachMode::Native => XdpMode::Driver,
+        AttachMode::Generic => XdpMode::Skb,
     }
 }
 

@@ -5,7 +5,6 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     net::IpAddr,
-    time::Duration,
 };
 
 use lb_common::{
@@ -13,133 +12,12 @@ use lb_common::{
     maps::{
         addr_filter_bit, tunnel_spread_mask, tunnel_v4_partial_sum, Backend, Flow, Mode, NatKey,
         NatTarget, Service, ServiceKey, Settings, VipKey, ADDR_FILTER_WORDS, BACKEND_DRAIN,
-        FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SERVICE_AFFINITY, VIP_ANY_PORT_TCP,
-        VIP_ANY_PORT_UDP,
+        FAMILY_V4, FAMILY_V6, SERVICE_AFFINITY, VIP_ANY_PORT_TCP, VIP_ANY_PORT_UDP,
     },
 };
 
-/// The smallest MTUs xlb tunnels over: IPv4's and IPv6's minimum packet
-/// plus the largest outer header.
-pub const MIN_MTU_V4: u32 = 576 + 40;
-pub const MIN_MTU_V6: u32 = 1280 + 40;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => PROTO_TCP,
-            Protocol::Udp => PROTO_UDP,
-        }
-    }
-
-    /// "tcp" or "udp".
-    pub const fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-/// Source-IP affinity (IPVS `-p TIMEOUT -M NETMASK`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AffinitySpec {
-    pub timeout: Duration,
-    /// Source bits that identify a client: 32 / 128 for one address.
-    pub prefix_len: u8,
-}
-
-/// Where frames for a backend go on the wire.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NextHop {
-    pub mac: [u8; 6],
-    /// 0: back out the interface the packet came in on.
-    pub ifindex: u32,
-    /// Our MAC on `ifindex` (unused when `ifindex` is 0).
-    pub src_mac: [u8; 6],
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendSpec {
-    pub addr: IpAddr,
-    /// NAT: the port to translate to. DR and IP-in-IP: the service's port.
-    pub port: u16,
-    /// 0..=65535; 0 drains like `drain`.
-    pub weight: u16,
-    /// No new flows; established flows stay.
-    pub drain: bool,
-    pub next_hop: NextHop,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceSpec {
-    pub vip: IpAddr,
-    /// 0 serves every port of the VIP.
-    pub port: u16,
-    pub protocol: Protocol,
-    pub mode: Mode,
-    pub affinity: Option<AffinitySpec>,
-    pub backends: Vec<BackendSpec>,
-}
-
-impl ServiceSpec {
-    pub fn name(&self) -> String {
-        let proto = self.protocol.name();
-        match self.vip {
-            IpAddr::V4(a) => format!("{a}:{}/{proto}", self.port),
-            IpAddr::V6(a) => format!("[{a}]:{}/{proto}", self.port),
-        }
-    }
-}
-
-/// Director-wide settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DirectorSettings {
-    /// Outer source addresses for IP-in-IP.
-    pub tunnel_src_v4: Option<std::net::Ipv4Addr>,
-    pub tunnel_src_v6: Option<std::net::Ipv6Addr>,
-    /// Low bits of those sources that vary per flow (0 to
-    /// [`lb_common::maps::MAX_TUNNEL_SPREAD_BITS`]).
-    pub tunnel_spread_v4: u8,
-    pub tunnel_spread_v6: u8,
-    pub mtu: u32,
-    pub udp_timeout: Duration,
-    /// Seed of the flow and source hashes; the same on every director.
-    pub hash_seed: u32,
-    /// The flood guard: new flows per second one CPU records (0: no limit).
-    pub new_flows_per_cpu: u32,
-    /// ICMP messages per second one CPU sends (0: no limit).
-    pub icmp_per_cpu: u32,
-}
-
-impl Default for DirectorSettings {
-    fn default() -> Self {
-        DirectorSettings {
-            tunnel_src_v4: None,
-            tunnel_src_v6: None,
-            tunnel_spread_v4: 0,
-            tunnel_spread_v6: 0,
-            mtu: 1500,
-            udp_timeout: Duration::from_secs(lb_common::maps::DEFAULT_UDP_TIMEOUT_S.into()),
-            hash_seed: 0,
-            new_flows_per_cpu: 0,
-            icmp_per_cpu: 0,
-        }
-    }
-}
-
-/// A configuration the data plane cannot take; nothing was written.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("service {service}: {problem}")]
-pub struct SpecError {
-    pub service: String,
-    pub problem: String,
-}
+use super::spec::{BackendSpec, DirectorSettings, ServiceSpec, SpecError};
+use crate::model::Protocol;
 
 pub fn family(addr: IpAddr) -> u8 {
     match addr {
@@ -211,7 +89,10 @@ pub fn service_key_of(vip: IpAddr, port: u16, protocol: Protocol) -> ServiceKey 
     }
 }
 
-/// Checks every service against the data plane's rules and capacity.
+/// Checks that the maps can hold `services` as given: within capacity,
+/// one entry per key, NAT replies traceable to one service, values in the
+/// entries' ranges. The rules of a sound configuration are the model's
+/// (`crate::model::rules`); this guards the maps from any caller.
 pub fn validate(
     services: &[ServiceSpec],
     settings: &DirectorSettings,
@@ -237,9 +118,12 @@ pub fn validate(
         if !keys.insert(service_key(spec)) {
             return Err(fail(spec, "defined twice".into()));
         }
-        let vip_family = family(spec.vip);
         if let Some(affinity) = spec.affinity {
-            let bits = if vip_family == FAMILY_V6 { 128 } else { 32 };
+            let bits = if family(spec.vip) == FAMILY_V6 {
+                128
+            } else {
+                32
+            };
             if affinity.prefix_len == 0 || affinity.prefix_len > bits {
                 return Err(fail(
                     spec,
@@ -261,68 +145,26 @@ pub fn validate(
                     format!("backend {}:{} listed twice", b.addr, b.port),
                 ));
             }
-            let b_family = family(b.addr);
-            match spec.mode {
-                Mode::Dr | Mode::Nat if b_family != vip_family => {
-                    return Err(fail(
-                        spec,
-                        format!("backend {} is not of the VIP's address family", b.addr),
-                    ));
-                }
-                Mode::Ipip if vip_family == FAMILY_V6 && b_family == FAMILY_V4 => {
-                    return Err(fail(
-                        spec,
-                        format!("backend {}: IPv6 cannot be tunnelled in IPv4", b.addr),
-                    ));
-                }
-                _ => {}
+            if spec.mode != Mode::Nat {
+                continue;
             }
-            match spec.mode {
-                Mode::Nat => {
-                    if b.port == 0 {
-                        return Err(fail(spec, format!("NAT backend {} needs a port", b.addr)));
-                    }
-                    if spec.port == 0 {
-                        return Err(fail(spec, "NAT needs a service port (not 0)".into()));
-                    }
-                    let owner = nat_owners.entry((b.addr, b.port, spec.protocol));
-                    let owner = owner.or_insert_with(|| spec.name());
-                    if *owner != spec.name() {
-                        return Err(fail(
-                            spec,
-                            format!(
-                                "NAT backend {}:{} already serves {owner}; replies could not be \
-                                 told apart",
-                                b.addr, b.port
-                            ),
-                        ));
-                    }
-                }
-                Mode::Dr | Mode::Ipip if b.port != spec.port => {
-                    return Err(fail(
-                        spec,
-                        format!(
-                            "backend {}:{}: only NAT translates ports; use port {}",
-                            b.addr, b.port, spec.port
-                        ),
-                    ));
-                }
-                _ => {}
+            if b.port == 0 {
+                return Err(fail(spec, format!("NAT backend {} needs a port", b.addr)));
             }
-            if spec.mode == Mode::Ipip {
-                let has_src = match b_family {
-                    FAMILY_V6 => settings.tunnel_src_v6.is_some(),
-                    _ => settings.tunnel_src_v4.is_some(),
-                };
-                if !has_src {
-                    return Err(fail(
-                        spec,
-                        format!(
-                            "IP-in-IP to {} needs a tunnel source address of its family",
-                            b.addr
-                        ),
-                    ));
-                }
+            if spec.port == 0 {
+                return Err(fail(spec, "NAT needs a service port (not 0)".into()));
+            }
+            let owner = nat_owners.entry((b.addr, b.port, spec.protocol));
+            let owner = owner.or_insert_with(|| spec.name());
+            if *owner != spec.name() {
+                return Err(fail(
+                    spec,
+                    format!(
+                        "NAT backend {}:{} already serves {owner}; replies could not be told \
+                         apart",
+                        b.addr, b.port
+                    ),
+                ));
             }
         }
     }
@@ -335,28 +177,6 @@ pub fn validate(
                 max_backends - 1
             ),
         });
-    }
-    let tunnels: Vec<&ServiceSpec> = services.iter().filter(|s| s.mode == Mode::Ipip).collect();
-    if let Some(spec) = tunnels.iter().find(|s| family(s.vip) == FAMILY_V6) {
-        if settings.mtu < MIN_MTU_V6 {
-            return Err(fail(
-                spec,
-                format!(
-                    "MTU {} is below {MIN_MTU_V6}, too small to tunnel IPv6",
-                    settings.mtu
-                ),
-            ));
-        }
-    } else if let Some(spec) = tunnels.first() {
-        if settings.mtu < MIN_MTU_V4 {
-            return Err(fail(
-                spec,
-                format!(
-                    "MTU {} is below {MIN_MTU_V4}, too small to tunnel IPv4",
-                    settings.mtu
-                ),
-            ));
-        }
     }
     let timeout = settings.udp_timeout;
     if timeout.as_secs() == 0 || timeout.as_secs() > u32::MAX as u64 || timeout.subsec_nanos() != 0
@@ -807,9 +627,13 @@ pub fn nat_entries(spec: &ServiceSpec) -> impl Iterator<Item = (NatKey, NatTarge
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::{
+        net::{Ipv4Addr, Ipv6Addr},
+        time::Duration,
+    };
 
     use super::*;
+    use crate::dataplane::{AffinitySpec, NextHop};
 
     fn backend(addr: &str, port: u16) -> BackendSpec {
         BackendSpec {
@@ -868,42 +692,6 @@ mod tests {
     #[test]
     fn refuses_with_the_reason() {
         let cases = [
-            (
-                vec![service(
-                    "198.18.0.100",
-                    80,
-                    Mode::Dr,
-                    vec![backend("198.18.1.10", 8080)],
-                )],
-                "only NAT translates ports",
-            ),
-            (
-                vec![service(
-                    "198.18.0.100",
-                    80,
-                    Mode::Dr,
-                    vec![backend("fd00::10", 80)],
-                )],
-                "not of the VIP's address family",
-            ),
-            (
-                vec![service(
-                    "fd00::100",
-                    80,
-                    Mode::Ipip,
-                    vec![backend("198.18.1.10", 80)],
-                )],
-                "IPv6 cannot be tunnelled in IPv4",
-            ),
-            (
-                vec![service(
-                    "fd00::100",
-                    80,
-                    Mode::Ipip,
-                    vec![backend("fd00::10", 80)],
-                )],
-                "needs a tunnel source address",
-            ),
             (
                 vec![service(
                     "198.18.0.100",

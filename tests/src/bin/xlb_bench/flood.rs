@@ -204,10 +204,7 @@ fn auto_cap() -> anyhow::Result<u32> {
     let model = Config::parse(&toml)
         .and_then(|c| c.validate())
         .map_err(|e| anyhow::anyhow!("the benchmark's config: {e:?}"))?;
-    Ok(model
-        .agent
-        .director_settings(&model.tables)
-        .new_flows_per_cpu)
+    Ok(DirectorSettings::of(&model.agent, &model.tables).new_flows_per_cpu)
 }
 
 fn rig(setup: Setup) -> anyhow::Result<Rig> {

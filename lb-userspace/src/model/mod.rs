@@ -9,13 +9,15 @@ use std::{
     time::Duration,
 };
 
-use lb_common::maps::Mode;
+pub mod rules;
+
+use lb_common::maps::{Mode, PROTO_TCP, PROTO_UDP};
 use serde::Serialize;
 
-use crate::dataplane::{
-    AffinitySpec, AttachMode, BackendSpec, DirectorSettings, LoadOptions, NextHop, Protocol,
-    ServiceSpec,
-};
+/// The smallest MTUs xlb tunnels over: IPv4's and IPv6's minimum packet
+/// plus the largest outer header.
+pub const MIN_MTU_V4: u32 = 576 + 40;
+pub const MIN_MTU_V6: u32 = 1280 + 40;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
@@ -84,6 +86,56 @@ pub struct Service {
     pub health: Option<HealthCheck>,
     /// Unique by (address, port).
     pub backends: Vec<Backend>,
+}
+
+/// A service's transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+
+    /// "tcp" or "udp".
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// How the XDP program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AttachMode {
+    /// In the driver, before any socket buffer is allocated (fastest).
+    #[default]
+    Native,
+    /// In the kernel stack, for drivers without XDP support (slower).
+    Generic,
+}
+
+impl AttachMode {
+    /// "native" or "generic".
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Source-address affinity (IPVS `-p TIMEOUT -M NETMASK`).
@@ -237,20 +289,6 @@ pub enum CheckKind {
 }
 
 impl Agent {
-    pub fn director_settings(&self, tables: &Tables) -> DirectorSettings {
-        DirectorSettings {
-            tunnel_src_v4: self.tunnel_source_v4,
-            tunnel_src_v6: self.tunnel_source_v6,
-            tunnel_spread_v4: self.tunnel_spread_v4,
-            tunnel_spread_v6: self.tunnel_spread_v6,
-            mtu: self.mtu,
-            udp_timeout: self.udp_timeout,
-            hash_seed: self.hash_seed,
-            new_flows_per_cpu: self.new_flows_per_cpu(tables, cpus()),
-            icmp_per_cpu: self.icmp_rate,
-        }
-    }
-
     /// The flood guard's cap: as configured, or by default the rate at
     /// which all `cpus` together fill the flow table no faster than the
     /// UDP timeout empties it (so a flood cannot flush established flows),
@@ -266,40 +304,7 @@ impl Agent {
 /// The smallest default flood-guard cap, per CPU per second.
 pub const MIN_FLOOD_GUARD: u32 = 1000;
 
-/// CPUs that may run the XDP program.
-fn cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-}
-
-impl Tables {
-    pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
-            ring_size: self.maglev_size,
-            max_services: self.max_services,
-            max_backends: self.max_backends,
-            flow_entries: self.flow_entries,
-            affinity_entries: self.affinity_entries,
-            ..LoadOptions::default()
-        }
-    }
-}
-
 impl Service {
-    /// The data plane's view of this service, serving `backends`.
-    pub fn spec(&self, backends: Vec<BackendSpec>) -> ServiceSpec {
-        ServiceSpec {
-            vip: self.vip,
-            port: self.port,
-            protocol: self.protocol,
-            mode: self.mode,
-            affinity: self.affinity.map(|a| AffinitySpec {
-                timeout: a.timeout,
-                prefix_len: a.prefix_len,
-            }),
-            backends,
-        }
-    }
-
     pub fn backend(&self, addr: SocketAddr) -> Option<&Backend> {
         self.backends.iter().find(|b| b.socket_addr() == addr)
     }
@@ -308,17 +313,6 @@ impl Service {
 impl Backend {
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.addr, self.port)
-    }
-
-    /// The data plane's view of this backend (which must not be in maintenance).
-    pub fn spec(&self, next_hop: NextHop) -> BackendSpec {
-        BackendSpec {
-            addr: self.addr,
-            port: self.port,
-            weight: self.weight,
-            drain: self.admin == AdminState::Drain,
-            next_hop,
-        }
     }
 }
 
