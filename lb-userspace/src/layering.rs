@@ -152,7 +152,12 @@ fn the_top_level_modules_form_no_cycle() {
 #[test]
 fn the_model_uses_no_other_module() {
     let graph = graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
-    assert_eq!(graph["model"], BTreeSet::new(), "model uses {:?}", graph["model"]);
+    assert_eq!(
+        graph["model"],
+        BTreeSet::new(),
+        "model uses {:?}",
+        graph["model"]
+    );
     assert!(graph["config"].contains("model"), "{graph:?}");
 }
 

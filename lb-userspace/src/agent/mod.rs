@@ -27,7 +27,10 @@ use crate::{
         services, Dataplane, DataplaneError, DirectorSettings, NextHop, Reader, ServiceSpec, Walk,
     },
     health::{CheckId, Monitor, Transition},
-    model::{AdminState, Backend, Model, OperState, Service},
+    model::{
+        edit::{self, Edit, EditError},
+        AdminState, Backend, Model, OperState, Service,
+    },
     neigh, sysctl,
     vrrp::Tracking,
 };
@@ -65,6 +68,8 @@ pub enum ErrorKind {
     NotFound,
     /// The change is not valid; nothing changed.
     Invalid,
+    /// An addition of what exists; nothing changed.
+    Exists,
     /// A valid change the system could not make.
     Failed,
 }
@@ -98,6 +103,20 @@ impl AgentError {
 impl From<ConfigError> for AgentError {
     fn from(e: ConfigError) -> Self {
         AgentError::invalid(e.message, Some(e.field))
+    }
+}
+
+impl From<EditError> for AgentError {
+    fn from(e: EditError) -> Self {
+        match e {
+            EditError::NotFound(message) => AgentError::not_found(message),
+            EditError::Exists(v) => AgentError {
+                kind: ErrorKind::Exists,
+                message: v.message,
+                field: Some(v.path),
+            },
+            EditError::Broken(v) => AgentError::invalid(v.message, Some(v.path)),
+        }
     }
 }
 
@@ -446,24 +465,15 @@ impl Agent {
         self.desired().specs(model)
     }
 
-    /// Changes the running configuration through its file form, so that
-    /// every change meets the same validation as the file. `change` may
-    /// refuse with an error of its caller's own.
+    /// Makes the edits `change` decides on from the running model, if the
+    /// result keeps the model's rules. `change` may refuse with an error of
+    /// its caller's own.
     pub async fn edit<T, E: From<AgentError>>(
         &mut self,
-        change: impl FnOnce(&mut Config) -> Result<T, E>,
+        change: impl FnOnce(&Model) -> Result<(Vec<Edit>, T), E>,
     ) -> Result<T, E> {
-        let mut config = Config::from_model(&self.model);
-        let outcome = change(&mut config)?;
-        let model = config.validate().map_err(AgentError::from)?;
-        if model.agent != self.model.agent || model.tables != self.model.tables {
-            return Err(AgentError::invalid(
-                "the agent and tables sections change only by editing the file and reloading \
-                 (tables: restarting)",
-                Some("agent".into()),
-            )
-            .into());
-        }
+        let (edits, outcome) = change(&self.model)?;
+        let model = edit::apply(&self.model, edits).map_err(AgentError::from)?;
         routes::check_nat_routes(&model, Some(&self.model)).map_err(AgentError::from)?;
         self.install(model).await?;
         Ok(outcome)

@@ -7,7 +7,11 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::agent::{AgentError, ErrorKind};
+use crate::{
+    agent::{AgentError, ErrorKind},
+    config::ConfigError,
+    model::edit::EditError,
+};
 
 /// A request the API refused or could not carry out, as it answers it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,10 +33,6 @@ impl ApiError {
         }
     }
 
-    pub fn not_found(what: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, what)
-    }
-
     pub fn bad_request(error: impl Into<String>, field: Option<String>) -> Self {
         ApiError {
             field,
@@ -41,11 +41,24 @@ impl ApiError {
     }
 }
 
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        AgentError::from(e).into()
+    }
+}
+
+impl From<EditError> for ApiError {
+    fn from(e: EditError) -> Self {
+        AgentError::from(e).into()
+    }
+}
+
 impl From<AgentError> for ApiError {
     fn from(e: AgentError) -> Self {
         let status = match e.kind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Exists => StatusCode::CONFLICT,
             ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

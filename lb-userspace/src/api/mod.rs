@@ -27,7 +27,10 @@ pub use error::ApiError;
 use crate::{
     agent::{Agent, AgentHandle},
     config::{BackendConfig, Config, ServiceConfig},
-    model::AdminState,
+    model::{
+        edit::{self, Edit},
+        AdminState, Model,
+    },
     vrrp::{InstanceStatus, Vrrp},
 };
 
@@ -229,11 +232,11 @@ async fn show_service(
     Ok(Json(snapshot.service_view(snapshot.service(&name)?)))
 }
 
-/// Runs `change` on the configuration's file form in the agent (see
-/// [`Agent::edit`]), after the changes sent before it.
+/// Makes the edits `change` decides on from the running model, in the
+/// agent (see [`Agent::edit`]), after the changes sent before it.
 async fn edit<T: Send + 'static>(
     state: &ApiState,
-    change: impl FnOnce(&mut Config) -> ApiResult<T> + Send + 'static,
+    change: impl FnOnce(&Model) -> ApiResult<(Vec<Edit>, T)> + Send + 'static,
 ) -> ApiResult<T> {
     state
         .agent
@@ -257,20 +260,12 @@ fn no_new_exec(before: Option<&ServiceConfig>, after: &ServiceConfig) -> ApiResu
 }
 
 async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<impl IntoResponse> {
-    let service: ServiceConfig = parse(&body)?;
-    no_new_exec(None, &service)?;
-    let name = service.name.clone();
-    let added = name.clone();
-    edit(&state, move |config| {
-        if config.services.iter().any(|s| s.name == added) {
-            return Err(ApiError {
-                status: StatusCode::CONFLICT,
-                error: format!("a service named {added:?} exists; PATCH it instead"),
-                field: Some("name".into()),
-            });
-        }
-        config.services.push(service);
-        Ok(())
+    let raw: ServiceConfig = parse(&body)?;
+    no_new_exec(None, &raw)?;
+    let name = raw.name.clone();
+    edit(&state, move |model| {
+        let service = raw.to_model(model.services.len())?;
+        Ok((vec![Edit::AddService(service)], ()))
     })
     .await?;
     log::info!("API: added service {name}");
@@ -290,15 +285,26 @@ async fn patch_service(
 ) -> ApiResult<impl IntoResponse> {
     let patch: serde_json::Value = parse(&body)?;
     let patched_name = name.clone();
-    let renamed = edit(&state, move |config| {
-        let service = service_config(config, &patched_name)?;
-        let mut value = serde_json::to_value(&*service).expect("serializable");
+    let renamed = edit(&state, move |model| {
+        let service = edit::service(model, &patched_name)?;
+        let index = model
+            .services
+            .iter()
+            .position(|s| s.name == patched_name)
+            .expect("found above");
+        let before = ServiceConfig::from_model(service);
+        let mut value = serde_json::to_value(&before).expect("serializable");
         merge(&mut value, patch);
         let patched: ServiceConfig = serde_json::from_value(value)
             .map_err(|e| ApiError::bad_request(format!("malformed service: {e}"), None))?;
-        no_new_exec(Some(service), &patched)?;
-        *service = patched;
-        Ok(service.name.clone())
+        no_new_exec(Some(&before), &patched)?;
+        let service = patched.to_model(index)?;
+        let renamed = service.name.clone();
+        let replace = Edit::ReplaceService {
+            name: patched_name,
+            service,
+        };
+        Ok((vec![replace], renamed))
     })
     .await?;
     log::info!("API: changed service {name}");
@@ -311,10 +317,8 @@ async fn delete_service(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let deleted = name.clone();
-    edit(&state, move |config| {
-        service_config(config, &deleted)?;
-        config.services.retain(|s| s.name != deleted);
-        Ok(())
+    edit(&state, move |_| {
+        Ok((vec![Edit::RemoveService { name: deleted }], ()))
     })
     .await?;
     log::info!("API: deleted service {name}");
@@ -348,21 +352,28 @@ async fn add_backend(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let backend: BackendConfig = parse(&body)?;
+    let raw: BackendConfig = parse(&body)?;
     let to = name.clone();
-    let index = edit(&state, move |config| {
-        let service = service_config(config, &to)?;
-        service.backends.push(backend);
-        Ok(service.backends.len() - 1)
+    let added = edit(&state, move |model| {
+        let service = edit::service(model, &to)?;
+        let path = format!("service[{to}].backend[{}]", service.backends.len());
+        let backend = raw.to_model(&path, service)?;
+        let added = backend.socket_addr();
+        Ok((
+            vec![Edit::AddBackend {
+                service: to,
+                backend,
+            }],
+            added,
+        ))
     })
     .await?;
+    log::info!("API: added backend {added} to {name}");
     let snapshot = state.agent.snapshot();
     let service = snapshot.service(&name)?;
-    let added = &service.backends[index];
-    log::info!("API: added backend {} to {name}", added.socket_addr());
     Ok((
         StatusCode::CREATED,
-        Json(snapshot.backend_view(service, added)),
+        Json(snapshot.backend_view(service, snapshot.backend(service, added)?)),
     ))
 }
 
@@ -382,17 +393,25 @@ async fn patch_backend(
     let addr = backend_addr(&addr)?;
     let patch: BackendPatch = parse(&body)?;
     let (of, change) = (name.clone(), patch.clone());
-    edit(&state, move |config| {
-        let backend = backend_config(config, &of, addr)?;
-        let patch = change;
-        if let Some(weight) = patch.weight {
-            backend.weight = Some(weight);
+    edit(&state, move |model| {
+        let (index, _) = edit::backend(model, &of, addr)?;
+        let mut edits = Vec::new();
+        if let Some(weight) = change.weight {
+            let field = format!("service[{of}].backend[{index}].weight");
+            edits.push(Edit::SetWeight {
+                service: of.clone(),
+                backend: addr,
+                weight: BackendConfig::weight(&field, weight)?,
+            });
         }
-        if let Some(admin) = patch.admin_state {
-            let text = serde_json::to_value(admin).expect("serializable");
-            backend.state = text.as_str().map(str::to_string);
+        if let Some(admin) = change.admin_state {
+            edits.push(Edit::SetAdminState {
+                service: of,
+                backend: addr,
+                admin,
+            });
         }
-        Ok(())
+        Ok((edits, ()))
     })
     .await?;
     log::info!("API: changed backend {addr} of {name}: {patch:?}");
@@ -409,14 +428,12 @@ async fn delete_backend(
 ) -> ApiResult<StatusCode> {
     let addr = backend_addr(&addr)?;
     let of = name.clone();
-    edit(&state, move |config| {
-        backend_config(config, &of, addr)?;
-        let service = service_config(config, &of)?;
-        let port = service.port;
-        service
-            .backends
-            .retain(|b| !config_backend_is(b, port, addr));
-        Ok(())
+    edit(&state, move |_| {
+        let remove = Edit::RemoveBackend {
+            service: of,
+            backend: addr,
+        };
+        Ok((vec![remove], ()))
     })
     .await?;
     log::info!("API: deleted backend {addr} of {name}");
@@ -482,33 +499,6 @@ pub async fn vrrp_status(state: &ApiState) -> Vec<InstanceStatus> {
         .as_ref()
         .map(|v| v.status())
         .unwrap_or_default()
-}
-
-fn service_config<'c>(config: &'c mut Config, name: &str) -> ApiResult<&'c mut ServiceConfig> {
-    config
-        .services
-        .iter_mut()
-        .find(|s| s.name == name)
-        .ok_or_else(|| ApiError::not_found(format!("no service named {name:?}")))
-}
-
-fn config_backend_is(backend: &BackendConfig, service_port: i64, addr: SocketAddr) -> bool {
-    let port = backend.port.unwrap_or(service_port);
-    backend.address.parse() == Ok(addr.ip()) && port == addr.port() as i64
-}
-
-fn backend_config<'c>(
-    config: &'c mut Config,
-    name: &str,
-    addr: SocketAddr,
-) -> ApiResult<&'c mut BackendConfig> {
-    let service = service_config(config, name)?;
-    let port = service.port;
-    service
-        .backends
-        .iter_mut()
-        .find(|b| config_backend_is(b, port, addr))
-        .ok_or_else(|| ApiError::not_found(format!("service {name:?} has no backend {addr}")))
 }
 
 /// RFC 7396: objects merge key by key, `null` removes, anything else replaces.

@@ -366,6 +366,12 @@ impl TablesConfig {
 }
 
 impl ServiceConfig {
+    /// The service as the model has it, to be the model's `index`th; each
+    /// value is checked, the rules between them are [`crate::model::rules`]'.
+    pub fn to_model(&self, index: usize) -> Result<Service, ConfigError> {
+        validate::service(self, index)
+    }
+
     pub fn from_model(s: &Service) -> Self {
         ServiceConfig {
             name: s.name.clone(),
@@ -401,6 +407,16 @@ impl ServiceConfig {
 }
 
 impl BackendConfig {
+    /// The backend (at key path `path`) of `service` as the model has it.
+    pub fn to_model(&self, path: &str, service: &Service) -> Result<Backend, ConfigError> {
+        validate::backend(self, path, service)
+    }
+
+    /// A backend's weight (at key path `field`), as the file takes it.
+    pub fn weight(field: &str, value: i64) -> Result<u16, ConfigError> {
+        validate::weight(field, Some(value))
+    }
+
     /// The backend with its port spelled out (a service may leave it out
     /// when it is the service's).
     pub fn from_model(b: &Backend) -> Self {

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+pub mod edit;
 pub mod rules;
 
 use lb_common::maps::{Mode, PROTO_TCP, PROTO_UDP};
