@@ -2,10 +2,12 @@
 //! turned into ids, rings and map entries ([`plan`]) for the data plane to
 //! write in an order that never shows a packet a half-built service.
 
-use std::{
-    collections::{BTreeSet, HashMap, HashSet},
-    net::IpAddr,
-};
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc};
+
+/// The planner's maps and sets: keyed by the configuration, not by packets,
+/// so a fast hash without flood resistance serves.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 use lb_common::{
     maglev::{build_table, MaglevBackend},
@@ -112,8 +114,8 @@ pub fn validate(
             ),
         });
     }
-    let mut keys = HashSet::new();
-    let mut nat_owners: HashMap<(IpAddr, u16, Protocol), String> = HashMap::new();
+    let mut keys = HashSet::default();
+    let mut nat_owners: HashMap<(IpAddr, u16, Protocol), String> = HashMap::default();
     for spec in services {
         if !keys.insert(service_key(spec)) {
             return Err(fail(spec, "defined twice".into()));
@@ -229,7 +231,7 @@ pub struct Installed {
 }
 
 /// A Maglev table, shared between plans that keep it.
-pub type Table = std::sync::Arc<[u32]>;
+pub type Table = Arc<[u32]>;
 
 #[derive(Clone)]
 pub struct InstalledService {
@@ -253,7 +255,7 @@ impl Installed {
     }
 
     /// The backends (address, port) of a service.
-    pub fn backends_of(&self, service: &ServiceKey) -> HashSet<(IpAddr, u16)> {
+    pub fn backends_of(&self, service: &ServiceKey) -> std::collections::HashSet<(IpAddr, u16)> {
         self.backends
             .keys()
             .filter(|(s, _, _)| s == service)
@@ -267,8 +269,8 @@ impl Installed {
         &self,
         service: &ServiceKey,
         max_backends: u32,
-    ) -> HashMap<(IpAddr, u16), u32> {
-        let mut shares = HashMap::new();
+    ) -> std::collections::HashMap<(IpAddr, u16), u32> {
+        let mut shares = std::collections::HashMap::new();
         let Some(installed) = self.services.get(service) else {
             return shares;
         };
@@ -412,7 +414,7 @@ pub fn plan(
         .iter()
         .filter_map(|s| installed.services.get(&service_key(s)).map(|i| i.id))
         .collect();
-    let mut service_ids: HashMap<ServiceKey, u32> = HashMap::new();
+    let mut service_ids: HashMap<ServiceKey, u32> = HashMap::default();
     for spec in services {
         let key = service_key(spec);
         let id = match installed.services.get(&key) {
@@ -482,7 +484,9 @@ pub fn plan(
         // Slots 2*id and 2*id+1 belong to the service: a changed table goes
         // in the idle one.
         let (ring, idle_table) = match previous {
-            Some(p) if p.table == table => (p.ring, p.idle_table.clone()),
+            Some(p) if Arc::ptr_eq(&p.table, &table) || p.table == table => {
+                (p.ring, p.idle_table.clone())
+            }
             Some(p) => (4 * id + 1 - p.ring, p.table.clone()),
             None => (2 * id, Table::default()),
         };
@@ -591,7 +595,7 @@ pub fn settings_entry(s: &DirectorSettings, installed: &Installed) -> Settings {
 
 /// Every VIP with its flags (which protocols have a port-0 service).
 pub fn vip_entries(services: &[ServiceSpec]) -> HashMap<VipKey, u8> {
-    let mut vips = HashMap::new();
+    let mut vips = HashMap::default();
     for s in services {
         let flags = vips.entry(vip_key(s.vip)).or_insert(0u8);
         if s.port == 0 {
@@ -854,7 +858,7 @@ mod tests {
         );
         assert_eq!(plan.fresh_backends.len(), 1);
         let ids: HashSet<u32> = installed.backends.values().map(|slot| slot.id).collect();
-        assert_eq!(ids, HashSet::from([1, 2]));
+        assert_eq!(ids, HashSet::from_iter([1, 2]));
 
         let one = |vip: &str| service(vip, 80, Mode::Dr, vec![]);
         replan(
@@ -870,7 +874,7 @@ mod tests {
             3,
         );
         let ids: HashSet<u32> = installed.services.values().map(|s| s.id).collect();
-        assert_eq!(ids, HashSet::from([0, 1]));
+        assert_eq!(ids, HashSet::from_iter([0, 1]));
     }
 
     #[test]
@@ -901,7 +905,7 @@ mod tests {
     #[test]
     fn generations_never_repeat() {
         let mut installed = Installed::default();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         for round in 0..10u8 {
             let b = backend(&format!("198.18.1.{}", round + 1), 80);
             replan(

@@ -183,7 +183,10 @@ impl Dataplane {
         let ring_size = self.options.ring_size;
         for (key, service) in &new.services {
             let previous = self.installed.services.get(key).cloned();
-            if previous.as_ref().is_none_or(|p| p.table != service.table) {
+            let same_table = |p: &services::InstalledService| {
+                std::sync::Arc::ptr_eq(&p.table, &service.table) || p.table == service.table
+            };
+            if !previous.as_ref().is_some_and(same_table) {
                 // The slot being written is the one that was idle: only the
                 // slots where its table differs from the new one change.
                 let written = previous.as_ref().map_or(&[][..], |p| &p.idle_table[..]);
