@@ -1,31 +1,12 @@
 //! Names, keys and values of the BPF maps, shared by the XDP program and
-//! the agent. Addresses are packet bytes held as four native `u32` words
-//! (IPv4 in the first word, the rest zero); ports are in host byte order.
+//! the agent; at the end, the names in the benchmarks' own object.
+//! Addresses are packet bytes held as four native `u32` words (IPv4 in the
+//! first word, the rest zero); ports are in host byte order.
 
 /// The load balancer's XDP entry point.
 pub const PROG_XLB: &str = "xlb";
 /// The real-server side of IP-in-IP: strips the outer header.
 pub const PROG_DECAP: &str = "xlb_decap";
-/// A bare XDP_TX, the floor that benchmarks compare against.
-pub const PROG_TX_FLOOR: &str = "xlb_tx_floor";
-/// The UDP benchmark's load generator, run with BPF_PROG_TEST_RUN in
-/// live-frames mode: gives an Ethernet + IPv4 + UDP frame the next source
-/// port of [`GLOBAL_GEN_FLOWS`] and sends it with XDP_TX.
-pub const PROG_GEN: &str = "xlb_gen";
-/// The UDP benchmark's receiver: counts frames in [`MAP_COUNT`], drops them.
-pub const PROG_COUNT: &str = "xlb_count";
-/// Per-CPU array of one `u64`: frames `xlb_gen` has sent on each CPU.
-pub const MAP_GEN_SENT: &str = "XLB_GEN_SENT";
-/// Per-CPU array of `u64`, indexed by [`COUNT_PACKETS`] and [`COUNT_BYTES`].
-pub const MAP_COUNT: &str = "XLB_COUNT";
-pub const COUNT_PACKETS: u32 = 0;
-pub const COUNT_BYTES: u32 = 1;
-/// Global set at load time: how many flows (source ports from
-/// [`GEN_FIRST_PORT`] up) `xlb_gen` spreads its frames over, 1 to [`GEN_MAX_FLOWS`].
-pub const GLOBAL_GEN_FLOWS: &str = "GEN_FLOWS";
-pub const DEFAULT_GEN_FLOWS: u32 = 1;
-pub const GEN_FIRST_PORT: u16 = 1024;
-pub const GEN_MAX_FLOWS: u32 = 65536 - GEN_FIRST_PORT as u32;
 
 /// The forwarding programs `xlb` tail-calls once it has chosen a backend,
 /// at these indices of [`MAP_JUMPS`]. Split so the verifier checks each on
@@ -585,6 +566,30 @@ pub struct Settings {
     /// Keys of the flow cache's bucket hash, from [`crate::flow::cache_keys`].
     pub cache_keys: [u64; 5],
 }
+
+// The benchmarks' own object (`lb-ebpf-bench`), which the `xlb` binary does
+// not carry: its programs, maps and global.
+
+/// A bare XDP_TX, the floor that benchmarks compare against.
+pub const PROG_TX_FLOOR: &str = "xlb_tx_floor";
+/// The UDP benchmark's load generator, run with BPF_PROG_TEST_RUN in
+/// live-frames mode: gives an Ethernet + IPv4 + UDP frame the next source
+/// port of [`GLOBAL_GEN_FLOWS`] and sends it with XDP_TX.
+pub const PROG_GEN: &str = "xlb_gen";
+/// The UDP benchmark's receiver: counts frames in [`MAP_COUNT`], drops them.
+pub const PROG_COUNT: &str = "xlb_count";
+/// Per-CPU array of one `u64`: frames `xlb_gen` has sent on each CPU.
+pub const MAP_GEN_SENT: &str = "XLB_GEN_SENT";
+/// Per-CPU array of `u64`, indexed by [`COUNT_PACKETS`] and [`COUNT_BYTES`].
+pub const MAP_COUNT: &str = "XLB_COUNT";
+pub const COUNT_PACKETS: u32 = 0;
+pub const COUNT_BYTES: u32 = 1;
+/// Global set at load time: how many flows (source ports from
+/// [`GEN_FIRST_PORT`] up) `xlb_gen` spreads its frames over, 1 to [`GEN_MAX_FLOWS`].
+pub const GLOBAL_GEN_FLOWS: &str = "GEN_FLOWS";
+pub const DEFAULT_GEN_FLOWS: u32 = 1;
+pub const GEN_FIRST_PORT: u16 = 1024;
+pub const GEN_MAX_FLOWS: u32 = 65536 - GEN_FIRST_PORT as u32;
 
 #[cfg(feature = "user")]
 mod pod {

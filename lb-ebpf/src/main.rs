@@ -1,11 +1,11 @@
 //! xlb's XDP programs: `xlb`, the load balancer, with the forwarders it
-//! tail-calls ([`forward`]), `xlb_decap`, its real-server side for
-//! IP-in-IP, and the benchmarks' programs ([`bench`]).
+//! tail-calls ([`forward`]), and `xlb_decap`, its real-server side for
+//! IP-in-IP. The benchmarks' programs are an object of their own
+//! (`bench_main.rs`).
 #![no_std]
 #![no_main]
 
 mod balancer;
-mod bench;
 mod cache;
 mod consts;
 mod csum;
@@ -167,24 +167,6 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn xlb_health(ctx: TcContext) -> i32 {
     health::health(&ctx)
-}
-
-/// The cost floor for benchmarks: bounce the frame untouched.
-#[xdp]
-pub fn xlb_tx_floor(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_TX
-}
-
-/// The UDP benchmark's load generator: see [`bench`].
-#[xdp]
-pub fn xlb_gen(ctx: XdpContext) -> u32 {
-    bench::generate(&ctx)
-}
-
-/// The UDP benchmark's backend counter: see [`bench`].
-#[xdp]
-pub fn xlb_count(ctx: XdpContext) -> u32 {
-    bench::count(&ctx)
 }
 
 #[cfg(not(test))]

@@ -4,6 +4,7 @@
 //! - [`packet`]: test frames with correct checksums, and a checksum verifier.
 //! - [`testrun`]: one frame through an XDP program via `BPF_PROG_TEST_RUN`.
 //! - [`agent`]: `xlb run` in the lab, its API, and a steady client load.
+//! - [`bench_object`]: the benchmarks' own XDP programs, which `xlb` does not carry.
 //! - [`browser`]: headless Chromium in a lab namespace, driven over WebDriver.
 //! - [`keepalived`]: keepalived in the lab, as xlb's VRRP peer and yardstick.
 //! - [`lab`]: a director, backends and a client in namespaces, balancing for real.
@@ -15,6 +16,7 @@
 //! - [`servers`]: backends that answer with their name, and clients that tally who answered.
 
 pub mod agent;
+pub mod bench_object;
 pub mod browser;
 pub mod keepalived;
 pub mod lab;

@@ -1,6 +1,7 @@
-//! The load benchmarks' generator and counters: `xlb_gen` run by
-//! BPF_PROG_TEST_RUN in live-frames mode (UDP flows for `udp`, spoofed TCP
-//! SYNs for `flood`), and `xlb_count` on the receivers.
+//! The load benchmarks' generator and counters, from their own object
+//! ([`crate::bench_object`]): `xlb_gen` run by BPF_PROG_TEST_RUN in
+//! live-frames mode (UDP flows for `udp`, spoofed TCP SYNs for `flood`), and
+//! `xlb_count` on the receivers.
 //!
 //! In live-frames mode the kernel runs the program on the frame `repeat`
 //! times, in batches, and sends each frame it returns XDP_TX for out of the
@@ -44,17 +45,19 @@ use anyhow::{anyhow, bail, ensure, Context};
 use aya::{
     maps::PerCpuArray,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use lb_common::maps::{
-    COUNT_BYTES, COUNT_PACKETS, DEFAULT_GEN_FLOWS, GEN_MAX_FLOWS, GLOBAL_GEN_FLOWS, MAP_AFFINITY,
-    MAP_BACKENDS, MAP_BACKEND_STATS, MAP_COUNT, MAP_FLOWS_SHARED, MAP_FLOW_CACHE, MAP_GEN_SENT,
-    MAP_NAT_REVERSE, MAP_RINGS, MAP_SERVICES, MAP_VIPS, PROG_COUNT, PROG_GEN,
+    COUNT_BYTES, COUNT_PACKETS, DEFAULT_GEN_FLOWS, GEN_MAX_FLOWS, MAP_COUNT, MAP_GEN_SENT,
+    PROG_COUNT, PROG_GEN,
 };
 use nix::sched::{unshare, CloneFlags};
-use xlb::dataplane::BPF_OBJECT;
 
-use crate::{lab::pin_to_cpu, netns::Netns};
+use crate::{
+    bench_object::{self, program},
+    lab::pin_to_cpu,
+    netns::Netns,
+};
 
 /// Frames per batch: the kernel's default, a driver's NAPI weight. Each
 /// batch ends with a flush to the peer and a run of its NAPI.
@@ -107,7 +110,7 @@ impl Generator {
             (1..=GEN_MAX_FLOWS).contains(&flows),
             "{flows} flows: the generator spreads over 1 to {GEN_MAX_FLOWS}"
         );
-        let mut ebpf = load_object(flows)?;
+        let mut ebpf = bench_object::load(flows)?;
         let program = program(&mut ebpf, PROG_GEN)?;
         program
             .load()
@@ -299,7 +302,7 @@ impl Counter {
     /// (on veth this also turns on the interface's NAPI, so its peer can send
     /// it XDP frames).
     pub fn attach(ns: &Netns, ifname: &str) -> anyhow::Result<Counter> {
-        let mut ebpf = load_object(DEFAULT_GEN_FLOWS)?;
+        let mut ebpf = bench_object::load(DEFAULT_GEN_FLOWS)?;
         let program = program(&mut ebpf, PROG_COUNT)?;
         program
             .load()
@@ -318,36 +321,6 @@ impl Counter {
     pub fn bytes(&self) -> anyhow::Result<u64> {
         per_cpu_sum(&self.ebpf, MAP_COUNT, COUNT_BYTES)
     }
-}
-
-/// The embedded object with the balancer's tables shrunk to one entry each:
-/// these programs use none of them, and the kernel allocates them all.
-fn load_object(flows: u32) -> anyhow::Result<Ebpf> {
-    let mut loader = EbpfLoader::new();
-    loader.override_global(GLOBAL_GEN_FLOWS, &flows, true);
-    for map in [
-        MAP_RINGS,
-        MAP_SERVICES,
-        MAP_VIPS,
-        MAP_BACKENDS,
-        MAP_BACKEND_STATS,
-        MAP_NAT_REVERSE,
-        MAP_FLOW_CACHE,
-        MAP_FLOWS_SHARED,
-        MAP_AFFINITY,
-    ] {
-        loader.map_max_entries(map, 1);
-    }
-    loader
-        .load(BPF_OBJECT)
-        .context("loading the xlb BPF object")
-}
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
-    ebpf.program_mut(name)
-        .with_context(|| format!("the BPF object has no {name}"))?
-        .try_into()
-        .with_context(|| format!("{name} is not an XDP program"))
 }
 
 fn per_cpu_sum(ebpf: &Ebpf, map: &str, index: u32) -> anyhow::Result<u64> {

@@ -121,8 +121,6 @@ pub enum Program {
     Balancer,
     /// `xlb_decap`, for real servers behind IP-in-IP.
     Decap,
-    /// `xlb_tx_floor`, a bare XDP_TX: the benchmarks' floor.
-    TxFloor,
 }
 
 impl Program {
@@ -130,7 +128,6 @@ impl Program {
         match self {
             Program::Balancer => maps::PROG_XLB,
             Program::Decap => maps::PROG_DECAP,
-            Program::TxFloor => maps::PROG_TX_FLOOR,
         }
     }
 }

@@ -1,27 +1,31 @@
 //! `micro`: what one packet costs on each path through `xlb`, set against a
-//! bare XDP_TX, timed by the kernel with BPF_PROG_TEST_RUN. Nothing is
-//! attached and nothing is sent; the runs happen in a network namespace of
-//! the benchmark's own, whose routes and neighbour let a NAT reply's FIB
-//! lookup succeed.
+//! bare XDP_TX (`xlb_tx_floor`, from the benchmarks' own object), timed by
+//! the kernel with BPF_PROG_TEST_RUN. Nothing is attached and nothing is
+//! sent; the runs happen in a network namespace of the benchmark's own,
+//! whose routes and neighbour let a NAT reply's FIB lookup succeed.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use indicatif::{ProgressBar, ProgressStyle};
-use lb_common::{maps::Mode, stats::Counter};
+use lb_common::{
+    maps::{Mode, DEFAULT_GEN_FLOWS, PROG_TX_FLOOR},
+    stats::Counter,
+};
 use nix::{
     sched::{sched_getaffinity, sched_setaffinity, CpuSet},
     unistd::Pid,
 };
 use serde_json::json;
 use xlb::dataplane::{
-    BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Program, Protocol, ServiceSpec,
+    BackendSpec, Dataplane, DirectorSettings, LoadOptions, NextHop, Protocol, ServiceSpec,
 };
 use xlb_tests::{
+    bench_object,
     netns::Topology,
     packet::{Frame, DIRECTOR_MAC},
     testrun::{self, accept_test_frames, XdpAction},
@@ -121,6 +125,31 @@ impl Case {
     }
 }
 
+/// What a case is timed on.
+enum Timed<'a> {
+    /// `xlb_tx_floor`, from the benchmarks' own object: it counts nothing.
+    Floor(&'a Xdp),
+    /// The balancer, whose counters check every batch.
+    Balancer(&'a mut Dataplane),
+}
+
+impl Timed<'_> {
+    fn program(&mut self) -> &Xdp {
+        match self {
+            Timed::Floor(program) => program,
+            Timed::Balancer(dataplane) => dataplane.program(),
+        }
+    }
+
+    /// The balancer, whose counters a counted case reads.
+    fn balancer(&self) -> anyhow::Result<&Dataplane> {
+        match self {
+            Timed::Floor(_) => bail!("the floor counts nothing"),
+            Timed::Balancer(dataplane) => Ok(dataplane),
+        }
+    }
+}
+
 /// A case's result: the kernel's mean ns per run of each batch.
 struct Measured {
     case: Case,
@@ -216,11 +245,10 @@ fn measure_all(size: &Size, only: Option<&str>) -> anyhow::Result<Run> {
     };
 
     let floor = {
-        let mut dataplane = Dataplane::load(&LoadOptions {
-            program: Program::TxFloor,
-            ..options.clone()
-        })
-        .context("loading xlb_tx_floor")?;
+        // xlb_gen's flows do not matter here.
+        let mut object = bench_object::load(DEFAULT_GEN_FLOWS)?;
+        let program = bench_object::program(&mut object, PROG_TX_FLOOR)?;
+        program.load().context("loading xlb_tx_floor")?;
         let floor = Case {
             name: "floor",
             path: "bare XDP_TX (xlb_tx_floor)",
@@ -228,7 +256,7 @@ fn measure_all(size: &Size, only: Option<&str>) -> anyhow::Result<Run> {
             action: XdpAction::Tx,
             counter: None,
         };
-        measure(&mut dataplane, floor, size, &mut flows)?
+        measure(&mut Timed::Floor(program), floor, size, &mut flows)?
     };
 
     let mut dataplane = Dataplane::load(&options).context("loading xlb")?;
@@ -242,6 +270,7 @@ fn measure_all(size: &Size, only: Option<&str>) -> anyhow::Result<Run> {
     dataplane
         .apply(&services, &settings)
         .context("installing the services")?;
+    let mut balancer = Timed::Balancer(&mut dataplane);
     let mut results = vec![floor];
     let mut dr_one_shot = None;
     let chosen = |case: &Case| {
@@ -251,9 +280,9 @@ fn measure_all(size: &Size, only: Option<&str>) -> anyhow::Result<Run> {
     };
     for case in balancer_cases().into_iter().filter(chosen) {
         if case.path == DR_TCP {
-            dr_one_shot = Some(measure(&mut dataplane, case.one_shot(), size, &mut flows)?);
+            dr_one_shot = Some(measure(&mut balancer, case.one_shot(), size, &mut flows)?);
         }
-        results.push(measure(&mut dataplane, case, size, &mut flows)?);
+        results.push(measure(&mut balancer, case, size, &mut flows)?);
     }
 
     let reference = Reference {
@@ -398,22 +427,25 @@ fn check_not_for_a_vip(services: &[ServiceSpec]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Times `case` in batches; the flow table is per CPU, so the caller is
-/// pinned to one.
+/// Times `case` on `timed` in batches; the flow table is per CPU, so the
+/// caller is pinned to one.
 fn measure(
-    dataplane: &mut Dataplane,
+    timed: &mut Timed,
     case: Case,
     size: &Size,
     flows: &mut NewFlows,
 ) -> anyhow::Result<Measured> {
     let label = format!("{} ({}, {})", case.name, case.path, case.method());
-    prepare(dataplane, &case, flows).with_context(|| label.clone())?;
+    prepare(timed.program(), &case, flows).with_context(|| label.clone())?;
 
     let bar = progress(&label, u64::from(size.runs) * size.batches as u64);
     let mut batches = Vec::with_capacity(size.batches);
     for _ in 0..size.batches {
-        let before = dataplane.counters()?;
-        let program = dataplane.program();
+        let before = match case.counter {
+            Some(counter) => Some((counter, timed.balancer()?.counters()?.get(counter))),
+            None => None,
+        };
+        let program = timed.program();
         let ns = match &case.runs {
             Runs::Repeat(frame) => {
                 let ns = repeated(program, frame, size.runs, case.action)?;
@@ -437,9 +469,8 @@ fn measure(
                 total.as_nanos() as f64 / f64::from(size.runs)
             }
         };
-        if let Some(counter) = case.counter {
-            let before = before.get(counter);
-            moved_once_per_run(dataplane, counter, before, size.runs.into(), &label)?;
+        if let Some((counter, before)) = before {
+            moved_once_per_run(timed.balancer()?, counter, before, size.runs.into(), &label)?;
         }
         batches.push(ns);
     }
@@ -450,24 +481,21 @@ fn measure(
 
 /// Checks the case's verdict once (which also records its flow) and, for
 /// new flows, fills the flow table.
-fn prepare(dataplane: &mut Dataplane, case: &Case, flows: &mut NewFlows) -> anyhow::Result<()> {
+fn prepare(program: &Xdp, case: &Case, flows: &mut NewFlows) -> anyhow::Result<()> {
     match &case.runs {
-        Runs::Repeat(frame) => check_repeatable(dataplane.program(), frame, case.action),
-        Runs::OneShot(frame) => expect(testrun::run(dataplane.program(), frame)?.0, case.action),
+        Runs::Repeat(frame) => check_repeatable(program, frame, case.action),
+        Runs::OneShot(frame) => expect(testrun::run(program, frame)?.0, case.action),
         Runs::NewFlows => {
             // Timed against a full table, as on a busy director: every new
             // flow also evicts the least recently used one.
             let entries = u64::from(flows.table);
             let bar = progress("filling the flow table", entries);
             for _ in 0..entries {
-                one_shot(dataplane.program(), &flows.frame()?, case.action)?;
+                one_shot(program, &flows.frame()?, case.action)?;
                 bar.inc(1);
             }
             bar.finish_and_clear();
-            expect(
-                testrun::run(dataplane.program(), &flows.frame()?)?.0,
-                case.action,
-            )
+            expect(testrun::run(program, &flows.frame()?)?.0, case.action)
         }
     }
 }
