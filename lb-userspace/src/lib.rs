@@ -15,6 +15,7 @@ pub mod config;
 pub mod dataplane;
 mod health;
 pub mod model;
+mod nat_routes;
 pub mod neigh;
 pub mod net;
 mod run;

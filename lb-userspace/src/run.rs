@@ -26,10 +26,11 @@ use crate::agent::{
 };
 use crate::{
     api::{self, ApiState},
-    config::{routes, Config},
+    config::Config,
     dataplane::{Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
     model::Model,
+    nat_routes,
     vrrp::Vrrp,
 };
 
@@ -131,7 +132,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     let model = Config::load(&options.config)?;
     // Before touching the kernel: NAT backends behind an interface not
     // attached would never have their replies translated.
-    routes::check_nat_routes(&model, None)?;
+    nat_routes::check(&model, None)?;
     let token = read_token(&model)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -22,7 +22,7 @@ use lb_common::maps::{Mode, ServiceKey};
 use tokio::sync::watch;
 
 use crate::{
-    config::{routes, Config, ConfigError},
+    config::{Config, ConfigError},
     dataplane::{
         services, Dataplane, DataplaneError, DirectorSettings, NextHop, Reader, ServiceSpec, Walk,
     },
@@ -31,7 +31,7 @@ use crate::{
         edit::{self, Edit, EditError},
         AdminState, Backend, Model, OperState, Service,
     },
-    neigh, sysctl,
+    nat_routes, neigh, sysctl,
     vrrp::Tracking,
 };
 
@@ -474,7 +474,7 @@ impl Agent {
     ) -> Result<T, E> {
         let (edits, outcome) = change(&self.model)?;
         let model = edit::apply(&self.model, edits).map_err(AgentError::from)?;
-        routes::check_nat_routes(&model, Some(&self.model)).map_err(AgentError::from)?;
+        nat_routes::check(&model, Some(&self.model)).map_err(AgentError::from)?;
         self.install(model).await?;
         Ok(outcome)
     }
@@ -485,7 +485,7 @@ impl Agent {
             return Err(AgentError::invalid("the agent runs without a file", None));
         };
         let model = Config::load(&path)
-            .and_then(|model| routes::check_nat_routes(&model, Some(&self.model)).map(|_| model))
+            .and_then(|model| nat_routes::check(&model, Some(&self.model)).map(|_| model))
             .map_err(|e| {
                 AgentError::invalid(
                     format!("{}; nothing was reloaded", e.message),

@@ -6,7 +6,8 @@ use clap::Args;
 use log::LevelFilter;
 
 use crate::{
-    config::{routes, Config},
+    config::Config,
+    nat_routes,
     run::{self, RunOptions},
 };
 
@@ -55,7 +56,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
         println!("routes to NAT backends not checked (--skip-routes)");
         return Ok(());
     }
-    let found = routes::check_nat_routes(&model, None)?;
+    let found = nat_routes::check(&model, None)?;
     for (ifname, count) in &found.through {
         println!("routes: {count} NAT backends and fallbacks are reached through {ifname}");
     }

@@ -8,7 +8,6 @@
 
 mod fields;
 mod key_path;
-pub mod routes;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -1,5 +1,4 @@
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
@@ -7,14 +6,10 @@ use std::{
 
 use lb_common::maps::Mode;
 
-use super::{
-    routes::{self, NatRoutes, NatTarget},
-    Config, ConfigError,
-};
+use super::{Config, ConfigError};
 use crate::{
     dataplane::DirectorSettings,
     model::{AdminState, AttachMode, CheckKind, Model, OperState, Protocol},
-    neigh::{Egress, NeighError},
 };
 
 /// The error `toml` gets from parsing and validation.
@@ -219,154 +214,6 @@ fn example_validates() {
     let instances: Vec<&str> = model.vrrp.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(instances, ["VI_1", "VI_GW"]);
     assert_eq!(model.sync_groups[0].instances, ["VI_1", "VI_GW"]);
-}
-
-// The NAT route check, with routing tables made up here.
-
-/// A routing table: (address, egress interface, gateway or "").
-fn table(routes: &[(&str, &str, &str)]) -> HashMap<IpAddr, Result<Egress, NeighError>> {
-    routes
-        .iter()
-        .map(|&(addr, ifname, gateway)| {
-            let addr: IpAddr = addr.parse().unwrap();
-            let via = if gateway.is_empty() {
-                addr
-            } else {
-                gateway.parse().unwrap()
-            };
-            let egress = Egress {
-                ifname: ifname.into(),
-                via,
-            };
-            (addr, Ok(egress))
-        })
-        .collect()
-}
-
-/// The route check of every NAT target of `model` against `table`.
-fn nat_routes(
-    model: &Model,
-    table: &HashMap<IpAddr, Result<Egress, NeighError>>,
-) -> Result<NatRoutes, ConfigError> {
-    routes::check(model, &routes::nat_targets(model, None), table)
-}
-
-/// A NAT service with two backends (the second behind a router) and a
-/// fallback, on an agent attached to `interfaces`.
-fn nat_on(interfaces: &str) -> Model {
-    valid(&format!(
-        "[agent]\ninterfaces = [{interfaces}]\n\
-         [[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\n\
-         [[service.backend]]\naddress = \"198.18.3.10\"\n\
-         [[service]]\nname = \"tomcat\"\nvip = \"198.18.0.101\"\nport = 80\nmode = \"nat\"\n\
-         fallback = \"198.18.1.99:8080\"\n\
-         [[service.backend]]\naddress = \"198.18.1.20\"\nport = 8080\n\
-         [[service.backend]]\naddress = \"198.18.2.21\"\nport = 8080\n"
-    ))
-}
-
-#[test]
-fn nat_targets_are_backends_and_fallbacks_of_nat_services() {
-    let model = nat_on("\"eth0\"");
-    let targets = routes::nat_targets(&model, None);
-    let target = |field: &str, addr: &str| NatTarget {
-        field: field.into(),
-        target: addr.parse().unwrap(),
-    };
-    assert_eq!(
-        targets,
-        [
-            target("service[tomcat].backend[0]", "198.18.1.20:8080"),
-            target("service[tomcat].backend[1]", "198.18.2.21:8080"),
-            target("service[tomcat].fallback", "198.18.1.99:8080"),
-        ]
-    );
-    // A running agent checks only what is new to it, unless the interfaces change.
-    assert_eq!(routes::nat_targets(&model, Some(&model)), []);
-    let other = nat_on("\"eth0\", \"eth1\"");
-    assert_eq!(routes::nat_targets(&model, Some(&other)), targets);
-}
-
-#[test]
-fn nat_backends_are_reached_through_attached_interfaces() {
-    let routes = table(&[
-        ("198.18.1.20", "eth1", ""),
-        ("198.18.2.21", "eth1", "198.18.1.1"),
-        ("198.18.1.99", "eth1", ""),
-    ]);
-    let found = nat_routes(&nat_on("\"eth0\", \"eth1\""), &routes).unwrap();
-    assert_eq!(
-        found.through.into_iter().collect::<Vec<_>>(),
-        [("eth1".to_string(), 3)]
-    );
-    assert!(found.unrouted.is_empty());
-    assert_eq!(
-        nat_routes(&nat_on("\"eth0\""), &routes).unwrap_err(),
-        error(
-            "service[tomcat].backend[0]",
-            "198.18.1.20:8080 is reached through eth1, which agent.interfaces (eth0) does not \
-             include: its replies would not pass through the XDP program and would never be \
-             translated back to the VIP; add \"eth1\" to agent.interfaces, or route 198.18.1.20 \
-             through an attached interface"
-        )
-    );
-    // Through a gateway, and a fallback.
-    let routes = table(&[
-        ("198.18.1.20", "eth0", ""),
-        ("198.18.2.21", "eth2", "198.18.1.1"),
-        ("198.18.1.99", "eth2", ""),
-    ]);
-    let e = nat_routes(&nat_on("\"eth0\", \"eth1\""), &routes).unwrap_err();
-    assert_eq!(e.field, "service[tomcat].backend[1]");
-    assert!(
-        e.message.starts_with(
-            "198.18.2.21:8080 is reached through eth2 via 198.18.1.1, which agent.interfaces \
-             (eth0, eth1) does not include"
-        ),
-        "{e}"
-    );
-    let routes = table(&[
-        ("198.18.1.20", "eth0", ""),
-        ("198.18.2.21", "eth0", "198.18.1.1"),
-        ("198.18.1.99", "eth2", ""),
-    ]);
-    let e = nat_routes(&nat_on("\"eth0\""), &routes).unwrap_err();
-    assert_eq!(e.field, "service[tomcat].fallback");
-}
-
-#[test]
-fn a_nat_backend_without_a_route_is_reported_not_refused() {
-    let mut routes = table(&[("198.18.1.20", "eth0", ""), ("198.18.1.99", "eth0", "")]);
-    let addr: IpAddr = "198.18.2.21".parse().unwrap();
-    routes.insert(addr, Err(NeighError::NoRoute(addr)));
-    let found = nat_routes(&nat_on("\"eth0\""), &routes).unwrap();
-    assert_eq!(found.through["eth0"], 2);
-    let (target, why) = &found.unrouted[0];
-    assert_eq!(target.field, "service[tomcat].backend[1]");
-    assert_eq!(why.to_string(), "no route to 198.18.2.21");
-    // An address of this host is refused.
-    routes.insert(addr, Err(NeighError::Local(addr)));
-    assert_eq!(
-        nat_routes(&nat_on("\"eth0\""), &routes).unwrap_err(),
-        error(
-            "service[tomcat].backend[1]",
-            "198.18.2.21:8080 is an address of this host: a NAT backend must be another host"
-        )
-    );
-}
-
-#[test]
-fn example_nat_backends_are_behind_an_attached_interface() {
-    // The example's networks: the VIPs on eth0, the backends (198.18.1.0/24,
-    // where VI_GW is their gateway) on eth1.
-    let model = valid(include_str!("../../../xlb.example.toml"));
-    let routes = table(&[
-        ("198.18.1.20", "eth1", ""),
-        ("198.18.1.21", "eth1", ""),
-        ("198.18.1.99", "eth1", ""),
-    ]);
-    let found = nat_routes(&model, &routes).unwrap();
-    assert_eq!(found.through["eth1"], 3);
 }
 
 /// Every option away from its default.
