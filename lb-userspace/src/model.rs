@@ -423,6 +423,30 @@ pub trait Spelled: Copy + PartialEq + 'static {
     }
 }
 
+/// Serde by spelling, for a [`Spelled`] type from elsewhere:
+/// `#[serde(with = "crate::model::spelled")]`.
+pub mod spelled {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    use super::Spelled;
+
+    pub fn serialize<T: Spelled, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_str())
+    }
+
+    pub fn deserialize<'de, T: Spelled, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let name = String::deserialize(d)?;
+        T::SPELLINGS
+            .iter()
+            .find(|(spelling, _)| *spelling == name)
+            .map(|(_, value)| *value)
+            .ok_or_else(|| {
+                let names: Vec<&str> = T::SPELLINGS.iter().map(|(name, _)| *name).collect();
+                D::Error::custom(format!("{name:?} is not one of: {}", names.join(", ")))
+            })
+    }
+}
+
 macro_rules! spelled {
     ($type:ty: $($value:expr),+) => {
         impl Spelled for $type {
@@ -471,5 +495,26 @@ mod tests {
         for (name, state) in OperState::SPELLINGS {
             assert_eq!(serde_json::to_value(state).unwrap(), *name);
         }
+    }
+
+    #[test]
+    fn spelled_choices_serialize_as_spelled() {
+        #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+        struct Choices {
+            #[serde(with = "spelled")]
+            mode: Mode,
+            #[serde(with = "spelled")]
+            protocol: Protocol,
+        }
+        let choices = Choices {
+            mode: Mode::Ipip,
+            protocol: Protocol::Udp,
+        };
+        let json = serde_json::to_value(&choices).unwrap();
+        assert_eq!(json, serde_json::json!({"mode": "ipip", "protocol": "udp"}));
+        assert_eq!(serde_json::from_value::<Choices>(json).unwrap(), choices);
+        let unknown = serde_json::json!({"mode": "gre", "protocol": "tcp"});
+        let error = serde_json::from_value::<Choices>(unknown).unwrap_err();
+        assert_eq!(error.to_string(), r#""gre" is not one of: dr, ipip, nat"#);
     }
 }

@@ -1,13 +1,12 @@
 //! The API's errors: an HTTP status and the JSON body `{"error", "field"}`.
 
+use super::wire::ErrorBody;
+use crate::agent::{AgentError, ErrorKind};
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Serialize;
-
-use crate::agent::{AgentError, ErrorKind};
 
 /// A request the API refused or could not carry out, as it answers it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,13 +57,7 @@ impl From<AgentError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            field: Option<String>,
-        }
-        let body = Body {
+        let body = ErrorBody {
             error: self.error,
             field: self.field,
         };
