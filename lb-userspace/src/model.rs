@@ -385,7 +385,7 @@ pub struct SyncGroup {
 }
 
 /// A VRRP version.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     /// RFC 3768: IPv4 only, whole-second intervals, optional PASS authentication.
@@ -393,6 +393,16 @@ pub enum Version {
     /// RFC 5798: IPv4 and IPv6, intervals in centiseconds.
     #[default]
     V3,
+}
+
+impl Version {
+    /// Its spelling in the API (as serde spells it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Version::V2 => "v2",
+            Version::V3 => "v3",
+        }
+    }
 }
 
 /// How a VRRPv3 advertisement over IPv4 is checksummed (RFC 5798 includes

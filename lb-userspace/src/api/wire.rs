@@ -1,7 +1,8 @@
 //! The API's JSON: its answers and the bodies the CLI sends. The agent
-//! writes these types (built in [`super::views`]) and the CLI reads the
-//! same ones; answers are read without `deny_unknown_fields`, so an agent
-//! with more to say still works.
+//! writes these types (built in [`super::views`]; flow counts, check
+//! statuses and VRRP instances as the modules that keep them do) and the
+//! CLI reads the same ones. Answers are read without
+//! `deny_unknown_fields`, so an agent with more to say still works.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -14,13 +15,13 @@ use lb_common::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use crate::dataplane::FlowCounts;
 use crate::{
     config::{HealthConfig, PersistenceConfig},
     dataplane::{self, Protocol},
     health::CheckStatus,
     model::{AdminState, OperState},
 };
+pub use crate::{dataplane::FlowCounts, vrrp::InstanceStatus};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Traffic {
