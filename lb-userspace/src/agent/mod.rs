@@ -8,7 +8,6 @@ pub(crate) mod flood;
 mod handle;
 mod probes;
 mod snapshot;
-mod view;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -38,7 +37,6 @@ use crate::{
 use desired::{Desired, Health, NextHops};
 pub use handle::{spawn, AgentHandle};
 pub use snapshot::Snapshot;
-pub use view::{FlowCountView, StatsView, TrafficView};
 
 /// The last walk of the flow table: what it found, when it ended (`None`
 /// before the first) and how long it took.

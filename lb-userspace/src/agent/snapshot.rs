@@ -4,7 +4,12 @@
 //! counters, the backends' traffic, the flows). The agent publishes a new
 //! one after every change; a reader never waits for the agent.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::watch;
 
@@ -15,8 +20,8 @@ use super::{
     AgentError, FlowCount,
 };
 use crate::{
-    dataplane::{DirectorSettings, Layout, Reader},
-    health::{CheckHandle, CheckId},
+    dataplane::{DirectorSettings, Layout, NextHop, Reader},
+    health::{CheckHandle, CheckId, CheckStatus},
     model::{Backend, Model, OperState, Service},
 };
 
@@ -44,6 +49,65 @@ impl Snapshot {
     /// Handles on the counters, the traffic and the flows.
     pub fn reader(&self) -> &Reader {
         &self.reader
+    }
+
+    /// What the last apply installed in the data plane.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The next hop to `addr` as last resolved, or why it is not; `None`
+    /// if it was not looked up.
+    pub fn next_hop(&self, addr: IpAddr) -> Option<&Result<NextHop, String>> {
+        self.next_hops.get(&addr)
+    }
+
+    /// What the health checks say of `backend` (up when `service` has none).
+    pub fn oper_state(&self, service: &Service, backend: &Backend) -> OperState {
+        self.state(service, backend)
+    }
+
+    /// The status of `backend`'s check, while one runs.
+    pub fn check_status(&self, service: &Service, backend: &Backend) -> Option<CheckStatus> {
+        self.checks
+            .get(&check_id(service, backend))
+            .map(CheckHandle::status)
+    }
+
+    /// The fallback takes `service`'s traffic: no backend takes new flows.
+    pub fn fallback_active(&self, service: &Service) -> bool {
+        service.fallback.is_some_and(|f| {
+            self.desired()
+                .serving(service)
+                .iter()
+                .any(|b| (b.addr, b.port) == (f.ip(), f.port()))
+        })
+    }
+
+    /// The last walk of the flow table.
+    pub fn flow_count(&self) -> watch::Ref<'_, FlowCount> {
+        self.flow_count.borrow()
+    }
+
+    /// Whether the flood guard forwards new flows without state, as last
+    /// looked.
+    pub fn flood(&self) -> FloodState {
+        *self.flood.borrow()
+    }
+
+    /// Since the agent started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Backend health changes since the agent started.
+    pub fn health_transitions(&self) -> u64 {
+        self.health_transitions
+    }
+
+    /// Writes of the data plane since the agent started.
+    pub fn applies(&self) -> u64 {
+        self.applies
     }
 
     pub fn service(&self, name: &str) -> Result<&Service, AgentError> {

@@ -5,8 +5,8 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Serialize;
 
+use super::wire::ErrorBody;
 use crate::{
     agent::{AgentError, ErrorKind},
     config::ConfigError,
@@ -71,13 +71,7 @@ impl From<AgentError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            error: String,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            field: Option<String>,
-        }
-        let body = Body {
+        let body = ErrorBody {
             error: self.error,
             field: self.field,
         };

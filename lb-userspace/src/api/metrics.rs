@@ -4,14 +4,13 @@
 use std::sync::atomic::AtomicU64;
 
 use axum::{extract::State, http::header, response::IntoResponse};
-use lb_common::stats::Counter as DataplaneCounter;
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-use super::{ApiError, ApiState};
+use super::{views, ApiError, ApiState};
 use crate::{
     model::{AdminState, OperState, Spelled},
     vrrp::State as VrrpState,
@@ -54,8 +53,8 @@ fn one_hot<T: PartialEq>(
 
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let snapshot = state.agent.snapshot();
-    let stats = snapshot.stats_view()?;
-    let services = snapshot.services_view();
+    let stats = views::stats(&snapshot, state.token.is_some())?;
+    let services = views::services(&snapshot);
     let vrrp = super::vrrp_status(&state).await;
 
     let mut registry = Registry::with_prefix("xlb");
@@ -64,10 +63,10 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         "dataplane_packets",
         "Packets the XDP program counted, by counter",
     );
-    for counter in DataplaneCounter::ALL {
+    for (counter, total) in stats.counters.iter() {
         packets
             .get_or_create(&vec![("counter", counter.name().to_string())])
-            .inc_by(stats.counters.get(counter));
+            .inc_by(total);
     }
     let service_packets = counter_family(
         &mut registry,
@@ -198,7 +197,9 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         "uptime_seconds",
         "Seconds since the agent started",
     );
-    uptime.get_or_create(&Vec::new()).set(stats.uptime_s as i64);
+    uptime
+        .get_or_create(&Vec::new())
+        .set(stats.uptime.as_secs() as i64);
     for (name, help, value) in [
         (
             "flood_guard_active",

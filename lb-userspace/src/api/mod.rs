@@ -7,6 +7,8 @@
 
 mod error;
 mod metrics;
+mod views;
+pub mod wire;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -19,7 +21,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize};
 use tokio::sync::Mutex;
 
 pub use error::ApiError;
@@ -29,10 +31,11 @@ use crate::{
     config::{BackendConfig, Config, ServiceConfig},
     model::{
         edit::{self, Edit},
-        AdminState, Model,
+        Model,
     },
     vrrp::{InstanceStatus, Vrrp},
 };
+use wire::BackendPatch;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -221,7 +224,7 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
 }
 
 async fn list_services(State(state): State<ApiState>) -> impl IntoResponse {
-    Json(state.agent.snapshot().services_view())
+    Json(views::services(&state.agent.snapshot()))
 }
 
 async fn show_service(
@@ -229,7 +232,7 @@ async fn show_service(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let snapshot = state.agent.snapshot();
-    Ok(Json(snapshot.service_view(snapshot.service(&name)?)))
+    Ok(Json(views::service(&snapshot, snapshot.service(&name)?)))
 }
 
 /// Makes the edits `change` decides on from the running model, in the
@@ -272,7 +275,7 @@ async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<im
     let snapshot = state.agent.snapshot();
     Ok((
         StatusCode::CREATED,
-        Json(snapshot.service_view(snapshot.service(&name)?)),
+        Json(views::service(&snapshot, snapshot.service(&name)?)),
     ))
 }
 
@@ -309,7 +312,7 @@ async fn patch_service(
     .await?;
     log::info!("API: changed service {name}");
     let snapshot = state.agent.snapshot();
-    Ok(Json(snapshot.service_view(snapshot.service(&renamed)?)))
+    Ok(Json(views::service(&snapshot, snapshot.service(&renamed)?)))
 }
 
 async fn delete_service(
@@ -331,7 +334,7 @@ async fn list_backends(
 ) -> ApiResult<impl IntoResponse> {
     let snapshot = state.agent.snapshot();
     Ok(Json(
-        snapshot.service_view(snapshot.service(&name)?).backends,
+        views::service(&snapshot, snapshot.service(&name)?).backends,
     ))
 }
 
@@ -342,9 +345,11 @@ async fn show_backend(
     let addr = backend_addr(&addr)?;
     let snapshot = state.agent.snapshot();
     let service = snapshot.service(&name)?;
-    Ok(Json(
-        snapshot.backend_view(service, snapshot.backend(service, addr)?),
-    ))
+    Ok(Json(views::backend(
+        &snapshot,
+        service,
+        snapshot.backend(service, addr)?,
+    )))
 }
 
 async fn add_backend(
@@ -373,16 +378,12 @@ async fn add_backend(
     let service = snapshot.service(&name)?;
     Ok((
         StatusCode::CREATED,
-        Json(snapshot.backend_view(service, snapshot.backend(service, added)?)),
+        Json(views::backend(
+            &snapshot,
+            service,
+            snapshot.backend(service, added)?,
+        )),
     ))
-}
-
-/// What `PATCH` may change of a backend.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendPatch {
-    weight: Option<i64>,
-    admin_state: Option<AdminState>,
 }
 
 async fn patch_backend(
@@ -417,9 +418,11 @@ async fn patch_backend(
     log::info!("API: changed backend {addr} of {name}: {patch:?}");
     let snapshot = state.agent.snapshot();
     let service = snapshot.service(&name)?;
-    Ok(Json(
-        snapshot.backend_view(service, snapshot.backend(service, addr)?),
-    ))
+    Ok(Json(views::backend(
+        &snapshot,
+        service,
+        snapshot.backend(service, addr)?,
+    )))
 }
 
 async fn delete_backend(
@@ -453,24 +456,19 @@ async fn flows(
 ) -> ApiResult<impl IntoResponse> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}"), None))?;
     let snapshot = state.agent.snapshot();
-    let flows = snapshot.flows_view(query.service.as_deref(), query.limit.unwrap_or(1000))?;
+    let flows = views::flows(
+        &snapshot,
+        query.service.as_deref(),
+        query.limit.unwrap_or(1000),
+    )?;
     Ok(Json(flows))
 }
 
 /// The agent's figures, and whether changes need the token (the status page
 /// offers its admin actions by that).
 async fn stats(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
-    #[derive(Serialize)]
-    struct Body {
-        #[serde(flatten)]
-        stats: crate::agent::StatsView,
-        changes_need_token: bool,
-    }
-    let stats = state.agent.snapshot().stats_view()?;
-    Ok(Json(Body {
-        stats,
-        changes_need_token: state.token.is_some(),
-    }))
+    let snapshot = state.agent.snapshot();
+    Ok(Json(views::stats(&snapshot, state.token.is_some())?))
 }
 
 async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {

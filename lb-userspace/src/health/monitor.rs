@@ -38,7 +38,7 @@ pub struct Transition {
 }
 
 /// A check as the status page shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheckStatus {
     pub state: OperState,
     /// `None` until the first probe ends.
@@ -53,7 +53,7 @@ pub struct CheckStatus {
     pub failures_total: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LastProbe {
     pub ok: bool,
     pub detail: String,

@@ -380,7 +380,7 @@ pub struct SyncGroup {
 }
 
 /// A VRRP version.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     /// RFC 3768: IPv4 only, whole-second intervals, optional PASS authentication.
@@ -388,6 +388,16 @@ pub enum Version {
     /// RFC 5798: IPv4 and IPv6, intervals in centiseconds.
     #[default]
     V3,
+}
+
+impl Version {
+    /// Its spelling in the API (as serde spells it).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Version::V2 => "v2",
+            Version::V3 => "v3",
+        }
+    }
 }
 
 /// How a VRRPv3 advertisement over IPv4 is checksummed (RFC 5798 includes
@@ -415,6 +425,30 @@ pub trait Spelled: Copy + PartialEq + 'static {
             .find(|(_, value)| *value == self)
             .map(|(name, _)| *name)
             .expect("every value is spelled")
+    }
+}
+
+/// Serde by spelling, for a [`Spelled`] type from elsewhere:
+/// `#[serde(with = "crate::model::spelled")]`.
+pub mod spelled {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    use super::Spelled;
+
+    pub fn serialize<T: Spelled, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_str())
+    }
+
+    pub fn deserialize<'de, T: Spelled, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let name = String::deserialize(d)?;
+        T::SPELLINGS
+            .iter()
+            .find(|(spelling, _)| *spelling == name)
+            .map(|(_, value)| *value)
+            .ok_or_else(|| {
+                let names: Vec<&str> = T::SPELLINGS.iter().map(|(name, _)| *name).collect();
+                D::Error::custom(format!("{name:?} is not one of: {}", names.join(", ")))
+            })
     }
 }
 
@@ -466,5 +500,26 @@ mod tests {
         for (name, state) in OperState::SPELLINGS {
             assert_eq!(serde_json::to_value(state).unwrap(), *name);
         }
+    }
+
+    #[test]
+    fn spelled_choices_serialize_as_spelled() {
+        #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+        struct Choices {
+            #[serde(with = "spelled")]
+            mode: Mode,
+            #[serde(with = "spelled")]
+            protocol: Protocol,
+        }
+        let choices = Choices {
+            mode: Mode::Ipip,
+            protocol: Protocol::Udp,
+        };
+        let json = serde_json::to_value(&choices).unwrap();
+        assert_eq!(json, serde_json::json!({"mode": "ipip", "protocol": "udp"}));
+        assert_eq!(serde_json::from_value::<Choices>(json).unwrap(), choices);
+        let unknown = serde_json::json!({"mode": "gre", "protocol": "tcp"});
+        let error = serde_json::from_value::<Choices>(unknown).unwrap_err();
+        assert_eq!(error.to_string(), r#""gre" is not one of: dr, ipip, nat"#);
     }
 }

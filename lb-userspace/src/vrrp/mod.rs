@@ -12,7 +12,7 @@ pub mod state;
 pub use crate::model::{V3Checksum, Version};
 pub use runtime::{InstanceStatus, Tracking, Vrrp};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// VRRP's IP protocol number.
 pub const IPPROTO_VRRP: u8 = 112;
@@ -23,7 +23,7 @@ pub const GROUP_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0
 pub const TTL: u8 = 255;
 
 /// An instance's protocol state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     #[default]

@@ -3,17 +3,19 @@
 use std::net::{IpAddr, SocketAddr};
 
 use clap::{ArgGroup, Args, Subcommand};
-use serde::Serialize;
 use serde_json::Value;
 
 use super::{
     format,
     http::{endpoint, Api, ApiArgs},
-    print_json,
+    print_json, read,
     table::Table,
-    views::{read, Backend},
 };
-use crate::{config::BackendConfig, model::AdminState};
+use crate::{
+    api::wire::{Backend, BackendPatch},
+    config::BackendConfig,
+    model::AdminState,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum BackendCommand {
@@ -138,7 +140,7 @@ pub fn run(command: BackendCommand) -> anyhow::Result<()> {
             Ok(())
         }
         BackendCommand::Set(args) => {
-            let patch = BackendPatch::new(&args);
+            let patch = backend_patch(&args);
             let address = args.address.to_string();
             let path = endpoint(&["services", &args.service, "backends", &address]);
             let answer = Api::new(&args.api)?.patch(&path, &serde_json::to_value(patch)?)?;
@@ -212,20 +214,10 @@ fn new_backend(args: &AddArgs) -> BackendConfig {
 }
 
 /// The body of `PATCH /api/v1/services/{name}/backends/{addr}`.
-#[derive(Debug, Serialize)]
-struct BackendPatch {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    weight: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    admin_state: Option<AdminState>,
-}
-
-impl BackendPatch {
-    fn new(args: &SetArgs) -> Self {
-        BackendPatch {
-            weight: args.weight,
-            admin_state: admin_state(args.drain, args.maint, args.ready),
-        }
+fn backend_patch(args: &SetArgs) -> BackendPatch {
+    BackendPatch {
+        weight: args.weight.map(i64::from),
+        admin_state: admin_state(args.drain, args.maint, args.ready),
     }
 }
 
@@ -256,8 +248,8 @@ fn table_at(backends: &[Backend], now_unix_ms: u64) -> String {
             b.address.to_string(),
             b.port.to_string(),
             b.weight.to_string(),
-            b.admin_state.clone(),
-            b.oper_state.clone(),
+            b.admin_state.name().into(),
+            b.oper_state.name().into(),
             if b.serving { "yes" } else { "no" }.into(),
             format::percent(b.ring_share),
             next_hop(b),
@@ -326,7 +318,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::cli::client::views::FlowCounts;
+    use crate::api::wire::FlowCounts;
 
     #[test]
     fn addresses_take_an_optional_port() {
@@ -380,7 +372,7 @@ mod tests {
         let Ok(BackendCommand::Set(args)) = parse(line) else {
             panic!("{line} is not a backend set");
         };
-        serde_json::to_string(&BackendPatch::new(&args)).unwrap()
+        serde_json::to_string(&backend_patch(&args)).unwrap()
     }
 
     #[test]
@@ -462,8 +454,8 @@ mod tests {
             "address": "198.18.1.10", "port": 80, "weight": 2, "admin_state": "ready",
             "oper_state": "up", "serving": true, "ring_share": 0.6667,
             "next_hop": {"mac": "52:54:00:12:34:56", "ifindex": 3},
-            "check": {"state": "up", "progress": "0 of 3 failures", "transitions": 0,
-                      "checks": 9, "failures_total": 0,
+            "check": {"state": "up", "progress": "0 of 3 failures", "since_unix_ms": 90_000,
+                      "transitions": 0, "checks": 9, "failures_total": 0,
                       "last": {"ok": true, "detail": "HTTP 200", "at_unix_ms": 100_000,
                                "took_ms": 0.4}},
             "flows": {"active": 12, "inactive": 3},
@@ -491,8 +483,11 @@ mod tests {
             backend(json!({
                 "address": "fd00::11", "weight": 1, "oper_state": "down", "serving": false,
                 "ring_share": 0.0, "next_hop": null, "next_hop_error": "no route to fd00::11",
-                "check": {"progress": "1 of 2 successes", "last": {"ok": false,
-                          "detail": "connection refused", "at_unix_ms": 101_000}},
+                "check": {"state": "down", "progress": "1 of 2 successes",
+                          "since_unix_ms": 95_000, "transitions": 1, "checks": 10,
+                          "failures_total": 4,
+                          "last": {"ok": false, "detail": "connection refused",
+                                   "at_unix_ms": 101_000, "took_ms": 0.2}},
                 "flows": {"active": 0, "inactive": 1},
                 "stats": {"packets": 0, "bytes": 0, "new_flows": 0}
             })),

@@ -1,16 +1,14 @@
 //! `xlb flows`: the connections the data plane tracks, like `ipvsadm -L -c`.
 
-use std::time::Duration;
-
 use clap::Args;
 
 use super::{
     format,
     http::{endpoint, with_query, Api, ApiArgs},
-    print_json,
+    print_json, read,
     table::Table,
-    views::{read, Flow},
 };
+use crate::api::wire::Flow;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Table: PRO CLIENT VIP BACKEND SERVICE IDLE.")]
@@ -46,12 +44,12 @@ fn table(flows: &[Flow]) -> String {
     let mut table = Table::new(&["PRO", "CLIENT", "VIP", "BACKEND", "SERVICE", "IDLE"]);
     for flow in flows {
         table.row(vec![
-            flow.protocol.to_uppercase(),
+            flow.protocol.name().to_uppercase(),
             flow.client.to_string(),
             flow.vip.to_string(),
             flow.backend.to_string(),
             flow.service.clone(),
-            format::duration(Duration::from_millis(flow.idle_ms)),
+            format::duration(flow.idle),
         ]);
     }
     table.to_string()

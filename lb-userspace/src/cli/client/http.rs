@@ -4,8 +4,9 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use serde::Deserialize;
 use serde_json::Value;
+
+use crate::api::wire::ErrorBody;
 
 /// Where the agent's API is and how to talk to it.
 #[derive(Debug, Args)]
@@ -182,13 +183,6 @@ impl Api {
 
 fn parse_json(body: &str) -> anyhow::Result<Value> {
     serde_json::from_str(body).context("the agent's answer is not JSON")
-}
-
-/// The body of a 4xx or 5xx answer.
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    field: Option<String>,
 }
 
 /// What a failed request prints after `xlb: error: `.

@@ -13,10 +13,10 @@ mod service;
 mod stats;
 mod status;
 mod table;
-mod views;
 mod vrrp;
 
 use clap::Subcommand;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use agent::{ConfigCommand, ReloadArgs};
@@ -67,4 +67,10 @@ pub fn run(command: ClientCommand) -> anyhow::Result<()> {
 fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// `value` read as `T`, or an error that says what the agent sent instead.
+fn read<T: DeserializeOwned>(value: Value) -> anyhow::Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| anyhow::anyhow!("unexpected answer from the agent: {e}"))
 }

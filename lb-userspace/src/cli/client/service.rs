@@ -4,16 +4,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{
     backend, format,
     http::{endpoint, Api, ApiArgs},
-    print_json,
+    print_json, read,
     table::{fields, Table},
-    views::{read, Service},
 };
-use crate::config::ServiceConfig;
+use crate::{api::wire::Service, config::ServiceConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
@@ -162,9 +162,9 @@ pub fn list_table(services: &[Service]) -> String {
             s.name.clone(),
             s.vip.to_string(),
             s.port.to_string(),
-            s.protocol.clone(),
-            s.mode.clone(),
-            s.backends_cell(),
+            s.protocol.name().into(),
+            s.mode.name().into(),
+            backends_cell(s),
             format::count(s.stats.packets),
             format::bytes(s.stats.bytes),
             format::count(s.stats.new_flows),
@@ -177,6 +177,12 @@ pub fn list_table(services: &[Service]) -> String {
     text
 }
 
+/// `up/total` backends, with `*` when the fallback takes the traffic.
+fn backends_cell(s: &Service) -> String {
+    let marker = if s.fallback_active { "*" } else { "" };
+    format!("{}/{}{marker}", s.in_service(), s.backends.len())
+}
+
 /// A service's settings as `key: value` lines.
 fn details(s: &Service) -> String {
     let fallback = match s.fallback {
@@ -186,8 +192,8 @@ fn details(s: &Service) -> String {
     };
     fields(&[
         ("service", s.name.clone()),
-        ("address", format!("{} {}", s.address(), s.protocol)),
-        ("mode", s.mode.clone()),
+        ("address", format!("{} {}", s.address(), s.protocol.name())),
+        ("mode", s.mode.name().into()),
         ("scheduler", s.scheduler.clone()),
         ("persistence", settings(s.persistence.as_ref())),
         ("health", settings(s.health.as_ref())),
@@ -208,10 +214,10 @@ fn details(s: &Service) -> String {
     ])
 }
 
-/// A settings object as `key=value` words, `kind` first; `none` if absent,
-/// `defaults` if empty.
-pub fn settings(value: Option<&Value>) -> String {
-    let Some(Value::Object(object)) = value else {
+/// Settings (a service's health or persistence) as `key=value` words,
+/// `kind` first; `none` if absent, `defaults` if empty.
+pub fn settings(value: Option<&impl Serialize>) -> String {
+    let Some(Ok(Value::Object(object))) = value.map(serde_json::to_value) else {
         return "none".into();
     };
     if object.is_empty() {
@@ -362,7 +368,7 @@ state = "drain"
         let health = json!({"path": "/healthz", "kind": "http", "rise": 3});
         assert_eq!(settings(Some(&health)), "kind=http path=/healthz rise=3");
         assert_eq!(settings(Some(&json!({}))), "defaults");
-        assert_eq!(settings(None), "none");
+        assert_eq!(settings(None::<&Value>), "none");
     }
 
     fn service(name: &str, fallback_active: bool, backends: Value) -> Service {

@@ -14,10 +14,10 @@ use serde::Serialize;
 use super::{
     format,
     http::{endpoint, Api, ApiArgs},
-    print_json,
+    print_json, read,
     table::Table,
-    views::{read, Stats, Traffic},
 };
+use crate::api::wire::{Stats, Traffic};
 
 #[derive(Debug, Args)]
 #[command(
@@ -171,16 +171,20 @@ impl Rates {
     /// `None` if the agent restarted in between. Services and backends
     /// that `before` lacks have no rates yet.
     fn between(before: &Stats, after: &Stats) -> Option<Rates> {
-        let secs = after.uptime_s - before.uptime_s;
-        if secs <= 0.0 {
-            return None;
-        }
+        let secs = after
+            .uptime
+            .checked_sub(before.uptime)
+            .filter(|elapsed| !elapsed.is_zero())?
+            .as_secs_f64();
         let counters = after
             .counters
             .iter()
-            .filter_map(|(name, value)| {
-                let earlier = before.counters.get(name)?;
-                Some((name.clone(), value.saturating_sub(*earlier) as f64 / secs))
+            .filter_map(|(counter, value)| {
+                let earlier = before.counters.get(counter)?;
+                Some((
+                    counter.name().to_string(),
+                    value.saturating_sub(earlier) as f64 / secs,
+                ))
             })
             .collect();
         let services = after
@@ -221,9 +225,20 @@ impl Rates {
     }
 }
 
+/// `xlb VERSION, up UPTIME, interfaces: NAME, ...`: the first line of
+/// `xlb stats` and `xlb status`.
+pub fn headline(stats: &Stats) -> String {
+    format!(
+        "xlb {}, up {}, interfaces: {}",
+        stats.version,
+        format::duration(stats.uptime),
+        stats.interfaces.join(", ")
+    )
+}
+
 /// The tables; `watching` is `Some` (rates, or none yet) with --watch.
 fn render(stats: &Stats, watching: Option<Option<&Rates>>) -> String {
-    let mut text = format!("{}\n", stats.headline());
+    let mut text = format!("{}\n", headline(stats));
     let total = stats
         .services
         .iter()
@@ -311,7 +326,7 @@ fn render(stats: &Stats, watching: Option<Option<&Rates>>) -> String {
     let mut counters = Table::new(&header);
     for counter in COUNTERS {
         let name = counter.name();
-        let Some(&total) = stats.counters.get(name) else {
+        let Some(total) = stats.counters.get(counter) else {
             continue;
         };
         let is_bytes = counter == Counter::RxBytes;
@@ -345,8 +360,12 @@ mod tests {
     fn sample(uptime_s: f64, packets: u64, rx_packets: u64) -> Stats {
         let value: Value = json!({
             "version": "0.1.0", "uptime_s": uptime_s, "interfaces": ["eth0"],
-            "health_transitions": 1, "applies": 2,
+            "health_transitions": 1, "applies": 2, "maglev_builds": 2,
             "counters": {"rx_packets": rx_packets, "rx_bytes": rx_packets * 100, "tx": 0},
+            "flow_count": {"at_unix_ms": null, "took_ms": 0.0, "entries": 0, "pruned": 0},
+            "flood_guard": {"new_flows_per_cpu": 1000, "active": false,
+                            "active_since_unix_ms": null, "stateless_flows": 0},
+            "changes_need_token": false,
             "services": [{
                 "name": "web",
                 "stats": {"packets": packets, "bytes": packets * 100, "new_flows": 4},

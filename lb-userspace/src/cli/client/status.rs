@@ -6,11 +6,12 @@ use serde_json::json;
 use super::{
     backend, format,
     http::{endpoint, Api, ApiArgs},
-    print_json,
+    print_json, read,
     service::settings,
+    stats::headline,
     table::Table,
-    views::{read, Service, Stats},
 };
+use crate::api::wire::{Service, Stats};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each service is a line \
@@ -45,7 +46,7 @@ fn render(stats: &Stats, services: &[Service], now_unix_ms: u64) -> String {
         "{}\n\
          services: {}, backends in service: {in_service} of {backends}, \
          health transitions: {}, data-plane updates: {}\n",
-        stats.headline(),
+        headline(stats),
         services.len(),
         stats.health_transitions,
         stats.applies,
@@ -64,10 +65,10 @@ fn render(stats: &Stats, services: &[Service], now_unix_ms: u64) -> String {
 fn service_line(s: &Service) -> String {
     let mut line = format!(
         "{}  {}  {}  mode {}  backends {}/{}",
-        s.protocol.to_uppercase(),
+        s.protocol.name().to_uppercase(),
         s.address(),
         s.name,
-        s.mode,
+        s.mode.name(),
         s.in_service(),
         s.backends.len()
     );
@@ -108,8 +109,8 @@ fn backend_lines(s: &Service, now_unix_ms: u64) -> String {
         table.row(vec![
             b.socket_addr().to_string(),
             b.weight.to_string(),
-            b.admin_state.clone(),
-            b.oper_state.clone(),
+            b.admin_state.name().into(),
+            b.oper_state.name().into(),
             if b.serving { "yes" } else { "no" }.into(),
             format::percent(b.ring_share),
             format::count(b.flows.active),
@@ -134,7 +135,11 @@ mod tests {
     fn status_is_one_block_per_service() {
         let stats: Stats = read(json!({
             "version": "0.1.0", "uptime_s": 7500.0, "interfaces": ["eth0", "eth1"],
-            "health_transitions": 3, "applies": 5, "counters": {}, "services": []
+            "health_transitions": 3, "applies": 5, "maglev_builds": 5, "counters": {},
+            "flow_count": {"at_unix_ms": null, "took_ms": 0.0, "entries": 0, "pruned": 0},
+            "flood_guard": {"new_flows_per_cpu": 1000, "active": false,
+                            "active_since_unix_ms": null, "stateless_flows": 0},
+            "services": [], "changes_need_token": false
         }))
         .unwrap();
         let services: Vec<Service> = read(json!([
@@ -147,17 +152,22 @@ mod tests {
                     "address": "198.18.1.10", "port": 80, "weight": 2,
                     "admin_state": "ready", "oper_state": "up", "serving": true,
                     "ring_share": 1.0,
-                    "check": {"progress": "0 of 3 failures",
-                              "last": {"ok": true, "detail": "ok", "at_unix_ms": 1000}},
+                    "check": {"state": "up", "progress": "0 of 3 failures",
+                              "since_unix_ms": 0, "transitions": 0, "checks": 4,
+                              "failures_total": 0,
+                              "last": {"ok": true, "detail": "ok", "at_unix_ms": 1000,
+                                       "took_ms": 0.3}},
                     "flows": {"active": 27, "inactive": 4},
                     "stats": {"packets": 0, "bytes": 0, "new_flows": 0}
                 }, {
                     "address": "198.18.1.11", "port": 80, "weight": 1,
                     "admin_state": "drain", "oper_state": "down", "serving": false,
                     "ring_share": 0.0,
-                    "check": {"progress": "0 of 2 successes",
+                    "check": {"state": "down", "progress": "0 of 2 successes",
+                              "since_unix_ms": 0, "transitions": 1, "checks": 4,
+                              "failures_total": 3,
                               "last": {"ok": false, "detail": "connection refused",
-                                       "at_unix_ms": 2000}},
+                                       "at_unix_ms": 2000, "took_ms": 0.3}},
                     "flows": {"active": 0, "inactive": 0},
                     "stats": {"packets": 0, "bytes": 0, "new_flows": 0}
                 }]

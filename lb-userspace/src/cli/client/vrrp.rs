@@ -1,14 +1,14 @@
 //! `xlb vrrp`: this director's VRRP instances, like keepalived's state dump.
 
 use clap::Args;
-use serde_json::Value;
 
 use super::{
     format,
     http::{endpoint, Api, ApiArgs},
-    print_json,
+    print_json, read,
     table::Table,
 };
+use crate::api::wire::InstanceStatus;
 
 #[derive(Debug, Args)]
 #[command(
@@ -24,7 +24,7 @@ pub fn run(args: VrrpArgs) -> anyhow::Result<()> {
     if args.api.json {
         return print_json(&answer);
     }
-    let instances = answer.as_array().cloned().unwrap_or_default();
+    let instances: Vec<InstanceStatus> = read(answer)?;
     if instances.is_empty() {
         println!("no VRRP instances");
         return Ok(());
@@ -33,12 +33,7 @@ pub fn run(args: VrrpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn table(instances: &[Value], now_unix_ms: u64) -> String {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
+fn table(instances: &[InstanceStatus], now_unix_ms: u64) -> String {
     let mut table = Table::new(&[
         "NAME",
         "INTERFACE",
@@ -52,29 +47,26 @@ fn table(instances: &[Value], now_unix_ms: u64) -> String {
         "LAST-CHANGE",
     ]);
     for i in instances {
-        let priority = match (i["priority"].as_u64(), i["configured_priority"].as_u64()) {
-            (Some(now), Some(configured)) if now != configured => format!("{now} ({configured})"),
-            (Some(now), _) => now.to_string(),
-            _ => "-".to_string(),
+        let priority = if i.priority == i.configured_priority {
+            i.priority.to_string()
+        } else {
+            format!("{} ({})", i.priority, i.configured_priority)
         };
-        let addresses: Vec<String> = i["virtual_addresses"]
-            .as_array()
-            .map(|a| a.iter().map(text).collect())
-            .unwrap_or_default();
-        let last_change = i["last_change_unix_ms"]
-            .as_u64()
+        let addresses: Vec<String> = i.virtual_addresses.iter().map(|a| a.to_string()).collect();
+        let last_change = i
+            .last_change_unix_ms
             .map(|then| format::age(then, now_unix_ms))
             .unwrap_or_else(|| "-".to_string());
         table.row(vec![
-            text(&i["name"]),
-            text(&i["interface"]),
-            text(&i["vrid"]),
-            text(&i["version"]),
-            text(&i["state"]).to_uppercase(),
+            i.name.clone(),
+            i.interface.clone(),
+            i.vrid.to_string(),
+            i.version.name().into(),
+            i.state.name().to_uppercase(),
             priority,
-            text(&i["master"]),
+            i.master.map_or_else(|| "-".to_string(), |m| m.to_string()),
             addresses.join(","),
-            text(&i["transitions"]),
+            i.transitions.to_string(),
             last_change,
         ]);
     }
@@ -89,12 +81,15 @@ mod tests {
 
     #[test]
     fn shows_state_priority_and_master() {
-        let instances = [json!({
+        let instances: Vec<InstanceStatus> = read(json!([{
             "name": "VI_1", "interface": "eth0", "vrid": 51, "version": "v3", "state": "master",
-            "priority": 90, "configured_priority": 150, "master": "198.18.0.2",
-            "virtual_addresses": ["198.18.0.100", "198.18.0.101"], "transitions": 2,
-            "last_change_unix_ms": 1_000,
-        })];
+            "priority": 90, "configured_priority": 150, "advert_interval_ms": 1000.0,
+            "master_down_interval_ms": 3414.0, "master": "198.18.0.2",
+            "virtual_addresses": ["198.18.0.100", "198.18.0.101"], "sync_group": null,
+            "transitions": 2, "last_change_unix_ms": 1_000, "last_reason": "preempted",
+            "adverts_sent": 40, "adverts_received": 3, "adverts_discarded": 0,
+        }]))
+        .unwrap();
         let out = table(&instances, 3_500);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{out}");
