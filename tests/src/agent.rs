@@ -208,9 +208,9 @@ impl AgentTestbed {
         backends: usize,
         services: &str,
     ) -> anyhow::Result<AgentTestbed> {
-        let testbed = AgentTestbed::build(Testbed::new(tag, mode, backends)?, tag, family)?;
-        testbed.write_config(services)?;
-        Ok(testbed)
+        let agent_testbed = AgentTestbed::build(Testbed::new(tag, mode, backends)?, tag, family)?;
+        agent_testbed.write_config(services)?;
+        Ok(agent_testbed)
     }
 
     /// A testbed of `directors` directors that leave the VIPs to VRRP; write each one's config
@@ -244,11 +244,12 @@ impl AgentTestbed {
         })
     }
 
-    /// The first agent's [`AgentProcess`].
+    /// The first director's agent.
     pub fn agent(&self) -> &AgentProcess {
         &self.agents[0]
     }
 
+    /// The first director's agent, to start, stop or point at another API address.
     pub fn agent_mut(&mut self) -> &mut AgentProcess {
         &mut self.agents[0]
     }

@@ -22,14 +22,14 @@
 //! delivered ([`pass_through`]), and the client and backends send complete checksums
 //! ([`full_checksums`]).
 //!
-//! [`Testbed::new`] pins the calling thread to CPU 0 once the programs are loaded, so that a flow meets
-//! the director on one CPU, as NIC RSS arranges in production (on veth the XDP program runs on the
-//! CPU that sends the frame; the director's shared flow table covers packets that stray). The
-//! threads a test starts inherit the pin: the identity servers' threads, and the namespace threads
-//! the client drivers run on. So the client's packets, and the ACKs its kernel sends on the CPU the
-//! replies arrive on, all meet the director on CPU 0. Timers are not pinned: an idle CPU's timers
-//! may fire on another one, so the client's route to the VIP has `quickack`, and its ACKs leave at
-//! once rather than from a delayed-ACK timer.
+//! [`Testbed::new`] pins the calling thread to CPU 0 once the programs are loaded, so that a flow
+//! meets the director on one CPU, as NIC RSS arranges in production (on veth the XDP program runs
+//! on the CPU that sends the frame; the director's shared flow table covers packets that stray).
+//! The threads a test starts inherit the pin: the identity servers' threads, and the namespace
+//! threads the client drivers run on. So the client's packets, and the ACKs its kernel sends on the
+//! CPU the replies arrive on, all meet the director on CPU 0. Timers are not pinned: an idle CPU's
+//! timers may fire on another one, so the client's route to the VIP has `quickack`, and its ACKs
+//! leave at once rather than from a delayed-ACK timer.
 
 use std::{
     collections::BTreeMap,
