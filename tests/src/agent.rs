@@ -24,7 +24,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::{
-    lab::{backend_port, Family, Net, Vips, VIP_PORT},
+    lab::{backend_port, Family, Testbed, Vips, VIP_PORT},
     netns::{ChildHandle, Netns, Topology},
     servers::{tcp_spread, Spread},
     xlb_bin,
@@ -37,10 +37,11 @@ pub const API: &str = "127.0.0.1:9180";
 /// How long the agent may take to load, apply and attach.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One director's agent: its namespace, files and process.
-pub struct Director {
-    pub ns: Netns,
-    pub agent: Option<ChildHandle>,
+/// One director's agent: `xlb run` in the director's namespace, its files and its API.
+pub struct AgentProcess {
+    pub director_ns: Netns,
+    /// The running `xlb run`, if any.
+    pub process: Option<ChildHandle>,
     /// The config file and the token.
     pub dir: PathBuf,
     pub pins: PathBuf,
@@ -50,14 +51,14 @@ pub struct Director {
     last_logs: String,
 }
 
-impl Director {
-    fn new(ns: Netns, tag: &str, index: usize) -> anyhow::Result<Director> {
+impl AgentProcess {
+    fn new(director_ns: Netns, tag: &str, index: usize) -> anyhow::Result<AgentProcess> {
         let name = format!("{tag}-{index}-{}", std::process::id());
         let dir = std::env::temp_dir().join(format!("xlb-agent-{name}"));
         std::fs::create_dir_all(&dir)?;
-        Ok(Director {
-            ns,
-            agent: None,
+        Ok(AgentProcess {
+            director_ns,
+            process: None,
             dir,
             pins: Path::new(BPF_FS).join(name),
             api: API.to_string(),
@@ -71,7 +72,7 @@ impl Director {
 
     /// Starts `xlb run ARGS` in the namespace and waits until `/ready` answers.
     pub fn start(&mut self, topology: &mut Topology, args: &[&str]) -> anyhow::Result<()> {
-        ensure!(self.agent.is_none(), "the agent is already running");
+        ensure!(self.process.is_none(), "the agent is already running");
         let mut cmd = Command::new(xlb_bin()?);
         cmd.args(["--log-level", "info", "run", "--config"])
             .arg(self.config_path())
@@ -79,15 +80,15 @@ impl Director {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        self.agent = Some(topology.spawn(&self.ns, cmd)?);
+        self.process = Some(topology.spawn(&self.director_ns, cmd)?);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok((200, _)) = self.request("GET", "/ready", None, None) {
                 return Ok(());
             }
-            let agent = self.agent.as_ref().expect("just started");
-            if let Some(output) = agent.wait_timeout(Duration::ZERO)? {
-                self.agent = None;
+            let process = self.process.as_ref().expect("just started");
+            if let Some(output) = process.wait_timeout(Duration::ZERO)? {
+                self.process = None;
                 bail!(
                     "the agent exited during start-up ({}): {}",
                     output.status,
@@ -106,17 +107,17 @@ impl Director {
 
     /// What the running agent logged so far, or the last one logged in all.
     pub fn logs(&self) -> String {
-        match &self.agent {
-            Some(agent) => String::from_utf8_lossy(&agent.stderr_snapshot()).into_owned(),
+        match &self.process {
+            Some(process) => String::from_utf8_lossy(&process.stderr_snapshot()).into_owned(),
             None => self.last_logs.clone(),
         }
     }
 
     /// SIGKILLs the agent and reaps it.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        let agent = self.agent.take().context("the agent is not running")?;
-        agent.signal(Signal::SIGKILL)?;
-        let output = agent
+        let process = self.process.take().context("the agent is not running")?;
+        process.signal(Signal::SIGKILL)?;
+        let output = process
             .wait_timeout(Duration::from_secs(5))?
             .context("the agent outlived SIGKILL")?;
         self.last_logs = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -125,9 +126,9 @@ impl Director {
 
     /// SIGTERMs the agent and returns what it logged; fails if it does not exit cleanly.
     pub fn stop(&mut self) -> anyhow::Result<String> {
-        let agent = self.agent.take().context("the agent is not running")?;
-        agent.signal(Signal::SIGTERM)?;
-        let output = agent
+        let process = self.process.take().context("the agent is not running")?;
+        process.signal(Signal::SIGTERM)?;
+        let output = process
             .wait_timeout(Duration::from_secs(10))?
             .context("the agent did not exit within 10 s of SIGTERM")?;
         let logs = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -141,7 +142,7 @@ impl Director {
     }
 
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        self.agent
+        self.process
             .as_ref()
             .context("the agent is not running")?
             .signal(signal)
@@ -155,7 +156,7 @@ impl Director {
         body: Option<&str>,
         token: Option<&str>,
     ) -> anyhow::Result<(u16, String)> {
-        request_in(&self.ns, &self.api, method, path, body, token)
+        request_in(&self.director_ns, &self.api, method, path, body, token)
     }
 
     /// `GET path`, which must answer 200 with JSON.
@@ -166,11 +167,11 @@ impl Director {
     }
 }
 
-impl Drop for Director {
+impl Drop for AgentProcess {
     fn drop(&mut self) {
-        if let Some(agent) = self.agent.take() {
-            let _ = agent.signal(Signal::SIGKILL);
-            let _ = agent.wait_timeout(Duration::from_secs(5));
+        if let Some(process) = self.process.take() {
+            let _ = process.signal(Signal::SIGKILL);
+            let _ = process.wait_timeout(Duration::from_secs(5));
         }
         // Pins left by a killed agent keep its maps and links alive; the links go with the
         // namespaces' interfaces, the rest with the pins.
@@ -183,10 +184,11 @@ impl Drop for Director {
     }
 }
 
-pub struct AgentLab {
+/// A testbed whose directors balance with agents: one [`AgentProcess`] a director.
+pub struct AgentTestbed {
     // Fields drop in order: the agents stop, then the namespaces go.
-    pub directors: Vec<Director>,
-    pub net: Net,
+    pub agents: Vec<AgentProcess>,
+    pub testbed: Testbed,
     pub family: Family,
     /// Slots per Maglev ring; small by default, so tests start fast.
     pub maglev_size: u32,
@@ -196,60 +198,45 @@ pub struct AgentLab {
     pub max_services: u32,
 }
 
-impl std::ops::Deref for AgentLab {
-    type Target = Director;
-
-    fn deref(&self) -> &Director {
-        &self.directors[0]
-    }
-}
-
-impl std::ops::DerefMut for AgentLab {
-    fn deref_mut(&mut self) -> &mut Director {
-        &mut self.directors[0]
-    }
-}
-
-impl AgentLab {
-    /// Builds the lab with `backends` backends and writes a configuration of the agent section
-    /// followed by `services` (TOML `[[service]]` tables); the agent is not started yet. The lab
-    /// derefs to its director.
+impl AgentTestbed {
+    /// Builds the testbed with `backends` backends and writes a configuration of the agent section
+    /// followed by `services` (TOML `[[service]]` tables); the agent is not started yet.
     pub fn new(
         tag: &str,
         mode: Mode,
         family: Family,
         backends: usize,
         services: &str,
-    ) -> anyhow::Result<AgentLab> {
-        let lab = AgentLab::build(Net::new(tag, mode, backends)?, tag, family)?;
-        lab.write_config(services)?;
-        Ok(lab)
+    ) -> anyhow::Result<AgentTestbed> {
+        let agent_testbed = AgentTestbed::build(Testbed::new(tag, mode, backends)?, tag, family)?;
+        agent_testbed.write_config(services)?;
+        Ok(agent_testbed)
     }
 
-    /// A lab of `directors` directors that leave the VIPs to VRRP; write each one's config with
-    /// [`AgentLab::write_config_of`].
+    /// A testbed of `directors` directors that leave the VIPs to VRRP; write each one's config
+    /// with [`AgentTestbed::write_config_of`].
     pub fn with_directors(
         tag: &str,
         mode: Mode,
         family: Family,
         backends: usize,
         directors: usize,
-    ) -> anyhow::Result<AgentLab> {
-        let net = Net::with_directors(tag, mode, backends, directors, Vips::Vrrp)?;
-        AgentLab::build(net, tag, family)
+    ) -> anyhow::Result<AgentTestbed> {
+        let testbed = Testbed::with_directors(tag, mode, backends, directors, Vips::Vrrp)?;
+        AgentTestbed::build(testbed, tag, family)
     }
 
-    fn build(net: Net, tag: &str, family: Family) -> anyhow::Result<AgentLab> {
+    fn build(testbed: Testbed, tag: &str, family: Family) -> anyhow::Result<AgentTestbed> {
         mount_bpffs()?;
-        let directors = net
-            .directors
+        let agents = testbed
+            .director_nss
             .iter()
             .enumerate()
-            .map(|(k, ns)| Director::new(ns.clone(), tag, k))
+            .map(|(k, ns)| AgentProcess::new(ns.clone(), tag, k))
             .collect::<anyhow::Result<_>>()?;
-        Ok(AgentLab {
-            directors,
-            net,
+        Ok(AgentTestbed {
+            agents,
+            testbed,
             family,
             maglev_size: 4099,
             max_backends: 64,
@@ -257,26 +244,36 @@ impl AgentLab {
         })
     }
 
-    /// The first director's config: the agent section for this lab, then `rest`.
+    /// The first director's agent.
+    pub fn agent(&self) -> &AgentProcess {
+        &self.agents[0]
+    }
+
+    /// The first director's agent, to start, stop or point at another API address.
+    pub fn agent_mut(&mut self) -> &mut AgentProcess {
+        &mut self.agents[0]
+    }
+
+    /// The first director's config: the agent section for this testbed, then `rest`.
     pub fn write_config(&self, rest: &str) -> anyhow::Result<()> {
         self.write_config_of(0, rest)
     }
 
-    /// Director `k`'s config: the agent section for this lab, then `rest`.
+    /// Director `k`'s config: the agent section for this testbed, then `rest`.
     pub fn write_config_of(&self, k: usize, rest: &str) -> anyhow::Result<()> {
-        let director = &self.directors[k];
+        let agent = &self.agents[k];
         let host = 2 + k;
         let text = format!(
             "[agent]\ninterfaces = [\"eth0\"]\napi_listen = \"{API}\"\npin_path = \"{}\"\n\
              tunnel_source_v4 = \"198.18.1.{host}\"\ntunnel_source_v6 = \"fd00:1::{host}\"\n\n\
              [tables]\nmaglev_size = {}\nmax_services = {}\nmax_backends = {}\n\
              flow_entries = 262144\naffinity_entries = 1024\n\n{rest}",
-            director.pins.display(),
+            agent.pins.display(),
             self.maglev_size,
             self.max_services,
             self.max_backends,
         );
-        std::fs::write(director.config_path(), text).context("writing the agent's config")
+        std::fs::write(agent.config_path(), text).context("writing the agent's config")
     }
 
     /// Starts the first director's `xlb run` and waits until `/ready` answers.
@@ -284,24 +281,25 @@ impl AgentLab {
         self.start_with(&[])
     }
 
-    /// [`AgentLab::start`] with more arguments for `xlb run`.
+    /// [`AgentTestbed::start`] with more arguments for `xlb run`.
     pub fn start_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
         self.start_of(0, args)
     }
 
     /// Starts director `k`'s `xlb run ARGS`.
     pub fn start_of(&mut self, k: usize, args: &[&str]) -> anyhow::Result<()> {
-        self.directors[k].start(&mut self.net.topology, args)
+        self.agents[k].start(&mut self.testbed.topology, args)
     }
 
     /// Where the first director's API listens, when its config was changed to another address.
     pub fn set_api(&mut self, addr: &str) {
-        self.directors[0].api = addr.to_string();
+        self.agent_mut().api = addr.to_string();
     }
 
     /// Adds `lines` (keys of the agent section) to the first director's config.
     pub fn add_agent_settings(&self, lines: &str) -> anyhow::Result<()> {
-        let config = std::fs::read_to_string(self.config_path())?;
+        let config_path = self.agent().config_path();
+        let config = std::fs::read_to_string(&config_path)?;
         let added = config.replacen(
             "[tables]",
             &format!(
@@ -315,14 +313,15 @@ impl AgentLab {
             added != config,
             "the config has no tables section to add before"
         );
-        std::fs::write(self.config_path(), added).context("writing the agent's config")
+        std::fs::write(config_path, added).context("writing the agent's config")
     }
 
     /// Rewrites the first director's config so the API listens on `addr` (off loopback) and
     /// changes need `token`.
     pub fn open_api(&mut self, addr: &str, token: &str) -> anyhow::Result<()> {
-        let config = std::fs::read_to_string(self.config_path())?;
-        let token_file = self.dir.join("token");
+        let config_path = self.agent().config_path();
+        let config = std::fs::read_to_string(&config_path)?;
+        let token_file = self.agent().dir.join("token");
         std::fs::write(&token_file, token)?;
         let open = config
             .replace(
@@ -334,7 +333,7 @@ impl AgentLab {
                 &format!("api_token_file = \"{}\"\n\n[tables]", token_file.display()),
             );
         ensure!(open != config, "the config has no agent section to open");
-        std::fs::write(self.config_path(), open)?;
+        std::fs::write(config_path, open)?;
         self.set_api(addr);
         Ok(())
     }
@@ -346,7 +345,7 @@ impl AgentLab {
 
     /// The backend at `addr` of a service as the first director's API shows it.
     pub fn backend_at(&self, service: &str, addr: SocketAddr) -> anyhow::Result<Value> {
-        self.get(&format!(
+        self.agent().get(&format!(
             "/api/v1/services/{service}/backends/{}",
             encode(&addr.to_string())
         ))
@@ -354,7 +353,7 @@ impl AgentLab {
 
     /// Backend `n`'s address and port.
     pub fn backend_addr(&self, n: usize) -> SocketAddr {
-        SocketAddr::new(self.family.backend(n), backend_port(self.net.mode))
+        SocketAddr::new(self.family.backend(n), backend_port(self.testbed.mode))
     }
 
     pub fn vip(&self) -> SocketAddr {

@@ -22,14 +22,14 @@
 //! delivered ([`pass_through`]), and the client and backends send complete checksums
 //! ([`full_checksums`]).
 //!
-//! [`Lab::new`] pins the calling thread to CPU 0 once the programs are loaded, so that a flow meets
-//! the director on one CPU, as NIC RSS arranges in production (on veth the XDP program runs on the
-//! CPU that sends the frame; the director's shared flow table covers packets that stray). The
-//! threads a test starts inherit the pin: the identity servers' threads, and the namespace threads
-//! the client drivers run on. So the client's packets, and the ACKs its kernel sends on the CPU the
-//! replies arrive on, all meet the director on CPU 0. Timers are not pinned: an idle CPU's timers
-//! may fire on another one, so the client's route to the VIP has `quickack`, and its ACKs leave at
-//! once rather than from a delayed-ACK timer.
+//! [`Testbed::new`] pins the calling thread to CPU 0 once the programs are loaded, so that a flow
+//! meets the director on one CPU, as NIC RSS arranges in production (on veth the XDP program runs
+//! on the CPU that sends the frame; the director's shared flow table covers packets that stray).
+//! The threads a test starts inherit the pin: the identity servers' threads, and the namespace
+//! threads the client drivers run on. So the client's packets, and the ACKs its kernel sends on the
+//! CPU the replies arrive on, all meet the director on CPU 0. Timers are not pinned: an idle CPU's
+//! timers may fire on another one, so the client's route to the VIP has `quickack`, and its ACKs
+//! leave at once rather than from a delayed-ACK timer.
 
 use std::{
     collections::BTreeMap,
@@ -59,7 +59,7 @@ pub const VIP_PORT: u16 = 80;
 pub const NAT_PORT: u16 = 8080;
 /// How far each backend's share may be from its weight's share, relatively.
 pub const TOLERANCE: f64 = 0.15;
-/// Exchanges of each protocol that [`Lab::probe`] makes.
+/// Exchanges of each protocol that [`InProcessTestbed::probe`] makes.
 const PROBES: u64 = 5;
 
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -93,21 +93,46 @@ impl Family {
     }
 }
 
-/// A backend in a service set: its index (0 for b1), weight, and whether it is drained.
-pub type Member = (usize, u16, bool);
+/// A backend in a service set.
+#[derive(Clone, Copy, Debug)]
+pub struct Member {
+    /// The backend's index: 0 for b1.
+    pub backend: usize,
+    pub weight: u16,
+    pub drain: bool,
+}
+
+impl Member {
+    /// Backend `backend` (0 for b1) at `weight`, not drained.
+    pub const fn new(backend: usize, weight: u16) -> Member {
+        Member {
+            backend,
+            weight,
+            drain: false,
+        }
+    }
+
+    /// This member, drained.
+    pub const fn drained(self) -> Member {
+        Member {
+            drain: true,
+            ..self
+        }
+    }
+}
 
 /// The namespaces and links, with an identity server on every backend and the decapsulators of
-/// IP-in-IP, but no load balancer yet: [`Lab`] runs one in this process, the agent tests run
-/// `xlb run` in the director's namespace.
-pub struct Net {
+/// IP-in-IP, but no load balancer yet: [`InProcessTestbed`] runs one in this process,
+/// [`AgentTestbed`](crate::agent::AgentTestbed) runs `xlb run` in the directors' namespaces.
+pub struct Testbed {
     // Fields drop in order: the servers stop, the programs detach, then the namespaces go.
     pub servers: Vec<IdentityServer>,
     pub decaps: Vec<Dataplane>,
     _port_pass: Dataplane,
     pub client: Netns,
-    /// The first of `directors`.
-    pub director: Netns,
-    pub directors: Vec<Netns>,
+    /// The first of `director_nss`.
+    pub director_ns: Netns,
+    pub director_nss: Vec<Netns>,
     pub backends: Vec<Netns>,
     /// The switch's namespace, and each director's port on it.
     pub switch: Netns,
@@ -128,21 +153,14 @@ pub enum Vips {
     Vrrp,
 }
 
-/// The topology, with the director's program attached and an identity server on every backend.
-pub struct Lab {
-    pub director: Dataplane,
-    pub net: Net,
+/// A testbed whose director balances with a data plane loaded in this process.
+pub struct InProcessTestbed {
+    /// The data plane attached to the director's `eth0`.
+    pub balancer: Dataplane,
+    pub testbed: Testbed,
     pub family: Family,
-    /// What [`Lab::apply`] gives the director besides the tunnel sources and the MTU.
+    /// What [`InProcessTestbed::apply`] gives the balancer besides the tunnel sources and the MTU.
     pub settings: DirectorSettings,
-}
-
-impl std::ops::Deref for Lab {
-    type Target = Net;
-
-    fn deref(&self) -> &Net {
-        &self.net
-    }
 }
 
 /// Pins the calling thread, and so every thread it starts afterwards, to `cpu` (the lab pins to
@@ -154,14 +172,14 @@ pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
         .with_context(|| format!("pinning the thread to CPU {cpu}"))
 }
 
-impl Net {
-    /// Builds the topology with `backends` backends (b1, b2, …) for `mode`, and pins the calling
+impl Testbed {
+    /// Builds the testbed with `backends` backends (b1, b2, …) for `mode`, and pins the calling
     /// thread to CPU 0 (see the module docs).
-    pub fn new(tag: &str, mode: Mode, backends: usize) -> anyhow::Result<Net> {
-        Net::with_directors(tag, mode, backends, 1, Vips::Static)
+    pub fn new(tag: &str, mode: Mode, backends: usize) -> anyhow::Result<Testbed> {
+        Testbed::with_directors(tag, mode, backends, 1, Vips::Static)
     }
 
-    /// [`Net::new`] with `directors` directors on the switch: `director`, `director2`, … at
+    /// [`Testbed::new`] with `directors` directors on the switch: `director`, `director2`, … at
     /// 198.18.0.2, .3, … (and 198.18.1.2, …, fd00::2, …, fd00:1::2, …), holding the VIPs as
     /// `vips` says.
     pub fn with_directors(
@@ -170,7 +188,7 @@ impl Net {
         backends: usize,
         directors: usize,
         vips: Vips,
-    ) -> anyhow::Result<Net> {
+    ) -> anyhow::Result<Testbed> {
         let mut port_pass = pass_through()?;
         pin_to_cpu(0)?;
         let mut topology = Topology::new(tag)?;
@@ -292,13 +310,13 @@ impl Net {
             backend_nss.push(ns);
         }
 
-        Ok(Net {
+        Ok(Testbed {
             servers,
             decaps,
             _port_pass: port_pass,
             client,
-            director: director_nss[0].clone(),
-            directors: director_nss,
+            director_ns: director_nss[0].clone(),
+            director_nss,
             backends: backend_nss,
             switch: switch.netns().clone(),
             director_ports,
@@ -311,8 +329,8 @@ impl Net {
     }
 }
 
-impl Lab {
-    /// Builds the topology with `backends` backends (b1, b2, …) and serves `members` in `mode`
+impl InProcessTestbed {
+    /// Builds the testbed with `backends` backends (b1, b2, …) and serves `members` in `mode`
     /// over `family`.
     pub fn new(
         tag: &str,
@@ -320,14 +338,14 @@ impl Lab {
         family: Family,
         backends: usize,
         members: &[Member],
-    ) -> anyhow::Result<Lab> {
+    ) -> anyhow::Result<InProcessTestbed> {
         let options = LoadOptions {
             bpf_log: LevelFilter::Off,
             max_services: 4,
             max_backends: 16,
             ..LoadOptions::default()
         };
-        Lab::tuned(
+        InProcessTestbed::tuned(
             tag,
             mode,
             family,
@@ -338,8 +356,8 @@ impl Lab {
         )
     }
 
-    /// [`Lab::new`] with the director's program loaded with `options` (table sizes) and given
-    /// `settings` (the flood guard, say); the tunnel sources and the MTU are the lab's.
+    /// [`InProcessTestbed::new`] with the balancer loaded with `options` (table sizes) and given
+    /// `settings` (the flood guard, say); the tunnel sources and the MTU are the testbed's.
     pub fn tuned(
         tag: &str,
         mode: Mode,
@@ -348,36 +366,36 @@ impl Lab {
         members: &[Member],
         options: &LoadOptions,
         settings: DirectorSettings,
-    ) -> anyhow::Result<Lab> {
+    ) -> anyhow::Result<InProcessTestbed> {
         // Verifying the balancer takes about a second of CPU, so it happens before the pin, on
         // whichever CPU is free.
-        let director = Dataplane::load(options).context("loading the director's program")?;
-        let net = Net::new(tag, mode, backends)?;
-        let mut lab = Lab {
-            director,
-            net,
+        let balancer = Dataplane::load(options).context("loading the director's program")?;
+        let testbed = Testbed::new(tag, mode, backends)?;
+        let mut lb = InProcessTestbed {
+            balancer,
+            testbed,
             family,
             settings,
         };
-        lab.apply(members)?;
-        let director_ns = lab.net.director.clone();
+        lb.apply(members)?;
+        let director_ns = lb.testbed.director_ns.clone();
         director_ns
-            .run(|| lab.director.attach("eth0", AttachMode::Native).map(|_| ()))?
+            .run(|| lb.balancer.attach("eth0", AttachMode::Native).map(|_| ()))?
             .context("attaching the director's program")?;
-        Ok(lab)
+        Ok(lb)
     }
 
-    /// Makes the director serve exactly `members`, over TCP and UDP.
+    /// Makes the balancer serve exactly `members`, over TCP and UDP.
     pub fn apply(&mut self, members: &[Member]) -> anyhow::Result<()> {
         let backends: Vec<BackendSpec> = members
             .iter()
-            .map(|&(n, weight, drain)| BackendSpec {
-                addr: self.family.backend(n),
-                port: backend_port(self.mode),
-                weight,
-                drain,
+            .map(|member| BackendSpec {
+                addr: self.family.backend(member.backend),
+                port: backend_port(self.testbed.mode),
+                weight: member.weight,
+                drain: member.drain,
                 next_hop: NextHop {
-                    mac: self.macs[n],
+                    mac: self.testbed.macs[member.backend],
                     ifindex: 0,
                     src_mac: [0; 6],
                 },
@@ -389,7 +407,7 @@ impl Lab {
                 vip: self.family.vip(),
                 port: VIP_PORT,
                 protocol,
-                mode: self.mode,
+                mode: self.testbed.mode,
                 affinity: None,
                 backends: backends.clone(),
             })
@@ -400,7 +418,7 @@ impl Lab {
             mtu: 1500,
             ..self.settings
         };
-        self.director
+        self.balancer
             .apply(&services, &settings)
             .context("applying the services")
     }
@@ -412,8 +430,8 @@ impl Lab {
     /// A few exchanges of each protocol, which must all be answered: fails fast when the VIP
     /// does not answer at all, rather than after a whole spread's time budget.
     pub fn probe(&self) -> anyhow::Result<()> {
-        let tcp = tcp_spread(&self.client, self.vip(), PROBES)?;
-        let udp = udp_spread(&self.client, self.vip(), PROBES)?;
+        let tcp = tcp_spread(&self.testbed.client, self.vip(), PROBES)?;
+        let udp = udp_spread(&self.testbed.client, self.vip(), PROBES)?;
         ensure!(
             tcp.failed == 0 && udp.failed == 0,
             "the VIP does not answer: TCP {tcp:?}, UDP {udp:?}"
@@ -425,7 +443,7 @@ impl Lab {
     /// table hits, NAT replies exactly in NAT mode, and nothing dropped, redirected or handed to
     /// the kernel for lack of a neighbour. With IP-in-IP, every decapsulator must have worked.
     pub fn check_counters(&self) -> anyhow::Result<()> {
-        let counters = self.director.counters()?;
+        let counters = self.balancer.counters()?;
         let mut wrong = Vec::new();
         let mut expect = |counter: Counter, ok: fn(u64) -> bool, what: &str| {
             let value = counters.get(counter);
@@ -437,7 +455,7 @@ impl Lab {
         let zero: fn(u64) -> bool = |v| v == 0;
         expect(Counter::Tx, positive, "> 0");
         expect(Counter::FlowHit, positive, "> 0");
-        let nat = if self.mode == Mode::Nat {
+        let nat = if self.testbed.mode == Mode::Nat {
             positive
         } else {
             zero
@@ -462,7 +480,7 @@ impl Lab {
             wrong.join("; "),
             serde_json::to_string(&counters)?
         );
-        for (n, decap) in self.decaps.iter().enumerate() {
+        for (n, decap) in self.testbed.decaps.iter().enumerate() {
             let decapsulated = decap.counters()?.get(Counter::Decap);
             ensure!(decapsulated > 0, "b{} decapsulated nothing", n + 1);
         }
@@ -488,14 +506,14 @@ impl Lab {
         let weights: BTreeMap<String, u64> = weights
             .iter()
             .enumerate()
-            .map(|(n, &w)| (self.servers[n].name().to_owned(), w.into()))
+            .map(|(n, &w)| (self.testbed.servers[n].name().to_owned(), w.into()))
             .collect();
         within(spread, &weights, TOLERANCE).map_err(|e| anyhow!("{what}: {e}"))?;
-        for (n, server) in self.servers.iter().enumerate() {
+        for (n, server) in self.testbed.servers.iter().enumerate() {
             let answered = spread.by_backend.get(server.name()).copied().unwrap_or(0);
             let stats = self
-                .director
-                .backend_stats(self.family.backend(n), backend_port(self.mode))?;
+                .balancer
+                .backend_stats(self.family.backend(n), backend_port(self.testbed.mode))?;
             ensure!(
                 stats.new_flows >= answered,
                 "{what}: {} answered {answered} exchanges, but the director counted {} new flows \

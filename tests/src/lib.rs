@@ -3,11 +3,13 @@
 //!
 //! - [`packet`]: test frames with correct checksums, and a checksum verifier.
 //! - [`testrun`]: one frame through an XDP program via `BPF_PROG_TEST_RUN`.
-//! - [`agent`]: `xlb run` in the lab, its API, and a steady client load.
+//! - [`agent`]: `xlb run` on the testbed's directors ([`agent::AgentTestbed`]), its API, and a
+//!   steady client load.
 //! - [`bench_object`]: the benchmarks' own XDP programs, which `xlb` does not carry.
 //! - [`browser`]: headless Chromium in a lab namespace, driven over WebDriver.
 //! - [`keepalived`]: keepalived in the lab, as xlb's VRRP peer and yardstick.
-//! - [`lab`]: a director, backends and a client in namespaces, balancing for real.
+//! - [`lab`]: a client, directors and backends in namespaces ([`lab::Testbed`]), and xlb loaded in
+//!   this process balancing them for real ([`lab::InProcessTestbed`]).
 //! - [`livegen`]: the UDP benchmark's load generator (XDP live frames) and backend counters.
 //! - [`loadgen`]: short-connection TCP load with latency percentiles, and a fast server for it.
 //! - [`netns`]: namespaces, veth links and processes that clean up after themselves.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use lb_common::maps::Mode;
 use serde_json::Value;
 use xlb_tests::{
-    agent::{encode, total, AgentLab, ServiceConf, SteadyLoad},
+    agent::{encode, total, AgentTestbed, ServiceConf, SteadyLoad},
     lab::{backend_port, Family},
     require_privileged,
     servers::{tcp_spread, LongLived},
@@ -51,26 +51,30 @@ fn names(value: &Value) -> Vec<String> {
 #[test]
 fn serves_the_configured_services() {
     require_privileged!();
-    let mut lab = AgentLab::new("agserve", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agserve", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 300).unwrap();
-    assert_eq!(spread.failed, 0, "{spread:?}\n{}", lab.logs());
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 300).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}\n{}", lab.agent().logs());
     assert_eq!(spread.by_backend.len(), 3, "{spread:?}");
-    let services = lab.get("/api/v1/services").unwrap();
+    let services = lab.agent().get("/api/v1/services").unwrap();
     assert_eq!(names(&services), ["web", "web-udp"]);
     let b1 = lab.backend("web", 0).unwrap();
     assert_eq!(b1["oper_state"], "up", "{b1}");
     assert_eq!(b1["serving"], true, "{b1}");
     assert!(b1["stats"]["new_flows"].as_u64().unwrap() > 50, "{b1}");
-    let logs = lab.stop().unwrap();
+    let logs = lab.agent_mut().stop().unwrap();
     assert!(logs.contains("detached from eth0"), "{logs}");
-    assert!(!lab.pins.exists(), "SIGTERM leaves no pins");
-    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), None);
+    assert!(!lab.agent().pins.exists(), "SIGTERM leaves no pins");
+    assert_eq!(lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(), None);
 }
 
 /// The running configuration as the API dumps it.
-fn dump(lab: &AgentLab) -> String {
-    let (status, body) = lab.request("GET", "/api/v1/config", None, None).unwrap();
+fn dump(lab: &AgentTestbed) -> String {
+    let (status, body) = lab
+        .agent()
+        .request("GET", "/api/v1/config", None, None)
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -78,7 +82,7 @@ fn dump(lab: &AgentLab) -> String {
 /// Sends a request that must be refused with `status`, naming `field` if given, and change
 /// nothing.
 fn refused(
-    lab: &AgentLab,
+    lab: &AgentTestbed,
     method: &str,
     path: &str,
     body: Option<&str>,
@@ -86,7 +90,7 @@ fn refused(
     field: Option<&str>,
 ) {
     let before = dump(lab);
-    let (got, text) = lab.request(method, path, body, None).unwrap();
+    let (got, text) = lab.agent().request(method, path, body, None).unwrap();
     assert_eq!(got, status, "{method} {path} {body:?}: {text}");
     let error: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
     assert!(!error["error"].as_str().unwrap_or("").is_empty(), "{text}");
@@ -103,18 +107,22 @@ fn refused(
 #[test]
 fn api_reads_changes_and_refusals() {
     require_privileged!();
-    let mut lab = AgentLab::new("agapi", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agapi", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 60).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
 
     // Reads.
     assert_eq!(
-        lab.request("GET", "/healthz", None, None).unwrap(),
+        lab.agent().request("GET", "/healthz", None, None).unwrap(),
         (200, "ok\n".into())
     );
-    assert_eq!(lab.request("GET", "/ready", None, None).unwrap().0, 200);
-    let (status, page) = lab.request("GET", "/", None, None).unwrap();
+    assert_eq!(
+        lab.agent().request("GET", "/ready", None, None).unwrap().0,
+        200
+    );
+    let (status, page) = lab.agent().request("GET", "/", None, None).unwrap();
     assert_eq!(status, 200);
     assert!(
         page.starts_with("<!doctype html>") && page.contains("/api/v1/services"),
@@ -125,20 +133,21 @@ fn api_reads_changes_and_refusals() {
         !external.contains("http://") && !external.contains("https://"),
         "the status page must work offline: {page}"
     );
-    let web = lab.get("/api/v1/services/web").unwrap();
+    let web = lab.agent().get("/api/v1/services/web").unwrap();
     assert_eq!(
         (web["vip"].as_str(), web["mode"].as_str()),
         (Some("198.18.0.100"), Some("dr"))
     );
     assert_eq!(
-        lab.get("/api/v1/services/web/backends")
+        lab.agent()
+            .get("/api/v1/services/web/backends")
             .unwrap()
             .as_array()
             .unwrap()
             .len(),
         3
     );
-    let stats = lab.get("/api/v1/stats").unwrap();
+    let stats = lab.agent().get("/api/v1/stats").unwrap();
     assert!(stats["counters"]["tx"].as_u64().unwrap() >= 60, "{stats}");
     let web_stats = &stats["services"][0];
     assert_eq!(web_stats["name"], "web");
@@ -146,7 +155,10 @@ fn api_reads_changes_and_refusals() {
         web_stats["stats"]["new_flows"].as_u64().unwrap() >= 60,
         "{stats}"
     );
-    let flows = lab.get("/api/v1/flows?service=web&limit=10").unwrap();
+    let flows = lab
+        .agent()
+        .get("/api/v1/flows?service=web&limit=10")
+        .unwrap();
     let flows = flows.as_array().unwrap();
     assert_eq!(flows.len(), 10, "{flows:?}");
     for flow in flows {
@@ -157,14 +169,14 @@ fn api_reads_changes_and_refusals() {
             "{flow}"
         );
     }
-    let (status, metrics) = lab.request("GET", "/metrics", None, None).unwrap();
+    let (status, metrics) = lab.agent().request("GET", "/metrics", None, None).unwrap();
     assert_eq!(status, 200);
     assert!(
         metrics.contains("xlb_backend_up{service=\"web\",backend=\"198.18.1.10:80\"} 1"),
         "{metrics}"
     );
     let config = dump(&lab);
-    let saved = lab.dir.join("saved.toml");
+    let saved = lab.agent().dir.join("saved.toml");
     std::fs::write(&saved, &config).unwrap();
     let check = std::process::Command::new(xlb_tests::xlb_bin().unwrap())
         .args(["check", "--config"])
@@ -234,8 +246,8 @@ fn api_reads_changes_and_refusals() {
         Some("service[x].health.kind"),
     );
     let before = dump(&lab);
-    let director = lab.net.director.clone();
-    let (status, body) = director
+    let director_ns = lab.testbed.director_ns.clone();
+    let (status, body) = director_ns
         .run(|| {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -256,19 +268,20 @@ fn api_reads_changes_and_refusals() {
     assert_eq!(dump(&lab), before);
 
     // Drain b1: established connections stay, new ones avoid it.
-    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
+    let mut long_lived = LongLived::open(&lab.testbed.client, lab.vip(), 30).unwrap();
     assert!(
         long_lived.backends().contains_key("b1"),
         "{:?}",
         long_lived.backends()
     );
     let (status, body) = lab
+        .agent()
         .request("PATCH", &b1, Some(r#"{"admin_state": "drain"}"#), None)
         .unwrap();
     assert_eq!(status, 200, "{body}");
     let view: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["admin_state"], "drain");
-    let after = tcp_spread(&lab.net.client, lab.vip(), 300).unwrap();
+    let after = tcp_spread(&lab.testbed.client, lab.vip(), 300).unwrap();
     assert_eq!(after.failed, 0, "{after:?}");
     assert!(
         !after.by_backend.contains_key("b1"),
@@ -282,7 +295,7 @@ fn api_reads_changes_and_refusals() {
 
     // Add a service, see it, delete it.
     let (status, body) = lab
-        .request(
+        .agent().request(
             "POST",
             "/api/v1/services",
             Some(r#"{"name": "alt", "vip": "198.18.0.100", "port": 8080, "backends": [{"address": "198.18.1.12"}]}"#),
@@ -291,17 +304,18 @@ fn api_reads_changes_and_refusals() {
         .unwrap();
     assert_eq!(status, 201, "{body}");
     assert_eq!(
-        names(&lab.get("/api/v1/services").unwrap()),
+        names(&lab.agent().get("/api/v1/services").unwrap()),
         ["web", "web-udp", "alt"]
     );
     assert_eq!(
-        lab.request("DELETE", "/api/v1/services/alt", None, None)
+        lab.agent()
+            .request("DELETE", "/api/v1/services/alt", None, None)
             .unwrap()
             .0,
         204
     );
     assert_eq!(
-        names(&lab.get("/api/v1/services").unwrap()),
+        names(&lab.agent().get("/api/v1/services").unwrap()),
         ["web", "web-udp"]
     );
 }
@@ -315,9 +329,9 @@ const HEALTHY_FOR: Duration = Duration::from_secs(2);
 /// rise x interval; no new connection fails meanwhile, and only b1 changed state, twice.
 fn dead_backend_out_and_back(tag: &str, mode: Mode, family: Family) {
     let mut lab =
-        AgentLab::new(tag, mode, family, 3, &services_in(mode, family, [1, 1, 1])).unwrap();
+        AgentTestbed::new(tag, mode, family, 3, &services_in(mode, family, [1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    let load = SteadyLoad::start(&lab.testbed.client, lab.vip(), Duration::from_secs(30));
     std::thread::sleep(HEALTHY_FOR);
     for n in 0..3 {
         let view = lab.backend("web", n).unwrap();
@@ -327,12 +341,12 @@ fn dead_backend_out_and_back(tag: &str, mode: Mode, family: Family) {
                 && view["check"]["checks"].as_u64().unwrap() >= 5,
             "b{} is healthy and must stay up, checked, with no transition: {view}\n{}",
             n + 1,
-            lab.logs()
+            lab.agent().logs()
         );
     }
 
     // b1's server dies: its port refuses connections.
-    let b1 = lab.net.servers.remove(0);
+    let b1 = lab.testbed.servers.remove(0);
     drop(b1);
     // fall x interval + timeout, plus the probe in flight and scheduling.
     let bound = Duration::from_millis(3 * 200 + 100);
@@ -346,10 +360,10 @@ fn dead_backend_out_and_back(tag: &str, mode: Mode, family: Family) {
     std::thread::sleep(Duration::from_millis(500));
 
     // Back after rise x interval.
-    let ns = lab.net.backends[0].clone();
+    let ns = lab.testbed.backends[0].clone();
     let addr =
         std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), backend_port(mode));
-    lab.net.servers.insert(
+    lab.testbed.servers.insert(
         0,
         xlb_tests::servers::IdentityServer::start(&ns, addr, "b1").unwrap(),
     );
@@ -403,7 +417,7 @@ fn dead_backend_out_and_back(tag: &str, mode: Mode, family: Family) {
         transitions,
         [2, 0, 0],
         "b1 goes down and up once, the others never\n{}",
-        lab.logs()
+        lab.agent().logs()
     );
 }
 
@@ -444,8 +458,8 @@ fn health_checks_take_a_dead_backend_out_and_bring_it_back_nat_ipv6() {
 }
 
 /// Each `web` backend's share of the ring, as the API shows it.
-fn ring_shares(lab: &AgentLab) -> Vec<f64> {
-    let backends = lab.get("/api/v1/services/web/backends").unwrap();
+fn ring_shares(lab: &AgentTestbed) -> Vec<f64> {
+    let backends = lab.agent().get("/api/v1/services/web/backends").unwrap();
     backends
         .as_array()
         .unwrap()
@@ -461,19 +475,20 @@ fn ensure_nonempty<T>(items: &[T]) {
 #[test]
 fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
     require_privileged!();
-    let mut lab = AgentLab::new("agkill", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agkill", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
-    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    let mut long_lived = LongLived::open(&lab.testbed.client, lab.vip(), 30).unwrap();
+    let load = SteadyLoad::start(&lab.testbed.client, lab.vip(), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
-    let program = lab.net.director.xdp_prog_id("eth0").unwrap();
+    let program = lab.testbed.director_ns.xdp_prog_id("eth0").unwrap();
     assert!(program.is_some());
     let shares_before = ring_shares(&lab);
 
-    lab.kill().unwrap();
+    lab.agent_mut().kill().unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(
-        lab.net.director.xdp_prog_id("eth0").unwrap(),
+        lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(),
         program,
         "still attached"
     );
@@ -485,9 +500,9 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
 
     lab.start().unwrap();
     assert!(
-        lab.logs().contains("adopted the data plane"),
+        lab.agent().logs().contains("adopted the data plane"),
         "{}",
-        lab.logs()
+        lab.agent().logs()
     );
     std::thread::sleep(Duration::from_millis(500));
     let batches = load.finish().unwrap();
@@ -508,67 +523,75 @@ fn a_killed_agent_leaves_traffic_flowing_and_its_successor_adopts_every_flow() {
         "the successor moved established connections"
     );
     assert_eq!(
-        lab.net.director.xdp_prog_id("eth0").unwrap(),
+        lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(),
         program,
         "the same program"
     );
     assert_eq!(ring_shares(&lab), shares_before, "the ring changed");
-    lab.stop().unwrap();
+    lab.agent_mut().stop().unwrap();
     assert_eq!(
-        lab.net.director.xdp_prog_id("eth0").unwrap(),
+        lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(),
         None,
         "detached on SIGTERM"
     );
-    assert!(!lab.pins.exists());
+    assert!(!lab.agent().pins.exists());
 }
 
 #[test]
 fn keep_dataplane_leaves_it_for_the_next_agent() {
     require_privileged!();
-    let mut lab = AgentLab::new("agkeep", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agkeep", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start_with(&["--keep-dataplane"]).unwrap();
-    let program = lab.net.director.xdp_prog_id("eth0").unwrap();
-    let logs = lab.stop().unwrap();
+    let program = lab.testbed.director_ns.xdp_prog_id("eth0").unwrap();
+    let logs = lab.agent_mut().stop().unwrap();
     assert!(logs.contains("leaving the data plane running"), "{logs}");
-    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), program);
-    assert!(lab.pins.exists());
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    assert_eq!(
+        lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(),
+        program
+    );
+    assert!(lab.agent().pins.exists());
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 60).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     lab.start().unwrap();
     assert!(
-        lab.logs().contains("adopted the data plane"),
+        lab.agent().logs().contains("adopted the data plane"),
         "{}",
-        lab.logs()
+        lab.agent().logs()
     );
 }
 
 #[test]
 fn reload_applies_only_the_difference() {
     require_privileged!();
-    let mut lab = AgentLab::new("agreload", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agreload", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 30).unwrap();
-    let udp_before = lab.get("/api/v1/services/web-udp").unwrap();
-    let web_flows = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"]
+    let mut long_lived = LongLived::open(&lab.testbed.client, lab.vip(), 30).unwrap();
+    let udp_before = lab.agent().get("/api/v1/services/web-udp").unwrap();
+    let web_flows = lab.agent().get("/api/v1/services/web").unwrap()["stats"]["new_flows"]
         .as_u64()
         .unwrap();
 
     // web: b1 weight 1 -> 4; web-udp untouched.
     lab.write_config(&services([4, 1, 1])).unwrap();
-    lab.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
+    lab.agent()
+        .signal(nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
     lab.wait_backend("web", 0, Duration::from_secs(5), "reweighted", |b| {
         b["weight"] == 4
     })
     .unwrap();
     assert!(
-        lab.logs()
+        lab.agent()
+            .logs()
             .contains("0 services added, 0 removed, 1 changed, 1 unchanged"),
         "{}",
-        lab.logs()
+        lab.agent().logs()
     );
     let shares = ring_shares(&lab);
     assert!((shares[0] - 4.0 / 6.0).abs() < 0.01, "{shares:?}");
-    let udp_after = lab.get("/api/v1/services/web-udp").unwrap();
+    let udp_after = lab.agent().get("/api/v1/services/web-udp").unwrap();
     assert_eq!(
         udp_after["backends"], udp_before["backends"],
         "the untouched service changed"
@@ -578,7 +601,7 @@ fn reload_applies_only_the_difference() {
         vec![],
         "a reweight moved established connections"
     );
-    let web_after = lab.get("/api/v1/services/web").unwrap()["stats"]["new_flows"]
+    let web_after = lab.agent().get("/api/v1/services/web").unwrap()["stats"]["new_flows"]
         .as_u64()
         .unwrap();
     assert!(web_after >= web_flows, "counters were reset");
@@ -586,7 +609,10 @@ fn reload_applies_only_the_difference() {
     // A broken file changes nothing.
     lab.write_config("[[service]]\nname = \"web\"\nvip = \"nonsense\"\nport = 80\n")
         .unwrap();
-    let (status, body) = lab.request("POST", "/api/v1/reload", None, None).unwrap();
+    let (status, body) = lab
+        .agent()
+        .request("POST", "/api/v1/reload", None, None)
+        .unwrap();
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("service[web].vip") || body.contains("vip"),
@@ -598,21 +624,22 @@ fn reload_applies_only_the_difference() {
 #[test]
 fn off_loopback_the_api_needs_a_token() {
     require_privileged!();
-    let mut lab = AgentLab::new("agtoken", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agtoken", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     // Without a token file the agent refuses to start.
-    let config = std::fs::read_to_string(lab.config_path()).unwrap();
+    let config = std::fs::read_to_string(lab.agent().config_path()).unwrap();
     let open = config.replace(
         "api_listen = \"127.0.0.1:9180\"",
         "api_listen = \"198.18.0.2:9180\"",
     );
-    std::fs::write(lab.config_path(), &open).unwrap();
+    std::fs::write(lab.agent().config_path(), &open).unwrap();
     let refused = lab.start().unwrap_err().to_string();
     assert!(refused.contains("agent.api_token_file"), "{refused}");
 
     let token = "0123456789abcdef-token";
     lab.open_api("198.18.0.2:9180", token).unwrap();
     lab.start().unwrap();
-    let client = lab.net.client.clone();
+    let client = lab.testbed.client.clone();
     let call = |method: &str, body: Option<&str>, token: Option<&str>| {
         let path = format!("/api/v1/services/web/backends/{}", encode("198.18.1.11:80"));
         xlb_tests::agent::request_in(&client, "198.18.0.2:9180", method, &path, body, token)
@@ -662,9 +689,13 @@ fn check_names_the_field_and_touches_nothing() {
 
 /// Runs `xlb ARGS` in the director's namespace (the API's default address); its stdout, or the
 /// failure with stderr.
-fn cli(lab: &AgentLab, args: &[&str]) -> Result<String, String> {
+fn cli(lab: &AgentTestbed, args: &[&str]) -> Result<String, String> {
     let xlb = xlb_tests::xlb_bin().unwrap();
-    let out = lab.net.director.exec(xlb.to_str().unwrap(), args).unwrap();
+    let out = lab
+        .testbed
+        .director_ns
+        .exec(xlb.to_str().unwrap(), args)
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     match out.status.success() {
         true => Ok(stdout),
@@ -675,7 +706,8 @@ fn cli(lab: &AgentLab, args: &[&str]) -> Result<String, String> {
 #[test]
 fn the_cli_drives_the_agent() {
     require_privileged!();
-    let mut lab = AgentLab::new("agcli", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agcli", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
 
     let list = cli(&lab, &["service", "list"]).unwrap();
@@ -728,7 +760,7 @@ fn the_cli_drives_the_agent() {
     assert!(bad.contains("198.18.1.11"), "{bad}");
     let unknown = cli(&lab, &["backend", "del", "nope", "198.18.1.11:80"]).unwrap_err();
     assert!(unknown.contains("no service named \"nope\""), "{unknown}");
-    lab.stop().unwrap();
+    lab.agent_mut().stop().unwrap();
     let down = cli(&lab, &["status"]).unwrap_err();
     assert!(down.contains("cannot reach the xlb agent"), "{down}");
 }
@@ -743,30 +775,30 @@ fn the_fallback_takes_over_when_no_backend_is_up(tag: &str, mode: Mode) {
         ..ServiceConf::new("web", mode, Family::V4)
     }
     .toml();
-    let mut lab = AgentLab::new(tag, mode, Family::V4, 3, &config).unwrap();
+    let mut lab = AgentTestbed::new(tag, mode, Family::V4, 3, &config).unwrap();
     lab.start().unwrap();
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 60).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     assert!(
         !spread.by_backend.contains_key("b3"),
         "the fallback is idle: {spread:?}"
     );
     assert_eq!(
-        lab.get("/api/v1/services/web").unwrap()["fallback_active"],
+        lab.agent().get("/api/v1/services/web").unwrap()["fallback_active"],
         false
     );
 
     // b1 and b2 die: b3, the fallback, takes every new connection.
-    lab.net.servers.drain(..2);
+    lab.testbed.servers.drain(..2);
     for n in 0..2 {
         lab.wait_backend("web", n, Duration::from_secs(2), "down", |b| {
             b["oper_state"] == "down"
         })
         .unwrap();
     }
-    let web = lab.get("/api/v1/services/web").unwrap();
+    let web = lab.agent().get("/api/v1/services/web").unwrap();
     assert_eq!(web["fallback_active"], true, "{web}");
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 60).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     assert_eq!(
         spread.by_backend.keys().collect::<Vec<_>>(),
@@ -794,8 +826,8 @@ fn the_fallback_takes_over_when_no_backend_is_up_nat() {
 }
 
 /// Each backend's flows of the `web` service as `(active, inactive)`, and the service's.
-fn flow_counts(lab: &AgentLab) -> (Vec<(u64, u64)>, (u64, u64)) {
-    let web = lab.get("/api/v1/services/web").unwrap();
+fn flow_counts(lab: &AgentTestbed) -> (Vec<(u64, u64)>, (u64, u64)) {
+    let web = lab.agent().get("/api/v1/services/web").unwrap();
     let pair = |v: &Value| {
         let count = |state: &str| v["flows"][state].as_u64().unwrap_or_else(|| panic!("{v}"));
         (count("active"), count("inactive"))
@@ -805,7 +837,7 @@ fn flow_counts(lab: &AgentLab) -> (Vec<(u64, u64)>, (u64, u64)) {
 }
 
 /// Polls the API until the `web` backends' flows are `expected`; returns how long that took.
-fn wait_flow_counts(lab: &AgentLab, expected: &[(u64, u64)], what: &str) -> Duration {
+fn wait_flow_counts(lab: &AgentTestbed, expected: &[(u64, u64)], what: &str) -> Duration {
     let started = Instant::now();
     loop {
         let (backends, service) = flow_counts(lab);
@@ -817,7 +849,7 @@ fn wait_flow_counts(lab: &AgentLab, expected: &[(u64, u64)], what: &str) -> Dura
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{what}: expected {expected:?}, the API shows {backends:?}\n{}",
-            lab.logs()
+            lab.agent().logs()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -831,9 +863,10 @@ fn wait_flow_counts(lab: &AgentLab, expected: &[(u64, u64)], what: &str) -> Dura
 fn backends_count_active_and_inactive_flows() {
     require_privileged!();
     const HELD: usize = 20;
-    let mut lab = AgentLab::new("agcount", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agcount", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.start().unwrap();
-    let held = LongLived::open(&lab.net.client, lab.vip(), HELD).unwrap();
+    let held = LongLived::open(&lab.testbed.client, lab.vip(), HELD).unwrap();
     let reached = held.backends();
     let reached: Vec<u64> = (1..=3)
         .map(|n| reached.get(&format!("b{n}")).copied().unwrap_or(0) as u64)
@@ -846,7 +879,7 @@ fn backends_count_active_and_inactive_flows() {
     let backends = cli(&lab, &["backend", "list", "web"]).unwrap();
     let header = backends.lines().next().unwrap();
     assert!(header.contains(" ACTIVE  INACTIVE "), "{backends}");
-    let (status, metrics) = lab.request("GET", "/metrics", None, None).unwrap();
+    let (status, metrics) = lab.agent().request("GET", "/metrics", None, None).unwrap();
     assert_eq!(status, 200);
     let line = format!(
         "xlb_backend_flows{{service=\"web\",backend=\"198.18.1.10:80\",state=\"active\"}} {}",
@@ -857,7 +890,7 @@ fn backends_count_active_and_inactive_flows() {
         metrics.contains("\nxlb_flow_count_timestamp_seconds "),
         "no walk time in\n{metrics}"
     );
-    let walk = &lab.get("/api/v1/stats").unwrap()["flow_count"];
+    let walk = &lab.agent().get("/api/v1/stats").unwrap()["flow_count"];
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -877,7 +910,7 @@ fn backends_count_active_and_inactive_flows() {
     let closed: Vec<(u64, u64)> = reached.iter().map(|&n| (0, n)).collect();
     let took = wait_flow_counts(&lab, &closed, "the closed connections, inactive");
     println!("closed connections counted in {took:?}: {closed:?}");
-    lab.stop().unwrap();
+    lab.agent_mut().stop().unwrap();
 }
 
 /// A NAT service on the VIP's port 80 to port 8080 of `backends`, without checks.
@@ -895,19 +928,23 @@ fn nat_service(backends: &[&str]) -> String {
 fn a_nat_agent_turns_icmp_redirects_off() {
     require_privileged!();
     let config = nat_service(&["198.18.1.10", "198.18.1.11"]);
-    let mut lab = AgentLab::new("agredir", Mode::Nat, Family::V4, 2, &config).unwrap();
+    let mut lab = AgentTestbed::new("agredir", Mode::Nat, Family::V4, 2, &config).unwrap();
     let keys = [
         "net.ipv4.conf.all.send_redirects",
         "net.ipv4.conf.eth0.send_redirects",
     ];
     for key in keys {
-        lab.net.director.sysctl(key, "1").unwrap();
+        lab.testbed.director_ns.sysctl(key, "1").unwrap();
     }
     lab.start().unwrap();
     for key in keys {
-        assert_eq!(lab.net.director.read_sysctl(key).unwrap(), "0", "{key}");
+        assert_eq!(
+            lab.testbed.director_ns.read_sysctl(key).unwrap(),
+            "0",
+            "{key}"
+        );
     }
-    let logs = lab.logs();
+    let logs = lab.agent().logs();
     assert!(
         logs.contains(
             "NAT: ICMP redirects off on all, eth0 (net.ipv4.conf.*.send_redirects = 0; it was 1 \
@@ -915,10 +952,10 @@ fn a_nat_agent_turns_icmp_redirects_off() {
         ),
         "{logs}"
     );
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
-    assert_eq!(spread.failed, 0, "{spread:?}\n{}", lab.logs());
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 60).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}\n{}", lab.agent().logs());
     assert_eq!(spread.by_backend.len(), 2, "{spread:?}");
-    lab.stop().unwrap();
+    lab.agent_mut().stop().unwrap();
 }
 
 #[test]
@@ -926,28 +963,28 @@ fn nat_backends_behind_an_interface_not_attached_are_refused() {
     require_privileged!();
     let (good, behind) = ("198.18.1.10", "198.18.5.10");
     let mut lab =
-        AgentLab::new("agnatif", Mode::Nat, Family::V4, 1, &nat_service(&[behind])).unwrap();
+        AgentTestbed::new("agnatif", Mode::Nat, Family::V4, 1, &nat_service(&[behind])).unwrap();
     // A second network on the director, on an interface the agent is not attached to.
-    let director = lab.net.director.clone();
-    director
+    let director_ns = lab.testbed.director_ns.clone();
+    director_ns
         .ip(&[
             "link", "add", "side0", "type", "veth", "peer", "name", "side1",
         ])
         .unwrap();
     for ifname in ["side0", "side1"] {
-        director.ip(&["link", "set", ifname, "up"]).unwrap();
+        director_ns.ip(&["link", "set", ifname, "up"]).unwrap();
     }
-    director.add_addr("side0", "198.18.5.1/24").unwrap();
+    director_ns.add_addr("side0", "198.18.5.1/24").unwrap();
     let refusal = "service[tomcat].backend[0]: 198.18.5.10:8080 is reached through side0, which \
                    agent.interfaces (eth0) does not include";
 
     // `xlb check` on the director refuses it, unless told the file is for another machine.
     let xlb = xlb_tests::xlb_bin().unwrap();
-    let config = lab.config_path();
+    let config = lab.agent().config_path();
     let check = |args: &[&str]| {
         let mut all = vec!["check", "--config", config.to_str().unwrap()];
         all.extend(args);
-        director.exec(xlb.to_str().unwrap(), &all).unwrap()
+        director_ns.exec(xlb.to_str().unwrap(), &all).unwrap()
     };
     let out = check(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -967,7 +1004,7 @@ fn nat_backends_behind_an_interface_not_attached_are_refused() {
     // `xlb run` refuses to start, and attaches nothing.
     let error = format!("{:#}", lab.start().unwrap_err());
     assert!(error.contains(refusal), "{error}");
-    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), None);
+    assert_eq!(lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(), None);
 
     // A running agent refuses such a backend from a reload and from the API.
     lab.write_config(&nat_service(&[good])).unwrap();
@@ -981,7 +1018,10 @@ fn nat_backends_behind_an_interface_not_attached_are_refused() {
     );
     lab.write_config(&nat_service(&[good, behind])).unwrap();
     let before = dump(&lab);
-    let (status, body) = lab.request("POST", "/api/v1/reload", None, None).unwrap();
+    let (status, body) = lab
+        .agent()
+        .request("POST", "/api/v1/reload", None, None)
+        .unwrap();
     assert_eq!(status, 400, "{body}");
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["field"], "service[tomcat].backend[1]", "{body}");
@@ -1001,7 +1041,7 @@ fn nat_backends_behind_an_interface_not_attached_are_refused() {
         400,
         Some("service[tomcat].backend[1]"),
     );
-    lab.stop().unwrap();
+    lab.agent_mut().stop().unwrap();
 }
 
 /// Over its new-flow cap the data plane forwards new flows without state, every connection
@@ -1010,27 +1050,29 @@ fn nat_backends_behind_an_interface_not_attached_are_refused() {
 #[test]
 fn the_flood_guard_is_counted_and_shown() {
     require_privileged!();
-    let mut lab = AgentLab::new("agflood", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
+    let mut lab =
+        AgentTestbed::new("agflood", Mode::Dr, Family::V4, 3, &services([1, 1, 1])).unwrap();
     lab.add_agent_settings("flood_guard = 20").unwrap();
     lab.start().unwrap();
-    let guard = |lab: &AgentLab| lab.get("/api/v1/stats").unwrap()["flood_guard"].clone();
+    let guard =
+        |lab: &AgentTestbed| lab.agent().get("/api/v1/stats").unwrap()["flood_guard"].clone();
     let quiet = guard(&lab);
     assert_eq!(quiet["new_flows_per_cpu"], 20, "{quiet}");
     assert_eq!(quiet["active"], false, "{quiet}");
 
-    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(4));
+    let load = SteadyLoad::start(&lab.testbed.client, lab.vip(), Duration::from_secs(4));
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut seen = None;
     while seen.is_none() && Instant::now() < deadline {
         let now = guard(&lab);
         if now["active"] == true {
-            let (_, metrics) = lab.request("GET", "/metrics", None, None).unwrap();
+            let (_, metrics) = lab.agent().request("GET", "/metrics", None, None).unwrap();
             seen = Some((now, metrics));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let spread = total(&load.finish().unwrap());
-    let (active, metrics) = seen.unwrap_or_else(|| panic!("never active\n{}", lab.logs()));
+    let (active, metrics) = seen.unwrap_or_else(|| panic!("never active\n{}", lab.agent().logs()));
     assert!(active["stateless_flows"].as_u64().unwrap() > 0, "{active}");
     assert!(
         active["active_since_unix_ms"].as_u64().is_some(),
@@ -1053,7 +1095,7 @@ fn the_flood_guard_is_counted_and_shown() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(guard(&lab)["active"], false, "the guard ends with the load");
-    let logs = lab.logs();
+    let logs = lab.agent().logs();
     assert!(
         logs.contains("flood guard: over 20 new flows/s on a CPU"),
         "{logs}"

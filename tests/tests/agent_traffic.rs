@@ -11,7 +11,7 @@ use std::{
 
 use lb_common::{maps::Mode, stats::Counter};
 use xlb_tests::{
-    agent::{encode, total, AgentLab, ServiceConf, SteadyLoad},
+    agent::{encode, total, AgentTestbed, ServiceConf, SteadyLoad},
     lab::{backend_port, pin_to_cpu, Family, NAT_PORT, VIP_PORT},
     loadgen::{self, FixedServer, TcpLoad},
     require_privileged,
@@ -137,11 +137,11 @@ impl Problems {
 }
 
 /// `curl` from the director's own namespace to `addr`: the body, or why it failed.
-fn curl_from_director(lab: &AgentLab, addr: SocketAddr) -> Result<String, String> {
+fn curl_from_director(lab: &AgentTestbed, addr: SocketAddr) -> Result<String, String> {
     let url = format!("http://{addr}/");
     let out = lab
-        .net
-        .director
+        .testbed
+        .director_ns
         .exec(
             "curl",
             &[
@@ -175,10 +175,10 @@ fn nat_health_checks_on_the_service_port_hold_steady_under_load() {
     require_privileged!();
     let _alone = one_at_a_time();
     let config: String = NAT_SERVICES.iter().map(Nat::toml).collect();
-    let mut lab = AgentLab::new("agnatsteady", Mode::Nat, Family::V4, 3, &config).unwrap();
+    let mut lab = AgentTestbed::new("agnatsteady", Mode::Nat, Family::V4, 3, &config).unwrap();
     // The lab's identity servers serve 8080; these serve 8081.
     let second: Vec<IdentityServer> = lab
-        .net
+        .testbed
         .backends
         .iter()
         .enumerate()
@@ -189,7 +189,7 @@ fn nat_health_checks_on_the_service_port_hold_steady_under_load() {
         .collect::<anyhow::Result<_>>()
         .unwrap();
     lab.start().unwrap();
-    let started_ms = |lab: &AgentLab, s: &Nat, n: usize| {
+    let started_ms = |lab: &AgentTestbed, s: &Nat, n: usize| {
         lab.backend_at(s.name, s.backend(n)).unwrap()["check"]["since_unix_ms"].as_u64()
     };
     let since: Vec<Vec<Option<u64>>> = NAT_SERVICES
@@ -202,7 +202,7 @@ fn nat_health_checks_on_the_service_port_hold_steady_under_load() {
     let mut long_lived: Vec<Option<LongLived>> = NAT_SERVICES
         .iter()
         .map(
-            |s| match LongLived::open(&lab.net.client, s.vip(), LONG_LIVED) {
+            |s| match LongLived::open(&lab.testbed.client, s.vip(), LONG_LIVED) {
                 Ok(conns) => Some(conns),
                 Err(e) => {
                     problems.add(
@@ -216,7 +216,7 @@ fn nat_health_checks_on_the_service_port_hold_steady_under_load() {
         .collect();
     let loads: Vec<SteadyLoad> = NAT_SERVICES
         .iter()
-        .map(|s| SteadyLoad::paced(&lab.net.client, s.vip(), STEADY + ROUND, PAUSE))
+        .map(|s| SteadyLoad::paced(&lab.testbed.client, s.vip(), STEADY + ROUND, PAUSE))
         .collect();
 
     let mut curls = 0;
@@ -311,7 +311,7 @@ fn nat_health_checks_on_the_service_port_hold_steady_under_load() {
     }
     // Counted at the backends: each server took at least the connections its clients saw it
     // answer (more: the checks and curl too).
-    for (port, servers) in [(NAT_PORT, &lab.net.servers), (NAT_PORT_2, &second)] {
+    for (port, servers) in [(NAT_PORT, &lab.testbed.servers), (NAT_PORT_2, &second)] {
         for (n, server) in servers.iter().enumerate() {
             let seen: u64 = NAT_SERVICES
                 .iter()
@@ -331,11 +331,11 @@ fn nat_health_checks_on_the_service_port_hold_steady_under_load() {
             }
         }
     }
-    let stats = lab.get("/api/v1/stats").unwrap();
+    let stats = lab.agent().get("/api/v1/stats").unwrap();
     if stats["counters"]["nat_reply"].as_u64().unwrap_or(0) == 0 {
         problems.add("NAT replies", format!("no NAT reply translated: {stats}"));
     }
-    let logs = lab.logs();
+    let logs = lab.agent().logs();
     let flaps: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains(" is DOWN") || l.contains(" is UP"))
@@ -390,19 +390,19 @@ fn accepted(servers: &[FixedServer]) -> Vec<u64> {
 fn drain_under_port_reuse(tag: &str, mode: Mode, family: Family) {
     let _alone = one_at_a_time();
     let config = ServiceConf::new("web", mode, family).toml();
-    let mut lab = AgentLab::new(tag, mode, family, 3, &config).unwrap();
+    let mut lab = AgentTestbed::new(tag, mode, family, 3, &config).unwrap();
     // Servers that close first, so the client's ports are free again at once.
-    lab.net.servers.clear();
+    lab.testbed.servers.clear();
     let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), backend_port(mode));
     let servers: Vec<FixedServer> = lab
-        .net
+        .testbed
         .backends
         .iter()
         .enumerate()
         .map(|(n, ns)| FixedServer::start(ns, any, &format!("b{}", n + 1), LOAD_LIMIT + ROUND))
         .collect::<anyhow::Result<_>>()
         .unwrap();
-    lab.net
+    lab.testbed
         .client
         .set_sysctls(&[
             ("net.ipv4.ip_local_port_range", CLIENT_PORTS),
@@ -411,7 +411,7 @@ fn drain_under_port_reuse(tag: &str, mode: Mode, family: Family) {
         .unwrap();
     lab.start().unwrap();
 
-    let (client, vip) = (lab.net.client.clone(), lab.vip());
+    let (client, vip) = (lab.testbed.client.clone(), lab.vip());
     let load = std::thread::spawn(move || {
         loadgen::run(
             &client,
@@ -437,7 +437,9 @@ fn drain_under_port_reuse(tag: &str, mode: Mode, family: Family) {
         "/api/v1/services/web/backends/{}",
         encode(&lab.backend_addr(0).to_string())
     );
-    let drained = lab.request("PATCH", &b1, Some(r#"{"admin_state": "drain"}"#), None);
+    let drained = lab
+        .agent()
+        .request("PATCH", &b1, Some(r#"{"admin_state": "drain"}"#), None);
     std::thread::sleep(SETTLE);
     let at_drain = accepted(&servers);
     let result = load.join().expect("the load thread panicked").unwrap();
@@ -468,7 +470,7 @@ fn drain_under_port_reuse(tag: &str, mode: Mode, family: Family) {
 
     eprintln!(
         "DEBUG counters {}",
-        lab.get("/api/v1/stats").unwrap()["counters"]
+        lab.agent().get("/api/v1/stats").unwrap()["counters"]
     );
     let (status, body) = drained.unwrap();
     assert_eq!(status, 200, "draining b1: {body}");
@@ -550,7 +552,7 @@ const PRUNED_AFTER: Duration = Duration::from_secs(130);
 /// Connects from CPU `connect_on` (the handshake meets the director there), then sends the
 /// request from CPU `send_on`, `count` times; the answering backends' names, and the failures.
 fn connections_across_cpus(
-    lab: &AgentLab,
+    lab: &AgentTestbed,
     count: usize,
     connect_on: usize,
     send_on: usize,
@@ -573,7 +575,7 @@ fn connections_across_cpus(
             .map_err(|e| format!("reading: {e} after {} bytes", reply.len()))?;
         loadgen::backend_name(&reply).map(str::to_string)
     };
-    lab.net
+    lab.testbed
         .client
         .run(move || {
             let mut answered = BTreeMap::new();
@@ -600,12 +602,12 @@ fn port_reuse_across_a_ring_change_keeps_each_connection_on_one_backend() {
     require_privileged!();
     let _alone = one_at_a_time();
     let config = ServiceConf::new("web", Mode::Dr, Family::V4).toml();
-    let mut lab = AgentLab::new("agreuse", Mode::Dr, Family::V4, 3, &config).unwrap();
-    lab.net.servers.clear();
+    let mut lab = AgentTestbed::new("agreuse", Mode::Dr, Family::V4, 3, &config).unwrap();
+    lab.testbed.servers.clear();
     // The servers' threads on CPU 1, so that their answers, and the client's ACKs of them, leave
     // CPU 0 untouched until the handshakes of the second round.
     let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), backend_port(Mode::Dr));
-    let backends = lab.net.backends.clone();
+    let backends = lab.testbed.backends.clone();
     let servers: Vec<FixedServer> = std::thread::spawn(move || {
         pin_to_cpu(1)?;
         backends
@@ -620,7 +622,7 @@ fn port_reuse_across_a_ring_change_keeps_each_connection_on_one_backend() {
     .join()
     .expect("starting the servers")
     .unwrap();
-    lab.net
+    lab.testbed
         .client
         .set_sysctls(&[
             ("net.ipv4.ip_local_port_range", REUSED_PORTS),
@@ -637,12 +639,13 @@ fn port_reuse_across_a_ring_change_keeps_each_connection_on_one_backend() {
         encode(&lab.backend_addr(0).to_string())
     );
     let (status, body) = lab
+        .agent()
         .request("PATCH", &b1, Some(r#"{"weight": 5}"#), None)
         .unwrap();
     assert_eq!(status, 200, "{body}");
     std::thread::sleep(PRUNED_AFTER);
     // The agent's walks pruned every closed flow from the shared table (this CPU's copies stay).
-    let walked = lab.get("/api/v1/stats").unwrap()["flow_count"].clone();
+    let walked = lab.agent().get("/api/v1/stats").unwrap()["flow_count"].clone();
     assert_eq!(walked["entries"], 0, "{walked}");
 
     // The same ports again: handshakes on CPU 0, requests on CPU 1.
@@ -670,9 +673,9 @@ fn port_reuse_across_a_ring_change_keeps_each_connection_on_one_backend() {
 
 /// Connections from the client to the VIP, each `timeout` at most to
 /// connect: how many were answered by a backend.
-fn answered_connections(lab: &AgentLab, count: usize, timeout: Duration) -> usize {
+fn answered_connections(lab: &AgentTestbed, count: usize, timeout: Duration) -> usize {
     let vip = lab.vip();
-    lab.net
+    lab.testbed
         .client
         .run(move || {
             (0..count)
@@ -693,8 +696,8 @@ fn answered_connections(lab: &AgentLab, count: usize, timeout: Duration) -> usiz
 
 /// IP-in-IP packets the backends' decapsulators passed untouched, their
 /// source not allowed.
-fn foreign_tunnels(lab: &AgentLab) -> u64 {
-    lab.net
+fn foreign_tunnels(lab: &AgentTestbed) -> u64 {
+    lab.testbed
         .decaps
         .iter()
         .map(|d| d.counters().unwrap().get(Counter::DecapForeign))
@@ -711,8 +714,8 @@ fn foreign_tunnels(lab: &AgentLab) -> u64 {
 fn tunnel_source_prefix(tag: &str, family: Family) {
     let _alone = one_at_a_time();
     let config = ServiceConf::new("web", Mode::Ipip, family).toml();
-    let mut lab = AgentLab::new(tag, Mode::Ipip, family, 3, &config).unwrap();
-    let path = lab.config_path();
+    let mut lab = AgentTestbed::new(tag, Mode::Ipip, family, 3, &config).unwrap();
+    let path = lab.agent().config_path();
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("\"198.18.1.2\"", "\"198.18.1.2/30\"")
@@ -725,7 +728,7 @@ fn tunnel_source_prefix(tag: &str, family: Family) {
             .collect(),
     };
     let configured = prefix[2];
-    for decap in &mut lab.net.decaps {
+    for decap in &mut lab.testbed.decaps {
         decap.replace_decap_sources(&[configured]).unwrap();
     }
     lab.start().unwrap();
@@ -744,7 +747,7 @@ fn tunnel_source_prefix(tag: &str, family: Family) {
         "with one source accepted: {answered} of 24 answered, {foreign} tunnels passed as foreign"
     );
 
-    for decap in &mut lab.net.decaps {
+    for decap in &mut lab.testbed.decaps {
         decap.replace_decap_sources(&prefix).unwrap();
     }
     let answered = answered_connections(&lab, 100, Duration::from_secs(2));

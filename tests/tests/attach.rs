@@ -22,25 +22,25 @@ const DIRECTOR_V4: &str = "198.18.0.2";
 const DIRECTOR_V6: &str = "fd00:18::2";
 
 /// A client and a director joined by a veth, `eth0` on both sides.
-struct Lab {
+struct VethTestbed {
     topology: Topology,
     client: Netns,
-    director: Netns,
+    director_ns: Netns,
 }
 
-fn lab(tag: &str) -> anyhow::Result<Lab> {
+fn testbed(tag: &str) -> anyhow::Result<VethTestbed> {
     let mut topology = Topology::new(tag)?;
     let client = topology.add_ns("client")?;
-    let director = topology.add_ns("director")?;
-    topology.link(&client, "eth0", &director, "eth0")?;
+    let director_ns = topology.add_ns("director")?;
+    topology.link(&client, "eth0", &director_ns, "eth0")?;
     client.add_addr("eth0", "198.18.0.1/24")?;
     client.add_addr("eth0", "fd00:18::1/64")?;
-    director.add_addr("eth0", &format!("{DIRECTOR_V4}/24"))?;
-    director.add_addr("eth0", &format!("{DIRECTOR_V6}/64"))?;
-    Ok(Lab {
+    director_ns.add_addr("eth0", &format!("{DIRECTOR_V4}/24"))?;
+    director_ns.add_addr("eth0", &format!("{DIRECTOR_V6}/64"))?;
+    Ok(VethTestbed {
         topology,
         client,
-        director,
+        director_ns,
     })
 }
 
@@ -92,7 +92,7 @@ fn total(totals: &Value, name: &str) -> u64 {
 }
 
 fn counts_traffic(mode: &str) -> anyhow::Result<()> {
-    let mut lab = lab(mode)?;
+    let mut testbed = testbed(mode)?;
     let cmd = xlb(&[
         "attach",
         "--iface",
@@ -103,8 +103,8 @@ fn counts_traffic(mode: &str) -> anyhow::Result<()> {
         "--interval",
         "0.2",
     ])?;
-    let xlb = lab.topology.spawn(&lab.director, cmd)?;
-    wait_attached(&lab.director, "eth0", &xlb)?;
+    let xlb = testbed.topology.spawn(&testbed.director_ns, cmd)?;
+    wait_attached(&testbed.director_ns, "eth0", &xlb)?;
 
     let load = Load {
         count: 300,
@@ -112,21 +112,25 @@ fn counts_traffic(mode: &str) -> anyhow::Result<()> {
         max_duration: Duration::from_secs(10),
     };
     let udp4 = traffic::udp(
-        &lab.client,
+        &testbed.client,
         format!("{DIRECTOR_V4}:9999").parse()?,
         64,
         load,
     )?;
     let udp6 = traffic::udp(
-        &lab.client,
+        &testbed.client,
         format!("[{DIRECTOR_V6}]:9999").parse()?,
         64,
         load,
     )?;
     let syn_load = Load { count: 20, ..load };
-    let tcp4 = traffic::tcp_connects(&lab.client, format!("{DIRECTOR_V4}:80").parse()?, syn_load)?;
+    let tcp4 = traffic::tcp_connects(
+        &testbed.client,
+        format!("{DIRECTOR_V4}:80").parse()?,
+        syn_load,
+    )?;
     let tcp6_addr: SocketAddr = format!("[{DIRECTOR_V6}]:80").parse()?;
-    let tcp6 = traffic::tcp_connects(&lab.client, tcp6_addr, syn_load)?;
+    let tcp6 = traffic::tcp_connects(&testbed.client, tcp6_addr, syn_load)?;
     assert_eq!(
         (udp4, udp6, tcp4, tcp6),
         (300, 300, 20, 20),
@@ -177,7 +181,7 @@ fn counts_traffic(mode: &str) -> anyhow::Result<()> {
     );
 
     assert_eq!(
-        lab.director.xdp_prog_id("eth0")?,
+        testbed.director_ns.xdp_prog_id("eth0")?,
         None,
         "still attached after SIGINT"
     );
@@ -199,11 +203,11 @@ fn attach_generic_counts_traffic_from_peer_namespace() -> anyhow::Result<()> {
 #[test]
 fn attach_detaches_on_sigterm() -> anyhow::Result<()> {
     require_privileged!();
-    let mut lab = lab("sigterm")?;
-    let xlb_run = lab
+    let mut testbed = testbed("sigterm")?;
+    let xlb_run = testbed
         .topology
-        .spawn(&lab.director, xlb(&["attach", "--iface", "eth0"])?)?;
-    let id = wait_attached(&lab.director, "eth0", &xlb_run)?;
+        .spawn(&testbed.director_ns, xlb(&["attach", "--iface", "eth0"])?)?;
+    let id = wait_attached(&testbed.director_ns, "eth0", &xlb_run)?;
     assert!(id > 0);
     let out = stop(&xlb_run, Signal::SIGTERM)?;
     assert!(
@@ -216,13 +220,13 @@ fn attach_detaches_on_sigterm() -> anyhow::Result<()> {
         stdout.contains("totals on eth0"),
         "no totals table: {stdout}"
     );
-    assert_eq!(lab.director.xdp_prog_id("eth0")?, None);
+    assert_eq!(testbed.director_ns.xdp_prog_id("eth0")?, None);
     Ok(())
 }
 
 /// Runs xlb to completion inside `ns` and returns (exit code, stderr).
-fn run_xlb(lab: &mut Lab, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let child = lab.topology.spawn(&lab.director, xlb(args)?)?;
+fn run_xlb(testbed: &mut VethTestbed, args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let child = testbed.topology.spawn(&testbed.director_ns, xlb(args)?)?;
     let out = child
         .wait_timeout(Duration::from_secs(10))?
         .context("xlb did not exit")?;
@@ -235,39 +239,45 @@ fn run_xlb(lab: &mut Lab, args: &[&str]) -> anyhow::Result<(i32, String)> {
 #[test]
 fn attach_errors_name_the_problem_and_change_nothing() -> anyhow::Result<()> {
     require_privileged!();
-    let mut lab = lab("errors")?;
+    let mut testbed = testbed("errors")?;
 
-    let (code, err) = run_xlb(&mut lab, &["attach", "--iface", "nope0"])?;
+    let (code, err) = run_xlb(&mut testbed, &["attach", "--iface", "nope0"])?;
     assert_eq!(code, 1);
     assert!(err.contains("no such network interface: nope0"), "{err}");
 
-    let (code, err) = run_xlb(&mut lab, &["attach", "--iface", "lo", "--mode", "native"])?;
+    let (code, err) = run_xlb(
+        &mut testbed,
+        &["attach", "--iface", "lo", "--mode", "native"],
+    )?;
     assert_eq!(code, 1);
     assert!(
         err.contains("lo does not support native XDP; try --mode generic"),
         "{err}"
     );
-    assert_eq!(lab.director.xdp_prog_id("lo")?, None);
+    assert_eq!(testbed.director_ns.xdp_prog_id("lo")?, None);
 
     // A program already on the interface is left alone.
-    let first = lab
+    let first = testbed
         .topology
-        .spawn(&lab.director, xlb(&["attach", "--iface", "eth0"])?)?;
-    let id = wait_attached(&lab.director, "eth0", &first)?;
-    let (code, err) = run_xlb(&mut lab, &["attach", "--iface", "eth0"])?;
+        .spawn(&testbed.director_ns, xlb(&["attach", "--iface", "eth0"])?)?;
+    let id = wait_attached(&testbed.director_ns, "eth0", &first)?;
+    let (code, err) = run_xlb(&mut testbed, &["attach", "--iface", "eth0"])?;
     assert_eq!(code, 1);
     assert!(
         err.contains("an XDP program is already attached to eth0"),
         "{err}"
     );
     assert_eq!(
-        lab.director.xdp_prog_id("eth0")?,
+        testbed.director_ns.xdp_prog_id("eth0")?,
         Some(id),
         "the first program was replaced"
     );
     stop(&first, Signal::SIGINT)?;
 
-    let (code, err) = run_xlb(&mut lab, &["attach", "--iface", "eth0", "--interval", "0"])?;
+    let (code, err) = run_xlb(
+        &mut testbed,
+        &["attach", "--iface", "eth0", "--interval", "0"],
+    )?;
     assert_eq!(code, 2, "usage errors exit 2");
     assert!(
         err.contains("`0` is not a positive number of seconds"),
@@ -279,7 +289,7 @@ fn attach_errors_name_the_problem_and_change_nothing() -> anyhow::Result<()> {
 #[test]
 fn attach_without_privileges_says_which_are_missing() -> anyhow::Result<()> {
     require_privileged!();
-    let mut lab = lab("unpriv")?;
+    let mut testbed = testbed("unpriv")?;
     let mut cmd = Command::new("setpriv");
     cmd.args([
         "--reuid=65534",
@@ -292,7 +302,7 @@ fn attach_without_privileges_says_which_are_missing() -> anyhow::Result<()> {
     .args(["attach", "--iface", "eth0"])
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let child = lab.topology.spawn(&lab.director, cmd)?;
+    let child = testbed.topology.spawn(&testbed.director_ns, cmd)?;
     let out = child
         .wait_timeout(Duration::from_secs(10))?
         .context("xlb did not exit")?;
@@ -303,6 +313,6 @@ fn attach_without_privileges_says_which_are_missing() -> anyhow::Result<()> {
         "{err}"
     );
     assert!(err.contains("lacks CAP_BPF and CAP_NET_ADMIN"), "{err}");
-    assert_eq!(lab.director.xdp_prog_id("eth0")?, None);
+    assert_eq!(testbed.director_ns.xdp_prog_id("eth0")?, None);
     Ok(())
 }

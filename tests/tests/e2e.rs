@@ -7,7 +7,7 @@
 use anyhow::{ensure, Context};
 use lb_common::maps::Mode;
 use xlb_tests::{
-    lab::{Family, Lab, Member},
+    lab::{Family, InProcessTestbed, Member},
     require_privileged,
     servers::{tcp_spread, udp_spread, LongLived},
 };
@@ -31,12 +31,12 @@ fn spreads(
     weights: [u16; 3],
     count: u64,
 ) -> anyhow::Result<()> {
-    let members: Vec<Member> = (0..3).map(|n| (n, weights[n], false)).collect();
-    let lab = Lab::new(tag, mode, family, 3, &members)?;
+    let members: Vec<Member> = (0..3).map(|n| Member::new(n, weights[n])).collect();
+    let lab = InProcessTestbed::new(tag, mode, family, 3, &members)?;
     lab.probe()?;
-    let tcp = tcp_spread(&lab.client, lab.vip(), count)?;
+    let tcp = tcp_spread(&lab.testbed.client, lab.vip(), count)?;
     lab.check_spread("TCP", &tcp, count, &weights)?;
-    let udp = udp_spread(&lab.client, lab.vip(), count)?;
+    let udp = udp_spread(&lab.testbed.client, lab.vip(), count)?;
     lab.check_spread("UDP", &udp, count, &weights)?;
     lab.check_counters()
         .with_context(|| format!("after TCP {tcp:?} and UDP {udp:?}"))
@@ -45,15 +45,15 @@ fn spreads(
 /// Long-lived connections to b1, b2 and b3 keep answering from their first backend when the
 /// ring changes to add b4 and drain b1; new connections then go to b2, b3 and b4 only.
 fn ring_change(tag: &str, mode: Mode, family: Family) -> anyhow::Result<()> {
-    let mut lab = Lab::new(
+    let mut lab = InProcessTestbed::new(
         tag,
         mode,
         family,
         4,
-        &[(0, 1, false), (1, 1, false), (2, 1, false)],
+        &[Member::new(0, 1), Member::new(1, 1), Member::new(2, 1)],
     )?;
     lab.probe()?;
-    let mut conns = LongLived::open(&lab.client, lab.vip(), LONG_LIVED)?;
+    let mut conns = LongLived::open(&lab.testbed.client, lab.vip(), LONG_LIVED)?;
     let first = conns.backends();
     ensure!(
         first.contains_key("b1") && !first.contains_key("b4"),
@@ -62,7 +62,12 @@ fn ring_change(tag: &str, mode: Mode, family: Family) -> anyhow::Result<()> {
     let changed = conns.check()?;
     ensure!(changed.is_empty(), "before the ring change: {changed:?}");
 
-    lab.apply(&[(0, 1, true), (1, 1, false), (2, 1, false), (3, 1, false)])?;
+    lab.apply(&[
+        Member::new(0, 1).drained(),
+        Member::new(1, 1),
+        Member::new(2, 1),
+        Member::new(3, 1),
+    ])?;
     let changed = conns.check()?;
     ensure!(
         changed.is_empty(),
@@ -70,7 +75,7 @@ fn ring_change(tag: &str, mode: Mode, family: Family) -> anyhow::Result<()> {
          {changed:?}; first backends: {first:?}"
     );
 
-    let fresh = tcp_spread(&lab.client, lab.vip(), AFTER_CHANGE)?;
+    let fresh = tcp_spread(&lab.testbed.client, lab.vip(), AFTER_CHANGE)?;
     ensure!(
         fresh.failed == 0 && fresh.answered() == AFTER_CHANGE,
         "after the ring change, {} of {AFTER_CHANGE} new connections answered; errors: {:?}",

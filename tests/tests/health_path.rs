@@ -10,7 +10,7 @@ use std::{
 
 use lb_common::maps::Mode;
 use xlb_tests::{
-    agent::{AgentLab, ServiceConf, BPF_FS},
+    agent::{AgentTestbed, ServiceConf, BPF_FS},
     lab::{Family, VIP_V4},
     require_privileged,
     servers::tcp_spread,
@@ -38,7 +38,7 @@ const CHECK: &str = "kind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n
 
 const WINDOW: Duration = Duration::from_millis(3 * 200 + 100 + 1000);
 
-fn all_up(lab: &AgentLab) {
+fn all_up(lab: &AgentTestbed) {
     for n in 0..3 {
         lab.wait_backend("web", n, Duration::from_secs(5), "up", |b| {
             b["oper_state"] == "up"
@@ -47,7 +47,7 @@ fn all_up(lab: &AgentLab) {
     }
 }
 
-fn stays_up(lab: &AgentLab, n: usize) {
+fn stays_up(lab: &AgentTestbed, n: usize) {
     let b = lab.backend("web", n).unwrap();
     assert_eq!(b["oper_state"], "up", "b{} went down: {b}", n + 1);
     assert_eq!(b["check"]["transitions"], 0, "b{} flapped: {b}", n + 1);
@@ -61,7 +61,7 @@ fn ipip_checks_go_through_the_tunnel(tag: &str, family: Family) {
         ..ServiceConf::new("web", Mode::Ipip, family)
     }
     .toml();
-    let mut lab = AgentLab::new(tag, Mode::Ipip, family, 3, &config).unwrap();
+    let mut lab = AgentTestbed::new(tag, Mode::Ipip, family, 3, &config).unwrap();
     lab.start().unwrap();
     all_up(&lab);
     std::thread::sleep(Duration::from_millis(1000));
@@ -72,7 +72,7 @@ fn ipip_checks_go_through_the_tunnel(tag: &str, family: Family) {
     println!("b1 before: {b1}");
 
     // b1 stops decapsulating: its own address still answers on port 80.
-    let decap = lab.net.decaps.remove(0);
+    let decap = lab.testbed.decaps.remove(0);
     drop(decap);
     let took = lab
         .wait_backend("web", 0, WINDOW, "down", |b| b["oper_state"] == "down")
@@ -82,20 +82,20 @@ fn ipip_checks_go_through_the_tunnel(tag: &str, family: Family) {
         stays_up(&lab, n);
     }
     // Clients reach only b2 and b3.
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 30).unwrap();
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 30).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     assert!(!spread.by_backend.contains_key("b1"), "{spread:?}");
 
     // Decapsulating again, b1 comes back.
-    let ns = lab.net.backends[0].clone();
-    lab.net
+    let ns = lab.testbed.backends[0].clone();
+    lab.testbed
         .decaps
         .insert(0, xlb_tests::lab::decapsulator(&ns).unwrap());
     lab.wait_backend("web", 0, WINDOW, "up", |b| b["oper_state"] == "up")
         .unwrap();
 
     // b2 loses its VIP: it decapsulates, but nothing answers for the VIP.
-    let b2 = lab.net.backends[1].clone();
+    let b2 = lab.testbed.backends[1].clone();
     let vip = match family {
         Family::V4 => format!("{}/32", family.vip()),
         Family::V6 => format!("{}/128", family.vip()),
@@ -122,7 +122,7 @@ fn ipip_checks_go_through_the_tunnel_and_a_broken_decapsulator_is_down_ipv6() {
 #[test]
 fn ipip_checks_can_go_direct() {
     require_privileged!();
-    let mut lab = AgentLab::new(
+    let mut lab = AgentTestbed::new(
         "hpdirect",
         Mode::Ipip,
         Family::V4,
@@ -133,7 +133,7 @@ fn ipip_checks_can_go_direct() {
     lab.start().unwrap();
     all_up(&lab);
     // Without its decapsulator b1 still answers at its own address: a direct check cannot tell.
-    drop(lab.net.decaps.remove(0));
+    drop(lab.testbed.decaps.remove(0));
     std::thread::sleep(WINDOW);
     stays_up(&lab, 0);
 }
@@ -141,7 +141,7 @@ fn ipip_checks_can_go_direct() {
 #[test]
 fn dr_checks_at_the_vip_find_a_backend_without_it() {
     require_privileged!();
-    let mut lab = AgentLab::new(
+    let mut lab = AgentTestbed::new(
         "hpdrvip",
         Mode::Dr,
         Family::V4,
@@ -152,7 +152,7 @@ fn dr_checks_at_the_vip_find_a_backend_without_it() {
     lab.start().unwrap();
     all_up(&lab);
     std::thread::sleep(Duration::from_millis(500));
-    let b1 = lab.net.backends[0].clone();
+    let b1 = lab.testbed.backends[0].clone();
     let out = b1
         .exec("ip", &["addr", "del", &format!("{VIP_V4}/32"), "dev", "lo"])
         .unwrap();
@@ -164,15 +164,15 @@ fn dr_checks_at_the_vip_find_a_backend_without_it() {
 }
 
 /// `xlb decap ARGS` in backend b1's namespace, run to its end.
-fn decap_cmd(lab: &mut AgentLab, args: &[&str]) -> (bool, String) {
+fn decap_cmd(lab: &mut AgentTestbed, args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new(xlb_bin().unwrap());
     cmd.arg("decap")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let ns = lab.net.backends[0].clone();
-    let child = lab.net.topology.spawn(&ns, cmd).unwrap();
+    let ns = lab.testbed.backends[0].clone();
+    let child = lab.testbed.topology.spawn(&ns, cmd).unwrap();
     let out = child
         .wait_timeout(Duration::from_secs(20))
         .unwrap()
@@ -189,9 +189,9 @@ fn decap_cmd(lab: &mut AgentLab, args: &[&str]) -> (bool, String) {
 fn xlb_decap_stays_attached_after_it_exits_until_removed() {
     require_privileged!();
     let mut lab =
-        AgentLab::new("hpdecap", Mode::Ipip, Family::V4, 3, &service("ipip", None)).unwrap();
+        AgentTestbed::new("hpdecap", Mode::Ipip, Family::V4, 3, &service("ipip", None)).unwrap();
     // b1's decapsulator is the command's, not the lab's.
-    drop(lab.net.decaps.remove(0));
+    drop(lab.testbed.decaps.remove(0));
     // On the tests' bpffs: a child's /sys is its own, as under `ip netns exec`.
     let pins = format!("{BPF_FS}/decap-hpdecap-{}", std::process::id());
     let (ok, out) = decap_cmd(
@@ -233,7 +233,7 @@ fn xlb_decap_stays_attached_after_it_exits_until_removed() {
     assert!(out.contains("already attached"), "{out}");
     lab.wait_backend("web", 0, WINDOW, "up", |b| b["oper_state"] == "up")
         .unwrap();
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 60).unwrap();
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 60).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     assert!(spread.by_backend.contains_key("b1"), "{spread:?}");
 

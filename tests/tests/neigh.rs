@@ -47,21 +47,21 @@ fn block_on<F: Future>(future: F) -> F::Output {
 /// `lb`, where resolution runs, linked to `peer` by `lb-peer`/`peer-lb` (198.18.0.1 and .2 in
 /// /24, fd00::1 and ::2 in /64) and to `gw` by `lb-gw`/`gw-lb` (198.18.1.1 and .2, fd00:1::1 and
 /// ::2). `gw` is `lb`'s gateway to 198.18.2.0/24 and fd00:2::/64.
-struct Lab {
-    _topo: Topology,
+struct ResolverTestbed {
+    _topology: Topology,
     lb: Netns,
     peer: Netns,
     gw: Netns,
 }
 
-impl Lab {
-    fn new(tag: &str) -> anyhow::Result<Lab> {
-        let mut topo = Topology::new(tag)?;
-        let lb = topo.add_ns("lb")?;
-        let peer = topo.add_ns("peer")?;
-        let gw = topo.add_ns("gw")?;
-        topo.link(&lb, "lb-peer", &peer, "peer-lb")?;
-        topo.link(&lb, "lb-gw", &gw, "gw-lb")?;
+impl ResolverTestbed {
+    fn new(tag: &str) -> anyhow::Result<ResolverTestbed> {
+        let mut topology = Topology::new(tag)?;
+        let lb = topology.add_ns("lb")?;
+        let peer = topology.add_ns("peer")?;
+        let gw = topology.add_ns("gw")?;
+        topology.link(&lb, "lb-peer", &peer, "peer-lb")?;
+        topology.link(&lb, "lb-gw", &gw, "gw-lb")?;
         for (lb_if, other, other_if, v4, v6) in [
             ("lb-peer", &peer, "peer-lb", "198.18.0", "fd00:"),
             ("lb-gw", &gw, "gw-lb", "198.18.1", "fd00:1:"),
@@ -73,8 +73,8 @@ impl Lab {
         }
         lb.add_route("198.18.2.0/24", "198.18.1.2")?;
         lb.add_route("fd00:2::/64", "fd00:1::2")?;
-        Ok(Lab {
-            _topo: topo,
+        Ok(ResolverTestbed {
+            _topology: topology,
             lb,
             peer,
             gw,
@@ -123,13 +123,13 @@ impl Lab {
 #[test]
 fn resolves_on_link_neighbours_from_an_empty_cache() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = Lab::new("neigh_onlink")?;
+    let testbed = ResolverTestbed::new("neigh_onlink")?;
     for addr in ["198.18.0.2", "fd00::2"] {
-        lab.ensure_no_neighbour(addr)?;
-        let resolved = lab.resolve(addr, TIMEOUT)??;
+        testbed.ensure_no_neighbour(addr)?;
+        let resolved = testbed.resolve(addr, TIMEOUT)??;
         assert_eq!(
             resolved,
-            lab.expected("lb-peer", &lab.peer, "peer-lb", addr)?,
+            testbed.expected("lb-peer", &testbed.peer, "peer-lb", addr)?,
             "{addr}"
         );
     }
@@ -139,13 +139,13 @@ fn resolves_on_link_neighbours_from_an_empty_cache() -> anyhow::Result<()> {
 #[test]
 fn resolves_a_backend_behind_a_gateway_to_the_gateway() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = Lab::new("neigh_gateway")?;
+    let testbed = ResolverTestbed::new("neigh_gateway")?;
     for (addr, gateway) in [("198.18.2.7", "198.18.1.2"), ("fd00:2::7", "fd00:1::2")] {
-        lab.ensure_no_neighbour(gateway)?;
-        let resolved = lab.resolve(addr, TIMEOUT)??;
+        testbed.ensure_no_neighbour(gateway)?;
+        let resolved = testbed.resolve(addr, TIMEOUT)??;
         assert_eq!(
             resolved,
-            lab.expected("lb-gw", &lab.gw, "gw-lb", gateway)?,
+            testbed.expected("lb-gw", &testbed.gw, "gw-lb", gateway)?,
             "{addr}"
         );
     }
@@ -155,21 +155,23 @@ fn resolves_a_backend_behind_a_gateway_to_the_gateway() -> anyhow::Result<()> {
 #[test]
 fn a_permanent_entry_counts_as_resolved() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = Lab::new("neigh_static")?;
+    let testbed = ResolverTestbed::new("neigh_static")?;
     // Nobody has this address, so only the static entry can answer.
     let mac = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
-    lab.lb.add_neigh("lb-peer", "198.18.0.50", mac)?;
-    let resolved = lab.resolve("198.18.0.50", TIMEOUT)??;
+    testbed.lb.add_neigh("lb-peer", "198.18.0.50", mac)?;
+    let resolved = testbed.resolve("198.18.0.50", TIMEOUT)??;
     assert_eq!(resolved.next_hop.mac, mac);
-    assert_eq!(resolved.next_hop.ifindex, lab.lb.ifindex("lb-peer")?);
+    assert_eq!(resolved.next_hop.ifindex, testbed.lb.ifindex("lb-peer")?);
     Ok(())
 }
 
 #[test]
 fn errors_name_the_address_and_the_reason() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = Lab::new("neigh_errors")?;
-    lab.lb.ip(&["route", "add", "198.18.3.0/24", "dev", "lo"])?;
+    let testbed = ResolverTestbed::new("neigh_errors")?;
+    testbed
+        .lb
+        .ip(&["route", "add", "198.18.3.0/24", "dev", "lo"])?;
     for (addr, message) in [
         ("198.18.200.1", "no route to 198.18.200.1"),
         ("fd00:99::1", "no route to fd00:99::1"),
@@ -181,7 +183,7 @@ fn errors_name_the_address_and_the_reason() -> anyhow::Result<()> {
             "198.18.3.1 via lo: lo has no Ethernet MAC address (link type LOOPBACK)",
         ),
     ] {
-        let err = lab.resolve(addr, TIMEOUT)?.unwrap_err();
+        let err = testbed.resolve(addr, TIMEOUT)?.unwrap_err();
         assert_eq!(err.to_string(), message);
     }
     Ok(())
@@ -190,13 +192,13 @@ fn errors_name_the_address_and_the_reason() -> anyhow::Result<()> {
 #[test]
 fn times_out_together_when_nobody_answers() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = Lab::new("neigh_timeout")?;
+    let testbed = ResolverTestbed::new("neigh_timeout")?;
     let timeout = Duration::from_millis(800);
     let addrs: Vec<IpAddr> = ["198.18.0.99", "fd00::99", "198.18.0.2"]
         .iter()
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let (results, elapsed) = lab.lb.run(|| {
+    let (results, elapsed) = testbed.lb.run(|| {
         let start = Instant::now();
         let results = block_on(neigh::resolve_all(&addrs, timeout));
         (results, start.elapsed())
@@ -209,7 +211,7 @@ fn times_out_together_when_nobody_answers() -> anyhow::Result<()> {
     assert_eq!(results.len(), 3);
     assert_eq!(
         results[&addrs[2]].as_ref().unwrap(),
-        &lab.expected("lb-peer", &lab.peer, "peer-lb", "198.18.0.2")?
+        &testbed.expected("lb-peer", &testbed.peer, "peer-lb", "198.18.0.2")?
     );
     for (addr, message) in [
         (

@@ -19,7 +19,7 @@ use xlb_tests::{
 
 /// A client (`eth0`: 198.18.1.1/24, fd00:1::1/64) and backends b1, b2, b3 (`eth0`:
 /// 198.18.1.10/11/12, fd00:1::10/11/12), all on one switch.
-struct Lab {
+struct SwitchTestbed {
     topology: Topology,
     switch: Switch,
     client: Netns,
@@ -38,7 +38,7 @@ fn v6(backend: usize, port: u16) -> SocketAddr {
         .unwrap()
 }
 
-fn lab(tag: &str) -> anyhow::Result<Lab> {
+fn testbed(tag: &str) -> anyhow::Result<SwitchTestbed> {
     let mut topology = Topology::new(tag)?;
     let mut switch = topology.add_switch("sw")?;
     let client = topology.add_ns("client")?;
@@ -53,7 +53,7 @@ fn lab(tag: &str) -> anyhow::Result<Lab> {
         ns.add_addr("eth0", &format!("{}/64", v6(i, 0).ip()))?;
         backends.push(ns);
     }
-    Ok(Lab {
+    Ok(SwitchTestbed {
         topology,
         switch,
         client,
@@ -62,8 +62,9 @@ fn lab(tag: &str) -> anyhow::Result<Lab> {
 }
 
 /// An identity server named b1, b2, b3 on each backend, on `[::]:{port}` (both families).
-fn serve(lab: &Lab, port: u16) -> anyhow::Result<Vec<IdentityServer>> {
-    lab.backends
+fn serve(testbed: &SwitchTestbed, port: u16) -> anyhow::Result<Vec<IdentityServer>> {
+    testbed
+        .backends
         .iter()
         .zip(NAMES)
         .map(|(ns, name)| IdentityServer::start(ns, format!("[::]:{port}").parse()?, name))
@@ -94,12 +95,12 @@ fn settle<T: PartialEq + Copy>(read: impl Fn() -> T) -> T {
 
 /// Every backend answers every TCP connection and UDP exchange sent to its own address.
 fn each_backend_answers(tag: &str, addr: fn(usize, u16) -> SocketAddr) -> anyhow::Result<()> {
-    let lab = lab(tag)?;
-    let servers = serve(&lab, 8080)?;
+    let testbed = testbed(tag)?;
+    let servers = serve(&testbed, 8080)?;
     for (i, name) in NAMES.iter().enumerate() {
-        let tcp = tcp_spread(&lab.client, addr(i, 8080), 50)?;
+        let tcp = tcp_spread(&testbed.client, addr(i, 8080), 50)?;
         assert_eq!(tcp, only(name, 50), "TCP to {}", addr(i, 8080));
-        let udp = udp_spread(&lab.client, addr(i, 8080), 50)?;
+        let udp = udp_spread(&testbed.client, addr(i, 8080), 50)?;
         assert_eq!(udp, only(name, 50), "UDP to {}", addr(i, 8080));
         let counted = settle(|| (servers[i].tcp_connections(), servers[i].udp_datagrams()));
         assert_eq!(
@@ -128,12 +129,12 @@ fn each_backend_answers_with_its_name_over_ipv6() -> anyhow::Result<()> {
 #[test]
 fn each_backend_answers_curl_in_http() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = lab("srvhttp")?;
-    let _servers = serve(&lab, 8080)?;
+    let testbed = testbed("srvhttp")?;
+    let _servers = serve(&testbed, 8080)?;
     for (i, name) in NAMES.iter().enumerate() {
         for addr in [v4(i, 8080), v6(i, 8080)] {
             let url = format!("http://{addr}/healthz");
-            let out = lab
+            let out = testbed
                 .client
                 .exec("curl", &["-sS", "-g", "-i", "--max-time", "2", &url])?;
             let text = String::from_utf8_lossy(&out.stdout);
@@ -147,7 +148,7 @@ fn each_backend_answers_curl_in_http() -> anyhow::Result<()> {
                 "curl {url}: {text}"
             );
         }
-        assert_eq!(tcp_spread(&lab.client, v4(i, 8080), 5)?, only(name, 5));
+        assert_eq!(tcp_spread(&testbed.client, v4(i, 8080), 5)?, only(name, 5));
     }
     Ok(())
 }
@@ -155,20 +156,20 @@ fn each_backend_answers_curl_in_http() -> anyhow::Result<()> {
 #[test]
 fn ipv4_only_server_on_another_port() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = lab("srvport")?;
-    let server = IdentityServer::start(&lab.backends[0], "0.0.0.0:0".parse()?, "b1")?;
+    let testbed = testbed("srvport")?;
+    let server = IdentityServer::start(&testbed.backends[0], "0.0.0.0:0".parse()?, "b1")?;
     let port = server.addr().port();
     assert_ne!(port, 0);
-    assert_eq!(tcp_spread(&lab.client, v4(0, port), 5)?, only("b1", 5));
-    assert_eq!(udp_spread(&lab.client, v4(0, port), 5)?, only("b1", 5));
+    assert_eq!(tcp_spread(&testbed.client, v4(0, port), 5)?, only("b1", 5));
+    assert_eq!(udp_spread(&testbed.client, v4(0, port), 5)?, only("b1", 5));
     // Not listening on IPv6: refused at once, counted, not fatal.
-    let refused = tcp_spread(&lab.client, v6(0, port), 3)?;
+    let refused = tcp_spread(&testbed.client, v6(0, port), 3)?;
     assert_eq!((refused.answered(), refused.failed), (0, 3), "{refused:?}");
     assert!(
         refused.errors.iter().all(|e| e.contains("refused")),
         "{refused:?}"
     );
-    let refused = udp_spread(&lab.client, v6(0, port), 3)?;
+    let refused = udp_spread(&testbed.client, v6(0, port), 3)?;
     assert_eq!((refused.answered(), refused.failed), (0, 3), "{refused:?}");
     Ok(())
 }
@@ -176,9 +177,9 @@ fn ipv4_only_server_on_another_port() -> anyhow::Result<()> {
 #[test]
 fn long_lived_connections_keep_their_backend_until_it_stops() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = lab("longlived")?;
-    let mut servers = serve(&lab, 80)?;
-    let mut conns = LongLived::open(&lab.client, v4(1, 80), 10)?;
+    let testbed = testbed("longlived")?;
+    let mut servers = serve(&testbed, 80)?;
+    let mut conns = LongLived::open(&testbed.client, v4(1, 80), 10)?;
     assert_eq!(conns.backends(), BTreeMap::from([("b2".to_owned(), 10)]));
     assert_eq!(conns.check()?, vec![]);
     thread::sleep(Duration::from_millis(300));
@@ -206,10 +207,13 @@ fn long_lived_connections_keep_their_backend_until_it_stops() -> anyhow::Result<
 #[test]
 fn many_connections_at_once() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = lab("many")?;
-    let servers = serve(&lab, 80)?;
-    let mut conns = LongLived::open(&lab.client, v6(2, 80), 50)?;
-    assert_eq!(tcp_spread(&lab.client, v4(2, 80), 300)?, only("b3", 300));
+    let testbed = testbed("many")?;
+    let servers = serve(&testbed, 80)?;
+    let mut conns = LongLived::open(&testbed.client, v6(2, 80), 50)?;
+    assert_eq!(
+        tcp_spread(&testbed.client, v4(2, 80), 300)?,
+        only("b3", 300)
+    );
     assert_eq!(conns.check()?, vec![]);
     assert_eq!(servers[2].tcp_connections(), 350);
     Ok(())
@@ -220,23 +224,33 @@ fn many_connections_at_once() -> anyhow::Result<()> {
 #[test]
 fn vip_on_lo_answers_from_the_vip() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = lab("vip")?;
-    let servers = serve(&lab, 80)?;
-    for ns in &lab.backends {
+    let testbed = testbed("vip")?;
+    let servers = serve(&testbed, 80)?;
+    for ns in &testbed.backends {
         ns.add_lo_addr("198.18.2.100/32")?;
         ns.add_lo_addr("fd00:2::100/128")?;
     }
-    let backend = &lab.backends[1];
+    let backend = &testbed.backends[1];
     let arp_ignore = backend.exec("sysctl", &["-n", "net.ipv4.conf.all.arp_ignore"])?;
     assert_eq!(String::from_utf8_lossy(&arp_ignore.stdout).trim(), "1");
-    lab.client
+    testbed
+        .client
         .add_route("198.18.2.100/32", &v4(1, 0).ip().to_string())?;
-    lab.client
+    testbed
+        .client
         .add_route("fd00:2::100/128", &v6(1, 0).ip().to_string())?;
     for vip in ["198.18.2.100:80", "[fd00:2::100]:80"] {
         let vip: SocketAddr = vip.parse()?;
-        assert_eq!(tcp_spread(&lab.client, vip, 10)?, only("b2", 10), "{vip}");
-        assert_eq!(udp_spread(&lab.client, vip, 10)?, only("b2", 10), "{vip}");
+        assert_eq!(
+            tcp_spread(&testbed.client, vip, 10)?,
+            only("b2", 10),
+            "{vip}"
+        );
+        assert_eq!(
+            udp_spread(&testbed.client, vip, 10)?,
+            only("b2", 10),
+            "{vip}"
+        );
     }
     assert_eq!(servers[1].udp_datagrams(), 20);
     Ok(())
@@ -245,17 +259,20 @@ fn vip_on_lo_answers_from_the_vip() -> anyhow::Result<()> {
 #[test]
 fn gro_is_on_at_both_ends_of_every_switch_port() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = lab("gro")?;
-    assert_eq!(lab.switch.ports(), ["p-client", "p-b1", "p-b2", "p-b3"]);
-    for port in lab.switch.ports() {
-        assert!(lab.switch.netns().gro_enabled(port)?, "GRO off on {port}");
-        let master = lab
+    let testbed = testbed("gro")?;
+    assert_eq!(testbed.switch.ports(), ["p-client", "p-b1", "p-b2", "p-b3"]);
+    for port in testbed.switch.ports() {
+        assert!(
+            testbed.switch.netns().gro_enabled(port)?,
+            "GRO off on {port}"
+        );
+        let master = testbed
             .switch
             .netns()
             .ip(&["-j", "link", "show", "dev", port])?;
         assert!(master.contains(r#""master":"br0""#), "{master}");
     }
-    for ns in lab.backends.iter().chain([&lab.client]) {
+    for ns in testbed.backends.iter().chain([&testbed.client]) {
         assert!(ns.gro_enabled("eth0")?, "GRO off on eth0 in {}", ns.name());
     }
     Ok(())
@@ -278,25 +295,25 @@ fn port_names_stay_unique_and_short() -> anyhow::Result<()> {
 #[test]
 fn switch_namespace_goes_with_the_topology() -> anyhow::Result<()> {
     require_privileged!();
-    let lab = lab("swdrop")?;
-    let switch_ns = lab.switch.netns().path();
+    let testbed = testbed("swdrop")?;
+    let switch_ns = testbed.switch.netns().path();
     assert!(switch_ns.exists());
-    let bridge = lab
+    let bridge = testbed
         .switch
         .netns()
         .ip(&["-d", "link", "show", "dev", "br0"])?;
     assert!(bridge.contains("stp_state 0"), "{bridge}");
     assert!(bridge.contains("forward_delay 0"), "{bridge}");
-    let addrs = lab.switch.netns().ip(&["addr", "show", "dev", "br0"])?;
+    let addrs = testbed.switch.netns().ip(&["addr", "show", "dev", "br0"])?;
     assert!(!addrs.contains("inet"), "br0 has an address: {addrs}");
-    let all: Vec<_> = lab
+    let all: Vec<_> = testbed
         .backends
         .iter()
-        .chain([&lab.client])
+        .chain([&testbed.client])
         .map(Netns::path)
         .chain([switch_ns.clone()])
         .collect();
-    drop(lab.topology);
+    drop(testbed.topology);
     for path in &all {
         assert!(
             !Path::new(path).exists(),

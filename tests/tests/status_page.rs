@@ -7,7 +7,7 @@ use std::time::Duration;
 use lb_common::maps::Mode;
 use serde_json::{json, Value};
 use xlb_tests::{
-    agent::{AgentLab, SteadyLoad},
+    agent::{AgentTestbed, SteadyLoad},
     browser::{Browser, PHONE},
     lab::Family,
     require_privileged,
@@ -51,7 +51,7 @@ const VRRP: &str = "\n[[vrrp.instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\n
 struct Page {
     // Fields drop in order: the browser closes before the lab goes.
     browser: Browser,
-    lab: AgentLab,
+    lab: AgentTestbed,
 }
 
 impl Page {
@@ -59,18 +59,18 @@ impl Page {
     /// static.
     fn open(tag: &str, vrrp: bool) -> Page {
         let mut lab = if vrrp {
-            let lab = AgentLab::with_directors(tag, Mode::Dr, Family::V4, 3, 1).unwrap();
+            let lab = AgentTestbed::with_directors(tag, Mode::Dr, Family::V4, 3, 1).unwrap();
             lab.write_config_of(0, &(services() + VRRP)).unwrap();
             lab
         } else {
-            AgentLab::new(tag, Mode::Dr, Family::V4, 3, &services()).unwrap()
+            AgentTestbed::new(tag, Mode::Dr, Family::V4, 3, &services()).unwrap()
         };
         lab.open_api(API, TOKEN).unwrap();
         lab.start().unwrap();
-        let client = lab.net.client.clone();
+        let client = lab.testbed.client.clone();
         // In the director's directory, which goes with the lab whatever happens.
-        let profile = lab.dir.join("chromium");
-        let browser = Browser::start(&mut lab.net.topology, &client, &profile).unwrap();
+        let profile = lab.agent().dir.join("chromium");
+        let browser = Browser::start(&mut lab.testbed.topology, &client, &profile).unwrap();
         browser.goto(&format!("http://{API}/")).unwrap();
         let page = Page { browser, lab };
         for addr in BACKENDS {
@@ -83,7 +83,7 @@ impl Page {
     fn wait(&self, css: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Duration {
         match self.browser.wait_text(css, timeout, pred) {
             Ok((_, took)) => took,
-            Err(e) => panic!("{e}\nagent log:\n{}", self.lab.logs()),
+            Err(e) => panic!("{e}\nagent log:\n{}", self.lab.agent().logs()),
         }
     }
 
@@ -154,7 +154,7 @@ fn shows_every_backend_its_flows_and_rates_and_the_vrrp_state() {
     );
 
     // Long-lived connections are active flows of the backend each reached.
-    let long_lived = LongLived::open(&page.lab.net.client, page.lab.vip(), 16).unwrap();
+    let long_lived = LongLived::open(&page.lab.testbed.client, page.lab.vip(), 16).unwrap();
     let reached = long_lived.backends();
     for (n, addr) in BACKENDS.iter().enumerate() {
         let expected = reached.get(&format!("b{}", n + 1)).copied().unwrap_or(0);
@@ -179,7 +179,7 @@ fn shows_every_backend_its_flows_and_rates_and_the_vrrp_state() {
     // New connections show as packet, bit and flow rates, per backend and in total, near what
     // the agent's counters say.
     let load = SteadyLoad::start(
-        &page.lab.net.client,
+        &page.lab.testbed.client,
         page.lab.vip(),
         Duration::from_secs(10),
     );
@@ -195,7 +195,7 @@ fn shows_every_backend_its_flows_and_rates_and_the_vrrp_state() {
         t.starts_with("rx packets") && !t.ends_with("-") && !t.ends_with("\t0")
     });
     let packets = || {
-        page.lab.get("/api/v1/services/web").unwrap()["stats"]["packets"]
+        page.lab.agent().get("/api/v1/services/web").unwrap()["stats"]["packets"]
             .as_f64()
             .unwrap()
     };
@@ -259,7 +259,7 @@ fn a_killed_backend_turns_down_within_the_health_window() {
     let mut page = Page::open("pgdown", false);
     page.browser.click("#every option[value=\"1000\"]").unwrap();
     // Its server dies: its port refuses connections.
-    drop(page.lab.net.servers.remove(0));
+    drop(page.lab.testbed.servers.remove(0));
     // fall x interval + timeout, then the next refresh of the page (1 s).
     let bound = Duration::from_millis(FALL * INTERVAL_MS + TIMEOUT_MS + 1000);
     let took = page.wait(
@@ -295,7 +295,7 @@ fn a_killed_backend_turns_down_within_the_health_window() {
 fn drain_and_weight_with_the_token_reach_the_data_plane() {
     require_privileged!();
     let page = Page::open("pgdrain", false);
-    let mut long_lived = LongLived::open(&page.lab.net.client, page.lab.vip(), 12).unwrap();
+    let mut long_lived = LongLived::open(&page.lab.testbed.client, page.lab.vip(), 12).unwrap();
     page.browser.type_into("#token", TOKEN).unwrap();
     assert!(page
         .browser
@@ -318,7 +318,7 @@ fn drain_and_weight_with_the_token_reach_the_data_plane() {
     page.wait(&cell(BACKENDS[1], "admin"), Duration::from_secs(3), |t| {
         t == "DRAIN"
     });
-    let spread = tcp_spread(&page.lab.net.client, page.lab.vip(), 300).unwrap();
+    let spread = tcp_spread(&page.lab.testbed.client, page.lab.vip(), 300).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     assert!(
         !spread.by_backend.contains_key("b2"),
@@ -407,7 +407,7 @@ fn without_the_token_the_page_is_read_only_and_actions_are_refused() {
         "{message} (after {took:?})"
     );
     assert_eq!(page.backend(0)["admin_state"], "ready", "nothing changed");
-    let spread = tcp_spread(&page.lab.net.client, page.lab.vip(), 300).unwrap();
+    let spread = tcp_spread(&page.lab.testbed.client, page.lab.vip(), 300).unwrap();
     assert_eq!(
         spread.by_backend.len(),
         3,
@@ -432,7 +432,7 @@ fn without_the_token_the_page_is_read_only_and_actions_are_refused() {
     });
 
     // The agent gone: the page says so and keeps the last figures.
-    page.lab.stop().unwrap();
+    page.lab.agent_mut().stop().unwrap();
     page.wait("#live", Duration::from_secs(5), |t| {
         t.starts_with("cannot reach the agent") && t.contains("figures from")
     });

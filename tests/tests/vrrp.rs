@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lb_common::maps::Mode;
 use serde_json::Value;
 use xlb_tests::{
-    agent::{outage, AgentLab, Prober, SteadyLoad},
+    agent::{outage, AgentTestbed, Prober, SteadyLoad},
     keepalived,
     lab::Family,
     require_privileged,
@@ -41,8 +41,8 @@ fn config(priority: u8, extra: &str) -> String {
 }
 
 /// Three directors, each started with its config, `extra` lines in every VRRP instance.
-fn lab(tag: &str, extra: [&str; 3]) -> AgentLab {
-    let mut lab = AgentLab::with_directors(tag, Mode::Dr, Family::V4, 3, 3).unwrap();
+fn lab(tag: &str, extra: [&str; 3]) -> AgentTestbed {
+    let mut lab = AgentTestbed::with_directors(tag, Mode::Dr, Family::V4, 3, 3).unwrap();
     for k in 0..3 {
         lab.write_config_of(k, &config(PRIORITIES[k], extra[k]))
             .unwrap();
@@ -54,15 +54,15 @@ fn lab(tag: &str, extra: [&str; 3]) -> AgentLab {
 }
 
 /// Director `k`'s view of VI_1.
-fn instance(lab: &AgentLab, k: usize) -> Value {
-    let all = lab.directors[k].get("/api/v1/vrrp").unwrap();
+fn instance(lab: &AgentTestbed, k: usize) -> Value {
+    let all = lab.agents[k].get("/api/v1/vrrp").unwrap();
     all.as_array()
         .and_then(|a| a.iter().find(|i| i["name"] == "VI_1").cloned())
         .unwrap_or_else(|| panic!("no VI_1 on director {}: {all}", k + 1))
 }
 
 /// Waits until director `k` is in `state`; the time it took.
-fn wait_state(lab: &AgentLab, k: usize, state: &str, within: Duration) -> Duration {
+fn wait_state(lab: &AgentTestbed, k: usize, state: &str, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
         let seen = instance(lab, k);
@@ -73,19 +73,19 @@ fn wait_state(lab: &AgentLab, k: usize, state: &str, within: Duration) -> Durati
             started.elapsed() < within,
             "director {} not {state} within {within:?}: {seen}\n{}",
             k + 1,
-            lab.directors[k].logs()
+            lab.agents[k].logs()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// Whether director `k` holds the VIP on its interface.
-fn holds_vip(lab: &AgentLab, k: usize) -> bool {
+fn holds_vip(lab: &AgentTestbed, k: usize) -> bool {
     holds(lab, k, "eth0", "198.18.0.100")
 }
 
 /// The first director becomes master, the others backups.
-fn settled(lab: &AgentLab) {
+fn settled(lab: &AgentTestbed) {
     wait_state(lab, 0, "master", Duration::from_secs(5));
     for k in 1..3 {
         wait_state(lab, k, "backup", Duration::from_secs(1));
@@ -99,13 +99,13 @@ fn the_backup_takes_over_from_a_killed_master_and_no_connection_breaks() {
     require_privileged!();
     let mut lab = lab("vrkill", ["", "", ""]);
     settled(&lab);
-    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 20).unwrap();
-    let load = SteadyLoad::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
-    let prober = Prober::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    let mut long_lived = LongLived::open(&lab.testbed.client, lab.vip(), 20).unwrap();
+    let load = SteadyLoad::start(&lab.testbed.client, lab.vip(), Duration::from_secs(30));
+    let prober = Prober::start(&lab.testbed.client, lab.vip(), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
 
     let killed = Instant::now();
-    lab.directors[0].kill().unwrap();
+    lab.agents[0].kill().unwrap();
     let down = Duration::from_millis(3 * 100 + 100 * (256 - 100) / 256);
     let took = wait_state(&lab, 1, "master", down + MARGIN);
     println!("director 2 master {took:?} after the kill (bound {down:?} + {MARGIN:?})");
@@ -139,8 +139,8 @@ fn a_clean_stop_hands_over_within_the_skew_time() {
     let mut lab = lab("vrstop", ["", "", ""]);
     settled(&lab);
     let xlb = xlb_tests::xlb_bin().unwrap();
-    let out = lab.directors[0]
-        .ns
+    let out = lab.agents[0]
+        .director_ns
         .exec(xlb.to_str().unwrap(), &["vrrp"])
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
@@ -152,12 +152,12 @@ fn a_clean_stop_hands_over_within_the_skew_time() {
         row.contains("MASTER") && row.contains("150"),
         "xlb vrrp:\n{shown}"
     );
-    let mut long_lived = LongLived::open(&lab.net.client, lab.vip(), 20).unwrap();
-    let prober = Prober::start(&lab.net.client, lab.vip(), Duration::from_secs(30));
+    let mut long_lived = LongLived::open(&lab.testbed.client, lab.vip(), 20).unwrap();
+    let prober = Prober::start(&lab.testbed.client, lab.vip(), Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(200));
 
     let stopped = Instant::now();
-    let logs = lab.directors[0].stop().unwrap();
+    let logs = lab.agents[0].stop().unwrap();
     let skew = ADVERT * (256 - 100) / 256;
     let took = wait_state(&lab, 1, "master", skew + MARGIN);
     println!("director 2 master {took:?} after SIGTERM (skew {skew:?})");
@@ -186,7 +186,7 @@ fn a_master_hands_over_while_its_tracked_service_takes_no_new_flows() {
         for n in 0..3 {
             let path = format!("/api/v1/services/web/backends/198.18.1.{}:80", 10 + n);
             let body = format!("{{\"admin_state\": \"{state}\"}}");
-            let (status, text) = lab.directors[0]
+            let (status, text) = lab.agents[0]
                 .request("PATCH", &path, Some(&body), None)
                 .unwrap();
             assert_eq!(status, 200, "PATCH {path}: {text}");
@@ -210,7 +210,7 @@ fn the_old_master_preempts_on_return_unless_told_not_to() {
     require_privileged!();
     let mut lab = lab("vrpre", ["", "", ""]);
     settled(&lab);
-    lab.directors[0].stop().unwrap();
+    lab.agents[0].stop().unwrap();
     wait_state(&lab, 1, "master", MARGIN * 2);
     lab.start_of(0, &[]).unwrap();
     wait_state(&lab, 0, "master", Duration::from_secs(2));
@@ -218,7 +218,7 @@ fn the_old_master_preempts_on_return_unless_told_not_to() {
     assert!(holds_vip(&lab, 0) && !holds_vip(&lab, 1));
 
     // With preempt = false it comes back as backup.
-    lab.directors[0].stop().unwrap();
+    lab.agents[0].stop().unwrap();
     wait_state(&lab, 1, "master", MARGIN * 2);
     lab.write_config_of(0, &config(PRIORITIES[0], "preempt = false"))
         .unwrap();
@@ -237,14 +237,14 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
     let refresh = "garp_refresh = \"200ms\"";
     let lab = lab("vrpart", [refresh, refresh, refresh]);
     settled(&lab);
-    let mac_of = |k: usize| xlb::net::mac(&lab.directors[k].ns.mac("eth0").unwrap());
+    let mac_of = |k: usize| xlb::net::mac(&lab.agents[k].director_ns.mac("eth0").unwrap());
     // The client's ARP entry for the VIP follows the master.
     let client_entry_is = |k: usize| {
         let want = mac_of(k);
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let neigh = lab
-                .net
+                .testbed
                 .client
                 .ip(&["-j", "neigh", "show", "198.18.0.100"])
                 .unwrap();
@@ -259,13 +259,13 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 5).unwrap();
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 5).unwrap();
     assert_eq!(spread.failed, 0, "{spread:?}");
     client_entry_is(0);
     // Cut director 1 off the segment, its link still up (its port leaves the bridge): it stays
     // master, and director 2 becomes one too.
-    let port = &lab.net.director_ports[0];
-    lab.net
+    let port = &lab.testbed.director_ports[0];
+    lab.testbed
         .switch
         .ip(&["link", "set", "dev", port, "nomaster"])
         .unwrap();
@@ -277,7 +277,7 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
     );
     client_entry_is(1);
 
-    lab.net
+    lab.testbed
         .switch
         .ip(&["link", "set", "dev", port, "master", "br0"])
         .unwrap();
@@ -290,13 +290,17 @@ fn a_healed_partition_leaves_one_master_and_fresh_arp_caches() {
 
 /// keepalived in director 2's namespace, in the foreground, with `instance` as its VRRP
 /// instance; stopped with the topology at the latest.
-fn keepalived(lab: &mut AgentLab, version: u8, instance: &str) -> xlb_tests::netns::ChildHandle {
-    let director = &lab.directors[1];
+fn keepalived(
+    lab: &mut AgentTestbed,
+    version: u8,
+    instance: &str,
+) -> xlb_tests::netns::ChildHandle {
+    let agent = &lab.agents[1];
     let global = format!("router_id director2\nvrrp_version {version}");
     keepalived::spawn(
-        &mut lab.net.topology,
-        &director.ns,
-        &director.dir,
+        &mut lab.testbed.topology,
+        &agent.director_ns,
+        &agent.dir,
         &global,
         instance,
     )
@@ -304,7 +308,7 @@ fn keepalived(lab: &mut AgentLab, version: u8, instance: &str) -> xlb_tests::net
 }
 
 /// Waits until director `k` does (or does not) hold the VIP.
-fn wait_vip(lab: &AgentLab, k: usize, held: bool, within: Duration) -> Duration {
+fn wait_vip(lab: &AgentTestbed, k: usize, held: bool, within: Duration) -> Duration {
     let started = Instant::now();
     while holds_vip(lab, k) != held {
         assert!(
@@ -321,7 +325,7 @@ fn wait_vip(lab: &AgentLab, k: usize, held: bool, within: Duration) -> Duration 
 /// xlb (director 1) and keepalived (director 2) in one virtual router: the higher priority is
 /// master, and each takes over when the other dies, both ways.
 fn interop(tag: &str, version: u8, xlb_extra: &str, advert: &str, advert_ms: u64, auth: &str) {
-    let mut lab = AgentLab::with_directors(tag, Mode::Dr, Family::V4, 3, 2).unwrap();
+    let mut lab = AgentTestbed::with_directors(tag, Mode::Dr, Family::V4, 3, 2).unwrap();
     let xlb_config = |priority: u8| {
         config(priority, xlb_extra).replace(
             &format!("advert_interval = \"{}ms\"", ADVERT.as_millis()),
@@ -350,7 +354,7 @@ fn interop(tag: &str, version: u8, xlb_extra: &str, advert: &str, advert_ms: u64
     );
 
     // xlb dies: keepalived takes over.
-    lab.directors[0].kill().unwrap();
+    lab.agents[0].kill().unwrap();
     let took = wait_vip(&lab, 1, true, down(100) + margin);
     println!("v{version}: keepalived master {took:?} after xlb was killed");
     // xlb returns and preempts.
@@ -366,7 +370,7 @@ fn interop(tag: &str, version: u8, xlb_extra: &str, advert: &str, advert_ms: u64
         .expect("keepalived stops on SIGTERM");
 
     // keepalived 150 is master over xlb 100; it dies and xlb takes over.
-    lab.directors[0].stop().unwrap();
+    lab.agents[0].stop().unwrap();
     lab.write_config_of(0, &xlb_config(100)).unwrap();
     let keepalived_master = keepalived(&mut lab, version, &keepalived::instance(150, advert, auth));
     wait_vip(&lab, 1, true, down(150) + margin * 2);
@@ -405,15 +409,15 @@ fn interoperates_with_keepalived_over_vrrp_v3() {
 }
 
 /// Whether director `k` holds `addr` on `ifname`.
-fn holds(lab: &AgentLab, k: usize, ifname: &str, addr: &str) -> bool {
-    lab.directors[k].ns.has_addr(ifname, addr).unwrap()
+fn holds(lab: &AgentTestbed, k: usize, ifname: &str, addr: &str) -> bool {
+    lab.agents[k].director_ns.has_addr(ifname, addr).unwrap()
 }
 
 #[test]
 fn a_sync_group_moves_the_outer_and_the_gateway_vip_as_one() {
     require_privileged!();
-    let mut lab = AgentLab::with_directors("vrsync", Mode::Dr, Family::V4, 3, 2).unwrap();
-    let notified = lab.directors[1].dir.join("notified");
+    let mut lab = AgentTestbed::with_directors("vrsync", Mode::Dr, Family::V4, 3, 2).unwrap();
+    let notified = lab.agents[1].dir.join("notified");
     for (k, priority) in [150u8, 100].into_iter().enumerate() {
         let notify = if k == 1 {
             format!(
@@ -455,8 +459,8 @@ fn a_sync_group_moves_the_outer_and_the_gateway_vip_as_one() {
     both_on(0, Duration::from_secs(3));
 
     // Director 1 loses its inner link: VI_2 there faults, and VI_1 with it.
-    let inner = lab.net.inner_switch.clone().unwrap();
-    let port = lab.net.inner_ports[0].clone();
+    let inner = lab.testbed.inner_switch.clone().unwrap();
+    let port = lab.testbed.inner_ports[0].clone();
     inner.ip(&["link", "set", "dev", &port, "down"]).unwrap();
     both_on(1, Duration::from_secs(2));
     let vi1 = instance(&lab, 0);
@@ -470,7 +474,7 @@ fn a_sync_group_moves_the_outer_and_the_gateway_vip_as_one() {
     let lines = std::fs::read_to_string(&notified).unwrap_or_default();
     assert!(lines.contains("INSTANCE VI_1 MASTER 100"), "{lines}");
     assert!(lines.contains("INSTANCE VI_1 BACKUP 100"), "{lines}");
-    let (_, metrics) = lab.directors[1]
+    let (_, metrics) = lab.agents[1]
         .request("GET", "/metrics", None, None)
         .unwrap();
     assert!(

@@ -14,7 +14,7 @@ fn bpf_forward_drops_and_passes() {
             services.push(service(vip, port, protocol, Mode::Dr, backends));
         }
     }
-    let mut lab = Lab::balancer(&services);
+    let mut checker = Checker::balancer(&services);
     let first_fragment = |frame: Frame| frame.fragment(0, true).udp(CLIENT_PORT, 53, &[7; 64]);
     let later_fragment =
         |frame: Frame, offset| frame.fragment(offset, false).proto(IPPROTO_UDP, &[7; 64]);
@@ -154,8 +154,8 @@ fn bpf_forward_drops_and_passes() {
             &[],
         ),
     ];
-    lab.check(cases);
-    lab.finish();
+    checker.check(cases);
+    checker.finish();
 }
 
 #[test]
@@ -164,14 +164,16 @@ fn bpf_forward_decap() {
     let (vip4, vip6) = (ip("198.18.0.100"), ip("fd00::100"));
     let (other4, other6) = (ip("198.18.0.200"), ip("fd00::200"));
     let (real4, real6) = (ip("198.18.2.10"), ip("fd00:2::10"));
-    let mut lab = Lab::load(
+    let mut checker = Checker::load(
         &LoadOptions::decap(log::LevelFilter::Off),
         &[Decap, DecapForeign],
     );
-    lab.dataplane
+    checker
+        .dataplane
         .set_decap_vips(&[vip4, vip6])
         .expect("setting the decap VIPs");
-    lab.dataplane
+    checker
+        .dataplane
         .set_decap_sources(&[IpAddr::V4(TUNNEL_SRC4), IpAddr::V6(TUNNEL_SRC6)])
         .expect("setting the directors");
     let tcp = |frame: Frame| segment(frame, Protocol::Tcp, CLIENT_PORT, 80);
@@ -219,6 +221,6 @@ fn bpf_forward_decap() {
             &[DecapForeign],
         ),
     ];
-    lab.check(cases);
-    lab.finish();
+    checker.check(cases);
+    checker.finish();
 }

@@ -10,7 +10,7 @@ fn bpf_forward_flows_keep_their_backend_on_another_cpu() {
     require_privileged!();
     let vip = ip("198.18.0.160");
     let [b1, b2] = [60, 61].map(|n| backend(ip(&format!("198.18.1.{n}")), 80, mac(n)));
-    let mut lab = Lab::balancer(&[service(
+    let mut checker = Checker::balancer(&[service(
         vip,
         80,
         Protocol::Tcp,
@@ -21,21 +21,21 @@ fn bpf_forward_flows_keep_their_backend_on_another_cpu() {
     let tcp = |port| segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
     let macs = [b1.next_hop.mac, b2.next_hop.mac];
     let port = (CLIENT_PORT..CLIENT_PORT + 200)
-        .find(|&port| lab.backend_of(&tcp(port), &macs) == 0)
+        .find(|&port| checker.backend_of(&tcp(port), &macs) == 0)
         .expect("a flow on b1");
     let drained = BackendSpec {
         drain: true,
         ..b1.clone()
     };
-    lab.apply(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![drained, b2])]);
+    checker.apply(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![drained, b2])]);
     move_to_cpu(other);
-    lab.check(vec![sent(
+    checker.check(vec![sent(
         format!("the flow, first seen on CPU {first}, now on CPU {other}: still b1"),
         tcp(port),
         dr(&tcp(port), mac(60)),
         &[FlowHit, Tx],
     )]);
-    lab.finish();
+    checker.finish();
 }
 
 /// A bare SYN makes a flow half-open (`FLOW_OPENING`) in this CPU's cache
@@ -50,14 +50,17 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     require_privileged!();
     let vip = ip("198.18.0.170");
     let b = backend(ip("198.18.1.70"), 80, mac(70));
-    let mut lab = Lab::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
-    let table = lab.dataplane.flow_table().expect("the shared flow table");
+    let mut checker = Checker::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
+    let table = checker
+        .dataplane
+        .flow_table()
+        .expect("the shared flow table");
     let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
     let cpu = sched_getcpu().expect("sched_getcpu");
     pin_to_cpu(cpu).expect("staying on one CPU");
     // The shared entry, if any, and this CPU's.
-    let entries = |lab: &Lab| {
-        let own = lab
+    let entries = |checker: &Checker| {
+        let own = checker
             .dataplane
             .cpu_flow(&key, cpu)
             .expect("reading XLB_FLOW_CACHE");
@@ -70,38 +73,38 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
     let rst = client().tcp_rst(CLIENT_PORT, 80, 1019);
     let forwarded =
         |what: &str, input: &[u8], counted| sent(what, input.to_vec(), dr(input, mac(70)), counted);
-    let shared_agrees = |lab: &mut Lab, what: &str| {
-        let (shared, own) = entries(lab);
+    let shared_agrees = |checker: &mut Checker, what: &str| {
+        let (shared, own) = entries(checker);
         let agreed = shared.is_some_and(|shared| agree(&own, &shared));
-        lab.expect_eq(format!("{what}: the shared entry agrees"), agreed, true);
+        checker.expect_eq(format!("{what}: the shared entry agrees"), agreed, true);
     };
 
-    lab.check(vec![forwarded(
+    checker.check(vec![forwarded(
         "a SYN starts the flow",
         &syn,
         &[FlowMiss, Tx],
     )]);
-    let opening = entries(&lab);
-    lab.expect_eq("flags of a new flow".into(), opening.1.flags, FLOW_OPENING);
-    lab.expect_eq("no shared entry for a SYN".into(), opening.0, None);
+    let opening = entries(&checker);
+    checker.expect_eq("flags of a new flow".into(), opening.1.flags, FLOW_OPENING);
+    checker.expect_eq("no shared entry for a SYN".into(), opening.0, None);
 
     std::thread::sleep(CLOCK_STEP);
-    lab.check(vec![forwarded(
+    checker.check(vec![forwarded(
         "the ACK that completes the handshake",
         &ack,
         &[FlowHit, Tx],
     )]);
-    let established = entries(&lab);
-    lab.expect_eq("flags after an ACK".into(), established.1.flags, 0);
-    lab.expect_eq(
+    let established = entries(&checker);
+    checker.expect_eq("flags after an ACK".into(), established.1.flags, 0);
+    checker.expect_eq(
         "the ACK stamped the entry".into(),
         established.1.last_seen_ns > opening.1.last_seen_ns,
         true,
     );
-    shared_agrees(&mut lab, "after the handshake");
+    shared_agrees(&mut checker, "after the handshake");
 
     std::thread::sleep(CLOCK_STEP);
-    lab.check(vec![
+    checker.check(vec![
         forwarded("an ACK of an established flow", &ack, &[FlowHit, Tx]),
         forwarded(
             "a SYN on an established flow: the port reused, a new connection",
@@ -109,63 +112,63 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
             &[FlowMiss, ResetFlow, Tx],
         ),
     ]);
-    let reopened = entries(&lab);
-    lab.expect_eq("flags after the SYN".into(), reopened.1.flags, FLOW_OPENING);
-    lab.expect_eq(
+    let reopened = entries(&checker);
+    checker.expect_eq("flags after the SYN".into(), reopened.1.flags, FLOW_OPENING);
+    checker.expect_eq(
         "the old connection's shared entry, dropped".into(),
         reopened.0,
         None,
     );
-    lab.check(vec![forwarded(
+    checker.check(vec![forwarded(
         "the new handshake's ACK",
         &ack,
         &[FlowHit, Tx],
     )]);
-    lab.expect_eq(
+    checker.expect_eq(
         "flags after the new handshake".into(),
-        entries(&lab).1.flags,
+        entries(&checker).1.flags,
         0,
     );
-    shared_agrees(&mut lab, "after the new handshake");
-    let established = entries(&lab);
+    shared_agrees(&mut checker, "after the new handshake");
+    let established = entries(&checker);
 
     std::thread::sleep(CLOCK_STEP);
-    lab.check(vec![forwarded("the client's FIN", &fin, &[FlowHit, Tx])]);
-    let closing = entries(&lab);
-    lab.expect_eq("flags after the FIN".into(), closing.1.flags, FLOW_CLOSING);
-    lab.expect_eq(
+    checker.check(vec![forwarded("the client's FIN", &fin, &[FlowHit, Tx])]);
+    let closing = entries(&checker);
+    checker.expect_eq("flags after the FIN".into(), closing.1.flags, FLOW_CLOSING);
+    checker.expect_eq(
         "the FIN stamped the entry".into(),
         closing.1.last_seen_ns > established.1.last_seen_ns,
         true,
     );
-    shared_agrees(&mut lab, "after the FIN");
+    shared_agrees(&mut checker, "after the FIN");
     std::thread::sleep(CLOCK_STEP);
-    lab.check(vec![
+    checker.check(vec![
         forwarded("the FIN again", &fin, &[FlowHit, Tx]),
         forwarded("an ACK of the server's FIN", &ack, &[FlowHit, Tx]),
     ]);
-    lab.expect_eq(
+    checker.expect_eq(
         "both entries after a second FIN and an ACK".into(),
-        entries(&lab),
+        entries(&checker),
         closing,
     );
 
-    lab.check(vec![forwarded(
+    checker.check(vec![forwarded(
         "a SYN reusing the port of a closing flow",
         &syn,
         &[FlowMiss, ResetFlow, Tx],
     )]);
-    let reused = entries(&lab);
-    lab.expect_eq("flags after the SYN".into(), reused.1.flags, FLOW_OPENING);
-    lab.check(vec![forwarded(
+    let reused = entries(&checker);
+    checker.expect_eq("flags after the SYN".into(), reused.1.flags, FLOW_OPENING);
+    checker.check(vec![forwarded(
         "the same SYN retransmitted",
         &syn,
         &[FlowHit, Tx],
     )]);
     // The retransmission restamps this CPU's entry with the jiffies of its
     // arrival, which may have ticked since the first SYN.
-    let retried = entries(&lab);
-    lab.expect_eq(
+    let retried = entries(&checker);
+    checker.expect_eq(
         "both entries after the retransmission, the stamp aside".into(),
         (
             retried.0,
@@ -176,34 +179,34 @@ fn bpf_forward_syn_ack_fin_and_rst_mark_a_flow() {
         ),
         reused,
     );
-    lab.expect_eq(
+    checker.expect_eq(
         "the retransmission's stamp is no older".into(),
         retried.1.seen_jiffies.wrapping_sub(reused.1.seen_jiffies) < 1000,
         true,
     );
-    lab.check(vec![forwarded(
+    checker.check(vec![forwarded(
         "a RST during the handshake",
         &rst,
         &[FlowHit, Tx],
     )]);
-    lab.expect_eq(
+    checker.expect_eq(
         "a RST during the handshake leaves it half-open, for the SYN it retries".into(),
-        entries(&lab).1.flags,
+        entries(&checker).1.flags,
         FLOW_OPENING,
     );
-    shared_agrees(&mut lab, "after a RST, which writes the shared entry");
-    lab.check(vec![
+    shared_agrees(&mut checker, "after a RST, which writes the shared entry");
+    checker.check(vec![
         forwarded("the same SYN again", &syn, &[FlowHit, Tx]),
         forwarded("the handshake's ACK", &ack, &[FlowHit, Tx]),
         forwarded("a RST", &rst, &[FlowHit, Tx]),
     ]);
-    lab.expect_eq(
+    checker.expect_eq(
         "flags after the RST".into(),
-        entries(&lab).1.flags,
+        entries(&checker).1.flags,
         FLOW_CLOSING,
     );
-    shared_agrees(&mut lab, "after the RST");
-    lab.finish();
+    shared_agrees(&mut checker, "after the RST");
+    checker.finish();
 }
 
 /// A FIN on another CPU than the flow's first marks the shared entry
@@ -214,12 +217,16 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
     require_privileged!();
     let vip = ip("198.18.0.171");
     let b = backend(ip("198.18.1.71"), 80, mac(71));
-    let mut lab = Lab::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
-    let table = lab.dataplane.flow_table().expect("the shared flow table");
+    let mut checker = Checker::balancer(&[service(vip, 80, Protocol::Tcp, Mode::Dr, vec![b])]);
+    let table = checker
+        .dataplane
+        .flow_table()
+        .expect("the shared flow table");
     let key = tcp_flow_key(CLIENT4, vip, CLIENT_PORT);
     let flags = |table: &FlowTable| table.get(&key).expect("the flow's shared entry").flags;
-    let own = |lab: &Lab, cpu| {
-        lab.dataplane
+    let own = |checker: &Checker, cpu| {
+        checker
+            .dataplane
             .cpu_flow(&key, cpu)
             .expect("reading XLB_FLOW_CACHE")
     };
@@ -237,72 +244,72 @@ fn bpf_forward_closing_marks_follow_a_flow_across_cpus() {
             counted,
         )
     };
-    lab.check(vec![
+    checker.check(vec![
         sent_on(first, "a SYN", &syn, &[FlowMiss, Tx]),
         sent_on(first, "an ACK", &ack, &[FlowHit, Tx]),
     ]);
-    lab.expect_eq(
+    checker.expect_eq(
         format!("CPU {other}'s own entry before its first segment"),
-        own(&lab, other),
+        own(&checker, other),
         None,
     );
-    lab.check(vec![sent_on(other, "a FIN", &fin, &[FlowHit, Tx])]);
-    lab.expect_eq(
+    checker.check(vec![sent_on(other, "a FIN", &fin, &[FlowHit, Tx])]);
+    checker.expect_eq(
         format!("flags after a FIN on CPU {other}"),
         flags(&table),
         FLOW_CLOSING,
     );
-    lab.expect_eq(
+    checker.expect_eq(
         format!("CPU {other}'s own entry after the FIN"),
-        own(&lab, other).map(|f| f.flags),
+        own(&checker, other).map(|f| f.flags),
         Some(FLOW_CLOSING),
     );
     // The port reused on the first CPU: a new connection, which drops the
     // old one's shared entry and stamps the flow's bucket.
     // (Some jiffies later: a SYN stamps its bucket in jiffies.)
     std::thread::sleep(CLOCK_STEP);
-    lab.check(vec![sent_on(
+    checker.check(vec![sent_on(
         first,
         "a SYN back",
         &syn,
         &[FlowMiss, ResetFlow, Tx],
     )]);
-    lab.expect_eq(
+    checker.expect_eq(
         format!("the shared entry after a SYN on CPU {first}"),
         table.get(&key),
         None,
     );
-    lab.expect_eq(
+    checker.expect_eq(
         format!("CPU {first}'s own entry after the SYN"),
-        own(&lab, first).map(|f| f.flags),
+        own(&checker, first).map(|f| f.flags),
         Some(FLOW_OPENING),
     );
-    lab.expect_eq(
+    checker.expect_eq(
         format!("CPU {other}'s copy of the old connection after the SYN"),
-        own(&lab, other).map(|f| f.flags),
+        own(&checker, other).map(|f| f.flags),
         Some(FLOW_CLOSING),
     );
     // That copy is older than the SYN's stamp, so not trusted; the new
     // connection is not shared yet: the other CPU finds its backend by the
     // ring, as its SYN did, and caches it in place of the old copy.
-    lab.check(vec![sent_on(
+    checker.check(vec![sent_on(
         other,
         "the new handshake's ACK",
         &ack,
         &[FlowMiss, Tx],
     )]);
-    lab.expect_eq(
+    checker.expect_eq(
         format!("CPU {other}'s entry after the ACK"),
-        own(&lab, other).map(|f| f.flags),
+        own(&checker, other).map(|f| f.flags),
         Some(0),
     );
-    lab.check(vec![sent_on(first, "an ACK", &ack, &[FlowHit, Tx])]);
-    lab.expect_eq(
+    checker.check(vec![sent_on(first, "an ACK", &ack, &[FlowHit, Tx])]);
+    checker.expect_eq(
         format!("flags after the ACK on CPU {first}"),
         flags(&table),
         0,
     );
-    lab.finish();
+    checker.finish();
 }
 
 /// A walk of the shared flow table counts each backend's active and
@@ -323,8 +330,11 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
             service(gone_vip, 80, Protocol::Tcp, Mode::Dr, vec![gone.clone()]),
         ]
     };
-    let mut lab = Lab::balancer(&services(&g));
-    let mut table = lab.dataplane.flow_table().expect("the shared flow table");
+    let mut checker = Checker::balancer(&services(&g));
+    let mut table = checker
+        .dataplane
+        .flow_table()
+        .expect("the shared flow table");
     let client = |vip| frame(CLIENT4, vip);
     let syn = |vip, port| client(vip).tcp_syn(port, 80);
     let ack = |vip, port| segment(client(vip), Protocol::Tcp, port, 80);
@@ -350,17 +360,18 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
     ];
     pin_to_cpu(sched_getcpu().expect("sched_getcpu")).expect("staying on one CPU");
     for frame in &frames {
-        let (action, _) = run(lab.dataplane.program(), frame).expect("test run");
+        let (action, _) = run(checker.dataplane.program(), frame).expect("test run");
         assert_eq!(action, XdpAction::Tx, "{}", hex(frame));
     }
     // The UDP flow's refresh, past 100 jiffies (a second at HZ=100).
     std::thread::sleep(Duration::from_millis(1100));
-    let (action, _) = run(lab.dataplane.program(), &datagram()).expect("test run");
+    let (action, _) = run(checker.dataplane.program(), &datagram()).expect("test run");
     assert_eq!(action, XdpAction::Tx);
 
     let slot = |vip, protocol, b: &BackendSpec| {
         let spec = service(vip, 80, protocol, Mode::Dr, vec![b.clone()]);
-        lab.dataplane
+        checker
+            .dataplane
             .backend_slot(&service_key(&spec), b.addr, b.port)
             .expect("a slot")
     };
@@ -373,7 +384,7 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
     let go_on = AtomicBool::new(false);
     let udp_timeout = Duration::from_secs(30);
     let walk = table.walk(udp_timeout, &go_on).expect("a walk");
-    lab.expect_eq(
+    checker.expect_eq(
         "the first walk".into(),
         walk,
         Walk {
@@ -388,9 +399,9 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
     );
 
     // The gone service's backend replaced; the UDP flow's timeout passed.
-    lab.apply(&services(&g2));
+    checker.apply(&services(&g2));
     let walk = table.walk(Duration::ZERO, &go_on).expect("a walk");
-    lab.expect_eq(
+    checker.expect_eq(
         "the walk that prunes".into(),
         walk,
         Walk {
@@ -400,8 +411,8 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
         },
     );
     let walk = table.walk(Duration::ZERO, &go_on).expect("a walk");
-    lab.expect_eq("entries left".into(), walk.entries, 3);
-    lab.expect_eq("pruned again".into(), walk.pruned, 0);
+    checker.expect_eq("entries left".into(), walk.entries, 3);
+    checker.expect_eq("pruned again".into(), walk.pruned, 0);
     for (vip, what) in [
         (udp_vip, "the UDP flow"),
         (gone_vip, "the gone backend's flow"),
@@ -410,16 +421,16 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
             proto: if vip == udp_vip { PROTO_UDP } else { PROTO_TCP },
             ..tcp_flow_key(CLIENT4, vip, CLIENT_PORT)
         };
-        lab.expect_eq(format!("{what}, pruned"), table.get(&key), None);
+        checker.expect_eq(format!("{what}, pruned"), table.get(&key), None);
     }
 
     let stop = AtomicBool::new(true);
-    lab.expect_eq(
+    checker.expect_eq(
         "a walk told to stop".into(),
         matches!(table.walk(udp_timeout, &stop), Err(WalkError::Stopped)),
         true,
     );
-    lab.finish();
+    checker.finish();
 }
 
 /// A RST or FIN that finds no flow is forwarded by the ring and leaves no
@@ -428,18 +439,21 @@ fn bpf_forward_a_walk_counts_flows_and_prunes_the_dead() {
 fn bpf_forward_misses_of_closing_segments_keep_no_state() {
     require_privileged!();
     let vip = ip("198.18.0.181");
-    let mut lab = Lab::balancer(&[service(
+    let mut checker = Checker::balancer(&[service(
         vip,
         80,
         Protocol::Tcp,
         Mode::Dr,
         vec![backend(ip("198.18.1.81"), 80, mac(81))],
     )]);
-    let table = lab.dataplane.flow_table().expect("the shared flow table");
+    let table = checker
+        .dataplane
+        .flow_table()
+        .expect("the shared flow table");
     let rst = frame(CLIENT4, vip).tcp_rst(40001, 80, 7);
     let fin = frame(CLIENT4, vip).tcp_fin(40002, 80, 7, 9);
     let ack = segment(frame(CLIENT4, vip), Protocol::Tcp, 40003, 80);
-    lab.check(vec![
+    checker.check(vec![
         sent(
             "a RST of no flow",
             rst.clone(),
@@ -460,13 +474,13 @@ fn bpf_forward_misses_of_closing_segments_keep_no_state() {
         ),
     ]);
     for (port, recorded) in [(40001, false), (40002, false), (40003, true)] {
-        lab.expect_eq(
+        checker.expect_eq(
             format!("an entry for port {port}"),
             table.get(&tcp_flow_key(CLIENT4, vip, port)).is_some(),
             recorded,
         );
     }
-    lab.finish();
+    checker.finish();
 }
 
 /// Over its new-flow rate a CPU forwards new flows by the ring alone;
@@ -490,18 +504,19 @@ fn bpf_forward_flood_guard() {
         sent(what, input, output, counted)
     };
     for (cap, recorded) in [(2, [true, true, false]), (0, [true, true, true])] {
-        let mut lab = Lab::balancer(&[]);
+        let mut checker = Checker::balancer(&[]);
         let guarded = DirectorSettings {
             new_flows_per_cpu: cap,
             ..settings()
         };
-        lab.apply_with(&services, &guarded);
+        checker.apply_with(&services, &guarded);
         let cpu = sched_getcpu().expect("sched_getcpu");
         pin_to_cpu(cpu).expect("staying on one CPU");
         // New flows are recorded in this CPU's cache (the shared table
         // gets them later, lazily).
-        let cached = |lab: &Lab, port| {
-            lab.dataplane
+        let cached = |checker: &Checker, port| {
+            checker
+                .dataplane
                 .cpu_flow(&tcp_flow_key(CLIENT4, vip, port), cpu)
                 .expect("reading XLB_FLOW_CACHE")
                 .is_some()
@@ -535,20 +550,20 @@ fn bpf_forward_flood_guard() {
                 &[FlowMiss, ResetFlow, FloodStateless, Tx]
             },
         ));
-        lab.check(cases);
-        lab.expect_eq(
+        checker.check(cases);
+        checker.expect_eq(
             format!("cap {cap}: an entry for the reused port"),
-            cached(&lab, 40001),
+            cached(&checker, 40001),
             cap == 0,
         );
         for (n, port) in (40002..=40003).enumerate().map(|(n, p)| (n + 1, p)) {
-            lab.expect_eq(
+            checker.expect_eq(
                 format!("cap {cap}: an entry for new flow {}", n + 1),
-                cached(&lab, port),
+                cached(&checker, port),
                 recorded[n],
             );
         }
-        lab.finish();
+        checker.finish();
     }
 }
 
@@ -588,22 +603,22 @@ fn bpf_forward_a_drained_backend_gets_no_reused_port() {
             ),
         ]
     };
-    let mut lab = Lab::balancer(&services(None));
+    let mut checker = Checker::balancer(&services(None));
     let syn = |vip, port| frame(CLIENT4, vip).tcp_syn(port, 80);
     let ack = |vip, port| segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
     // A port whose flow the ring gives to `a`, and the client's sticky backend.
     let port = (42000..42100)
-        .find(|&port| lab.backend_of(&syn(vip, port), &macs) == 0)
+        .find(|&port| checker.backend_of(&syn(vip, port), &macs) == 0)
         .expect("a port for the first backend");
-    let stuck = lab.backend_of(&syn(sticky, 43000), &macs);
-    lab.backend_of(&ack(vip, port), &macs);
+    let stuck = checker.backend_of(&syn(sticky, 43000), &macs);
+    checker.backend_of(&ack(vip, port), &macs);
 
-    lab.apply(&services(Some(stuck)));
+    checker.apply(&services(Some(stuck)));
     let to = |what: &str, input: Vec<u8>, to: usize, counted| {
         let output = dr(&input, macs[to]);
         sent(what, input, output, counted)
     };
-    lab.check(vec![
+    checker.check(vec![
         to(
             "the drained backend's established flow goes on",
             ack(vip, port),
@@ -629,5 +644,5 @@ fn bpf_forward_a_drained_backend_gets_no_reused_port() {
             &[FlowMiss, Tx],
         ),
     ]);
-    lab.finish();
+    checker.finish();
 }

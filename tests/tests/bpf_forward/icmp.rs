@@ -13,7 +13,7 @@ fn bpf_forward_icmp() {
     let pool4 = pool("198.18.4.", 40);
     let pool6 = pool("fd00:4::", 50);
     let tcp80 = |vip, mode, backends| service(vip, 80, Protocol::Tcp, mode, backends);
-    let mut lab = Lab::balancer(&[
+    let mut checker = Checker::balancer(&[
         tcp80(dr4, Mode::Dr, pool4.clone()),
         tcp80(dr6, Mode::Dr, pool6.clone()),
         service(
@@ -45,7 +45,7 @@ fn bpf_forward_icmp() {
     for (vip, backends, (what, kind)) in [(dr4, &pool4, v4_error), (dr6, &pool6, v6_error)] {
         let macs = macs(backends);
         for cport in 40000..40004 {
-            let owner = lab.backend_of(&tcp(client_of(vip), vip, cport), &macs);
+            let owner = checker.backend_of(&tcp(client_of(vip), vip, cport), &macs);
             let error = icmp_error(vip, kind, &from_vip(vip, Protocol::Tcp, 80, cport));
             cases.push(sent(
                 format!("DR {vip}: {what} about the flow from port {cport} goes to its backend"),
@@ -56,7 +56,7 @@ fn bpf_forward_icmp() {
         }
     }
     let pool4_macs = macs(&pool4);
-    let owner = lab.backend_of(&tcp(CLIENT4, dr4, CLIENT_PORT), &pool4_macs);
+    let owner = checker.backend_of(&tcp(CLIENT4, dr4, CLIENT_PORT), &pool4_macs);
     let error = icmp_error(
         dr4,
         TIME_EXCEEDED,
@@ -174,8 +174,8 @@ fn bpf_forward_icmp() {
         too_big(&tagged, CLIENT4, ipip4, 1300),
         &[FlowMiss, IcmpTooBig, Tx],
     ));
-    lab.check(cases);
-    lab.finish();
+    checker.check(cases);
+    checker.finish();
 }
 
 /// ICMP errors are forwarded only to the VIP they quote; what may not be
@@ -228,8 +228,8 @@ fn bpf_forward_icmp_and_length_rules() {
             vec![backend(ip("fd00:1::83"), 53, mac(86))],
         ),
     ];
-    let mut lab = Lab::balancer(&[]);
-    lab.apply_with(
+    let mut checker = Checker::balancer(&[]);
+    checker.apply_with(
         &services,
         &DirectorSettings {
             icmp_per_cpu: 1,
@@ -266,7 +266,7 @@ fn bpf_forward_icmp_and_length_rules() {
         f[24] ^= 0xff;
         f
     };
-    lab.check(vec![
+    checker.check(vec![
         unchanged(
             "an ICMP error quoting a VIP's packet, to another VIP",
             error_to(nat4),
@@ -320,5 +320,5 @@ fn bpf_forward_icmp_and_length_rules() {
             &[DropBadChecksum],
         ),
     ]);
-    lab.finish();
+    checker.finish();
 }

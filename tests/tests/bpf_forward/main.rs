@@ -143,7 +143,7 @@ fn dropped(description: impl Into<String>, input: Vec<u8>, counted: &'static [Co
 }
 
 /// A loaded program and the failures seen so far, all reported at the end.
-struct Lab {
+struct Checker {
     dataplane: Dataplane,
     /// The counters every case pins.
     watched: &'static [Counter],
@@ -151,12 +151,12 @@ struct Lab {
     failures: Vec<String>,
 }
 
-impl Lab {
-    fn load(options: &LoadOptions, watched: &'static [Counter]) -> Lab {
+impl Checker {
+    fn load(options: &LoadOptions, watched: &'static [Counter]) -> Checker {
         isolate_thread();
         let mut dataplane = Dataplane::load(options).expect("loading the XDP program");
         accept_test_frames(&mut dataplane).unwrap();
-        Lab {
+        Checker {
             dataplane,
             watched,
             checks: 0,
@@ -165,15 +165,15 @@ impl Lab {
     }
 
     /// The load balancer, serving `services`.
-    fn balancer(services: &[ServiceSpec]) -> Lab {
+    fn balancer(services: &[ServiceSpec]) -> Checker {
         let options = LoadOptions {
             bpf_log: log::LevelFilter::Off,
             ring_size: 1009,
             ..LoadOptions::default()
         };
-        let mut lab = Lab::load(&options, OUTCOMES);
-        lab.apply(services);
-        lab
+        let mut checker = Checker::load(&options, OUTCOMES);
+        checker.apply(services);
+        checker
     }
 
     fn apply(&mut self, services: &[ServiceSpec]) {

@@ -88,29 +88,29 @@ fn bpf_forward_modes() {
         vec![elsewhere],
     ));
 
-    let mut lab = Lab::balancer(&services);
-    lab.check(cases);
+    let mut checker = Checker::balancer(&services);
+    checker.check(cases);
     for (spec, port, ip_bytes) in &traffic {
         let two_packets_one_flow = TrafficStats {
             packets: 2,
             bytes: *ip_bytes,
             new_flows: 1,
         };
-        let of_service = lab
+        let of_service = checker
             .dataplane
             .service_stats(&service_key(spec))
             .expect("service stats");
-        let of_backend = lab
+        let of_backend = checker
             .dataplane
             .backend_stats(spec.backends[0].addr, *port)
             .expect("backend stats");
         let name = spec.name();
-        lab.expect_eq(
+        checker.expect_eq(
             format!("{name}: service stats"),
             of_service,
             two_packets_one_flow,
         );
-        lab.expect_eq(
+        checker.expect_eq(
             format!("{name}: backend stats"),
             of_backend,
             two_packets_one_flow,
@@ -135,13 +135,13 @@ fn bpf_forward_modes() {
         })
         .collect();
     for step in [&replaced, &services] {
-        lab.apply(step);
+        checker.apply(step);
         for (spec, _, ip_bytes) in &traffic {
-            let of_service = lab
+            let of_service = checker
                 .dataplane
                 .service_stats(&service_key(spec))
                 .expect("service stats");
-            lab.expect_eq(
+            checker.expect_eq(
                 format!("{}: service stats after its backends changed", spec.name()),
                 (of_service.packets, of_service.bytes, of_service.new_flows),
                 (2, *ip_bytes, 1),
@@ -217,8 +217,8 @@ fn bpf_forward_modes() {
             &[FlowMiss, Tx],
         ),
     ];
-    lab.check(cases);
-    lab.finish();
+    checker.check(cases);
+    checker.finish();
 }
 
 #[test]
@@ -284,7 +284,7 @@ fn bpf_forward_backend_choice() {
     let tcp = |client: IpAddr, vip: IpAddr, sport: u16| {
         segment(frame(client, vip), Protocol::Tcp, sport, 80)
     };
-    let mut lab = Lab::balancer(&services(a.clone(), c.clone()));
+    let mut checker = Checker::balancer(&services(a.clone(), c.clone()));
 
     let to_any = |client: IpAddr, vip: IpAddr, protocol: Protocol, dport: u16| {
         segment(frame(client, vip), protocol, CLIENT_PORT, dport)
@@ -343,7 +343,7 @@ fn bpf_forward_backend_choice() {
     // (or of its prefix) must all go there too.
     let pool4_macs = macs(&pool4);
     let pool6_macs = macs(&pool6);
-    let first = lab.backend_of(&tcp(CLIENT4, affinity32, CLIENT_PORT), &pool4_macs);
+    let first = checker.backend_of(&tcp(CLIENT4, affinity32, CLIENT_PORT), &pool4_macs);
     for sport in 40001..=40006 {
         let input = tcp(CLIENT4, affinity32, sport);
         cases.push(sent(
@@ -353,7 +353,7 @@ fn bpf_forward_backend_choice() {
             &[FlowMiss, Tx],
         ));
     }
-    let first = lab.backend_of(&tcp(CLIENT4, affinity24, CLIENT_PORT), &pool4_macs);
+    let first = checker.backend_of(&tcp(CLIENT4, affinity24, CLIENT_PORT), &pool4_macs);
     for (sport, client) in (40001..).zip(["198.18.0.77", "198.18.0.200", "198.18.0.254"]) {
         let input = tcp(ip(client), affinity24, sport);
         cases.push(sent(
@@ -363,7 +363,7 @@ fn bpf_forward_backend_choice() {
             &[FlowMiss, Tx],
         ));
     }
-    let first = lab.backend_of(&tcp(CLIENT6, affinity64, CLIENT_PORT), &pool6_macs);
+    let first = checker.backend_of(&tcp(CLIENT6, affinity64, CLIENT_PORT), &pool6_macs);
     for (sport, client) in (40001..).zip(["fd00::abcd:1", "fd00::ffff:ffff:ffff:fffe"]) {
         let input = tcp(ip(client), affinity64, sport);
         cases.push(sent(
@@ -373,20 +373,20 @@ fn bpf_forward_backend_choice() {
             &[FlowMiss, Tx],
         ));
     }
-    lab.check(cases);
+    checker.check(cases);
 
     // Drain, by the flag and by weight 0: a flow already on the backend
     // stays there, new flows never go to it.
     let ab = [a.next_hop.mac, b.next_hop.mac];
     for (how, ports, by_flag) in [("drain=true", 41000, true), ("weight 0", 42000, false)] {
-        lab.apply(&services(a.clone(), c.clone()));
-        let on = |lab: &mut Lab, which| {
+        checker.apply(&services(a.clone(), c.clone()));
+        let on = |checker: &mut Checker, which| {
             (ports..ports + 100)
-                .find(|&port| lab.backend_of(&tcp(CLIENT4, two, port), &ab) == which)
+                .find(|&port| checker.backend_of(&tcp(CLIENT4, two, port), &ab) == which)
                 .expect("a flow for each backend")
         };
-        let (on_a, on_b) = (on(&mut lab, 0), on(&mut lab, 1));
-        lab.apply(&services(
+        let (on_a, on_b) = (on(&mut checker, 0), on(&mut checker, 1));
+        checker.apply(&services(
             drain(a.clone(), by_flag),
             drain(c.clone(), by_flag),
         ));
@@ -424,9 +424,9 @@ fn bpf_forward_backend_choice() {
                 &[FlowMiss, Tx],
             ));
         }
-        lab.check(cases);
+        checker.check(cases);
     }
-    lab.finish();
+    checker.finish();
 }
 
 /// With a tunnel source prefix, the outer source of IP-in-IP varies per
@@ -453,17 +453,17 @@ fn bpf_forward_tunnel_sources_spread_per_flow() {
             vec![backend(ip("fd00::1:90"), 80, mac(91))],
         ),
     ];
-    let mut lab = Lab::balancer(&[]);
+    let mut checker = Checker::balancer(&[]);
     let spread = DirectorSettings {
         tunnel_spread_v4: 2,
         tunnel_spread_v6: 2,
         ..settings()
     };
-    lab.apply_with(&services, &spread);
+    checker.apply_with(&services, &spread);
     // The outer source of a flow's packet, and whether its checksums hold.
-    let outer_source = |lab: &mut Lab, client: IpAddr, vip: IpAddr, port: u16| {
+    let outer_source = |checker: &mut Checker, client: IpAddr, vip: IpAddr, port: u16| {
         let input = segment(frame(client, vip), Protocol::Tcp, port, 80);
-        let (action, out) = run(lab.dataplane.program(), &input).expect("test run");
+        let (action, out) = run(checker.dataplane.program(), &input).expect("test run");
         assert_eq!(action, XdpAction::Tx, "{}", hex(&input));
         verify_checksums(&out).expect("the outer header's checksum");
         match vip {
@@ -477,9 +477,9 @@ fn bpf_forward_tunnel_sources_spread_per_flow() {
     ] {
         let mut seen = std::collections::BTreeSet::new();
         for port in 40000..40032 {
-            let source = outer_source(&mut lab, client, vip, port);
-            let again = outer_source(&mut lab, client, vip, port);
-            lab.expect_eq(format!("flow {port}: the same source twice"), again, source);
+            let source = outer_source(&mut checker, client, vip, port);
+            let again = outer_source(&mut checker, client, vip, port);
+            checker.expect_eq(format!("flow {port}: the same source twice"), again, source);
             seen.insert(source);
         }
         // The prefix of the tunnel source with its last two bits free.
@@ -489,14 +489,14 @@ fn bpf_forward_tunnel_sources_spread_per_flow() {
             _ => false,
         };
         let outside: Vec<_> = seen.iter().filter(|a| !within(a)).collect();
-        lab.expect_eq(format!("{tunnel}/..: sources outside"), outside.len(), 0);
-        lab.expect_eq(
+        checker.expect_eq(format!("{tunnel}/..: sources outside"), outside.len(), 0);
+        checker.expect_eq(
             format!("{tunnel}/..: distinct sources of 32 flows"),
             seen.len(),
             4,
         );
     }
-    lab.finish();
+    checker.finish();
 }
 
 /// The flow hash takes the director's seed: the same seed picks the same
@@ -509,8 +509,8 @@ fn bpf_forward_hash_seed() {
     let macs = macs(&pool);
     let services = [service(vip, 80, Protocol::Tcp, Mode::Dr, pool)];
     let choices = |seed: u32| {
-        let mut lab = Lab::balancer(&[]);
-        lab.apply_with(
+        let mut checker = Checker::balancer(&[]);
+        checker.apply_with(
             &services,
             &DirectorSettings {
                 hash_seed: seed,
@@ -518,9 +518,9 @@ fn bpf_forward_hash_seed() {
             },
         );
         let choice: Vec<usize> = (0..64)
-            .map(|n| lab.backend_of(&frame(CLIENT4, vip).tcp_syn(41000 + n, 80), &macs))
+            .map(|n| checker.backend_of(&frame(CLIENT4, vip).tcp_syn(41000 + n, 80), &macs))
             .collect();
-        lab.finish();
+        checker.finish();
         choice
     };
     let seed = 0x5eed_1234;
@@ -538,7 +538,7 @@ fn bpf_forward_hash_seed() {
 fn bpf_forward_only_frames_for_our_mac() {
     require_privileged!();
     let (vip4, vip6) = (ip("198.18.0.180"), ip("fd00::180"));
-    let mut lab = Lab::balancer(&[
+    let mut checker = Checker::balancer(&[
         service(
             vip4,
             80,
@@ -560,7 +560,7 @@ fn bpf_forward_only_frames_for_our_mac() {
             .tcp_syn(CLIENT_PORT, 80)
     };
     let syn4 = frame(CLIENT4, vip4).tcp_syn(CLIENT_PORT, 80);
-    lab.check(vec![
+    checker.check(vec![
         unchanged(
             "a VIP's SYN to another host's MAC",
             to(vip4, mac(99)),
@@ -594,5 +594,5 @@ fn bpf_forward_only_frames_for_our_mac() {
             &[FlowMiss, Tx],
         ),
     ]);
-    lab.finish();
+    checker.finish();
 }

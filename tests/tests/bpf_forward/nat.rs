@@ -30,7 +30,7 @@ fn bpf_forward_nat_replies() {
             vec![backend(dr_backend, 80, mac(1))],
         ),
     ];
-    let mut lab = Lab::balancer(&[vec![tcp4], others.clone()].concat());
+    let mut checker = Checker::balancer(&[vec![tcp4], others.clone()].concat());
     // Clients on-link with no neighbour entry yet, so the kernel forwards;
     // and an unreachable range.
     nat_director(&["route add unreachable 198.19.0.0/16"]);
@@ -91,10 +91,10 @@ fn bpf_forward_nat_replies() {
             &[NatNoRoute],
         ),
     ]);
-    lab.check(cases);
+    checker.check(cases);
 
-    lab.apply(&others);
-    lab.check(vec![
+    checker.apply(&others);
+    checker.check(vec![
         unchanged(
             "once its service is removed, the backend's reply passes",
             reply(real4, Protocol::Tcp, 8080),
@@ -102,7 +102,7 @@ fn bpf_forward_nat_replies() {
         ),
         translated(vip4, real4, Protocol::Udp, 53, 5353),
     ]);
-    lab.finish();
+    checker.finish();
 }
 
 /// A NAT reply is routed by the kernel's FIB once per client, then by this
@@ -122,7 +122,7 @@ fn bpf_forward_nat_reply_routes_are_remembered_briefly() {
         let backends = vec![backend(real, 8080, mac(5))];
         services.push(service(vip, 80, Protocol::Tcp, Mode::Nat, backends));
     }
-    let mut lab = Lab::balancer(&services);
+    let mut checker = Checker::balancer(&services);
     nat_director(&["link set d0 address 02:00:00:00:ee:02"]);
     let neighbour = |verb: &str, addr: IpAddr, lladdr: [u8; 6]| {
         let lladdr = lladdr.map(|b| format!("{b:02x}")).join(":");
@@ -167,7 +167,7 @@ fn bpf_forward_nat_reply_routes_are_remembered_briefly() {
     for (vip, real, other) in pairs {
         let client = client_of(vip);
         let nat = (vip, real);
-        lab.check(vec![
+        checker.check(vec![
             routed(
                 format!("{vip}: the first reply is routed by the FIB"),
                 nat,
@@ -225,7 +225,7 @@ fn bpf_forward_nat_reply_routes_are_remembered_briefly() {
         neighbour("replace", client, mac(10));
         // Past the copy's life (REPLY_ROUTE_JIFFIES, 100 ms at HZ 100).
         std::thread::sleep(Duration::from_millis(300));
-        lab.check(vec![
+        checker.check(vec![
             routed(
                 format!("{vip}: after a while, the FIB's new neighbour"),
                 nat,
@@ -244,5 +244,5 @@ fn bpf_forward_nat_reply_routes_are_remembered_briefly() {
             ),
         ]);
     }
-    lab.finish();
+    checker.finish();
 }

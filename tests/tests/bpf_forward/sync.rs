@@ -14,7 +14,7 @@ fn bpf_forward_map_sync() {
     let sticky_b = backend(ip("198.18.1.5"), 80, mac(5));
     let dr_service = |vip, backends| service(vip, 80, Protocol::Tcp, Mode::Dr, backends);
     let tcp = |client, vip, sport| segment(frame(client, vip), Protocol::Tcp, sport, 80);
-    let mut lab = Lab::balancer(&[
+    let mut checker = Checker::balancer(&[
         dr_service(two, vec![a.clone(), b.clone()]),
         with_affinity(
             dr_service(sticky, vec![sticky_a.clone(), sticky_b.clone()]),
@@ -24,7 +24,7 @@ fn bpf_forward_map_sync() {
     ]);
     let ab = [a.next_hop.mac, b.next_hop.mac];
     let mut flows_on_a = (CLIENT_PORT..CLIENT_PORT + 200)
-        .filter(|&port| lab.backend_of(&tcp(CLIENT4, two, port), &ab) == 0);
+        .filter(|&port| checker.backend_of(&tcp(CLIENT4, two, port), &ab) == 0);
     let (moved, idle) = (
         flows_on_a.next().expect("a flow on A"),
         flows_on_a.next().expect("a second flow on A"),
@@ -32,9 +32,9 @@ fn bpf_forward_map_sync() {
     let sticky_ab = [sticky_a.next_hop.mac, sticky_b.next_hop.mac];
     let client_on_a = (10..100)
         .map(|n| IpAddr::V4(Ipv4Addr::new(198, 18, 0, n)))
-        .find(|&client| lab.backend_of(&tcp(client, sticky, CLIENT_PORT), &sticky_ab) == 0)
+        .find(|&client| checker.backend_of(&tcp(client, sticky, CLIENT_PORT), &sticky_ab) == 0)
         .expect("a client with affinity to A");
-    lab.check(vec![sent(
+    checker.check(vec![sent(
         "the service about to go: new flow",
         tcp(CLIENT4, gone, CLIENT_PORT),
         dr(&tcp(CLIENT4, gone, CLIENT_PORT), mac(3)),
@@ -46,8 +46,8 @@ fn bpf_forward_map_sync() {
         dr_service(two, vec![b]),
         with_affinity(dr_service(sticky, vec![sticky_b]), 32),
     ];
-    lab.apply(&remaining);
-    lab.check(vec![
+    checker.apply(&remaining);
+    checker.check(vec![
         sent(
             "a flow on a removed backend picks again",
             tcp(CLIENT4, two, moved),
@@ -78,25 +78,25 @@ fn bpf_forward_map_sync() {
     // slots they take, they start with no traffic, and no flow or client
     // of the other services is sent to them.
     let fresh = dr_service(newcomer, pool("198.18.5.", 50)[..3].to_vec());
-    lab.apply(&[remaining.to_vec(), vec![fresh.clone()]].concat());
+    checker.apply(&[remaining.to_vec(), vec![fresh.clone()]].concat());
     let none = TrafficStats::default();
-    let of_service = lab
+    let of_service = checker
         .dataplane
         .service_stats(&service_key(&fresh))
         .expect("service stats");
-    lab.expect_eq("a new service's stats".into(), of_service, none);
+    checker.expect_eq("a new service's stats".into(), of_service, none);
     for new in &fresh.backends {
-        let of_backend = lab
+        let of_backend = checker
             .dataplane
             .backend_stats(new.addr, new.port)
             .expect("backend stats");
-        lab.expect_eq(
+        checker.expect_eq(
             format!("new backend {}'s stats", new.addr),
             of_backend,
             none,
         );
     }
-    lab.check(vec![
+    checker.check(vec![
         sent(
             "a flow idle since its backend was removed picks again among its service's",
             tcp(CLIENT4, two, idle),
@@ -110,7 +110,7 @@ fn bpf_forward_map_sync() {
             &[FlowMiss, Tx],
         ),
     ]);
-    lab.finish();
+    checker.finish();
 }
 
 /// Backend ids are reused once every id has been handed out. A flow made
@@ -131,18 +131,18 @@ fn bpf_forward_reused_backend_ids_start_new_flows() {
         max_backends: 3,
         ..LoadOptions::default()
     };
-    let mut lab = Lab::load(&options, OUTCOMES);
+    let mut checker = Checker::load(&options, OUTCOMES);
     let syn = segment(frame(CLIENT4, vip), Protocol::Tcp, CLIENT_PORT, 80);
-    lab.apply(&[dr_service(&first)]);
-    lab.check(vec![sent(
+    checker.apply(&[dr_service(&first)]);
+    checker.check(vec![sent(
         "the flow starts on the first backend",
         syn.clone(),
         dr(&syn, mac(40)),
         &[FlowMiss, Tx],
     )]);
-    lab.apply(&[dr_service(&second)]);
-    lab.apply(&[dr_service(&third)]);
-    lab.check(vec![
+    checker.apply(&[dr_service(&second)]);
+    checker.apply(&[dr_service(&third)]);
+    checker.check(vec![
         sent(
             "its id now belongs to the third backend: a new flow there",
             syn.clone(),
@@ -156,7 +156,7 @@ fn bpf_forward_reused_backend_ids_start_new_flows() {
             &[FlowHit, Tx],
         ),
     ]);
-    lab.finish();
+    checker.finish();
 }
 
 /// Ring updates write only the slots that differ from what the idle ring
@@ -171,15 +171,15 @@ fn bpf_forward_successive_rings_hold_the_latest_table() {
         let backends = backends.iter().map(|b| (*b).clone()).collect();
         service(vip, 80, Protocol::Tcp, Mode::Dr, backends)
     };
-    let mut lab = Lab::balancer(&[dr_service(&[&b1, &b2])]);
-    lab.apply(&[dr_service(&[&b1, &b2, &b3])]);
-    lab.apply(&[dr_service(&[&b1, &b3])]);
+    let mut checker = Checker::balancer(&[dr_service(&[&b1, &b2])]);
+    checker.apply(&[dr_service(&[&b1, &b2, &b3])]);
+    checker.apply(&[dr_service(&[&b1, &b3])]);
     let latest = [b1.next_hop.mac, b3.next_hop.mac];
     let mut on = [0; 2];
     for port in CLIENT_PORT..CLIENT_PORT + 300 {
         let syn = segment(frame(CLIENT4, vip), Protocol::Tcp, port, 80);
-        on[lab.backend_of(&syn, &latest)] += 1;
+        on[checker.backend_of(&syn, &latest)] += 1;
     }
     assert!(on[0] > 0 && on[1] > 0, "new flows per backend: {on:?}");
-    lab.finish();
+    checker.finish();
 }

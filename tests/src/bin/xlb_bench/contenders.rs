@@ -16,7 +16,7 @@ use lb_common::maps::Mode;
 use serde_json::{json, Value};
 use xlb::dataplane::{DirectorSettings, LoadOptions};
 use xlb_tests::{
-    lab::{backend_port, Family, Lab, Net, NAT_PORT, VIP_PORT, VIP_V4},
+    lab::{backend_port, Family, InProcessTestbed, Member, Testbed, NAT_PORT, VIP_PORT, VIP_V4},
     netns::{ChildHandle, Netns},
 };
 
@@ -88,24 +88,25 @@ impl Contender {
     }
 }
 
-/// A contender set up on its topology.
+/// A contender set up on its testbed.
 pub struct Rig {
     /// Where the client sends.
     pub target: SocketAddr,
     /// Where the backends listen.
     pub backend_port: u16,
-    // Fields drop in order: HAProxy stops, then the lab goes.
+    // Fields drop in order: HAProxy stops, then the testbed goes.
     _haproxy: Option<ChildHandle>,
-    topology: Topology,
+    testbed: RigTestbed,
 }
 
-enum Topology {
-    Xlb(Box<Lab>),
-    Kernel(Box<Net>),
+/// A testbed balanced by xlb in this process, or by the director's kernel (or HAProxy).
+enum RigTestbed {
+    Xlb(Box<InProcessTestbed>),
+    Kernel(Box<Testbed>),
 }
 
 impl Rig {
-    /// Builds the topology for `contender`. The lab pins the calling thread
+    /// Builds the testbed for `contender`. The testbed pins the calling thread
     /// to CPU 0 for its tests; the load runs on every CPU, so this undoes it.
     pub fn new(tag: &str, contender: Contender) -> anyhow::Result<Rig> {
         let rig = Rig::build(tag, contender)?;
@@ -121,14 +122,14 @@ impl Rig {
         options: &LoadOptions,
         settings: DirectorSettings,
     ) -> anyhow::Result<Rig> {
-        let members: Vec<_> = (0..3).map(|n| (n, 1, false)).collect();
-        let lab = Lab::tuned(tag, mode, Family::V4, 3, &members, options, settings)?;
+        let members: Vec<_> = (0..3).map(|n| Member::new(n, 1)).collect();
+        let lab = InProcessTestbed::tuned(tag, mode, Family::V4, 3, &members, options, settings)?;
         every_cpu()?;
         Ok(Rig {
             target: SocketAddr::new(VIP_V4.into(), VIP_PORT),
             backend_port: backend_port(mode),
             _haproxy: None,
-            topology: Topology::Xlb(Box::new(lab)),
+            testbed: RigTestbed::Xlb(Box::new(lab)),
         })
     }
 
@@ -136,25 +137,26 @@ impl Rig {
         let vip = SocketAddr::new(VIP_V4.into(), VIP_PORT);
         match contender {
             Contender::Xlb(mode) => {
-                let members: Vec<_> = (0..3).map(|n| (n, 1, false)).collect();
-                let lab = Lab::new(tag, mode, Family::V4, 3, &members)?;
+                let members: Vec<_> = (0..3).map(|n| Member::new(n, 1)).collect();
+                let lab = InProcessTestbed::new(tag, mode, Family::V4, 3, &members)?;
                 Ok(Rig {
                     target: vip,
                     backend_port: backend_port(mode),
                     _haproxy: None,
-                    topology: Topology::Xlb(Box::new(lab)),
+                    testbed: RigTestbed::Xlb(Box::new(lab)),
                 })
             }
             Contender::Baseline => {
-                let net = Net::new(tag, Mode::Dr, 3)?;
+                let testbed = Testbed::new(tag, Mode::Dr, 3)?;
                 // The client reaches the backends' subnet on the segment.
-                net.client
+                testbed
+                    .client
                     .ip(&["route", "add", "198.18.1.0/24", "dev", "eth0"])?;
                 Ok(Rig {
                     target: SocketAddr::new(Family::V4.backend(0), VIP_PORT),
                     backend_port: VIP_PORT,
                     _haproxy: None,
-                    topology: Topology::Kernel(Box::new(net)),
+                    testbed: RigTestbed::Kernel(Box::new(testbed)),
                 })
             }
             // The director's kernel or HAProxy, to the backends' NAT port.
@@ -165,16 +167,16 @@ impl Rig {
                 if let Some(why) = contender.unavailable(false) {
                     bail!("{why}");
                 }
-                let mut net = Net::new(tag, Mode::Nat, 3)?;
+                let mut testbed = Testbed::new(tag, Mode::Nat, 3)?;
                 let haproxy = match contender {
-                    Contender::HaproxyTcp => Some(haproxy(&mut net, "tcp", vip)?),
-                    Contender::HaproxyHttp => Some(haproxy(&mut net, "http", vip)?),
+                    Contender::HaproxyTcp => Some(haproxy(&mut testbed, "tcp", vip)?),
+                    Contender::HaproxyHttp => Some(haproxy(&mut testbed, "http", vip)?),
                     Contender::Ipvs => {
-                        ipvs_masquerade(&net.director)?;
+                        ipvs_masquerade(&testbed.director_ns)?;
                         None
                     }
                     _nftables => {
-                        nftables_dnat(&net.director, &[1, 1, 1])?;
+                        nftables_dnat(&testbed.director_ns, &[1, 1, 1])?;
                         None
                     }
                 };
@@ -182,31 +184,31 @@ impl Rig {
                     target: vip,
                     backend_port: NAT_PORT,
                     _haproxy: haproxy,
-                    topology: Topology::Kernel(Box::new(net)),
+                    testbed: RigTestbed::Kernel(Box::new(testbed)),
                 })
             }
         }
     }
 
-    pub fn net(&self) -> &Net {
-        match &self.topology {
-            Topology::Xlb(lab) => &lab.net,
-            Topology::Kernel(net) => net,
+    pub fn testbed(&self) -> &Testbed {
+        match &self.testbed {
+            RigTestbed::Xlb(lab) => &lab.testbed,
+            RigTestbed::Kernel(testbed) => testbed,
         }
     }
 
-    /// xlb's lab, for a contender that is xlb.
-    pub fn lab_mut(&mut self) -> Option<&mut Lab> {
-        match &mut self.topology {
-            Topology::Xlb(lab) => Some(lab),
-            Topology::Kernel(_) => None,
+    /// xlb's testbed, for a contender that is xlb.
+    pub fn xlb_mut(&mut self) -> Option<&mut InProcessTestbed> {
+        match &mut self.testbed {
+            RigTestbed::Xlb(lab) => Some(lab),
+            RigTestbed::Kernel(_) => None,
         }
     }
 
-    pub fn net_mut(&mut self) -> &mut Net {
-        match &mut self.topology {
-            Topology::Xlb(lab) => &mut lab.net,
-            Topology::Kernel(net) => net,
+    pub fn testbed_mut(&mut self) -> &mut Testbed {
+        match &mut self.testbed {
+            RigTestbed::Xlb(lab) => &mut lab.testbed,
+            RigTestbed::Kernel(testbed) => testbed,
         }
     }
 }
@@ -214,7 +216,7 @@ impl Rig {
 /// DNAT of the VIP's TCP and UDP port 80 to a random backend's 8080, backend `n` drawn in
 /// proportion to `weights[n]`; replaces the rules of an earlier call (atomically, one
 /// transaction), which leaves conntrack's established connections where they are.
-pub fn nftables_dnat(director: &Netns, weights: &[u16]) -> anyhow::Result<()> {
+pub fn nftables_dnat(director_ns: &Netns, weights: &[u16]) -> anyhow::Result<()> {
     let slots: Vec<String> = weights
         .iter()
         .enumerate()
@@ -230,10 +232,10 @@ pub fn nftables_dnat(director: &Netns, weights: &[u16]) -> anyhow::Result<()> {
          \x20   ip daddr {VIP_V4} udp dport {VIP_PORT} dnat to numgen random mod {count} map {{ {map} }} : {NAT_PORT}\n\
          \x20 }}\n}}\n"
     );
-    let path = std::env::temp_dir().join(format!("xlb-bench-{}.nft", director.name()));
+    let path = std::env::temp_dir().join(format!("xlb-bench-{}.nft", director_ns.name()));
     std::fs::write(&path, ruleset)?;
     let result = run(
-        director,
+        director_ns,
         "nft",
         &["-f", path.to_str().context("temp path")?],
     );
@@ -243,13 +245,17 @@ pub fn nftables_dnat(director: &Netns, weights: &[u16]) -> anyhow::Result<()> {
 
 /// IPVS virtual services for the VIP's TCP and UDP port 80, round robin,
 /// masquerading to the backends' 8080 (`ipvsadm -m`).
-fn ipvs_masquerade(director: &Netns) -> anyhow::Result<()> {
+fn ipvs_masquerade(director_ns: &Netns) -> anyhow::Result<()> {
     let vip = format!("{VIP_V4}:{VIP_PORT}");
     for proto in ["-t", "-u"] {
-        run(director, "ipvsadm", &["-A", proto, &vip, "-s", "rr"])?;
+        run(director_ns, "ipvsadm", &["-A", proto, &vip, "-s", "rr"])?;
         for n in 0..3 {
             let real = format!("{}:{NAT_PORT}", Family::V4.backend(n));
-            run(director, "ipvsadm", &["-a", proto, &vip, "-r", &real, "-m"])?;
+            run(
+                director_ns,
+                "ipvsadm",
+                &["-a", proto, &vip, "-r", &real, "-m"],
+            )?;
         }
     }
     Ok(())
@@ -271,7 +277,7 @@ pub fn run(ns: &Netns, program: &str, args: &[&str]) -> anyhow::Result<()> {
 
 /// HAProxy in the director, balancing round robin over the backends; waits
 /// until it listens.
-fn haproxy(net: &mut Net, mode: &str, vip: SocketAddr) -> anyhow::Result<ChildHandle> {
+fn haproxy(testbed: &mut Testbed, mode: &str, vip: SocketAddr) -> anyhow::Result<ChildHandle> {
     let servers: String = (0..3)
         .map(|n| format!("  server b{} {}:{NAT_PORT}\n", n + 1, Family::V4.backend(n)))
         .collect();
@@ -281,7 +287,10 @@ fn haproxy(net: &mut Net, mode: &str, vip: SocketAddr) -> anyhow::Result<ChildHa
          frontend vip\n  bind {vip}\n  default_backend real\n\
          backend real\n  balance roundrobin\n{servers}"
     );
-    let path = std::env::temp_dir().join(format!("xlb-bench-{}.haproxy.cfg", net.director.name()));
+    let path = std::env::temp_dir().join(format!(
+        "xlb-bench-{}.haproxy.cfg",
+        testbed.director_ns.name()
+    ));
     std::fs::write(&path, config)?;
     let mut cmd = Command::new("haproxy");
     cmd.args(["-db", "-f"])
@@ -289,11 +298,11 @@ fn haproxy(net: &mut Net, mode: &str, vip: SocketAddr) -> anyhow::Result<ChildHa
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let director = net.director.clone();
-    let handle = net.topology.spawn(&director, cmd)?;
+    let director_ns = testbed.director_ns.clone();
+    let handle = testbed.topology.spawn(&director_ns, cmd)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let up = director.run(move || {
+        let up = director_ns.run(move || {
             std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(200)).is_ok()
         })?;
         if up {

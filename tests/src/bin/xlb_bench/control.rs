@@ -12,7 +12,7 @@ use lb_common::maglev::{build_table, MaglevBackend};
 use lb_common::maps::Mode;
 use serde_json::json;
 use xlb_tests::{
-    agent::{encode, AgentLab, API},
+    agent::{encode, AgentTestbed, API},
     lab::{Family, DIRECTOR_V6},
 };
 
@@ -349,7 +349,7 @@ fn backend(i: usize) -> IpAddr {
 
 /// PATCHes a backend `calls` times per kind of change, timing each round trip.
 fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
-    let mut lab = AgentLab::new("bctlapi", Mode::Dr, Family::V6, 3, &services(3, false))?;
+    let mut lab = AgentTestbed::new("bctlapi", Mode::Dr, Family::V6, 3, &services(3, false))?;
     lab.maglev_size = RING;
     lab.write_config(&services(3, false))?;
     lab.start()?;
@@ -368,7 +368,7 @@ fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
         ),
     ];
     let url = format!("http://{API}{path}");
-    lab.net.director.run(move || {
+    lab.testbed.director_ns.run(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
@@ -392,7 +392,7 @@ fn api_latency(calls: usize) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
 fn api_beside_a_silent_backend(window: Duration) -> anyhow::Result<Vec<(&'static str, Vec<f64>)>> {
     let silent = Family::V6.backend(SILENT_BACKEND);
     let text = services(3, false) + &format!("[[service.backend]]\naddress = \"{silent}\"\n");
-    let mut lab = AgentLab::new("bctlhop", Mode::Dr, Family::V6, 3, &text)?;
+    let mut lab = AgentTestbed::new("bctlhop", Mode::Dr, Family::V6, 3, &text)?;
     lab.write_config(&text)?;
     lab.start()?;
     let read = format!("http://{API}/api/v1/services/web");
@@ -401,7 +401,7 @@ fn api_beside_a_silent_backend(window: Duration) -> anyhow::Result<Vec<(&'static
         encode(&SocketAddr::new(backend(0), 80).to_string())
     );
     let calls = (window.as_millis() / PACE.as_millis()) as u32;
-    lab.net.director.run(move || {
+    lab.testbed.director_ns.run(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
@@ -456,19 +456,19 @@ fn api_at_scale(calls: usize) -> anyhow::Result<((&'static str, Vec<f64>), f64)>
             text += &format!("[[service.backend]]\naddress = \"{addr}\"\n");
         }
     }
-    let mut lab = AgentLab::new("bctlscale", Mode::Dr, Family::V6, 3, &text)?;
+    let mut lab = AgentTestbed::new("bctlscale", Mode::Dr, Family::V6, 3, &text)?;
     lab.maglev_size = RING;
     lab.max_services = SCALE_SERVICES as u32;
     lab.max_backends = (SCALE_SERVICES * SCALE_BACKENDS) as u32 + 1;
     lab.write_config(&text)?;
     // The backends are addresses of fd00:2::/64 behind b1: one neighbour.
     let (b1, src) = (Family::V6.backend(0).to_string(), DIRECTOR_V6.to_string());
-    lab.net
-        .director
+    lab.testbed
+        .director_ns
         .ip(&["-6", "route", "add", "fd00:2::/64", "via", &b1, "src", &src])?;
     lab.start()?;
     let service = format!("/api/v1/services/web{}", SCALE_SERVICES / 2);
-    let view = lab.get(&service)?;
+    let view = lab.agent().get(&service)?;
     let serving = view["backends"].as_array().map_or(0, |backends| {
         backends.iter().filter(|b| b["serving"] == true).count()
     });
@@ -476,8 +476,8 @@ fn api_at_scale(calls: usize) -> anyhow::Result<((&'static str, Vec<f64>), f64)>
         serving == SCALE_BACKENDS,
         "{serving} of {SCALE_BACKENDS} backends of {service} serve: {view}"
     );
-    let builds = |lab: &AgentLab| -> anyhow::Result<f64> {
-        let stats = lab.get("/api/v1/stats")?;
+    let builds = |lab: &AgentTestbed| -> anyhow::Result<f64> {
+        let stats = lab.agent().get("/api/v1/stats")?;
         stats["maglev_builds"]
             .as_f64()
             .with_context(|| format!("no maglev_builds in the stats: {stats}"))
@@ -493,7 +493,7 @@ fn api_at_scale(calls: usize) -> anyhow::Result<((&'static str, Vec<f64>), f64)>
             .to_string()
         )
     );
-    let samples = lab.net.director.run(move || {
+    let samples = lab.testbed.director_ns.run(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
@@ -539,28 +539,31 @@ struct Cpu {
 
 /// The agent's CPU while it health-checks `count` backends every second.
 fn health_cpu(count: usize, window: Duration) -> anyhow::Result<Cpu> {
-    let mut lab = AgentLab::new("bctlhc", Mode::Dr, Family::V6, 3, &services(count, true))?;
+    let mut lab = AgentTestbed::new("bctlhc", Mode::Dr, Family::V6, 3, &services(count, true))?;
     lab.max_backends = 2 * count as u32 + 2;
     lab.write_config(&services(count, true))?;
     // b1 takes every address of fd00:2::/64 (a local route, as with AnyIP)
     // and the director reaches them through it: one neighbour entry, not
     // a thousand.
-    lab.net.backends[0].ip(&["-6", "route", "add", "local", "fd00:2::/64", "dev", "lo"])?;
+    lab.testbed.backends[0].ip(&["-6", "route", "add", "local", "fd00:2::/64", "dev", "lo"])?;
     // From the director's address on that link: b1 holds the VIP itself.
     let (b1, src) = (Family::V6.backend(0).to_string(), DIRECTOR_V6.to_string());
-    lab.net
-        .director
+    lab.testbed
+        .director_ns
         .ip(&["-6", "route", "add", "fd00:2::/64", "via", &b1, "src", &src])?;
     // b1's identity server gives way to a plain acceptor with room for
     // a thousand handshakes a second.
-    drop(lab.net.servers.remove(0));
-    let _acceptor = Acceptor::start(&lab.net.backends[0], window * 4 + Duration::from_secs(60))?;
+    drop(lab.testbed.servers.remove(0));
+    let _acceptor = Acceptor::start(
+        &lab.testbed.backends[0],
+        window * 4 + Duration::from_secs(60),
+    )?;
     let floor = bare_connects(&lab, count, window)?;
     lab.start()?;
     // Every backend up (rise 2 at 1 s), then a settled window.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let up = |lab: &AgentLab| -> anyhow::Result<usize> {
-        let backends = lab.get("/api/v1/services/web/backends")?;
+    let up = |lab: &AgentTestbed| -> anyhow::Result<usize> {
+        let backends = lab.agent().get("/api/v1/services/web/backends")?;
         Ok(backends
             .as_array()
             .map(|a| a.iter().filter(|b| b["oper_state"] == "up").count())
@@ -570,7 +573,7 @@ fn health_cpu(count: usize, window: Duration) -> anyhow::Result<Cpu> {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let pid = lab.agent.as_ref().context("agent running")?.pid();
+    let pid = lab.agent().process.as_ref().context("agent running")?.pid();
     let before = cpu_times(pid)?;
     let started = Instant::now();
     std::thread::sleep(window);
@@ -591,28 +594,30 @@ fn health_cpu(count: usize, window: Duration) -> anyhow::Result<Cpu> {
 /// The CPU share of a bare loop making the same connections (one a second
 /// to each backend, closed with a reset) from one thread: what the kernel
 /// charges on this topology whoever makes them.
-fn bare_connects(lab: &AgentLab, count: usize, window: Duration) -> anyhow::Result<f64> {
+fn bare_connects(lab: &AgentTestbed, count: usize, window: Duration) -> anyhow::Result<f64> {
     let targets: Vec<SocketAddr> = (0..count)
         .map(|i| SocketAddr::new(backend(i), 80))
         .collect();
-    lab.net.director.run(move || -> anyhow::Result<f64> {
-        let before = thread_cpu()?;
-        let started = Instant::now();
-        // Spread over each second, as the agent spreads its checks.
-        let step = Duration::from_secs(1) / targets.len() as u32;
-        let mut next = Instant::now();
-        while started.elapsed() < window {
-            for target in &targets {
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                next += step;
-                let stream =
-                    std::net::TcpStream::connect_timeout(target, Duration::from_millis(500))
-                        .with_context(|| format!("connecting to {target}"))?;
-                reset_on_close(&stream)?;
+    lab.testbed
+        .director_ns
+        .run(move || -> anyhow::Result<f64> {
+            let before = thread_cpu()?;
+            let started = Instant::now();
+            // Spread over each second, as the agent spreads its checks.
+            let step = Duration::from_secs(1) / targets.len() as u32;
+            let mut next = Instant::now();
+            while started.elapsed() < window {
+                for target in &targets {
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    next += step;
+                    let stream =
+                        std::net::TcpStream::connect_timeout(target, Duration::from_millis(500))
+                            .with_context(|| format!("connecting to {target}"))?;
+                    reset_on_close(&stream)?;
+                }
             }
-        }
-        Ok((thread_cpu()? - before) / started.elapsed().as_secs_f64())
-    })?
+            Ok((thread_cpu()? - before) / started.elapsed().as_secs_f64())
+        })?
 }
 
 /// Makes closing `stream` send a reset, as the agent's TCP checks do.

@@ -16,7 +16,8 @@ use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use xlb_tests::{
     agent::{
-        outage, request_in, total, AgentLab, Outage, Prober, SteadyLoad, PROBE_EVERY, PROBE_TIMEOUT,
+        outage, request_in, total, AgentTestbed, Outage, Prober, SteadyLoad, PROBE_EVERY,
+        PROBE_TIMEOUT,
     },
     keepalived,
     lab::{Family, VIP_V4},
@@ -389,7 +390,7 @@ fn config(contender: Contender, priority: u8, interval: Duration) -> String {
 
 /// Two directors and a contender at one advert interval.
 struct Pair {
-    lab: AgentLab,
+    lab: AgentTestbed,
     contender: Contender,
     interval: Duration,
     /// keepalived on each director, while it runs.
@@ -399,7 +400,7 @@ struct Pair {
 impl Pair {
     fn new(contender: Contender, interval: Duration) -> anyhow::Result<Pair> {
         let tag = format!("bf{}{}", contender.tag(), interval.as_millis());
-        let lab = AgentLab::with_directors(&tag, Mode::Dr, Family::V4, 3, 2)?;
+        let lab = AgentTestbed::with_directors(&tag, Mode::Dr, Family::V4, 3, 2)?;
         let mut pair = Pair {
             lab,
             contender,
@@ -419,14 +420,14 @@ impl Pair {
     }
 
     fn start_keepalived(&mut self, k: usize) -> anyhow::Result<()> {
-        let director = &self.lab.directors[k];
+        let agent = &self.lab.agents[k];
         let global = format!("router_id director{}\nvrrp_version 3", k + 1);
         let advert_int = self.interval.as_secs_f64().to_string();
         let instance = keepalived::instance(PRIORITIES[k], &advert_int, "");
         let handle = keepalived::spawn(
-            &mut self.lab.net.topology,
-            &director.ns,
-            &director.dir,
+            &mut self.lab.testbed.topology,
+            &agent.director_ns,
+            &agent.dir,
             &global,
             &instance,
         )?;
@@ -442,7 +443,7 @@ impl Pair {
     /// One event from a settled pair, and the pair restored afterwards.
     fn measure(&mut self, event: Event) -> anyhow::Result<Row> {
         self.settle()?;
-        let client = self.lab.net.client.clone();
+        let client = self.lab.testbed.client.clone();
         let vip = self.lab.vip();
         let mut long_lived = LongLived::open(&client, vip, LONG_LIVED)?;
         // Bounds for the threads, should this one fail before it stops them.
@@ -497,29 +498,29 @@ impl Pair {
 
     /// What keeps the pair from being settled, if anything.
     fn unsettled(&self) -> anyhow::Result<Option<String>> {
-        let [one, two] = [0, 1].map(|k| &self.lab.directors[k]);
+        let [one, two] = [0, 1].map(|k| &self.lab.agents[k]);
         if self.contender == Contender::Xlb {
             let states = [
-                vrrp_state(&one.ns, &one.api)?,
-                vrrp_state(&two.ns, &two.api)?,
+                vrrp_state(&one.director_ns, &one.api)?,
+                vrrp_state(&two.director_ns, &two.api)?,
             ];
             if states != ["master", "backup"] {
                 return Ok(Some(format!("VRRP states {states:?}")));
             }
         }
-        if !holds_vip(&one.ns)? || holds_vip(&two.ns)? {
+        if !holds_vip(&one.director_ns)? || holds_vip(&two.director_ns)? {
             return Ok(Some("the VIP is not on director 1 alone".into()));
         }
-        let spread = udp_spread(&self.lab.net.client, self.lab.vip(), 3)?;
+        let spread = udp_spread(&self.lab.testbed.client, self.lab.vip(), 3)?;
         if spread.failed > 0 {
             return Ok(Some(format!("the VIP does not answer: {spread:?}")));
         }
         let neigh = self
             .lab
-            .net
+            .testbed
             .client
             .ip(&["-j", "neigh", "show", &VIP_V4.to_string()])?;
-        let mac = one.ns.mac("eth0")?;
+        let mac = one.director_ns.mac("eth0")?;
         let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
         if !neigh.contains(&mac.join(":")) {
             return Ok(Some(format!(
@@ -536,15 +537,15 @@ impl Pair {
                 String::from_utf8_lossy(&keepalived.stdout_snapshot()).into_owned()
                     + &String::from_utf8_lossy(&keepalived.stderr_snapshot())
             }
-            None => self.lab.directors[k].logs(),
+            None => self.lab.agents[k].logs(),
         }
     }
 
     /// Polls director 2 from `at` until it is master, or its master-down interval and
     /// [`SLACK`] have passed.
     fn watch_takeover(&self, at: Instant) -> JoinHandle<anyhow::Result<Option<Duration>>> {
-        let two = &self.lab.directors[1];
-        let (ns, api, contender) = (two.ns.clone(), two.api.clone(), self.contender);
+        let two = &self.lab.agents[1];
+        let (ns, api, contender) = (two.director_ns.clone(), two.api.clone(), self.contender);
         let until = at + self.master_down() + SLACK;
         std::thread::spawn(move || loop {
             let master = match contender {
@@ -564,8 +565,8 @@ impl Pair {
     /// Director 1's port on the switch leaves the bridge (`cut`), or rejoins it as a new port,
     /// which floods until told not to.
     fn port(&self, cut: bool) -> anyhow::Result<()> {
-        let switch = &self.lab.net.switch;
-        let port = &self.lab.net.director_ports[0];
+        let switch = &self.lab.testbed.switch;
+        let port = &self.lab.testbed.director_ports[0];
         if cut {
             switch
                 .ip(&["link", "set", "dev", port, "nomaster"])
@@ -581,9 +582,9 @@ impl Pair {
     /// for a lost director, flooded once its port leaves, would reach the other director's
     /// data plane, which forwards them, and hide the outage.
     fn no_flood(&self, k: usize) -> anyhow::Result<()> {
-        let port = &self.lab.net.director_ports[k];
+        let port = &self.lab.testbed.director_ports[k];
         self.lab
-            .net
+            .testbed
             .switch
             .ip(&[
                 "link",
@@ -604,17 +605,15 @@ impl Pair {
         }
         match self.contender {
             Contender::Xlb => match event {
-                Event::Kill | Event::Lost => self.lab.directors[0].kill(),
-                Event::Stop => self.lab.directors[0].stop().map(drop),
+                Event::Kill | Event::Lost => self.lab.agents[0].kill(),
+                Event::Stop => self.lab.agents[0].stop().map(drop),
             },
             Contender::Keepalived => {
                 let handle = self.keepalived[0]
                     .take()
                     .context("keepalived is not running on director 1")?;
                 match event {
-                    Event::Kill | Event::Lost => {
-                        keepalived::kill(&handle, &self.lab.directors[0].dir)
-                    }
+                    Event::Kill | Event::Lost => keepalived::kill(&handle, &self.lab.agents[0].dir),
                     Event::Stop => {
                         handle.signal(Signal::SIGTERM)?;
                         handle

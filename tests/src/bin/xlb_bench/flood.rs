@@ -37,7 +37,7 @@ use xlb::{
     dataplane::{DirectorSettings, LoadOptions},
 };
 use xlb_tests::{
-    lab::{pin_to_cpu, CLIENT_V4, VIP_V4},
+    lab::{pin_to_cpu, Member, CLIENT_V4, VIP_V4},
     livegen::Generator,
     netns::Netns,
     packet::Frame,
@@ -228,22 +228,22 @@ fn rig(setup: Setup) -> anyhow::Result<Rig> {
 
 /// Gives the service `weights` (b1, b2, b3).
 fn reweight(rig: &mut Rig, weights: [u16; 3]) -> anyhow::Result<()> {
-    match rig.lab_mut() {
+    match rig.xlb_mut() {
         Some(lab) => {
             let members: Vec<_> = weights
                 .iter()
                 .enumerate()
-                .map(|(n, &w)| (n, w, false))
+                .map(|(n, &w)| Member::new(n, w))
                 .collect();
             lab.apply(&members)
         }
-        None => nftables_dnat(&rig.net().director, &weights),
+        None => nftables_dnat(&rig.testbed().director_ns, &weights),
     }
 }
 
 fn stateless(rig: &mut Rig) -> anyhow::Result<Option<u64>> {
-    match rig.lab_mut() {
-        Some(lab) => Ok(Some(lab.director.counters()?.get(Counter::FloodStateless))),
+    match rig.xlb_mut() {
+        Some(lab) => Ok(Some(lab.balancer.counters()?.get(Counter::FloodStateless))),
         None => Ok(None),
     }
 }
@@ -255,20 +255,21 @@ fn measure(
     rounds: usize,
 ) -> anyhow::Result<Vec<Round>> {
     let mut rig = rig(setup)?;
-    let net = rig.net();
+    let testbed = rig.testbed();
     // The flood's sources are routable from the director (through the client, as the Internet
     // is through a default route), so the kernel's NAT forwards and tracks them; the backends
     // have no route back and drop the SYNs unanswered, whoever forwards them.
-    net.director
+    testbed
+        .director_ns
         .ip(&["route", "add", FLOOD_CIDR, "via", &CLIENT_V4.to_string()])?;
-    for ns in &net.backends {
+    for ns in &testbed.backends {
         count_flood(ns)?;
     }
     // The flood comes from a host of its own on the switch: from the client's link it would
     // fill that link's one ring and drop the client's own packets before any director saw them.
-    let director_mac = net.director.mac("eth0")?;
-    let switch = net.switch.clone();
-    let topology = &mut rig.net_mut().topology;
+    let director_mac = testbed.director_ns.mac("eth0")?;
+    let switch = testbed.switch.clone();
+    let topology = &mut rig.testbed_mut().topology;
     let attacker = topology.add_ns("attacker")?;
     topology.link(&attacker, "eth0", &switch, "p-attacker")?;
     switch.ip(&["link", "set", "dev", "p-attacker", "master", "br0"])?;
@@ -277,8 +278,8 @@ fn measure(
     let frame = Frame::ipv4(FLOOD_NET, VIP_V4)
         .macs(attacker.mac("eth0")?, director_mac)
         .tcp_syn(32768, rig.target.port());
-    let net = rig.net();
-    let conns = Established::open(&net.client, rig.target)?;
+    let testbed = rig.testbed();
+    let conns = Established::open(&testbed.client, rig.target)?;
     let mut done: Vec<Round> = Vec::new();
     for _ in 0..rounds {
         reweight(&mut rig, WEIGHTS[0])?;
@@ -323,8 +324,8 @@ fn round(
     let quiet_time = began.elapsed();
     let quiet = conns.take_counts(Phase::Quiet);
     // Flood.
-    let net = rig.net();
-    let backends = net.backends.clone();
+    let testbed = rig.testbed();
+    let backends = testbed.backends.clone();
     let at_backends = flood_counts(&backends)?;
     let stateless_before = stateless(rig)?;
     conns.set_phase(Phase::Flood);

@@ -44,15 +44,15 @@ fn measure(contender: Contender, duration: Duration) -> anyhow::Result<(TcpResul
     let tag = format!("btcp{}", contender.tag());
     let mut rig = Rig::new(&tag, contender)?;
     let port = rig.backend_port;
-    let net = rig.net_mut();
-    net.servers.clear();
+    let testbed = rig.testbed_mut();
+    testbed.servers.clear();
     let limit = duration + Duration::from_secs(30);
     let mut servers = Vec::new();
-    for (n, ns) in net.backends.iter().enumerate() {
+    for (n, ns) in testbed.backends.iter().enumerate() {
         let addr = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
         servers.push(FixedServer::start(ns, addr, &format!("b{}", n + 1), limit)?);
     }
-    loadgen::tune_client(&net.client)?;
+    loadgen::tune_client(&testbed.client)?;
     let load = TcpLoad {
         concurrency: CONCURRENCY,
         duration,
@@ -61,7 +61,7 @@ fn measure(contender: Contender, duration: Duration) -> anyhow::Result<(TcpResul
         request: b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n".to_vec(),
     };
     let before = cpu_busy()?;
-    let result = loadgen::run(&rig.net().client, rig.target, &load)?;
+    let result = loadgen::run(&rig.testbed().client, rig.target, &load)?;
     let cpu = cpu_busy()? - before;
     drop(servers);
     Ok((result, cpu))

@@ -80,39 +80,42 @@ fn measure(
     let tag = format!("budp{}", contender.tag());
     let mut rig = Rig::new(&tag, contender)?;
     // No answers: the backends only count.
-    rig.net_mut().servers.clear();
-    let net = rig.net();
+    rig.testbed_mut().servers.clear();
+    let testbed = rig.testbed();
     let ipip = contender == Contender::Xlb(Mode::Ipip);
     // With IP-in-IP the backends' decapsulator counts; elsewhere a counter
     // program takes the frames.
     // The counters drop ARP too: a kernel director must know the backends'
     // MACs beforehand.
-    for (n, ns) in net.backends.iter().enumerate() {
+    for (n, ns) in testbed.backends.iter().enumerate() {
         let addr = xlb_tests::lab::Family::V4.backend(n).to_string();
-        net.director.add_neigh("eth0", &addr, ns.mac("eth0")?)?;
+        testbed
+            .director_ns
+            .add_neigh("eth0", &addr, ns.mac("eth0")?)?;
     }
     let counters: Vec<Counter> = if ipip {
         Vec::new()
     } else {
-        net.backends
+        testbed
+            .backends
             .iter()
             .map(|ns| Counter::attach(ns, "eth0"))
             .collect::<anyhow::Result<_>>()?
     };
     let next_hop = match contender {
-        Contender::Baseline => net.backends[0].mac("eth0")?,
-        _ => net.director.mac("eth0")?,
+        Contender::Baseline => testbed.backends[0].mac("eth0")?,
+        _ => testbed.director_ns.mac("eth0")?,
     };
     let std::net::IpAddr::V4(dst) = rig.target.ip() else {
         anyhow::bail!("the UDP load is IPv4");
     };
     let frame = Frame::ipv4(CLIENT_V4, dst)
-        .macs(net.client.mac("eth0")?, next_hop)
+        .macs(testbed.client.mac("eth0")?, next_hop)
         .udp(1024, rig.target.port(), &PAYLOAD);
     let delivered_now = || -> anyhow::Result<u64> {
         if ipip {
             let mut total = 0;
-            for decap in &net.decaps {
+            for decap in &testbed.decaps {
                 total += decap.counters()?.get(DataplaneCounter::Decap);
             }
             Ok(total)
@@ -121,7 +124,7 @@ fn measure(
         }
     };
     let before = (delivered_now()?, cpu_busy()?);
-    let sent = generator.send(&net.client, "eth0", &frame, count, limit)?;
+    let sent = generator.send(&testbed.client, "eth0", &frame, count, limit)?;
     // Let the last batch drain through the path.
     std::thread::sleep(Duration::from_millis(200));
     let after = (delivered_now()?, cpu_busy()?);

@@ -9,7 +9,7 @@ use clap::Parser;
 use lb_common::{maps::Mode, stats::Counter};
 use serde_json::json;
 use xlb_tests::{
-    lab::{Family, Lab, Member},
+    lab::{Family, InProcessTestbed, Member},
     servers::tcp_spread,
 };
 
@@ -41,7 +41,7 @@ const MODES: [(&str, Mode, &str); 3] = [
         "NAT: VIP:80 to backend:8080, replies translated back",
     ),
 ];
-const EQUAL: [Member; 3] = [(0, 1, false), (1, 1, false), (2, 1, false)];
+const EQUAL: [Member; 3] = [Member::new(0, 1), Member::new(1, 1), Member::new(2, 1)];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     let mut failed = 0;
     for (name, mode, what) in MODES {
         eprintln!("==> {what}");
-        let lab = Lab::new(
+        let lab = InProcessTestbed::new(
             &format!("demo_{name}"),
             mode,
             Family::V4,
@@ -60,8 +60,9 @@ fn main() -> anyhow::Result<()> {
             &EQUAL,
         )
         .with_context(|| format!("building the {name} lab"))?;
-        let spread = tcp_spread(&lab.client, lab.vip(), args.connections)?;
+        let spread = tcp_spread(&lab.testbed.client, lab.vip(), args.connections)?;
         let backends: BTreeMap<String, u64> = lab
+            .testbed
             .servers
             .iter()
             .enumerate()
@@ -70,7 +71,7 @@ fn main() -> anyhow::Result<()> {
                 (Family::V4.backend(n).to_string(), answered)
             })
             .collect();
-        let counters = lab.director.counters()?;
+        let counters = lab.balancer.counters()?;
         if !args.json {
             println!(
                 "{name}: {} TCP connections to {}, three backends of equal weight",
