@@ -3,6 +3,11 @@
 //! Addresses are packet bytes held as four native `u32` words (IPv4 in the
 //! first word, the rest zero); ports are in host byte order.
 
+/// The meaning of the maps' contents: raised when an entry's meaning
+/// changes without its size, so an agent does not adopt a data plane it
+/// would misread (sizes are stamped on their own, see the agent's pins).
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
 /// The load balancer's XDP entry point.
 pub const PROG_XLB: &str = "xlb";
 /// The real-server side of IP-in-IP: strips the outer header.

@@ -20,6 +20,7 @@ pub mod neigh;
 pub mod net;
 mod run;
 pub mod sysctl;
+mod systemd;
 pub mod vrrp;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `xlb run`: start (or adopt) the data plane, serve the API, follow the
-//! health checks, reload on SIGHUP, and stop cleanly on SIGTERM.
+//! health checks, reload on SIGHUP, and stop cleanly on SIGTERM; under
+//! systemd, with readiness, reload and watchdog notifications.
 
 use std::{
     path::{Path, PathBuf},
@@ -30,7 +31,7 @@ use crate::{
     dataplane::{Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
     model::Model,
-    nat_routes,
+    nat_routes, systemd,
     vrrp::Vrrp,
 };
 
@@ -204,11 +205,24 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
     };
     *vrrp_slot.lock().await = vrrp.clone();
     ready.store(true, Ordering::Release);
-    log::info!(
+    let serving = format!(
         "serving {} services; API on http://{}",
         model.services.len(),
         model.agent.api_listen
     );
+    log::info!("{serving}");
+    systemd::ready(&serving);
+    let watchdog = systemd::watchdog_interval().map(|every| {
+        let alive = agent.clone();
+        tokio::spawn(systemd::keep_watchdog(
+            every,
+            move || {
+                let alive = alive.clone();
+                async move { alive.run(|_: &mut Agent| Box::pin(async {})).await.is_ok() }
+            },
+            systemd::watchdog_ping,
+        ))
+    });
 
     let follower = tokio::spawn(follow_health(agent.clone(), transitions));
     let resolver = tokio::spawn(follow_next_hops(agent.clone()));
@@ -245,6 +259,13 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         }
     };
     stop_walks.store(true, Ordering::Relaxed);
+    // A restart by systemd keeps the data plane for the next agent to adopt.
+    let keep = options.keep_dataplane || (lost.is_none() && systemd::restarting());
+    systemd::stopping(if keep {
+        "stopping; the data plane stays for the next agent"
+    } else {
+        "stopping"
+    });
     if let Some(vrrp) = &vrrp {
         vrrp.shutdown().await;
     }
@@ -252,6 +273,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         .into_iter()
         .chain(log_forwarder)
         .chain(counter)
+        .chain(watchdog)
     {
         task.abort();
     }
@@ -263,7 +285,7 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             model.agent.pin_path.display()
         );
     }
-    finish(&agent, options.keep_dataplane).await;
+    finish(&agent, keep).await;
     drop(agent);
     // The owner ends once the last handle is gone (the aborted tasks' go
     // as they wind down).

@@ -49,6 +49,8 @@ pub struct AgentProcess {
     pub api: String,
     /// The agent's log of its last run, once it has stopped.
     last_logs: String,
+    /// Environment variables `xlb run` gets, such as systemd's.
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentProcess {
@@ -63,6 +65,7 @@ impl AgentProcess {
             pins: Path::new(BPF_FS).join(name),
             api: API.to_string(),
             last_logs: String::new(),
+            env: Vec::new(),
         })
     }
 
@@ -77,6 +80,7 @@ impl AgentProcess {
         cmd.args(["--log-level", "info", "run", "--config"])
             .arg(self.config_path())
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -30,7 +30,7 @@ use crate::{
         edit::{self, Edit, EditError},
         AdminState, Backend, Model, OperState, Service,
     },
-    nat_routes, neigh, sysctl,
+    nat_routes, neigh, sysctl, systemd,
     vrrp::Tracking,
 };
 
@@ -155,6 +155,8 @@ pub struct Agent {
     reader: Arc<Reader>,
     /// What readers see, published after every change.
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// The last status line systemd was given.
+    status: String,
 }
 
 impl Agent {
@@ -199,6 +201,7 @@ impl Agent {
             tracking: watch::Sender::new(Tracking::default()),
             reader,
             snapshot: watch::Sender::new(Arc::new(first)),
+            status: String::new(),
         })
     }
 
@@ -207,10 +210,33 @@ impl Agent {
         self.snapshot.subscribe()
     }
 
-    /// Publishes what readers and VRRP instances see after a change.
-    pub fn publish(&self) {
+    /// Publishes what readers and VRRP instances see after a change, and
+    /// the status line `systemctl status` shows.
+    pub fn publish(&mut self) {
         self.snapshot.send_replace(Arc::new(self.take_snapshot()));
         self.publish_tracking();
+        let status = self.status_line();
+        if status != self.status {
+            systemd::status(&status);
+            self.status = status;
+        }
+    }
+
+    /// "serving 2 services; 5 of 6 backends up".
+    fn status_line(&self) -> String {
+        let backends = self
+            .model
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(move |b| (s, b)));
+        let (up, all) = backends.fold((0, 0), |(up, all), (s, b)| {
+            let is_up = self.oper_state(s, b) == OperState::Up;
+            (up + usize::from(is_up), all + 1)
+        });
+        format!(
+            "serving {} services; {up} of {all} backends up",
+            self.model.services.len()
+        )
     }
 
     fn take_snapshot(&self) -> Snapshot {
@@ -477,8 +503,20 @@ impl Agent {
         Ok(outcome)
     }
 
-    /// Reads the configuration file again and applies what changed.
+    /// Reads the configuration file again and applies what changed,
+    /// telling systemd when it begins and ends.
     pub async fn reload(&mut self) -> Result<String, AgentError> {
+        systemd::reloading();
+        let reloaded = self.reload_file().await;
+        let services = self.model.services.len();
+        systemd::ready(&match &reloaded {
+            Ok(_) => format!("serving {services} services; reloaded"),
+            Err(e) => format!("serving {services} services; the last reload was refused: {e}"),
+        });
+        reloaded
+    }
+
+    async fn reload_file(&mut self) -> Result<String, AgentError> {
         let Some(path) = self.config_path.clone() else {
             return Err(AgentError::invalid("the agent runs without a file", None));
         };

@@ -91,6 +91,19 @@ impl Dataplane {
         if !marker.exists() {
             return Ok(None);
         }
+        let ours = pins::stamp(BPF_OBJECT)?;
+        let found = pins::stamp_of(dir)
+            .map_err(|e| DataplaneError::Pins(format!("adopting {}: {e}", dir.display())))?;
+        if found.as_deref() != Some(ours.as_str()) {
+            return Err(DataplaneError::Pins(format!(
+                "the data plane pinned at {dir} has another map layout ({found}) than this \
+                 xlb's ({ours}), so it was not adopted and is left forwarding as it is; run \
+                 the xlb that pinned it, or replace it: `rm -r {dir}` detaches it (dropping \
+                 established flows), then start xlb again",
+                dir = dir.display(),
+                found = found.as_deref().unwrap_or("none: pinned by an older xlb"),
+            )));
+        }
         check_privileges()?;
         raise_memlock_limit();
         let pin_err = |what: &Path, e: &dyn fmt::Display| {
@@ -170,6 +183,8 @@ impl Dataplane {
         for at in 0..self.attachments.len() {
             self.pin_link(dir, at)?;
         }
+        pins::write_stamp(dir, &pins::stamp(BPF_OBJECT)?)
+            .map_err(|e| pin_error("the layout stamp", &e))?;
         // Last: adopting looks for the program's pin.
         let name = self.options.program.name();
         self.program()

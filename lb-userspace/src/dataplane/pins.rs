@@ -2,6 +2,8 @@
 
 use std::{ffi::CString, io, os::unix::ffi::OsStrExt, path::Path};
 
+use lb_common::maps::MAP_LAYOUT_VERSION;
+
 use super::DataplaneError;
 
 /// `statfs` f_type of a BPF filesystem.
@@ -38,12 +40,64 @@ pub fn prepare(dir: &Path) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-/// Removes the pins in `dir`, and `dir`.
+/// Removes the pins in `dir`, its stamp, and `dir`.
 pub fn remove(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        std::fs::remove_file(entry?.path())?;
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
     }
     std::fs::remove_dir(dir)
+}
+
+/// The stamp of pins made from `object`: `layout-` and a hash of what an
+/// adopting agent relies on, each map's name, type, key and value size,
+/// and [`MAP_LAYOUT_VERSION`] for changes of meaning. Written as an empty
+/// directory among the pins.
+pub fn stamp(object: &[u8]) -> Result<String, DataplaneError> {
+    let parsed = aya_obj::Object::parse(object)
+        .map_err(|e| DataplaneError::Pins(format!("reading the BPF object: {e}")))?;
+    let mut maps: Vec<_> = parsed.maps.iter().collect();
+    maps.sort_by(|a, b| a.0.cmp(b.0));
+    // FNV-1a, 64 bits: stable across builds and Rust versions.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut add = |bytes: &[u8]| {
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    add(&MAP_LAYOUT_VERSION.to_le_bytes());
+    for (name, map) in maps {
+        add(name.as_bytes());
+        for size in [map.map_type(), map.key_size(), map.value_size()] {
+            add(&size.to_le_bytes());
+        }
+    }
+    Ok(format!("{STAMP_PREFIX}{hash:016x}"))
+}
+
+const STAMP_PREFIX: &str = "layout-";
+
+/// The stamp among the pins in `dir`, if there is one.
+pub fn stamp_of(dir: &Path) -> io::Result<Option<String>> {
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(STAMP_PREFIX) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Stamps the pins in `dir` with `stamp`.
+pub fn write_stamp(dir: &Path, stamp: &str) -> io::Result<()> {
+    match std::fs::create_dir(dir.join(stamp)) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        done => done,
+    }
 }
 
 fn is_bpffs(path: &Path) -> io::Result<bool> {
