@@ -9,10 +9,10 @@ use std::{
 
 use lb_common::maps::Mode;
 use xlb_tests::{
-    agent::{AgentTestbed, ServiceConf},
+    agent::{total, AgentTestbed, ServiceConf, SteadyLoad},
     lab::Family,
     require_privileged,
-    servers::tcp_spread,
+    servers::{tcp_spread, LongLived},
 };
 
 fn services(weight: u16) -> String {
@@ -230,4 +230,113 @@ fn a_data_plane_of_another_layout_is_left_forwarding_not_adopted() {
         "{}",
         lab.agent().logs()
     );
+}
+
+/// A stand-in for systemd's view of a unit: a cgroup named like the
+/// unit that the agent is moved into, and a `systemctl` on the agent's
+/// PATH whose `list-jobs` shows a job of `kind` for it.
+struct FakeUnit {
+    cgroup: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    unit: String,
+}
+
+impl FakeUnit {
+    fn new(tag: &str, kind: &str) -> FakeUnit {
+        let unit = format!("xlb-{tag}-{}.service", std::process::id());
+        // A hierarchy that takes new groups: cgroup v2, or v1's pids.
+        let root = [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup",
+        ]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|root| root.join("cgroup.procs").exists())
+        .expect("a cgroup hierarchy");
+        let cgroup = root.join(&unit);
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let bin = std::env::temp_dir().join(format!("xlb-fakebin-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&bin).unwrap();
+        let script = bin.join("systemctl");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"1893 {unit} {kind} running\"\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeUnit { cgroup, bin, unit }
+    }
+
+    /// The environment systemd gives the unit's main process.
+    fn env(&self) -> Vec<(String, String)> {
+        let path = std::env::var("PATH").unwrap_or_default();
+        vec![
+            ("INVOCATION_ID".into(), "0123456789abcdef".into()),
+            ("PATH".into(), format!("{}:{path}", self.bin.display())),
+        ]
+    }
+
+    fn adopt(&self, pid: u32) {
+        std::fs::write(self.cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(cgroup.contains(&self.unit), "{cgroup}");
+    }
+}
+
+impl Drop for FakeUnit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.bin);
+        // Empty once the agent has exited.
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+#[test]
+fn a_systemd_restart_keeps_every_flow_and_a_stop_detaches() {
+    require_privileged!();
+    let mut lab = AgentTestbed::new("sdrestart", Mode::Dr, Family::V4, 3, &services(1)).unwrap();
+    let restart = FakeUnit::new("restart", "restart");
+    lab.agent_mut().env = restart.env();
+    lab.start().unwrap();
+    restart.adopt(lab.agent().process.as_ref().unwrap().pid());
+    let program = lab.testbed.director_ns.xdp_prog_id("eth0").unwrap();
+    assert!(program.is_some());
+    let mut long_lived = LongLived::open(&lab.testbed.client, lab.vip(), 30).unwrap();
+    let load = SteadyLoad::start(&lab.testbed.client, lab.vip(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // SIGTERM during a restart job, as systemd sends it; then the new agent.
+    let logs = lab.agent_mut().stop().unwrap();
+    assert!(logs.contains("leaving the data plane running"), "{logs}");
+    assert_eq!(
+        lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(),
+        program
+    );
+    let stop = FakeUnit::new("stop", "stop");
+    lab.agent_mut().env = stop.env();
+    lab.start().unwrap();
+    assert!(
+        lab.agent().logs().contains("adopted the data plane"),
+        "{}",
+        lab.agent().logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sum = total(&load.finish().unwrap());
+    assert_eq!(
+        sum.failed, 0,
+        "connections failed across the restart: {sum:?}"
+    );
+    assert_eq!(
+        long_lived.check().unwrap(),
+        vec![],
+        "established connections moved or broke across the restart"
+    );
+
+    // SIGTERM during a stop job: detached, pins gone.
+    stop.adopt(lab.agent().process.as_ref().unwrap().pid());
+    lab.agent_mut().stop().unwrap();
+    assert_eq!(lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(), None);
+    assert!(!lab.agent().pins.exists());
 }

@@ -45,10 +45,13 @@ pub enum Command {
     /// Run the agent: load (or adopt) the data plane, health-check the
     /// backends, keep the maps current and serve the HTTP API.
     ///
-    /// SIGHUP reloads the file and applies only what changed; SIGTERM
-    /// detaches and removes the pins (unless --keep-dataplane). If the agent
-    /// dies, forwarding goes on, and the next `xlb run` adopts the pinned
-    /// data plane without moving a flow.
+    /// SIGHUP reloads the file and applies only what changed. SIGTERM makes
+    /// a VRRP master resign, then detaches and removes the pins, unless
+    /// --keep-dataplane is given or systemd is restarting the unit: then
+    /// forwarding goes on and the next `xlb run` adopts the pinned data
+    /// plane without moving a flow, as it does after the agent dies. Under
+    /// systemd (Type=notify) it reports readiness, reloads, a status line
+    /// and feeds the watchdog.
     Run(RunArgs),
     /// Validate a configuration file without touching the kernel.
     ///
