@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 mod health;
+pub mod logs;
 pub mod model;
 mod nat_routes;
 pub mod neigh;

@@ -175,7 +175,12 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         vrrp: vrrp_slot.clone(),
     };
     let api = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, api::router(state)).await {
+        if let Err(e) = axum::serve(
+            listener,
+            api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        {
             log::error!("the API server stopped: {e}");
         }
     });

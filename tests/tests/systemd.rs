@@ -141,6 +141,22 @@ fn the_agent_tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
         );
     }
 
+    // An API change is logged with its fields after the message.
+    let (ok, out) = xlb(
+        &lab,
+        &["backend", "set", "web", "198.18.1.11:80", "--weight", "2"],
+    );
+    assert!(ok, "{out}");
+    let logs = lab.agent().logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("API: changed backend 198.18.1.11:80 of web"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        line.contains(" service=web backend=198.18.1.11:80 caller=127.0.0.1:"),
+        "{line}"
+    );
+
     // A reload: RELOADING=1, then READY=1; `xlb reload` succeeds.
     lab.write_config(&services(4)).unwrap();
     let (ok, out) = xlb(&lab, &["reload"]);

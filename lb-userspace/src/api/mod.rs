@@ -37,6 +37,33 @@ use crate::{
 };
 use wire::BackendPatch;
 
+/// Who asked for a change, for the log: the client's address, when the
+/// server was started with it.
+struct Caller(Option<SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>();
+        Ok(Caller(peer.map(|info| info.0)))
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(peer) => write!(f, "{peer}"),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -262,7 +289,11 @@ fn no_new_exec(before: Option<&ServiceConfig>, after: &ServiceConfig) -> ApiResu
     Ok(())
 }
 
-async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn add_service(
+    State(state): State<ApiState>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     let raw: ServiceConfig = parse(&body)?;
     no_new_exec(None, &raw)?;
     let name = raw.name.clone();
@@ -271,7 +302,7 @@ async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<im
         Ok((vec![Edit::AddService(service)], ()))
     })
     .await?;
-    log::info!("API: added service {name}");
+    log::info!(service = name.as_str(), caller:% = caller; "API: added service {name}");
     let snapshot = state.agent.snapshot();
     Ok((
         StatusCode::CREATED,
@@ -283,6 +314,7 @@ async fn add_service(State(state): State<ApiState>, body: Bytes) -> ApiResult<im
 /// configuration form, e.g. `{"mode": "nat"}` or `{"health": null}`.
 async fn patch_service(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
@@ -310,13 +342,14 @@ async fn patch_service(
         Ok((vec![replace], renamed))
     })
     .await?;
-    log::info!("API: changed service {name}");
+    log::info!(service = name.as_str(), caller:% = caller; "API: changed service {name}");
     let snapshot = state.agent.snapshot();
     Ok(Json(views::service(&snapshot, snapshot.service(&renamed)?)))
 }
 
 async fn delete_service(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let deleted = name.clone();
@@ -324,7 +357,7 @@ async fn delete_service(
         Ok((vec![Edit::RemoveService { name: deleted }], ()))
     })
     .await?;
-    log::info!("API: deleted service {name}");
+    log::info!(service = name.as_str(), caller:% = caller; "API: deleted service {name}");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -354,6 +387,7 @@ async fn show_backend(
 
 async fn add_backend(
     State(state): State<ApiState>,
+    caller: Caller,
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
@@ -373,7 +407,10 @@ async fn add_backend(
         ))
     })
     .await?;
-    log::info!("API: added backend {added} to {name}");
+    log::info!(
+        service = name.as_str(), backend:% = added, caller:% = caller;
+        "API: added backend {added} to {name}"
+    );
     let snapshot = state.agent.snapshot();
     let service = snapshot.service(&name)?;
     Ok((
@@ -388,6 +425,7 @@ async fn add_backend(
 
 async fn patch_backend(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((name, addr)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
@@ -415,7 +453,10 @@ async fn patch_backend(
         Ok((edits, ()))
     })
     .await?;
-    log::info!("API: changed backend {addr} of {name}: {patch:?}");
+    log::info!(
+        service = name.as_str(), backend:% = addr, caller:% = caller;
+        "API: changed backend {addr} of {name}: {patch:?}"
+    );
     let snapshot = state.agent.snapshot();
     let service = snapshot.service(&name)?;
     Ok(Json(views::backend(
@@ -427,6 +468,7 @@ async fn patch_backend(
 
 async fn delete_backend(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((name, addr)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let addr = backend_addr(&addr)?;
@@ -439,7 +481,10 @@ async fn delete_backend(
         Ok((vec![remove], ()))
     })
     .await?;
-    log::info!("API: deleted backend {addr} of {name}");
+    log::info!(
+        service = name.as_str(), backend:% = addr, caller:% = caller;
+        "API: deleted backend {addr} of {name}"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

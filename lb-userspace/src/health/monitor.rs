@@ -239,6 +239,11 @@ async fn run_check(
         }
         match flipped {
             Some(OperState::Down) => log::warn!(
+                service = id.service.as_str(),
+                backend:% = id.backend,
+                from = "up",
+                to = "down",
+                reason = outcome.detail.as_str();
                 "service {}: backend {} is DOWN ({} of {} failed; last: {})",
                 id.service,
                 id.backend,
@@ -247,6 +252,11 @@ async fn run_check(
                 outcome.detail
             ),
             Some(OperState::Up) => log::info!(
+                service = id.service.as_str(),
+                backend:% = id.backend,
+                from = "down",
+                to = "up",
+                reason = outcome.detail.as_str();
                 "service {}: backend {} is UP ({} of {} succeeded; last: {})",
                 id.service,
                 id.backend,
