@@ -120,28 +120,28 @@ fn service_rules(service: &Service, index: usize, earlier: &[Service], agent: &A
                 format!("\"{fallback}\": port {problem}"),
             ));
         }
-        target_address(&field, fallback.ip(), service)?;
-        target_rules(&field, fallback, service, earlier, agent)?;
+        target_address(&|| field.clone(), fallback.ip(), service)?;
+        target_rules(&|| field.clone(), fallback, service, earlier, agent)?;
     }
+    // Each backend's first index, to name the earlier of two alike.
+    let mut first = std::collections::HashMap::with_capacity(service.backends.len());
     for (index, backend) in service.backends.iter().enumerate() {
-        let path = format!("{path}.backend[{index}]");
-        target_address(&format!("{path}.address"), backend.addr, service)?;
+        // Made only for a message: a model has thousands of backends.
+        let path = || format!("{path}.backend[{index}]");
+        target_address(&|| format!("{}.address", path()), backend.addr, service)?;
         if let Some(problem) = port_problem(backend.port.into(), service) {
-            return Err(Violation::new(format!("{path}.port"), problem));
+            return Err(Violation::new(format!("{}.port", path()), problem));
         }
         let target = backend.socket_addr();
-        if let Some(other) = service.backends[..index]
-            .iter()
-            .position(|b| b.socket_addr() == target)
-        {
+        if let Some(other) = first.insert(target, index) {
             return Err(Violation::new(
-                path,
+                path(),
                 format!("{target} is also backend[{other}]"),
             ));
         }
         if service.fallback == Some(target) {
             return Err(Violation::new(
-                path,
+                path(),
                 format!("{target} is also the fallback"),
             ));
         }
@@ -166,27 +166,27 @@ fn unusable(addr: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// The address of a backend or fallback (at `field`): one other host.
-fn target_address(field: &str, addr: IpAddr, service: &Service) -> Checked {
+/// The address of a backend or fallback (at `field()`): one other host.
+fn target_address(field: &dyn Fn() -> String, addr: IpAddr, service: &Service) -> Checked {
     if let Some(problem) = unusable(addr) {
         return Err(Violation::new(
-            field,
+            field(),
             format!("{addr} is {problem}: a backend must be a unicast address of another host"),
         ));
     }
     if addr == service.vip {
         return Err(Violation::new(
-            field,
+            field(),
             format!("{addr} is the service's VIP: a backend must be another host's own address"),
         ));
     }
     Ok(())
 }
 
-/// The rules a backend or fallback `target` (at `field`) must meet:
+/// The rules a backend or fallback `target` (at `field()`) must meet:
 /// address family, tunnel source, and one NAT service per address.
 fn target_rules(
-    field: &str,
+    field: &dyn Fn() -> String,
     target: SocketAddr,
     service: &Service,
     earlier: &[Service],
@@ -197,7 +197,7 @@ fn target_rules(
     match service.mode {
         Mode::Dr | Mode::Nat if addr.is_ipv4() != service.vip.is_ipv4() => {
             return Err(Violation::new(
-                field,
+                field(),
                 format!(
                     "{addr} is {} but the VIP {} is {}",
                     family(addr),
@@ -208,7 +208,7 @@ fn target_rules(
         }
         Mode::Ipip if service.vip.is_ipv6() && addr.is_ipv4() => {
             return Err(Violation::new(
-                field,
+                field(),
                 format!("{addr} is IPv4: an IPv6 VIP cannot be tunnelled in IPv4"),
             ));
         }
@@ -238,7 +238,7 @@ fn target_rules(
         });
         if let Some(owner) = owner {
             return Err(Violation::new(
-                field,
+                field(),
                 format!(
                     "{target}/{} already serves NAT service[{}]; replies could not be told apart",
                     service.protocol.as_str(),
