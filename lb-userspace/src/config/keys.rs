@@ -10,10 +10,14 @@ use lb_common::maps::{
 };
 
 use super::{
-    format_duration, validate::CHECK_KINDS, DEFAULT_API_LISTEN, DEFAULT_FALL, DEFAULT_HTTP_PATH,
-    DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL, DEFAULT_MTU,
-    DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
-    DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, SCHEDULERS,
+    format_duration,
+    validate::CHECK_KINDS,
+    vrrp::{
+        CHECKSUMS, DEFAULT_ADVERT_INTERVAL, DEFAULT_GARP_COUNT, DEFAULT_GARP_INTERVAL, VERSIONS,
+    },
+    DEFAULT_API_LISTEN, DEFAULT_FALL, DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE,
+    DEFAULT_INTERVAL, DEFAULT_MTU, DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE,
+    DEFAULT_TIMEOUT, DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, SCHEDULERS,
 };
 use crate::model::{AdminState, AttachMode, OperState, Protocol, Spelled, MIN_FLOOD_GUARD};
 
@@ -183,13 +187,15 @@ pub fn keys() -> Vec<Key> {
             Reload, "http: the status codes that pass, a code or a range."),
         key("service.health.body", unset(), Reload,
             "http: text the answer must contain to pass."),
-        key("service.health.payload", required(), Reload, "udp: the datagram sent."),
+        key("service.health.payload", "required by this kind".to_owned(), Reload,
+            "udp: the datagram sent."),
         key("service.health.expect", unset(), Reload,
             "udp: text the answer must contain; unset, any answer passes."),
-        key("service.health.query", required(), Reload, "dns: the name asked for."),
+        key("service.health.query", "required by this kind".to_owned(), Reload,
+            "dns: the name asked for."),
         key("service.health.type", quoted(DNS_TYPES[0].0), Reload,
             &format!("dns: the query type. {}", one_of(DNS_TYPES))),
-        key("service.health.command", required(), Reload,
+        key("service.health.command", "required by this kind".to_owned(), Reload,
             "exec: a program (absolute path) and its arguments; exit status 0 passes."),
         key("service.backend.address", required(), Reload, "The real server's address."),
         key("service.backend.port", "the service's port".to_owned(), Reload,
@@ -205,8 +211,9 @@ pub fn keys() -> Vec<Key> {
         key("vrrp.instance.vrid", required(), Restart, "The virtual router id, 1-255."),
         key("vrrp.instance.priority", required(), Restart,
             "1-255; the highest becomes master, 255 owns the addresses."),
-        key("vrrp.instance.version", "3".to_owned(), Restart, "The VRRP version, 3 or 2."),
-        key("vrrp.instance.advert_interval", duration(Duration::from_secs(1)), Restart,
+        key("vrrp.instance.version", VERSIONS[0].0.to_string(), Restart,
+            &format!("The VRRP version. {}", names(VERSIONS.iter().map(|(v, _)| v)))),
+        key("vrrp.instance.advert_interval", duration(DEFAULT_ADVERT_INTERVAL), Restart,
             "Time between two advertisements of the master."),
         key("vrrp.instance.virtual_addresses", required(), Restart,
             "The addresses that move with the master, of one family."),
@@ -218,12 +225,12 @@ pub fn keys() -> Vec<Key> {
             "VRRPv2's password, 1-8 bytes."),
         key("vrrp.instance.unicast_peers", "[] (multicast)".to_owned(), Restart,
             "Peers advertisements are sent to instead of the multicast group."),
-        key("vrrp.instance.v3_checksum", "\"pseudo_header\"".to_owned(), Restart,
+        key("vrrp.instance.v3_checksum", quoted(CHECKSUMS[0].0), Restart,
             "VRRPv3 over IPv4: \"pseudo_header\" (RFC 5798) or \"message_only\" (some older \
              implementations)."),
-        key("vrrp.instance.garp_count", "3".to_owned(), Restart,
+        key("vrrp.instance.garp_count", DEFAULT_GARP_COUNT.to_string(), Restart,
             "Gratuitous ARPs (or neighbour advertisements) sent on becoming master."),
-        key("vrrp.instance.garp_interval", duration(Duration::from_millis(100)), Restart,
+        key("vrrp.instance.garp_interval", duration(DEFAULT_GARP_INTERVAL), Restart,
             "Time between them."),
         key("vrrp.instance.garp_refresh", unset(), Restart,
             "Repeat them this often while master."),
@@ -247,11 +254,11 @@ pub fn keys() -> Vec<Key> {
 
 /// "One of: a, b, c." for a key's choices.
 fn one_of<T>(choices: &[(&str, T)]) -> String {
-    let spelled: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    names(&spelled)
+    names(choices.iter().map(|(name, _)| name))
 }
 
-fn names(names: &[&str]) -> String {
+fn names<T: std::fmt::Display>(names: impl IntoIterator<Item = T>) -> String {
+    let names: Vec<String> = names.into_iter().map(|name| name.to_string()).collect();
     format!("One of: {}.", names.join(", "))
 }
 
