@@ -53,13 +53,17 @@ pub fn xlb_bin() -> anyhow::Result<PathBuf> {
 
 /// Where tests leave what a person may want to look at (screenshots): `target/test-output/NAME`.
 pub fn test_output_dir(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/test-output/<name>
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .ok_or_else(|| anyhow::anyhow!("{} is not in a target directory", exe.display()))?;
-    let dir = target.join("test-output").join(name);
+    let dir = target_dir()?.join("test-output").join(name);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The target directory this test executable was built in.
+pub fn target_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> -> target
+    exe.ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("{} is not in a target directory", exe.display()))
 }

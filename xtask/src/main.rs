@@ -1,6 +1,7 @@
 //! `cargo xtask`: installs the toolchain, builds, tests and demonstrates xlb.
 
 mod bench;
+mod dist;
 mod setup;
 mod shell;
 
@@ -28,6 +29,14 @@ enum Command {
     Build {
         #[arg(long)]
         release: bool,
+    },
+    /// Set up, then build the Debian package target/dist/xlb_VERSION_ARCH.deb:
+    /// the release binary, its configuration, systemd unit, man pages and
+    /// shell completions. Its path is printed on stdout.
+    Dist {
+        /// Package the debug build into target/dist-debug (for the tests).
+        #[arg(long)]
+        debug: bool,
     },
     /// Set up, build, then run every test: unit, BPF (BPF_PROG_TEST_RUN) and
     /// namespace; then, unless given test arguments, a smoke run of every
@@ -58,6 +67,10 @@ fn main() -> anyhow::Result<()> {
         Command::Build { release } => {
             setup::run()?;
             build_xlb(release).map(drop)
+        }
+        Command::Dist { debug } => {
+            setup::run()?;
+            dist::run(debug).map(drop)
         }
         Command::Test { cargo_test_args } => {
             setup::run()?;

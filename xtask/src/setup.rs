@@ -22,7 +22,9 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// interoperability tests; haproxy, nftables and ipvsadm (IPVS, where the
 /// kernel has it) are contenders of
 /// `cargo xtask bench udp|tcp`; headless Chromium, driven by chromedriver,
-/// tests the status page (the fonts are for its screenshots).
+/// tests the status page (the fonts are for its screenshots); dpkg-dev's
+/// dpkg-shlibdeps gives the package its dependencies, and debootstrap
+/// makes the Debian root its test installs it into.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -33,8 +35,12 @@ const TEST_PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "fonts-liberation",
+    "dpkg-dev",
+    "debootstrap",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Makes the Debian package (`cargo xtask dist`).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 pub fn run() -> anyhow::Result<()> {
     shell::step("checking the BPF toolchain");
@@ -44,7 +50,7 @@ pub fn run() -> anyhow::Result<()> {
     } else {
         wanted.extend(COMPILER_PACKAGES);
     }
-    let linker_ok = bpf_linker_version().as_deref() == Some(BPF_LINKER_VERSION);
+    let linker_ok = installed_version("bpf-linker").as_deref() == Some(BPF_LINKER_VERSION);
     if !linker_ok {
         wanted.push(LLVM_PACKAGE);
     }
@@ -62,17 +68,25 @@ pub fn run() -> anyhow::Result<()> {
                 .chain(env::split_paths(&env::var_os("PATH").unwrap_or_default())),
         )?;
         shell::run(
-            Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args([
-                    "install",
-                    "bpf-linker",
-                    "--version",
-                    BPF_LINKER_VERSION,
-                    "--locked",
-                ])
+            cargo_install()
+                .args(["bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"])
                 .args(["--no-default-features", "--features", "llvm-22", "--force"])
                 .env("PATH", path),
         )?;
+    }
+    if installed_version("cargo-deb").as_deref() == Some(CARGO_DEB_VERSION) {
+        eprintln!("    cargo-deb {CARGO_DEB_VERSION}: present");
+    } else {
+        shell::step(&format!(
+            "installing cargo-deb {CARGO_DEB_VERSION} (about two minutes)"
+        ));
+        shell::run(cargo_install().args([
+            "cargo-deb",
+            "--version",
+            CARGO_DEB_VERSION,
+            "--locked",
+            "--force",
+        ]))?;
     }
     eprintln!("    toolchain ready");
     Ok(())
@@ -144,14 +158,23 @@ fn nightly_has_rust_src() -> bool {
     )
 }
 
-/// The installed bpf-linker's version, looked up on PATH and in ~/.cargo/bin.
-fn bpf_linker_version() -> Option<String> {
+/// `cargo install`, with the cargo that runs this xtask.
+fn cargo_install() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.arg("install");
+    cmd
+}
+
+/// The version an installed cargo tool prints (`NAME VERSION`), looked up
+/// on PATH and in ~/.cargo/bin.
+fn installed_version(name: &str) -> Option<String> {
     let cargo_bin = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?
-        .join("bin/bpf-linker");
-    [PathBuf::from("bpf-linker"), cargo_bin]
+        .join("bin")
+        .join(name);
+    [PathBuf::from(name), cargo_bin]
         .iter()
         .find_map(|bin| shell::output(Command::new(bin).arg("--version")))
-        .and_then(|v| v.strip_prefix("bpf-linker ").map(str::to_string))
+        .and_then(|v| v.strip_prefix(&format!("{name} ")).map(str::to_string))
 }

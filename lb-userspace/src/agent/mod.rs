@@ -7,6 +7,8 @@ mod desired;
 pub(crate) mod flood;
 mod handle;
 mod probes;
+#[cfg(test)]
+mod restart_keys;
 mod snapshot;
 
 use std::{

@@ -8,6 +8,7 @@
 
 mod fields;
 mod key_path;
+pub mod keys;
 #[cfg(test)]
 mod tests;
 mod validate;

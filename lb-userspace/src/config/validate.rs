@@ -31,7 +31,7 @@ use crate::model::{
     Model, OperState, Protocol, Service, Spelled, Tables, MIN_MTU_V4,
 };
 
-const CHECK_KINDS: &[&str] = &["tcp", "http", "udp", "dns", "exec"];
+pub(super) const CHECK_KINDS: &[&str] = &["tcp", "http", "udp", "dns", "exec"];
 
 pub(super) fn config(config: &Config) -> Result<Model, ConfigError> {
     let agent = agent(&config.agent)?;

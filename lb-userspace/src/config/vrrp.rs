@@ -84,14 +84,14 @@ pub struct SyncGroupConfig {
     pub instances: Vec<String>,
 }
 
-const VERSIONS: &[(i64, Version)] = &[(3, Version::V3), (2, Version::V2)];
-const CHECKSUMS: &[(&str, V3Checksum)] = &[
+pub(super) const VERSIONS: &[(i64, Version)] = &[(3, Version::V3), (2, Version::V2)];
+pub(super) const CHECKSUMS: &[(&str, V3Checksum)] = &[
     ("pseudo_header", V3Checksum::PseudoHeader),
     ("message_only", V3Checksum::MessageOnly),
 ];
-const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
-const DEFAULT_GARP_COUNT: u32 = 3;
-const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const DEFAULT_GARP_COUNT: u32 = 3;
+pub(super) const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(super) fn validate(
     raw: &VrrpConfig,
