@@ -281,10 +281,12 @@ pub fn run(args: RealserverArgs, log_level: LevelFilter) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the decapsulator needs: to be attached or updated, detached, or nothing.
+/// What the decapsulator needs, if anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DecapChange {
-    Install,
+    Attach,
+    /// Attached, with other VIPs or directors.
+    Update,
     Remove,
 }
 
@@ -300,7 +302,8 @@ fn decap_change(args: &RealserverArgs) -> anyhow::Result<Option<DecapChange>> {
         {
             None
         }
-        (_, false) => Some(DecapChange::Install),
+        (Some(_), false) => Some(DecapChange::Update),
+        (None, false) => Some(DecapChange::Attach),
     })
 }
 
@@ -320,8 +323,12 @@ fn run_decap(
             }
             decap::remove(&iface, &args.pin_path)
         }
-        Some(DecapChange::Install) => {
-            println!("{verb}attach xlb decap to {iface} for the VIPs");
+        Some(change @ (DecapChange::Attach | DecapChange::Update)) => {
+            if change == DecapChange::Attach {
+                println!("{verb}attach xlb decap to {iface}");
+            } else {
+                println!("{verb}update the VIPs and directors of xlb decap on {iface}");
+            }
             if args.dry_run {
                 return Ok(());
             }
