@@ -8,19 +8,19 @@ use std::collections::BTreeSet;
 use lb_common::maps::Mode;
 use serde_json::Value;
 use xlb_tests::{
-    agent::{AgentLab, ServiceConf},
+    agent::{AgentTestbed, ServiceConf},
     lab::{Family, VIP_V4},
     netns::Netns,
     require_privileged, xlb_bin,
 };
 
 /// `xlb doctor --json` in the director's namespace: its findings and whether it exited 0.
-fn doctor(lab: &AgentLab) -> (Vec<Value>, bool) {
+fn doctor(lab: &AgentTestbed) -> (Vec<Value>, bool) {
     let xlb = xlb_bin().unwrap();
-    let config = lab.config_path();
+    let config = lab.agent().config_path();
     let out = lab
-        .net
-        .director
+        .testbed
+        .director_ns
         .exec(
             xlb.to_str().unwrap(),
             &["doctor", "--json", "--config", config.to_str().unwrap()],
@@ -45,7 +45,7 @@ fn at(findings: &[Value], level: &str) -> BTreeSet<String> {
 /// Runs the doctor with a problem made by `introduce` (and undone by `undo`): the failing checks,
 /// and those that warn, beyond the clean lab's, must be `fails` and `warns`.
 fn reports(
-    lab: &AgentLab,
+    lab: &AgentTestbed,
     problem: &str,
     introduce: impl FnOnce(&Netns),
     undo: impl FnOnce(&Netns),
@@ -53,9 +53,9 @@ fn reports(
     warns: &[&str],
 ) {
     let (clean, _) = doctor(lab);
-    introduce(&lab.net.director);
+    introduce(&lab.testbed.director_ns);
     let (findings, ok) = doctor(lab);
-    undo(&lab.net.director);
+    undo(&lab.testbed.director_ns);
     let new = |level| -> Vec<String> {
         at(&findings, level)
             .difference(&at(&clean, level))
@@ -77,15 +77,61 @@ fn sysctls(ns: &Netns, settings: &[(&str, &str)]) {
     ns.set_sysctls(settings).unwrap();
 }
 
+/// A testbed of one director and one backend, b1, with a TCP service in `mode`.
+fn testbed(tag: &str, mode: Mode) -> AgentTestbed {
+    let service = ServiceConf {
+        weights: &[1],
+        ..ServiceConf::new("web", mode, Family::V4)
+    };
+    AgentTestbed::new(tag, mode, Family::V4, 1, &service.toml()).unwrap()
+}
+
+/// [`reports`] of the director's settings changed: (key, value, the value to restore).
+fn reports_of_settings(
+    lab: &AgentTestbed,
+    problem: &str,
+    settings: &[(&str, &str, &str)],
+    fails: &[&str],
+    warns: &[&str],
+) {
+    let set: Vec<(&str, &str)> = settings.iter().map(|&(k, v, _)| (k, v)).collect();
+    let restore: Vec<(&str, &str)> = settings.iter().map(|&(k, _, v)| (k, v)).collect();
+    reports(
+        lab,
+        problem,
+        |ns| sysctls(ns, &set),
+        |ns| sysctls(ns, &restore),
+        fails,
+        warns,
+    );
+}
+
+/// [`reports`] of the configuration edited by `edit`.
+fn reports_of_config(
+    lab: &AgentTestbed,
+    problem: &str,
+    edit: impl FnOnce(&str) -> String,
+    fails: &[&str],
+) {
+    let path = lab.agent().config_path();
+    let config = std::fs::read_to_string(&path).unwrap();
+    let edited = edit(&config);
+    assert_ne!(edited, config, "{problem}: the edit changes nothing");
+    reports(
+        lab,
+        problem,
+        |_| std::fs::write(&path, edited).unwrap(),
+        |_| std::fs::write(&path, &config).unwrap(),
+        fails,
+        &[],
+    );
+}
+
 #[test]
 fn doctor_reports_each_problem_of_a_nat_director_alone() {
     require_privileged!();
-    let service = ServiceConf {
-        weights: &[1],
-        ..ServiceConf::new("web", Mode::Nat, Family::V4)
-    };
-    let lab = AgentLab::new("doctor", Mode::Nat, Family::V4, 1, &service.toml()).unwrap();
-    let director = &lab.net.director;
+    let lab = testbed("doctor", Mode::Nat);
+    let director = &lab.testbed.director_ns;
     // What the agent would set itself, set beforehand so that the clean lab warns of nothing
     // but the veth checksums.
     sysctls(
@@ -123,43 +169,27 @@ fn doctor_reports_each_problem_of_a_nat_director_alone() {
         &["rp_filter"],
         &[],
     );
-    reports(
+    reports_of_settings(
         &lab,
         "forwarding off",
-        |ns| sysctls(ns, &[("net.ipv4.ip_forward", "0")]),
-        |ns| sysctls(ns, &[("net.ipv4.ip_forward", "1")]),
+        &[("net.ipv4.ip_forward", "0", "1")],
         &["forwarding"],
         &[],
     );
-    reports(
+    reports_of_settings(
         &lab,
         "accept_local off",
-        |ns| {
-            sysctls(
-                ns,
-                &[
-                    ("net.ipv4.conf.all.accept_local", "0"),
-                    ("net.ipv4.conf.eth0.accept_local", "0"),
-                ],
-            )
-        },
-        |ns| {
-            sysctls(
-                ns,
-                &[
-                    ("net.ipv4.conf.all.accept_local", "1"),
-                    ("net.ipv4.conf.eth0.accept_local", "1"),
-                ],
-            )
-        },
+        &[
+            ("net.ipv4.conf.all.accept_local", "0", "1"),
+            ("net.ipv4.conf.eth0.accept_local", "0", "1"),
+        ],
         &["accept_local"],
         &[],
     );
-    reports(
+    reports_of_settings(
         &lab,
         "ICMP redirects on",
-        |ns| sysctls(ns, &[("net.ipv4.conf.eth0.send_redirects", "1")]),
-        |ns| sysctls(ns, &[("net.ipv4.conf.eth0.send_redirects", "0")]),
+        &[("net.ipv4.conf.eth0.send_redirects", "1", "0")],
         &[],
         &["send_redirects"],
     );
@@ -186,70 +216,55 @@ fn doctor_reports_each_problem_of_a_nat_director_alone() {
     );
 
     // Under `ip netns exec` /sys is a fresh sysfs: the default pin path has no bpffs.
-    let config = std::fs::read_to_string(lab.config_path()).unwrap();
-    let pins = lab.pins.display().to_string();
-    reports(
+    let pins = lab.agent().pins.display().to_string();
+    reports_of_config(
         &lab,
         "the pin path not on a bpffs",
-        |_| {
-            let moved = config.replace(&pins, "/sys/fs/bpf/xlb-doctor");
-            std::fs::write(lab.config_path(), moved).unwrap();
-        },
-        |_| std::fs::write(lab.config_path(), &config).unwrap(),
+        |config| config.replace(&pins, "/sys/fs/bpf/xlb-doctor"),
         &["pin_path"],
-        &[],
     );
 }
 
 #[test]
 fn doctor_reports_a_veth_peer_without_xdp() {
     require_privileged!();
-    let service = ServiceConf {
-        weights: &[1],
-        ..ServiceConf::new("web", Mode::Dr, Family::V4)
-    };
-    let mut lab = AgentLab::new("doctorpeer", Mode::Dr, Family::V4, 1, &service.toml()).unwrap();
+    let mut lab = testbed("doctorpeer", Mode::Dr);
     // A second port of the director, to the client, whose end runs no XDP program.
-    let director = lab.net.director.clone();
-    let client = lab.net.client.clone();
-    lab.net
+    let director = lab.testbed.director_ns.clone();
+    let client = lab.testbed.client.clone();
+    lab.testbed
         .topology
         .link(&director, "eth1", &client, "eth1")
         .unwrap();
     let (clean, ok) = doctor(&lab);
     assert!(ok, "{clean:#?}");
     assert_eq!(at(&clean, "fail"), BTreeSet::new(), "{clean:#?}");
-    let config = std::fs::read_to_string(lab.config_path()).unwrap();
-    reports(
+    reports_of_config(
         &lab,
         "a veth peer without XDP",
-        |_| {
-            let both = config.replace(
+        |config| {
+            config.replace(
                 "interfaces = [\"eth0\"]",
                 "interfaces = [\"eth0\", \"eth1\"]",
-            );
-            assert_ne!(both, config);
-            std::fs::write(lab.config_path(), both).unwrap();
+            )
         },
-        |_| std::fs::write(lab.config_path(), &config).unwrap(),
         &["veth_peer"],
-        &[],
     );
 }
 
 #[test]
 fn xlb_run_refuses_a_pin_path_not_on_bpffs_before_loading() {
     require_privileged!();
-    let service = ServiceConf {
-        weights: &[1],
-        ..ServiceConf::new("web", Mode::Dr, Family::V4)
-    };
-    let mut lab = AgentLab::new("doctorpins", Mode::Dr, Family::V4, 1, &service.toml()).unwrap();
+    let mut lab = testbed("doctorpins", Mode::Dr);
     // The default pin path: under `ip netns exec` /sys/fs/bpf is a directory of a fresh sysfs,
     // and a bpffs mounted there would go with the agent's mount namespace.
-    let config = std::fs::read_to_string(lab.config_path()).unwrap();
-    let pins = lab.pins.display().to_string();
-    std::fs::write(lab.config_path(), config.replace(&pins, "/sys/fs/bpf/xlb")).unwrap();
+    let config = std::fs::read_to_string(lab.agent().config_path()).unwrap();
+    let pins = lab.agent().pins.display().to_string();
+    std::fs::write(
+        lab.agent().config_path(),
+        config.replace(&pins, "/sys/fs/bpf/xlb"),
+    )
+    .unwrap();
     let e = lab.start().unwrap_err().to_string();
     assert!(
         e.contains(
@@ -258,5 +273,5 @@ fn xlb_run_refuses_a_pin_path_not_on_bpffs_before_loading() {
         ),
         "{e}"
     );
-    assert_eq!(lab.net.director.xdp_prog_id("eth0").unwrap(), None);
+    assert_eq!(lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(), None);
 }

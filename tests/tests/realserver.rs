@@ -7,7 +7,7 @@ use std::path::Path;
 
 use lb_common::maps::Mode;
 use xlb_tests::{
-    agent::{mount_bpffs, AgentLab, ServiceConf, BPF_FS},
+    agent::{mount_bpffs, AgentTestbed, ServiceConf, BPF_FS},
     lab::{Family, VIP_V4, VIP_V6},
     netns::{Netns, Topology},
     require_privileged,
@@ -46,6 +46,13 @@ fn real_server(topology: &mut Topology) -> Netns {
     rs
 }
 
+/// Asserts that `out` has each of `lines` as a line of its own.
+fn has_lines(out: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(out.lines().any(|l| l == *line), "{line:?} in {out}");
+    }
+}
+
 fn setting(ns: &Netns, key: &str) -> String {
     ns.read_sysctl(key).unwrap()
 }
@@ -62,16 +69,17 @@ fn dr_is_set_up_once_and_removed() {
     ];
 
     let out = realserver(&rs, &args);
-    for line in [
-        "set net.ipv4.conf.all.arp_ignore 0 -> 1",
-        "set net.ipv4.conf.all.arp_announce 0 -> 2",
-        "set net.ipv4.conf.lo.arp_ignore 0 -> 1",
-        "set net.ipv4.conf.eth0.arp_announce 0 -> 2",
-        "add 198.18.0.100/32 to lo",
-        "add fd00::100/128 to lo (nodad)",
-    ] {
-        assert!(out.lines().any(|l| l == line), "{line:?} in {out}");
-    }
+    has_lines(
+        &out,
+        &[
+            "set net.ipv4.conf.all.arp_ignore 0 -> 1",
+            "set net.ipv4.conf.all.arp_announce 0 -> 2",
+            "set net.ipv4.conf.lo.arp_ignore 0 -> 1",
+            "set net.ipv4.conf.eth0.arp_announce 0 -> 2",
+            "add 198.18.0.100/32 to lo",
+            "add fd00::100/128 to lo (nodad)",
+        ],
+    );
     assert!(rs.has_addr("lo", &vip4).unwrap());
     assert!(rs.has_addr("lo", &vip6).unwrap());
     assert_eq!(setting(&rs, "net.ipv4.conf.all.arp_ignore"), "1");
@@ -81,25 +89,22 @@ fn dr_is_set_up_once_and_removed() {
     assert_eq!(again.trim(), "nothing to change: already set up");
 
     let dry = realserver(&rs, &[&args[..], &["--remove", "--dry-run"]].concat());
-    assert!(
-        dry.lines()
-            .any(|l| l == "would remove 198.18.0.100/32 from lo"),
-        "{dry}"
-    );
+    has_lines(&dry, &["would remove 198.18.0.100/32 from lo"]);
     assert!(
         rs.has_addr("lo", &vip4).unwrap(),
         "a dry run changes nothing"
     );
 
     let removed = realserver(&rs, &[&args[..], &["--remove"]].concat());
-    for line in [
-        "remove 198.18.0.100/32 from lo",
-        "remove fd00::100/128 from lo",
-        "set net.ipv4.conf.all.arp_ignore 1 -> 0",
-        "set net.ipv4.conf.eth0.arp_announce 2 -> 0",
-    ] {
-        assert!(removed.lines().any(|l| l == line), "{line:?} in {removed}");
-    }
+    has_lines(
+        &removed,
+        &[
+            "remove 198.18.0.100/32 from lo",
+            "remove fd00::100/128 from lo",
+            "set net.ipv4.conf.all.arp_ignore 1 -> 0",
+            "set net.ipv4.conf.eth0.arp_announce 2 -> 0",
+        ],
+    );
     assert!(!rs.has_addr("lo", &vip4).unwrap());
     assert!(!rs.has_addr("lo", &vip6).unwrap());
     assert_eq!(setting(&rs, "net.ipv4.conf.lo.arp_ignore"), "0");
@@ -131,14 +136,15 @@ fn ipip_attaches_the_decapsulator_once_and_removes_it() {
     ];
 
     let out = realserver(&rs, &args);
-    for line in [
-        "set net.ipv4.conf.all.arp_ignore 0 -> 1",
-        "set net.ipv4.conf.eth0.rp_filter 1 -> 2",
-        "add 198.18.0.100/32 to lo",
-        "attach xlb decap to eth0",
-    ] {
-        assert!(out.lines().any(|l| l == line), "{line:?} in {out}");
-    }
+    has_lines(
+        &out,
+        &[
+            "set net.ipv4.conf.all.arp_ignore 0 -> 1",
+            "set net.ipv4.conf.eth0.rp_filter 1 -> 2",
+            "add 198.18.0.100/32 to lo",
+            "attach xlb decap to eth0",
+        ],
+    );
     assert!(rs.xdp_prog_id("eth0").unwrap().is_some(), "{out}");
     assert!(Path::new(&pins).exists());
     assert_eq!(setting(&rs, "net.ipv4.conf.eth0.rp_filter"), "2");
@@ -155,15 +161,12 @@ fn ipip_attaches_the_decapsulator_once_and_removes_it() {
     );
 
     let removed = realserver(&rs, &[&more[..], &["--remove"]].concat());
-    assert!(
-        removed.lines().any(|l| l == "detach xlb decap from eth0"),
-        "{removed}"
-    );
-    assert!(
-        removed
-            .lines()
-            .any(|l| l == "remove 198.18.0.100/32 from lo"),
-        "{removed}"
+    has_lines(
+        &removed,
+        &[
+            "detach xlb decap from eth0",
+            "remove 198.18.0.100/32 from lo",
+        ],
     );
     assert_eq!(rs.xdp_prog_id("eth0").unwrap(), None);
     assert!(!Path::new(&pins).exists(), "pins left at {pins}");
@@ -177,9 +180,9 @@ fn a_dr_real_server_set_up_by_xlb_realserver_serves_through_the_agent() {
         weights: &[1],
         ..ServiceConf::new("web", Mode::Dr, Family::V4)
     };
-    let mut lab = AgentLab::new("rsserve", Mode::Dr, Family::V4, 1, &service.toml()).unwrap();
+    let mut lab = AgentTestbed::new("rsserve", Mode::Dr, Family::V4, 1, &service.toml()).unwrap();
     // Undo what the lab did for b1, then let `xlb realserver` do it.
-    let b1 = lab.net.backends[0].clone();
+    let b1 = lab.testbed.backends[0].clone();
     for cidr in [format!("{VIP_V4}/32"), format!("{VIP_V6}/128")] {
         b1.ip(&["addr", "del", &cidr, "dev", "lo"]).unwrap();
     }
@@ -190,11 +193,11 @@ fn a_dr_real_server_set_up_by_xlb_realserver_serves_through_the_agent() {
     .unwrap();
     let vip4 = VIP_V4.to_string();
     let out = realserver(&b1, &["--mode", "dr", "--vip", &vip4, "--iface", "eth0"]);
-    assert!(out.contains("add 198.18.0.100/32 to lo"), "{out}");
+    has_lines(&out, &["add 198.18.0.100/32 to lo"]);
 
     lab.start().unwrap();
-    let spread = tcp_spread(&lab.net.client, lab.vip(), 100).unwrap();
-    assert_eq!(spread.failed, 0, "{spread:?}\n{}", lab.logs());
+    let spread = tcp_spread(&lab.testbed.client, lab.vip(), 100).unwrap();
+    assert_eq!(spread.failed, 0, "{spread:?}\n{}", lab.agent().logs());
     assert_eq!(spread.by_backend.len(), 1, "{spread:?}");
-    lab.stop().unwrap();
+    lab.agent_mut().stop().unwrap();
 }

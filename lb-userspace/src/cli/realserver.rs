@@ -249,6 +249,9 @@ pub fn run(args: RealserverArgs, log_level: LevelFilter) -> anyhow::Result<()> {
     if ipip && args.iface.is_none() {
         bail!("--mode ipip needs --iface, the interface the tunnelled packets arrive on");
     }
+    if !ipip && !args.sources.is_empty() {
+        bail!("--from is for --mode ipip: a DR real server gets no tunnel");
+    }
     if ipip && !args.remove && args.sources.is_empty() {
         bail!("--mode ipip needs --from, each director's tunnel source");
     }
@@ -368,6 +371,20 @@ mod tests {
         }
     }
 
+    fn wanted<'a>(
+        mode: RealserverMode,
+        vips: &'a [IpAddr],
+        iface: Option<&'a str>,
+        remove: bool,
+    ) -> Wanted<'a> {
+        Wanted {
+            mode,
+            vips,
+            iface,
+            remove,
+        }
+    }
+
     fn lines(changes: &[Change]) -> Vec<String> {
         changes.iter().map(Change::to_string).collect()
     }
@@ -375,12 +392,7 @@ mod tests {
     #[test]
     fn dr_silences_arp_before_adding_the_vips() {
         let vips = [addr(VIP4), addr(VIP6)];
-        let wanted = Wanted {
-            mode: RealserverMode::Dr,
-            vips: &vips,
-            iface: Some("eth0"),
-            remove: false,
-        };
+        let wanted = wanted(RealserverMode::Dr, &vips, Some("eth0"), false);
         let fresh = host(&wanted, "0", &["127.0.0.1", "::1"]);
         assert_eq!(
             lines(&plan(&wanted, &fresh)),
@@ -405,12 +417,7 @@ mod tests {
     #[test]
     fn ipv6_vips_need_no_arp_settings() {
         let vips = [addr(VIP6)];
-        let wanted = Wanted {
-            mode: RealserverMode::Dr,
-            vips: &vips,
-            iface: None,
-            remove: false,
-        };
+        let wanted = wanted(RealserverMode::Dr, &vips, None, false);
         assert_eq!(
             lines(&plan(&wanted, &host(&wanted, "0", &[]))),
             ["add fd00::100/128 to lo (nodad)"]
@@ -420,12 +427,7 @@ mod tests {
     #[test]
     fn ipip_makes_a_strict_rp_filter_loose() {
         let vips = [addr(VIP4)];
-        let wanted = Wanted {
-            mode: RealserverMode::Ipip,
-            vips: &vips,
-            iface: Some("eth0"),
-            remove: false,
-        };
+        let wanted = wanted(RealserverMode::Ipip, &vips, Some("eth0"), false);
         let mut state = host(&wanted, "2", &[]);
         state
             .sysctls
@@ -445,12 +447,7 @@ mod tests {
     #[test]
     fn removal_keeps_arp_settings_while_other_vips_remain() {
         let vips = [addr(VIP4)];
-        let wanted = Wanted {
-            mode: RealserverMode::Dr,
-            vips: &vips,
-            iface: None,
-            remove: true,
-        };
+        let wanted = wanted(RealserverMode::Dr, &vips, None, true);
         let state = host(&wanted, "1", &["127.0.0.1", VIP4, "198.18.0.101"]);
         assert_eq!(
             lines(&plan(&wanted, &state)),

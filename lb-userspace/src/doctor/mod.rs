@@ -162,15 +162,16 @@ fn kernel(release: &str) -> Finding {
 }
 
 /// Drivers that run XDP programs natively (in the driver, before a socket
-/// buffer is allocated).
+/// buffer is allocated), as `ethtool -i` names them.
 const NATIVE_XDP_DRIVERS: &[&str] = &[
     "veth",
     "virtio_net",
     "tun",
     "bonding",
-    "xen-netfront",
     "hv_netvsc",
+    "mana",
     "ena",
+    "gve",
     "ixgbe",
     "ixgbevf",
     "i40e",
@@ -183,7 +184,6 @@ const NATIVE_XDP_DRIVERS: &[&str] = &[
     "nfp",
     "qede",
     "sfc",
-    "thunder-nicvf",
     "mvneta",
     "mvpp2",
     "netsec",
