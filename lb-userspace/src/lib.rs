@@ -13,6 +13,7 @@ mod api;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+mod doctor;
 mod health;
 pub mod logs;
 pub mod model;

@@ -28,7 +28,7 @@ use crate::agent::{
 use crate::{
     api::{self, ApiState},
     config::Config,
-    dataplane::{Dataplane, FlowTable, LoadOptions, WalkError},
+    dataplane::{self, Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
     model::Model,
     nat_routes, systemd,
@@ -64,7 +64,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 }
 
 /// The API token from its file, required off loopback.
-fn read_token(model: &Model) -> anyhow::Result<Option<Arc<str>>> {
+pub(crate) fn read_token(model: &Model) -> anyhow::Result<Option<Arc<str>>> {
     let Some(path) = &model.agent.api_token_file else {
         if !model.agent.api_listen.ip().is_loopback() {
             bail!(
@@ -121,6 +121,16 @@ fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane,
                 .join(", ")
         );
         return Ok((dataplane, true));
+    }
+    // Refused before anything is loaded or attached.
+    let (existing, on_bpffs) = dataplane::on_bpffs(pins)
+        .with_context(|| format!("checking the pin path {}", pins.display()))?;
+    if !on_bpffs {
+        bail!(
+            "cannot pin the data plane at {}: {}",
+            pins.display(),
+            dataplane::not_on_bpffs(&existing, pins)
+        );
     }
     let options = LoadOptions {
         bpf_log,

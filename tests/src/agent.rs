@@ -517,7 +517,7 @@ pub fn encode(segment: &str) -> String {
 }
 
 /// Mounts a BPF filesystem at [`BPF_FS`] unless one is there.
-fn mount_bpffs() -> anyhow::Result<()> {
+pub fn mount_bpffs() -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
     if mounts.lines().any(|l| l.split(' ').nth(1) == Some(BPF_FS)) {
         return Ok(());

@@ -124,7 +124,7 @@ impl SourcePrefix {
 }
 
 /// The addresses of `prefixes`.
-fn expanded(prefixes: &[SourcePrefix]) -> Vec<IpAddr> {
+pub(super) fn expanded(prefixes: &[SourcePrefix]) -> Vec<IpAddr> {
     prefixes.iter().flat_map(|p| p.addresses()).collect()
 }
 
@@ -143,15 +143,29 @@ fn list(addrs: &[IpAddr]) -> String {
 }
 
 /// Sorted and without repeats, as the maps list them.
-fn normalized(addrs: &[IpAddr]) -> Vec<IpAddr> {
+pub(super) fn normalized(addrs: &[IpAddr]) -> Vec<IpAddr> {
     let mut addrs = addrs.to_vec();
     addrs.sort();
     addrs.dedup();
     addrs
 }
 
+/// The VIPs and sources of the decapsulator pinned at `dir`, if it is
+/// attached to `iface`.
+pub(super) fn attached(
+    dir: &Path,
+    iface: &str,
+) -> anyhow::Result<Option<(Vec<IpAddr>, Vec<IpAddr>)>> {
+    let adopted = Dataplane::adopt_decap(dir)
+        .with_context(|| format!("reading the decapsulator pinned at {}", dir.display()))?;
+    let Some(mut dataplane) = adopted.filter(|d| d.attachments().any(|a| a.iface == iface)) else {
+        return Ok(None);
+    };
+    Ok(Some((dataplane.decap_vips()?, dataplane.decap_sources()?)))
+}
+
 /// Attaches and pins a new decapsulator, or updates the pinned one in place.
-fn install(args: &DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
+pub(super) fn install(args: &DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
     let dir = &args.pin_path;
     let vips = normalized(&args.vips);
     let sources = normalized(&expanded(&args.sources));
@@ -255,7 +269,7 @@ fn install(args: &DecapArgs, log_level: LevelFilter) -> anyhow::Result<()> {
 
 /// `xlb decap --remove`: detaches from `iface`; the pins go with the last
 /// attachment.
-fn remove(iface: &str, dir: &Path) -> anyhow::Result<()> {
+pub(super) fn remove(iface: &str, dir: &Path) -> anyhow::Result<()> {
     let Some(mut dataplane) = Dataplane::adopt_decap(dir)
         .with_context(|| format!("reading the decapsulator pinned at {}", dir.display()))?
     else {

@@ -3,6 +3,8 @@
 mod attach;
 mod client;
 mod decap;
+mod doctor;
+mod realserver;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -11,6 +13,8 @@ use log::LevelFilter;
 pub use attach::AttachArgs;
 pub use client::ClientCommand;
 pub use decap::DecapArgs;
+pub use doctor::DoctorArgs;
+pub use realserver::RealserverArgs;
 pub use run::{CheckArgs, RunArgs};
 
 #[derive(Debug, Parser)]
@@ -60,6 +64,15 @@ pub enum Command {
     /// or its replies are never translated. --skip-routes leaves that out,
     /// for a file meant for another machine.
     Check(CheckArgs),
+    /// Check that this host can run the configuration as a director.
+    ///
+    /// One line per check, ok, WARN or FAIL, with the fix: native XDP and
+    /// VLAN offload of each interface, a veth's peer, the kernel's version,
+    /// rp_filter, forwarding, accept_local and ICMP redirects for NAT, the
+    /// pin path on a BPF filesystem in this mount namespace, the routes to
+    /// NAT backends, and the API's bind and token. Exits non-zero if any
+    /// check fails. Run it as the agent runs (same namespaces).
+    Doctor(DoctorArgs),
     /// Attach the XDP program to an interface and print what it sees.
     ///
     /// The program parses every frame (Ethernet, VLAN, IPv4, IPv6 with
@@ -80,6 +93,14 @@ pub enum Command {
     /// without detaching; `xlb decap --remove --iface IF` detaches it and,
     /// once it is attached nowhere, removes the pins.
     Decap(DecapArgs),
+    /// Set up this host as a real server of DR or IP-in-IP VIPs.
+    ///
+    /// Adds the VIPs to lo (/32, /128 without duplicate address
+    /// detection); for IPv4 VIPs, stops this host answering ARP for them
+    /// (arp_ignore=1, arp_announce=2); for IP-in-IP also attaches `xlb
+    /// decap` and makes rp_filter loose. Prints each change; a second run
+    /// changes nothing and says so. --remove undoes it.
+    Realserver(RealserverArgs),
     /// Print a new random flow-hash seed as an `[agent]` line for the
     /// configuration (`hash_seed = "0x…"`).
     ///
@@ -145,8 +166,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args, cli.log_level),
         Command::Check(args) => run::check(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Attach(args) => attach::run(args, cli.log_level),
         Command::Decap(args) => decap::run(args, cli.log_level),
+        Command::Realserver(args) => realserver::run(args, cli.log_level),
         Command::Keygen => keygen(),
         Command::Client(command) => client::run(command),
     }

@@ -48,6 +48,7 @@ use tokio::io::unix::AsyncFd;
 
 pub use crate::model::{AttachMode, Protocol};
 pub use caps::check_privileges;
+pub use pins::{mount_bpffs_fix, not_on_bpffs, on_bpffs};
 pub use spec::{AffinitySpec, BackendSpec, DirectorSettings, NextHop, ServiceSpec, SpecError};
 pub use stats::Counters;
 

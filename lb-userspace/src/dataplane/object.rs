@@ -170,9 +170,8 @@ impl Dataplane {
         pins::prepare(dir)
     }
 
-    /// Pins the maps, the program and its links under `dir` (a bpffs,
-    /// mounted at /sys/fs/bpf if it is not yet), so that they outlive this
-    /// process until [`Dataplane::unpin`].
+    /// Pins the maps, the program and its links under `dir` (on a bpffs),
+    /// so that they outlive this process until [`Dataplane::unpin`].
     pub fn pin(&mut self, dir: &Path) -> Result<(), DataplaneError> {
         pins::prepare(dir)?;
         // Set first, so that unpinning after a failure removes what was pinned.

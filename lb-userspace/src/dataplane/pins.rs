@@ -1,6 +1,11 @@
 //! Where the data plane is pinned: a directory on a BPF filesystem.
 
-use std::{ffi::CString, io, os::unix::ffi::OsStrExt, path::Path};
+use std::{
+    ffi::CString,
+    io,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
 
 use lb_common::maps::MAP_LAYOUT_VERSION;
 
@@ -11,8 +16,12 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Where bpffs is mounted by convention.
 const BPF_FS_ROOT: &str = "/sys/fs/bpf";
 
-/// Makes `dir` a directory on a bpffs, mounting one at /sys/fs/bpf first
-/// when that is where `dir` lives and nothing is mounted there.
+/// Makes `dir` a directory on a bpffs, or says why it cannot be one.
+///
+/// Nothing is mounted here: a bpffs this process mounted in a mount
+/// namespace of its own (as under `ip netns exec`, whose /sys is a fresh
+/// sysfs) would go with that namespace when the process ends, and take the
+/// pins with it.
 pub fn prepare(dir: &Path) -> Result<(), DataplaneError> {
     let fail = |e: &dyn std::fmt::Display| {
         DataplaneError::Pins(format!(
@@ -20,24 +29,48 @@ pub fn prepare(dir: &Path) -> Result<(), DataplaneError> {
             dir.display()
         ))
     };
-    let root = Path::new(BPF_FS_ROOT);
-    if dir.starts_with(root) && !is_bpffs(root).map_err(|e| fail(&e))? {
-        mount_bpffs(root).map_err(|e| fail(&format!("mounting bpffs on {BPF_FS_ROOT}: {e}")))?;
-        log::info!("mounted a BPF filesystem on {BPF_FS_ROOT}");
-    }
     // Checked before creating anything, and again once created.
-    let existing = dir.ancestors().find(|a| a.exists());
-    let on_bpffs = |path: &Path| is_bpffs(path).map_err(|e| fail(&e));
-    if let Some(existing) = existing {
-        if !on_bpffs(existing)? {
-            return Err(fail(&"not on a BPF filesystem (mount -t bpf bpf DIR)"));
-        }
+    let (existing, on_bpffs) = on_bpffs(dir).map_err(|e| fail(&e))?;
+    if !on_bpffs {
+        return Err(fail(&not_on_bpffs(&existing, dir)));
     }
     std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-    if !on_bpffs(dir)? {
-        return Err(fail(&"not on a BPF filesystem (mount -t bpf bpf DIR)"));
+    if !is_bpffs(dir).map_err(|e| fail(&e))? {
+        return Err(fail(&not_on_bpffs(dir, dir)));
     }
     Ok(())
+}
+
+/// The deepest of `dir` and its ancestors that exists, and whether it is on
+/// a BPF filesystem in this process's mount namespace.
+pub fn on_bpffs(dir: &Path) -> io::Result<(PathBuf, bool)> {
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    Ok((existing.to_path_buf(), is_bpffs(existing)?))
+}
+
+/// Why `existing` (`dir` or its nearest existing ancestor) cannot hold
+/// `dir`'s pins, and the mount that would fix it.
+pub fn not_on_bpffs(existing: &Path, dir: &Path) -> String {
+    format!(
+        "{} is not on a BPF filesystem in this mount namespace: {}",
+        existing.display(),
+        mount_bpffs_fix(dir)
+    )
+}
+
+/// How to give `dir` a BPF filesystem that outlives the agent.
+pub fn mount_bpffs_fix(dir: &Path) -> String {
+    let root = Path::new(BPF_FS_ROOT);
+    let mount_point = if dir.starts_with(root) { root } else { dir };
+    format!(
+        "mount one there (`mount -t bpf bpf {}`) where every agent's mount namespace sees it; \
+         under `ip netns exec`, whose /sys is its own, use a pin path on a bpffs mounted \
+         outside /sys",
+        mount_point.display()
+    )
 }
 
 /// Removes the pins in `dir`, its stamp, and `dir`.
@@ -110,20 +143,26 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     Ok(stat.f_type as i64 == BPF_FS_MAGIC)
 }
 
-fn mount_bpffs(root: &Path) -> io::Result<()> {
-    let target = CString::new(root.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: valid C strings; no mount data.
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fix_mounts_the_conventional_root_or_the_directory() {
+        let default = not_on_bpffs(Path::new("/sys/fs/bpf"), Path::new("/sys/fs/bpf/xlb"));
+        assert!(
+            default.starts_with("/sys/fs/bpf is not on a BPF filesystem in this mount namespace")
+                && default.contains("`mount -t bpf bpf /sys/fs/bpf`"),
+            "{default}"
+        );
+        let other = not_on_bpffs(Path::new("/run"), Path::new("/run/xlb/bpf"));
+        assert!(other.contains("`mount -t bpf bpf /run/xlb/bpf`"), "{other}");
     }
-    Ok(())
+
+    #[test]
+    fn a_plain_directory_is_not_bpffs() {
+        let (existing, bpffs) = on_bpffs(Path::new("/proc/no/such/dir")).unwrap();
+        assert_eq!(existing, Path::new("/proc"));
+        assert!(!bpffs);
+    }
 }

@@ -1,6 +1,7 @@
 //! The Linux plumbing that next-hop resolution, VRRP and the data plane
 //! share: a blocking rtnetlink socket and the few socket system calls.
 
+pub mod ethtool;
 pub(crate) mod rtnl;
 pub(crate) mod sys;
 
