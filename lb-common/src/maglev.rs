@@ -15,8 +15,9 @@
 //! the weights and whether or not their sum exceeds `M`.
 //!
 //! Memory: a table is `M * 4` bytes (256 KiB at `M = 65537`). Building it
-//! keeps one cursor per backend, not the `N * M` permutation matrix, and
-//! takes `O(M log N)` turns plus the permutation walks.
+//! keeps one cursor per backend, not the `N * M` permutation matrix; the
+//! order of turns repeats every `sum(weights)` turns, so working it out
+//! takes `O(min(M, sum(weights)) log N)`, plus the permutation walks.
 
 use core::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -90,27 +91,60 @@ pub fn build_table(backends: &[MaglevBackend], size: u32) -> Vec<u32> {
 
 /// Fills `table`, each backend taking a turn in proportion to its weight:
 /// the turn goes to the least `(2 * claimed + 1) / weight`, ties to the
-/// first in key order.
+/// first in key order. That order repeats every `sum(weights)` turns once
+/// each backend has had `weight` turns in the first round (every key has
+/// then grown by 2, so every comparison is as at the start): one round is
+/// worked out with the heap and replayed.
 fn fill_by_weight(cursors: &mut [Cursor], sorted: &[MaglevBackend], table: &mut [u32]) {
-    let mut turns: BinaryHeap<Turn> = sorted
+    let weights: Vec<u64> = sorted
         .iter()
         .filter(|b| b.weight > 0)
+        .map(|b| u64::from(b.weight))
+        .collect();
+    let round: u64 = weights.iter().sum();
+    let order = match usize::try_from(round) {
+        Ok(round) if round < table.len() => {
+            let order = turns(&weights, round);
+            let mut had = vec![0u64; weights.len()];
+            for &index in &order {
+                had[index] += 1;
+            }
+            if had == weights {
+                order
+            } else {
+                turns(&weights, table.len())
+            }
+        }
+        _ => turns(&weights, table.len()),
+    };
+    for &index in order.iter().cycle().take(table.len()) {
+        let cursor = &mut cursors[index];
+        let free = cursor.next_free(table);
+        table[free] = cursor.id;
+    }
+}
+
+/// The first `count` turns among backends of these `weights` (all above 0):
+/// the index of the backend whose turn each is.
+fn turns(weights: &[u64], count: usize) -> Vec<usize> {
+    let mut queue: BinaryHeap<Turn> = weights
+        .iter()
         .enumerate()
-        .map(|(index, b)| Turn {
+        .map(|(index, &weight)| Turn {
             claimed: 0,
-            weight: u64::from(b.weight),
+            weight,
             index,
         })
         .collect();
-    for _ in 0..table.len() {
-        let Some(mut turn) = turns.peek_mut() else {
+    let mut order = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some(mut turn) = queue.peek_mut() else {
             break;
         };
-        let cursor = &mut cursors[turn.index];
-        let slot = cursor.next_free(table);
-        table[slot] = cursor.id;
+        order.push(turn.index);
         turn.claimed += 1;
     }
+    order
 }
 
 /// [`fill_by_weight`] when every weight is the same, without its heap:
@@ -382,6 +416,29 @@ mod tests {
                 by_weight,
                 "{count} backends of weight {weight}"
             );
+        }
+    }
+
+    #[test]
+    fn a_replayed_round_fills_as_the_full_order_does() {
+        let weight_sets: [&[u16]; 5] =
+            [&[2, 1, 1], &[1, 2], &[3, 5, 7, 11], &[100, 1], &[65535, 1]];
+        for weights in weight_sets {
+            let backends: Vec<MaglevBackend> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| backend(i as u32, w))
+                .collect();
+            let mut sorted = backends.clone();
+            sorted.sort_unstable_by_key(|b| b.key);
+            let weights: Vec<u64> = sorted.iter().map(|b| u64::from(b.weight)).collect();
+            let mut cursors: Vec<Cursor> = sorted.iter().map(|b| Cursor::new(b, M)).collect();
+            let mut full = vec![NO_BACKEND; M as usize];
+            for index in turns(&weights, M as usize) {
+                let free = cursors[index].next_free(&full);
+                full[free] = cursors[index].id;
+            }
+            assert_eq!(build_table(&backends, M), full, "weights {weights:?}");
         }
     }
 
