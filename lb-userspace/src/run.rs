@@ -96,7 +96,7 @@ fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane,
         let wanted = LoadOptions::of(&model.tables);
         let sizes = |o: &LoadOptions| {
             (
-                o.ring_size,
+                o.maglev_size,
                 o.max_services,
                 o.max_backends,
                 o.flow_entries,

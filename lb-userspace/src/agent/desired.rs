@@ -38,7 +38,7 @@ impl<H: Health> Desired<'_, H> {
         let mut backends: Vec<BackendSpec> = service
             .backends
             .iter()
-            .filter(|b| b.admin != AdminState::Maint)
+            .filter(|b| b.admin_state != AdminState::Maint)
             .filter(|b| self.health.state(service, b) == OperState::Up)
             .filter_map(|b| Some(BackendSpec::of(b, self.next_hop(b.addr)?)))
             .collect();
@@ -74,7 +74,7 @@ impl<H: Health> Desired<'_, H> {
             .iter()
             .filter(|s| {
                 s.backends.iter().any(|b| {
-                    b.admin == AdminState::Ready
+                    b.admin_state == AdminState::Ready
                         && b.weight > 0
                         && self.health.state(s, b) == OperState::Up
                         && self.next_hop(b.addr).is_some()

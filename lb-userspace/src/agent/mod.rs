@@ -447,7 +447,7 @@ impl Agent {
             for backend in service
                 .backends
                 .iter()
-                .filter(|b| b.admin != AdminState::Maint)
+                .filter(|b| b.admin_state != AdminState::Maint)
             {
                 let id = check_id(service, backend);
                 let mut check = check.clone();

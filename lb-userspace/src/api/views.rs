@@ -136,7 +136,7 @@ fn backend_in(
         address: backend.addr,
         port: backend.port,
         weight: backend.weight,
-        admin_state: backend.admin,
+        admin_state: backend.admin_state,
         oper_state: snapshot.oper_state(service, backend),
         serving: in_dataplane
             .installed

@@ -424,7 +424,7 @@ impl BackendConfig {
             address: b.addr.to_string(),
             port: Some(b.port.into()),
             weight: unless_default(b.weight, DEFAULT_WEIGHT).map(i64::from),
-            state: unless_default(b.admin, AdminState::SPELLINGS[0].1)
+            state: unless_default(b.admin_state, AdminState::SPELLINGS[0].1)
                 .map(|s| spell(AdminState::SPELLINGS, &s)),
         }
     }

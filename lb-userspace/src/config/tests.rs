@@ -178,7 +178,7 @@ fn defaults_apply() {
     assert_eq!(service.health, None);
     let backend = &service.backends[0];
     assert_eq!(
-        (backend.port, backend.weight, backend.admin),
+        (backend.port, backend.weight, backend.admin_state),
         (80, 1, AdminState::Ready)
     );
 }

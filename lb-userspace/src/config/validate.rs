@@ -27,8 +27,8 @@ use super::{
     DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, SCHEDULERS,
 };
 use crate::model::{
-    rules, AdminState, Affinity, Agent, AttachMode, Backend, CheckKind, HealthCheck, HealthVia,
-    Model, OperState, Protocol, Service, Spelled, Tables, MIN_MTU_V4,
+    rules, AdminState, Affinity, AgentSettings, AttachMode, Backend, CheckKind, HealthCheck,
+    HealthVia, Model, OperState, Protocol, Service, Spelled, Tables, MIN_MTU_V4,
 };
 
 pub(super) const CHECK_KINDS: &[&str] = &["tcp", "http", "udp", "dns", "exec"];
@@ -54,7 +54,7 @@ pub(super) fn config(config: &Config) -> Result<Model, ConfigError> {
     Ok(model)
 }
 
-fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
+fn agent(raw: &AgentConfig) -> Result<AgentSettings, ConfigError> {
     if raw.interfaces.is_empty() {
         return Err(ConfigError::new(
             "agent.interfaces",
@@ -108,7 +108,7 @@ fn agent(raw: &AgentConfig) -> Result<Agent, ConfigError> {
         128,
         "an IPv6",
     )?;
-    Ok(Agent {
+    Ok(AgentSettings {
         interfaces: raw.interfaces.clone(),
         xdp_mode,
         api_listen,
@@ -288,7 +288,7 @@ pub(super) fn backend(
         addr: ip(&format!("{path}.address"), &raw.address)?,
         port,
         weight: weight(&format!("{path}.weight"), raw.weight)?,
-        admin: choice(
+        admin_state: choice(
             &format!("{path}.state"),
             raw.state.as_deref(),
             AdminState::SPELLINGS,

@@ -141,7 +141,7 @@ pub struct LoadOptions {
     /// filtered in the kernel and cost one load each.
     pub bpf_log: LevelFilter,
     /// Slots per Maglev ring, a prime: 4 bytes each, two rings per service.
-    pub ring_size: u32,
+    pub maglev_size: u32,
     pub max_services: u32,
     pub max_backends: u32,
     pub flow_entries: u32,
@@ -153,7 +153,7 @@ impl Default for LoadOptions {
         LoadOptions {
             program: Program::Balancer,
             bpf_log: LevelFilter::Info,
-            ring_size: maps::DEFAULT_RING_SIZE,
+            maglev_size: maps::DEFAULT_RING_SIZE,
             max_services: maps::DEFAULT_MAX_SERVICES,
             max_backends: maps::DEFAULT_MAX_BACKENDS,
             flow_entries: maps::DEFAULT_FLOW_ENTRIES,
@@ -168,7 +168,7 @@ impl LoadOptions {
         LoadOptions {
             program: Program::Decap,
             bpf_log,
-            ring_size: 2,
+            maglev_size: 2,
             max_services: 1,
             max_backends: 2,
             flow_entries: 1,
@@ -177,17 +177,17 @@ impl LoadOptions {
     }
 
     fn check(&self) -> Result<(), DataplaneError> {
-        if !is_prime(self.ring_size) {
+        if !is_prime(self.maglev_size) {
             return Err(DataplaneError::Options(format!(
                 "Maglev ring size {} is not prime",
-                self.ring_size
+                self.maglev_size
             )));
         }
-        let ring_entries = self.max_services as u64 * 2 * self.ring_size as u64;
+        let ring_entries = self.max_services as u64 * 2 * self.maglev_size as u64;
         if ring_entries > u32::MAX as u64 || self.max_services == 0 {
             return Err(DataplaneError::Options(format!(
                 "{} services with rings of {} slots do not fit one map",
-                self.max_services, self.ring_size
+                self.max_services, self.maglev_size
             )));
         }
         if self.max_backends < 2 {

@@ -6,7 +6,7 @@ use super::{attach::ifindex, *};
 impl Dataplane {
     /// Loads the embedded object, sized by `options`, and its program.
     pub fn load(options: &LoadOptions) -> Result<Self, DataplaneError> {
-        let rings = options.max_services * 2 * options.ring_size;
+        let rings = options.max_services * 2 * options.maglev_size;
         let mut ebpf = load_object(options)?;
         let program = xdp_program(&mut ebpf, options.program)?;
         program.load().map_err(|e| load_error(Box::new(e)))?;
@@ -48,7 +48,7 @@ impl Dataplane {
         let sizes = &parts.sizes;
         let max_services = sizes[maps::MAP_SERVICES];
         let options = LoadOptions {
-            ring_size: sizes[maps::MAP_RINGS] / max_services,
+            maglev_size: sizes[maps::MAP_RINGS] / max_services,
             max_services,
             max_backends: sizes[maps::MAP_BACKENDS],
             flow_entries: sizes[maps::MAP_FLOWS_SHARED],
@@ -307,7 +307,7 @@ impl Dataplane {
             }
         }
         let rings = self.rings()?;
-        let size = self.options.ring_size;
+        let size = self.options.maglev_size;
         // `recover` refuses the entries whose ring is out of range.
         let rings = services
             .iter()
@@ -373,12 +373,12 @@ pub(super) fn load_object(options: &LoadOptions) -> Result<Ebpf, DataplaneError>
     raise_memlock_limit();
     let level = options.bpf_log as u8;
     // Two ring slots to an element.
-    let rings = options.max_services * options.ring_size;
+    let rings = options.max_services * options.maglev_size;
     let cpus = possible_cpus()?;
     let buckets = flow_buckets_per_cpu(options)?;
     EbpfLoader::new()
         .override_global(aya_log::LEVEL, &level, true)
-        .override_global(maps::GLOBAL_RING_SIZE, &options.ring_size, true)
+        .override_global(maps::GLOBAL_RING_SIZE, &options.maglev_size, true)
         .override_global(maps::GLOBAL_FLOW_BUCKETS, &buckets, true)
         .map_max_entries(maps::MAP_RINGS, rings)
         .map_max_entries(maps::MAP_SERVICES, options.max_services)

@@ -391,7 +391,7 @@ pub fn plan(
     installed: &Installed,
     max_services: u32,
     max_backends: u32,
-    ring_size: u32,
+    maglev_size: u32,
 ) -> Plan {
     let wanted: Vec<(BackendKey, &BackendSpec)> = services
         .iter()
@@ -478,7 +478,7 @@ pub fn plan(
             Some(p) if p.ring_input.as_ref() == Some(&ring_input) => p.table.clone(),
             _ => {
                 rings_built += 1;
-                build_table(&ring_input, ring_size).into()
+                build_table(&ring_input, maglev_size).into()
             }
         };
         // Slots 2*id and 2*id+1 belong to the service: a changed table goes

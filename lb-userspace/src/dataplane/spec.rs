@@ -128,7 +128,7 @@ impl BackendSpec {
             addr: backend.addr,
             port: backend.port,
             weight: backend.weight,
-            drain: backend.admin == AdminState::Drain,
+            drain: backend.admin_state == AdminState::Drain,
             next_hop,
         }
     }
@@ -136,7 +136,7 @@ impl BackendSpec {
 
 impl DirectorSettings {
     /// The settings `agent` asks for, with the flood guard sized by `tables`.
-    pub fn of(agent: &model::Agent, tables: &model::Tables) -> Self {
+    pub fn of(agent: &model::AgentSettings, tables: &model::Tables) -> Self {
         DirectorSettings {
             tunnel_src_v4: agent.tunnel_source_v4,
             tunnel_src_v6: agent.tunnel_source_v6,
@@ -160,7 +160,7 @@ impl LoadOptions {
     /// The balancer with maps of the sizes `tables` asks for.
     pub fn of(tables: &model::Tables) -> Self {
         LoadOptions {
-            ring_size: tables.maglev_size,
+            maglev_size: tables.maglev_size,
             max_services: tables.max_services,
             max_backends: tables.max_backends,
             flow_entries: tables.flow_entries,

@@ -18,7 +18,7 @@ impl Dataplane {
             &self.installed,
             opts.max_services,
             opts.max_backends,
-            opts.ring_size,
+            opts.maglev_size,
         );
         // Never hand out a generation twice, even if a write below fails.
         std::sync::Arc::make_mut(&mut self.installed).last_generation =
@@ -180,7 +180,7 @@ impl Dataplane {
                 .map_err(map_err(maps::MAP_VIPS))?;
         }
 
-        let ring_size = self.options.ring_size;
+        let maglev_size = self.options.maglev_size;
         for (key, service) in &new.services {
             let previous = self.installed.services.get(key).cloned();
             let same_table = |p: &services::InstalledService| {
@@ -191,7 +191,7 @@ impl Dataplane {
                 // slots where its table differs from the new one change.
                 let written = previous.as_ref().map_or(&[][..], |p| &p.idle_table[..]);
                 self.rings_mut()?
-                    .write(service.ring * ring_size, &service.table, written);
+                    .write(service.ring * maglev_size, &service.table, written);
             }
             if previous.is_none_or(|p| p.entry != service.entry) {
                 self.hash::<maps::ServiceKey, maps::Service>(maps::MAP_SERVICES)?

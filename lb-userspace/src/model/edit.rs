@@ -97,7 +97,7 @@ impl Edit {
                 service,
                 backend,
                 admin,
-            } => backend_mut(model, &service, backend)?.admin = admin,
+            } => backend_mut(model, &service, backend)?.admin_state = admin,
             Edit::RemoveBackend { service, backend } => {
                 backend_mut(model, &service, backend)?;
                 service_mut(model, &service)?
@@ -157,17 +157,17 @@ mod tests {
     use lb_common::maps::Mode;
 
     use super::*;
-    use crate::model::{Agent, AttachMode, Protocol, Tables};
+    use crate::model::{AgentSettings, AttachMode, Protocol, Tables};
 
     fn model() -> Model {
         let backend = |addr: &str| Backend {
             addr: addr.parse().unwrap(),
             port: 80,
             weight: 1,
-            admin: AdminState::Ready,
+            admin_state: AdminState::Ready,
         };
         Model {
-            agent: Agent {
+            agent: AgentSettings {
                 interfaces: vec!["eth0".into()],
                 xdp_mode: AttachMode::Native,
                 api_listen: "127.0.0.1:9180".parse().unwrap(),
@@ -231,7 +231,7 @@ mod tests {
         .unwrap();
         let mut expected = before.clone();
         expected.services[0].backends[1].weight = 3;
-        expected.services[0].backends[0].admin = AdminState::Drain;
+        expected.services[0].backends[0].admin_state = AdminState::Drain;
         assert_eq!(after, expected);
 
         let removed = apply(

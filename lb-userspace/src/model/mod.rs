@@ -22,7 +22,7 @@ pub const MIN_MTU_V6: u32 = 1280 + 40;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
-    pub agent: Agent,
+    pub agent: AgentSettings,
     pub tables: Tables,
     /// In file order; names are unique.
     pub services: Vec<Service>,
@@ -31,8 +31,9 @@ pub struct Model {
     pub sync_groups: Vec<SyncGroup>,
 }
 
+/// The `[agent]` section: how this director runs (not the agent itself).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Agent {
+pub struct AgentSettings {
     /// Interfaces the XDP program is attached to (at least one).
     pub interfaces: Vec<String>,
     pub xdp_mode: AttachMode,
@@ -55,7 +56,7 @@ pub struct Agent {
     pub hash_seed: u32,
     /// New flows per second one CPU records before the flood guard
     /// forwards new flows without state (0: off); `None`: sized from the
-    /// flow table, see [`Agent::new_flows_per_cpu`].
+    /// flow table, see [`AgentSettings::new_flows_per_cpu`].
     pub flood_guard: Option<u32>,
     /// ICMP messages per second one CPU sends (0: no limit).
     pub icmp_rate: u32,
@@ -154,7 +155,7 @@ pub struct Backend {
     pub port: u16,
     /// 0..=65535, like `ipvsadm -w`; 0 takes no new flows.
     pub weight: u16,
-    pub admin: AdminState,
+    pub admin_state: AdminState,
 }
 
 /// What the operator asked of a backend.
@@ -289,7 +290,7 @@ pub enum CheckKind {
     Exec { command: Vec<String> },
 }
 
-impl Agent {
+impl AgentSettings {
     /// The flood guard's cap: as configured, or by default the rate at
     /// which all `cpus` together fill the flow table no faster than the
     /// UDP timeout empties it (so a flood cannot flush established flows),

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use lb_common::maps::Mode;
 
-use super::{Agent, Model, Service, Spelled, Tables, Tracked, MIN_MTU_V6};
+use super::{AgentSettings, Model, Service, Spelled, Tables, Tracked, MIN_MTU_V6};
 
 /// A rule a model breaks: where, as the file's key path, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +59,12 @@ pub fn port_problem(port: i64, service: &Service) -> Option<String> {
 }
 
 /// The service at `index`, against the `earlier` ones.
-fn service_rules(service: &Service, index: usize, earlier: &[Service], agent: &Agent) -> Checked {
+fn service_rules(
+    service: &Service,
+    index: usize,
+    earlier: &[Service],
+    agent: &AgentSettings,
+) -> Checked {
     let name = &service.name;
     if !is_service_name(name) {
         return Err(Violation::new(
@@ -190,7 +195,7 @@ fn target_rules(
     target: SocketAddr,
     service: &Service,
     earlier: &[Service],
-    agent: &Agent,
+    agent: &AgentSettings,
 ) -> Checked {
     let addr = target.ip();
     let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };

@@ -168,7 +168,7 @@ impl Checker {
     fn balancer(services: &[ServiceSpec]) -> Checker {
         let options = LoadOptions {
             bpf_log: log::LevelFilter::Off,
-            ring_size: 1009,
+            maglev_size: 1009,
             ..LoadOptions::default()
         };
         let mut checker = Checker::load(&options, OUTCOMES);

@@ -127,7 +127,7 @@ fn bpf_forward_reused_backend_ids_start_new_flows() {
     // Two backend ids in all, so the third backend gets the first's id.
     let options = LoadOptions {
         bpf_log: log::LevelFilter::Off,
-        ring_size: 1009,
+        maglev_size: 1009,
         max_backends: 3,
         ..LoadOptions::default()
     };

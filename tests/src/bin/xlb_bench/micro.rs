@@ -236,7 +236,7 @@ fn measure_all(size: &Size, only: Option<&str>) -> anyhow::Result<Run> {
     let cpu = pin_to_one_cpu()?;
     let options = LoadOptions {
         bpf_log: log::LevelFilter::Off,
-        ring_size: 65537,
+        maglev_size: 65537,
         ..Default::default()
     };
     let mut flows = NewFlows {

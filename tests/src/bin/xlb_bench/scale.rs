@@ -542,7 +542,7 @@ fn services(bench: &mut Bench, shift: f64, rows: &mut Vec<Row>) -> anyhow::Resul
     for count in SERVICES {
         let mut dataplane = load(LoadOptions {
             max_services: max,
-            ring_size: SMALL_RING,
+            maglev_size: SMALL_RING,
             ..base_options()
         })?;
         let specs: Vec<ServiceSpec> = (0..count)
