@@ -139,17 +139,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::config::Config;
-
-    fn valid(toml: &str) -> Model {
-        Config::parse(toml)
-            .and_then(|c| c.validate())
-            .expect("the config is valid")
-    }
-
-    fn error(field: &str, message: &str) -> ConfigError {
-        ConfigError::new(field, message)
-    }
+    use crate::config::tests::{error, valid};
 
     /// A routing table: (address, egress interface, gateway or "").
     fn table(routes: &[(&str, &str, &str)]) -> HashMap<IpAddr, Result<Egress, NeighError>> {

@@ -10,7 +10,7 @@ mod fields;
 mod key_path;
 pub mod keys;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod validate;
 mod vrrp;
 

@@ -20,13 +20,13 @@ fn err(toml: &str) -> ConfigError {
 }
 
 /// The model `toml` validates to.
-fn valid(toml: &str) -> Model {
+pub(crate) fn valid(toml: &str) -> Model {
     Config::parse(toml)
         .and_then(|c| c.validate())
         .expect("the config is valid")
 }
 
-fn error(field: &str, message: &str) -> ConfigError {
+pub(crate) fn error(field: &str, message: &str) -> ConfigError {
     ConfigError::new(field, message)
 }
 
