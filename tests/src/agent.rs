@@ -51,6 +51,9 @@ pub struct AgentProcess {
     last_logs: String,
     /// Environment variables `xlb run` gets, such as systemd's.
     pub env: Vec<(String, String)>,
+    /// A shell command that ends by running its arguments (`exec "$@"`),
+    /// to set up what a service manager would before `xlb run`.
+    pub wrapper: Option<String>,
 }
 
 impl AgentProcess {
@@ -66,6 +69,7 @@ impl AgentProcess {
             api: API.to_string(),
             last_logs: String::new(),
             env: Vec::new(),
+            wrapper: None,
         })
     }
 
@@ -76,7 +80,14 @@ impl AgentProcess {
     /// Starts `xlb run ARGS` in the namespace and waits until `/ready` answers.
     pub fn start(&mut self, topology: &mut Topology, args: &[&str]) -> anyhow::Result<()> {
         ensure!(self.process.is_none(), "the agent is already running");
-        let mut cmd = Command::new(xlb_bin()?);
+        let mut cmd = match &self.wrapper {
+            Some(script) => {
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", script, "sh"]).arg(xlb_bin()?);
+                cmd
+            }
+            None => Command::new(xlb_bin()?),
+        };
         cmd.args(["--log-level", "info", "run", "--config"])
             .arg(self.config_path())
             .args(args)

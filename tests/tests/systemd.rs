@@ -356,3 +356,133 @@ fn a_systemd_restart_keeps_every_flow_and_a_stop_detaches() {
     assert_eq!(lab.testbed.director_ns.xdp_prog_id("eth0").unwrap(), None);
     assert!(!lab.agent().pins.exists());
 }
+
+/// journald's socket, which the test stands in for.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// The fields of one native-protocol journal entry: `KEY=value\n`, or
+/// `KEY\n`, a little-endian u64 length, the value and `\n`.
+fn journal_fields(mut entry: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    while !entry.is_empty() {
+        let end = entry
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(entry.len());
+        let line = &entry[..end];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            fields.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
+            entry = &entry[(end + 1).min(entry.len())..];
+        } else {
+            let rest = &entry[(end + 1).min(entry.len())..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            fields.insert(
+                String::from_utf8_lossy(line).into_owned(),
+                String::from_utf8_lossy(&rest[8..8 + len]).into_owned(),
+            );
+            entry = &rest[(8 + len + 1).min(rest.len())..];
+        }
+    }
+    fields
+}
+
+#[test]
+fn logs_reach_the_journal_with_priorities_and_fields() {
+    require_privileged!();
+    let journal_dir = std::path::Path::new(JOURNAL_SOCKET).parent().unwrap();
+    assert!(
+        !std::path::Path::new(JOURNAL_SOCKET).exists(),
+        "{JOURNAL_SOCKET} exists (a journald runs here): this test stands in for journald \
+         and cannot run beside one"
+    );
+    std::fs::create_dir_all(journal_dir).unwrap();
+    let journal = UnixDatagram::bind(JOURNAL_SOCKET).unwrap();
+    struct Remove;
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(JOURNAL_SOCKET);
+            // The directories too, where this test made them (only if empty).
+            let _ = std::fs::remove_dir("/run/systemd/journal");
+            let _ = std::fs::remove_dir("/run/systemd");
+        }
+    }
+    let _remove = Remove;
+    journal
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+
+    let weights = [1, 1, 1];
+    let health = "kind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3";
+    let config = ServiceConf {
+        weights: &weights,
+        health: Some(health),
+        ..ServiceConf::new("web", Mode::Dr, Family::V4)
+    }
+    .toml();
+    let mut lab = AgentTestbed::new("sdjournal", Mode::Dr, Family::V4, 3, &config).unwrap();
+    // As systemd does: stderr is the journal's stream, and JOURNAL_STREAM says which.
+    lab.agent_mut().wrapper =
+        Some("JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$@\"".to_string());
+    lab.start().unwrap();
+    let (ok, out) = xlb(
+        &lab,
+        &["backend", "set", "web", "198.18.1.11:80", "--weight", "2"],
+    );
+    assert!(ok, "{out}");
+    drop(lab.testbed.servers.remove(0));
+
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(n) = journal.recv(&mut buf) {
+            let fields = journal_fields(&buf[..n]);
+            let down = fields.get("MESSAGE").is_some_and(|m| m.contains("is DOWN"));
+            entries.push(fields);
+            if down {
+                break;
+            }
+        }
+    }
+    let find = |text: &str| {
+        entries
+            .iter()
+            .find(|e| e.get("MESSAGE").is_some_and(|m| m.contains(text)))
+            .unwrap_or_else(|| panic!("no entry with {text:?} in {entries:#?}"))
+    };
+    let down = find("backend 198.18.1.10:80 is DOWN");
+    let field = |entry: &std::collections::HashMap<String, String>, key: &str| {
+        entry.get(key).cloned().unwrap_or_default()
+    };
+    assert_eq!(
+        [
+            "PRIORITY",
+            "SERVICE",
+            "BACKEND",
+            "FROM",
+            "TO",
+            "SYSLOG_IDENTIFIER"
+        ]
+        .map(|k| field(down, k)),
+        ["4", "web", "198.18.1.10:80", "up", "down", "xlb"],
+        "{down:#?}"
+    );
+    assert!(!field(down, "REASON").is_empty(), "{down:#?}");
+    let change = find("API: changed backend 198.18.1.11:80 of web");
+    // Info is notice (5): warnings (4) and errors (3) stand out above it.
+    assert_eq!(field(change, "PRIORITY"), "5", "{change:#?}");
+    assert!(
+        field(change, "CALLER").starts_with("127.0.0.1:"),
+        "{change:#?}"
+    );
+    // Nothing went to stderr as plain lines.
+    lab.agent_mut().stop().unwrap();
+    assert!(
+        !lab.agent().logs().contains("is DOWN"),
+        "{}",
+        lab.agent().logs()
+    );
+}
