@@ -402,6 +402,11 @@ impl AgentTestbed {
     }
 }
 
+/// A `[service.health]` body: a TCP connect every 200 ms (timeout 100 ms), down after 3 failures
+/// in a row, up after 2 successes.
+pub const TCP_CHECK: &str =
+    "kind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3";
+
 /// One `[[service]]` table of the agent's config, for the lab's backends: build it with
 /// [`ServiceConf::new`] and struct update syntax, write it with [`ServiceConf::toml`].
 #[derive(Clone, Debug)]

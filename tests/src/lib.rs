@@ -34,18 +34,19 @@ pub mod traffic;
 use std::path::PathBuf;
 
 /// The `xlb` binary under test: `$XLB_BIN` (set by `cargo xtask test`), else
-/// the one beside this test executable in the target directory.
+/// the one in the target directory of this executable: a test's
+/// (`target/<profile>/deps/<test>`) or a harness binary's (`target/<profile>/<bin>`).
 pub fn xlb_bin() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("XLB_BIN") {
         return Ok(path.into());
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/xlb
     let candidate = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("xlb"))
-        .filter(|p| p.is_file());
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("xlb"))
+        .find(|p| p.is_file());
     candidate.ok_or_else(|| {
         anyhow::anyhow!("no xlb binary found: run `cargo xtask test` or set XLB_BIN")
     })

@@ -67,6 +67,8 @@ pub struct IdentityServer {
 struct Shared {
     stop: AtomicBool,
     tcp_connections: AtomicU64,
+    /// TCP connections accepted so far by the client's address (IPv4 as such, not mapped).
+    tcp_peers: Mutex<BTreeMap<IpAddr, u64>>,
     udp_datagrams: AtomicU64,
     /// One thread per TCP connection; finished ones are pruned as new ones start.
     handlers: Mutex<Vec<JoinHandle<()>>>,
@@ -104,6 +106,7 @@ impl IdentityServer {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             tcp_connections: AtomicU64::new(0),
+            tcp_peers: Mutex::new(BTreeMap::new()),
             udp_datagrams: AtomicU64::new(0),
             handlers: Mutex::new(Vec::new()),
         });
@@ -144,6 +147,17 @@ impl IdentityServer {
     /// TCP connections accepted so far.
     pub fn tcp_connections(&self) -> u64 {
         self.shared.tcp_connections.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far from `peer`: a client's, not the health checks' from
+    /// the director.
+    pub fn tcp_connections_from(&self, peer: IpAddr) -> u64 {
+        let peers = self
+            .shared
+            .tcp_peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        peers.get(&peer.to_canonical()).copied().unwrap_or(0)
     }
 
     /// UDP datagrams answered so far.
@@ -187,7 +201,15 @@ fn accept_loop(listener: &TcpListener, line: &Arc<[u8]>, shared: &Arc<Shared>) {
             }
         }
         let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+            Ok((stream, peer)) => {
+                *shared
+                    .tcp_peers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(peer.ip().to_canonical())
+                    .or_default() += 1;
+                stream
+            }
             Err(e)
                 if matches!(
                     e.kind(),

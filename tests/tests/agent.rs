@@ -7,15 +7,14 @@ use anyhow::Context;
 use lb_common::maps::Mode;
 use serde_json::Value;
 use xlb_tests::{
-    agent::{encode, total, AgentTestbed, ServiceConf, SteadyLoad},
+    agent::{encode, total, AgentTestbed, ServiceConf, SteadyLoad, TCP_CHECK},
     lab::{backend_port, Family},
     require_privileged,
     servers::{tcp_spread, LongLived},
 };
 
 /// The health check of `services`: every 200 ms (rise 2, fall 3).
-const HEALTH: &str =
-    "kind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3";
+const HEALTH: &str = TCP_CHECK;
 
 /// b1..b3 behind a TCP service checked by [`HEALTH`], and the same backends over UDP without
 /// checks, in direct routing over IPv4.

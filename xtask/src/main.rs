@@ -1,6 +1,7 @@
 //! `cargo xtask`: installs the toolchain, builds, tests and demonstrates xlb.
 
 mod bench;
+mod demo;
 mod dist;
 mod setup;
 mod shell;
@@ -46,12 +47,21 @@ enum Command {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Set up, then balance real connections through xlb in each forwarding
-    /// mode on a namespace topology and show where they went (needs root).
+    /// Set up, build, then on a namespace lab run `xlb run` with a config it
+    /// shows, balance real connections in each forwarding mode and show where
+    /// they went, then drain a backend, kill one and bring it back through the
+    /// agent's CLI and API, with `xlb status` along the way (needs root).
     Demo {
-        /// Print the summary as one JSON object on stdout (logs on stderr).
+        /// Print the summary as one JSON object on stdout (the rest on stderr).
         #[arg(long)]
         json: bool,
+        /// Leave the last lab and its agent running, and print how to reach
+        /// the API and the status page, and how to tear them down.
+        #[arg(long, conflicts_with = "json")]
+        keep: bool,
+        /// Tear down a lab left by `--keep`.
+        #[arg(long, conflicts_with_all = ["json", "keep"])]
+        down: bool,
     },
     /// Set up, then run a benchmark (needs root): a table on stdout, JSON
     /// and markdown in --out.
@@ -93,14 +103,11 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Demo { json } => {
+        Command::Demo { down: true, .. } => demo::down(),
+        Command::Demo { json, keep, .. } => {
             setup::run()?;
-            shell::step("running the demo");
-            let mut cmd = shell::harness_bin("xlb-demo", false);
-            if json {
-                cmd.arg("--json");
-            }
-            shell::run_foreground(&mut cmd)
+            let xlb = build_xlb(false)?;
+            demo::run(&xlb, json, keep)
         }
         Command::Bench { bench } => bench::run(bench),
     }

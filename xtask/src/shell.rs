@@ -34,7 +34,7 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// `cargo run` of one of the harness's binaries (the demo, the benchmarks),
+/// `cargo run` of one of the harness's binaries (the benchmarks),
 /// which need the BPF build that xtask itself must not link; its own
 /// arguments follow.
 pub fn harness_bin(name: &str, release: bool) -> Command {
