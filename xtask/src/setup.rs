@@ -37,6 +37,8 @@ const TEST_PACKAGES: &[&str] = &[
     "fonts-liberation",
     "dpkg-dev",
     "debootstrap",
+    // `cargo xtask demo --keep` prints socat commands to reach the kept lab.
+    "socat",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Makes the Debian package (`cargo xtask dist`).
