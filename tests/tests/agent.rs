@@ -207,8 +207,21 @@ fn api_reads_changes_and_refusals() {
         &b1,
         Some(r#"{"admin_state": "asleep"}"#),
         400,
-        None,
+        Some("admin_state"),
     );
+    refused(
+        &lab,
+        "PATCH",
+        &b1,
+        Some(r#"{"weight": "three"}"#),
+        400,
+        Some("weight"),
+    );
+    // Errors the handlers never see are JSON too: no such path or method, a body too large.
+    refused(&lab, "GET", "/api/v1/nowhere", None, 404, None);
+    refused(&lab, "PUT", "/api/v1/services", Some("{}"), 405, None);
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    refused(&lab, "POST", "/api/v1/services", Some(&huge), 413, None);
     refused(
         &lab,
         "GET",

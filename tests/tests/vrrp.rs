@@ -339,6 +339,18 @@ fn interop(tag: &str, version: u8, xlb_extra: &str, advert: &str, advert_ms: u64
     // xlb 150 is master over keepalived 100.
     lab.write_config_of(0, &xlb_config(150)).unwrap();
     lab.start_of(0, &[]).unwrap();
+    if xlb_extra.contains("auth_pass") {
+        // The running configuration leaves the password out for a caller without the token.
+        let (status, dump) = lab.agents[0]
+            .request("GET", "/api/v1/config", None, None)
+            .unwrap();
+        assert_eq!(status, 200, "{dump}");
+        assert!(
+            !dump.contains("secret")
+                && dump.contains("auth_pass of the VRRP instances is left out"),
+            "{dump}"
+        );
+    }
     let keepalived_backup = keepalived(&mut lab, version, &keepalived::instance(100, advert, auth));
     wait_state(&lab, 0, "master", down(150) + margin);
     std::thread::sleep(Duration::from_millis(3 * advert_ms));

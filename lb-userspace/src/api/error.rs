@@ -1,7 +1,7 @@
 //! The API's errors: an HTTP status and the JSON body `{"error", "field"}`.
 
 use axum::{
-    http::StatusCode,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -79,9 +79,49 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Gives an error answer the API did not write itself (a body over the
+/// limit, a path or query that did not parse) the API's JSON error body,
+/// its text as the error.
+pub async fn as_json(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|body| String::from_utf8_lossy(&body).trim().to_string())
+        .unwrap_or_default();
+    let error = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    ApiError::new(status, error).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_error_answered_in_plain_text_becomes_json() {
+        let plain = (StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded").into_response();
+        let answer = as_json(plain).await;
+        assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = axum::body::to_bytes(answer.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "length limit exceeded");
+        // Success and JSON answers pass untouched.
+        let ok = as_json((StatusCode::OK, "fine").into_response()).await;
+        let body = axum::body::to_bytes(ok.into_body(), 4096).await.unwrap();
+        assert_eq!(&body[..], b"fine");
+    }
 
     #[test]
     fn the_agent_s_refusals_get_their_statuses() {

@@ -105,7 +105,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/config", get(config))
         .route("/api/v1/vrrp", get(vrrp))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such path in this API") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not a method of this path"),
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::map_response(error::as_json))
         .with_state(state)
 }
 
@@ -145,11 +153,7 @@ async fn authorize(
         return ApiError::new(StatusCode::FORBIDDEN, error).into_response();
     }
     if let (true, Some(token)) = (changes, &state.token) {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given.is_none_or(|g| !constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        if !presents(&headers, token) {
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "this request changes the configuration and needs the API token \
@@ -208,10 +212,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A JSON body, or a 400 that says what is wrong with it.
+/// A JSON body, or a 400 that says what is wrong with it and where.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("malformed request body: {e}"), None))
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        // "." is the body as a whole, "?" a place the parser never reached.
+        let path = e.path().to_string();
+        let field = (path != "." && !path.contains('?')).then_some(path);
+        ApiError::bad_request(format!("malformed request body: {}", e.inner()), field)
+    })
 }
 
 fn backend_addr(text: &str) -> ApiResult<SocketAddr> {
@@ -524,9 +533,38 @@ async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
     Ok(Json(serde_json::json!({ "reloaded": summary })))
 }
 
-async fn config(State(state): State<ApiState>) -> impl IntoResponse {
-    let text = Config::from_model(state.agent.snapshot().model()).to_toml();
+/// The running configuration as a file. VRRP passwords are left out
+/// unless the caller presents the API's token.
+async fn config(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    let mut config = Config::from_model(state.agent.snapshot().model());
+    let trusted = state
+        .token
+        .as_ref()
+        .is_some_and(|token| presents(&headers, token));
+    let mut redacted = 0;
+    if !trusted {
+        for instance in &mut config.vrrp.instances {
+            redacted += usize::from(instance.auth_pass.take().is_some());
+        }
+    }
+    let mut text = config.to_toml();
+    if redacted > 0 {
+        text.insert_str(
+            0,
+            "# auth_pass of the VRRP instances is left out: present the API token \
+             (Authorization: Bearer TOKEN) to see it\n",
+        );
+    }
     ([(header::CONTENT_TYPE, "application/toml")], text)
+}
+
+/// Whether the request carries `token` as its bearer token.
+fn presents(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
 async fn vrrp(State(state): State<ApiState>) -> impl IntoResponse {
@@ -641,6 +679,42 @@ mod tests {
         assert!(constant_time_eq(b"secret", b"secret"));
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn only_the_token_itself_is_presented() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            headers
+        };
+        assert!(presents(
+            &with("Bearer 0123456789abcdef"),
+            "0123456789abcdef"
+        ));
+        assert!(!presents(
+            &with("Bearer 0123456789abcdeX"),
+            "0123456789abcdef"
+        ));
+        assert!(!presents(&with("0123456789abcdef"), "0123456789abcdef"));
+        assert!(!presents(&HeaderMap::new(), "0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_wrong_field_is_named_in_the_refusal() {
+        let e =
+            parse::<wire::BackendPatch>(&Bytes::from_static(br#"{"weight": "3"}"#)).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.field.as_deref()),
+            (400, Some("weight"))
+        );
+        assert!(
+            e.error.starts_with("malformed request body: invalid type"),
+            "{}",
+            e.error
+        );
+        let e = parse::<wire::BackendPatch>(&Bytes::from_static(b"{")).unwrap_err();
+        assert_eq!(e.field, None);
     }
 
     #[test]
