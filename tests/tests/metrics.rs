@@ -118,7 +118,9 @@ fn a_live_scrape_passes_promtool_and_counts_reloads_and_check_failures() {
             && m.contains("\nxlb_flow_table_entries ")
     });
     assert!(
-        metrics.contains(&format!("xlb_build_info{{version=\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("xlb_build_info{version=\"") && l.ends_with("\"} 1")),
         "{metrics}"
     );
     // Down after 3 failures (fall 3).
