@@ -490,7 +490,7 @@ fn a_sync_group_moves_the_outer_and_the_gateway_vip_as_one() {
         .request("GET", "/metrics", None, None)
         .unwrap();
     assert!(
-        metrics.contains("xlb_vrrp_state{instance=\"VI_2\",state=\"backup\"} 1"),
+        metrics.contains("xlb_vrrp_state{vrrp_instance=\"VI_2\",state=\"backup\"} 1"),
         "{metrics}"
     );
 }

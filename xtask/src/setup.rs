@@ -24,7 +24,8 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// `cargo xtask bench udp|tcp`; headless Chromium, driven by chromedriver,
 /// tests the status page (the fonts are for its screenshots); dpkg-dev's
 /// dpkg-shlibdeps gives the package its dependencies, and debootstrap
-/// makes the Debian root its test installs it into.
+/// makes the Debian root its test installs it into; prometheus gives
+/// promtool, which checks a live scrape of `/metrics` and the alert rules.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -39,7 +40,12 @@ const TEST_PACKAGES: &[&str] = &[
     "debootstrap",
     // `cargo xtask demo --keep` prints socat commands to reach the kept lab.
     "socat",
+    "prometheus",
 ];
+/// Services the test packages start and enable that nothing should leave
+/// running: the benchmarks run their own haproxy in namespaces, and only
+/// promtool is wanted of prometheus.
+const QUIET_SERVICES: &[&str] = &["haproxy", "prometheus"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Makes the Debian package (`cargo xtask dist`).
 const CARGO_DEB_VERSION: &str = "3.8.0";
@@ -126,22 +132,25 @@ fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .context("apt-get install")?;
-    if missing.contains(&"haproxy") {
-        quiet_haproxy()?;
+    for service in QUIET_SERVICES.iter().filter(|s| missing.contains(s)) {
+        quiet_service(service)?;
     }
     Ok(())
 }
 
-/// Stops and disables the service that haproxy's package starts and enables
-/// (unless a policy-rc.d forbids it, as in Docker images): the benchmarks
-/// run their own haproxy in namespaces, and none should be left running.
-fn quiet_haproxy() -> anyhow::Result<()> {
-    shell::step("stopping and disabling the haproxy service (the benchmarks run their own)");
+/// Stops and disables the service that `service`'s package starts and
+/// enables (unless a policy-rc.d forbids it, as in Docker images).
+fn quiet_service(service: &str) -> anyhow::Result<()> {
+    shell::step(&format!("stopping and disabling the {service} service"));
     if Path::new("/run/systemd/system").is_dir() {
-        shell::run(Command::new("systemctl").args(["disable", "--now", "haproxy.service"]))
+        shell::run(Command::new("systemctl").args([
+            "disable",
+            "--now",
+            &format!("{service}.service"),
+        ]))
     } else {
-        shell::run(Command::new("update-rc.d").args(["haproxy", "disable"]))?;
-        shell::run(Command::new("/etc/init.d/haproxy").arg("stop"))
+        shell::run(Command::new("update-rc.d").args([service, "disable"]))?;
+        shell::run(Command::new(format!("/etc/init.d/{service}")).arg("stop"))
     }
 }
 

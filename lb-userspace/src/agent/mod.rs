@@ -49,6 +49,15 @@ pub struct FlowCount {
     pub took: Duration,
 }
 
+/// The reloads since the agent started, by outcome.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reloads {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// When the last successful one ended.
+    pub last_success: Option<SystemTime>,
+}
+
 /// How long a next-hop resolution may take before the backend is left out.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -142,6 +151,7 @@ pub struct Agent {
     /// Writes of the data plane: configuration changes, health and next-hop
     /// changes.
     applies: u64,
+    reloads: Reloads,
     /// Each backend slot's active and inactive flows, from the last walk of
     /// the flow table.
     flow_count: watch::Receiver<FlowCount>,
@@ -185,6 +195,7 @@ impl Agent {
             started,
             health_transitions: 0,
             applies: 0,
+            reloads: Reloads::default(),
         };
         Ok(Agent {
             model,
@@ -196,6 +207,7 @@ impl Agent {
             started,
             health_transitions: 0,
             applies: 0,
+            reloads: Reloads::default(),
             flow_count,
             flood,
             redirects_off: Vec::new(),
@@ -254,6 +266,7 @@ impl Agent {
             started: self.started,
             health_transitions: self.health_transitions,
             applies: self.applies,
+            reloads: self.reloads,
         }
     }
 
@@ -510,6 +523,13 @@ impl Agent {
     pub async fn reload(&mut self) -> Result<String, AgentError> {
         systemd::reloading();
         let reloaded = self.reload_file().await;
+        match reloaded {
+            Ok(_) => {
+                self.reloads.succeeded += 1;
+                self.reloads.last_success = Some(SystemTime::now());
+            }
+            Err(_) => self.reloads.failed += 1,
+        }
         let services = self.model.services.len();
         systemd::ready(&match &reloaded {
             Ok(_) => format!("serving {services} services; reloaded"),

@@ -17,7 +17,7 @@ use super::{
     check_id,
     desired::{Desired, Health, NextHops},
     flood::FloodState,
-    AgentError, FlowCount,
+    AgentError, FlowCount, Reloads,
 };
 use crate::{
     dataplane::{DirectorSettings, Layout, NextHop, Reader},
@@ -39,6 +39,7 @@ pub struct Snapshot {
     pub(super) started: Instant,
     pub(super) health_transitions: u64,
     pub(super) applies: u64,
+    pub(super) reloads: Reloads,
 }
 
 impl Snapshot {
@@ -108,6 +109,11 @@ impl Snapshot {
     /// Writes of the data plane since the agent started.
     pub fn applies(&self) -> u64 {
         self.applies
+    }
+
+    /// Reloads since the agent started, by outcome.
+    pub fn reloads(&self) -> Reloads {
+        self.reloads
     }
 
     pub fn service(&self, name: &str) -> Result<&Service, AgentError> {

@@ -1,20 +1,38 @@
-//! `GET /metrics`: Prometheus text exposition, built fresh from the agent's
-//! state on each scrape.
+//! `GET /metrics`: Prometheus exposition, built fresh from the agent's
+//! state on each scrape: OpenMetrics for a scraper that asks for it (as
+//! Prometheus does), the classic text format (0.0.4) otherwise.
+//!
+//! Names follow Prometheus conventions: counters end in `_total`, units are
+//! in the name in base units (`_seconds`, `_bytes`), bytes are apart from
+//! packets. The label names (`service`, `backend`, `state`, `counter`,
+//! `vrrp_instance`, `result`, `version`) are stable.
 
-use std::sync::atomic::AtomicU64;
+use std::{
+    sync::atomic::AtomicU64,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-use axum::{extract::State, http::header, response::IntoResponse};
+use axum::{
+    extract::State,
+    http::{header, HeaderMap},
+    response::IntoResponse,
+};
+use lb_common::stats::Counter as DataplaneCounter;
 use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    encoding::{text::encode, EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, MetricType},
     registry::Registry,
 };
 
 use super::{views, ApiError, ApiState};
 use crate::{
+    health::state::{ProbeDurations, DURATION_BUCKETS},
     model::{AdminState, OperState, Spelled},
     vrrp::State as VrrpState,
 };
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_0_0_4: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -51,22 +69,115 @@ fn one_hot<T: PartialEq>(
     }
 }
 
-pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+/// Each backend's probe durations, as one histogram family.
+#[derive(Debug, Default)]
+struct CheckDurations(Vec<(Labels, ProbeDurations)>);
+
+impl EncodeMetric for CheckDurations {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, durations) in &self.0 {
+            let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(durations.counts)
+                .collect();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(
+                    durations.sum_seconds,
+                    durations.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Seconds since the Unix epoch, with the milliseconds.
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// A counter without labels.
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let counter = Counter::<u64>::default();
+    counter.inc_by(value);
+    registry.register(name, help, counter);
+}
+
+fn float_gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let gauge = Gauge::<f64, AtomicU64>::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
+}
+
+/// OpenMetrics as the classic text format: a counter's family takes the
+/// `_total` its samples have, and the `# UNIT` and `# EOF` lines go.
+fn text_0_0_4(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        text.push_str(described.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
+}
+
+pub async fn metrics(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let snapshot = state.agent.snapshot();
     let stats = views::stats(&snapshot, state.token.is_some())?;
     let services = views::services(&snapshot);
     let vrrp = super::vrrp_status(&state).await;
 
     let mut registry = Registry::with_prefix("xlb");
+    gauge_family(
+        &mut registry,
+        "build_info",
+        "Always 1: the agent's version in its label",
+    )
+    .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+    .set(1);
     let packets = counter_family(
         &mut registry,
         "dataplane_packets",
         "Packets the XDP program counted, by counter",
     );
-    for (counter, total) in stats.counters.iter() {
-        packets
-            .get_or_create(&vec![("counter", counter.name().to_string())])
-            .inc_by(total);
+    for (dataplane_counter, total) in stats.counters.iter() {
+        if dataplane_counter == DataplaneCounter::RxBytes {
+            counter(
+                &mut registry,
+                "dataplane_rx_bytes",
+                "Bytes of every frame the XDP program saw, Ethernet header included",
+                total,
+            );
+        } else {
+            packets
+                .get_or_create(&vec![("counter", dataplane_counter.name().to_string())])
+                .inc_by(total);
+        }
     }
     let service_packets = counter_family(
         &mut registry,
@@ -116,6 +227,12 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         "backend_flows",
         "Flows to the backend in the flow table: active, or inactive (half-open or closing)",
     );
+    let check_failures = counter_family(
+        &mut registry,
+        "health_check_failures",
+        "Failed health check probes of the backend",
+    );
+    let mut check_durations = CheckDurations::default();
     let fallback = gauge_family(
         &mut registry,
         "service_fallback_active",
@@ -175,31 +292,39 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
                 AdminState::SPELLINGS,
                 &backend.admin_state,
             );
+            if let Some(check) = &backend.check {
+                check_failures
+                    .get_or_create(&labels)
+                    .inc_by(check.failures_total);
+                check_durations
+                    .0
+                    .push((labels.clone(), check.durations.clone()));
+            }
         }
     }
-    let transitions = counter_family(
+    registry.register(
+        "health_check_duration_seconds",
+        "How long the backend's health check probes took",
+        check_durations,
+    );
+    counter(
         &mut registry,
         "health_transitions",
         "Backend health state changes",
+        stats.health_transitions,
     );
-    transitions
-        .get_or_create(&Vec::new())
-        .inc_by(stats.health_transitions);
-    counter_family(
+    counter(
         &mut registry,
         "maglev_builds",
         "Maglev tables built: one per service whose backends or weights changed",
-    )
-    .get_or_create(&Vec::new())
-    .inc_by(stats.maglev_builds);
-    let uptime = gauge_family(
+        stats.maglev_builds,
+    );
+    float_gauge(
         &mut registry,
         "uptime_seconds",
         "Seconds since the agent started",
+        stats.uptime.as_secs_f64(),
     );
-    uptime
-        .get_or_create(&Vec::new())
-        .set(stats.uptime.as_secs() as i64);
     for (name, help, value) in [
         (
             "flood_guard_active",
@@ -217,12 +342,45 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         registry.register(name, help, gauge);
     }
     if let Some(at_ms) = stats.flow_count.at_unix_ms {
-        let walked = Gauge::<f64, AtomicU64>::default();
-        walked.set(at_ms as f64 / 1000.0);
-        registry.register(
+        float_gauge(
+            &mut registry,
             "flow_count_timestamp_seconds",
             "When the walk of the flow table that xlb_backend_flows comes from ended",
-            walked,
+            at_ms as f64 / 1000.0,
+        );
+        let walk = &snapshot.flow_count().walk;
+        let entries = Gauge::<i64>::default();
+        entries.set(walk.entries.saturating_sub(walk.pruned) as i64);
+        registry.register(
+            "flow_table_entries",
+            "Entries in the flow table after its last walk (expired ones pruned)",
+            entries,
+        );
+    }
+    let capacity = Gauge::<i64>::default();
+    capacity.set(snapshot.model().tables.flow_entries.into());
+    registry.register(
+        "flow_table_capacity",
+        "Entries the flow table holds before the kernel evicts the least recently used",
+        capacity,
+    );
+    let reloads = snapshot.reloads();
+    let reload_results = counter_family(
+        &mut registry,
+        "reloads",
+        "Reloads of the configuration file, by result",
+    );
+    for (result, count) in [("success", reloads.succeeded), ("failure", reloads.failed)] {
+        reload_results
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc_by(count);
+    }
+    if let Some(at) = reloads.last_success {
+        float_gauge(
+            &mut registry,
+            "last_reload_success_timestamp_seconds",
+            "When the last successful reload ended",
+            unix_seconds(at),
         );
     }
 
@@ -253,7 +411,9 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         "Advertisements dropped as invalid",
     );
     for instance in &vrrp {
-        let labels = vec![("instance", instance.name.clone())];
+        // Not `instance`: Prometheus gives every scraped sample that label,
+        // the target's.
+        let labels = vec![("vrrp_instance", instance.name.clone())];
         one_hot(&vrrp_state, &labels, VrrpState::SPELLINGS, &instance.state);
         vrrp_priority
             .get_or_create(&labels)
@@ -279,11 +439,91 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
             format!("encoding metrics: {e}"),
         )
     })?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    ))
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    Ok(if openmetrics {
+        ([(header::CONTENT_TYPE, OPENMETRICS)], text)
+    } else {
+        ([(header::CONTENT_TYPE, TEXT_0_0_4)], text_0_0_4(&text))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counter_families_by_their_samples() {
+        let openmetrics = "# HELP xlb_reloads Reloads.\n# TYPE xlb_reloads counter\n\
+                           xlb_reloads_total{result=\"success\"} 1\n\
+                           # HELP xlb_uptime_seconds Up.\n# TYPE xlb_uptime_seconds gauge\n\
+                           # UNIT xlb_uptime_seconds seconds\nxlb_uptime_seconds 5\n# EOF\n";
+        assert_eq!(
+            text_0_0_4(openmetrics),
+            "# HELP xlb_reloads_total Reloads.\n# TYPE xlb_reloads_total counter\n\
+             xlb_reloads_total{result=\"success\"} 1\n\
+             # HELP xlb_uptime_seconds Up.\n# TYPE xlb_uptime_seconds gauge\n\
+             xlb_uptime_seconds 5\n"
+        );
+    }
+
+    /// The metric names `text` mentions: `xlb_` and what follows of
+    /// lowercase letters and underscores.
+    fn names_in(text: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = text
+            .match_indices("xlb_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Whether this file registers `name`: its family (the name less
+    /// `xlb_` and a sample suffix) is a string literal here.
+    fn registered(name: &str) -> bool {
+        let source = include_str!("metrics.rs");
+        let family = name.strip_prefix("xlb_").unwrap_or(name);
+        std::iter::once(family)
+            .chain(
+                ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .filter_map(|suffix| family.strip_suffix(suffix)),
+            )
+            .any(|family| source.contains(&format!("\"{family}\",")))
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alerts_use_only_exported_metrics() {
+        for (file, text) in [
+            (
+                "deploy/grafana/xlb.json",
+                include_str!("../../../deploy/grafana/xlb.json"),
+            ),
+            (
+                "deploy/prometheus/xlb-alerts.yml",
+                include_str!("../../../deploy/prometheus/xlb-alerts.yml"),
+            ),
+        ] {
+            let names = names_in(text);
+            assert!(names.len() > 5, "{file}: {names:?}");
+            for name in names {
+                assert!(
+                    registered(name),
+                    "{file} uses {name}, which xlb does not export"
+                );
+            }
+        }
+        assert!(!registered("xlb_backend_nonsense_total"));
+        serde_json::from_str::<serde_json::Value>(include_str!("../../../deploy/grafana/xlb.json"))
+            .expect("the dashboard is JSON");
+    }
 }

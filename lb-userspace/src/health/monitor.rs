@@ -17,7 +17,7 @@ use tokio::{
 use super::{
     probe::probe,
     random::random_u64,
-    state::{ProbeOutcome, Tracker},
+    state::{ProbeDurations, ProbeOutcome, Tracker},
 };
 use crate::model::{CheckKind, HealthCheck, HealthVia, OperState};
 
@@ -51,6 +51,9 @@ pub struct CheckStatus {
     pub transitions: u64,
     pub checks: u64,
     pub failures_total: u64,
+    /// For the metrics only: not part of the API.
+    #[serde(skip)]
+    pub durations: ProbeDurations,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -290,6 +293,7 @@ fn status_of(tracker: &Tracker, last: Option<&ProbeOutcome>, since: SystemTime) 
         transitions: tracker.transitions(),
         checks: tracker.checks(),
         failures_total: tracker.failures_total(),
+        durations: tracker.durations().clone(),
     }
 }
 

@@ -38,6 +38,37 @@ impl fmt::Display for Progress {
     }
 }
 
+/// Upper bounds, in seconds, of the buckets probe durations are counted in
+/// (`xlb_health_check_duration_seconds`); the last bucket is unbounded.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// How long a check's probes took: a count per bucket of
+/// [`DURATION_BUCKETS`] (not cumulative) and one above them, and the sum.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProbeDurations {
+    pub counts: [u64; DURATION_BUCKETS.len() + 1],
+    pub sum_seconds: f64,
+}
+
+impl ProbeDurations {
+    fn record(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum_seconds += seconds;
+    }
+
+    /// Probes counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Tracker {
     rise: u32,
@@ -48,6 +79,7 @@ pub struct Tracker {
     checks: u64,
     failures_total: u64,
     transitions: u64,
+    durations: ProbeDurations,
 }
 
 impl Tracker {
@@ -62,12 +94,14 @@ impl Tracker {
             checks: 0,
             failures_total: 0,
             transitions: 0,
+            durations: ProbeDurations::default(),
         }
     }
 
     /// Counts `outcome`; returns the new state when this outcome flipped it.
     pub fn record(&mut self, outcome: &ProbeOutcome) -> Option<OperState> {
         self.checks += 1;
+        self.durations.record(outcome.took);
         if outcome.ok {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);
@@ -126,6 +160,11 @@ impl Tracker {
     /// State changes so far.
     pub fn transitions(&self) -> u64 {
         self.transitions
+    }
+
+    /// How long the recorded probes took.
+    pub fn durations(&self) -> &ProbeDurations {
+        &self.durations
     }
 }
 
@@ -238,5 +277,25 @@ mod tests {
         assert_eq!(tracker.checks(), 4);
         assert_eq!(tracker.failures_total(), 3);
         assert_eq!(tracker.transitions(), 1);
+    }
+
+    #[test]
+    fn probe_durations_fall_in_their_buckets() {
+        let mut tracker = Tracker::new(1, 1, Up);
+        for took_ms in [0, 1, 3, 3000] {
+            tracker.record(&ProbeOutcome {
+                took: Duration::from_millis(took_ms),
+                ..outcome(true)
+            });
+        }
+        let durations = tracker.durations();
+        // 0 ms and 1 ms are within the first two bounds, 3 ms within 5 ms,
+        // 3 s above every bound.
+        assert_eq!(durations.counts[0], 1);
+        assert_eq!(durations.counts[1], 1);
+        assert_eq!(durations.counts[3], 1);
+        assert_eq!(durations.counts[DURATION_BUCKETS.len()], 1);
+        assert_eq!(durations.count(), 4);
+        assert!((durations.sum_seconds - 3.004).abs() < 1e-9);
     }
 }
