@@ -33,6 +33,15 @@ fn options(words: &[&str]) -> Vec<(String, Option<String>)> {
     options
 }
 
+/// An `-A` or `-a` rule: its line and the service it names.
+struct Rule<'a> {
+    number: usize,
+    line: &'a str,
+    protocol: &'static str,
+    endpoint: SocketAddr,
+    options: &'a [(String, Option<String>)],
+}
+
 /// A service as the rules so far made it: its endpoint and forwarding.
 struct Known {
     protocol: &'static str,
@@ -50,11 +59,27 @@ pub fn convert(text: &str) -> Imported {
         match words.first() {
             None => {}
             Some(word) if word.starts_with('#') => {}
-            Some(&"-A") | Some(&"--add-service") => {
-                add_service(&mut out, &mut known, number, line, &options(&words[1..]))
-            }
-            Some(&"-a") | Some(&"--add-server") => {
-                add_server(&mut out, &mut known, number, line, &options(&words[1..]))
+            Some(&kind @ ("-A" | "--add-service" | "-a" | "--add-server")) => {
+                let options = options(&words[1..]);
+                let (protocol, endpoint) = match endpoint(&options) {
+                    Ok(found) => found,
+                    Err(reason) => {
+                        out.report(number, line, reason);
+                        continue;
+                    }
+                };
+                let rule = Rule {
+                    number,
+                    line,
+                    protocol,
+                    endpoint,
+                    options: &options,
+                };
+                if matches!(kind, "-A" | "--add-service") {
+                    add_service(&mut out, &mut known, &rule);
+                } else {
+                    add_server(&mut out, &mut known, &rule);
+                }
             }
             Some(_) => out.report(
                 number,
@@ -92,17 +117,14 @@ fn endpoint(options: &[(String, Option<String>)]) -> Result<(&'static str, Socke
     Err("no -t or -u service: not carried over".into())
 }
 
-fn add_service(
-    out: &mut Imported,
-    known: &mut Vec<Known>,
-    number: usize,
-    line: &str,
-    options: &[(String, Option<String>)],
-) {
-    let (protocol, endpoint) = match endpoint(options) {
-        Ok(found) => found,
-        Err(reason) => return out.report(number, line, reason),
-    };
+fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
+    let Rule {
+        number,
+        line,
+        protocol,
+        endpoint,
+        options,
+    } = *rule;
     let mut service = ServiceConfig {
         name: service_name(protocol, endpoint.ip(), endpoint.port()),
         vip: endpoint.ip().to_string(),
@@ -179,17 +201,14 @@ fn add_service(
     out.config.services.push(service);
 }
 
-fn add_server(
-    out: &mut Imported,
-    known: &mut [Known],
-    number: usize,
-    line: &str,
-    options: &[(String, Option<String>)],
-) {
-    let (protocol, endpoint) = match endpoint(options) {
-        Ok(found) => found,
-        Err(reason) => return out.report(number, line, reason),
-    };
+fn add_server(out: &mut Imported, known: &mut [Known], rule: &Rule) {
+    let Rule {
+        number,
+        line,
+        protocol,
+        endpoint,
+        options,
+    } = *rule;
     let Some(service) = known
         .iter_mut()
         .find(|k| k.protocol == protocol && k.endpoint == endpoint)

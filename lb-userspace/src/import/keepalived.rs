@@ -26,6 +26,15 @@ impl Node {
         self.words.get(index + 1).map(String::as_str)
     }
 
+    /// The arguments as a command line: a quoted one split at blanks.
+    fn command(&self) -> Vec<String> {
+        self.words[1..]
+            .iter()
+            .flat_map(|w| w.split_whitespace())
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn children(&self) -> &[Node] {
         self.block.as_deref().unwrap_or_default()
     }
@@ -249,15 +258,7 @@ fn instance(c: &mut Converter, node: &Node) {
                     });
                 }
             }
-            "notify" => {
-                instance.notify = Some(
-                    child.words[1..]
-                        .iter()
-                        .flat_map(|w| w.split_whitespace())
-                        .map(str::to_owned)
-                        .collect(),
-                )
-            }
+            "notify" => instance.notify = Some(child.command()),
             "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => c.report(
                 child,
                 "xlb runs one `notify` command with the new state as its third argument; \
@@ -525,15 +526,7 @@ fn check(c: &mut Converter, node: &Node) -> Option<HealthConfig> {
                 }
             }
             "virtualhost" => health.host = child.arg(0).map(str::to_owned),
-            "misc_path" => {
-                health.command = Some(
-                    child.words[1..]
-                        .iter()
-                        .flat_map(|w| w.split_whitespace())
-                        .map(str::to_owned)
-                        .collect(),
-                )
-            }
+            "misc_path" => health.command = Some(child.command()),
             "name" => health.query = child.arg(0).map(str::to_owned),
             "type" => health.query_type = child.arg(0).map(str::to_owned),
             "delay_before_retry" => c.report(

@@ -6,43 +6,40 @@ use std::net::IpAddr;
 use super::{ipvsadm, keepalived, Imported};
 use crate::config::Config;
 
-/// A fixture: its file name, text, converter, `xlb import`'s
-/// `--interface` and `--tunnel-source` values, expected TOML and report.
+/// A fixture: its file name, text, converter, expected TOML and report.
+/// The expected `[agent]` holds `xlb import`'s `--interface` and
+/// `--tunnel-source` values.
 struct Fixture {
     file: &'static str,
     input: &'static str,
     convert: fn(&str) -> Imported,
-    interfaces: &'static [&'static str],
-    tunnel_sources: &'static [&'static str],
     toml: &'static str,
     reported: &'static str,
 }
 
 macro_rules! fixture {
-    ($format:literal, $name:literal, $ext:literal, $convert:expr, $interfaces:expr, $tunnel_sources:expr) => {
+    ($convert:ident, $name:literal, $ext:literal) => {
         Fixture {
             file: concat!($name, ".", $ext),
             input: include_str!(concat!(
                 "../../../tests/fixtures/import/",
-                $format,
+                stringify!($convert),
                 "/",
                 $name,
                 ".",
                 $ext
             )),
-            convert: $convert,
-            interfaces: $interfaces,
-            tunnel_sources: $tunnel_sources,
+            convert: $convert::convert,
             toml: include_str!(concat!(
                 "../../../tests/fixtures/import/",
-                $format,
+                stringify!($convert),
                 "/",
                 $name,
                 ".toml"
             )),
             reported: include_str!(concat!(
                 "../../../tests/fixtures/import/",
-                $format,
+                stringify!($convert),
                 "/",
                 $name,
                 ".dropped"
@@ -53,46 +50,11 @@ macro_rules! fixture {
 
 fn fixtures() -> Vec<Fixture> {
     vec![
-        fixture!(
-            "ipvsadm",
-            "three-modes",
-            "rules",
-            ipvsadm::convert,
-            &["eth0"],
-            &["192.0.2.1"]
-        ),
-        fixture!(
-            "ipvsadm",
-            "nat-gateway",
-            "rules",
-            ipvsadm::convert,
-            &["eth0"],
-            &[]
-        ),
-        fixture!(
-            "keepalived",
-            "director-a",
-            "conf",
-            keepalived::convert,
-            &["enp0s3", "enp0s8"],
-            &[]
-        ),
-        fixture!(
-            "keepalived",
-            "director-b",
-            "conf",
-            keepalived::convert,
-            &["enp0s3", "enp0s8"],
-            &[]
-        ),
-        fixture!(
-            "keepalived",
-            "four-services",
-            "conf",
-            keepalived::convert,
-            &["eth0", "eth1"],
-            &["192.168.1.10"]
-        ),
+        fixture!(ipvsadm, "three-modes", "rules"),
+        fixture!(ipvsadm, "nat-gateway", "rules"),
+        fixture!(keepalived, "director-a", "conf"),
+        fixture!(keepalived, "director-b", "conf"),
+        fixture!(keepalived, "four-services", "conf"),
     ]
 }
 
@@ -108,23 +70,27 @@ fn assert_lines(what: &str, actual: &str, expected: &str) {
 #[test]
 fn fixtures_convert_to_their_expected_toml_and_report() {
     for fixture in fixtures() {
-        let mut imported = (fixture.convert)(fixture.input);
-        let sources: Vec<IpAddr> = fixture
-            .tunnel_sources
-            .iter()
-            .map(|s| s.parse().unwrap())
+        let expected = match Config::parse(fixture.toml) {
+            Ok(config) => config,
+            Err(e) => panic!("{}: the expected TOML does not parse: {e}", fixture.file),
+        };
+        if let Err(e) = expected.validate() {
+            panic!("{}: the expected TOML does not validate: {e}", fixture.file);
+        }
+        let agent = &expected.agent;
+        let sources: Vec<IpAddr> = [&agent.tunnel_source_v4, &agent.tunnel_source_v6]
+            .into_iter()
+            .flatten()
+            .map(|s| s.parse().expect("a tunnel source address"))
             .collect();
-        let interfaces: Vec<String> = fixture.interfaces.iter().map(|i| i.to_string()).collect();
-        imported.set_agent(&interfaces, &sources);
+        let mut imported = (fixture.convert)(fixture.input);
+        imported.set_agent(&agent.interfaces, &sources);
         assert_lines(fixture.file, &imported.config.to_toml(), fixture.toml);
         assert_lines(
             &format!("{} report", fixture.file),
             &imported.report_lines(fixture.file).join("\n"),
             fixture.reported,
         );
-        if let Err(e) = Config::parse(fixture.toml).and_then(|c| c.validate()) {
-            panic!("{}: the expected TOML does not validate: {e}", fixture.file);
-        }
     }
 }
 
