@@ -42,6 +42,12 @@ struct Rule<'a> {
     options: &'a [(String, Option<String>)],
 }
 
+impl Rule<'_> {
+    fn report(&self, out: &mut Imported, reason: impl Into<String>) {
+        out.report(self.number, self.line, reason);
+    }
+}
+
 /// A service as the rules so far made it: its endpoint and forwarding.
 struct Known {
     protocol: &'static str,
@@ -118,13 +124,7 @@ fn endpoint(options: &[(String, Option<String>)]) -> Result<(&'static str, Socke
 }
 
 fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
-    let Rule {
-        number,
-        line,
-        protocol,
-        endpoint,
-        options,
-    } = *rule;
+    let (protocol, endpoint) = (rule.protocol, rule.endpoint);
     let mut service = ServiceConfig {
         name: service_name(protocol, endpoint.ip(), endpoint.port()),
         vip: endpoint.ip().to_string(),
@@ -133,13 +133,13 @@ fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
         ..ServiceConfig::default()
     };
     let mut netmask = None;
-    for (option, value) in options {
+    for (option, value) in rule.options {
         let value = value.as_deref();
         match (option.as_str(), value) {
             ("-t" | "--tcp-service" | "-u" | "--udp-service", _) => {}
             ("-s" | "--scheduler", Some(scheduler)) => {
                 if let Some(change) = scheduler_change(scheduler) {
-                    out.report(number, line, change);
+                    rule.report(out, change);
                 }
             }
             ("-p" | "--persistent", timeout) => {
@@ -151,9 +151,8 @@ fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
                             netmask: None,
                         })
                     }
-                    Err(_) => out.report(
-                        number,
-                        line,
+                    Err(_) => rule.report(
+                        out,
                         format!(
                             "-p {timeout}: not a number of seconds; persistence not carried over"
                         ),
@@ -161,7 +160,7 @@ fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
                 }
             }
             ("-M" | "--netmask", Some(mask)) => netmask = Some(mask),
-            _ => out.report(number, line, unsupported(option, value)),
+            _ => rule.report(out, unsupported(option, value)),
         }
     }
     if let Some(mask) = netmask {
@@ -170,14 +169,12 @@ fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
                 let full = if endpoint.is_ipv4() { 32 } else { 128 };
                 persistence.netmask = (len != full).then_some(len);
             }
-            (None, _) => out.report(
-                number,
-                line,
+            (None, _) => rule.report(
+                out,
                 format!("-M {mask} without -p: IPVS ignores it too; not carried over"),
             ),
-            (Some(_), None) => out.report(
-                number,
-                line,
+            (Some(_), None) => rule.report(
+                out,
                 format!("-M {mask} is not a netmask; persistence per client address"),
             ),
         }
@@ -186,11 +183,7 @@ fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
         .iter()
         .any(|k| k.protocol == protocol && k.endpoint == endpoint)
     {
-        return out.report(
-            number,
-            line,
-            "the service is already defined: not carried over",
-        );
+        return rule.report(out, "the service is already defined: not carried over");
     }
     known.push(Known {
         protocol,
@@ -202,20 +195,13 @@ fn add_service(out: &mut Imported, known: &mut Vec<Known>, rule: &Rule) {
 }
 
 fn add_server(out: &mut Imported, known: &mut [Known], rule: &Rule) {
-    let Rule {
-        number,
-        line,
-        protocol,
-        endpoint,
-        options,
-    } = *rule;
+    let (protocol, endpoint) = (rule.protocol, rule.endpoint);
     let Some(service) = known
         .iter_mut()
         .find(|k| k.protocol == protocol && k.endpoint == endpoint)
     else {
-        return out.report(
-            number,
-            line,
+        return rule.report(
+            out,
             "no -A rule before it adds this service: not carried over",
         );
     };
@@ -223,16 +209,15 @@ fn add_server(out: &mut Imported, known: &mut [Known], rule: &Rule) {
     let mut mode = "dr";
     let mut weight = None;
     let mut ignored = Vec::new();
-    for (option, value) in options {
+    for (option, value) in rule.options {
         let value = value.as_deref();
         match (option.as_str(), value) {
             ("-t" | "--tcp-service" | "-u" | "--udp-service", _) => {}
             ("-r" | "--real-server", Some(text)) => match text.parse() {
                 Ok(addr) => server = Some(addr),
                 Err(_) => {
-                    return out.report(
-                        number,
-                        line,
+                    return rule.report(
+                        out,
                         format!("{text:?} is not a numeric address and port (save with `ipvsadm -Sn`); not carried over"),
                     )
                 }
@@ -248,7 +233,7 @@ fn add_server(out: &mut Imported, known: &mut [Known], rule: &Rule) {
         }
     }
     let Some(server) = server else {
-        return out.report(number, line, "no -r real server: not carried over");
+        return rule.report(out, "no -r real server: not carried over");
     };
     match service.mode {
         None => {
@@ -256,9 +241,8 @@ fn add_server(out: &mut Imported, known: &mut [Known], rule: &Rule) {
             out.config.services[service.index].mode = Some(mode.to_owned());
         }
         Some(first) if first != mode => {
-            return out.report(
-                number,
-                line,
+            return rule.report(
+                out,
                 format!("forwarding by {mode}, but the service's first server by {first}: an xlb service forwards one way; not carried over"),
             )
         }
@@ -277,7 +261,7 @@ fn add_server(out: &mut Imported, known: &mut [Known], rule: &Rule) {
         None
     };
     for reason in ignored {
-        out.report(number, line, reason);
+        rule.report(out, reason);
     }
     out.config.services[service.index]
         .backends
