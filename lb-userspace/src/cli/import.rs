@@ -5,12 +5,14 @@ use std::{net::IpAddr, path::PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use crate::import::{ipvsadm, keepalived};
+use crate::import::{haproxy, ipvsadm, keepalived};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
     /// keepalived.conf: vrrp_instance, vrrp_sync_group, virtual_server.
     Keepalived,
+    /// haproxy.cfg: frontend, backend and listen sections, served as NAT.
+    Haproxy,
     /// The rules `ipvsadm -Sn` saves.
     Ipvsadm,
 }
@@ -38,6 +40,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.file.display()))?;
     let mut imported = match args.format {
         Format::Keepalived => keepalived::convert(&text),
+        Format::Haproxy => haproxy::convert(&text),
         Format::Ipvsadm => ipvsadm::convert(&text),
     };
     imported.set_agent(&args.interfaces, &args.tunnel_sources);

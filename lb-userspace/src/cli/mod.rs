@@ -110,7 +110,7 @@ pub enum Command {
     /// same backend for a flow; keep it secret, so clients cannot choose
     /// ports that all land on one backend.
     Keygen,
-    /// Convert keepalived.conf or `ipvsadm -Sn` rules to an xlb configuration.
+    /// Convert keepalived.conf, haproxy.cfg or `ipvsadm -Sn` rules to an xlb configuration.
     ///
     /// Prints the TOML on stdout and, on stderr, every input line that is
     /// not carried over as it was (FILE:LINE: TEXT: reason): dropped, or

@@ -1,7 +1,8 @@
-//! `xlb import`: keepalived.conf and `ipvsadm -S` rules turned into an
+//! `xlb import`: keepalived.conf, haproxy.cfg and `ipvsadm -S` rules turned into an
 //! xlb [`Config`], with every input line not carried over as it was
 //! reported (never silently dropped).
 
+pub mod haproxy;
 pub mod ipvsadm;
 pub mod keepalived;
 #[cfg(test)]

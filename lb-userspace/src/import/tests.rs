@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::{ipvsadm, keepalived, Imported};
+use super::{haproxy, ipvsadm, keepalived, Imported};
 use crate::config::Config;
 
 /// A fixture: its file name, text, converter, expected TOML and report.
@@ -55,6 +55,8 @@ fn fixtures() -> Vec<Fixture> {
         fixture!(keepalived, "director-a", "conf"),
         fixture!(keepalived, "director-b", "conf"),
         fixture!(keepalived, "four-services", "conf"),
+        fixture!(haproxy, "prescriptions", "cfg"),
+        fixture!(haproxy, "four-services", "cfg"),
     ]
 }
 
