@@ -110,10 +110,15 @@ pub fn convert(text: &str) -> Imported {
             _ => {}
         }
     }
+    let mut used = Vec::new();
     for (section, defaults) in sections.iter().zip(&in_effect) {
         match section.kind() {
             "defaults" | "backend" => {}
-            "frontend" => frontend(&mut out, section, &pools),
+            "frontend" => {
+                if let Some(name) = frontend(&mut out, section, &pools) {
+                    used.push(name);
+                }
+            }
             "listen" => listen(&mut out, section, defaults),
             kind => {
                 let reason =
@@ -122,6 +127,15 @@ pub fn convert(text: &str) -> Imported {
                 for line in &section.lines {
                     report(&mut out, line, &reason);
                 }
+            }
+        }
+    }
+    for section in &sections {
+        if section.kind() == "backend" && !used.contains(&section.name()) {
+            let reason = "no frontend's default_backend: its servers are not carried over";
+            report(&mut out, &section.header, reason);
+            for line in section.lines.iter().filter(|l| l.words[0] == "server") {
+                report(&mut out, line, reason);
             }
         }
     }
@@ -414,8 +428,12 @@ fn binds(out: &mut Imported, line: &Line, words: &[&str]) -> Vec<(IpAddr, u16)> 
     found
 }
 
-/// The services of `binds`, each served by `pool`, as NAT.
-fn services(out: &mut Imported, name: &str, binds: &[(&Line, IpAddr, u16)], pool: &Pool) {
+/// The services of `section`'s `binds`, each served by `pool`, as NAT.
+fn services(out: &mut Imported, section: &Section, binds: &[(&Line, IpAddr, u16)], pool: &Pool) {
+    if binds.is_empty() && (!pool.backends.is_empty() || pool.fallback.is_some()) {
+        let reason = "no bind to a VIP and port: its servers are not carried over";
+        report(out, &section.header, reason);
+    }
     for (index, (line, vip, port)) in binds.iter().enumerate() {
         let taken = out.config.services.iter().find(|s| {
             s.backends.iter().any(|b| {
@@ -441,7 +459,7 @@ fn services(out: &mut Imported, name: &str, binds: &[(&Line, IpAddr, u16)], pool
              the director)",
         );
         let name = match index {
-            0 => name.to_owned(),
+            0 => section.name().to_owned(),
             _ => service_name("tcp", *vip, *port),
         };
         out.config.services.push(ServiceConfig {
@@ -467,7 +485,12 @@ fn services(out: &mut Imported, name: &str, binds: &[(&Line, IpAddr, u16)], pool
     }
 }
 
-fn frontend(out: &mut Imported, section: &Section, pools: &HashMap<&str, Pool>) {
+/// A frontend's services; returns the name of the backend it uses.
+fn frontend<'a>(
+    out: &mut Imported,
+    section: &Section<'a>,
+    pools: &HashMap<&str, Pool>,
+) -> Option<&'a str> {
     let mut found = Vec::new();
     let mut backend = None;
     for line in &section.lines {
@@ -495,7 +518,8 @@ fn frontend(out: &mut Imported, section: &Section, pools: &HashMap<&str, Pool>) 
             Pool::default()
         }
     };
-    services(out, section.name(), &found, &pool);
+    services(out, section, &found, &pool);
+    backend.map(|(_, name)| name)
 }
 
 fn listen(out: &mut Imported, section: &Section, defaults: &Defaults) {
@@ -525,5 +549,5 @@ fn listen(out: &mut Imported, section: &Section, defaults: &Defaults) {
             found.push((line, vip, port));
         }
     }
-    services(out, section.name(), &found, &pool);
+    services(out, section, &found, &pool);
 }

@@ -104,3 +104,38 @@ fn netmasks_and_prefix_lengths_are_prefix_lengths() {
     assert_eq!(super::prefix_len("255.0.255.0"), None);
     assert_eq!(super::prefix_len("0.0.0.0"), None);
 }
+
+#[test]
+fn keepalived_blocks_open_on_the_next_line_and_quotes_keep_words_together() {
+    let imported = keepalived::convert(
+        "vrrp_instance VI_1\n{\n    interface eth0 # uplink\n    virtual_router_id 7\n    \
+         priority 100\n    virtual_ipaddress { 192.0.2.7 }\n    \
+         notify \"/usr/local/bin/notify --all\"\n}\n",
+    );
+    assert_eq!(imported.reported, []);
+    let instance = &imported.config.vrrp.instances[0];
+    assert_eq!(
+        (
+            instance.interface.as_str(),
+            instance.vrid,
+            instance.priority
+        ),
+        ("eth0", 7, 100)
+    );
+    assert_eq!(instance.virtual_addresses, ["192.0.2.7"]);
+    assert_eq!(
+        instance.notify.as_deref(),
+        Some(&["/usr/local/bin/notify".to_owned(), "--all".to_owned()][..])
+    );
+}
+
+#[test]
+fn ipvsadm_rules_with_names_are_reported_not_guessed() {
+    let imported = ipvsadm::convert("-A -t www.example.org:http -s wlc\n");
+    assert!(imported.config.services.is_empty());
+    assert_eq!(
+        imported.report_lines("rules"),
+        ["rules:1: -A -t www.example.org:http -s wlc: \"www.example.org:http\" is not a numeric \
+          address and port (save with `ipvsadm -Sn`); not carried over"]
+    );
+}
