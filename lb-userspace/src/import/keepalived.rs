@@ -343,7 +343,8 @@ fn virtual_server(c: &mut Converter, node: &Node) {
     let mut service = ServiceConfig {
         vip: vip.to_string(),
         port: port.into(),
-        mode: Some("dr".into()),
+        // keepalived's default lb_kind (IPVS's masquerading is its zero).
+        mode: Some("nat".into()),
         ..ServiceConfig::default()
     };
     let mut interval = format!("{DEFAULT_DELAY_LOOP}s");
@@ -362,7 +363,7 @@ fn virtual_server(c: &mut Converter, node: &Node) {
                 Some("DR") => service.mode = Some("dr".into()),
                 Some("TUN") => service.mode = Some("ipip".into()),
                 Some("NAT") => service.mode = Some("nat".into()),
-                _ => c.report(child, "not DR, TUN or NAT: direct routing"),
+                _ => c.report(child, "not DR, TUN or NAT: NAT, keepalived's default"),
             },
             "protocol" => match child.arg(0) {
                 Some("TCP") => {}
