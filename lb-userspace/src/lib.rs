@@ -15,6 +15,7 @@ pub mod config;
 pub mod dataplane;
 mod doctor;
 mod health;
+pub mod import;
 pub mod logs;
 pub mod model;
 mod nat_routes;

@@ -4,6 +4,7 @@ mod attach;
 mod client;
 mod decap;
 mod doctor;
+mod import;
 mod realserver;
 mod run;
 
@@ -14,6 +15,7 @@ pub use attach::AttachArgs;
 pub use client::ClientCommand;
 pub use decap::DecapArgs;
 pub use doctor::DoctorArgs;
+pub use import::ImportArgs;
 pub use realserver::RealserverArgs;
 pub use run::{CheckArgs, RunArgs};
 
@@ -108,6 +110,13 @@ pub enum Command {
     /// same backend for a flow; keep it secret, so clients cannot choose
     /// ports that all land on one backend.
     Keygen,
+    /// Convert keepalived.conf, haproxy.cfg or `ipvsadm -Sn` rules to an xlb configuration.
+    ///
+    /// Prints the TOML on stdout and, on stderr, every input line that is
+    /// not carried over as it was (FILE:LINE: TEXT: reason): dropped, or
+    /// mapped with a change of behaviour. Fails if the result does not
+    /// pass `xlb check`.
+    Import(ImportArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -171,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decap(args) => decap::run(args, cli.log_level),
         Command::Realserver(args) => realserver::run(args, cli.log_level),
         Command::Keygen => keygen(),
+        Command::Import(args) => import::run(args),
         Command::Client(command) => client::run(command),
     }
 }

@@ -1,0 +1,141 @@
+//! Each fixture converted and compared line by line with its expected
+//! TOML and report; each expected TOML validates.
+
+use std::net::IpAddr;
+
+use super::{haproxy, ipvsadm, keepalived, Imported};
+use crate::config::Config;
+
+/// A fixture: its file name, text, converter, expected TOML and report.
+/// The expected `[agent]` holds `xlb import`'s `--interface` and
+/// `--tunnel-source` values.
+struct Fixture {
+    file: &'static str,
+    input: &'static str,
+    convert: fn(&str) -> Imported,
+    toml: &'static str,
+    reported: &'static str,
+}
+
+macro_rules! fixture {
+    ($convert:ident, $name:literal, $ext:literal) => {
+        Fixture {
+            file: concat!($name, ".", $ext),
+            input: include_str!(concat!(
+                "../../../tests/fixtures/import/",
+                stringify!($convert),
+                "/",
+                $name,
+                ".",
+                $ext
+            )),
+            convert: $convert::convert,
+            toml: include_str!(concat!(
+                "../../../tests/fixtures/import/",
+                stringify!($convert),
+                "/",
+                $name,
+                ".toml"
+            )),
+            reported: include_str!(concat!(
+                "../../../tests/fixtures/import/",
+                stringify!($convert),
+                "/",
+                $name,
+                ".dropped"
+            )),
+        }
+    };
+}
+
+fn fixtures() -> Vec<Fixture> {
+    vec![
+        fixture!(ipvsadm, "three-modes", "rules"),
+        fixture!(ipvsadm, "nat-gateway", "rules"),
+        fixture!(keepalived, "director-a", "conf"),
+        fixture!(keepalived, "director-b", "conf"),
+        fixture!(keepalived, "four-services", "conf"),
+        fixture!(haproxy, "prescriptions", "cfg"),
+        fixture!(haproxy, "four-services", "cfg"),
+    ]
+}
+
+fn assert_lines(what: &str, actual: &str, expected: &str) {
+    let actual: Vec<&str> = actual.lines().collect();
+    let expected: Vec<&str> = expected.lines().collect();
+    for (index, (a, e)) in actual.iter().zip(&expected).enumerate() {
+        assert_eq!(a, e, "{what}, line {}", index + 1);
+    }
+    assert_eq!(actual.len(), expected.len(), "{what}: number of lines");
+}
+
+#[test]
+fn fixtures_convert_to_their_expected_toml_and_report() {
+    for fixture in fixtures() {
+        let expected = match Config::parse(fixture.toml) {
+            Ok(config) => config,
+            Err(e) => panic!("{}: the expected TOML does not parse: {e}", fixture.file),
+        };
+        if let Err(e) = expected.validate() {
+            panic!("{}: the expected TOML does not validate: {e}", fixture.file);
+        }
+        let agent = &expected.agent;
+        let sources: Vec<IpAddr> = [&agent.tunnel_source_v4, &agent.tunnel_source_v6]
+            .into_iter()
+            .flatten()
+            .map(|s| s.parse().expect("a tunnel source address"))
+            .collect();
+        let mut imported = (fixture.convert)(fixture.input);
+        imported.set_agent(&agent.interfaces, &sources);
+        assert_lines(fixture.file, &imported.config.to_toml(), fixture.toml);
+        assert_lines(
+            &format!("{} report", fixture.file),
+            &imported.report_lines(fixture.file).join("\n"),
+            fixture.reported,
+        );
+    }
+}
+
+#[test]
+fn netmasks_and_prefix_lengths_are_prefix_lengths() {
+    assert_eq!(super::prefix_len("255.255.255.0"), Some(24));
+    assert_eq!(super::prefix_len("255.255.255.255"), Some(32));
+    assert_eq!(super::prefix_len("64"), Some(64));
+    assert_eq!(super::prefix_len("255.0.255.0"), None);
+    assert_eq!(super::prefix_len("0.0.0.0"), None);
+}
+
+#[test]
+fn keepalived_blocks_open_on_the_next_line_and_quotes_keep_words_together() {
+    let imported = keepalived::convert(
+        "vrrp_instance VI_1\n{\n    interface eth0 # uplink\n    virtual_router_id 7\n    \
+         priority 100\n    virtual_ipaddress { 192.0.2.7 }\n    \
+         notify \"/usr/local/bin/notify --all\"\n}\n",
+    );
+    assert_eq!(imported.reported, []);
+    let instance = &imported.config.vrrp.instances[0];
+    assert_eq!(
+        (
+            instance.interface.as_str(),
+            instance.vrid,
+            instance.priority
+        ),
+        ("eth0", 7, 100)
+    );
+    assert_eq!(instance.virtual_addresses, ["192.0.2.7"]);
+    assert_eq!(
+        instance.notify.as_deref(),
+        Some(&["/usr/local/bin/notify".to_owned(), "--all".to_owned()][..])
+    );
+}
+
+#[test]
+fn ipvsadm_rules_with_names_are_reported_not_guessed() {
+    let imported = ipvsadm::convert("-A -t www.example.org:http -s wlc\n");
+    assert!(imported.config.services.is_empty());
+    assert_eq!(
+        imported.report_lines("rules"),
+        ["rules:1: -A -t www.example.org:http -s wlc: \"www.example.org:http\" is not a numeric \
+          address and port (save with `ipvsadm -Sn`); not carried over"]
+    );
+}
