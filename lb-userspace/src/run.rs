@@ -23,11 +23,11 @@ use lb_common::stats::Counter;
 use crate::agent::{
     self,
     flood::{FloodChange, FloodState, FloodWatch},
-    resolve_next_hops, Agent, AgentHandle, FlowCount, Resolve,
+    resolve_next_hops, Agent, AgentHandle, Files, FlowCount, Resolve,
 };
 use crate::{
     api::{self, ApiState},
-    config::Config,
+    config,
     dataplane::{self, Dataplane, FlowTable, LoadOptions, WalkError},
     health::{Monitor, Transition},
     model::Model,
@@ -140,7 +140,11 @@ fn data_plane(model: &Model, bpf_log: LevelFilter) -> anyhow::Result<(Dataplane,
 }
 
 async fn serve(options: RunOptions) -> anyhow::Result<()> {
-    let model = Config::load(&options.config)?;
+    let (file, applied) = config::load_effective(&options.config)?;
+    for note in &applied.notes {
+        log::warn!("a change made through the API no longer applies: {note}");
+    }
+    let model = applied.model;
     // Before touching the kernel: NAT backends behind an interface not
     // attached would never have their replies translated.
     nat_routes::check(&model, None)?;
@@ -164,7 +168,11 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
         model.clone(),
         dataplane,
         Monitor::new(events),
-        Some(options.config.clone()),
+        Files {
+            state: config::state_path(&options.config, &file),
+            config: options.config.clone(),
+            file: Arc::new(file),
+        },
         flow_count,
         flood,
     )?;
@@ -218,6 +226,13 @@ async fn serve(options: RunOptions) -> anyhow::Result<()> {
             }
         }
     };
+    if let Some(vrrp) = &vrrp {
+        let vrrp = vrrp.clone();
+        agent
+            .run(move |a: &mut Agent| Box::pin(async move { a.set_vrrp(vrrp) }))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     *vrrp_slot.lock().await = vrrp.clone();
     ready.store(true, Ordering::Release);
     let serving = format!(

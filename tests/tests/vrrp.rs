@@ -494,3 +494,107 @@ fn a_sync_group_moves_the_outer_and_the_gateway_vip_as_one() {
         "{metrics}"
     );
 }
+
+/// Director `k`'s transitions of VI_1 so far.
+fn transitions(lab: &AgentTestbed, k: usize) -> u64 {
+    instance(lab, k)["transitions"].as_u64().unwrap()
+}
+
+#[test]
+fn a_reload_adds_and_drops_a_vip_and_changes_a_priority_without_a_failover() {
+    require_privileged!();
+    let lab = lab("vrreload", ["", "", ""]);
+    settled(&lab);
+    let before: Vec<u64> = (0..3).map(|k| transitions(&lab, k)).collect();
+    let mut long_lived = LongLived::open(&lab.testbed.client, lab.vip(), 20).unwrap();
+    let load = SteadyLoad::start(&lab.testbed.client, lab.vip(), Duration::from_secs(30));
+    let reload = |k: usize| {
+        let (status, body) = lab.agents[k]
+            .request("POST", "/api/v1/reload", None, None)
+            .unwrap();
+        assert_eq!(status, 200, "director {}: {body}", k + 1);
+        body
+    };
+
+    // One more VIP in every director's file, the master's reloaded first.
+    let two = "virtual_addresses = [\"198.18.0.100\"]";
+    let more = "virtual_addresses = [\"198.18.0.100\", \"198.18.0.101\"]";
+    for (k, priority) in PRIORITIES.into_iter().enumerate() {
+        let text = config(priority, "").replace(two, more);
+        lab.write_config_of(k, &text).unwrap();
+        let said = reload(k);
+        assert!(said.contains("vrrp VI_1: virtual_addresses"), "{said}");
+    }
+    assert!(
+        holds(&lab, 0, "eth0", "198.18.0.101"),
+        "the master serves the new VIP"
+    );
+    for k in 1..3 {
+        assert!(
+            !holds(&lab, k, "eth0", "198.18.0.101"),
+            "backup {} took it",
+            k + 1
+        );
+        assert_eq!(instance(&lab, k)["state"], "backup");
+    }
+    assert_eq!(
+        instance(&lab, 0)["virtual_addresses"],
+        serde_json::json!(["198.18.0.100", "198.18.0.101"])
+    );
+
+    // A backup's priority rises below the master's: applied, still backup.
+    let text = config(120, "").replace(two, more);
+    lab.write_config_of(1, &text).unwrap();
+    assert!(reload(1).contains("vrrp VI_1: priority"));
+    let seen = instance(&lab, 1);
+    assert_eq!(
+        (
+            seen["priority"].as_u64(),
+            seen["configured_priority"].as_u64()
+        ),
+        (Some(120), Some(120)),
+        "{seen}"
+    );
+
+    // The VIP dropped again from the master.
+    lab.write_config_of(0, &config(PRIORITIES[0], "")).unwrap();
+    reload(0);
+    assert!(
+        !holds(&lab, 0, "eth0", "198.18.0.101"),
+        "the dropped VIP stayed"
+    );
+    assert!(holds_vip(&lab, 0));
+
+    // A change of what the router is on the wire needs a restart: refused, named, nothing changed.
+    let text = config(PRIORITIES[0], "").replace("vrid = 51", "vrid = 61");
+    lab.write_config_of(0, &text).unwrap();
+    let (status, body) = lab.agents[0]
+        .request("POST", "/api/v1/reload", None, None)
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["field"], "vrrp.instance[VI_1].vrid", "{body}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was reloaded"),
+        "{body}"
+    );
+    assert_eq!(instance(&lab, 0)["vrid"], 51);
+
+    let after: Vec<u64> = (0..3).map(|k| transitions(&lab, k)).collect();
+    assert_eq!(after, before, "a reload changed a VRRP state");
+    assert_eq!(instance(&lab, 0)["state"], "master");
+    let batches = load.finish().unwrap();
+    let sum = xlb_tests::agent::total(&batches);
+    assert_eq!(
+        sum.failed, 0,
+        "new connections failed across the reloads: {sum:?}"
+    );
+    assert_eq!(
+        long_lived.check().unwrap(),
+        vec![],
+        "established connections broke"
+    );
+}

@@ -23,7 +23,7 @@ use lb_common::maps::{Mode, ServiceKey};
 use tokio::sync::watch;
 
 use crate::{
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, RuntimeState},
     dataplane::{
         services, Dataplane, DataplaneError, DirectorSettings, NextHop, Reader, ServiceSpec, Walk,
     },
@@ -33,7 +33,7 @@ use crate::{
         AdminState, Backend, Model, OperState, Service,
     },
     nat_routes, neigh, sysctl, systemd,
-    vrrp::Tracking,
+    vrrp::{self, Tracking, Vrrp},
 };
 
 use desired::{Desired, Health, NextHops};
@@ -135,6 +135,16 @@ impl From<DataplaneError> for AgentError {
     }
 }
 
+/// The configuration file the agent runs from, and the state file that
+/// keeps the changes made through the API over it.
+#[derive(Clone, Debug)]
+pub struct Files {
+    pub config: PathBuf,
+    pub state: PathBuf,
+    /// The file's model as last read: the running model less the state.
+    pub file: Arc<Model>,
+}
+
 pub struct Agent {
     /// Shared with the snapshots: replaced, not changed.
     model: Arc<Model>,
@@ -145,7 +155,7 @@ pub struct Agent {
     /// States to start checks in instead of their configured `initial`:
     /// after adopting a data plane, what it was serving.
     initial_states: HashMap<CheckId, OperState>,
-    config_path: Option<PathBuf>,
+    files: Files,
     started: Instant,
     health_transitions: u64,
     /// Writes of the data plane: configuration changes, health and next-hop
@@ -163,6 +173,8 @@ pub struct Agent {
     probe_paths: probes::ProbePaths,
     /// What VRRP instances may track, published as it changes.
     tracking: watch::Sender<Tracking>,
+    /// The running VRRP instances, once started, for reloads to change.
+    vrrp: Option<Arc<Vrrp>>,
     /// Handles of its own on what the data plane counts.
     reader: Arc<Reader>,
     /// What readers see, published after every change.
@@ -176,7 +188,7 @@ impl Agent {
         model: Model,
         dataplane: Dataplane,
         monitor: Monitor,
-        config_path: Option<PathBuf>,
+        files: Files,
         flow_count: watch::Receiver<FlowCount>,
         flood: watch::Receiver<flood::FloodState>,
     ) -> Result<Self, DataplaneError> {
@@ -185,6 +197,7 @@ impl Agent {
         let model = Arc::new(model);
         let first = Snapshot {
             model: model.clone(),
+            files: files.clone(),
             next_hops: NextHops::new(),
             checks: HashMap::new(),
             initial_states: HashMap::new(),
@@ -203,7 +216,7 @@ impl Agent {
             monitor,
             next_hops: HashMap::new(),
             initial_states: HashMap::new(),
-            config_path,
+            files,
             started,
             health_transitions: 0,
             applies: 0,
@@ -213,6 +226,7 @@ impl Agent {
             redirects_off: Vec::new(),
             probe_paths: probes::ProbePaths::default(),
             tracking: watch::Sender::new(Tracking::default()),
+            vrrp: None,
             reader,
             snapshot: watch::Sender::new(Arc::new(first)),
             status: String::new(),
@@ -256,6 +270,7 @@ impl Agent {
     fn take_snapshot(&self) -> Snapshot {
         Snapshot {
             model: self.model.clone(),
+            files: self.files.clone(),
             next_hops: self.next_hops.clone(),
             checks: self.monitor.handles(),
             initial_states: self.initial_states.clone(),
@@ -288,6 +303,11 @@ impl Agent {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The VRRP instances started for the running model, which reloads change.
+    pub fn set_vrrp(&mut self, vrrp: Arc<Vrrp>) {
+        self.vrrp = Some(vrrp);
     }
 
     pub fn dataplane(&mut self) -> &mut Dataplane {
@@ -514,8 +534,50 @@ impl Agent {
         let (edits, outcome) = change(&self.model)?;
         let model = edit::apply(&self.model, edits).map_err(AgentError::from)?;
         nat_routes::check(&model, Some(&self.model)).map_err(AgentError::from)?;
+        let before = Model::clone(&self.model);
         self.install(model).await?;
+        if let Err(e) = self.save_state() {
+            // What runs is what is kept.
+            if let Err(undo) = self.install(before).await {
+                log::error!("undoing a change that could not be kept: {undo}");
+            }
+            return Err(AgentError::failed(format!(
+                "the change could not be kept in {}: {e}; nothing changed",
+                self.files.state.display()
+            ))
+            .into());
+        }
         Ok(outcome)
+    }
+
+    /// The changes made through the API: the running services less the file's.
+    pub fn runtime_state(&self) -> RuntimeState {
+        RuntimeState::between(&self.files.file, &self.model)
+    }
+
+    /// Writes [`Agent::runtime_state`] to the state file (removed when empty).
+    fn save_state(&self) -> std::io::Result<()> {
+        self.runtime_state().save(&self.files.state)
+    }
+
+    /// Drops the changes made through the API: the file, as last read,
+    /// runs again. Returns what was dropped.
+    pub async fn clear_state(&mut self) -> Result<RuntimeState, AgentError> {
+        let dropped = self.runtime_state();
+        let file = Model::clone(&self.files.file);
+        nat_routes::check(&file, Some(&self.model)).map_err(AgentError::from)?;
+        self.install(file).await?;
+        self.save_state().map_err(|e| {
+            AgentError::failed(format!(
+                "the file's configuration runs again, but {} could not be removed: {e}",
+                self.files.state.display()
+            ))
+        })?;
+        log::info!(
+            "dropped the changes made through the API ({})",
+            self.files.state.display()
+        );
+        Ok(dropped)
     }
 
     /// Reads the configuration file again and applies what changed,
@@ -539,18 +601,27 @@ impl Agent {
     }
 
     async fn reload_file(&mut self) -> Result<String, AgentError> {
-        let Some(path) = self.config_path.clone() else {
-            return Err(AgentError::invalid("the agent runs without a file", None));
-        };
-        let model = Config::load(&path)
-            .and_then(|model| nat_routes::check(&model, Some(&self.model)).map(|_| model))
+        let path = self.files.config.clone();
+        let state = self.runtime_state();
+        let (file, applied) = Config::load(&path)
+            .and_then(|file| state.apply(&file).map(|applied| (file, applied)))
+            .and_then(|(file, applied)| {
+                nat_routes::check(&applied.model, Some(&self.model))?;
+                Ok((file, applied))
+            })
             .map_err(|e| {
                 AgentError::invalid(
                     format!("{}; nothing was reloaded", e.message),
                     Some(e.field),
                 )
             })?;
-        restart_only(&self.model, &model)?;
+        let model = applied.model;
+        let vrrp_changes = restart_only(&self.model, &model)?;
+        if !vrrp_changes.is_empty() && self.vrrp.is_none() {
+            return Err(AgentError::failed(
+                "VRRP is still starting; reload again in a moment (nothing was reloaded)",
+            ));
+        }
         let before = self.model.clone();
         self.install(model.clone()).await?;
         self.attach_interfaces(&model).map_err(|e| AgentError {
@@ -560,7 +631,25 @@ impl Agent {
             ),
             ..e
         })?;
-        let summary = summarize(&before, &self.model);
+        if let (Some(vrrp), false) = (&self.vrrp, vrrp_changes.is_empty()) {
+            vrrp.reconfigure(model.vrrp.clone()).await.map_err(|e| {
+                AgentError::failed(format!("the services were reloaded, but not VRRP: {e}"))
+            })?;
+        }
+        self.files.file = Arc::new(file);
+        for note in &applied.notes {
+            log::warn!("reload: a change made through the API no longer applies: {note}");
+        }
+        if let Err(e) = self.save_state() {
+            log::warn!(
+                "reload: writing the changes made through the API to {}: {e}",
+                self.files.state.display()
+            );
+        }
+        let mut summary = summarize(&before, &self.model);
+        if !vrrp_changes.is_empty() {
+            summary.push_str(&format!("; vrrp {}", vrrp_changes.join("; ")));
+        }
         log::info!("reloaded {}: {summary}", path.display());
         Ok(summary)
     }
@@ -657,26 +746,46 @@ pub fn check_id(service: &Service, backend: &Backend) -> CheckId {
     }
 }
 
-/// Refuses a reload that changes what only a restart can.
-fn restart_only(running: &Model, next: &Model) -> Result<(), AgentError> {
+/// Refuses a reload that changes what only a restart can, naming each such
+/// change; else, the VRRP instances' changes a reload applies.
+fn restart_only(running: &Model, next: &Model) -> Result<Vec<String>, AgentError> {
     let (a, b) = (&running.agent, &next.agent);
+    let vrrp = vrrp::reload_plan(
+        &running.vrrp,
+        &running.sync_groups,
+        &next.vrrp,
+        &next.sync_groups,
+    );
     let fixed = [
         ("tables", running.tables != next.tables),
-        (
-            "vrrp",
-            running.vrrp != next.vrrp || running.sync_groups != next.sync_groups,
-        ),
         ("agent.api_listen", a.api_listen != b.api_listen),
         ("agent.api_token_file", a.api_token_file != b.api_token_file),
         ("agent.pin_path", a.pin_path != b.pin_path),
+        ("agent.state_file", a.state_file != b.state_file),
         ("agent.xdp_mode", a.xdp_mode != b.xdp_mode),
     ];
-    match fixed.iter().find(|(_, changed)| *changed) {
-        Some((field, _)) => Err(AgentError::invalid(
+    let mut restart: Vec<String> = fixed
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(field, _)| field.to_string())
+        .collect();
+    let live = vrrp.unwrap_or_else(|fields| {
+        restart.extend(fields);
+        Vec::new()
+    });
+    match restart.as_slice() {
+        [] => Ok(live),
+        [field] => Err(AgentError::invalid(
             format!("{field} changed: it takes effect only on restart; nothing was reloaded"),
-            Some(field.to_string()),
+            Some(field.clone()),
         )),
-        None => Ok(()),
+        [first, ..] => Err(AgentError::invalid(
+            format!(
+                "{} changed: they take effect only on restart; nothing was reloaded",
+                restart.join(", ")
+            ),
+            Some(first.clone()),
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ use super::{
     check_id,
     desired::{Desired, Health, NextHops},
     flood::FloodState,
-    AgentError, FlowCount, Reloads,
+    AgentError, Files, FlowCount, Reloads,
 };
 use crate::{
     dataplane::{DirectorSettings, Layout, NextHop, Reader},
@@ -27,6 +27,7 @@ use crate::{
 
 pub struct Snapshot {
     pub(super) model: Arc<Model>,
+    pub(super) files: Files,
     pub(super) next_hops: NextHops,
     /// The running checks' statuses, live.
     pub(super) checks: HashMap<CheckId, CheckHandle>,
@@ -45,6 +46,16 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The configuration and state files, and the file's model.
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
+    /// The changes made through the API, as the state file keeps them.
+    pub fn runtime_state(&self) -> crate::config::RuntimeState {
+        crate::config::RuntimeState::between(&self.files.file, &self.model)
     }
 
     /// Handles on the counters, the traffic and the flows.

@@ -104,6 +104,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/config", get(config))
+        .route("/api/v1/state", get(show_state).delete(clear_state))
         .route("/api/v1/vrrp", get(vrrp))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such path in this API") })
         .method_not_allowed_fallback(|method: Method| async move {
@@ -531,6 +532,31 @@ async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
         .run(|agent: &mut Agent| Box::pin(agent.reload()))
         .await??;
     Ok(Json(serde_json::json!({ "reloaded": summary })))
+}
+
+/// The changes made through the API, kept over the file.
+async fn show_state(State(state): State<ApiState>) -> Json<wire::StateView> {
+    let snapshot = state.agent.snapshot();
+    Json(wire::StateView {
+        path: snapshot.files().state.display().to_string(),
+        changes: snapshot.runtime_state(),
+    })
+}
+
+/// Drops the changes made through the API: the file runs as last read.
+async fn clear_state(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> ApiResult<Json<wire::StateView>> {
+    let dropped = state
+        .agent
+        .run(|agent: &mut Agent| Box::pin(agent.clear_state()))
+        .await??;
+    log::info!(caller:% = caller; "API: dropped the changes made through the API");
+    Ok(Json(wire::StateView {
+        path: state.agent.snapshot().files().state.display().to_string(),
+        changes: dropped,
+    }))
 }
 
 /// The running configuration as a file. VRRP passwords are left out

@@ -16,7 +16,7 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{HealthConfig, PersistenceConfig},
+    config::{HealthConfig, PersistenceConfig, RuntimeState},
     dataplane,
     health::CheckStatus,
     model::{AdminState, OperState, Protocol},
@@ -333,4 +333,15 @@ mod tests {
         let newer: Counters = serde_json::from_str(r#"{"tx": 7, "warp_drive": 1}"#).unwrap();
         assert_eq!(newer.iter().collect::<Vec<_>>(), [(Counter::Tx, 7)]);
     }
+}
+
+/// `GET /api/v1/state`: the changes made through the API that the agent
+/// keeps over its configuration file; `DELETE /api/v1/state` answers with
+/// those it dropped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateView {
+    /// The state file.
+    pub path: String,
+    /// In the state file's spelling; empty when the file runs as written.
+    pub changes: RuntimeState,
 }

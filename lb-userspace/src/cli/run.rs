@@ -6,8 +6,7 @@ use clap::Args;
 use log::LevelFilter;
 
 use crate::{
-    config::Config,
-    nat_routes,
+    config, nat_routes,
     run::{self, RunOptions},
 };
 
@@ -43,7 +42,17 @@ pub fn run(args: RunArgs, log_level: LevelFilter) -> anyhow::Result<()> {
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let model = Config::load(&args.config)?;
+    let (file, applied) = config::load_effective(&args.config)?;
+    let model = applied.model;
+    if model != file {
+        println!(
+            "{}: changes made through the API apply over it",
+            config::state_path(&args.config, &file).display()
+        );
+    }
+    for note in &applied.notes {
+        println!("warning: a change made through the API no longer applies: {note}");
+    }
     let backends: usize = model.services.iter().map(|s| s.backends.len()).sum();
     println!(
         "{}: valid ({} services, {} backends, {} VRRP instances)",

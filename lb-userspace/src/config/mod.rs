@@ -9,6 +9,7 @@
 mod fields;
 mod key_path;
 pub mod keys;
+mod state;
 #[cfg(test)]
 pub(crate) mod tests;
 mod validate;
@@ -27,6 +28,7 @@ use crate::model::{
     rules::Violation, AdminState, AttachMode, Backend, CheckKind, HealthCheck, HealthVia, Model,
     OperState, Protocol, Service, Spelled,
 };
+pub use state::{load_effective, state_path, Applied, BackendChanges, RuntimeState};
 pub use vrrp::{InstanceConfig, SyncGroupConfig, TrackConfig, VrrpConfig};
 
 /// The file as written: every key optional where a default exists.
@@ -56,6 +58,8 @@ pub struct AgentConfig {
     pub api_token_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_source_v4: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -324,6 +328,10 @@ impl Config {
                     .map(|p| p.to_string_lossy().into_owned()),
                 pin_path: Some(agent.pin_path.to_string_lossy().into_owned())
                     .filter(|path| path != DEFAULT_PIN_PATH),
+                state_file: agent
+                    .state_file
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
                 tunnel_source_v4: agent
                     .tunnel_source_v4
                     .map(|a| with_spread(a.into(), agent.tunnel_spread_v4)),

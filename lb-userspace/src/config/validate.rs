@@ -96,6 +96,13 @@ fn agent(raw: &AgentConfig) -> Result<AgentSettings, ConfigError> {
             format!("{pin_path:?} is not an absolute path"),
         ));
     }
+    let state_file = raw.state_file.as_deref().map(PathBuf::from);
+    if let Some(path) = state_file.as_ref().filter(|p| !p.is_absolute()) {
+        return Err(ConfigError::new(
+            "agent.state_file",
+            format!("{:?} is not an absolute path", path.display()),
+        ));
+    }
     let (tunnel_source_v4, tunnel_spread_v4) = tunnel_source::<Ipv4Addr>(
         "agent.tunnel_source_v4",
         raw.tunnel_source_v4.as_deref(),
@@ -114,6 +121,7 @@ fn agent(raw: &AgentConfig) -> Result<AgentSettings, ConfigError> {
         api_listen,
         api_token_file: raw.api_token_file.as_ref().map(PathBuf::from),
         pin_path: PathBuf::from(pin_path),
+        state_file,
         tunnel_source_v4,
         tunnel_source_v6,
         tunnel_spread_v4,

@@ -173,6 +173,7 @@ mod tests {
                 api_listen: "127.0.0.1:9180".parse().unwrap(),
                 api_token_file: None,
                 pin_path: PathBuf::from("/sys/fs/bpf/xlb"),
+                state_file: None,
                 tunnel_source_v4: None,
                 tunnel_source_v6: None,
                 tunnel_spread_v4: 0,

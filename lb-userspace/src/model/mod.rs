@@ -42,6 +42,9 @@ pub struct AgentSettings {
     pub api_token_file: Option<PathBuf>,
     /// The directory on a bpffs where maps, programs and links are pinned.
     pub pin_path: PathBuf,
+    /// Where changes made through the API are kept; `None`: beside the
+    /// configuration file (see `config::state_path`).
+    pub state_file: Option<PathBuf>,
     /// Outer source addresses for IP-in-IP.
     pub tunnel_source_v4: Option<Ipv4Addr>,
     pub tunnel_source_v6: Option<Ipv6Addr>,

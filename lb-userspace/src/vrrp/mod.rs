@@ -6,10 +6,12 @@
 
 pub mod net;
 pub mod packet;
+mod reload;
 mod runtime;
 pub mod state;
 
 pub use crate::model::{V3Checksum, Version};
+pub use reload::plan as reload_plan;
 pub use runtime::{InstanceStatus, Tracking, Vrrp};
 
 use serde::{Deserialize, Serialize};

@@ -70,8 +70,12 @@ pub struct InstanceStatus {
 pub struct Vrrp {
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+    changes: mpsc::UnboundedSender<Change>,
     task: JoinHandle<()>,
 }
+
+/// New settings for running instances, and who waits for them to apply.
+type Change = (Vec<VrrpInstance>, oneshot::Sender<()>);
 
 impl Vrrp {
     /// Opens the sockets, removes virtual addresses a previous run may have
@@ -113,12 +117,28 @@ impl Vrrp {
         }
         let status = Arc::new(Mutex::new(runs.iter().map(Run::status).collect()));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(drive(runs, tracking, status.clone(), stopped));
+        let (changes, changed) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(runs, tracking, status.clone(), stopped, changed));
         Ok(Vrrp {
             status,
             stop: Mutex::new(Some(stop)),
+            changes,
             task,
         })
+    }
+
+    /// Gives the running instances of the same names their new settings,
+    /// in place: only those [`super::reload_plan`] applies live may differ.
+    /// A master adds and announces new virtual addresses and removes
+    /// dropped ones, and the priority follows at once, without a failover.
+    pub async fn reconfigure(&self, instances: Vec<VrrpInstance>) -> anyhow::Result<()> {
+        let (done, applied) = oneshot::channel();
+        self.changes
+            .send((instances, done))
+            .map_err(|_| anyhow::anyhow!("VRRP has stopped"))?;
+        applied
+            .await
+            .map_err(|_| anyhow::anyhow!("VRRP stopped while changing"))
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
@@ -296,19 +316,71 @@ impl Run {
     }
 
     async fn take_over(&mut self) {
-        for addr in self.config.virtual_addresses.clone() {
-            if let Err(e) = net::add_address(&self.config.interface, addr).await {
+        self.add_addresses(&self.config.virtual_addresses.clone())
+            .await;
+        self.announce(self.config.garp_count);
+    }
+
+    async fn add_addresses(&self, addresses: &[IpAddr]) {
+        for addr in addresses {
+            if let Err(e) = net::add_address(&self.config.interface, *addr).await {
                 log::error!("vrrp {}: {e}", self.config.name);
             }
         }
-        self.announce(self.config.garp_count);
+    }
+
+    async fn remove_addresses(&self, addresses: &[IpAddr]) {
+        for addr in addresses {
+            if let Err(e) = net::remove_address(&self.config.interface, *addr).await {
+                log::error!("vrrp {}: {e}", self.config.name);
+            }
+        }
+    }
+
+    /// Takes the new settings of a reload. A master serves the new address
+    /// list at once; the priority is the caller's to retrack.
+    async fn reconfigure(&mut self, config: VrrpInstance) {
+        if config == self.config {
+            return;
+        }
+        let old = std::mem::replace(&mut self.config, config);
+        let added: Vec<IpAddr> = self
+            .config
+            .virtual_addresses
+            .iter()
+            .filter(|a| !old.virtual_addresses.contains(a))
+            .copied()
+            .collect();
+        let dropped: Vec<IpAddr> = old
+            .virtual_addresses
+            .iter()
+            .filter(|a| !self.config.virtual_addresses.contains(a))
+            .copied()
+            .collect();
+        if self.machine.state() == State::Master {
+            self.remove_addresses(&dropped).await;
+            self.add_addresses(&added).await;
+            self.announce_addresses(added.clone(), self.config.garp_count);
+        }
+        self.status.configured_priority = self.config.priority;
+        self.status.virtual_addresses = self.config.virtual_addresses.clone();
+        log::info!(
+            "vrrp {}: reloaded{}{}",
+            self.config.name,
+            list(" adding ", &added),
+            list(" dropping ", &dropped)
+        );
     }
 
     /// Gratuitous ARPs / unsolicited NAs for every address, `count` rounds.
     fn announce(&self, count: u32) {
-        let (ifname, addresses, interval, name) = (
+        self.announce_addresses(self.config.virtual_addresses.clone(), count);
+    }
+
+    /// Gratuitous ARPs / unsolicited NAs for `addresses`, `count` rounds.
+    fn announce_addresses(&self, addresses: Vec<IpAddr>, count: u32) {
+        let (ifname, interval, name) = (
             self.config.interface.clone(),
-            self.config.virtual_addresses.clone(),
             self.config.garp_interval,
             self.config.name.clone(),
         );
@@ -331,11 +403,8 @@ impl Run {
     }
 
     async fn release(&mut self) {
-        for addr in self.config.virtual_addresses.clone() {
-            if let Err(e) = net::remove_address(&self.config.interface, addr).await {
-                log::error!("vrrp {}: {e}", self.config.name);
-            }
-        }
+        self.remove_addresses(&self.config.virtual_addresses.clone())
+            .await;
     }
 
     fn changed(&mut self, from: State, to: State, reason: &str) {
@@ -360,6 +429,15 @@ impl Run {
             notify(command, &self.config.name, to, self.machine.priority());
         }
     }
+}
+
+/// `" adding a, b"`, or nothing for no addresses.
+fn list(what: &str, addresses: &[IpAddr]) -> String {
+    if addresses.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+    format!("{what}{}", names.join(", "))
 }
 
 /// Runs the notify hook like keepalived's: `COMMAND... INSTANCE NAME STATE PRIORITY`.
@@ -403,6 +481,7 @@ async fn drive(
     mut tracking: watch::Receiver<Tracking>,
     status: Arc<Mutex<Vec<InstanceStatus>>>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+    mut changes: mpsc::UnboundedReceiver<Change>,
 ) {
     let origin = Instant::now();
     let now = || Instant::now().duration_since(origin);
@@ -468,6 +547,21 @@ async fn drive(
                     let _ = done.send(());
                 }
                 break;
+            }
+            Some((configs, done)) = changes.recv() => {
+                for config in configs {
+                    if let Some(run) = runs.iter_mut().find(|r| r.config.name == config.name) {
+                        run.reconfigure(config).await;
+                    }
+                }
+                // Interfaces newly tracked are read before they count.
+                let names = interface_names(&runs);
+                links = tokio::task::spawn_blocking(move || link_states(names))
+                    .await
+                    .unwrap_or_default();
+                let current = tracking.borrow().clone();
+                retrack(&mut runs, &current, &links, now()).await;
+                let _ = done.send(());
             }
             Some((socket, received)) = packets.recv() => {
                 receive(&mut runs, &socket, received, now()).await;

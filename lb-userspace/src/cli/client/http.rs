@@ -131,6 +131,12 @@ impl Api {
         self.answer(request.call()).map(drop)
     }
 
+    /// A DELETE that answers with JSON.
+    pub fn delete_json(&self, path: &str) -> anyhow::Result<Value> {
+        let request = self.authorize(self.agent.delete(self.url(path)));
+        parse_json(&self.answer(request.call())?)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

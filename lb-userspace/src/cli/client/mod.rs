@@ -19,7 +19,7 @@ use clap::Subcommand;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use agent::{ConfigCommand, ReloadArgs};
+use agent::{ConfigCommand, ReloadArgs, StateArgs};
 use backend::BackendCommand;
 use flows::FlowsArgs;
 use service::ServiceCommand;
@@ -44,7 +44,12 @@ pub enum ClientCommand {
     /// The running configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Make the agent read its configuration file again and apply what changed.
+    /// The changes made through the API that the agent keeps over its
+    /// file (weights, drains, added and removed backends and services):
+    /// they outlive reloads and restarts until cleared.
+    State(StateArgs),
+    /// Make the agent read its configuration file again and apply what
+    /// changed; changes made through the API stay applied over it.
     Reload(ReloadArgs),
     /// This director's VRRP instances: state, priority, master.
     Vrrp(VrrpArgs),
@@ -58,6 +63,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Flows(args) => flows::run(args),
         ClientCommand::Status(args) => status::run(args),
         ClientCommand::Config(command) => agent::config(command),
+        ClientCommand::State(args) => agent::state(args),
         ClientCommand::Reload(args) => agent::reload(args),
         ClientCommand::Vrrp(args) => vrrp::run(args),
     }
