@@ -29,6 +29,7 @@ const CHANGES: &[(&str, &str)] = &[
     ("service.persistence.timeout", r#""60s""#),
     ("service.health.rise", "3"),
     ("service.backend.weight", "5"),
+    ("service.backend.health.port", "8082"),
     ("vrrp.instance.priority", "100"),
     ("vrrp.instance.track.weight", "-10"),
     ("vrrp.sync_group.instances", r#"["VI_1"]"#),

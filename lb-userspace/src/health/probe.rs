@@ -9,65 +9,89 @@ use std::{
 };
 
 use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpSocket, TcpStream, UdpSocket},
     process::Command,
 };
+use tokio_rustls::TlsConnector;
 
-use super::{dns, random::random_u64, state::ProbeOutcome};
-use crate::model::{CheckKind, ProbeRoute};
+use super::{dns, random::random_u64, state::ProbeOutcome, tls};
+use crate::model::{CheckKind, ProbeRoute, Protocol};
 
 /// The most of an HTTP response that is read.
 const HTTP_RESPONSE_CAP: usize = 64 * 1024;
 /// The longest line of a command's output quoted in a detail.
 const QUOTED_LINE_CAP: usize = 200;
 
-/// Probes `target` (on behalf of `backend`, which exec checks are told
-/// about) and says what happened; the whole probe takes at most `timeout`.
-pub async fn probe(
-    kind: &CheckKind,
-    target: SocketAddr,
-    timeout: Duration,
-    backend: SocketAddr,
-    route: Option<ProbeRoute>,
-) -> ProbeOutcome {
-    let at = SystemTime::now();
-    let started = Instant::now();
-    let mut stage = "while connecting";
-    let result = tokio::time::timeout(
-        timeout,
-        run(kind, target, backend, route, started, &mut stage),
-    )
-    .await;
-    let (ok, detail) = match result {
-        Ok(Ok(detail)) => (true, detail),
-        Ok(Err(detail)) => (false, detail),
-        Err(_) => (
-            false,
-            format!(
-                "timeout after {} {stage}",
-                humantime::format_duration(timeout)
+/// A check's kind ready to probe with: an https check's TLS client is
+/// made once, not per probe.
+pub struct Prober {
+    kind: CheckKind,
+    /// An https check's client, or why it could not be made (each probe
+    /// fails with that).
+    tls: Option<Result<TlsConnector, String>>,
+}
+
+impl Prober {
+    pub fn new(kind: &CheckKind) -> Prober {
+        let tls = match kind {
+            CheckKind::Http { tls: Some(tls), .. } => Some(tls::connector(tls)),
+            _ => None,
+        };
+        Prober {
+            kind: kind.clone(),
+            tls,
+        }
+    }
+
+    /// Probes `target` (on behalf of `backend`, which exec checks are told
+    /// about) and says what happened; the whole probe takes at most `timeout`.
+    pub async fn probe(
+        &self,
+        target: SocketAddr,
+        timeout: Duration,
+        backend: SocketAddr,
+        route: Option<ProbeRoute>,
+    ) -> ProbeOutcome {
+        let at = SystemTime::now();
+        let started = Instant::now();
+        let mut stage = "while connecting";
+        let result = tokio::time::timeout(
+            timeout,
+            run(self, target, backend, route, started, &mut stage),
+        )
+        .await;
+        let (ok, detail) = match result {
+            Ok(Ok(detail)) => (true, detail),
+            Ok(Err(detail)) => (false, detail),
+            Err(_) => (
+                false,
+                format!(
+                    "timeout after {} {stage}",
+                    humantime::format_duration(timeout)
+                ),
             ),
-        ),
-    };
-    ProbeOutcome {
-        ok,
-        detail,
-        at,
-        took: started.elapsed(),
+        };
+        ProbeOutcome {
+            ok,
+            detail,
+            at,
+            took: started.elapsed(),
+        }
     }
 }
 
 /// Ok or Err, the detail; sets `stage` to what it waits for (for the
 /// timeout's detail).
 async fn run(
-    kind: &CheckKind,
+    prober: &Prober,
     target: SocketAddr,
     backend: SocketAddr,
     route: Option<ProbeRoute>,
     started: Instant,
     stage: &mut &'static str,
 ) -> Result<String, String> {
-    match kind {
+    match &prober.kind {
         CheckKind::Tcp => {
             let stream = connect_tcp(target, route).await?;
             let took = started.elapsed();
@@ -81,6 +105,7 @@ async fn run(
             host,
             status,
             body,
+            tls,
         } => {
             let stream = connect_tcp(target, route).await?;
             let host = host.clone().unwrap_or_else(|| host_header(target));
@@ -88,12 +113,21 @@ async fn run(
             let request = format!(
                 "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: xlb-health\r\nAccept: */*\r\n\r\n"
             );
-            *stage = "while sending the request";
-            write_all(&stream, request.as_bytes())
-                .await
-                .map_err(|e| format!("{} while sending the request", describe(&e)))?;
-            *stage = "waiting for the response";
-            let response = read_response(&stream).await?;
+            let response = match (tls, &prober.tls) {
+                (Some(settings), Some(connector)) => {
+                    let connector = connector.as_ref().map_err(Clone::clone)?;
+                    *stage = "during the TLS handshake";
+                    let mut stream = connector
+                        .connect(tls::server_name(settings, target.ip()), stream)
+                        .await
+                        .map_err(|e| tls::handshake_failure(&e, describe))?;
+                    exchange(&mut stream, request.as_bytes(), stage).await?
+                }
+                _ => {
+                    let mut stream = stream;
+                    exchange(&mut stream, request.as_bytes(), stage).await?
+                }
+            };
             let verdict = judge_http(&response, status, body.as_deref());
             verdict.map(|summary| format!("{summary} in {}", millis(started.elapsed())))
         }
@@ -117,25 +151,18 @@ async fn run(
                 millis(started.elapsed())
             ))
         }
-        CheckKind::Dns { name, qtype } => {
+        CheckKind::Dns {
+            name,
+            qtype,
+            transport,
+        } => {
             let id = random_u64() as u16;
             let query = dns::encode_query(id, name, *qtype).map_err(|e| e.to_string())?;
-            let socket = connected_udp(target, route).await?;
-            socket.send(&query).await.map_err(|e| describe(&e))?;
-            *stage = "waiting for a DNS reply";
-            let mut reply = [0; 512];
-            loop {
-                let len = socket.recv(&mut reply).await.map_err(|e| describe(&e))?;
-                let Some(header) = dns::decode_header(&reply[..len]) else {
-                    return Err(format!("malformed DNS reply of {len} bytes"));
-                };
-                if header.id != id {
-                    // A stray datagram, not the answer to this query.
-                    continue;
-                }
-                return judge_dns(&header)
-                    .map(|summary| format!("{summary} in {}", millis(started.elapsed())));
-            }
+            let header = match transport {
+                Protocol::Udp => dns_over_udp(target, route, id, &query, stage).await?,
+                Protocol::Tcp => dns_over_tcp(target, route, id, &query, stage).await?,
+            };
+            judge_dns(&header).map(|summary| format!("{summary} in {}", millis(started.elapsed())))
         }
         CheckKind::Exec { command } => {
             *stage = "waiting for the command";
@@ -143,6 +170,79 @@ async fn run(
             Ok(format!("exit 0 in {}", millis(started.elapsed())))
         }
     }
+}
+
+/// Sends `request` and reads the response to it.
+async fn exchange(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    request: &[u8],
+    stage: &mut &'static str,
+) -> Result<Vec<u8>, String> {
+    *stage = "while sending the request";
+    send(stream, request)
+        .await
+        .map_err(|e| format!("{} while sending the request", describe(&e)))?;
+    *stage = "waiting for the response";
+    read_response(stream).await
+}
+
+/// The header of the answer to `query` (of `id`) over UDP: datagrams of
+/// other ids are strays, skipped.
+async fn dns_over_udp(
+    target: SocketAddr,
+    route: Option<ProbeRoute>,
+    id: u16,
+    query: &[u8],
+    stage: &mut &'static str,
+) -> Result<dns::Header, String> {
+    let socket = connected_udp(target, route).await?;
+    socket.send(query).await.map_err(|e| describe(&e))?;
+    *stage = "waiting for a DNS reply";
+    let mut reply = [0; 512];
+    loop {
+        let len = socket.recv(&mut reply).await.map_err(|e| describe(&e))?;
+        let Some(header) = dns::decode_header(&reply[..len]) else {
+            return Err(format!("malformed DNS reply of {len} bytes"));
+        };
+        if header.id == id {
+            return Ok(header);
+        }
+    }
+}
+
+/// The header of the answer to `query` (of `id`) over TCP, each message
+/// after its two-byte length (RFC 1035 4.2.2).
+async fn dns_over_tcp(
+    target: SocketAddr,
+    route: Option<ProbeRoute>,
+    id: u16,
+    query: &[u8],
+    stage: &mut &'static str,
+) -> Result<dns::Header, String> {
+    let mut stream = connect_tcp(target, route).await?;
+    *stage = "while sending the query";
+    send(&mut stream, &dns::tcp_message(query))
+        .await
+        .map_err(|e| format!("{} while sending the query", describe(&e)))?;
+    *stage = "waiting for a DNS reply";
+    let closed = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => "connection closed without a DNS reply".to_owned(),
+        _ => format!("{} while reading the DNS reply", describe(&e)),
+    };
+    let mut length = [0; 2];
+    stream.read_exact(&mut length).await.map_err(closed)?;
+    let mut reply = vec![0; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut reply).await.map_err(closed)?;
+    let Some(header) = dns::decode_header(&reply) else {
+        return Err(format!("malformed DNS reply of {} bytes", reply.len()));
+    };
+    if header.id != id {
+        return Err(format!(
+            "the reply is to another query (id {}, not {id})",
+            header.id
+        ));
+    }
+    Ok(header)
 }
 
 /// A TCP connection to `target`, through `route` if given.
@@ -264,21 +364,14 @@ fn first_line(output: &[u8]) -> Option<String> {
     Some(quoted)
 }
 
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(data) {
-            Ok(written) => data = &data[written..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+async fn send(stream: &mut (impl AsyncWrite + Unpin), data: &[u8]) -> io::Result<()> {
+    stream.write_all(data).await?;
+    stream.flush().await
 }
 
 /// Reads the response until the server closes, its Content-Length is
 /// reached, or [`HTTP_RESPONSE_CAP`] bytes have come.
-async fn read_response(stream: &TcpStream) -> Result<Vec<u8>, String> {
+async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>, String> {
     let mut response = Vec::new();
     let mut head_read = false;
     // Where the response ends, if its head tells.
@@ -298,20 +391,16 @@ async fn read_response(stream: &TcpStream) -> Result<Vec<u8>, String> {
         if response.len() >= HTTP_RESPONSE_CAP || end.is_some_and(|end| response.len() >= end) {
             return Ok(response);
         }
-        stream
-            .readable()
-            .await
-            .map_err(|e| format!("{} while reading the response", describe(&e)))?;
         let filled = response.len();
         response.resize((filled + 8192).min(HTTP_RESPONSE_CAP), 0);
-        match stream.try_read(&mut response[filled..]) {
+        match stream.read(&mut response[filled..]).await {
             Ok(0) => {
                 response.truncate(filled);
                 return Ok(response);
             }
             Ok(read) => response.truncate(filled + read),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => response.truncate(filled),
-            // A reset after the head still leaves a status to judge.
+            // A reset (or a TLS close without close_notify) after the head
+            // still leaves a status to judge.
             Err(_) if head_read => {
                 response.truncate(filled);
                 return Ok(response);
@@ -464,13 +553,15 @@ mod tests {
     const BACKEND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080);
 
     async fn run_probe(kind: &CheckKind, target: SocketAddr) -> ProbeOutcome {
-        let outcome = probe(kind, target, TIMEOUT, BACKEND, None).await;
+        let outcome = Prober::new(kind)
+            .probe(target, TIMEOUT, BACKEND, None)
+            .await;
         assert!(outcome.took <= TIMEOUT + MARGIN, "took {:?}", outcome.took);
         outcome
     }
 
     async fn assert_times_out(kind: &CheckKind, target: SocketAddr, stage: &str) {
-        let outcome = probe(kind, target, SHORT, BACKEND, None).await;
+        let outcome = Prober::new(kind).probe(target, SHORT, BACKEND, None).await;
         assert!(!outcome.ok);
         assert_eq!(outcome.detail, format!("timeout after 300ms {stage}"));
         assert!(
@@ -495,6 +586,7 @@ mod tests {
             host: None,
             status,
             body: body.map(Into::into),
+            tls: None,
         }
     }
 
@@ -525,12 +617,12 @@ mod tests {
         let (requests, received) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
-                let (stream, _) = listener.accept().await.unwrap();
+                let (mut stream, _) = listener.accept().await.unwrap();
                 let requests = requests.clone();
                 tokio::spawn(async move {
                     requests.send(read_request(&stream).await).unwrap();
                     if let Some(response) = response {
-                        write_all(&stream, response.as_bytes()).await.unwrap();
+                        send(&mut stream, response.as_bytes()).await.unwrap();
                     }
                     if keep_open || response.is_none() {
                         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -601,6 +693,7 @@ mod tests {
             host: Some("www.example.test".into()),
             status: 200..=299,
             body: None,
+            tls: None,
         };
         let outcome = run_probe(&kind, addr).await;
         assert!(outcome.ok, "{outcome:?}");
@@ -802,12 +895,14 @@ mod tests {
     const DNS: CheckKind = CheckKind::Dns {
         name: String::new(),
         qtype: 1,
+        transport: Protocol::Udp,
     };
 
     fn dns_check(name: &str) -> CheckKind {
         CheckKind::Dns {
             name: name.into(),
             qtype: 28,
+            transport: Protocol::Udp,
         }
     }
 
@@ -912,14 +1007,9 @@ mod tests {
     async fn exec_sees_the_addresses() {
         let port_is_8080 = exec(&["/bin/sh", "-c", r#"test "$XLB_BACKEND_PORT" = 8080"#]);
         assert!(run_probe(&port_is_8080, TARGET).await.ok);
-        let outcome = probe(
-            &port_is_8080,
-            TARGET,
-            TIMEOUT,
-            "10.0.0.1:9090".parse().unwrap(),
-            None,
-        )
-        .await;
+        let outcome = Prober::new(&port_is_8080)
+            .probe(TARGET, TIMEOUT, "10.0.0.1:9090".parse().unwrap(), None)
+            .await;
         assert!(!outcome.ok);
         let all = exec(&[
             "/bin/sh",
