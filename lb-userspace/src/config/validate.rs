@@ -529,12 +529,14 @@ fn tls_check(raw: &HealthConfig, at: &dyn Fn(&str) -> String) -> Result<TlsCheck
         Some(name) if is_dns_name(name) && name.parse::<IpAddr>().is_err() => {
             Some(name.trim_end_matches('.').to_owned())
         }
-        Some(name) => return Err(ConfigError::new(
-            at("sni"),
-            format!(
+        Some(name) => {
+            return Err(ConfigError::new(
+                at("sni"),
+                format!(
                 "{name:?} is not a DNS name (an address is verified without SNI; \"\" sends none)"
             ),
-        )),
+            ))
+        }
     };
     let ca_file = match raw.ca_file.as_deref() {
         Some(path) if !Path::new(path).is_absolute() => {

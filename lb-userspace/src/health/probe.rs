@@ -981,6 +981,348 @@ mod tests {
         assert_eq!(outcome.detail, "empty label in DNS name \"a..b\"");
     }
 
+    /// Answers each query over TCP with the messages `answer` makes of it,
+    /// each after its length, the length and the message in separate
+    /// writes; then closes.
+    async fn dns_tcp_server(answer: fn(&[u8]) -> Vec<Vec<u8>>) -> SocketAddr {
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut length = [0; 2];
+                stream.read_exact(&mut length).await.unwrap();
+                let mut query = vec![0; usize::from(u16::from_be_bytes(length))];
+                stream.read_exact(&mut query).await.unwrap();
+                for reply in answer(&query) {
+                    let framed = dns::tcp_message(&reply);
+                    send(&mut stream, &framed[..2]).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    send(&mut stream, &framed[2..]).await.unwrap();
+                }
+            }
+        });
+        addr
+    }
+
+    fn dns_over_tcp(name: &str) -> CheckKind {
+        CheckKind::Dns {
+            name: name.into(),
+            qtype: 1,
+            transport: Protocol::Tcp,
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_over_tcp_frames_the_query_and_the_reply() {
+        let addr = dns_tcp_server(|query| {
+            // The whole query, as the UDP check sends it, after its length.
+            let id = u16::from_be_bytes([query[0], query[1]]);
+            assert_eq!(query, dns::encode_query(id, "example.com", 1).unwrap());
+            vec![reply(query, 0x8180)]
+        })
+        .await;
+        let outcome = run_probe(&dns_over_tcp("example.com"), addr).await;
+        assert!(outcome.ok, "{outcome:?}");
+        assert!(
+            outcome.detail.starts_with("NOERROR (1 answers) in "),
+            "{}",
+            outcome.detail
+        );
+        // Nothing listens on UDP there: the check did not ask over UDP.
+        let over_udp = CheckKind::Dns {
+            name: "example.com".into(),
+            qtype: 1,
+            transport: Protocol::Udp,
+        };
+        assert!(!run_probe(&over_udp, addr).await.ok);
+    }
+
+    #[tokio::test]
+    async fn dns_over_tcp_judges_the_reply() {
+        let addr = dns_tcp_server(|query| vec![reply(query, 0x8182)]).await;
+        assert_eq!(
+            run_probe(&dns_over_tcp("a.test"), addr).await.detail,
+            "SERVFAIL"
+        );
+        let addr = dns_tcp_server(|query| {
+            let mut other = reply(query, 0x8180);
+            other[0] ^= 0xff;
+            vec![other]
+        })
+        .await;
+        let detail = run_probe(&dns_over_tcp("a.test"), addr).await.detail;
+        assert!(
+            detail.starts_with("the reply is to another query (id "),
+            "{detail}"
+        );
+        let addr = dns_tcp_server(|_| Vec::new()).await;
+        assert_eq!(
+            run_probe(&dns_over_tcp("a.test"), addr).await.detail,
+            "connection closed without a DNS reply"
+        );
+        let refused = closed_tcp_port(Ipv6Addr::LOCALHOST.into()).await;
+        assert_eq!(
+            run_probe(&dns_over_tcp("a.test"), refused).await.detail,
+            "connection refused"
+        );
+    }
+
+    /// A throwaway CA and a server certificate it signed for 127.0.0.1
+    /// and www.example.test, made by openssl in a directory of their own.
+    struct Certs {
+        dir: std::path::PathBuf,
+    }
+
+    impl Certs {
+        fn new() -> Certs {
+            let dir = std::env::temp_dir().join(format!("xlb-tls-{}", random_u64()));
+            std::fs::create_dir(&dir).unwrap();
+            let san = dir.join("san.cnf");
+            std::fs::write(&san, "subjectAltName=IP:127.0.0.1,DNS:www.example.test\n").unwrap();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            let steps: [&[&str]; 3] = [
+                &[
+                    &["req", "-x509"],
+                    &ec[..],
+                    &[
+                        "-keyout",
+                        "ca.key",
+                        "-out",
+                        "ca.pem",
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=xlb test CA",
+                    ],
+                ]
+                .concat(),
+                &[
+                    &["req"],
+                    &ec[..],
+                    &[
+                        "-keyout",
+                        "server.key",
+                        "-out",
+                        "server.csr",
+                        "-subj",
+                        "/CN=backend",
+                    ],
+                ]
+                .concat(),
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "server.pem",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "san.cnf",
+                ],
+            ];
+            for args in steps {
+                let out = std::process::Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .output()
+                    .expect("openssl runs");
+                assert!(out.status.success(), "openssl {args:?}: {out:?}");
+            }
+            Certs { dir }
+        }
+
+        fn path(&self, name: &str) -> std::path::PathBuf {
+            self.dir.join(name)
+        }
+    }
+
+    impl Drop for Certs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// An https server on 127.0.0.1 with `certs`' server certificate that
+    /// answers every request with `response`.
+    async fn https_server(certs: &Certs, response: &'static str) -> SocketAddr {
+        use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        use tokio_rustls::{rustls, TlsAcceptor};
+        let chain = CertificateDer::pem_file_iter(certs.path("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(certs.path("server.key")).unwrap();
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that rejects the certificate ends the handshake.
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buf = [0; 1024];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = send(&mut stream, response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn https(
+        status: std::ops::RangeInclusive<u16>,
+        body: Option<&str>,
+        tls: crate::model::TlsCheck,
+    ) -> CheckKind {
+        CheckKind::Http {
+            path: "/health".into(),
+            host: None,
+            status,
+            body: body.map(Into::into),
+            tls: Some(tls),
+        }
+    }
+
+    fn tls(
+        sni: Option<&str>,
+        verify: bool,
+        ca_file: Option<std::path::PathBuf>,
+    ) -> crate::model::TlsCheck {
+        crate::model::TlsCheck {
+            sni: sni.map(Into::into),
+            verify,
+            ca_file,
+        }
+    }
+
+    const HEALTHY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nhealthy";
+
+    #[tokio::test]
+    async fn https_verdicts() {
+        let certs = Certs::new();
+        let addr = https_server(&certs, HEALTHY).await;
+        let ca = Some(certs.path("ca.pem"));
+        let passes = [
+            // Any certificate, as keepalived's SSL_GET takes it.
+            tls(None, false, None),
+            // Signed by the CA, for the address probed.
+            tls(None, true, ca.clone()),
+            // Signed by the CA, for the name sent.
+            tls(Some("www.example.test"), true, ca.clone()),
+        ];
+        for settings in passes {
+            let outcome =
+                run_probe(&https(200..=399, Some("healthy"), settings.clone()), addr).await;
+            assert!(outcome.ok, "{settings:?}: {outcome:?}");
+            assert!(
+                outcome.detail.starts_with("HTTP 200 OK in "),
+                "{}",
+                outcome.detail
+            );
+        }
+        let fails = [
+            // The system's store does not know the throwaway CA.
+            (
+                tls(None, true, None),
+                "certificate not trusted: unknown issuer (not signed by a trusted CA)".to_owned(),
+            ),
+            (
+                tls(Some("other.example.test"), true, ca.clone()),
+                "certificate not trusted: certificate not valid for name \"other.example.test\"; \
+                 certificate is only valid for IpAddress(127.0.0.1) or DnsName(\"www.example.test\")"
+                    .to_owned(),
+            ),
+            // Trusting the server's own certificate is not trusting a CA.
+            (
+                tls(None, true, Some(certs.path("server.pem"))),
+                "certificate not trusted: unknown issuer (not signed by a trusted CA)".to_owned(),
+            ),
+            (
+                tls(None, true, Some("/nonexistent/ca.pem".into())),
+                "ca_file /nonexistent/ca.pem: ".to_owned(),
+            ),
+        ];
+        for (settings, reason) in fails {
+            let outcome = run_probe(&https(200..=399, None, settings.clone()), addr).await;
+            assert!(!outcome.ok, "{settings:?}: {outcome:?}");
+            assert!(
+                outcome.detail.starts_with(&reason),
+                "{settings:?}: {}",
+                outcome.detail
+            );
+        }
+        // The answer is judged as http's.
+        let outcome = run_probe(
+            &https(200..=200, Some("sick"), tls(None, false, None)),
+            addr,
+        )
+        .await;
+        assert_eq!(outcome.detail, "HTTP 200 OK but the body lacks \"sick\"");
+        let outcome = run_probe(&https(204..=204, None, tls(None, true, ca)), addr).await;
+        assert_eq!(outcome.detail, "HTTP 200 OK (expected 204)");
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_server_fails_the_handshake() {
+        // It answers the hello as a plain HTTP server does: 400 and close.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut hello = [0; 512];
+            let _ = stream.read(&mut hello).await;
+            let _ = send(&mut stream, b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        });
+        let outcome = run_probe(&https(200..=399, None, tls(None, false, None)), addr).await;
+        assert!(!outcome.ok);
+        assert!(
+            outcome.detail.starts_with("TLS handshake: "),
+            "{}",
+            outcome.detail
+        );
+        // A server that never answers the hello.
+        let (addr, _requests) = http_server(None, false).await;
+        assert_times_out(
+            &https(200..=399, None, tls(None, false, None)),
+            addr,
+            "during the TLS handshake",
+        )
+        .await;
+    }
+
     fn exec(command: &[&str]) -> CheckKind {
         CheckKind::Exec {
             command: command.iter().map(|s| s.to_string()).collect(),
