@@ -237,12 +237,21 @@ fn a_backends_own_check_target_gets_its_probes() {
         error["field"], "service[web].backend[2].health.address",
         "{body}"
     );
-    let added = format!(r#"{{"address": "{b2}", "health": {{"address": "{b3}", "port": 80}}}}"#);
-    let (status, body) = lab
-        .agent()
-        .request("POST", "/api/v1/services/web/backends", Some(&added), None)
-        .unwrap();
-    assert!(status < 300, "{status} {body}");
+    let (b2_text, b3_text) = (b2.to_string(), b3.to_string());
+    let added = cli(
+        &lab,
+        &[
+            "backend",
+            "add",
+            "web",
+            &b2_text,
+            "--check-address",
+            &b3_text,
+            "--check-port",
+            "80",
+        ],
+    );
+    assert!(added.contains("added to web"), "{added}");
     let b = backend_when(&lab, "web", lab.backend_addr(1), "up", |b| {
         checked(b, true, "connected in ")
     });
@@ -252,6 +261,25 @@ fn a_backends_own_check_target_gets_its_probes() {
         serde_json::json!({"address": b3.to_string(), "port": 80})
     );
     assert_eq!(own(1), 0, "b2 was probed at its own address");
+    let listed = cli(&lab, &["backend", "list", "web"]);
+    let note = format!(
+        "{}: checked at {b3}:80, its own check target",
+        lab.backend_addr(1)
+    );
+    assert!(listed.contains(&note), "{listed}");
+}
+
+/// `xlb ARGS` in the director's namespace (the API's default address): its stdout, which it
+/// must exit 0 with.
+fn cli(lab: &AgentTestbed, args: &[&str]) -> String {
+    let xlb = xlb_tests::xlb_bin().unwrap();
+    let out = lab
+        .testbed
+        .director_ns
+        .exec(xlb.to_str().unwrap(), args)
+        .unwrap();
+    assert!(out.status.success(), "xlb {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A path segment for the API: `:` of an address and port escaped.

@@ -162,7 +162,8 @@ pub fn keys() -> Vec<Key> {
         key("service.persistence.netmask", "the VIP's full prefix (32 or 128)".to_owned(), Reload,
             "A prefix length: clients in one such prefix share a backend."),
         key("service.health.kind", required(), Reload,
-            &format!("{} The keys after via belong to one kind each.", names(CHECK_KINDS))),
+            &format!("{} The keys after via belong to the kinds they name (https takes \
+                those of http too).", names(CHECK_KINDS))),
         key("service.health.interval", duration(DEFAULT_INTERVAL), Reload,
             "Time between two checks of a backend."),
         key("service.health.timeout",

@@ -146,7 +146,7 @@ pub struct BackendHealthConfig {
     pub port: Option<i64>,
 }
 
-/// `[service.health]`: the keys after `initial` belong to one kind each.
+/// `[service.health]`: the keys after `via` belong to some kinds only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {

@@ -304,13 +304,13 @@ pub fn last_check(b: &Backend, now_unix_ms: u64) -> String {
 }
 
 /// Why backends are out (failed checks and unresolved next hops), and
-/// where a backend's check probes when not at the backend itself, a line each.
+/// where a backend with a check target of its own is probed, a line each.
 pub fn notes(backends: &[Backend]) -> String {
     let mut notes = String::new();
     for b in backends {
-        if let Some(check) = b.check.as_ref().filter(|c| c.target != b.socket_addr()) {
+        if let (Some(_), Some(check)) = (&b.health, &b.check) {
             notes.push_str(&format!(
-                "{}: checked at {}\n",
+                "{}: checked at {}, its own check target\n",
                 b.socket_addr(),
                 check.target
             ));
@@ -516,6 +516,7 @@ mod tests {
             backend(json!({
                 "address": "fd00::11", "weight": 1, "oper_state": "down", "serving": false,
                 "ring_share": 0.0, "next_hop": null, "next_hop_error": "no route to fd00::11",
+                "health": {"address": "fd00::99", "port": 8081},
                 "check": {"state": "down", "target": "[fd00::99]:8081",
                           "progress": "1 of 2 successes",
                           "since_unix_ms": 95_000, "transitions": 1, "checks": 10,
@@ -534,7 +535,7 @@ mod tests {
         );
         assert_eq!(
             notes(&backends),
-            "[fd00::11]:80: checked at [fd00::99]:8081\n\
+            "[fd00::11]:80: checked at [fd00::99]:8081, its own check target\n\
              [fd00::11]:80: next hop unresolved: no route to fd00::11\n\
              [fd00::11]:80: last check failed: connection refused (1 of 2 successes)\n"
         );
