@@ -7,6 +7,7 @@
 //!   steady client load.
 //! - [`bench_object`]: the benchmarks' own XDP programs, which `xlb` does not carry.
 //! - [`browser`]: headless Chromium in a lab namespace, driven over WebDriver.
+//! - [`daemons`]: nginx over HTTPS (with a throwaway CA) and dnsmasq, for the health checks.
 //! - [`keepalived`]: keepalived in the lab, as xlb's VRRP peer and yardstick.
 //! - [`lab`]: a client, directors and backends in namespaces ([`lab::Testbed`]), and xlb loaded in
 //!   this process balancing them for real ([`lab::InProcessTestbed`]).
@@ -20,6 +21,7 @@
 pub mod agent;
 pub mod bench_object;
 pub mod browser;
+pub mod daemons;
 pub mod keepalived;
 pub mod lab;
 pub mod livegen;

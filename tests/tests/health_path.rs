@@ -1,9 +1,11 @@
 //! Health checks through the data path and the pinned decapsulator: an IP-in-IP backend whose
 //! decapsulation or VIP is broken goes DOWN though its own address still answers; a DR backend
 //! checked at the VIP likewise; `xlb decap` leaves its program attached when it exits, until
-//! `xlb decap --remove`.
+//! `xlb decap --remove`. An https check (nginx with a throwaway CA's certificate) gives its verdicts
+//! through the tunnel, at the VIP and directly, over IPv4 and IPv6.
 
 use std::{
+    net::{IpAddr, SocketAddr},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -11,6 +13,7 @@ use std::{
 use lb_common::maps::Mode;
 use xlb_tests::{
     agent::{AgentTestbed, ServiceConf, BPF_FS},
+    daemons::{https_server, TestCa},
     lab::{Family, VIP_V4},
     require_privileged,
     servers::tcp_spread,
@@ -292,4 +295,148 @@ fn xlb_decap_stays_attached_after_it_exits_until_removed() {
         &["--remove", "--iface", "eth0", "--pin-path", &pins],
     );
     assert!(!ok && out.contains("no decapsulator is pinned"), "{out}");
+}
+
+/// The https service `web` on port 443 in `mode` and `family`, checked every 300 ms (rise 1,
+/// fall 1) at `/health` `via` as given, with `extra` check keys.
+fn https_service(mode: Mode, family: Family, via: &str, extra: &str) -> String {
+    let check = format!(
+        "kind = \"https\"\npath = \"/health\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\n\
+         rise = 1\nfall = 1\nvia = \"{via}\"\n{extra}"
+    );
+    ServiceConf {
+        port: 443,
+        backend_port: 443,
+        health: Some(&check),
+        ..ServiceConf::new("web", mode, family)
+    }
+    .toml()
+}
+
+/// Waits until every backend's last check passed (or failed) with `detail` in its reason, and
+/// was made at `target(n)`.
+fn https_verdict(
+    lab: &AgentTestbed,
+    case: &str,
+    up: bool,
+    detail: &str,
+    target: &dyn Fn(usize) -> String,
+) {
+    for n in 0..3 {
+        let at = SocketAddr::new(lab.family.backend(n), 443);
+        let started = std::time::Instant::now();
+        let b = loop {
+            let b = lab.backend_at("web", at).unwrap();
+            let last = &b["check"]["last"];
+            if last["ok"] == up
+                && last["detail"].as_str().is_some_and(|d| d.contains(detail))
+                && b["oper_state"] == if up { "up" } else { "down" }
+            {
+                break b;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{case}: b{} not {} with {detail:?} within 5 s: {b}",
+                n + 1,
+                if up { "up" } else { "down" }
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(b["check"]["target"], target(n), "{case}: {b}");
+    }
+    println!("{case}: {detail}");
+}
+
+/// An https check of nginx on each backend (a certificate of a throwaway CA for the VIPs and the
+/// backends' addresses) in `mode` and `family`, `via` as given: any certificate passes without
+/// verification, the CA's with `ca_file`; without it the certificate is not trusted; a wrong
+/// status or a body without the text fails.
+fn https_checks(tag: &str, mode: Mode, family: Family, via: &str) {
+    let ips: Vec<IpAddr> = [Family::V4, Family::V6]
+        .into_iter()
+        .flat_map(|f| [f.vip(), f.backend(0), f.backend(1), f.backend(2)])
+        .collect();
+    let ca = TestCa::new(tag, &ips, &["www.xlb.test"]).unwrap();
+    let ca_file = format!("ca_file = \"{}\"", ca.path("ca.pem").display());
+    let config = |extra: &str| https_service(mode, family, via, extra);
+    let mut lab = AgentTestbed::new(tag, mode, family, 3, &config("verify = false")).unwrap();
+    for n in 0..3 {
+        let ns = lab.testbed.backends[n].clone();
+        https_server(
+            &mut lab.testbed.topology,
+            &ns,
+            &ca,
+            &format!("b{}", n + 1),
+            443,
+        )
+        .unwrap();
+    }
+    lab.start().unwrap();
+    let target = |n: usize| match via {
+        "direct" => SocketAddr::new(family.backend(n), 443).to_string(),
+        _ => SocketAddr::new(family.vip(), 443).to_string(),
+    };
+    https_verdict(&lab, "verify = false", true, "HTTP 200 OK in ", &target);
+    let cases = [
+        (ca_file.clone(), true, "HTTP 200 OK in "),
+        (
+            "verify = true".to_owned(),
+            false,
+            "certificate not trusted: unknown issuer",
+        ),
+        (
+            format!("{ca_file}\nstatus = \"204\""),
+            false,
+            "HTTP 200 OK (expected 204)",
+        ),
+        (
+            format!("{ca_file}\nbody = \"sick\""),
+            false,
+            "HTTP 200 OK but the body lacks \"sick\"",
+        ),
+        (
+            format!("{ca_file}\nsni = \"www.xlb.test\""),
+            true,
+            "HTTP 200 OK in ",
+        ),
+    ];
+    for (extra, up, detail) in cases {
+        lab.write_config(&config(&extra)).unwrap();
+        let (status, body) = lab
+            .agent()
+            .request("POST", "/api/v1/reload", None, None)
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        https_verdict(&lab, &extra, up, detail, &target);
+    }
+}
+
+#[test]
+fn https_checks_through_the_tunnel_ipv4() {
+    require_privileged!();
+    https_checks("hptls4", Mode::Ipip, Family::V4, "tunnel");
+}
+
+#[test]
+fn https_checks_through_the_tunnel_ipv6() {
+    require_privileged!();
+    https_checks("hptls6", Mode::Ipip, Family::V6, "tunnel");
+}
+
+#[test]
+fn https_checks_at_the_vip_in_dr() {
+    require_privileged!();
+    https_checks("hptlsdr", Mode::Dr, Family::V4, "vip");
+}
+
+#[test]
+fn https_checks_of_nat_backends_ipv4() {
+    require_privileged!();
+    https_checks("hptlsnat4", Mode::Nat, Family::V4, "direct");
+}
+
+#[test]
+fn https_checks_of_nat_backends_ipv6() {
+    require_privileged!();
+    https_checks("hptlsnat6", Mode::Nat, Family::V6, "direct");
 }

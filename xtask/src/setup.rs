@@ -25,7 +25,10 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// tests the status page (the fonts are for its screenshots); dpkg-dev's
 /// dpkg-shlibdeps gives the package its dependencies, and debootstrap
 /// makes the Debian root its test installs it into; prometheus gives
-/// promtool, which checks a live scrape of `/metrics` and the alert rules.
+/// promtool, which checks a live scrape of `/metrics` and the alert rules;
+/// nginx (over HTTPS, with a CA openssl makes) and dnsmasq (dnsmasq-base:
+/// the program without a service) are what the health checks' tests probe,
+/// and ca-certificates the trust store the https check verifies against.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -41,11 +44,15 @@ const TEST_PACKAGES: &[&str] = &[
     // `cargo xtask demo --keep` prints socat commands to reach the kept lab.
     "socat",
     "prometheus",
+    "nginx",
+    "dnsmasq-base",
+    "openssl",
+    "ca-certificates",
 ];
 /// Services the test packages start and enable that nothing should leave
-/// running: the benchmarks run their own haproxy in namespaces, and only
-/// promtool is wanted of prometheus.
-const QUIET_SERVICES: &[&str] = &["haproxy", "prometheus"];
+/// running: the benchmarks run their own haproxy in namespaces, the health
+/// checks' tests their own nginx, and only promtool is wanted of prometheus.
+const QUIET_SERVICES: &[&str] = &["haproxy", "prometheus", "nginx"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Makes the Debian package (`cargo xtask dist`).
 const CARGO_DEB_VERSION: &str = "3.8.0";

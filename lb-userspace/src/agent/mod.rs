@@ -483,7 +483,7 @@ impl Agent {
                 .filter(|b| b.admin_state != AdminState::Maint)
             {
                 let id = check_id(service, backend);
-                let mut check = check.clone();
+                let mut check = check.for_backend(backend);
                 // A check that restarts (its settings changed) goes on from
                 // where it was; one new to an adopted data plane starts from
                 // what that served.

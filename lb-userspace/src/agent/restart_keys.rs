@@ -31,6 +31,7 @@ const CHANGES: &[(&str, &str)] = &[
     ("service.persistence.timeout", r#""60s""#),
     ("service.health.rise", "3"),
     ("service.backend.weight", "5"),
+    ("service.backend.health.port", "8082"),
     ("vrrp.instance.interface", r#""eth2""#),
     ("vrrp.instance.vrid", "61"),
     ("vrrp.instance.priority", "100"),

@@ -48,6 +48,16 @@ fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Label
     family
 }
 
+fn float_gauge_family(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Labels, Gauge<f64, AtomicU64>> {
+    let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
 /// `labels` and one more.
 fn with(labels: &Labels, key: &'static str, value: &str) -> Labels {
     let mut labels = labels.clone();
@@ -233,6 +243,22 @@ pub async fn metrics(
         "Failed health check probes of the backend",
     );
     let mut check_durations = CheckDurations::default();
+    let check_completed = float_gauge_family(
+        &mut registry,
+        "health_check_last_completed_timestamp_seconds",
+        "When the backend's last health check probe ended (none before the first)",
+    );
+    let check_interval = float_gauge_family(
+        &mut registry,
+        "health_check_interval_seconds",
+        "Time between two health checks of the backend",
+    );
+    let intervals: std::collections::HashMap<&str, f64> = snapshot
+        .model()
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.as_str(), s.health.as_ref()?.interval.as_secs_f64())))
+        .collect();
     let fallback = gauge_family(
         &mut registry,
         "service_fallback_active",
@@ -299,6 +325,14 @@ pub async fn metrics(
                 check_durations
                     .0
                     .push((labels.clone(), check.durations.clone()));
+                if let Some(last) = &check.last {
+                    check_completed
+                        .get_or_create(&labels)
+                        .set(last.completed_unix_ms() as f64 / 1000.0);
+                }
+                if let Some(interval) = intervals.get(service.name.as_str()) {
+                    check_interval.get_or_create(&labels).set(*interval);
+                }
             }
         }
     }

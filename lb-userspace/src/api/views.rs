@@ -12,7 +12,7 @@ use lb_common::maps::{ServiceKey, TrafficStats};
 use super::wire;
 use crate::{
     agent::{service_key_of, AgentError, Snapshot},
-    config::ServiceConfig,
+    config::{BackendConfig, ServiceConfig},
     dataplane::{services::Slot, DataplaneError, FlowCounts, FlowCountsBySlot},
     health::monitor::unix_ms,
     model::{Backend, Service},
@@ -132,6 +132,8 @@ fn backend_in(
         None => (None, None),
     };
     let layout = snapshot.layout();
+    let check = snapshot.check_status(service, backend);
+    let now_unix_ms = unix_ms(std::time::SystemTime::now());
     wire::Backend {
         address: backend.addr,
         port: backend.port,
@@ -144,7 +146,12 @@ fn backend_in(
         ring_share: in_dataplane.ring_share(backend),
         next_hop,
         next_hop_error,
-        check: snapshot.check_status(service, backend),
+        health: BackendConfig::from_model(backend).health,
+        last_check_age_ms: check
+            .as_ref()
+            .and_then(|c| c.last.as_ref())
+            .map(|last| now_unix_ms.saturating_sub(last.completed_unix_ms())),
+        check,
         flows: backend_flows(
             layout.backend_slot(key, backend.addr, backend.port),
             &snapshot.flow_count().walk.counts,

@@ -16,7 +16,7 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{HealthConfig, PersistenceConfig, RuntimeState},
+    config::{BackendHealthConfig, HealthConfig, PersistenceConfig, RuntimeState},
     dataplane,
     health::CheckStatus,
     model::{AdminState, OperState, Protocol},
@@ -92,8 +92,15 @@ pub struct Backend {
     pub next_hop: Option<NextHop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_hop_error: Option<String>,
+    /// Its own health-check target, as configured (`[service.backend.health]`);
+    /// `check.target` says where the probes go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<BackendHealthConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckStatus>,
+    /// Milliseconds since its last check completed: null before the first
+    /// (or without a check). Growing past the interval, the checker is stuck.
+    pub last_check_age_ms: Option<u64>,
     /// Zero from an agent that does not count flows.
     #[serde(default)]
     pub flows: FlowCounts,

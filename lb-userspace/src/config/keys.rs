@@ -71,6 +71,10 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ),
     ("service.backend", "[[service.backend]]: a real server"),
     (
+        "service.backend.health",
+        "[service.backend.health]: where this backend's check probes",
+    ),
+    (
         "vrrp.instance",
         "[[vrrp.instance]]: addresses that fail over by VRRP",
     ),
@@ -161,7 +165,8 @@ pub fn keys() -> Vec<Key> {
         key("service.persistence.netmask", "the VIP's full prefix (32 or 128)".to_owned(), Reload,
             "A prefix length: clients in one such prefix share a backend."),
         key("service.health.kind", required(), Reload,
-            &format!("{} The keys after via belong to one kind each.", names(CHECK_KINDS))),
+            &format!("{} The keys after via belong to the kinds they name (https takes \
+                those of http too).", names(CHECK_KINDS))),
         key("service.health.interval", duration(DEFAULT_INTERVAL), Reload,
             "Time between two checks of a backend."),
         key("service.health.timeout",
@@ -182,20 +187,30 @@ pub fn keys() -> Vec<Key> {
             Reload,
             "\"direct\" probes the backend's address, \"tunnel\" the VIP through IP-in-IP, \
              \"vip\" the VIP by direct routing."),
-        key("service.health.path", quoted(DEFAULT_HTTP_PATH), Reload, "http: the path asked for."),
+        key("service.health.path", quoted(DEFAULT_HTTP_PATH), Reload,
+            "http, https: the path asked for."),
         key("service.health.host", "the probed address and port".to_owned(), Reload,
-            "http: the Host header."),
+            "http, https: the Host header."),
         key("service.health.status",
             quoted(&format!("{}-{}", DEFAULT_HTTP_STATUS.start(), DEFAULT_HTTP_STATUS.end())),
-            Reload, "http: the status codes that pass, a code or a range."),
+            Reload, "http, https: the status codes that pass, a code or a range."),
         key("service.health.body", unset(), Reload,
-            "http: text the answer must contain to pass."),
+            "http, https: text the answer must contain to pass."),
+        key("service.health.sni", "the host key's name, if it is a DNS name".to_owned(), Reload,
+            "https: the server name sent (SNI) and verified; \"\" sends none, and a verified \
+             certificate must then name the probed address."),
+        key("service.health.verify", "true".to_owned(), Reload,
+            "https: the certificate must chain to a trusted CA and name the server; false accepts \
+             any (keepalived's SSL_GET)."),
+        key("service.health.ca_file", "the system's store (/etc/ssl/certs)".to_owned(), Reload,
+            "https: a PEM file of the CA certificates trusted instead (absolute path)."),
         key("service.health.payload", "required by this kind".to_owned(), Reload,
             "udp: the datagram sent."),
         key("service.health.expect", unset(), Reload,
             "udp: text the answer must contain; unset, any answer passes."),
         key("service.health.query", "required by this kind".to_owned(), Reload,
-            "dns: the name asked for."),
+            "dns: the name asked for, over the service's protocol (TCP with a length prefix, or \
+             UDP)."),
         key("service.health.type", quoted(DNS_TYPES[0].0), Reload,
             &format!("dns: the query type. {}", one_of(DNS_TYPES))),
         key("service.health.command", "required by this kind".to_owned(), Reload,
@@ -208,6 +223,12 @@ pub fn keys() -> Vec<Key> {
         key("service.backend.state", quoted(AdminState::SPELLINGS[0].0), Reload,
             &format!("{} \"drain\" takes no new connections, \"maint\" no traffic.",
                 one_of(AdminState::SPELLINGS))),
+        key("service.backend.health.address", "the service's check address".to_owned(), Reload,
+            "This backend's check probes this address (of its family) instead: keepalived's \
+             connect_ip, HAProxy's addr. Only for checks with via = \"direct\"."),
+        key("service.backend.health.port", "the service's check port".to_owned(), Reload,
+            "This backend's check probes this port instead: keepalived's connect_port, HAProxy's \
+             port."),
         key("vrrp.instance.name", required(), Restart, "The instance's name."),
         key("vrrp.instance.interface", required(), Restart,
             "The interface advertisements are sent and received on."),
@@ -273,8 +294,8 @@ mod tests {
 
     use super::{keys, SECTIONS};
     use crate::config::{
-        AgentConfig, BackendConfig, Config, HealthConfig, InstanceConfig, PersistenceConfig,
-        ServiceConfig, SyncGroupConfig, TablesConfig, TrackConfig, VrrpConfig,
+        AgentConfig, BackendConfig, BackendHealthConfig, Config, HealthConfig, InstanceConfig,
+        PersistenceConfig, ServiceConfig, SyncGroupConfig, TablesConfig, TrackConfig, VrrpConfig,
     };
 
     /// A file with every key set (no `..Default::default()`, so that a new
@@ -330,6 +351,9 @@ mod tests {
                     host: Some(text()),
                     status: Some(text()),
                     body: Some(text()),
+                    sni: Some(text()),
+                    verify: Some(true),
+                    ca_file: Some(text()),
                     payload: Some(text()),
                     expect: Some(text()),
                     query: Some(text()),
@@ -341,6 +365,10 @@ mod tests {
                     port: Some(1),
                     weight: Some(1),
                     state: Some(text()),
+                    health: Some(BackendHealthConfig {
+                        address: Some(text()),
+                        port: Some(1),
+                    }),
                 }],
             }],
             vrrp: VrrpConfig {

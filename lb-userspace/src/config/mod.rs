@@ -133,9 +133,24 @@ pub struct BackendConfig {
     pub weight: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Its own health-check target, over the service's check `address` and `port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<BackendHealthConfig>,
 }
 
-/// `[service.health]`: the keys after `initial` belong to one kind each.
+/// `[service.backend.health]` (or `health = { ... }`): where this
+/// backend's check probes (keepalived's connect_ip/connect_port, HAProxy's
+/// `addr`/`port` on a server line).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendHealthConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+/// `[service.health]`: the keys after `via` belong to some kinds only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
@@ -166,6 +181,13 @@ pub struct HealthConfig {
     pub status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// https
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
     /// udp
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
@@ -434,6 +456,10 @@ impl BackendConfig {
             weight: unless_default(b.weight, DEFAULT_WEIGHT).map(i64::from),
             state: unless_default(b.admin_state, AdminState::SPELLINGS[0].1)
                 .map(|s| spell(AdminState::SPELLINGS, &s)),
+            health: (!b.health.is_empty()).then(|| BackendHealthConfig {
+                address: b.health.address.map(|a| a.to_string()),
+                port: b.health.port.map(i64::from),
+            }),
         }
     }
 }
@@ -465,8 +491,9 @@ impl HealthConfig {
                 host,
                 status,
                 body,
+                tls,
             } => HealthConfig {
-                kind: "http".into(),
+                kind: if tls.is_some() { "https" } else { "http" }.into(),
                 path: Some(path.clone()).filter(|p| p != DEFAULT_HTTP_PATH),
                 host: host.clone(),
                 status: unless_default(status.clone(), DEFAULT_HTTP_STATUS).map(|s| {
@@ -477,6 +504,18 @@ impl HealthConfig {
                     }
                 }),
                 body: body.clone(),
+                // "" says: no SNI, where `host` would give one.
+                sni: tls.as_ref().and_then(|tls| {
+                    (tls.sni != default_sni(host.as_deref()))
+                        .then(|| tls.sni.clone().unwrap_or_default())
+                }),
+                verify: tls
+                    .as_ref()
+                    .and_then(|tls| unless_default(tls.verify, true)),
+                ca_file: tls
+                    .as_ref()
+                    .and_then(|tls| tls.ca_file.as_ref())
+                    .map(|p| p.to_string_lossy().into_owned()),
                 ..common
             },
             CheckKind::Udp { payload, expect } => HealthConfig {
@@ -487,7 +526,7 @@ impl HealthConfig {
                     .map(|e| String::from_utf8_lossy(e).into_owned()),
                 ..common
             },
-            CheckKind::Dns { name, qtype } => HealthConfig {
+            CheckKind::Dns { name, qtype, .. } => HealthConfig {
                 kind: "dns".into(),
                 query: Some(name.clone()),
                 query_type: unless_default(*qtype, DNS_TYPES[0].1)
@@ -501,6 +540,18 @@ impl HealthConfig {
             },
         }
     }
+}
+
+/// An https check's server name unless `sni` says: the `host` key's name
+/// (less a port), if it is a DNS name rather than an address.
+fn default_sni(host: Option<&str>) -> Option<String> {
+    let host = host?;
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() && !name.contains(':') => name,
+        _ => host,
+    };
+    (name.parse::<IpAddr>().is_err() && fields::is_dns_name(name))
+        .then(|| name.trim_end_matches('.').to_owned())
 }
 
 /// A tunnel source as the file spells it: `ADDRESS`, or `ADDRESS/LENGTH`

@@ -48,7 +48,7 @@ pub struct RuntimeState {
 #[serde(deny_unknown_fields)]
 pub struct BackendChanges {
     pub service: String,
-    /// Backends added, whole.
+    /// Backends added, or of the file with another check target, whole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub added: Vec<BackendConfig>,
     /// Backends of the file with the fields that differ (`weight`,
@@ -166,10 +166,15 @@ impl RuntimeState {
                 let backend = raw
                     .to_model(&format!("{at}.added[{index}]"), service)
                     .map_err(in_state)?;
-                service
+                let addr = backend.socket_addr();
+                match service
                     .backends
-                    .retain(|b| b.socket_addr() != backend.socket_addr());
-                service.backends.push(backend);
+                    .iter_mut()
+                    .find(|b| b.socket_addr() == addr)
+                {
+                    Some(existing) => *existing = backend,
+                    None => service.backends.push(backend),
+                }
             }
             for (index, raw) in changes.changed.iter().enumerate() {
                 let given = raw
@@ -269,7 +274,19 @@ fn backend_changes(file: &Service, running: &Service) -> BackendChanges {
     for backend in &running.backends {
         match file.backend(backend.socket_addr()) {
             None => added.push(BackendConfig::from_model(backend)),
-            Some(before) if before != backend => changed.push(changed_fields(before, backend)),
+            Some(before) if before != backend => {
+                let same_but_weight_and_state = Backend {
+                    weight: before.weight,
+                    admin_state: before.admin_state,
+                    ..backend.clone()
+                } == *before;
+                if same_but_weight_and_state {
+                    changed.push(changed_fields(before, backend));
+                } else {
+                    // Its check target changed too: kept whole.
+                    added.push(BackendConfig::from_model(backend));
+                }
+            }
             Some(_) => {}
         }
     }
@@ -294,6 +311,7 @@ fn changed_fields(before: &Backend, after: &Backend) -> BackendConfig {
         weight: (before.weight != after.weight).then_some(after.weight.into()),
         state: (before.admin_state != after.admin_state)
             .then(|| after.admin_state.name().to_owned()),
+        health: None,
         ..BackendConfig::from_model(&Backend {
             weight: before.weight,
             admin_state: before.admin_state,

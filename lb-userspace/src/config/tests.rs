@@ -65,7 +65,7 @@ fn unknown_backend_key_names_the_key_and_line() {
         err(&text),
         error(
             "service[web].backend[0].weigth",
-            "line 10: unknown field `weigth`, expected one of `address`, `port`, `weight`, `state`"
+            "line 10: unknown field `weigth`, expected one of `address`, `port`, `weight`, `state`, `health`"
         )
     );
 }
@@ -193,7 +193,8 @@ fn health_defaults_apply() {
             path: "/".into(),
             host: None,
             status: 200..=399,
-            body: None
+            body: None,
+            tls: None,
         }
     );
     assert_eq!(
@@ -1033,7 +1034,7 @@ fn check_kind_is_known() {
         err(&health("kind = \"ping\"")),
         error(
             "service[web].health.kind",
-            "\"ping\" is not one of: tcp, http, udp, dns, exec"
+            "\"ping\" is not one of: tcp, http, https, udp, dns, exec"
         )
     );
 }
@@ -1044,7 +1045,7 @@ fn check_keys_belong_to_the_kind() {
         err(&health("kind = \"tcp\"\npath = \"/\"")),
         error(
             "service[web].health.path",
-            "applies only to kind \"http\", not \"tcp\""
+            "applies only to kind \"http\" or \"https\", not \"tcp\""
         )
     );
 }
@@ -1518,4 +1519,272 @@ fn health_via_round_trips_and_defaults_go_unsaid() {
         let again = Config::parse(&text).unwrap().validate().unwrap();
         assert_eq!(again, model);
     }
+}
+
+// https checks, DNS over the service's protocol, backends' own check targets.
+
+fn tls_of(toml: &str) -> crate::model::TlsCheck {
+    match &valid(toml).services[0].health.as_ref().unwrap().kind {
+        CheckKind::Http { tls: Some(tls), .. } => tls.clone(),
+        other => panic!("not an https check: {other:?}"),
+    }
+}
+
+#[test]
+fn https_checks_verify_by_default_and_send_the_host_as_sni() {
+    use crate::model::TlsCheck;
+    let plain = tls_of(&health("kind = \"https\""));
+    assert_eq!(
+        plain,
+        TlsCheck {
+            sni: None,
+            verify: true,
+            ca_file: None
+        }
+    );
+    for host in ["www.example.test", "www.example.test:8443"] {
+        let named = tls_of(&health(&format!("kind = \"https\"\nhost = \"{host}\"")));
+        assert_eq!(named.sni.as_deref(), Some("www.example.test"), "{host}");
+    }
+    for host in ["198.18.1.10", "[fd00::10]:8443"] {
+        let address = tls_of(&health(&format!("kind = \"https\"\nhost = \"{host}\"")));
+        assert_eq!(address.sni, None, "{host}");
+    }
+    let set = tls_of(&health(
+        "kind = \"https\"\nhost = \"www.example.test\"\nsni = \"api.example.test\"\n\
+         ca_file = \"/etc/xlb/ca.pem\"",
+    ));
+    assert_eq!(
+        set,
+        TlsCheck {
+            sni: Some("api.example.test".into()),
+            verify: true,
+            ca_file: Some("/etc/xlb/ca.pem".into())
+        }
+    );
+    let none = tls_of(&health(
+        "kind = \"https\"\nhost = \"www.example.test\"\nsni = \"\"\nverify = false",
+    ));
+    assert_eq!((none.sni, none.verify), (None, false));
+    // The request is http's.
+    let model = valid(&health(
+        "kind = \"https\"\npath = \"/up\"\nstatus = \"200\"\nbody = \"ok\"",
+    ));
+    let CheckKind::Http {
+        path, status, body, ..
+    } = &model.services[0].health.as_ref().unwrap().kind
+    else {
+        panic!("not http");
+    };
+    assert_eq!(
+        (path.as_str(), status, body.as_deref()),
+        ("/up", &(200..=200), Some("ok"))
+    );
+}
+
+#[test]
+fn https_keys_are_checked() {
+    let field = |key: &str| format!("service[web].health.{key}");
+    assert_eq!(
+        err(&health("kind = \"http\"\nsni = \"www.example.test\"")),
+        error(
+            &field("sni"),
+            "applies only to kind \"https\", not \"http\""
+        )
+    );
+    assert_eq!(
+        err(&health("kind = \"tcp\"\nverify = false")),
+        error(
+            &field("verify"),
+            "applies only to kind \"https\", not \"tcp\""
+        )
+    );
+    let e = err(&health("kind = \"https\"\nsni = \"198.18.1.10\""));
+    assert_eq!(e.field, field("sni"));
+    assert!(e.message.contains("is not a DNS name"), "{e}");
+    let e = err(&health("kind = \"https\"\nsni = \"no spaces.test\""));
+    assert_eq!(e.field, field("sni"));
+    assert_eq!(
+        err(&health("kind = \"https\"\nca_file = \"ca.pem\"")),
+        error(&field("ca_file"), "\"ca.pem\" is not an absolute path")
+    );
+    assert_eq!(
+        err(&health(
+            "kind = \"https\"\nverify = false\nca_file = \"/etc/xlb/ca.pem\""
+        )),
+        error(
+            &field("ca_file"),
+            "is for verifying certificates, and verify = false verifies none"
+        )
+    );
+    let e = err(&health("kind = \"https\"\nverify = \"no\""));
+    assert_eq!(e.field, field("verify"));
+}
+
+#[test]
+fn https_checks_round_trip_and_defaults_go_unsaid() {
+    for (lines, said) in [
+        ("kind = \"https\"", &[][..]),
+        (
+            "kind = \"https\"\nhost = \"www.example.test\"",
+            &["host ="][..],
+        ),
+        (
+            "kind = \"https\"\nhost = \"www.example.test\"\nsni = \"\"",
+            &["host =", "sni = \"\""][..],
+        ),
+        (
+            "kind = \"https\"\nsni = \"api.example.test\"\nca_file = \"/etc/xlb/ca.pem\"",
+            &["sni = \"api.example.test\"", "ca_file ="][..],
+        ),
+        ("kind = \"https\"\nverify = false", &["verify = false"][..]),
+    ] {
+        let model = valid(&health(lines));
+        let text = Config::from_model(&model).to_toml();
+        assert!(text.contains("kind = \"https\""), "{text}");
+        for key in ["sni", "verify", "ca_file", "host"] {
+            let expected = said.iter().any(|s| s.starts_with(key));
+            assert_eq!(
+                text.contains(&format!("{key} =")),
+                expected,
+                "{lines}: {text}"
+            );
+        }
+        for s in said {
+            assert!(text.contains(s), "{lines}: {text}");
+        }
+        assert_eq!(valid(&text), model, "{text}");
+    }
+}
+
+#[test]
+fn dns_checks_ask_over_the_service_protocol() {
+    for (protocol, transport) in [("tcp", Protocol::Tcp), ("udp", Protocol::Udp)] {
+        let model = valid(&web(&format!(
+            "protocol = \"{protocol}\"\n[service.health]\nkind = \"dns\"\nquery = \"example.com\""
+        )));
+        let kind = &model.services[0].health.as_ref().unwrap().kind;
+        assert_eq!(
+            kind,
+            &CheckKind::Dns {
+                name: "example.com".into(),
+                qtype: 1,
+                transport
+            }
+        );
+        assert_eq!(valid(&Config::from_model(&model).to_toml()), model);
+    }
+}
+
+/// The service `web` checked by `check`, its backend with `own` lines.
+fn own_check(check: &str, own: &str) -> String {
+    web(&format!(
+        "[service.health]\n{check}\n[[service.backend]]\naddress = \"198.18.1.10\"\n{own}\n\
+         [[service.backend]]\naddress = \"198.18.1.11\"\n"
+    ))
+}
+
+#[test]
+fn a_backend_may_have_its_own_check_target() {
+    use crate::model::CheckOverride;
+    let inline = valid(&own_check(
+        "kind = \"tcp\"\nport = 9000",
+        "health = { address = \"198.18.1.99\", port = 8081 }",
+    ));
+    let table = valid(&own_check(
+        "kind = \"tcp\"\nport = 9000",
+        "[service.backend.health]\naddress = \"198.18.1.99\"\nport = 8081",
+    ));
+    assert_eq!(inline, table);
+    let web = &inline.services[0];
+    assert_eq!(
+        web.backends[0].health,
+        CheckOverride {
+            address: Some("198.18.1.99".parse().unwrap()),
+            port: Some(8081)
+        }
+    );
+    assert!(web.backends[1].health.is_empty());
+    // Each backend's check: its own target over the service's.
+    let check = web.health.as_ref().unwrap();
+    let first = check.for_backend(&web.backends[0]);
+    assert_eq!(
+        (first.address, first.port),
+        (Some("198.18.1.99".parse().unwrap()), Some(8081))
+    );
+    let second = check.for_backend(&web.backends[1]);
+    assert_eq!((second.address, second.port), (None, Some(9000)));
+    let port_only = valid(&own_check("kind = \"tcp\"", "health = { port = 8081 }"));
+    let web = &port_only.services[0];
+    let first = web.health.as_ref().unwrap().for_backend(&web.backends[0]);
+    assert_eq!((first.address, first.port), (None, Some(8081)));
+    // Written back as it was.
+    for model in [&inline, &port_only] {
+        let text = Config::from_model(model).to_toml();
+        assert!(text.contains("[service.backend.health]"), "{text}");
+        assert_eq!(valid(&text), *model, "{text}");
+    }
+}
+
+#[test]
+fn a_backends_own_check_target_is_checked() {
+    let field = |key: &str| format!("service[web].backend[0].health{key}");
+    let tcp = "kind = \"tcp\"";
+    assert_eq!(
+        err(&own_check(tcp, "health = { port = 0 }")),
+        error(&field(".port"), "0 is out of range 1-65535")
+    );
+    assert_eq!(
+        err(&own_check(tcp, "health = { port = 65536 }")),
+        error(&field(".port"), "65536 is out of range 1-65535")
+    );
+    assert_eq!(
+        err(&own_check(tcp, "health = { address = \"backend-1\" }")),
+        error(&field(".address"), "\"backend-1\" is not an IP address")
+    );
+    assert_eq!(
+        err(&own_check(tcp, "health = { address = \"fd00::99\" }")),
+        error(
+            &field(".address"),
+            "fd00::99 is IPv6 but the backend 198.18.1.10 is IPv4"
+        )
+    );
+    assert_eq!(
+        err(&own_check(tcp, "health = {}")),
+        error(
+            &field(""),
+            "sets neither address nor port: leave it out to probe as the service's check does"
+        )
+    );
+    let e = err(&own_check(tcp, "health = { adress = \"198.18.1.99\" }"));
+    assert_eq!(e.field, field(".adress"));
+    assert!(e.message.contains("unknown field `adress`"), "{e}");
+    // Of a service without a check.
+    let unchecked = web(&backend("health = { port = 8081 }"));
+    assert_eq!(
+        err(&unchecked),
+        error(
+            &field(""),
+            "the service has no health check ([service.health]) to aim elsewhere"
+        )
+    );
+    // An address for a check that probes the VIP.
+    let vip = web(&format!(
+        "mode = \"dr\"\n[service.health]\nkind = \"tcp\"\nvia = \"vip\"\n{}",
+        backend("health = { address = \"198.18.1.99\" }")
+    ));
+    assert_eq!(
+        err(&vip),
+        error(
+            &field(".address"),
+            "the service's check probes the VIP (via = \"vip\"): an address of the backend's \
+             own needs via = \"direct\""
+        )
+    );
+    // A port for one is fine: the VIP is probed at that port.
+    let vip_port = web(&format!(
+        "mode = \"dr\"\n[service.health]\nkind = \"tcp\"\nvia = \"vip\"\n{}",
+        backend("health = { port = 8081 }")
+    ));
+    valid(&vip_port);
 }

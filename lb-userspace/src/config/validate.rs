@@ -16,22 +16,24 @@ use lb_common::{
 };
 
 use super::{
+    default_sni,
     fields::{
         choice, duration, duration_in, hash_seed, integer, ip, is_dns_name, is_interface_name,
         not_one_of, parsed, seconds, status_range, tunnel_source,
     },
-    format_duration, full_prefix, AgentConfig, BackendConfig, Config, ConfigError, HealthConfig,
-    PersistenceConfig, ServiceConfig, TablesConfig, DEFAULT_API_LISTEN, DEFAULT_FALL,
-    DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL, DEFAULT_MTU,
-    DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
+    format_duration, full_prefix, AgentConfig, BackendConfig, BackendHealthConfig, Config,
+    ConfigError, HealthConfig, PersistenceConfig, ServiceConfig, TablesConfig, DEFAULT_API_LISTEN,
+    DEFAULT_FALL, DEFAULT_HTTP_PATH, DEFAULT_HTTP_STATUS, DEFAULT_ICMP_RATE, DEFAULT_INTERVAL,
+    DEFAULT_MTU, DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_TIMEOUT,
     DEFAULT_UDP_TIMEOUT, DEFAULT_WEIGHT, DNS_TYPES, SCHEDULERS,
 };
 use crate::model::{
-    rules, AdminState, Affinity, AgentSettings, AttachMode, Backend, CheckKind, HealthCheck,
-    HealthVia, Model, OperState, Protocol, Service, Spelled, Tables, MIN_MTU_V4,
+    rules, AdminState, Affinity, AgentSettings, AttachMode, Backend, CheckKind, CheckOverride,
+    HealthCheck, HealthVia, Model, OperState, Protocol, Service, Spelled, Tables, TlsCheck,
+    MIN_MTU_V4,
 };
 
-pub(super) const CHECK_KINDS: &[&str] = &["tcp", "http", "udp", "dns", "exec"];
+pub(super) const CHECK_KINDS: &[&str] = &["tcp", "http", "https", "udp", "dns", "exec"];
 
 pub(super) fn config(config: &Config) -> Result<Model, ConfigError> {
     let agent = agent(&config.agent)?;
@@ -253,7 +255,7 @@ pub(super) fn service(raw: &ServiceConfig, index: usize) -> Result<Service, Conf
     service.health = raw
         .health
         .as_ref()
-        .map(|h| health(h, &at("health"), service.port, service.mode))
+        .map(|h| health(h, &at("health"), &service))
         .transpose()?;
     for (index, raw) in raw.backends.iter().enumerate() {
         let backend = backend(raw, &format!("{path}.backend[{index}]"), &service)?;
@@ -301,7 +303,37 @@ pub(super) fn backend(
             raw.state.as_deref(),
             AdminState::SPELLINGS,
         )?,
+        health: raw
+            .health
+            .as_ref()
+            .map(|own| check_override(own, &format!("{path}.health")))
+            .transpose()?
+            .unwrap_or_default(),
     })
+}
+
+/// A backend's own check target at `path`; the rules between it and the
+/// service's check are [`rules::check`]'s.
+fn check_override(raw: &BackendHealthConfig, path: &str) -> Result<CheckOverride, ConfigError> {
+    let at = |key: &str| format!("{path}.{key}");
+    let own = CheckOverride {
+        address: raw
+            .address
+            .as_deref()
+            .map(|a| ip(&at("address"), a))
+            .transpose()?,
+        port: raw
+            .port
+            .map(|p| integer(&at("port"), Some(p), 0, 1..=65535))
+            .transpose()?,
+    };
+    if own.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            "sets neither address nor port: leave it out to probe as the service's check does",
+        ));
+    }
+    Ok(own)
 }
 
 /// A backend's weight, like `ipvsadm -w`.
@@ -309,37 +341,41 @@ pub(super) fn weight(field: &str, value: Option<i64>) -> Result<u16, ConfigError
     integer(field, value, DEFAULT_WEIGHT, 0..=65535)
 }
 
-/// The health check at `path` of a service on `service_port`.
-fn health(
-    raw: &HealthConfig,
-    path: &str,
-    service_port: u16,
-    mode: Mode,
-) -> Result<HealthCheck, ConfigError> {
+/// The health check at `path` of `service` (its backends not yet read).
+fn health(raw: &HealthConfig, path: &str, service: &Service) -> Result<HealthCheck, ConfigError> {
+    let (service_port, mode, protocol) = (service.port, service.mode, service.protocol);
     let at = |key: &str| format!("{path}.{key}");
     let kind = raw.kind.as_str();
     if !CHECK_KINDS.contains(&kind) {
         return Err(not_one_of(&at("kind"), kind, CHECK_KINDS.iter().copied()));
     }
-    // The keys only one kind takes: (key, set, kind).
-    let kind_keys = [
-        ("path", raw.path.is_some(), "http"),
-        ("host", raw.host.is_some(), "http"),
-        ("status", raw.status.is_some(), "http"),
-        ("body", raw.body.is_some(), "http"),
-        ("payload", raw.payload.is_some(), "udp"),
-        ("expect", raw.expect.is_some(), "udp"),
-        ("query", raw.query.is_some(), "dns"),
-        ("type", raw.query_type.is_some(), "dns"),
-        ("command", raw.command.is_some(), "exec"),
+    // The keys only some kinds take: (key, set, kinds).
+    const HTTP: &[&str] = &["http", "https"];
+    let kind_keys: [(&str, bool, &[&str]); 12] = [
+        ("path", raw.path.is_some(), HTTP),
+        ("host", raw.host.is_some(), HTTP),
+        ("status", raw.status.is_some(), HTTP),
+        ("body", raw.body.is_some(), HTTP),
+        ("sni", raw.sni.is_some(), &["https"]),
+        ("verify", raw.verify.is_some(), &["https"]),
+        ("ca_file", raw.ca_file.is_some(), &["https"]),
+        ("payload", raw.payload.is_some(), &["udp"]),
+        ("expect", raw.expect.is_some(), &["udp"]),
+        ("query", raw.query.is_some(), &["dns"]),
+        ("type", raw.query_type.is_some(), &["dns"]),
+        ("command", raw.command.is_some(), &["exec"]),
     ];
-    if let Some((key, _, owner)) = kind_keys
+    if let Some((key, _, owners)) = kind_keys
         .iter()
-        .find(|(_, set, owner)| *set && *owner != kind)
+        .find(|(_, set, owners)| *set && !owners.contains(&kind))
     {
+        let owners: Vec<String> = owners.iter().map(|o| format!("{o:?}")).collect();
         return Err(ConfigError::new(
             at(key),
-            format!("applies only to kind \"{owner}\", not \"{kind}\""),
+            format!(
+                "applies only to kind {}, not \"{kind}\"",
+                owners.join(" or ")
+            ),
         ));
     }
     let interval = duration_in(
@@ -387,7 +423,11 @@ fn health(
     let initial = choice(&at("initial"), raw.initial.as_deref(), OperState::SPELLINGS)?;
     let kind = match kind {
         "tcp" => CheckKind::Tcp,
-        "http" => http_check(raw, &at)?,
+        "http" => http_check(raw, &at, None)?,
+        "https" => {
+            let tls = tls_check(raw, &at)?;
+            http_check(raw, &at, Some(tls))?
+        }
         "udp" => match raw.payload.as_deref() {
             Some(payload) if !payload.is_empty() => CheckKind::Udp {
                 payload: payload.as_bytes().to_vec(),
@@ -416,6 +456,7 @@ fn health(
             CheckKind::Dns {
                 name: name.clone(),
                 qtype: choice(&at("type"), raw.query_type.as_deref(), DNS_TYPES)?,
+                transport: protocol,
             }
         }
         _ => {
@@ -487,7 +528,52 @@ fn health_via(
     Ok(via)
 }
 
-fn http_check(raw: &HealthConfig, at: &dyn Fn(&str) -> String) -> Result<CheckKind, ConfigError> {
+/// An https check's TLS: `sni` a DNS name ("" for none; unset, the `host`
+/// key's name), `ca_file` an absolute path.
+fn tls_check(raw: &HealthConfig, at: &dyn Fn(&str) -> String) -> Result<TlsCheck, ConfigError> {
+    let sni = match raw.sni.as_deref() {
+        None => default_sni(raw.host.as_deref()),
+        Some("") => None,
+        Some(name) if is_dns_name(name) && name.parse::<IpAddr>().is_err() => {
+            Some(name.trim_end_matches('.').to_owned())
+        }
+        Some(name) => {
+            return Err(ConfigError::new(
+                at("sni"),
+                format!(
+                "{name:?} is not a DNS name (an address is verified without SNI; \"\" sends none)"
+            ),
+            ))
+        }
+    };
+    let ca_file = match raw.ca_file.as_deref() {
+        Some(path) if !Path::new(path).is_absolute() => {
+            return Err(ConfigError::new(
+                at("ca_file"),
+                format!("{path:?} is not an absolute path"),
+            ))
+        }
+        path => path.map(PathBuf::from),
+    };
+    let verify = raw.verify.unwrap_or(true);
+    if !verify && ca_file.is_some() {
+        return Err(ConfigError::new(
+            at("ca_file"),
+            "is for verifying certificates, and verify = false verifies none",
+        ));
+    }
+    Ok(TlsCheck {
+        sni,
+        verify,
+        ca_file,
+    })
+}
+
+fn http_check(
+    raw: &HealthConfig,
+    at: &dyn Fn(&str) -> String,
+    tls: Option<TlsCheck>,
+) -> Result<CheckKind, ConfigError> {
     let path = raw.path.as_deref().unwrap_or(DEFAULT_HTTP_PATH);
     if !path.starts_with('/') {
         return Err(ConfigError::new(
@@ -509,5 +595,6 @@ fn http_check(raw: &HealthConfig, at: &dyn Fn(&str) -> String) -> Result<CheckKi
         host: raw.host.clone(),
         status,
         body: raw.body.clone(),
+        tls,
     })
 }

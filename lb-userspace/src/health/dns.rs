@@ -47,6 +47,16 @@ pub fn encode_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, NameErro
     Ok(packet)
 }
 
+/// `message` as sent over TCP: after its length in two bytes (RFC 1035
+/// 4.2.2). A query is far shorter than 64 KiB.
+pub fn tcp_message(message: &[u8]) -> Vec<u8> {
+    let length = u16::try_from(message.len()).expect("a DNS query fits 64 KiB");
+    let mut framed = Vec::with_capacity(2 + message.len());
+    framed.extend_from_slice(&length.to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
 /// The parts of a message's header a health check looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -108,6 +118,15 @@ mod tests {
         ];
         assert_eq!(query, expected);
         assert_eq!(encode_query(0xabcd, "example.com.", 1).unwrap(), expected);
+    }
+
+    #[test]
+    fn tcp_messages_carry_their_length() {
+        let query = encode_query(0xabcd, "example.com", 1).unwrap();
+        let framed = tcp_message(&query);
+        assert_eq!(&framed[..2], &[0x00, 29]);
+        assert_eq!(&framed[2..], &query[..]);
+        assert_eq!(tcp_message(&[7; 300])[..2], [0x01, 0x2c]);
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod monitor;
 pub mod probe;
 mod random;
 pub mod state;
+mod tls;
 
 pub use monitor::{CheckHandle, CheckId, CheckStatus, Monitor, Transition};

@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use super::{
-    probe::probe,
+    probe::Prober,
     random::random_u64,
     state::{ProbeDurations, ProbeOutcome, Tracker},
 };
@@ -41,6 +41,9 @@ pub struct Transition {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheckStatus {
     pub state: OperState,
+    /// Where the probes go: the backend, its own check target, or the VIP
+    /// for a check through the data path.
+    pub target: SocketAddr,
     /// `None` until the first probe ends.
     pub last: Option<LastProbe>,
     /// The streak toward the other state: "1 of 3 failures".
@@ -62,6 +65,13 @@ pub struct LastProbe {
     pub detail: String,
     pub at_unix_ms: u64,
     pub took_ms: f64,
+}
+
+impl LastProbe {
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub fn completed_unix_ms(&self) -> u64 {
+        self.at_unix_ms + self.took_ms.round() as u64
+    }
 }
 
 /// The running checks. Dropping it stops them all.
@@ -177,7 +187,7 @@ impl Monitor {
         );
         let started = SystemTime::now();
         let shared = Arc::new(Mutex::new(Shared {
-            status: status_of(&tracker, None, started),
+            status: status_of(&tracker, target, None, started),
             stopped: false,
         }));
         let task = tokio::spawn(run_check(
@@ -211,16 +221,12 @@ async fn run_check(
     let mut ticks =
         tokio::time::interval_at(Instant::now() + first_probe_offset(interval), interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let prober = Prober::new(&config.kind);
     loop {
         ticks.tick().await;
-        let outcome = probe(
-            &config.kind,
-            target,
-            config.timeout,
-            id.backend,
-            config.route,
-        )
-        .await;
+        let outcome = prober
+            .probe(target, config.timeout, id.backend, config.route)
+            .await;
         let flipped = tracker.record(&outcome);
         if flipped.is_some() {
             since = outcome.at;
@@ -230,7 +236,7 @@ async fn run_check(
             if shared.stopped {
                 return;
             }
-            shared.status = status_of(&tracker, Some(&outcome), since);
+            shared.status = status_of(&tracker, target, Some(&outcome), since);
             if let Some(state) = flipped {
                 // With no receiver left, the status still tells.
                 let _ = events.send(Transition {
@@ -279,9 +285,15 @@ fn first_probe_offset(interval: Duration) -> Duration {
     Duration::from_nanos(random_u64() % spread.max(1))
 }
 
-fn status_of(tracker: &Tracker, last: Option<&ProbeOutcome>, since: SystemTime) -> CheckStatus {
+fn status_of(
+    tracker: &Tracker,
+    target: SocketAddr,
+    last: Option<&ProbeOutcome>,
+    since: SystemTime,
+) -> CheckStatus {
     CheckStatus {
         state: tracker.state(),
+        target,
         last: last.map(|outcome| LastProbe {
             ok: outcome.ok,
             detail: outcome.detail.clone(),
@@ -326,7 +338,8 @@ fn via_name(via: HealthVia) -> &'static str {
 fn kind_name(kind: &CheckKind) -> &'static str {
     match kind {
         CheckKind::Tcp => "tcp",
-        CheckKind::Http { .. } => "http",
+        CheckKind::Http { tls: None, .. } => "http",
+        CheckKind::Http { tls: Some(_), .. } => "https",
         CheckKind::Udp { .. } => "udp",
         CheckKind::Dns { .. } => "dns",
         CheckKind::Exec { .. } => "exec",
@@ -564,11 +577,14 @@ mod tests {
         };
         tracker.record(&outcome);
         let started = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
-        let json = serde_json::to_value(status_of(&tracker, Some(&outcome), started)).unwrap();
+        let target = "198.18.1.10:8081".parse().unwrap();
+        let json =
+            serde_json::to_value(status_of(&tracker, target, Some(&outcome), started)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "state": "up",
+                "target": "198.18.1.10:8081",
                 "last": {"ok": false, "detail": "HTTP 503", "at_unix_ms": 1_700_000_000_123u64, "took_ms": 1.5},
                 "progress": "1 of 3 failures",
                 "since_unix_ms": 1_700_000_000_000u64,

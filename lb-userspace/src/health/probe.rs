@@ -9,65 +9,89 @@ use std::{
 };
 
 use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpSocket, TcpStream, UdpSocket},
     process::Command,
 };
+use tokio_rustls::TlsConnector;
 
-use super::{dns, random::random_u64, state::ProbeOutcome};
-use crate::model::{CheckKind, ProbeRoute};
+use super::{dns, random::random_u64, state::ProbeOutcome, tls};
+use crate::model::{CheckKind, ProbeRoute, Protocol};
 
 /// The most of an HTTP response that is read.
 const HTTP_RESPONSE_CAP: usize = 64 * 1024;
 /// The longest line of a command's output quoted in a detail.
 const QUOTED_LINE_CAP: usize = 200;
 
-/// Probes `target` (on behalf of `backend`, which exec checks are told
-/// about) and says what happened; the whole probe takes at most `timeout`.
-pub async fn probe(
-    kind: &CheckKind,
-    target: SocketAddr,
-    timeout: Duration,
-    backend: SocketAddr,
-    route: Option<ProbeRoute>,
-) -> ProbeOutcome {
-    let at = SystemTime::now();
-    let started = Instant::now();
-    let mut stage = "while connecting";
-    let result = tokio::time::timeout(
-        timeout,
-        run(kind, target, backend, route, started, &mut stage),
-    )
-    .await;
-    let (ok, detail) = match result {
-        Ok(Ok(detail)) => (true, detail),
-        Ok(Err(detail)) => (false, detail),
-        Err(_) => (
-            false,
-            format!(
-                "timeout after {} {stage}",
-                humantime::format_duration(timeout)
+/// A check's kind ready to probe with: an https check's TLS client is
+/// made once, not per probe.
+pub struct Prober {
+    kind: CheckKind,
+    /// An https check's client, or why it could not be made (each probe
+    /// fails with that).
+    tls: Option<Result<TlsConnector, String>>,
+}
+
+impl Prober {
+    pub fn new(kind: &CheckKind) -> Prober {
+        let tls = match kind {
+            CheckKind::Http { tls: Some(tls), .. } => Some(tls::connector(tls)),
+            _ => None,
+        };
+        Prober {
+            kind: kind.clone(),
+            tls,
+        }
+    }
+
+    /// Probes `target` (on behalf of `backend`, which exec checks are told
+    /// about) and says what happened; the whole probe takes at most `timeout`.
+    pub async fn probe(
+        &self,
+        target: SocketAddr,
+        timeout: Duration,
+        backend: SocketAddr,
+        route: Option<ProbeRoute>,
+    ) -> ProbeOutcome {
+        let at = SystemTime::now();
+        let started = Instant::now();
+        let mut stage = "while connecting";
+        let result = tokio::time::timeout(
+            timeout,
+            run(self, target, backend, route, started, &mut stage),
+        )
+        .await;
+        let (ok, detail) = match result {
+            Ok(Ok(detail)) => (true, detail),
+            Ok(Err(detail)) => (false, detail),
+            Err(_) => (
+                false,
+                format!(
+                    "timeout after {} {stage}",
+                    humantime::format_duration(timeout)
+                ),
             ),
-        ),
-    };
-    ProbeOutcome {
-        ok,
-        detail,
-        at,
-        took: started.elapsed(),
+        };
+        ProbeOutcome {
+            ok,
+            detail,
+            at,
+            took: started.elapsed(),
+        }
     }
 }
 
 /// Ok or Err, the detail; sets `stage` to what it waits for (for the
 /// timeout's detail).
 async fn run(
-    kind: &CheckKind,
+    prober: &Prober,
     target: SocketAddr,
     backend: SocketAddr,
     route: Option<ProbeRoute>,
     started: Instant,
     stage: &mut &'static str,
 ) -> Result<String, String> {
-    match kind {
+    match &prober.kind {
         CheckKind::Tcp => {
             let stream = connect_tcp(target, route).await?;
             let took = started.elapsed();
@@ -81,6 +105,7 @@ async fn run(
             host,
             status,
             body,
+            tls,
         } => {
             let stream = connect_tcp(target, route).await?;
             let host = host.clone().unwrap_or_else(|| host_header(target));
@@ -88,12 +113,21 @@ async fn run(
             let request = format!(
                 "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: xlb-health\r\nAccept: */*\r\n\r\n"
             );
-            *stage = "while sending the request";
-            write_all(&stream, request.as_bytes())
-                .await
-                .map_err(|e| format!("{} while sending the request", describe(&e)))?;
-            *stage = "waiting for the response";
-            let response = read_response(&stream).await?;
+            let response = match (tls, &prober.tls) {
+                (Some(settings), Some(connector)) => {
+                    let connector = connector.as_ref().map_err(Clone::clone)?;
+                    *stage = "during the TLS handshake";
+                    let mut stream = connector
+                        .connect(tls::server_name(settings, target.ip()), stream)
+                        .await
+                        .map_err(|e| tls::handshake_failure(&e, describe))?;
+                    exchange(&mut stream, request.as_bytes(), stage).await?
+                }
+                _ => {
+                    let mut stream = stream;
+                    exchange(&mut stream, request.as_bytes(), stage).await?
+                }
+            };
             let verdict = judge_http(&response, status, body.as_deref());
             verdict.map(|summary| format!("{summary} in {}", millis(started.elapsed())))
         }
@@ -117,25 +151,18 @@ async fn run(
                 millis(started.elapsed())
             ))
         }
-        CheckKind::Dns { name, qtype } => {
+        CheckKind::Dns {
+            name,
+            qtype,
+            transport,
+        } => {
             let id = random_u64() as u16;
             let query = dns::encode_query(id, name, *qtype).map_err(|e| e.to_string())?;
-            let socket = connected_udp(target, route).await?;
-            socket.send(&query).await.map_err(|e| describe(&e))?;
-            *stage = "waiting for a DNS reply";
-            let mut reply = [0; 512];
-            loop {
-                let len = socket.recv(&mut reply).await.map_err(|e| describe(&e))?;
-                let Some(header) = dns::decode_header(&reply[..len]) else {
-                    return Err(format!("malformed DNS reply of {len} bytes"));
-                };
-                if header.id != id {
-                    // A stray datagram, not the answer to this query.
-                    continue;
-                }
-                return judge_dns(&header)
-                    .map(|summary| format!("{summary} in {}", millis(started.elapsed())));
-            }
+            let header = match transport {
+                Protocol::Udp => dns_over_udp(target, route, id, &query, stage).await?,
+                Protocol::Tcp => dns_over_tcp(target, route, id, &query, stage).await?,
+            };
+            judge_dns(&header).map(|summary| format!("{summary} in {}", millis(started.elapsed())))
         }
         CheckKind::Exec { command } => {
             *stage = "waiting for the command";
@@ -143,6 +170,79 @@ async fn run(
             Ok(format!("exit 0 in {}", millis(started.elapsed())))
         }
     }
+}
+
+/// Sends `request` and reads the response to it.
+async fn exchange(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    request: &[u8],
+    stage: &mut &'static str,
+) -> Result<Vec<u8>, String> {
+    *stage = "while sending the request";
+    send(stream, request)
+        .await
+        .map_err(|e| format!("{} while sending the request", describe(&e)))?;
+    *stage = "waiting for the response";
+    read_response(stream).await
+}
+
+/// The header of the answer to `query` (of `id`) over UDP: datagrams of
+/// other ids are strays, skipped.
+async fn dns_over_udp(
+    target: SocketAddr,
+    route: Option<ProbeRoute>,
+    id: u16,
+    query: &[u8],
+    stage: &mut &'static str,
+) -> Result<dns::Header, String> {
+    let socket = connected_udp(target, route).await?;
+    socket.send(query).await.map_err(|e| describe(&e))?;
+    *stage = "waiting for a DNS reply";
+    let mut reply = [0; 512];
+    loop {
+        let len = socket.recv(&mut reply).await.map_err(|e| describe(&e))?;
+        let Some(header) = dns::decode_header(&reply[..len]) else {
+            return Err(format!("malformed DNS reply of {len} bytes"));
+        };
+        if header.id == id {
+            return Ok(header);
+        }
+    }
+}
+
+/// The header of the answer to `query` (of `id`) over TCP, each message
+/// after its two-byte length (RFC 1035 4.2.2).
+async fn dns_over_tcp(
+    target: SocketAddr,
+    route: Option<ProbeRoute>,
+    id: u16,
+    query: &[u8],
+    stage: &mut &'static str,
+) -> Result<dns::Header, String> {
+    let mut stream = connect_tcp(target, route).await?;
+    *stage = "while sending the query";
+    send(&mut stream, &dns::tcp_message(query))
+        .await
+        .map_err(|e| format!("{} while sending the query", describe(&e)))?;
+    *stage = "waiting for a DNS reply";
+    let closed = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => "connection closed without a DNS reply".to_owned(),
+        _ => format!("{} while reading the DNS reply", describe(&e)),
+    };
+    let mut length = [0; 2];
+    stream.read_exact(&mut length).await.map_err(closed)?;
+    let mut reply = vec![0; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut reply).await.map_err(closed)?;
+    let Some(header) = dns::decode_header(&reply) else {
+        return Err(format!("malformed DNS reply of {} bytes", reply.len()));
+    };
+    if header.id != id {
+        return Err(format!(
+            "the reply is to another query (id {}, not {id})",
+            header.id
+        ));
+    }
+    Ok(header)
 }
 
 /// A TCP connection to `target`, through `route` if given.
@@ -264,21 +364,14 @@ fn first_line(output: &[u8]) -> Option<String> {
     Some(quoted)
 }
 
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(data) {
-            Ok(written) => data = &data[written..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+async fn send(stream: &mut (impl AsyncWrite + Unpin), data: &[u8]) -> io::Result<()> {
+    stream.write_all(data).await?;
+    stream.flush().await
 }
 
 /// Reads the response until the server closes, its Content-Length is
 /// reached, or [`HTTP_RESPONSE_CAP`] bytes have come.
-async fn read_response(stream: &TcpStream) -> Result<Vec<u8>, String> {
+async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>, String> {
     let mut response = Vec::new();
     let mut head_read = false;
     // Where the response ends, if its head tells.
@@ -298,20 +391,16 @@ async fn read_response(stream: &TcpStream) -> Result<Vec<u8>, String> {
         if response.len() >= HTTP_RESPONSE_CAP || end.is_some_and(|end| response.len() >= end) {
             return Ok(response);
         }
-        stream
-            .readable()
-            .await
-            .map_err(|e| format!("{} while reading the response", describe(&e)))?;
         let filled = response.len();
         response.resize((filled + 8192).min(HTTP_RESPONSE_CAP), 0);
-        match stream.try_read(&mut response[filled..]) {
+        match stream.read(&mut response[filled..]).await {
             Ok(0) => {
                 response.truncate(filled);
                 return Ok(response);
             }
             Ok(read) => response.truncate(filled + read),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => response.truncate(filled),
-            // A reset after the head still leaves a status to judge.
+            // A reset (or a TLS close without close_notify) after the head
+            // still leaves a status to judge.
             Err(_) if head_read => {
                 response.truncate(filled);
                 return Ok(response);
@@ -464,13 +553,15 @@ mod tests {
     const BACKEND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 8080);
 
     async fn run_probe(kind: &CheckKind, target: SocketAddr) -> ProbeOutcome {
-        let outcome = probe(kind, target, TIMEOUT, BACKEND, None).await;
+        let outcome = Prober::new(kind)
+            .probe(target, TIMEOUT, BACKEND, None)
+            .await;
         assert!(outcome.took <= TIMEOUT + MARGIN, "took {:?}", outcome.took);
         outcome
     }
 
     async fn assert_times_out(kind: &CheckKind, target: SocketAddr, stage: &str) {
-        let outcome = probe(kind, target, SHORT, BACKEND, None).await;
+        let outcome = Prober::new(kind).probe(target, SHORT, BACKEND, None).await;
         assert!(!outcome.ok);
         assert_eq!(outcome.detail, format!("timeout after 300ms {stage}"));
         assert!(
@@ -495,6 +586,7 @@ mod tests {
             host: None,
             status,
             body: body.map(Into::into),
+            tls: None,
         }
     }
 
@@ -525,12 +617,12 @@ mod tests {
         let (requests, received) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
-                let (stream, _) = listener.accept().await.unwrap();
+                let (mut stream, _) = listener.accept().await.unwrap();
                 let requests = requests.clone();
                 tokio::spawn(async move {
                     requests.send(read_request(&stream).await).unwrap();
                     if let Some(response) = response {
-                        write_all(&stream, response.as_bytes()).await.unwrap();
+                        send(&mut stream, response.as_bytes()).await.unwrap();
                     }
                     if keep_open || response.is_none() {
                         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -601,6 +693,7 @@ mod tests {
             host: Some("www.example.test".into()),
             status: 200..=299,
             body: None,
+            tls: None,
         };
         let outcome = run_probe(&kind, addr).await;
         assert!(outcome.ok, "{outcome:?}");
@@ -802,12 +895,14 @@ mod tests {
     const DNS: CheckKind = CheckKind::Dns {
         name: String::new(),
         qtype: 1,
+        transport: Protocol::Udp,
     };
 
     fn dns_check(name: &str) -> CheckKind {
         CheckKind::Dns {
             name: name.into(),
             qtype: 28,
+            transport: Protocol::Udp,
         }
     }
 
@@ -886,6 +981,348 @@ mod tests {
         assert_eq!(outcome.detail, "empty label in DNS name \"a..b\"");
     }
 
+    /// Answers each query over TCP with the messages `answer` makes of it,
+    /// each after its length, the length and the message in separate
+    /// writes; then closes.
+    async fn dns_tcp_server(answer: fn(&[u8]) -> Vec<Vec<u8>>) -> SocketAddr {
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut length = [0; 2];
+                stream.read_exact(&mut length).await.unwrap();
+                let mut query = vec![0; usize::from(u16::from_be_bytes(length))];
+                stream.read_exact(&mut query).await.unwrap();
+                for reply in answer(&query) {
+                    let framed = dns::tcp_message(&reply);
+                    send(&mut stream, &framed[..2]).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    send(&mut stream, &framed[2..]).await.unwrap();
+                }
+            }
+        });
+        addr
+    }
+
+    fn dns_over_tcp(name: &str) -> CheckKind {
+        CheckKind::Dns {
+            name: name.into(),
+            qtype: 1,
+            transport: Protocol::Tcp,
+        }
+    }
+
+    #[tokio::test]
+    async fn dns_over_tcp_frames_the_query_and_the_reply() {
+        let addr = dns_tcp_server(|query| {
+            // The whole query, as the UDP check sends it, after its length.
+            let id = u16::from_be_bytes([query[0], query[1]]);
+            assert_eq!(query, dns::encode_query(id, "example.com", 1).unwrap());
+            vec![reply(query, 0x8180)]
+        })
+        .await;
+        let outcome = run_probe(&dns_over_tcp("example.com"), addr).await;
+        assert!(outcome.ok, "{outcome:?}");
+        assert!(
+            outcome.detail.starts_with("NOERROR (1 answers) in "),
+            "{}",
+            outcome.detail
+        );
+        // Nothing listens on UDP there: the check did not ask over UDP.
+        let over_udp = CheckKind::Dns {
+            name: "example.com".into(),
+            qtype: 1,
+            transport: Protocol::Udp,
+        };
+        assert!(!run_probe(&over_udp, addr).await.ok);
+    }
+
+    #[tokio::test]
+    async fn dns_over_tcp_judges_the_reply() {
+        let addr = dns_tcp_server(|query| vec![reply(query, 0x8182)]).await;
+        assert_eq!(
+            run_probe(&dns_over_tcp("a.test"), addr).await.detail,
+            "SERVFAIL"
+        );
+        let addr = dns_tcp_server(|query| {
+            let mut other = reply(query, 0x8180);
+            other[0] ^= 0xff;
+            vec![other]
+        })
+        .await;
+        let detail = run_probe(&dns_over_tcp("a.test"), addr).await.detail;
+        assert!(
+            detail.starts_with("the reply is to another query (id "),
+            "{detail}"
+        );
+        let addr = dns_tcp_server(|_| Vec::new()).await;
+        assert_eq!(
+            run_probe(&dns_over_tcp("a.test"), addr).await.detail,
+            "connection closed without a DNS reply"
+        );
+        let refused = closed_tcp_port(Ipv6Addr::LOCALHOST.into()).await;
+        assert_eq!(
+            run_probe(&dns_over_tcp("a.test"), refused).await.detail,
+            "connection refused"
+        );
+    }
+
+    /// A throwaway CA and a server certificate it signed for 127.0.0.1
+    /// and www.example.test, made by openssl in a directory of their own.
+    struct Certs {
+        dir: std::path::PathBuf,
+    }
+
+    impl Certs {
+        fn new() -> Certs {
+            let dir = std::env::temp_dir().join(format!("xlb-tls-{}", random_u64()));
+            std::fs::create_dir(&dir).unwrap();
+            let san = dir.join("san.cnf");
+            std::fs::write(&san, "subjectAltName=IP:127.0.0.1,DNS:www.example.test\n").unwrap();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            let steps: [&[&str]; 3] = [
+                &[
+                    &["req", "-x509"],
+                    &ec[..],
+                    &[
+                        "-keyout",
+                        "ca.key",
+                        "-out",
+                        "ca.pem",
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=xlb test CA",
+                    ],
+                ]
+                .concat(),
+                &[
+                    &["req"],
+                    &ec[..],
+                    &[
+                        "-keyout",
+                        "server.key",
+                        "-out",
+                        "server.csr",
+                        "-subj",
+                        "/CN=backend",
+                    ],
+                ]
+                .concat(),
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "server.pem",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "san.cnf",
+                ],
+            ];
+            for args in steps {
+                let out = std::process::Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .output()
+                    .expect("openssl runs");
+                assert!(out.status.success(), "openssl {args:?}: {out:?}");
+            }
+            Certs { dir }
+        }
+
+        fn path(&self, name: &str) -> std::path::PathBuf {
+            self.dir.join(name)
+        }
+    }
+
+    impl Drop for Certs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// An https server on 127.0.0.1 with `certs`' server certificate that
+    /// answers every request with `response`.
+    async fn https_server(certs: &Certs, response: &'static str) -> SocketAddr {
+        use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        use tokio_rustls::{rustls, TlsAcceptor};
+        let chain = CertificateDer::pem_file_iter(certs.path("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(certs.path("server.key")).unwrap();
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that rejects the certificate ends the handshake.
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buf = [0; 1024];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = send(&mut stream, response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn https(
+        status: std::ops::RangeInclusive<u16>,
+        body: Option<&str>,
+        tls: crate::model::TlsCheck,
+    ) -> CheckKind {
+        CheckKind::Http {
+            path: "/health".into(),
+            host: None,
+            status,
+            body: body.map(Into::into),
+            tls: Some(tls),
+        }
+    }
+
+    fn tls(
+        sni: Option<&str>,
+        verify: bool,
+        ca_file: Option<std::path::PathBuf>,
+    ) -> crate::model::TlsCheck {
+        crate::model::TlsCheck {
+            sni: sni.map(Into::into),
+            verify,
+            ca_file,
+        }
+    }
+
+    const HEALTHY: &str = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nhealthy";
+
+    #[tokio::test]
+    async fn https_verdicts() {
+        let certs = Certs::new();
+        let addr = https_server(&certs, HEALTHY).await;
+        let ca = Some(certs.path("ca.pem"));
+        let passes = [
+            // Any certificate, as keepalived's SSL_GET takes it.
+            tls(None, false, None),
+            // Signed by the CA, for the address probed.
+            tls(None, true, ca.clone()),
+            // Signed by the CA, for the name sent.
+            tls(Some("www.example.test"), true, ca.clone()),
+        ];
+        for settings in passes {
+            let outcome =
+                run_probe(&https(200..=399, Some("healthy"), settings.clone()), addr).await;
+            assert!(outcome.ok, "{settings:?}: {outcome:?}");
+            assert!(
+                outcome.detail.starts_with("HTTP 200 OK in "),
+                "{}",
+                outcome.detail
+            );
+        }
+        let fails = [
+            // The system's store does not know the throwaway CA.
+            (
+                tls(None, true, None),
+                "certificate not trusted: unknown issuer (not signed by a trusted CA)".to_owned(),
+            ),
+            (
+                tls(Some("other.example.test"), true, ca.clone()),
+                "certificate not trusted: certificate not valid for name \"other.example.test\"; \
+                 certificate is only valid for IpAddress(127.0.0.1) or DnsName(\"www.example.test\")"
+                    .to_owned(),
+            ),
+            // Trusting the server's own certificate is not trusting a CA.
+            (
+                tls(None, true, Some(certs.path("server.pem"))),
+                "certificate not trusted: unknown issuer (not signed by a trusted CA)".to_owned(),
+            ),
+            (
+                tls(None, true, Some("/nonexistent/ca.pem".into())),
+                "ca_file /nonexistent/ca.pem: ".to_owned(),
+            ),
+        ];
+        for (settings, reason) in fails {
+            let outcome = run_probe(&https(200..=399, None, settings.clone()), addr).await;
+            assert!(!outcome.ok, "{settings:?}: {outcome:?}");
+            assert!(
+                outcome.detail.starts_with(&reason),
+                "{settings:?}: {}",
+                outcome.detail
+            );
+        }
+        // The answer is judged as http's.
+        let outcome = run_probe(
+            &https(200..=200, Some("sick"), tls(None, false, None)),
+            addr,
+        )
+        .await;
+        assert_eq!(outcome.detail, "HTTP 200 OK but the body lacks \"sick\"");
+        let outcome = run_probe(&https(204..=204, None, tls(None, true, ca)), addr).await;
+        assert_eq!(outcome.detail, "HTTP 200 OK (expected 204)");
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_server_fails_the_handshake() {
+        // It answers the hello as a plain HTTP server does: 400 and close.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut hello = [0; 512];
+            let _ = stream.read(&mut hello).await;
+            let _ = send(&mut stream, b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        });
+        let outcome = run_probe(&https(200..=399, None, tls(None, false, None)), addr).await;
+        assert!(!outcome.ok);
+        assert!(
+            outcome.detail.starts_with("TLS handshake: "),
+            "{}",
+            outcome.detail
+        );
+        // A server that never answers the hello.
+        let (addr, _requests) = http_server(None, false).await;
+        assert_times_out(
+            &https(200..=399, None, tls(None, false, None)),
+            addr,
+            "during the TLS handshake",
+        )
+        .await;
+    }
+
     fn exec(command: &[&str]) -> CheckKind {
         CheckKind::Exec {
             command: command.iter().map(|s| s.to_string()).collect(),
@@ -912,14 +1349,9 @@ mod tests {
     async fn exec_sees_the_addresses() {
         let port_is_8080 = exec(&["/bin/sh", "-c", r#"test "$XLB_BACKEND_PORT" = 8080"#]);
         assert!(run_probe(&port_is_8080, TARGET).await.ok);
-        let outcome = probe(
-            &port_is_8080,
-            TARGET,
-            TIMEOUT,
-            "10.0.0.1:9090".parse().unwrap(),
-            None,
-        )
-        .await;
+        let outcome = Prober::new(&port_is_8080)
+            .probe(TARGET, TIMEOUT, "10.0.0.1:9090".parse().unwrap(), None)
+            .await;
         assert!(!outcome.ok);
         let all = exec(&[
             "/bin/sh",

@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use super::{service_name, Imported};
+use super::{own_target, service_name, without_target, Imported};
 use crate::config::{BackendConfig, HealthConfig, PersistenceConfig, ServiceConfig};
 
 const SECTIONS: &[&str] = &[
@@ -292,22 +292,52 @@ fn pool(
                 .expect("server() made it from an IpAddr"),
             backend.port.and_then(|p| u16::try_from(p).ok()),
         );
+        let mut backend = backend;
         if let Some(mut check) = check {
-            if let Some(path) = &http_check {
-                check.kind = "http".into();
-                check.path = Some(path.clone()).filter(|p| p != "/");
-                check.status = status.clone();
+            match &http_check {
+                Some(path) => {
+                    if check.kind == "tcp" {
+                        check.kind = "http".into();
+                    }
+                    check.path = Some(path.clone()).filter(|p| p != "/");
+                    check.status = status.clone();
+                }
+                None if check.kind == "https" => {
+                    report(
+                        out,
+                        line,
+                        "check-ssl without `option httpchk` checks a TLS handshake alone: \
+                         checked by a TCP connection",
+                    );
+                    check = HealthConfig {
+                        kind: "tcp".into(),
+                        verify: None,
+                        ca_file: None,
+                        sni: None,
+                        ..check
+                    };
+                }
+                None => {}
             }
             check.timeout = check_timeout.clone();
             match &first_check {
                 None => first_check = Some(check),
-                Some(first) if *first != check => report(
+                Some(first) if without_target(first) != without_target(&check) => report(
                     out,
                     line,
                     "its check differs from the first server's: xlb checks every backend of a \
                      service alike; the first one's is used",
                 ),
-                Some(_) => {}
+                // Alike but for where it probes (`addr`, `port`): its own target.
+                Some(first) => match own_target(first, &check, &backend.address, backend.port) {
+                    Ok(own) => backend.health = own,
+                    Err(()) => report(
+                        out,
+                        line,
+                        "its check probes the port the server is reached on, which the line \
+                         does not give, unlike the first server's `port`: not carried over",
+                    ),
+                },
             }
         }
         if backup {
@@ -369,6 +399,17 @@ fn server(
     while let Some(option) = options.next() {
         match option {
             "check" => check = Some(()),
+            // The check over TLS (HAProxy's check-ssl): verified as `verify`
+            // says, against `ca-file`, for `check-sni`'s name.
+            "check-ssl" => health.kind = "https".into(),
+            "verify" | "ca-file" | "check-sni" => {
+                let Some(value) = options.next() else { break };
+                match option {
+                    "verify" => health.verify = Some(value != "none"),
+                    "ca-file" => health.ca_file = Some(value.to_owned()),
+                    _ => health.sni = Some(value.to_owned()),
+                }
+            }
             "backup" => backup = true,
             "disabled" => backend.state = Some("maint".into()),
             "inter" | "rise" | "fall" | "weight" | "port" | "addr" => {
@@ -389,6 +430,18 @@ fn server(
             }
             other => ignored.push(other.to_owned()),
         }
+    }
+    if health.kind != "https" {
+        // Options of a check over TLS, for one that is not.
+        let verifying = [
+            health
+                .verify
+                .take()
+                .map(|v| format!("verify {}", if v { "required" } else { "none" })),
+            health.ca_file.take().map(|f| format!("ca-file {f}")),
+            health.sni.take().map(|n| format!("check-sni {n}")),
+        ];
+        ignored.extend(verifying.into_iter().flatten());
     }
     if !ignored.is_empty() {
         report(

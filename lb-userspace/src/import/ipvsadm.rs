@@ -270,6 +270,7 @@ fn add_server(out: &mut Imported, known: &mut [Known], rule: &Rule) {
             port,
             weight,
             state: None,
+            health: None,
         });
 }
 

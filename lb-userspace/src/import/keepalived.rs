@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{prefix_len, scheduler_change, service_name, Imported};
+use super::{
+    own_addresses, own_target, prefix_len, scheduler_change, service_name, without_target, Imported,
+};
 use crate::config::{
     BackendConfig, HealthConfig, InstanceConfig, PersistenceConfig, ServiceConfig, SyncGroupConfig,
     TrackConfig,
@@ -407,23 +409,34 @@ fn virtual_server(c: &mut Converter, node: &Node) {
         }
     }
     service.name = service_name(service.protocol.as_deref().unwrap_or("tcp"), vip, port);
-    // xlb checks every backend of a service alike: the first check decides.
+    // xlb checks every backend of a service alike, the first check deciding,
+    // but for where each probes (connect_ip, connect_port): a backend's own.
     let mut checks = checks.into_iter();
-    if let Some((_, first)) = checks.next() {
-        for (node, other) in checks {
-            if other != first {
+    if let Some((_, _, first)) = checks.next() {
+        for (node, index, other) in checks {
+            if without_target(&other) != without_target(&first) {
                 c.drop_all(
                     node,
                     "differs from the first real server's check: xlb checks every backend of \
                      a service alike; not carried over",
                 );
+                continue;
             }
+            let backend = &mut service.backends[index];
+            let port = Some(backend.port.unwrap_or(service.port));
+            backend.health = own_target(&first, &other, &backend.address, port)
+                .expect("a keepalived real server's port is known");
         }
-        service.health = Some(HealthConfig {
+        let mut check = HealthConfig {
             interval: Some(interval.clone()),
             timeout: first.timeout.map(|t| min_duration(&t, &interval)),
             ..first
-        });
+        };
+        // keepalived probes a connect_ip directly, not through the tunnel.
+        if service.mode.as_deref() == Some("ipip") && own_addresses(&service.backends) {
+            check.via = Some("direct".into());
+        }
+        service.health = Some(check);
     }
     c.out.config.services.push(service);
 }
@@ -439,11 +452,13 @@ fn min_duration(a: &str, b: &str) -> String {
     }
 }
 
+/// Adds the real server at `node` to `service`, and its checks, with the
+/// index of its backend, to `checks`.
 fn real_server<'n>(
     c: &mut Converter,
     node: &'n Node,
     service: &mut ServiceConfig,
-    checks: &mut Vec<(&'n Node, HealthConfig)>,
+    checks: &mut Vec<(&'n Node, usize, HealthConfig)>,
 ) {
     let target = match (node.arg(0), node.arg(1)) {
         (Some(ip), Some(port)) => ip.parse::<IpAddr>().ok().zip(port.parse::<u16>().ok()),
@@ -475,16 +490,15 @@ fn real_server<'n>(
                 child,
                 "xlb takes a failed backend out rather than setting its weight to 0",
             ),
-            "TCP_CHECK" | "HTTP_GET" | "MISC_CHECK" | "DNS_CHECK" => {
+            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "DNS_CHECK" => {
                 if let Some(check) = check(c, child) {
-                    checks.push((child, check));
+                    checks.push((child, service.backends.len(), check));
                 }
             }
-            "SSL_GET" | "SMTP_CHECK" | "UDP_CHECK" | "PING_CHECK" | "BFD_CHECK" | "FILE_CHECK" => c
-                .drop_all(
-                    child,
-                    "xlb checks by tcp, http, udp, dns or exec; not carried over",
-                ),
+            "SMTP_CHECK" | "UDP_CHECK" | "PING_CHECK" | "BFD_CHECK" | "FILE_CHECK" => c.drop_all(
+                child,
+                "xlb checks by tcp, http, https, udp, dns or exec; not carried over",
+            ),
             _ => c.unknown(child),
         }
     }
@@ -498,6 +512,7 @@ fn check(c: &mut Converter, node: &Node) -> Option<HealthConfig> {
         kind: match node.key() {
             "TCP_CHECK" => "tcp",
             "HTTP_GET" => "http",
+            "SSL_GET" => "https",
             "MISC_CHECK" => "exec",
             _ => "dns",
         }
@@ -505,6 +520,8 @@ fn check(c: &mut Converter, node: &Node) -> Option<HealthConfig> {
         timeout: Some(format!("{DEFAULT_CONNECT_TIMEOUT}s")),
         rise: Some(1),
         fall: Some(DEFAULT_RETRY + 1),
+        // SSL_GET takes any certificate.
+        verify: (node.key() == "SSL_GET").then_some(false),
         ..HealthConfig::default()
     };
     for child in node.children() {

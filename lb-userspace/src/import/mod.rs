@@ -10,7 +10,7 @@ mod tests;
 
 use std::net::IpAddr;
 
-use crate::config::Config;
+use crate::config::{BackendHealthConfig, Config, HealthConfig};
 
 /// A converted file: the configuration, and the lines it leaves out or
 /// carries over with a change of behaviour.
@@ -90,6 +90,49 @@ fn scheduler_change(scheduler: &str) -> Option<String> {
             }
         )),
     }
+}
+
+/// A check less where it probes: servers whose checks are alike but for
+/// that share the service's check, each with its own target.
+fn without_target(check: &HealthConfig) -> HealthConfig {
+    HealthConfig {
+        address: None,
+        port: None,
+        ..check.clone()
+    }
+}
+
+/// Where a server's check (`own`) probes, when not where the service's
+/// check (`service_check`) does: `None` when alike; a part `own` leaves
+/// unset is the server's own `address` or `port`, and an error when that
+/// port is not known (a HAProxy server without one).
+fn own_target(
+    service_check: &HealthConfig,
+    own: &HealthConfig,
+    address: &str,
+    port: Option<i64>,
+) -> Result<Option<BackendHealthConfig>, ()> {
+    let own_address = (own.address != service_check.address)
+        .then(|| own.address.clone().unwrap_or_else(|| address.to_owned()));
+    let own_port = match (own.port, service_check.port) {
+        (own, service) if own == service => None,
+        (Some(own), _) => Some(own),
+        (None, _) => Some(port.ok_or(())?),
+    };
+    Ok(
+        (own_address.is_some() || own_port.is_some()).then_some(BackendHealthConfig {
+            address: own_address,
+            port: own_port,
+        }),
+    )
+}
+
+/// Whether a backend's check probes an address of its own, which only a
+/// check with `via = "direct"` takes.
+fn own_addresses(backends: &[crate::config::BackendConfig]) -> bool {
+    backends
+        .iter()
+        .any(|b| b.health.as_ref().is_some_and(|h| h.address.is_some()))
 }
 
 /// A netmask (`255.255.255.0`) or prefix length (`24`) as a prefix length.

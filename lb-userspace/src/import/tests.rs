@@ -139,3 +139,72 @@ fn ipvsadm_rules_with_names_are_reported_not_guessed() {
           address and port (save with `ipvsadm -Sn`); not carried over"]
     );
 }
+
+#[test]
+fn keepalived_connect_ip_of_a_tunnelled_server_is_probed_directly() {
+    let imported = keepalived::convert(
+        "virtual_server 192.0.2.1 80 {\n    lb_kind TUN\n    \
+         real_server 10.0.0.1 80 {\n        TCP_CHECK { connect_timeout 3 }\n    }\n    \
+         real_server 10.0.0.2 80 {\n        TCP_CHECK {\n            connect_timeout 3\n            \
+         connect_ip 10.0.0.102\n        }\n    }\n}\n",
+    );
+    let service = &imported.config.services[0];
+    let check = service.health.as_ref().unwrap();
+    assert_eq!(
+        (check.address.as_deref(), check.via.as_deref()),
+        (None, Some("direct"))
+    );
+    assert_eq!(service.backends[0].health, None);
+    let own = service.backends[1].health.as_ref().unwrap();
+    assert_eq!(
+        (own.address.as_deref(), own.port),
+        (Some("10.0.0.102"), None)
+    );
+    assert!(imported.reported.is_empty(), "{:?}", imported.reported);
+}
+
+#[test]
+fn haproxy_check_ssl_needs_httpchk_to_be_an_https_check() {
+    let imported = haproxy::convert(
+        "listen app 192.0.2.1:443\n    server a 10.0.0.1:443 check check-ssl verify none\n",
+    );
+    let check = imported.config.services[0].health.as_ref().unwrap();
+    assert_eq!((check.kind.as_str(), check.verify), ("tcp", None));
+    let reports = imported.report_lines("cfg");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.contains("check-ssl without `option httpchk`")),
+        "{reports:?}"
+    );
+    let imported = haproxy::convert(
+        "listen app 192.0.2.1:443\n    option httpchk GET /up\n    \
+         server a 10.0.0.1:443 check check-ssl ca-file /etc/ssl/app.pem check-sni app.test\n",
+    );
+    let check = imported.config.services[0].health.as_ref().unwrap();
+    assert_eq!(
+        (
+            check.kind.as_str(),
+            check.ca_file.as_deref(),
+            check.sni.as_deref()
+        ),
+        ("https", Some("/etc/ssl/app.pem"), Some("app.test"))
+    );
+}
+
+#[test]
+fn haproxy_check_port_of_a_server_without_a_port_is_reported() {
+    let imported = haproxy::convert(
+        "listen app 192.0.2.1:80\n    server a 10.0.0.1:80 check port 9000\n    \
+         server b 10.0.0.2 check\n",
+    );
+    let service = &imported.config.services[0];
+    assert_eq!(service.backends[1].health, None);
+    let reports = imported.report_lines("cfg");
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.starts_with("cfg:3: server b 10.0.0.2 check: its check probes the port")),
+        "{reports:?}"
+    );
+}

@@ -165,6 +165,7 @@ mod tests {
             port: 80,
             weight: 1,
             admin_state: AdminState::Ready,
+            health: Default::default(),
         };
         Model {
             agent: AgentSettings {

@@ -159,6 +159,23 @@ pub struct Backend {
     /// 0..=65535, like `ipvsadm -w`; 0 takes no new flows.
     pub weight: u16,
     pub admin_state: AdminState,
+    /// Where its health check probes instead of where the service's check
+    /// says (keepalived's connect_ip/connect_port, HAProxy's addr/port).
+    pub health: CheckOverride,
+}
+
+/// A backend's own health-check target: each part set replaces the
+/// service's check `address` or `port` for that backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckOverride {
+    pub address: Option<IpAddr>,
+    pub port: Option<u16>,
+}
+
+impl CheckOverride {
+    pub fn is_empty(&self) -> bool {
+        self.address.is_none() && self.port.is_none()
+    }
 }
 
 /// What the operator asked of a backend.
@@ -274,23 +291,43 @@ pub struct ProbeRoute {
 pub enum CheckKind {
     /// A TCP handshake completes.
     Tcp,
-    /// `GET path` answers with a status in `status`, and `body` in the body if set.
+    /// `GET path` answers with a status in `status`, and `body` in the body
+    /// if set; over TLS if `tls` is set (kind "https").
     Http {
         path: String,
         /// The Host header; the target address if unset.
         host: Option<String>,
         status: RangeInclusive<u16>,
         body: Option<String>,
+        tls: Option<TlsCheck>,
     },
     /// `payload` sent gets a reply (that contains `expect`, if set).
     Udp {
         payload: Vec<u8>,
         expect: Option<Vec<u8>>,
     },
-    /// A query for `name` of type `qtype` is answered with NOERROR.
-    Dns { name: String, qtype: u16 },
+    /// A query for `name` of type `qtype` is answered with NOERROR, over
+    /// `transport` (the service's protocol: TCP with RFC 1035's length prefix).
+    Dns {
+        name: String,
+        qtype: u16,
+        transport: Protocol,
+    },
     /// The command exits 0. Run with XLB_BACKEND_ADDR and XLB_BACKEND_PORT set.
     Exec { command: Vec<String> },
+}
+
+/// How an https check speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsCheck {
+    /// The server name sent (SNI), and the name a verified certificate must
+    /// carry; `None`: no SNI, and the certificate must carry the probed address.
+    pub sni: Option<String>,
+    /// The certificate must chain to a trusted root and name the server;
+    /// `false` accepts any (keepalived's SSL_GET).
+    pub verify: bool,
+    /// PEM certificates trusted instead of the system's store.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AgentSettings {
@@ -312,6 +349,18 @@ pub const MIN_FLOOD_GUARD: u32 = 1000;
 impl Service {
     pub fn backend(&self, addr: SocketAddr) -> Option<&Backend> {
         self.backends.iter().find(|b| b.socket_addr() == addr)
+    }
+}
+
+impl HealthCheck {
+    /// The check of `backend`: its own target, where it has one, over the
+    /// service's.
+    pub fn for_backend(&self, backend: &Backend) -> HealthCheck {
+        HealthCheck {
+            address: backend.health.address.or(self.address),
+            port: backend.health.port.or(self.port),
+            ..self.clone()
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use lb_common::maps::Mode;
 
-use super::{AgentSettings, Model, Service, Spelled, Tables, Tracked, MIN_MTU_V6};
+use super::{
+    AgentSettings, Backend, HealthVia, Model, Service, Spelled, Tables, Tracked, MIN_MTU_V6,
+};
 
 /// A rule a model breaks: where, as the file's key path, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +153,54 @@ fn service_rules(
             ));
         }
         target_rules(&path, target, service, earlier, agent)?;
+        check_override_rules(&|| format!("{}.health", path()), backend, service)?;
+    }
+    Ok(())
+}
+
+/// A backend's own check target (at `field()`): of a service with a
+/// check; its address of the backend's family, and only for a check that
+/// probes addresses (not the VIP through the data path).
+fn check_override_rules(
+    field: &dyn Fn() -> String,
+    backend: &Backend,
+    service: &Service,
+) -> Checked {
+    let own = backend.health;
+    if own.is_empty() {
+        return Ok(());
+    }
+    let Some(check) = &service.health else {
+        return Err(Violation::new(
+            field(),
+            "the service has no health check ([service.health]) to aim elsewhere",
+        ));
+    };
+    let Some(address) = own.address else {
+        return Ok(());
+    };
+    let field = format!("{}.address", field());
+    let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+    if address.is_ipv4() != backend.addr.is_ipv4() {
+        return Err(Violation::new(
+            field,
+            format!(
+                "{address} is {} but the backend {} is {}",
+                family(address),
+                backend.addr,
+                family(backend.addr)
+            ),
+        ));
+    }
+    if check.via != HealthVia::Direct {
+        return Err(Violation::new(
+            field,
+            format!(
+                "the service's check probes the VIP (via = \"{}\"): an address of the \
+                 backend's own needs via = \"direct\"",
+                check.via.name()
+            ),
+        ));
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     api::wire::{Backend, BackendPatch},
-    config::BackendConfig,
+    config::{BackendConfig, BackendHealthConfig},
     model::AdminState,
 };
 
@@ -34,7 +34,8 @@ pub enum BackendCommand {
     #[command(after_help = "Examples:\n  \
         xlb backend add web 198.18.1.12\n  \
         xlb backend add web 198.18.1.12:8080 --weight 3\n  \
-        xlb backend add web '[fd00::12]:80' --drain")]
+        xlb backend add web '[fd00::12]:80' --drain\n  \
+        xlb backend add web 198.18.1.12 --check-address 198.18.1.99 --check-port 8081")]
     Add(AddArgs),
     /// Remove a backend from a service (like `ipvsadm -d`); its flows move
     /// to the other backends.
@@ -71,6 +72,14 @@ pub struct AddArgs {
     /// Add it in maintenance: no traffic.
     #[arg(long)]
     maint: bool,
+    /// Probe this address instead of the service's check address (or the
+    /// backend's own): keepalived's connect_ip, HAProxy's `addr`.
+    #[arg(long, value_name = "ADDR")]
+    check_address: Option<IpAddr>,
+    /// Probe this port instead of the service's check port (or the
+    /// backend's own): keepalived's connect_port, HAProxy's `port`.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    check_port: Option<u16>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -210,6 +219,12 @@ fn new_backend(args: &AddArgs) -> BackendConfig {
         port: port.map(i64::from),
         weight: args.weight.map(i64::from),
         state: admin_state(args.drain, args.maint, false).map(|s| s.name().to_owned()),
+        health: (args.check_address.is_some() || args.check_port.is_some()).then(|| {
+            BackendHealthConfig {
+                address: args.check_address.map(|a| a.to_string()),
+                port: args.check_port.map(i64::from),
+            }
+        }),
     }
 }
 
@@ -288,10 +303,18 @@ pub fn last_check(b: &Backend, now_unix_ms: u64) -> String {
     }
 }
 
-/// Why backends are out: failed checks and unresolved next hops, a line each.
+/// Why backends are out (failed checks and unresolved next hops), and
+/// where a backend with a check target of its own is probed, a line each.
 pub fn notes(backends: &[Backend]) -> String {
     let mut notes = String::new();
     for b in backends {
+        if let (Some(_), Some(check)) = (&b.health, &b.check) {
+            notes.push_str(&format!(
+                "{}: checked at {}, its own check target\n",
+                b.socket_addr(),
+                check.target
+            ));
+        }
         if let Some(error) = &b.next_hop_error {
             notes.push_str(&format!(
                 "{}: next hop unresolved: {error}\n",
@@ -442,6 +465,15 @@ mod tests {
             add_body("xlb add web [fd00::12]:8080 --weight 3 --maint"),
             r#"{"address":"fd00::12","port":8080,"weight":3,"state":"maint"}"#
         );
+        assert_eq!(
+            add_body("xlb add web 198.18.1.12 --check-address 198.18.1.99 --check-port 8081"),
+            r#"{"address":"198.18.1.12","health":{"address":"198.18.1.99","port":8081}}"#
+        );
+        assert_eq!(
+            add_body("xlb add web 198.18.1.12 --check-port 8081"),
+            r#"{"address":"198.18.1.12","health":{"port":8081}}"#
+        );
+        assert!(parse("xlb add web 198.18.1.12 --check-port 0").is_err());
     }
 
     fn backend(overrides: Value) -> Backend {
@@ -454,7 +486,8 @@ mod tests {
             "address": "198.18.1.10", "port": 80, "weight": 2, "admin_state": "ready",
             "oper_state": "up", "serving": true, "ring_share": 0.6667,
             "next_hop": {"mac": "52:54:00:12:34:56", "ifindex": 3},
-            "check": {"state": "up", "progress": "0 of 3 failures", "since_unix_ms": 90_000,
+            "check": {"state": "up", "target": "198.18.1.10:80",
+                      "progress": "0 of 3 failures", "since_unix_ms": 90_000,
                       "transitions": 0, "checks": 9, "failures_total": 0,
                       "last": {"ok": true, "detail": "HTTP 200", "at_unix_ms": 100_000,
                                "took_ms": 0.4}},
@@ -483,7 +516,9 @@ mod tests {
             backend(json!({
                 "address": "fd00::11", "weight": 1, "oper_state": "down", "serving": false,
                 "ring_share": 0.0, "next_hop": null, "next_hop_error": "no route to fd00::11",
-                "check": {"state": "down", "progress": "1 of 2 successes",
+                "health": {"address": "fd00::99", "port": 8081},
+                "check": {"state": "down", "target": "[fd00::99]:8081",
+                          "progress": "1 of 2 successes",
                           "since_unix_ms": 95_000, "transitions": 1, "checks": 10,
                           "failures_total": 4,
                           "last": {"ok": false, "detail": "connection refused",
@@ -500,7 +535,8 @@ mod tests {
         );
         assert_eq!(
             notes(&backends),
-            "[fd00::11]:80: next hop unresolved: no route to fd00::11\n\
+            "[fd00::11]:80: checked at [fd00::99]:8081, its own check target\n\
+             [fd00::11]:80: next hop unresolved: no route to fd00::11\n\
              [fd00::11]:80: last check failed: connection refused (1 of 2 successes)\n"
         );
     }

@@ -5,7 +5,7 @@ use crate::{
     config::tests::valid,
     model::{
         edit::{apply as edit, Edit},
-        AdminState,
+        AdminState, CheckOverride,
     },
 };
 
@@ -49,6 +49,7 @@ fn backend(address: &str, weight: u16) -> Backend {
         port: 80,
         weight,
         admin_state: AdminState::Ready,
+        health: CheckOverride::default(),
     }
 }
 
@@ -85,12 +86,14 @@ fn a_drain_and_a_weight_are_kept_as_the_fields_that_differ() {
                         port: Some(80),
                         weight: None,
                         state: Some("drain".into()),
+                        health: None,
                     },
                     BackendConfig {
                         address: "198.18.1.2".into(),
                         port: Some(80),
                         weight: Some(1),
                         state: None,
+                        health: None,
                     },
                 ],
                 ..BackendChanges::default()
@@ -259,6 +262,7 @@ fn a_state_that_breaks_a_rule_over_the_file_is_refused_naming_the_state() {
                 port: Some(80),
                 weight: Some(70000),
                 state: None,
+                health: None,
             }],
             ..BackendChanges::default()
         }],
@@ -296,4 +300,22 @@ fn the_state_lives_beside_the_file_unless_placed() {
         state_path(Path::new("/etc/xlb/xlb.toml"), &placed),
         Path::new("/var/lib/xlb/state")
     );
+}
+
+#[test]
+fn a_backend_whose_check_target_changed_is_kept_whole() {
+    let file = valid(&FILE.replace(
+        "[[service]]\nname = \"web\"\nvip = \"198.18.0.10\"\nport = 80\n",
+        "[[service]]\nname = \"web\"\nvip = \"198.18.0.10\"\nport = 80\n\
+         [service.health]\nkind = \"tcp\"\n",
+    ));
+    let mut running = file.clone();
+    let backend = &mut running.services[0].backends[0];
+    backend.health.port = Some(8081);
+    backend.admin_state = AdminState::Drain;
+    let state = RuntimeState::between(&file, &running);
+    assert_eq!(state.backends[0].added.len(), 1, "{state:?}");
+    assert!(state.backends[0].changed.is_empty(), "{state:?}");
+    let applied = state.apply(&file).unwrap();
+    assert_eq!(applied.model, running, "replaced in place, order kept");
 }
