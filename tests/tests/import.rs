@@ -1,6 +1,7 @@
-//! `xlb import` run as an operator runs it, on every fixture in tests/fixtures/import: the
-//! TOML on stdout is the fixture's expected TOML, stderr is its expected report, line by line,
-//! and `xlb check` accepts the output.
+//! `xlb import` run as an operator runs it, on every fixture in tests/fixtures/import (one
+//! keepalived.conf with its VRRP and services in included files): the TOML on stdout is the
+//! fixture's expected TOML, stderr is its expected report, line by line, and `xlb check`
+//! accepts the output.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,8 +15,13 @@ fn fixtures() -> Vec<(String, PathBuf, String)> {
     for kind in ["ipvsadm", "keepalived", "haproxy"] {
         let dir = root.join(kind);
         for entry in std::fs::read_dir(&dir).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            if !name.ends_with(".toml") && !name.ends_with(".dropped") {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            // Directories hold included files.
+            let input = entry.file_type().unwrap().is_file()
+                && !name.ends_with(".toml")
+                && !name.ends_with(".dropped");
+            if input {
                 found.push((kind.to_owned(), dir.clone(), name));
             }
         }
@@ -59,7 +65,7 @@ fn assert_lines(what: &str, actual: &str, expected: &str) {
 fn xlb_import_turns_each_fixture_into_its_expected_config_which_xlb_check_accepts() {
     let xlb = xlb_tests::xlb_bin().unwrap();
     let fixtures = fixtures();
-    assert_eq!(fixtures.len(), 7, "{fixtures:?}");
+    assert_eq!(fixtures.len(), 8, "{fixtures:?}");
     let out_dir = std::env::temp_dir().join(format!("xlb-import-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
     for (kind, dir, file) in fixtures {

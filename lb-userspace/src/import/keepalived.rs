@@ -1,7 +1,10 @@
 //! keepalived.conf: `vrrp_instance`, `vrrp_sync_group` and
-//! `virtual_server` blocks (after `include` files are inlined by hand).
+//! `virtual_server` blocks, with `include` files inlined ([`inline`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
 
 use super::{
     own_addresses, own_target, prefix_len, scheduler_change, service_name, without_target, Imported,
@@ -150,6 +153,93 @@ impl Converter<'_> {
             }
         }
     }
+}
+
+/// How deep includes may nest, against a file that includes itself.
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// A keepalived.conf with its `include` files inlined, and where each line
+/// came from.
+#[derive(Debug, Default)]
+pub struct Inlined {
+    pub text: String,
+    /// Each line's file and line number there.
+    origins: Vec<(PathBuf, usize)>,
+    /// `include` lines not followed: the line in `text`, and why.
+    problems: Vec<(usize, String)>,
+}
+
+/// Reads what an `include` names: its pattern and the including file's
+/// directory in; each file it matches, in order, with its text out.
+pub type ReadIncludes<'a> = dyn Fn(&str, &Path) -> Result<Vec<(PathBuf, String)>, String> + 'a;
+
+impl Inlined {
+    /// `FILE:LINE` of a line of [`Inlined::text`] (numbered from 1).
+    pub fn origin(&self, line: usize) -> String {
+        match self.origins.get(line.wrapping_sub(1)) {
+            Some((file, at)) => format!("{}:{at}", file.display()),
+            None => format!("?:{line}"),
+        }
+    }
+}
+
+/// `text` (read from `file`) with each `include PATTERN` line replaced by
+/// the files `read` finds for it, as keepalived reads them: at any depth of
+/// blocks, nested up to [`MAX_INCLUDE_DEPTH`].
+pub fn inline(file: &Path, text: &str, read: &ReadIncludes) -> Inlined {
+    let mut inlined = Inlined::default();
+    inline_into(&mut inlined, file, text, read, 0);
+    inlined
+}
+
+fn inline_into(out: &mut Inlined, file: &Path, text: &str, read: &ReadIncludes, depth: usize) {
+    for (index, line) in text.lines().enumerate() {
+        let words: Vec<&str> = line
+            .split(['#', '!'])
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        out.text.push_str(line);
+        out.text.push('\n');
+        out.origins.push((file.to_owned(), index + 1));
+        let ["include", pattern] = words.as_slice() else {
+            continue;
+        };
+        let at = out.origins.len();
+        let pattern = pattern.trim_matches('"');
+        if depth == MAX_INCLUDE_DEPTH {
+            let why = format!("includes nested deeper than {MAX_INCLUDE_DEPTH}; not followed");
+            out.problems.push((at, why));
+            continue;
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        match read(pattern, base) {
+            Ok(files) => {
+                // The include line stays, blank to the parser.
+                out.text.truncate(out.text.len() - line.len() - 1);
+                out.text.push('\n');
+                for (included, text) in files {
+                    inline_into(out, &included, &text, read, depth + 1);
+                }
+            }
+            Err(why) => out.problems.push((at, format!("{why}; not followed"))),
+        }
+    }
+}
+
+/// [`convert`] of an inlined file, with the includes not followed reported.
+pub fn convert_inlined(inlined: &Inlined) -> Imported {
+    let mut imported = convert(&inlined.text);
+    let lines: Vec<&str> = inlined.text.lines().collect();
+    // An include not followed stays in the text, reported as unknown: its reason replaces that.
+    imported
+        .reported
+        .retain(|r| !inlined.problems.iter().any(|(line, _)| *line == r.line));
+    for (line, why) in &inlined.problems {
+        imported.report(*line, lines[line - 1], why.clone());
+    }
+    imported
 }
 
 pub fn convert(text: &str) -> Imported {

@@ -39,11 +39,17 @@ impl Imported {
 
     /// The reports as `FILE:LINE: TEXT: reason` lines, in input order.
     pub fn report_lines(&self, file: &str) -> Vec<String> {
+        self.report_lines_at(|line| format!("{file}:{line}"))
+    }
+
+    /// The reports as `PLACE: TEXT: reason` lines, in input order, each
+    /// line's place told by `place` (`FILE:LINE` of an included file).
+    pub fn report_lines_at(&self, place: impl Fn(usize) -> String) -> Vec<String> {
         let mut reported = self.reported.clone();
         reported.sort_by_key(|r| r.line);
         reported
             .iter()
-            .map(|r| format!("{file}:{}: {}: {}", r.line, r.text, r.reason))
+            .map(|r| format!("{}: {}: {}", place(r.line), r.text, r.reason))
             .collect()
     }
 

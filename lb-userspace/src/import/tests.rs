@@ -208,3 +208,48 @@ fn haproxy_check_port_of_a_server_without_a_port_is_reported() {
         "{reports:?}"
     );
 }
+
+#[test]
+fn keepalived_includes_are_inlined_where_they_stand_and_reported_from_their_own_files() {
+    use std::path::{Path, PathBuf};
+
+    let main =
+        "global_defs {\n    router_id LB_A\n}\ninclude conf.d/*.conf\ninclude missing.conf\n";
+    let services = "virtual_server 192.0.2.10 80 {\n    lb_kind DR\n    frobnicate yes\n    \
+                    real_server 192.0.2.21 80 {\n    }\n}\n";
+    let vrrp = "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 51\n    \
+                priority 100\n    virtual_ipaddress {\n        192.0.2.10\n    }\n    \
+                include /etc/keepalived/loop.conf\n}\n";
+    let read = |pattern: &str, base: &Path| -> Result<Vec<(PathBuf, String)>, String> {
+        match (pattern, base.to_str().unwrap()) {
+            ("conf.d/*.conf", "/etc/keepalived") => Ok(vec![
+                ("/etc/keepalived/conf.d/a.conf".into(), services.to_owned()),
+                ("/etc/keepalived/conf.d/b.conf".into(), vrrp.to_owned()),
+            ]),
+            // Includes itself: followed until the depth runs out.
+            ("/etc/keepalived/loop.conf", _) => Ok(vec![(
+                "/etc/keepalived/loop.conf".into(),
+                "include /etc/keepalived/loop.conf\n".to_owned(),
+            )]),
+            (other, _) => Err(format!("{other}: no such file")),
+        }
+    };
+    let inlined = keepalived::inline(Path::new("/etc/keepalived/keepalived.conf"), main, &read);
+    let imported = keepalived::convert_inlined(&inlined);
+    assert_eq!(imported.config.services.len(), 1);
+    assert_eq!(imported.config.vrrp.instances[0].name, "VI_1");
+    let reports = imported.report_lines_at(|line| inlined.origin(line));
+    assert_eq!(
+        reports,
+        [
+            "/etc/keepalived/keepalived.conf:2: router_id LB_A: global settings (router id, \
+             mail, scripts): xlb has none; not carried over",
+            "/etc/keepalived/conf.d/a.conf:3: frobnicate yes: frobnicate: xlb has no such \
+             setting; not carried over",
+            "/etc/keepalived/loop.conf:1: include /etc/keepalived/loop.conf: includes nested \
+             deeper than 8; not followed",
+            "/etc/keepalived/keepalived.conf:5: include missing.conf: missing.conf: no such \
+             file; not followed",
+        ]
+    );
+}
