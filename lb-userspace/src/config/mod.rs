@@ -89,11 +89,12 @@ pub struct TablesConfig {
 }
 
 /// A `[[service]]`; also the JSON body of `POST /api/v1/services`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     pub name: String,
     pub vip: String,
+    #[schema(minimum = 0, maximum = 65535)]
     pub port: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
@@ -119,20 +120,22 @@ pub struct ServiceConfig {
 
 /// A `[[service.backend]]`; also the JSON body of
 /// `POST /api/v1/services/{name}/backends`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 65535)]
     pub port: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 65535)]
     pub weight: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 }
 
 /// `[service.health]`: the keys after `initial` belong to one kind each.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     pub kind: String,
@@ -178,7 +181,7 @@ pub struct HealthConfig {
 }
 
 /// Source-address affinity (IPVS `-p TIMEOUT -M NETMASK`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersistenceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]

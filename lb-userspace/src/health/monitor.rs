@@ -38,7 +38,7 @@ pub struct Transition {
 }
 
 /// A check as the status page shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CheckStatus {
     pub state: OperState,
     /// `None` until the first probe ends.
@@ -56,7 +56,7 @@ pub struct CheckStatus {
     pub durations: ProbeDurations,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LastProbe {
     pub ok: bool,
     pub detail: String,

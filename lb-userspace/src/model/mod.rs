@@ -160,7 +160,16 @@ pub struct Backend {
 
 /// What the operator asked of a backend.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
@@ -186,7 +195,16 @@ impl AdminState {
 
 /// What the health checks found.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum OperState {
@@ -381,7 +399,9 @@ pub struct SyncGroup {
 }
 
 /// A VRRP version.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     /// RFC 3768: IPv4 only, whole-second intervals, optional PASS authentication.
@@ -438,6 +458,14 @@ pub mod spelled {
 
     pub fn serialize<T: Spelled, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(value.as_str())
+    }
+
+    /// Its schema in the API's OpenAPI document: one of the spellings.
+    pub fn schema<T: Spelled>() -> utoipa::openapi::schema::Object {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(T::SPELLINGS.iter().map(|(name, _)| *name)))
+            .build()
     }
 
     pub fn deserialize<'de, T: Spelled, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
