@@ -217,6 +217,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The path of a service.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ServicePath {
+    /// The service's name.
+    name: String,
+}
+
+/// The path of a service's backend.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct BackendPath {
+    /// The service's name.
+    name: String,
+    /// The backend's address:port, e.g. 198.18.1.10:80 or [fd00::1]:80.
+    #[param(pattern = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.%]+\]):[0-9]{1,5}$")]
+    addr: String,
+}
+
 /// A JSON body, or a 400 that says what is wrong with it and where.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     let mut json = serde_json::Deserializer::from_slice(body);
@@ -285,13 +304,13 @@ async fn list_services(State(state): State<ApiState>) -> impl IntoResponse {
     Json(views::services(&state.agent.snapshot()))
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{name}", params(("name" = String, Path, description = "The service's name")), responses(
+#[utoipa::path(get, path = "/api/v1/services/{name}", params(ServicePath), responses(
     (status = 200, description = "The service", body = wire::Service),
     (status = 404, description = "No such service", body = ErrorBody),
 ))]
 async fn show_service(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
 ) -> ApiResult<impl IntoResponse> {
     let snapshot = state.agent.snapshot();
     Ok(Json(views::service(&snapshot, snapshot.service(&name)?)))
@@ -355,8 +374,8 @@ async fn add_service(
 
 /// `PATCH` of a service: a JSON merge patch (RFC 7396) over its
 /// configuration form, e.g. `{"mode": "nat"}` or `{"health": null}`.
-#[utoipa::path(patch, path = "/api/v1/services/{name}", params(("name" = String, Path, description = "The service's name")),
-    request_body(content = Object, description = "A JSON merge patch (RFC 7396) over the service's configuration form (the body of POST /api/v1/services)"),
+#[utoipa::path(patch, path = "/api/v1/services/{name}", params(ServicePath),
+    request_body = openapi::ServicePatch,
     responses(
         (status = 200, description = "Changed", body = wire::Service),
         (status = 400, description = "The patched service breaks a value or rule of the configuration", body = ErrorBody),
@@ -370,7 +389,7 @@ async fn add_service(
 async fn patch_service(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let patch: serde_json::Value = parse(&body)?;
@@ -402,7 +421,7 @@ async fn patch_service(
     Ok(Json(views::service(&snapshot, snapshot.service(&renamed)?)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/services/{name}", params(("name" = String, Path, description = "The service's name")), responses(
+#[utoipa::path(delete, path = "/api/v1/services/{name}", params(ServicePath), responses(
     (status = 204, description = "Deleted"),
     (status = 400, description = "The configuration's rules need the service", body = ErrorBody),
     (status = 404, description = "No such service", body = ErrorBody),
@@ -411,7 +430,7 @@ async fn patch_service(
 async fn delete_service(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
 ) -> ApiResult<StatusCode> {
     let deleted = name.clone();
     edit(&state, move |_| {
@@ -422,13 +441,13 @@ async fn delete_service(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{name}/backends", params(("name" = String, Path, description = "The service's name")), responses(
+#[utoipa::path(get, path = "/api/v1/services/{name}/backends", params(ServicePath), responses(
     (status = 200, description = "The service's backends", body = Vec<wire::Backend>),
     (status = 404, description = "No such service", body = ErrorBody),
 ))]
 async fn list_backends(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
 ) -> ApiResult<impl IntoResponse> {
     let snapshot = state.agent.snapshot();
     Ok(Json(
@@ -436,14 +455,14 @@ async fn list_backends(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{name}/backends/{addr}", params(("name" = String, Path, description = "The service's name"), ("addr" = String, Path, description = "The backend's address:port, e.g. 198.18.1.10:80 or [fd00::1]:80")), responses(
+#[utoipa::path(get, path = "/api/v1/services/{name}/backends/{addr}", params(BackendPath), responses(
     (status = 200, description = "The backend", body = wire::Backend),
     (status = 400, description = "Not an address:port", body = ErrorBody),
     (status = 404, description = "No such service or backend", body = ErrorBody),
 ))]
 async fn show_backend(
     State(state): State<ApiState>,
-    Path((name, addr)): Path<(String, String)>,
+    Path(BackendPath { name, addr }): Path<BackendPath>,
 ) -> ApiResult<impl IntoResponse> {
     let addr = backend_addr(&addr)?;
     let snapshot = state.agent.snapshot();
@@ -455,7 +474,7 @@ async fn show_backend(
     )))
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{name}/backends", params(("name" = String, Path, description = "The service's name")), request_body = BackendConfig, responses(
+#[utoipa::path(post, path = "/api/v1/services/{name}/backends", params(ServicePath), request_body = BackendConfig, responses(
     (status = 201, description = "Added", body = wire::Backend),
     (status = 400, description = "A value or rule of the configuration is broken", body = ErrorBody),
     (status = 404, description = "No such service", body = ErrorBody),
@@ -466,7 +485,7 @@ async fn show_backend(
 async fn add_backend(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let raw: BackendConfig = parse(&body)?;
@@ -501,7 +520,7 @@ async fn add_backend(
     ))
 }
 
-#[utoipa::path(patch, path = "/api/v1/services/{name}/backends/{addr}", params(("name" = String, Path, description = "The service's name"), ("addr" = String, Path, description = "The backend's address:port, e.g. 198.18.1.10:80 or [fd00::1]:80")), request_body = BackendPatch, responses(
+#[utoipa::path(patch, path = "/api/v1/services/{name}/backends/{addr}", params(BackendPath), request_body = BackendPatch, responses(
     (status = 200, description = "Changed", body = wire::Backend),
     (status = 400, description = "Not an address:port, or a value out of range", body = ErrorBody),
     (status = 404, description = "No such service or backend", body = ErrorBody),
@@ -511,7 +530,7 @@ async fn add_backend(
 async fn patch_backend(
     State(state): State<ApiState>,
     caller: Caller,
-    Path((name, addr)): Path<(String, String)>,
+    Path(BackendPath { name, addr }): Path<BackendPath>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let addr = backend_addr(&addr)?;
@@ -551,7 +570,7 @@ async fn patch_backend(
     )))
 }
 
-#[utoipa::path(delete, path = "/api/v1/services/{name}/backends/{addr}", params(("name" = String, Path, description = "The service's name"), ("addr" = String, Path, description = "The backend's address:port, e.g. 198.18.1.10:80 or [fd00::1]:80")), responses(
+#[utoipa::path(delete, path = "/api/v1/services/{name}/backends/{addr}", params(BackendPath), responses(
     (status = 204, description = "Deleted"),
     (status = 400, description = "Not an address:port", body = ErrorBody),
     (status = 404, description = "No such service or backend", body = ErrorBody),
@@ -560,7 +579,7 @@ async fn patch_backend(
 async fn delete_backend(
     State(state): State<ApiState>,
     caller: Caller,
-    Path((name, addr)): Path<(String, String)>,
+    Path(BackendPath { name, addr }): Path<BackendPath>,
 ) -> ApiResult<StatusCode> {
     let addr = backend_addr(&addr)?;
     let of = name.clone();
@@ -586,7 +605,8 @@ struct FlowQuery {
     /// Only this service's flows.
     service: Option<String>,
     /// At most this many flows (1000 by default).
-    limit: Option<usize>,
+    #[param(value_type = Option<u64>, maximum = 4294967295_u64)]
+    limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/v1/flows", params(FlowQuery), responses(
@@ -604,7 +624,7 @@ async fn flows(
     let flows = views::flows(
         &snapshot,
         query.service.as_deref(),
-        query.limit.unwrap_or(1000),
+        query.limit.map_or(1000, |limit| limit as usize),
     )?;
     Ok(Json(flows))
 }

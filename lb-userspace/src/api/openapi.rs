@@ -7,13 +7,15 @@
 use utoipa::{
     openapi::{
         path::{Operation, PathItem},
+        schema::{ObjectBuilder, Schema, SchemaType, Type},
         security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme},
-        ContentBuilder, OpenApi, Ref, ResponseBuilder,
+        ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder,
     },
-    OpenApi as _,
+    OpenApi as _, PartialSchema,
 };
 
 use super::{limits, wire::ErrorBody};
+use crate::config::ServiceConfig;
 
 /// The scheme's name in the document.
 const BEARER: &str = "bearer";
@@ -124,4 +126,58 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = (bool, &mut Operation
     ]
     .into_iter()
     .filter_map(|(changes, operation)| Some((changes, operation.as_mut()?)))
+}
+
+/// The body of `PATCH /api/v1/services/{name}`: a JSON merge patch over
+/// [`ServiceConfig`], whose schema it is made from. Every key is optional
+/// and may be null (which removes it); an object value is merged into the
+/// service's, so only its type is given.
+pub struct ServicePatch;
+
+impl PartialSchema for ServicePatch {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(mut patch)) = ServiceConfig::schema() else {
+            unreachable!("a struct's schema is an object")
+        };
+        patch.required.clear();
+        patch.description = Some(
+            "A JSON merge patch (RFC 7396) over the service's configuration form (the body of \
+             POST /api/v1/services); null removes a key."
+                .into(),
+        );
+        for property in patch.properties.values_mut() {
+            let nullable = match std::mem::replace(property, RefOr::T(Schema::default())) {
+                RefOr::T(Schema::Object(mut scalar)) => {
+                    scalar.schema_type = or_null(scalar.schema_type);
+                    Schema::Object(scalar)
+                }
+                RefOr::T(Schema::Array(mut array)) => {
+                    array.schema_type = or_null(array.schema_type);
+                    Schema::Array(array)
+                }
+                _ => Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::Array(vec![Type::Object, Type::Null]))
+                        .build(),
+                ),
+            };
+            *property = RefOr::T(nullable);
+        }
+        RefOr::T(Schema::Object(patch))
+    }
+}
+
+impl utoipa::ToSchema for ServicePatch {}
+
+/// `types`, or null.
+fn or_null(types: SchemaType) -> SchemaType {
+    let mut types = match types {
+        SchemaType::Type(one) => vec![one],
+        SchemaType::Array(many) => many,
+        SchemaType::AnyValue => return SchemaType::AnyValue,
+    };
+    if !types.contains(&Type::Null) {
+        types.push(Type::Null);
+    }
+    SchemaType::Array(types)
 }

@@ -92,6 +92,7 @@ pub struct TablesConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     pub vip: String,
     #[schema(minimum = 0, maximum = 65535)]
