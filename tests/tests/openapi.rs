@@ -3,12 +3,19 @@
 //! token, and schemathesis (`cargo xtask setup` installs it) finds no
 //! failure with all its checks.
 
-use std::{collections::BTreeSet, path::Path, process::Command, time::Instant};
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    time::Instant,
+};
 
 use lb_common::maps::Mode;
 use serde_json::Value;
 use xlb_tests::{
-    agent::{AgentTestbed, ServiceConf, API, TCP_CHECK},
+    agent::{AgentProcess, AgentTestbed, ServiceConf, API, TCP_CHECK},
     lab::Family,
     require_privileged,
 };
@@ -124,6 +131,7 @@ fn schemathesis_finds_nothing_against_a_live_agent() {
     }
 
     secrets_stay_with_the_token(&lab);
+    errors_past_the_router_are_json(agent);
 
     // schemathesis in the director's namespace, where the API listens.
     assert!(
@@ -219,4 +227,62 @@ fn secrets_stay_with_the_token(lab: &AgentTestbed) {
     // The VRRP instance is shown, without its password.
     let vrrp: Value = agent.get("/api/v1/vrrp").unwrap();
     assert_eq!(vrrp[0]["name"], "VI_1", "{vrrp}");
+}
+
+/// What the agent answers `request` (raw HTTP/1.1) with: the head and the body.
+fn raw(agent: &AgentProcess, request: String) -> (String, String) {
+    agent
+        .director_ns
+        .run(move || {
+            let mut stream = TcpStream::connect(API).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+            (head.to_string(), body.to_string())
+        })
+        .unwrap()
+}
+
+/// The errors answered before or beside the handlers (the request-head
+/// limits, an unknown method; a body over the limit is agent.rs') are the
+/// JSON error body, as the document says.
+fn errors_past_the_router_are_json(agent: &AgentProcess) {
+    let get = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {API}\r\n{headers}Connection: close\r\n\r\n")
+    };
+    let long_uri = format!("/api/v1/services/{}", "a".repeat(9000));
+    let many_headers: String = (0..70).map(|i| format!("X-Header-{i}: {i}\r\n")).collect();
+    let big_header = format!("X-Big: {}\r\n", "b".repeat(17000));
+    let cases = [
+        (get(&long_uri, ""), "414"),
+        (get("/api/v1/stats", &many_headers), "431"),
+        (get("/api/v1/stats", &big_header), "431"),
+        (
+            // With the token: a change without it is refused first, whatever its method.
+            format!(
+                "PUT /api/v1/stats HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+            "405",
+        ),
+    ];
+    for (request, status) in cases {
+        let (head, body) = raw(agent, request);
+        let status_line = head.lines().next().unwrap_or_default();
+        assert!(
+            status_line.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status_line}: {body}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{head}"
+        );
+        let error: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(error["error"].is_string(), "{body}");
+        if status == "405" {
+            assert!(head.to_ascii_lowercase().contains("allow: get"), "{head}");
+        }
+    }
 }
