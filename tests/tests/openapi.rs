@@ -146,7 +146,14 @@ fn schemathesis_finds_nothing_against_a_live_agent() {
         .arg("--config-file")
         .arg(&settings)
         .args(["run", &format!("http://{API}/api/v1/openapi.json")])
-        .args(["--checks", "all", "--max-examples", "40", "--max-time", "90"])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "40",
+            "--max-time",
+            "90",
+        ])
         .args(["--seed", "1", "--workers", "2", "--no-color"])
         .args(["--generation-database", "none"])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])

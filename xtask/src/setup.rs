@@ -120,7 +120,7 @@ fn install_schemathesis() -> anyhow::Result<()> {
         return Ok(());
     }
     shell::step(&format!(
-        "installing schemathesis {SCHEMATHESIS_VERSION} into {SCHEMATHESIS_VENV} (about a minute)"
+        "installing schemathesis {SCHEMATHESIS_VERSION} into {SCHEMATHESIS_VENV} (under a minute)"
     ));
     if !shell::is_root() {
         bail!("installing schemathesis into {SCHEMATHESIS_VENV} needs root: run `sudo cargo xtask setup`");

@@ -648,10 +648,7 @@ async fn stats(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
     (status = 400, description = "The file is refused; nothing was reloaded", body = ErrorBody),
     (status = 500, description = "The data plane refused the change", body = ErrorBody),
 ))]
-async fn reload(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> ApiResult<impl IntoResponse> {
+async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
     let reloaded = state
         .agent
         .run(|agent: &mut Agent| Box::pin(agent.reload()))
@@ -898,7 +895,10 @@ mod tests {
                 (StatusCode::BAD_REQUEST, Some(field))
             );
         }
-        let other = ApiError::bad_request("\"x\" is not an IP address", Some("service[web].vip".into()));
+        let other = ApiError::bad_request(
+            "\"x\" is not an IP address",
+            Some("service[web].vip".into()),
+        );
         assert_eq!(without_secret(other.clone()), other);
     }
 

@@ -108,7 +108,10 @@ pub fn complete(document: &mut OpenApi, token: bool) {
         document
             .components
             .get_or_insert_with(Default::default)
-            .add_security_scheme(BEARER, SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+            .add_security_scheme(
+                BEARER,
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
     }
 }
 

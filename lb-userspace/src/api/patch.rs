@@ -133,12 +133,23 @@ mod tests {
         for (patch, field) in [
             (json!({"": null}), ""),
             (json!({"mode": "nat", "weight": null}), "weight"),
-            (json!({"health": {"kind": "tcp", "retries": null}}), "health.retries"),
+            (
+                json!({"health": {"kind": "tcp", "retries": null}}),
+                "health.retries",
+            ),
             (json!({"persistence": {"expire": 1}}), "persistence.expire"),
         ] {
             let e = known_keys(&patch).unwrap_err();
-            assert_eq!((e.status.as_u16(), e.field.as_deref()), (400, Some(field)), "{patch}");
-            assert!(e.error.starts_with("malformed service: unknown field"), "{}", e.error);
+            assert_eq!(
+                (e.status.as_u16(), e.field.as_deref()),
+                (400, Some(field)),
+                "{patch}"
+            );
+            assert!(
+                e.error.starts_with("malformed service: unknown field"),
+                "{}",
+                e.error
+            );
         }
     }
 }
