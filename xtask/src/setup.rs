@@ -28,7 +28,8 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// promtool, which checks a live scrape of `/metrics` and the alert rules;
 /// nginx (over HTTPS, with a CA openssl makes) and dnsmasq (dnsmasq-base:
 /// the program without a service) are what the health checks' tests probe,
-/// and ca-certificates the trust store the https check verifies against.
+/// and ca-certificates the trust store the https check verifies against;
+/// python3-venv makes schemathesis' virtual environment.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
@@ -48,6 +49,7 @@ const TEST_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "openssl",
     "ca-certificates",
+    "python3-venv",
 ];
 /// Services the test packages start and enable that nothing should leave
 /// running: the benchmarks run their own haproxy in namespaces, the health
@@ -56,6 +58,12 @@ const QUIET_SERVICES: &[&str] = &["haproxy", "prometheus", "nginx"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Makes the Debian package (`cargo xtask dist`).
 const CARGO_DEB_VERSION: &str = "3.8.0";
+/// Tests the API against its OpenAPI document (tests/tests/openapi.rs),
+/// installed from PyPI into a virtual environment of its own, outside the
+/// repository, with Debian's python3.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+const SCHEMATHESIS_VENV: &str = "/opt/xlb-tools/schemathesis";
+const PYTHON: &str = "/usr/bin/python3";
 
 pub fn run() -> anyhow::Result<()> {
     shell::step("checking the BPF toolchain");
@@ -103,8 +111,34 @@ pub fn run() -> anyhow::Result<()> {
             "--force",
         ]))?;
     }
+    install_schemathesis()?;
     eprintln!("    toolchain ready");
     Ok(())
+}
+
+/// schemathesis at [`SCHEMATHESIS_VERSION`] in [`SCHEMATHESIS_VENV`],
+/// unless it is there.
+fn install_schemathesis() -> anyhow::Result<()> {
+    let venv = Path::new(SCHEMATHESIS_VENV);
+    let bin = venv.join("bin/schemathesis");
+    let printed = shell::output(Command::new(&bin).arg("--version"));
+    if printed.as_deref() == Some(&format!("schemathesis, version {SCHEMATHESIS_VERSION}")) {
+        eprintln!("    schemathesis {SCHEMATHESIS_VERSION}: present");
+        return Ok(());
+    }
+    shell::step(&format!(
+        "installing schemathesis {SCHEMATHESIS_VERSION} into {SCHEMATHESIS_VENV} (under a minute)"
+    ));
+    if !shell::is_root() {
+        bail!("installing schemathesis into {SCHEMATHESIS_VENV} needs root: run `sudo cargo xtask setup`");
+    }
+    std::fs::create_dir_all(venv).with_context(|| format!("creating {SCHEMATHESIS_VENV}"))?;
+    shell::run(Command::new(PYTHON).args(["-m", "venv"]).arg(venv))?;
+    shell::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")),
+    )
 }
 
 fn install_packages(wanted: &[&str]) -> anyhow::Result<()> {

@@ -153,6 +153,14 @@ fn text_0_0_4(openmetrics: &str) -> String {
     text
 }
 
+/// The metrics in Prometheus' text format, or OpenMetrics when asked for.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "The metrics", content(
+        (String = "text/plain"),
+        (String = "application/openmetrics-text"),
+    )),
+    (status = 500, description = "The agent's figures could not be read", body = super::wire::ErrorBody),
+))]
 pub async fn metrics(
     State(state): State<ApiState>,
     headers: HeaderMap,

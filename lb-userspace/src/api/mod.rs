@@ -6,7 +6,10 @@
 //! page beside its admin actions.
 
 mod error;
+mod limits;
 mod metrics;
+pub mod openapi;
+mod patch;
 mod views;
 pub mod wire;
 
@@ -18,11 +21,11 @@ use axum::{
     http::{header, HeaderMap, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
     Json, Router,
 };
 use serde::{de::DeserializeOwned, Deserialize};
 use tokio::sync::Mutex;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
 
@@ -35,7 +38,7 @@ use crate::{
     },
     vrrp::{InstanceStatus, Vrrp},
 };
-use wire::BackendPatch;
+use wire::{BackendPatch, ErrorBody};
 
 /// Who asked for a change, for the log: the client's address, when the
 /// server was started with it.
@@ -77,35 +80,36 @@ pub struct ApiState {
     pub vrrp: Arc<Mutex<Option<Arc<Vrrp>>>>,
 }
 
+/// The API's routes with its OpenAPI document. Each route is registered
+/// with its documentation by `routes!`, from its handler's
+/// `#[utoipa::path]`: a route cannot be served undocumented.
+fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::document())
+        .routes(routes!(status_page))
+        .routes(routes!(healthz))
+        .routes(routes!(ready))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(list_services, add_service))
+        .routes(routes!(show_service, patch_service, delete_service))
+        .routes(routes!(list_backends, add_backend))
+        .routes(routes!(show_backend, patch_backend, delete_backend))
+        .routes(routes!(flows))
+        .routes(routes!(stats))
+        .routes(routes!(reload))
+        .routes(routes!(config))
+        .routes(routes!(show_state, clear_state))
+        .routes(routes!(vrrp))
+        .routes(routes!(openapi_json))
+}
+
+/// The API, and its OpenAPI document at `GET /api/v1/openapi.json`.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/", get(status_page))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/services", get(list_services).post(add_service))
-        .route(
-            "/api/v1/services/{name}",
-            get(show_service)
-                .patch(patch_service)
-                .delete(delete_service),
-        )
-        .route(
-            "/api/v1/services/{name}/backends",
-            get(list_backends).post(add_backend),
-        )
-        .route(
-            "/api/v1/services/{name}/backends/{addr}",
-            get(show_backend)
-                .patch(patch_backend)
-                .delete(delete_backend),
-        )
-        .route("/api/v1/flows", get(flows))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/reload", post(reload))
-        .route("/api/v1/config", get(config))
-        .route("/api/v1/state", get(show_state).delete(clear_state))
-        .route("/api/v1/vrrp", get(vrrp))
+    let (router, mut document) = routes().split_for_parts();
+    openapi::complete(&mut document, state.token.is_some());
+    let document = Document(Bytes::from(
+        document.to_json().expect("the document serializes"),
+    ));
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such path in this API") })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::new(
@@ -114,6 +118,9 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::Extension(document))
+        .layer(middleware::from_fn(limits::request_head))
+        .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
         .layer(middleware::map_response(error::as_json))
         .with_state(state)
 }
@@ -213,6 +220,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The path of a service.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ServicePath {
+    /// The service's name.
+    name: String,
+}
+
+/// The path of a service's backend.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct BackendPath {
+    /// The service's name.
+    name: String,
+    /// The backend's address:port, e.g. 198.18.1.10:80 or [fd00::1]:80.
+    #[param(pattern = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.%]+\]):[0-9]{1,5}$")]
+    addr: String,
+}
+
 /// A JSON body, or a 400 that says what is wrong with it and where.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     let mut json = serde_json::Deserializer::from_slice(body);
@@ -236,6 +262,9 @@ fn backend_addr(text: &str) -> ApiResult<SocketAddr> {
 /// The status page: one file, styles and script inline, nothing fetched
 /// from elsewhere; it reads and acts through this API. No other site may
 /// frame it (to trick clicks on its buttons) or load anything into it.
+#[utoipa::path(get, path = "/", responses(
+    (status = 200, description = "The status page", content_type = "text/html", body = String),
+))]
 async fn status_page() -> impl IntoResponse {
     (
         [
@@ -252,6 +281,17 @@ async fn status_page() -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/healthz", responses(
+    (status = 200, description = "The agent answers", content_type = "text/plain", body = String),
+))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/ready", responses(
+    (status = 200, description = "The data plane serves the configuration", content_type = "text/plain", body = String),
+    (status = 503, description = "Still starting", body = ErrorBody),
+))]
 async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
     if state.ready.load(std::sync::atomic::Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
@@ -260,13 +300,20 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, &'static str) {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/services", responses(
+    (status = 200, description = "Every service, in configuration order", body = Vec<wire::Service>),
+))]
 async fn list_services(State(state): State<ApiState>) -> impl IntoResponse {
     Json(views::services(&state.agent.snapshot()))
 }
 
+#[utoipa::path(get, path = "/api/v1/services/{name}", params(ServicePath), responses(
+    (status = 200, description = "The service", body = wire::Service),
+    (status = 404, description = "No such service", body = ErrorBody),
+))]
 async fn show_service(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
 ) -> ApiResult<impl IntoResponse> {
     let snapshot = state.agent.snapshot();
     Ok(Json(views::service(&snapshot, snapshot.service(&name)?)))
@@ -299,6 +346,14 @@ fn no_new_exec(before: Option<&ServiceConfig>, after: &ServiceConfig) -> ApiResu
     Ok(())
 }
 
+#[utoipa::path(post, path = "/api/v1/services", request_body = ServiceConfig, responses(
+    (status = 201, description = "Added", body = wire::Service),
+    (status = 400, description = "A value or rule of the configuration is broken", body = ErrorBody),
+    (status = 403, description = "An exec health check, which only the file may set", body = ErrorBody),
+    (status = 409, description = "A service of that name or address exists", body = ErrorBody),
+    (status = 413, description = "The body is over the limit", body = ErrorBody),
+    (status = 500, description = "The data plane refused the change; nothing changed", body = ErrorBody),
+))]
 async fn add_service(
     State(state): State<ApiState>,
     caller: Caller,
@@ -322,13 +377,26 @@ async fn add_service(
 
 /// `PATCH` of a service: a JSON merge patch (RFC 7396) over its
 /// configuration form, e.g. `{"mode": "nat"}` or `{"health": null}`.
+#[utoipa::path(patch, path = "/api/v1/services/{name}", params(ServicePath),
+    request_body = openapi::ServicePatch,
+    responses(
+        (status = 200, description = "Changed", body = wire::Service),
+        (status = 400, description = "The patched service breaks a value or rule of the configuration", body = ErrorBody),
+        (status = 403, description = "An exec health check, which only the file may set", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "Renamed or moved onto another service", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 500, description = "The data plane refused the change; nothing changed", body = ErrorBody),
+    ),
+)]
 async fn patch_service(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let patch: serde_json::Value = parse(&body)?;
+    patch::known_keys(&patch)?;
     let patched_name = name.clone();
     let renamed = edit(&state, move |model| {
         let service = edit::service(model, &patched_name)?;
@@ -339,7 +407,7 @@ async fn patch_service(
             .expect("found above");
         let before = ServiceConfig::from_model(service);
         let mut value = serde_json::to_value(&before).expect("serializable");
-        merge(&mut value, patch);
+        patch::merge(&mut value, patch);
         let patched: ServiceConfig = serde_json::from_value(value)
             .map_err(|e| ApiError::bad_request(format!("malformed service: {e}"), None))?;
         no_new_exec(Some(&before), &patched)?;
@@ -357,10 +425,16 @@ async fn patch_service(
     Ok(Json(views::service(&snapshot, snapshot.service(&renamed)?)))
 }
 
+#[utoipa::path(delete, path = "/api/v1/services/{name}", params(ServicePath), responses(
+    (status = 204, description = "Deleted"),
+    (status = 400, description = "The configuration's rules need the service", body = ErrorBody),
+    (status = 404, description = "No such service", body = ErrorBody),
+    (status = 500, description = "The data plane refused the change; nothing changed", body = ErrorBody),
+))]
 async fn delete_service(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
 ) -> ApiResult<StatusCode> {
     let deleted = name.clone();
     edit(&state, move |_| {
@@ -371,9 +445,13 @@ async fn delete_service(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v1/services/{name}/backends", params(ServicePath), responses(
+    (status = 200, description = "The service's backends", body = Vec<wire::Backend>),
+    (status = 404, description = "No such service", body = ErrorBody),
+))]
 async fn list_backends(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
 ) -> ApiResult<impl IntoResponse> {
     let snapshot = state.agent.snapshot();
     Ok(Json(
@@ -381,9 +459,14 @@ async fn list_backends(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/services/{name}/backends/{addr}", params(BackendPath), responses(
+    (status = 200, description = "The backend", body = wire::Backend),
+    (status = 400, description = "Not an address:port", body = ErrorBody),
+    (status = 404, description = "No such service or backend", body = ErrorBody),
+))]
 async fn show_backend(
     State(state): State<ApiState>,
-    Path((name, addr)): Path<(String, String)>,
+    Path(BackendPath { name, addr }): Path<BackendPath>,
 ) -> ApiResult<impl IntoResponse> {
     let addr = backend_addr(&addr)?;
     let snapshot = state.agent.snapshot();
@@ -395,10 +478,18 @@ async fn show_backend(
     )))
 }
 
+#[utoipa::path(post, path = "/api/v1/services/{name}/backends", params(ServicePath), request_body = BackendConfig, responses(
+    (status = 201, description = "Added", body = wire::Backend),
+    (status = 400, description = "A value or rule of the configuration is broken", body = ErrorBody),
+    (status = 404, description = "No such service", body = ErrorBody),
+    (status = 409, description = "The service has that backend", body = ErrorBody),
+    (status = 413, description = "The body is over the limit", body = ErrorBody),
+    (status = 500, description = "The data plane refused the change; nothing changed", body = ErrorBody),
+))]
 async fn add_backend(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(name): Path<String>,
+    Path(ServicePath { name }): Path<ServicePath>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let raw: BackendConfig = parse(&body)?;
@@ -433,10 +524,17 @@ async fn add_backend(
     ))
 }
 
+#[utoipa::path(patch, path = "/api/v1/services/{name}/backends/{addr}", params(BackendPath), request_body = BackendPatch, responses(
+    (status = 200, description = "Changed", body = wire::Backend),
+    (status = 400, description = "Not an address:port, or a value out of range", body = ErrorBody),
+    (status = 404, description = "No such service or backend", body = ErrorBody),
+    (status = 413, description = "The body is over the limit", body = ErrorBody),
+    (status = 500, description = "The data plane refused the change; nothing changed", body = ErrorBody),
+))]
 async fn patch_backend(
     State(state): State<ApiState>,
     caller: Caller,
-    Path((name, addr)): Path<(String, String)>,
+    Path(BackendPath { name, addr }): Path<BackendPath>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let addr = backend_addr(&addr)?;
@@ -476,10 +574,16 @@ async fn patch_backend(
     )))
 }
 
+#[utoipa::path(delete, path = "/api/v1/services/{name}/backends/{addr}", params(BackendPath), responses(
+    (status = 204, description = "Deleted"),
+    (status = 400, description = "Not an address:port", body = ErrorBody),
+    (status = 404, description = "No such service or backend", body = ErrorBody),
+    (status = 500, description = "The data plane refused the change; nothing changed", body = ErrorBody),
+))]
 async fn delete_backend(
     State(state): State<ApiState>,
     caller: Caller,
-    Path((name, addr)): Path<(String, String)>,
+    Path(BackendPath { name, addr }): Path<BackendPath>,
 ) -> ApiResult<StatusCode> {
     let addr = backend_addr(&addr)?;
     let of = name.clone();
@@ -498,13 +602,23 @@ async fn delete_backend(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FlowQuery {
+    /// Only this service's flows.
     service: Option<String>,
-    limit: Option<usize>,
+    /// At most this many flows (1000 by default).
+    #[param(value_type = Option<u64>, maximum = 4294967295_u64)]
+    limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/flows", params(FlowQuery), responses(
+    (status = 200, description = "Live flows from the flow table", body = Vec<wire::Flow>),
+    (status = 400, description = "A query parameter is unknown or malformed", body = ErrorBody),
+    (status = 404, description = "No such service", body = ErrorBody),
+    (status = 500, description = "The flow table could not be read", body = ErrorBody),
+))]
 async fn flows(
     State(state): State<ApiState>,
     query: Result<Query<FlowQuery>, axum::extract::rejection::QueryRejection>,
@@ -514,27 +628,48 @@ async fn flows(
     let flows = views::flows(
         &snapshot,
         query.service.as_deref(),
-        query.limit.unwrap_or(1000),
+        query.limit.map_or(1000, |limit| limit as usize),
     )?;
     Ok(Json(flows))
 }
 
 /// The agent's figures, and whether changes need the token (the status page
 /// offers its admin actions by that).
+#[utoipa::path(get, path = "/api/v1/stats", responses(
+    (status = 200, description = "The agent's figures", body = wire::Stats),
+    (status = 500, description = "The data plane's counters could not be read", body = ErrorBody),
+))]
 async fn stats(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
     let snapshot = state.agent.snapshot();
     Ok(Json(views::stats(&snapshot, state.token.is_some())?))
 }
 
-async fn reload(State(state): State<ApiState>) -> ApiResult<impl IntoResponse> {
-    let summary = state
+/// Reads the configuration file again, as `xlb reload` and SIGHUP do.
+#[utoipa::path(post, path = "/api/v1/reload", responses(
+    (status = 200, description = "Reloaded", body = wire::Reloaded),
+    (status = 400, description = "The file is refused; nothing was reloaded", body = ErrorBody),
+    (status = 500, description = "The data plane refused the change", body = ErrorBody),
+))]
+async fn reload(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+    let reloaded = state
         .agent
         .run(|agent: &mut Agent| Box::pin(agent.reload()))
-        .await??;
-    Ok(Json(serde_json::json!({ "reloaded": summary })))
+        .await?
+        .map_err(|e| {
+            let refusal = ApiError::from(e);
+            if trusted(&state, &headers) {
+                refusal
+            } else {
+                without_secret(refusal)
+            }
+        })?;
+    Ok(Json(wire::Reloaded { reloaded }))
 }
 
-/// The changes made through the API, kept over the file.
+/// The changes made through the API that the agent keeps over its file.
+#[utoipa::path(get, path = "/api/v1/state", responses(
+    (status = 200, description = "The state file and the changes it keeps", body = wire::StateView),
+))]
 async fn show_state(State(state): State<ApiState>) -> Json<wire::StateView> {
     let snapshot = state.agent.snapshot();
     Json(wire::StateView {
@@ -544,6 +679,11 @@ async fn show_state(State(state): State<ApiState>) -> Json<wire::StateView> {
 }
 
 /// Drops the changes made through the API: the file runs as last read.
+#[utoipa::path(delete, path = "/api/v1/state", responses(
+    (status = 200, description = "Dropped; the changes that were kept", body = wire::StateView),
+    (status = 400, description = "The file as last read is refused now (a NAT route); nothing changed", body = ErrorBody),
+    (status = 500, description = "The data plane refused the change, or the state file could not be removed", body = ErrorBody),
+))]
 async fn clear_state(
     State(state): State<ApiState>,
     caller: Caller,
@@ -559,29 +699,71 @@ async fn clear_state(
     }))
 }
 
-/// The running configuration as a file. VRRP passwords are left out
-/// unless the caller presents the API's token.
+/// A refusal of a file's secret (a VRRP password, the hash seed) without
+/// its message, which may quote the value (a TOML type error does).
+fn without_secret(refusal: ApiError) -> ApiError {
+    let secret = refusal
+        .field
+        .as_deref()
+        .is_some_and(|field| field.ends_with(".auth_pass") || field == "agent.hash_seed");
+    if !secret {
+        return refusal;
+    }
+    ApiError {
+        error: "this value of the file is refused; its message, which may show the secret, is \
+                left out: present the API token (Authorization: Bearer TOKEN) to see it; \
+                nothing was reloaded"
+            .into(),
+        ..refusal
+    }
+}
+
+/// The running configuration as a file. Its secrets are left out unless
+/// the caller presents the API's token (see [`redact`]).
+#[utoipa::path(get, path = "/api/v1/config", responses(
+    (status = 200, description = "The running configuration as a TOML file; VRRP passwords and the hash seed only for a caller that presents the API token", content_type = "application/toml", body = String),
+))]
 async fn config(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
     let mut config = Config::from_model(state.agent.snapshot().model());
-    let trusted = state
+    let notes = if trusted(&state, &headers) {
+        Vec::new()
+    } else {
+        redact(&mut config)
+    };
+    let mut text: String = notes
+        .iter()
+        .map(|what| {
+            format!("# {what} left out: present the API token (Authorization: Bearer TOKEN) to see it\n")
+        })
+        .collect();
+    text.push_str(&config.to_toml());
+    ([(header::CONTENT_TYPE, "application/toml")], text)
+}
+
+/// Takes the secrets out of `config`: the VRRP passwords, and the hash
+/// seed (which would let clients choose ports that all land on one
+/// backend). Returns a note for each kind taken out.
+fn redact(config: &mut Config) -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    let mut passwords = 0;
+    for instance in &mut config.vrrp.instances {
+        passwords += usize::from(instance.auth_pass.take().is_some());
+    }
+    if passwords > 0 {
+        notes.push("auth_pass of the VRRP instances is");
+    }
+    if config.agent.hash_seed.take().is_some() {
+        notes.push("agent.hash_seed is");
+    }
+    notes
+}
+
+/// Whether the caller presents the API's token (none is, without one).
+fn trusted(state: &ApiState, headers: &HeaderMap) -> bool {
+    state
         .token
         .as_ref()
-        .is_some_and(|token| presents(&headers, token));
-    let mut redacted = 0;
-    if !trusted {
-        for instance in &mut config.vrrp.instances {
-            redacted += usize::from(instance.auth_pass.take().is_some());
-        }
-    }
-    let mut text = config.to_toml();
-    if redacted > 0 {
-        text.insert_str(
-            0,
-            "# auth_pass of the VRRP instances is left out: present the API token \
-             (Authorization: Bearer TOKEN) to see it\n",
-        );
-    }
-    ([(header::CONTENT_TYPE, "application/toml")], text)
+        .is_some_and(|token| presents(headers, token))
 }
 
 /// Whether the request carries `token` as its bearer token.
@@ -593,9 +775,24 @@ fn presents(headers: &HeaderMap, token: &str) -> bool {
         .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
+#[utoipa::path(get, path = "/api/v1/vrrp", responses(
+    (status = 200, description = "Every VRRP instance's state (none without VRRP)", body = Vec<InstanceStatus>),
+))]
 async fn vrrp(State(state): State<ApiState>) -> impl IntoResponse {
     Json(vrrp_status(&state).await)
 }
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses(
+    (status = 200, description = "The API's OpenAPI 3 document", content_type = "application/json", body = Object),
+))]
+async fn openapi_json(axum::Extension(document): axum::Extension<Document>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document.0)
+}
+
+/// The OpenAPI document as served, made once with the router.
+#[derive(Clone)]
+struct Document(Bytes);
 
 /// Every VRRP instance's state (empty without VRRP).
 pub async fn vrrp_status(state: &ApiState) -> Vec<InstanceStatus> {
@@ -608,40 +805,136 @@ pub async fn vrrp_status(state: &ApiState) -> Vec<InstanceStatus> {
         .unwrap_or_default()
 }
 
-/// RFC 7396: objects merge key by key, `null` removes, anything else replaces.
-fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
-    match patch {
-        serde_json::Value::Object(fields) => {
-            if !target.is_object() {
-                *target = serde_json::Value::Object(Default::default());
-            }
-            let object = target.as_object_mut().expect("made an object");
-            for (key, value) in fields {
-                if value.is_null() {
-                    object.remove(&key);
-                } else {
-                    merge(object.entry(key).or_insert(serde_json::Value::Null), value);
-                }
-            }
-        }
-        other => *target = other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
 
+    /// The document as an agent with a token serves it.
+    fn document() -> serde_json::Value {
+        let (_, mut document) = routes().split_for_parts();
+        openapi::complete(&mut document, true);
+        serde_json::to_value(&document).unwrap()
+    }
+
     #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge(&mut doc, json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
-        let mut doc = json!({"a": [1, 2]});
-        merge(&mut doc, json!({"a": [3], "b": {"c": 1}}));
-        assert_eq!(doc, json!({"a": [3], "b": {"c": 1}}));
+    fn the_document_describes_every_answer_of_the_middleware() {
+        let document = document();
+        assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = document["paths"].as_object().unwrap();
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = operation["responses"].as_object().unwrap();
+                let changes = method != "get";
+                for status in ["414", "431"].iter().chain(if changes {
+                    &["401", "403", "415"][..]
+                } else {
+                    &[]
+                }) {
+                    assert!(
+                        responses.contains_key(*status),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+                assert_eq!(
+                    operation.get("security").is_some(),
+                    changes || path == "/api/v1/config",
+                    "{method} {path}"
+                );
+            }
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+
+    #[test]
+    fn every_route_is_registered_with_its_documentation() {
+        // `routes!` takes a route's path and methods from its handler's
+        // `#[utoipa::path]`; axum's own ways of adding one would serve it
+        // undocumented.
+        let source = include_str!("mod.rs");
+        for undocumented in [".route", ".nest", ".merge"] {
+            assert!(
+                !source.contains(&format!("{undocumented}(")),
+                "a route added with {undocumented}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_json_answer_has_a_place_for_a_secret() {
+        let document = document();
+        for (name, schema) in document["components"]["schemas"].as_object().unwrap() {
+            let properties = schema["properties"].as_object();
+            for property in properties.into_iter().flat_map(|p| p.keys()) {
+                assert!(
+                    !["auth_pass", "hash_seed", "token", "api_token", "password"]
+                        .contains(&property.as_str()),
+                    "{name}.{property}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_configuration_s_secrets_are_taken_out() {
+        let mut config = Config::parse(
+            r#"
+            [agent]
+            interfaces = ["eth0"]
+            hash_seed = "0x5eed1234"
+            [[vrrp.instance]]
+            name = "outside"
+            interface = "eth0"
+            vrid = 51
+            priority = 150
+            version = 2
+            auth_pass = "s3cret"
+            virtual_addresses = ["198.18.0.100"]
+            [[vrrp.instance]]
+            name = "inside"
+            interface = "eth0"
+            vrid = 52
+            priority = 150
+            virtual_addresses = ["198.18.0.101"]
+            "#,
+        )
+        .unwrap();
+        let notes = redact(&mut config);
+        assert_eq!(
+            notes,
+            ["auth_pass of the VRRP instances is", "agent.hash_seed is"]
+        );
+        let text = config.to_toml();
+        assert!(
+            !text.contains("s3cret") && !text.contains("5eed1234"),
+            "{text}"
+        );
+        // Nothing to take out: no notes.
+        assert!(redact(&mut config).is_empty());
+    }
+
+    #[test]
+    fn a_refused_secret_is_not_quoted_back() {
+        for field in ["vrrp.instance[outside].auth_pass", "agent.hash_seed"] {
+            let refusal = ApiError::bad_request(
+                "line 9: invalid type: integer `12345678`, expected a string",
+                Some(field.into()),
+            );
+            let answer = without_secret(refusal);
+            assert!(!answer.error.contains("12345678"), "{}", answer.error);
+            assert_eq!(
+                (answer.status, answer.field.as_deref()),
+                (StatusCode::BAD_REQUEST, Some(field))
+            );
+        }
+        let other = ApiError::bad_request(
+            "\"x\" is not an IP address",
+            Some("service[web].vip".into()),
+        );
+        assert_eq!(without_secret(other.clone()), other);
     }
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {

@@ -14,6 +14,7 @@ use lb_common::{
     stats::Counter,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     config::{BackendHealthConfig, HealthConfig, PersistenceConfig, RuntimeState},
@@ -23,7 +24,7 @@ use crate::{
 };
 pub use crate::{dataplane::FlowCounts, vrrp::InstanceStatus};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
@@ -40,19 +41,23 @@ impl From<TrafficStats> for Traffic {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Service {
     pub name: String,
+    #[schema(value_type = String)]
     pub vip: IpAddr,
     pub port: u16,
     #[serde(with = "crate::model::spelled")]
+    #[schema(schema_with = crate::model::spelled::schema::<Protocol>)]
     pub protocol: Protocol,
     #[serde(with = "crate::model::spelled")]
+    #[schema(schema_with = crate::model::spelled::schema::<Mode>)]
     pub mode: Mode,
     pub scheduler: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistence: Option<PersistenceConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub fallback: Option<SocketAddr>,
     /// The fallback takes the traffic: no backend takes new flows.
     pub fallback_active: bool,
@@ -76,8 +81,9 @@ impl Service {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Backend {
+    #[schema(value_type = String)]
     pub address: IpAddr,
     pub port: u16,
     pub weight: u16,
@@ -118,27 +124,32 @@ impl Backend {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct NextHop {
     pub mac: String,
     pub ifindex: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Flow {
     pub service: String,
     #[serde(with = "crate::model::spelled")]
+    #[schema(schema_with = crate::model::spelled::schema::<Protocol>)]
     pub protocol: Protocol,
+    #[schema(value_type = String)]
     pub client: SocketAddr,
+    #[schema(value_type = String)]
     pub vip: SocketAddr,
+    #[schema(value_type = String)]
     pub backend: SocketAddr,
     #[serde(rename = "idle_ms", with = "millis")]
+    #[schema(value_type = u64)]
     pub idle: Duration,
 }
 
 /// The flood guard: its cap and whether it is forwarding new flows without
 /// state.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FloodGuard {
     /// New flows per second one CPU records (0: no limit).
     pub new_flows_per_cpu: u32,
@@ -150,11 +161,12 @@ pub struct FloodGuard {
 }
 
 /// The last walk of the flow table, which the flow counts come from.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FlowWalk {
     /// When it ended; null before the first.
     pub at_unix_ms: Option<u64>,
     #[serde(rename = "took_ms", with = "millis_f64")]
+    #[schema(value_type = f64)]
     pub took: Duration,
     /// Entries read.
     pub entries: u64,
@@ -162,10 +174,11 @@ pub struct FlowWalk {
     pub pruned: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     pub version: String,
     #[serde(rename = "uptime_s", with = "secs_f64")]
+    #[schema(value_type = f64)]
     pub uptime: Duration,
     pub interfaces: Vec<String>,
     pub health_transitions: u64,
@@ -181,15 +194,16 @@ pub struct Stats {
     pub changes_need_token: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ServiceStats {
     pub name: String,
     pub stats: Traffic,
     pub backends: Vec<BackendStats>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct BackendStats {
+    #[schema(value_type = String)]
     pub address: SocketAddr,
     pub stats: Traffic,
 }
@@ -220,6 +234,29 @@ impl From<&dataplane::Counters> for Counters {
     }
 }
 
+/// An object of every counter, by name.
+impl utoipa::PartialSchema for Counters {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        Counter::ALL
+            .iter()
+            .fold(ObjectBuilder::new(), |object, counter| {
+                let count = ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Int64,
+                    )))
+                    .minimum(Some(0));
+                object
+                    .property(counter.name(), count)
+                    .required(counter.name())
+            })
+            .into()
+    }
+}
+
+impl ToSchema for Counters {}
+
 impl Serialize for Counters {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(self.iter().map(|(c, value)| (c.name(), value)))
@@ -239,17 +276,25 @@ impl<'de> Deserialize<'de> for Counters {
 }
 
 /// What `PATCH /api/v1/services/{name}/backends/{addr}` may change.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 65535)]
     pub weight: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_state: Option<AdminState>,
 }
 
+/// The answer to `POST /api/v1/reload`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Reloaded {
+    /// What changed.
+    pub reloaded: String,
+}
+
 /// The body of a 4xx or 5xx answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     /// The configuration field at fault, if one is.
@@ -345,7 +390,7 @@ mod tests {
 /// `GET /api/v1/state`: the changes made through the API that the agent
 /// keeps over its configuration file; `DELETE /api/v1/state` answers with
 /// those it dropped.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateView {
     /// The state file.
     pub path: String,

@@ -93,11 +93,13 @@ pub struct TablesConfig {
 }
 
 /// A `[[service]]`; also the JSON body of `POST /api/v1/services`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     pub vip: String,
+    #[schema(minimum = 0, maximum = 65535)]
     pub port: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
@@ -123,13 +125,15 @@ pub struct ServiceConfig {
 
 /// A `[[service.backend]]`; also the JSON body of
 /// `POST /api/v1/services/{name}/backends`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 65535)]
     pub port: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 65535)]
     pub weight: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
@@ -141,17 +145,18 @@ pub struct BackendConfig {
 /// `[service.backend.health]` (or `health = { ... }`): where this
 /// backend's check probes (keepalived's connect_ip/connect_port, HAProxy's
 /// `addr`/`port` on a server line).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendHealthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<i64>,
 }
 
 /// `[service.health]`: the keys after `via` belong to some kinds only.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     pub kind: String,
@@ -204,7 +209,7 @@ pub struct HealthConfig {
 }
 
 /// Source-address affinity (IPVS `-p TIMEOUT -M NETMASK`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersistenceConfig {
     #[serde(skip_serializing_if = "Option::is_none")]

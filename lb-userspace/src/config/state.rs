@@ -28,7 +28,7 @@ const HEADER: &str = "# Changes made through xlb's API, applied over the configu
                       drop them with `xlb state clear`.\n";
 
 /// The changes, in the file's spelling.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeState {
     /// Services the file does not have as they run: added, or replaced
@@ -44,7 +44,7 @@ pub struct RuntimeState {
 }
 
 /// What changed among one service's backends.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendChanges {
     pub service: String,

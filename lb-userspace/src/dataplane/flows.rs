@@ -125,7 +125,17 @@ pub fn prunable(state: FlowState, slot_live: bool) -> bool {
 
 /// A backend's active and inactive flows: `ipvsadm -L -n`'s ActiveConn and
 /// InActConn (half-open or closing).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct FlowCounts {
     pub active: u64,
     pub inactive: u64,

@@ -38,11 +38,12 @@ pub struct Transition {
 }
 
 /// A check as the status page shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CheckStatus {
     pub state: OperState,
     /// Where the probes go: the backend, its own check target, or the VIP
     /// for a check through the data path.
+    #[schema(value_type = String)]
     pub target: SocketAddr,
     /// `None` until the first probe ends.
     pub last: Option<LastProbe>,
@@ -59,7 +60,7 @@ pub struct CheckStatus {
     pub durations: ProbeDurations,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LastProbe {
     pub ok: bool,
     pub detail: String,

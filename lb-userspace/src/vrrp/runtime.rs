@@ -39,7 +39,7 @@ pub struct Tracking {
 }
 
 /// An instance as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     pub name: String,
     pub interface: String,
@@ -52,7 +52,9 @@ pub struct InstanceStatus {
     pub advert_interval_ms: f64,
     pub master_down_interval_ms: f64,
     /// The master as last heard (this director when master).
+    #[schema(value_type = Option<String>)]
     pub master: Option<IpAddr>,
+    #[schema(value_type = Vec<String>)]
     pub virtual_addresses: Vec<IpAddr>,
     pub sync_group: Option<String>,
     pub transitions: u64,
