@@ -214,6 +214,19 @@ pub struct AgentTestbed {
 }
 
 impl AgentTestbed {
+    /// `xlb ARGS` (a client command, `check`, ...) in the director's namespace: whether it
+    /// exited 0, and its stdout then stderr.
+    pub fn xlb(&self, args: &[&str]) -> anyhow::Result<(bool, String)> {
+        let xlb = xlb_bin()?;
+        let out = self
+            .testbed
+            .director_ns
+            .exec(xlb.to_str().context("a UTF-8 path")?, args)?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Ok((out.status.success(), text))
+    }
+
     /// Builds the testbed with `backends` backends and writes a configuration of the agent section
     /// followed by `services` (TOML `[[service]]` tables); the agent is not started yet.
     pub fn new(

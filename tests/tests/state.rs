@@ -24,19 +24,6 @@ fn config(mode: Mode, family: Family, weights: [u16; 3]) -> String {
     .toml()
 }
 
-/// `xlb ARGS` in the director's namespace: whether it succeeded, and what it printed.
-fn xlb(lab: &AgentTestbed, args: &[&str]) -> (bool, String) {
-    let xlb = xlb_tests::xlb_bin().unwrap();
-    let out = lab
-        .testbed
-        .director_ns
-        .exec(xlb.to_str().unwrap(), args)
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
 fn patch(lab: &AgentTestbed, n: usize, body: &str) {
     let path = format!(
         "/api/v1/services/web/backends/{}",
@@ -123,7 +110,7 @@ fn survives_reload_and_restart(tag: &str, mode: Mode, family: Family) {
 
     // The file changes b3's weight; a reload applies it and keeps the API's changes.
     lab.write_config(&config(mode, family, [1, 1, 2])).unwrap();
-    let (ok, out) = xlb(&lab, &["reload"]);
+    let (ok, out) = lab.xlb(&["reload"]).unwrap();
     assert!(ok, "{out}");
     let reloaded = vec![
         ("drain".into(), 1),
@@ -142,24 +129,23 @@ fn survives_reload_and_restart(tag: &str, mode: Mode, family: Family) {
     })
     .unwrap();
     b1_gets_nothing(&lab, "after the restart");
-    let (ok, out) = xlb(&lab, &["state"]);
+    let (ok, out) = lab.xlb(&["state"]).unwrap();
     assert!(ok && out.contains("state = \"drain\""), "{out}");
-    let (ok, out) = xlb(
-        &lab,
-        &[
+    let (ok, out) = lab
+        .xlb(&[
             "config",
             "dump",
             "--config",
             &lab.agent().config_path().display().to_string(),
-        ],
-    );
+        ])
+        .unwrap();
     assert!(
         ok && out.contains("state = \"drain\"") && out.contains("weight = 3"),
         "{out}"
     );
 
     // Cleared, the file runs as written and the state file is gone.
-    let (ok, out) = xlb(&lab, &["state", "clear"]);
+    let (ok, out) = lab.xlb(&["state", "clear"]).unwrap();
     assert!(ok && out.contains("dropped"), "{out}");
     let file = vec![
         ("ready".into(), 1),
@@ -168,7 +154,7 @@ fn survives_reload_and_restart(tag: &str, mode: Mode, family: Family) {
     ];
     assert_eq!(backends(&lab), file, "after clearing");
     assert!(!state_file.exists(), "the state file outlived the clear");
-    let (ok, out) = xlb(&lab, &["state"]);
+    let (ok, out) = lab.xlb(&["state"]).unwrap();
     assert!(
         ok && out.contains("no changes made through the API"),
         "{out}"
@@ -218,15 +204,14 @@ fn a_state_that_no_longer_fits_the_file_refuses_the_start_and_the_reload() {
         ),
     )
     .unwrap();
-    let (ok, out) = xlb(
-        &lab,
-        &[
+    let (ok, out) = lab
+        .xlb(&[
             "check",
             "--skip-routes",
             "--config",
             &lab.agent().config_path().display().to_string(),
-        ],
-    );
+        ])
+        .unwrap();
     assert!(!ok && out.contains("state: "), "{out}");
     let refused = format!("{:#}", lab.start().unwrap_err());
     assert!(
@@ -245,7 +230,7 @@ fn a_state_that_no_longer_fits_the_file_refuses_the_start_and_the_reload() {
     );
     assert!(without_b1.contains(&b1), "{without_b1}");
     lab.write_config(&without_b1.replacen(&b1, "", 1)).unwrap();
-    let (ok, out) = xlb(&lab, &["reload"]);
+    let (ok, out) = lab.xlb(&["reload"]).unwrap();
     assert!(ok, "{out}");
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while !lab.agent().logs().contains("no longer applies") {

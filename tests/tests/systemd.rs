@@ -86,19 +86,6 @@ fn has(message: &str, line: &str) -> bool {
     message.lines().any(|l| l == line)
 }
 
-/// `xlb ARGS` in the director's namespace: its exit status and output.
-fn xlb(lab: &AgentTestbed, args: &[&str]) -> (bool, String) {
-    let xlb = xlb_tests::xlb_bin().unwrap();
-    let out = lab
-        .testbed
-        .director_ns
-        .exec(xlb.to_str().unwrap(), args)
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
 #[test]
 fn the_agent_tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
     require_privileged!();
@@ -142,10 +129,9 @@ fn the_agent_tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
     }
 
     // An API change is logged with its fields after the message.
-    let (ok, out) = xlb(
-        &lab,
-        &["backend", "set", "web", "198.18.1.11:80", "--weight", "2"],
-    );
+    let (ok, out) = lab
+        .xlb(&["backend", "set", "web", "198.18.1.11:80", "--weight", "2"])
+        .unwrap();
     assert!(ok, "{out}");
     let logs = lab.agent().logs();
     let line = logs
@@ -159,7 +145,7 @@ fn the_agent_tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
 
     // A reload: RELOADING=1, then READY=1; `xlb reload` succeeds.
     lab.write_config(&services(4)).unwrap();
-    let (ok, out) = xlb(&lab, &["reload"]);
+    let (ok, out) = lab.xlb(&["reload"]).unwrap();
     assert!(ok, "{out}");
     let reload = notify.read_until("READY=1", Duration::from_secs(5));
     let reloading = reload.iter().position(|m| has(m, "RELOADING=1"));
@@ -179,7 +165,7 @@ fn the_agent_tells_systemd_when_it_is_ready_reloading_alive_and_stopping() {
     // A refused reload: `xlb reload` exits non-zero and says why; READY=1
     // again with the refusal in the status, and nothing changed.
     std::fs::write(lab.agent().config_path(), "this is not toml").unwrap();
-    let (ok, out) = xlb(&lab, &["reload"]);
+    let (ok, out) = lab.xlb(&["reload"]).unwrap();
     assert!(!ok, "a refused reload exited 0: {out}");
     assert!(out.contains("nothing was reloaded"), "{out}");
     let refused = notify.read_until("READY=1", Duration::from_secs(5));
@@ -427,10 +413,9 @@ fn logs_reach_the_journal_with_priorities_and_fields() {
     lab.agent_mut().wrapper =
         Some("JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$@\"".to_string());
     lab.start().unwrap();
-    let (ok, out) = xlb(
-        &lab,
-        &["backend", "set", "web", "198.18.1.11:80", "--weight", "2"],
-    );
+    let (ok, out) = lab
+        .xlb(&["backend", "set", "web", "198.18.1.11:80", "--weight", "2"])
+        .unwrap();
     assert!(ok, "{out}");
     drop(lab.testbed.servers.remove(0));
 
