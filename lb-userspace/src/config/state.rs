@@ -60,6 +60,12 @@ pub struct BackendChanges {
     pub removed: Vec<String>,
 }
 
+impl BackendChanges {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
 /// The running model with the state applied, and what of the state no
 /// longer applied to the file.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,12 +100,7 @@ impl RuntimeState {
                 }
                 Some(base) => {
                     let changes = backend_changes(base, service);
-                    if changes
-                        != (BackendChanges {
-                            service: service.name.clone(),
-                            ..BackendChanges::default()
-                        })
-                    {
+                    if !changes.is_empty() {
                         state.backends.push(changes);
                     }
                 }
