@@ -5,7 +5,8 @@
 //! binary runs and checks the shipped configuration, every man page
 //! renders, the completions are where the shells look, the configuration is
 //! a conffile, the unit is neither enabled nor started, and systemd accepts
-//! the unit. The package is purged again, so the root stays as made. No
+//! the unit. The package is purged again, with the state file the agent keeps
+//! beside its configuration, so the root stays as made. No
 //! mounts are made: the chroot needs none for these commands.
 
 use std::{
@@ -32,13 +33,20 @@ fn package_installs_into_a_debian_root_and_works() -> anyhow::Result<()> {
     let root = debian_root()?;
     let installed = install(&root, &deb);
     let checked = installed.and_then(|()| check_installed(&root));
-    let purged = chroot(&root, &["dpkg", "--purge", "xlb"]).and_then(|_| {
-        ensure!(
-            !root.join("etc/xlb/xlb.toml").exists() && !root.join("usr/bin/xlb").exists(),
-            "dpkg --purge left xlb's files"
-        );
-        Ok(())
-    });
+    // The agent's state beside the configuration, as an API change leaves it.
+    let state = root.join("etc/xlb/xlb.state");
+    let purged = fs::write(&state, "removed_services = [\"web\"]\n")
+        .context("writing a state file")
+        .and_then(|()| chroot(&root, &["dpkg", "--purge", "xlb"]))
+        .and_then(|_| {
+            ensure!(
+                !root.join("etc/xlb/xlb.toml").exists()
+                    && !root.join("usr/bin/xlb").exists()
+                    && !state.exists(),
+                "dpkg --purge left xlb's files"
+            );
+            Ok(())
+        });
     checked?;
     purged
 }

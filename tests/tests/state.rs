@@ -232,6 +232,10 @@ fn a_state_that_no_longer_fits_the_file_refuses_the_start_and_the_reload() {
     lab.write_config(&without_b1.replacen(&b1, "", 1)).unwrap();
     let (ok, out) = lab.xlb(&["reload"]).unwrap();
     assert!(ok, "{out}");
+    assert!(
+        out.contains("no longer apply, dropped: backends[web]: the file has no backend"),
+        "{out}"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while !lab.agent().logs().contains("no longer applies") {
         assert!(

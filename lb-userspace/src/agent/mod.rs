@@ -650,6 +650,12 @@ impl Agent {
         if !vrrp_changes.is_empty() {
             summary.push_str(&format!("; vrrp {}", vrrp_changes.join("; ")));
         }
+        if !applied.notes.is_empty() {
+            summary.push_str(&format!(
+                "; changes made through the API that no longer apply, dropped: {}",
+                applied.notes.join("; ")
+            ));
+        }
         log::info!("reloaded {}: {summary}", path.display());
         Ok(summary)
     }
