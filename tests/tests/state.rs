@@ -100,6 +100,11 @@ fn survives_reload_and_restart(tag: &str, mode: Mode, family: Family) {
         2,
         "{state}"
     );
+    let (ok, out) = lab.xlb(&["status"]).unwrap();
+    assert!(
+        ok && out.contains("changes made through the API kept over the file: 2"),
+        "{out}"
+    );
     let changed = vec![
         ("drain".into(), 1),
         ("ready".into(), 3),

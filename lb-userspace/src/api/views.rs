@@ -246,6 +246,7 @@ pub fn stats(snapshot: &Snapshot, changes_need_token: bool) -> Result<wire::Stat
         },
         services,
         changes_need_token,
+        api_changes: snapshot.runtime_state().len(),
     })
 }
 

@@ -192,6 +192,10 @@ pub struct Stats {
     /// Changes need the API token (the status page offers its admin
     /// actions by that).
     pub changes_need_token: bool,
+    /// Changes made through the API that the agent keeps over its file
+    /// (`GET /api/v1/state` lists them).
+    #[serde(default)]
+    pub api_changes: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

@@ -89,6 +89,17 @@ impl RuntimeState {
         *self == RuntimeState::default()
     }
 
+    /// How many changes: services added or replaced, services removed, and
+    /// backends added, changed or removed.
+    pub fn len(&self) -> usize {
+        let backends: usize = self
+            .backends
+            .iter()
+            .map(|b| b.added.len() + b.changed.len() + b.removed.len())
+            .sum();
+        self.services.len() + self.removed_services.len() + backends
+    }
+
     /// What turns `file` into `running` (which differ only in services).
     pub fn between(file: &Model, running: &Model) -> RuntimeState {
         let mut state = RuntimeState::default();

@@ -51,6 +51,12 @@ fn render(stats: &Stats, services: &[Service], now_unix_ms: u64) -> String {
         stats.health_transitions,
         stats.applies,
     );
+    if stats.api_changes > 0 {
+        text.push_str(&format!(
+            "changes made through the API kept over the file: {} (`xlb state` lists them)\n",
+            stats.api_changes
+        ));
+    }
     for service in services {
         text.push('\n');
         text.push_str(&service_line(service));
@@ -139,7 +145,7 @@ mod tests {
             "flow_count": {"at_unix_ms": null, "took_ms": 0.0, "entries": 0, "pruned": 0},
             "flood_guard": {"new_flows_per_cpu": 1000, "active": false,
                             "active_since_unix_ms": null, "stateless_flows": 0},
-            "services": [], "changes_need_token": false
+            "services": [], "changes_need_token": false, "api_changes": 2
         }))
         .unwrap();
         let services: Vec<Service> = read(json!([
@@ -184,6 +190,7 @@ mod tests {
             "xlb 0.1.0, up 2h5m, interfaces: eth0, eth1\n\
              services: 2, backends in service: 1 of 2, health transitions: 3, \
              data-plane updates: 5\n\
+             changes made through the API kept over the file: 2 (`xlb state` lists them)\n\
              \n\
              TCP  198.18.0.100:80  web  mode dr  backends 1/2  fallback 198.18.2.1:80 standby  \
              persistence netmask=24\n  \

@@ -166,6 +166,7 @@ fn added_removed_and_replaced_services_and_backends_round_trip() {
     );
     assert_eq!(state.backends[0].removed, ["198.18.1.2:80"]);
     assert_eq!(state.backends[0].added[0].weight, Some(2));
+    assert_eq!(state.len(), 4);
     // Through the file's text and back.
     let path = std::env::temp_dir().join(format!("xlb-state-test-{}", std::process::id()));
     state.save(&path).unwrap();
