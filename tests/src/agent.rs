@@ -174,6 +174,21 @@ impl AgentProcess {
         request_in(&self.director_ns, &self.api, method, path, body, token)
     }
 
+    /// `POST /api/v1/reload`, which must be refused with a 400 saying nothing was reloaded: the
+    /// error body.
+    pub fn refused_reload(&self) -> anyhow::Result<Value> {
+        let (status, body) = self.request("POST", "/api/v1/reload", None, None)?;
+        ensure!(status == 400, "the reload answered {status}: {body}");
+        let error: Value = serde_json::from_str(&body).context("the error body")?;
+        ensure!(
+            error["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("nothing was reloaded")),
+            "the refusal does not say nothing was reloaded: {body}"
+        );
+        Ok(error)
+    }
+
     /// `GET path`, which must answer 200 with JSON.
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
         let (status, body) = self.request("GET", path, None, None)?;
